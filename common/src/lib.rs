@@ -1,0 +1,13 @@
+//! The vocabulary shared by every driftwatch component.
+//!
+//! Nothing here does I/O: these are the types that describe what a subject
+//! looks like ([`state::FileState`]), which of its attributes a policy compares
+//! ([`attrs::AttributeSet`]), how content is fingerprinted ([`hash::ContentHash`]),
+//! how byte-exact paths are shown to people and machines ([`pathbytes`]) and how
+//! path globs are matched ([`pattern::GlobList`]).
+
+pub mod attrs;
+pub mod hash;
+pub mod pathbytes;
+pub mod pattern;
+pub mod state;

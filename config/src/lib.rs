@@ -1,0 +1,7 @@
+//! Typed configuration for driftwatch (see `agent`).
+
+pub mod agent;
+pub mod error;
+
+pub use agent::{AgentConfig, Rule, ScanSettings, SnapshotSettings};
+pub use error::{ConfigError, ConfigErrors};
