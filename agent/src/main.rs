@@ -1,1 +1,260 @@
-fn main() {}
+//! `driftwatch-agent`: the host agent's command-line interface.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use driftwatch_agent::Exit;
+use driftwatch_agent::commands::{self, Output, Target};
+use driftwatch_agent::report::Format;
+use driftwatch_agent::store::StorePaths;
+use driftwatch_config::AgentConfig;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  no drift: every subject matches the baseline
+  1  drift found
+  2  error: nothing was compared (bad configuration, no baseline, I/O failure...)
+  3  no drift found, but some subjects could not be read or checked
+  4  the baseline failed its integrity check (modified outside driftwatch)";
+
+/// Detects configuration drift and unauthorized change on this host.
+#[derive(Parser)]
+#[command(name = "driftwatch-agent", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Agent configuration file (policy and state directory).
+    #[arg(
+        long,
+        global = true,
+        env = "DRIFTWATCH_CONFIG",
+        default_value = "/etc/driftwatch/agent.toml"
+    )]
+    config: PathBuf,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "DRIFTWATCH_LOG", default_value = "info")]
+    log_level: String,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, inspect or update the baseline (the approved state of every subject).
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+    /// Compare the host with its baseline and report every drift.
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Re-read and re-hash every file instead of trusting unchanged metadata.
+        #[arg(long)]
+        paranoid: bool,
+        #[command(flatten)]
+        scan: ScanArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Check a configuration file and report every problem, without running anything.
+    ValidateConfig {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// Record the current state of every subject of the policy as the baseline.
+    Init {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Replace an existing baseline (the replacement is recorded in its history).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        scan: ScanArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show one subject's baseline record, or without PATH a summary and the history.
+    Show {
+        /// The subject to show.
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Accept the current state of the drifted subjects at or below each PATH as
+    /// their new baseline; recorded in the baseline history with the reason.
+    Accept {
+        /// Subjects (or directories whose drifted subjects) to accept.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Why the change is accepted, e.g. a change ticket.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// Ad-hoc use without a configuration file.
+#[derive(Args)]
+struct TargetArgs {
+    /// Apply the built-in `content` rule to this tree instead of the configured policy.
+    #[arg(long, value_name = "DIR")]
+    path: Option<PathBuf>,
+    /// Baseline database file (its key is kept beside it as FILE.key).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    /// Threads that walk and hash (default: the configuration's, normally one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress display.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl OutputArgs {
+    fn output(&self) -> Output {
+        Output {
+            format: if self.json {
+                Format::Json
+            } else {
+                Format::Text
+            },
+            progress: !self.quiet,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = init_logging(&cli.log_level, cli.log_format) {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(Exit::Error as u8);
+    }
+    let exit = match run(&cli) {
+        Ok(exit) => exit,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            commands::exit_for_error(&err)
+        }
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Baseline(BaselineCommand::Init {
+            target,
+            force,
+            scan,
+            output,
+        }) => commands::init(
+            &resolve(cli, target, scan.workers)?,
+            *force,
+            output.output(),
+        ),
+        Command::Baseline(BaselineCommand::Show {
+            path,
+            target,
+            output,
+        }) => commands::show(
+            &resolve(cli, target, None)?,
+            path.as_deref(),
+            output.output(),
+        ),
+        Command::Baseline(BaselineCommand::Accept {
+            paths,
+            reason,
+            target,
+            output,
+        }) => commands::accept(&resolve(cli, target, None)?, paths, reason, output.output()),
+        Command::Check {
+            target,
+            paranoid,
+            scan,
+            output,
+        } => commands::check(
+            &resolve(cli, target, scan.workers)?,
+            *paranoid,
+            output.output(),
+        ),
+        Command::ValidateConfig { output } => {
+            commands::validate_config(&cli.config, output.output())
+        }
+    }
+}
+
+/// The policy and baseline a command works on: the configuration file's,
+/// or an ad-hoc tree and database from `--path` and `--db`.
+fn resolve(cli: &Cli, args: &TargetArgs, workers: Option<u16>) -> anyhow::Result<Target> {
+    let mut config = match &args.path {
+        Some(dir) => {
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("cannot use --path {}", dir.display()))?;
+            AgentConfig::adhoc(&dir)
+        }
+        None => load_config(&cli.config)?,
+    };
+    if let Some(workers) = workers {
+        config.scan.workers = usize::from(workers);
+    }
+    let store = match (&args.db, &args.path) {
+        (Some(db), _) => StorePaths::for_db(db),
+        (None, Some(_)) => bail!("--path needs --db FILE: where to keep the baseline of that tree"),
+        (None, None) => StorePaths::in_state_dir(&config.state_dir),
+    };
+    Ok(Target { config, store })
+}
+
+fn load_config(path: &Path) -> anyhow::Result<AgentConfig> {
+    AgentConfig::load(path).map_err(|errors| {
+        anyhow!(
+            "{errors}\n(fix the configuration, or use `--path DIR --db FILE` to check one tree without one)"
+        )
+    })
+}
+
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid --log-level `{filter}`"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

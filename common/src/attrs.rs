@@ -168,7 +168,9 @@ impl AttributeSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Attribute> {
-        Attribute::ALL.into_iter().filter(move |&a| self.contains(a))
+        Attribute::ALL
+            .into_iter()
+            .filter(move |&a| self.contains(a))
     }
 }
 
@@ -206,7 +208,11 @@ mod tests {
         assert!(!permissions.reads_content());
         assert!(growing.reads_content() && !growing.contains(Attribute::Size));
         assert!(AttributeSet::builtin("ignore").unwrap().is_empty());
-        assert!(!AttributeSet::builtin("full").unwrap().contains(Attribute::Growing));
+        assert!(
+            !AttributeSet::builtin("full")
+                .unwrap()
+                .contains(Attribute::Growing)
+        );
         for name in BUILTIN_GROUPS {
             assert!(AttributeSet::builtin(name).is_some(), "{name}");
         }

@@ -1,0 +1,407 @@
+//! The agent's commands: `baseline init|show|accept`, `check`, `validate-config`.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use driftwatch_common::pathbytes::PathBytes;
+use driftwatch_config::AgentConfig;
+
+use crate::Exit;
+use crate::check::{CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff};
+use crate::clock;
+use crate::progress::Progress;
+use crate::report::{self, CheckReport, Format, InitReport};
+use crate::scan::read::read_subject;
+use crate::scan::{Policy, ScanError, ScanEvent};
+use crate::store::{
+    AcceptedChange, BaselineStore, BaselineWriter, Meta, NewHistory, Record, StoreError, StorePaths,
+};
+
+/// What a command works on: a policy and the baseline that belongs to it.
+pub struct Target {
+    pub config: AgentConfig,
+    pub store: StorePaths,
+}
+
+/// Output options shared by the commands.
+#[derive(Clone, Copy)]
+pub struct Output {
+    pub format: Format,
+    /// Show progress on long scans.
+    pub progress: bool,
+}
+
+/// `baseline init`: records the current state of every subject as the baseline.
+pub fn init(target: &Target, force: bool, output: Output) -> anyhow::Result<Exit> {
+    let progress = Progress::start("baseline init", None, output.progress);
+    let report = create_baseline(target, force, &progress);
+    drop(progress);
+    let report = report?;
+    report::print_init(&report, output.format)?;
+    Ok(if report.errors.is_empty() {
+        Exit::Clean
+    } else {
+        Exit::Incomplete
+    })
+}
+
+/// Scans the policy and writes a new, sealed baseline (replacing the old one only on success).
+pub fn create_baseline(
+    target: &Target,
+    force: bool,
+    progress: &Progress,
+) -> anyhow::Result<InitReport> {
+    let started = Instant::now();
+    let policy = Policy::new(&target.config);
+    let replaced = force.then(|| describe_existing(&target.store)).flatten();
+    let mut writer = BaselineWriter::create(&target.store, force)?;
+    let mut errors = Vec::new();
+    let mut entries = 0u64;
+    let mut write_error = None;
+    let inspect = |subject: crate::scan::Subject<'_>| {
+        let plan = read_plan(&policy, subject.rule, subject.path, None);
+        let outcome = read_subject(subject.path, &subject.meta, &plan);
+        if outcome.state.content_hash.is_some() {
+            progress.add_bytes(outcome.state.size);
+        }
+        Some((PathBytes::from(subject.path), outcome))
+    };
+    let scanned = policy.scan(progress, inspect, |event| match event {
+        ScanEvent::Item((path, outcome)) => {
+            entries += 1;
+            errors.extend(outcome.errors.iter().map(|message| ScanError {
+                path: path.clone(),
+                message: message.clone(),
+            }));
+            let record = Record {
+                error: (!outcome.errors.is_empty()).then(|| outcome.errors.join("; ")),
+                state: outcome.state,
+            };
+            if write_error.is_none()
+                && let Err(err) =
+                    writer.insert(path.as_bytes(), &record, outcome.snapshot.as_deref())
+            {
+                write_error = Some(err);
+            }
+        }
+        ScanEvent::Error(error) => errors.push(error),
+        ScanEvent::Incomplete(_) => {}
+    });
+    let bytes_hashed = progress.bytes();
+    if let Some(err) = scanned
+        .err()
+        .map(anyhow::Error::from)
+        .or(write_error.map(Into::into))
+    {
+        writer.abort();
+        return Err(err.context("baseline init failed; any previous baseline is unchanged"));
+    }
+
+    let now = clock::now_rfc3339();
+    let meta = Meta {
+        created_at: now.clone(),
+        policy_digest: target.config.policy_digest().to_hex(),
+        last_full_hash_at: now,
+    };
+    let roots: Vec<String> = target
+        .config
+        .rules
+        .iter()
+        .map(|r| r.path.display().to_string())
+        .collect();
+    let mut detail = format!(
+        "{entries} entries, {} unreadable, policy {} ({}), rules: {}",
+        errors.len(),
+        meta.policy_digest,
+        target.config.source.display(),
+        roots.join(" ")
+    );
+    if let Some(previous) = &replaced {
+        detail.push_str(&format!("; replaced {previous}"));
+    }
+    let history = NewHistory {
+        action: if replaced.is_some() { "reinit" } else { "init" },
+        actor: clock::actor(),
+        detail,
+    };
+    writer.finish(&meta, &[history])?;
+    errors.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(InitReport {
+        db: target.store.db.clone(),
+        entries,
+        bytes_hashed,
+        seconds: started.elapsed().as_secs_f64(),
+        replaced,
+        errors,
+    })
+}
+
+/// A one-line description of the baseline about to be replaced, for the history.
+fn describe_existing(paths: &StorePaths) -> Option<String> {
+    if !paths.db.exists() {
+        return None;
+    }
+    let loaded = BaselineStore::open(paths).and_then(|store| store.load());
+    Some(match loaded {
+        Ok(baseline) => format!(
+            "baseline created {} with {} entries",
+            baseline.meta.created_at,
+            baseline.entries.len()
+        ),
+        Err(err) => format!("a baseline that failed to load or verify ({err})"),
+    })
+}
+
+/// `check`: compares the current state with the baseline.
+pub fn check(target: &Target, paranoid: bool, output: Output) -> anyhow::Result<Exit> {
+    let started = Instant::now();
+    let mut store = BaselineStore::open(&target.store)?;
+    let mut baseline = store.load()?;
+    let policy = Policy::new(&target.config);
+    let policy_changed = baseline.meta.policy_digest != target.config.policy_digest().to_hex();
+    let full_hash = paranoid || full_hash_due(&baseline.meta, &target.config);
+    let progress = Progress::start(
+        "check",
+        Some(baseline.entries.len() as u64),
+        output.progress,
+    );
+    let mut findings = run_check(
+        &policy,
+        &baseline,
+        &CheckMode {
+            paranoid: full_hash,
+        },
+        &progress,
+    )?;
+    drop(progress);
+    attach_diffs(&store, &baseline, &mut findings)?;
+    if full_hash {
+        store.record_full_hash(&mut baseline, &clock::now_rfc3339())?;
+    }
+    let report = CheckReport {
+        db: target.store.db.clone(),
+        baseline_created_at: baseline.meta.created_at.clone(),
+        policy_changed,
+        full_hash,
+        seconds: started.elapsed().as_secs_f64(),
+        findings,
+    };
+    report::print_check(&report, output.format)?;
+    Ok(if !report.findings.drifts.is_empty() {
+        Exit::Drift
+    } else if !report.findings.errors.is_empty() {
+        Exit::Incomplete
+    } else {
+        Exit::Clean
+    })
+}
+
+fn full_hash_due(meta: &Meta, config: &AgentConfig) -> bool {
+    let Some(interval) = config.scan.full_rehash_interval else {
+        return false;
+    };
+    match clock::parse_rfc3339(&meta.last_full_hash_at) {
+        Some(last) => time::OffsetDateTime::now_utc() - last >= interval,
+        None => true,
+    }
+}
+
+/// Adds a unified diff to content drift of text files that have snapshots.
+fn attach_diffs(
+    store: &BaselineStore,
+    baseline: &crate::store::Baseline,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
+    for drift in &mut findings.drifts {
+        if drift.kind != DriftKind::Content {
+            continue;
+        }
+        let (Some(after), Some((_, record))) =
+            (&drift.new_snapshot, baseline.get(drift.path.as_bytes()))
+        else {
+            continue;
+        };
+        let Some(before_hash) = record.state.content_hash else {
+            continue;
+        };
+        if let Some(before) = store.snapshot(drift.path.as_bytes(), &before_hash)? {
+            drift.diff = unified_diff(&drift.path, &before, after);
+        }
+    }
+    Ok(())
+}
+
+/// `baseline show [PATH]`: one subject's baseline record, or a summary with the history.
+pub fn show(target: &Target, path: Option<&Path>, output: Output) -> anyhow::Result<Exit> {
+    let store = BaselineStore::open(&target.store)?;
+    let baseline = store.load()?;
+    match path {
+        Some(path) => {
+            let path = absolute(path)?;
+            let bytes = path.as_os_str().as_bytes();
+            let Some((_, record)) = baseline.get(bytes) else {
+                bail!(
+                    "{} is not in the baseline{}",
+                    PathBytes::from(path.as_path()),
+                    if Policy::new(&target.config).rule_for(&path).is_some() {
+                        " (the policy covers it: it did not exist at init, or was accepted as removed)"
+                    } else {
+                        " (no rule of the policy covers it)"
+                    }
+                );
+            };
+            let has_snapshot = match record.state.content_hash {
+                Some(hash) => store.snapshot(bytes, &hash)?.is_some(),
+                None => false,
+            };
+            report::print_record(
+                &PathBytes::from(path.as_path()),
+                record,
+                has_snapshot,
+                output.format,
+            )?;
+        }
+        None => {
+            let history = store.history()?;
+            let policy_changed =
+                baseline.meta.policy_digest != target.config.policy_digest().to_hex();
+            report::print_summary(
+                &target.store.db,
+                &baseline,
+                &history,
+                policy_changed,
+                output.format,
+            )?;
+        }
+    }
+    Ok(Exit::Clean)
+}
+
+/// `baseline accept PATH...`: takes the current state of the drifted subjects
+/// at or below each PATH as their new baseline, recorded with a reason.
+pub fn accept(
+    target: &Target,
+    paths: &[PathBuf],
+    reason: &str,
+    output: Output,
+) -> anyhow::Result<Exit> {
+    if reason.trim().is_empty() {
+        bail!("--reason must say why the change is accepted");
+    }
+    let scopes: Vec<PathBytes> = paths
+        .iter()
+        .map(|p| absolute(p).map(PathBytes::from))
+        .collect::<anyhow::Result<_>>()?;
+    let mut store = BaselineStore::open(&target.store)?;
+    let baseline = store.load()?;
+    let policy = Policy::new(&target.config);
+    let progress = Progress::start(
+        "accept",
+        Some(baseline.entries.len() as u64),
+        output.progress,
+    );
+    let findings = run_check(
+        &policy,
+        &baseline,
+        &CheckMode { paranoid: false },
+        &progress,
+    )?;
+    drop(progress);
+
+    let unverified: Vec<&ScanError> = findings
+        .errors
+        .iter()
+        .filter(|e| {
+            scopes
+                .iter()
+                .any(|scope| is_within(&e.path, scope) || is_within(scope, &e.path))
+        })
+        .collect();
+    if let Some(first) = unverified.first() {
+        bail!(
+            "cannot accept: {} subject(s) in scope could not be read (first: {}: {}); fix access and retry",
+            unverified.len(),
+            first.path,
+            first.message
+        );
+    }
+    let accepted: Vec<_> = findings
+        .drifts
+        .into_iter()
+        .filter(|d| scopes.iter().any(|scope| is_within(&d.path, scope)))
+        .collect();
+    let changes: Vec<AcceptedChange> = accepted
+        .iter()
+        .map(|drift| AcceptedChange {
+            path: drift.path.clone(),
+            record: drift.new_record.clone(),
+            snapshot: drift.new_snapshot.clone(),
+        })
+        .collect();
+    if !changes.is_empty() {
+        let subjects: Vec<serde_json::Value> = accepted
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "path": d.path,
+                    "kind": d.kind.name(),
+                    "hash": d.after.as_ref().and_then(|s| s.content_hash),
+                })
+            })
+            .collect();
+        let detail = serde_json::json!({ "reason": reason, "subjects": subjects }).to_string();
+        store.accept(
+            &changes,
+            NewHistory {
+                action: "accept",
+                actor: clock::actor(),
+                detail,
+            },
+        )?;
+    }
+    report::print_accept(&scopes, &accepted, output.format)?;
+    Ok(Exit::Clean)
+}
+
+/// `validate-config`: loads and validates a configuration file, running nothing.
+pub fn validate_config(path: &Path, output: Output) -> anyhow::Result<Exit> {
+    match AgentConfig::load(path) {
+        Ok(config) => {
+            report::print_valid_config(&config, output.format)?;
+            Ok(Exit::Clean)
+        }
+        Err(errors) => {
+            report::print_config_errors(path, &errors, output.format)?;
+            Ok(Exit::Error)
+        }
+    }
+}
+
+/// Makes a user-supplied path absolute without resolving symlinks (the
+/// subject may no longer exist, and a symlink is itself a subject).
+pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    let joined =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    // std::path::absolute keeps `..`; drop them lexically like the policy does.
+    let mut normal = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    Ok(normal)
+}
+
+/// Maps an error to its exit code: integrity failures get their own.
+pub fn exit_for_error(err: &anyhow::Error) -> Exit {
+    match err.downcast_ref::<StoreError>() {
+        Some(store_err) if store_err.is_integrity_failure() => Exit::Integrity,
+        _ => Exit::Error,
+    }
+}

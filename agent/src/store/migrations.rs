@@ -1,0 +1,79 @@
+//! Schema migrations. Append only: a released migration is never edited.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE entries (path BLOB PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;
+     CREATE TABLE snapshots (path BLOB PRIMARY KEY, content BLOB NOT NULL) WITHOUT ROWID;
+     CREATE TABLE history (
+         id INTEGER PRIMARY KEY,
+         at TEXT NOT NULL,
+         action TEXT NOT NULL,
+         actor TEXT NOT NULL,
+         detail TEXT NOT NULL
+     );",
+];
+
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+fn version(conn: &Connection, db: &Path) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|source| StoreError::Sqlite {
+            db: db.to_owned(),
+            source,
+        })
+}
+
+/// Brings a database up to the latest schema; refuses one from a newer agent.
+pub fn migrate(conn: &Connection, db: &Path) -> Result<(), StoreError> {
+    let current = version(conn, db)?;
+    if current > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            db: db.to_owned(),
+            found: current,
+            supported: LATEST,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let target = index as i64 + 1;
+        conn.execute_batch(&format!(
+            "BEGIN; {sql} PRAGMA user_version = {target}; COMMIT;"
+        ))
+        .map_err(|source| StoreError::Sqlite {
+            db: db.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks that an existing file is a driftwatch baseline, then migrates it.
+pub fn check_version(conn: &Connection, db: &Path) -> Result<(), StoreError> {
+    let tampered = |detail: String| StoreError::Tampered {
+        db: db.to_owned(),
+        detail,
+    };
+    match version(conn, db) {
+        Err(StoreError::Sqlite { source, .. })
+            if matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ) =>
+        {
+            Err(tampered(format!(
+                "not a readable SQLite database ({source})"
+            )))
+        }
+        Err(err) => Err(err),
+        Ok(0) => Err(tampered(
+            "not a driftwatch baseline (no schema version)".into(),
+        )),
+        Ok(_) => migrate(conn, db),
+    }
+}

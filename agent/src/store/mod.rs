@@ -1,0 +1,617 @@
+//! The baseline store: one SQLite file holding the approved state of every
+//! subject, the history of decisions that changed it, and a keyed integrity
+//! root that detects any edit made without the key (invariant 6).
+//!
+//! Layout: `entries(path, record)` with `record` a postcard-encoded [`Record`],
+//! `snapshots(path, content)` for small text files (so drift can show a
+//! diff), `history` (init, accept, re-init) and `meta` (times, policy digest,
+//! integrity root). The schema is versioned with `PRAGMA user_version` and
+//! migrated by [`migrations`].
+
+mod integrity;
+mod migrations;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use driftwatch_common::hash::ContentHash;
+use driftwatch_common::pathbytes::PathBytes;
+use driftwatch_common::state::FileState;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+pub use integrity::Key;
+use integrity::RootHasher;
+
+/// What the baseline holds for one subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub state: FileState,
+    /// Why part of the state could not be read (e.g. content unreadable), if so.
+    pub error: Option<String>,
+}
+
+/// One recorded decision that changed the baseline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `init`, `reinit` or `accept`.
+    pub action: String,
+    /// Who ran the command (login user and uid).
+    pub actor: String,
+    /// Human-readable detail: reason, subjects and their accepted states.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Meta {
+    pub created_at: String,
+    pub policy_digest: String,
+    /// When `check` last re-hashed all content (RFC 3339), empty if never after init.
+    pub last_full_hash_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no baseline at {db}: run `driftwatch-agent baseline init` first")]
+    NotInitialized { db: PathBuf },
+    #[error(
+        "a baseline already exists at {db}: pass --force to replace it (the replacement is recorded)"
+    )]
+    AlreadyExists { db: PathBuf },
+    #[error(
+        "baseline key {key} is missing: without it the baseline cannot be verified; \
+         if it was deleted, treat the baseline as untrusted and re-initialise"
+    )]
+    KeyMissing { key: PathBuf },
+    #[error("baseline key {key} is invalid: {reason}")]
+    KeyInvalid { key: PathBuf, reason: String },
+    #[error(
+        "BASELINE INTEGRITY CHECK FAILED for {db}: {detail}; the database was changed \
+         outside driftwatch or is corrupt. Do not trust it: investigate, then re-initialise \
+         with `baseline init --force`"
+    )]
+    Tampered { db: PathBuf, detail: String },
+    #[error(
+        "baseline {db} has schema version {found}, newer than this agent supports ({supported}): upgrade the agent"
+    )]
+    SchemaTooNew {
+        db: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("baseline database {db}: {source}")]
+    Sqlite {
+        db: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Errors that mean the baseline cannot be trusted (as opposed to absent or unreadable).
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Tampered { .. }
+                | StoreError::KeyInvalid { .. }
+                | StoreError::KeyMissing { .. }
+        )
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where a baseline lives: the database and its key file.
+#[derive(Clone, Debug)]
+pub struct StorePaths {
+    pub db: PathBuf,
+    pub key: PathBuf,
+}
+
+impl StorePaths {
+    /// The layout under an agent state directory.
+    pub fn in_state_dir(dir: &Path) -> Self {
+        StorePaths {
+            db: dir.join("baseline.db"),
+            key: dir.join("baseline.key"),
+        }
+    }
+
+    /// An explicit database file; its key sits beside it as `FILE.key`.
+    pub fn for_db(db: &Path) -> Self {
+        let mut key = db.as_os_str().to_owned();
+        key.push(".key");
+        StorePaths {
+            db: db.to_owned(),
+            key: PathBuf::from(key),
+        }
+    }
+}
+
+/// A verified baseline, loaded into memory sorted by path (binary-searchable).
+#[derive(Debug)]
+pub struct Baseline {
+    pub entries: Vec<(PathBytes, Record)>,
+    pub meta: Meta,
+    /// Digest of the entries, kept so the root can be recomputed after a meta update.
+    entries_digest: ContentHash,
+}
+
+impl Baseline {
+    pub fn get(&self, path: &[u8]) -> Option<(usize, &Record)> {
+        self.entries
+            .binary_search_by(|(p, _)| p.as_bytes().cmp(path))
+            .ok()
+            .map(|i| (i, &self.entries[i].1))
+    }
+}
+
+/// An open baseline database whose key has been read.
+pub struct BaselineStore {
+    conn: Connection,
+    paths: StorePaths,
+    key: Key,
+}
+
+impl BaselineStore {
+    /// Opens an existing baseline (it is verified by [`BaselineStore::load`]).
+    pub fn open(paths: &StorePaths) -> Result<Self> {
+        if !paths.db.exists() {
+            return Err(StoreError::NotInitialized {
+                db: paths.db.clone(),
+            });
+        }
+        let key = Key::read(&paths.key)?;
+        let conn = Connection::open_with_flags(&paths.db, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|source| sqlite_err(&paths.db, source))?;
+        let store = BaselineStore {
+            conn,
+            paths: paths.clone(),
+            key,
+        };
+        store.configure()?;
+        migrations::check_version(&store.conn, &store.paths.db)?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            )
+            .map_err(|source| self.tamper_or_sqlite(source))
+    }
+
+    pub fn paths(&self) -> &StorePaths {
+        &self.paths
+    }
+
+    /// Reads every entry and the history and verifies the integrity root.
+    pub fn load(&self) -> Result<Baseline> {
+        let meta = self.read_meta()?;
+        let mut entries = Vec::new();
+        let mut digest = RootHasher::entries();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT path, record FROM entries ORDER BY path")
+                .map_err(|e| self.tamper_or_sqlite(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.tamper_or_sqlite(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.tamper_or_sqlite(e))? {
+                let path: Vec<u8> = row.get(0).map_err(|e| self.tamper_or_sqlite(e))?;
+                let bytes = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into));
+                let bytes = bytes.map_err(|e| self.tamper_or_sqlite(e))?;
+                digest.add(&path, bytes);
+                let record: Record = postcard::from_bytes(bytes).map_err(|err| {
+                    self.tampered(format!(
+                        "record for {} cannot be decoded ({err})",
+                        PathBytes(path.clone())
+                    ))
+                })?;
+                entries.push((PathBytes(path), record));
+            }
+        }
+        let entries_digest = digest.finish();
+        let history_digest = self.history_digest()?;
+        let expected = self.key.root(&entries_digest, &history_digest, &meta);
+        let stored = self.read_meta_value("root")?;
+        if stored.as_deref() != Some(expected.to_hex().as_str()) {
+            return Err(self.tampered(format!(
+                "integrity root mismatch (stored {}, computed {})",
+                stored.as_deref().unwrap_or("nothing"),
+                expected
+            )));
+        }
+        Ok(Baseline {
+            entries,
+            meta,
+            entries_digest,
+        })
+    }
+
+    /// The snapshot of a subject's content, checked against the baseline hash.
+    pub fn snapshot(&self, path: &[u8], expected: &ContentHash) -> Result<Option<Vec<u8>>> {
+        let content: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT content FROM snapshots WHERE path = ?1",
+                [path],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.tamper_or_sqlite(e))?;
+        match content {
+            Some(bytes) if ContentHash::of(&bytes) != *expected => Err(self.tampered(format!(
+                "content snapshot of {} does not match its recorded hash",
+                PathBytes(path.to_vec())
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, at, action, actor, detail FROM history ORDER BY id")
+            .map_err(|e| self.tamper_or_sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(HistoryEntry {
+                    id: row.get(0)?,
+                    at: row.get(1)?,
+                    action: row.get(2)?,
+                    actor: row.get(3)?,
+                    detail: row.get(4)?,
+                })
+            })
+            .map_err(|e| self.tamper_or_sqlite(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.tamper_or_sqlite(e))
+    }
+
+    /// Applies accepted changes to a verified baseline and records the decision,
+    /// in one transaction that also re-seals the integrity root.
+    pub fn accept(&mut self, changes: &[AcceptedChange], history: NewHistory) -> Result<()> {
+        let db = self.paths.db.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| sqlite_err(&db, source))?;
+        for change in changes {
+            write_change(&tx, change).map_err(|source| sqlite_err(&db, source))?;
+        }
+        insert_history(&tx, &history).map_err(|source| sqlite_err(&db, source))?;
+        reseal(&tx, &self.key, &db)?;
+        tx.commit().map_err(|source| sqlite_err(&db, source))
+    }
+
+    /// Records that a full re-hash completed, re-sealing the root without re-reading entries.
+    pub fn record_full_hash(&mut self, baseline: &mut Baseline, at: &str) -> Result<()> {
+        let db = self.paths.db.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| sqlite_err(&db, source))?;
+        set_meta(&tx, "last_full_hash_at", at).map_err(|source| sqlite_err(&db, source))?;
+        baseline.meta.last_full_hash_at = at.to_owned();
+        let history_digest = history_digest(&tx).map_err(|source| sqlite_err(&db, source))?;
+        let root = self
+            .key
+            .root(&baseline.entries_digest, &history_digest, &baseline.meta);
+        set_meta(&tx, "root", &root.to_hex()).map_err(|source| sqlite_err(&db, source))?;
+        tx.commit().map_err(|source| sqlite_err(&db, source))
+    }
+
+    fn read_meta(&self) -> Result<Meta> {
+        let get = |key| -> Result<String> {
+            self.read_meta_value(key)?
+                .ok_or_else(|| self.tampered(format!("meta value `{key}` is missing")))
+        };
+        Ok(Meta {
+            created_at: get("created_at")?,
+            policy_digest: get("policy_digest")?,
+            last_full_hash_at: get("last_full_hash_at")?,
+        })
+    }
+
+    fn read_meta_value(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| self.tamper_or_sqlite(e))
+    }
+
+    fn history_digest(&self) -> Result<ContentHash> {
+        history_digest(&self.conn).map_err(|e| self.tamper_or_sqlite(e))
+    }
+
+    fn tampered(&self, detail: String) -> StoreError {
+        StoreError::Tampered {
+            db: self.paths.db.clone(),
+            detail,
+        }
+    }
+
+    /// A database that SQLite cannot read as ours, or whose values have the
+    /// wrong shape, is as untrustworthy as an edited one.
+    fn tamper_or_sqlite(&self, source: rusqlite::Error) -> StoreError {
+        use rusqlite::{Error, ErrorCode};
+        let damaged = match &source {
+            Error::InvalidColumnType(..) | Error::FromSqlConversionFailure(..) => true,
+            Error::SqliteFailure(_, Some(message)) if message.starts_with("no such") => true,
+            _ => matches!(
+                source.sqlite_error_code(),
+                Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+            ),
+        };
+        if damaged {
+            self.tampered(format!("unreadable as a baseline: {source}"))
+        } else {
+            sqlite_err(&self.paths.db, source)
+        }
+    }
+}
+
+/// A subject's new approved state (or its removal) as decided by an accept.
+#[derive(Debug)]
+pub struct AcceptedChange {
+    pub path: PathBytes,
+    /// `None` removes the subject from the baseline (it no longer exists).
+    pub record: Option<Record>,
+    pub snapshot: Option<Vec<u8>>,
+}
+
+/// A history entry about to be written.
+#[derive(Debug)]
+pub struct NewHistory {
+    pub action: &'static str,
+    pub actor: String,
+    pub detail: String,
+}
+
+/// Builds a new baseline in a temporary file and moves it into place only
+/// when complete, so a failed or interrupted init never destroys the old one.
+pub struct BaselineWriter {
+    conn: Connection,
+    paths: StorePaths,
+    tmp_db: PathBuf,
+    key: Key,
+}
+
+impl BaselineWriter {
+    pub fn create(paths: &StorePaths, force: bool) -> Result<Self> {
+        if paths.db.exists() && !force {
+            return Err(StoreError::AlreadyExists {
+                db: paths.db.clone(),
+            });
+        }
+        if let Some(dir) = paths.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir)?;
+        }
+        let mut tmp_name = paths.db.as_os_str().to_owned();
+        tmp_name.push(format!(".new-{}", std::process::id()));
+        let tmp_db = PathBuf::from(tmp_name);
+        remove_db_files(&tmp_db);
+        let conn = Connection::open(&tmp_db).map_err(|source| sqlite_err(&tmp_db, source))?;
+        restrict_permissions(&tmp_db)?;
+        conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+            .map_err(|source| sqlite_err(&tmp_db, source))?;
+        migrations::migrate(&conn, &tmp_db)?;
+        conn.execute_batch("BEGIN")
+            .map_err(|source| sqlite_err(&tmp_db, source))?;
+        Ok(BaselineWriter {
+            conn,
+            paths: paths.clone(),
+            tmp_db,
+            key: Key::generate(),
+        })
+    }
+
+    pub fn insert(&mut self, path: &[u8], record: &Record, snapshot: Option<&[u8]>) -> Result<()> {
+        let bytes = postcard::to_allocvec(record).expect("records always serialize");
+        let result = (|| {
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO entries (path, record) VALUES (?1, ?2)")?
+                .execute(params![path, bytes])?;
+            if let Some(content) = snapshot {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO snapshots (path, content) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![path, content])?;
+            }
+            Ok(())
+        })();
+        result.map_err(|source| sqlite_err(&self.tmp_db, source))
+    }
+
+    /// Seals the baseline, then atomically replaces the old database and key.
+    pub fn finish(self, meta: &Meta, history: &[NewHistory]) -> Result<()> {
+        let db = &self.tmp_db;
+        let sql = |source| sqlite_err(db, source);
+        set_meta(&self.conn, "created_at", &meta.created_at).map_err(sql)?;
+        set_meta(&self.conn, "policy_digest", &meta.policy_digest).map_err(sql)?;
+        set_meta(&self.conn, "last_full_hash_at", &meta.last_full_hash_at).map_err(sql)?;
+        for entry in history {
+            insert_history(&self.conn, entry).map_err(sql)?;
+        }
+        reseal(&self.conn, &self.key, db)?;
+        self.conn.execute_batch("COMMIT").map_err(sql)?;
+        self.conn
+            .close()
+            .map_err(|(_, source)| sqlite_err(db, source))?;
+
+        // Key first: a crash between the two renames leaves a new key with the
+        // old database, which fails verification loudly rather than silently.
+        let tmp_key = self.key.write_new(&self.paths.key)?;
+        fs::rename(&tmp_key, &self.paths.key).map_err(|source| StoreError::Io {
+            path: self.paths.key.clone(),
+            source,
+        })?;
+        remove_db_files(&self.paths.db);
+        fs::rename(&self.tmp_db, &self.paths.db).map_err(|source| StoreError::Io {
+            path: self.paths.db.clone(),
+            source,
+        })?;
+        sync_parent_dir(&self.paths.db);
+        Ok(())
+    }
+
+    /// Abandons the new baseline (the old one, if any, stays in place).
+    pub fn abort(self) {
+        drop(self.conn);
+        remove_db_files(&self.tmp_db);
+    }
+}
+
+fn write_change(conn: &Connection, change: &AcceptedChange) -> rusqlite::Result<()> {
+    let path = change.path.as_bytes();
+    conn.execute("DELETE FROM snapshots WHERE path = ?1", [path])?;
+    match &change.record {
+        None => {
+            conn.execute("DELETE FROM entries WHERE path = ?1", [path])?;
+        }
+        Some(record) => {
+            let bytes = postcard::to_allocvec(record).expect("records always serialize");
+            conn.execute(
+                "INSERT OR REPLACE INTO entries (path, record) VALUES (?1, ?2)",
+                params![path, bytes],
+            )?;
+            if let Some(content) = &change.snapshot {
+                conn.execute(
+                    "INSERT INTO snapshots (path, content) VALUES (?1, ?2)",
+                    params![path, content],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn insert_history(conn: &Connection, entry: &NewHistory) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO history (at, action, actor, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            crate::clock::now_rfc3339(),
+            entry.action,
+            entry.actor,
+            entry.detail
+        ],
+    )?;
+    Ok(())
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn history_digest(conn: &Connection) -> rusqlite::Result<ContentHash> {
+    let mut hasher = RootHasher::history();
+    let mut stmt =
+        conn.prepare_cached("SELECT id, at, action, actor, detail FROM history ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let fields: [String; 4] = [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?];
+        hasher.add_history(id, &fields);
+    }
+    Ok(hasher.finish())
+}
+
+/// Recomputes every digest from the rows in `conn` and stores the new root.
+fn reseal(conn: &Connection, key: &Key, db: &Path) -> Result<()> {
+    let sql = |source| sqlite_err(db, source);
+    let mut digest = RootHasher::entries();
+    {
+        let mut stmt = conn
+            .prepare_cached("SELECT path, record FROM entries ORDER BY path")
+            .map_err(sql)?;
+        let mut rows = stmt.query([]).map_err(sql)?;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let path = row.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into));
+            let record = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into));
+            digest.add(path.map_err(sql)?, record.map_err(sql)?);
+        }
+    }
+    let get = |k: &str| -> Result<String> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |row| {
+            row.get(0)
+        })
+        .map_err(sql)
+    };
+    let meta = Meta {
+        created_at: get("created_at")?,
+        policy_digest: get("policy_digest")?,
+        last_full_hash_at: get("last_full_hash_at")?,
+    };
+    let root = key.root(&digest.finish(), &history_digest(conn).map_err(sql)?, &meta);
+    set_meta(conn, "root", &root.to_hex()).map_err(sql)
+}
+
+fn sqlite_err(db: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        db: db.to_owned(),
+        source,
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+fn restrict_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn remove_db_files(db: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = fs::remove_file(PathBuf::from(name));
+    }
+}
+
+fn sync_parent_dir(path: &Path) {
+    if let Some(dir) = path.parent()
+        && let Ok(handle) = fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+    {
+        let _ = handle.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests;

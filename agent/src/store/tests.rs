@@ -1,0 +1,273 @@
+use driftwatch_common::hash::ContentHash;
+use driftwatch_common::state::{FileKind, FileState};
+use rusqlite::Connection;
+
+use super::*;
+
+fn record(size: u64) -> Record {
+    Record {
+        state: FileState {
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            inode: size,
+            device: 1,
+            nlink: 1,
+            rdev: None,
+            link_target: None,
+            content_hash: Some(ContentHash::of(&size.to_le_bytes())),
+            xattrs: None,
+        },
+        error: None,
+    }
+}
+
+fn meta() -> Meta {
+    Meta {
+        created_at: "2026-11-23T00:00:00Z".into(),
+        policy_digest: "p".into(),
+        last_full_hash_at: "2026-11-23T00:00:00Z".into(),
+    }
+}
+
+fn history(action: &'static str) -> NewHistory {
+    NewHistory {
+        action,
+        actor: "tester".into(),
+        detail: "test".into(),
+    }
+}
+
+/// A baseline with /a (snapshot "alpha"), /b and /c.
+fn make(dir: &Path) -> StorePaths {
+    let paths = StorePaths::for_db(&dir.join("b.db"));
+    let mut writer = BaselineWriter::create(&paths, false).unwrap();
+    let mut alpha = record(5);
+    alpha.state.content_hash = Some(ContentHash::of(b"alpha"));
+    writer.insert(b"/a", &alpha, Some(b"alpha")).unwrap();
+    writer.insert(b"/c", &record(3), None).unwrap();
+    writer.insert(b"/b", &record(2), None).unwrap();
+    writer.finish(&meta(), &[history("init")]).unwrap();
+    paths
+}
+
+fn load(paths: &StorePaths) -> Result<Baseline> {
+    BaselineStore::open(paths)?.load()
+}
+
+fn raw(paths: &StorePaths) -> Connection {
+    Connection::open(&paths.db).unwrap()
+}
+
+fn assert_tampered(result: Result<Baseline>) {
+    match result {
+        Err(StoreError::Tampered { detail, .. }) => assert!(!detail.is_empty()),
+        other => panic!("expected a tamper error, got {other:?}"),
+    }
+}
+
+#[test]
+fn entries_load_sorted_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let baseline = load(&paths).unwrap();
+    let names: Vec<&[u8]> = baseline.entries.iter().map(|(p, _)| p.as_bytes()).collect();
+    assert_eq!(names, [&b"/a"[..], b"/b", b"/c"]);
+    assert_eq!(baseline.get(b"/b").unwrap().1, &record(2));
+    assert!(baseline.get(b"/d").is_none());
+    assert_eq!(baseline.meta, meta());
+}
+
+#[test]
+fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    for file in [&paths.db, &paths.key] {
+        let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+}
+
+#[test]
+fn an_edited_record_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let forged = postcard::to_allocvec(&record(99)).unwrap();
+    raw(&paths)
+        .execute(
+            "UPDATE entries SET record = ?1 WHERE path = ?2",
+            params![forged, &b"/b"[..]],
+        )
+        .unwrap();
+    assert_tampered(load(&paths));
+}
+
+#[test]
+fn a_deleted_or_added_row_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    raw(&paths)
+        .execute("DELETE FROM entries WHERE path = ?1", [&b"/c"[..]])
+        .unwrap();
+    assert_tampered(load(&paths));
+
+    let paths = make(&dir.path().join("second"));
+    let extra = postcard::to_allocvec(&record(1)).unwrap();
+    raw(&paths)
+        .execute(
+            "INSERT INTO entries (path, record) VALUES (?1, ?2)",
+            params![&b"/z"[..], extra],
+        )
+        .unwrap();
+    assert_tampered(load(&paths));
+}
+
+#[test]
+fn edited_history_or_meta_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    raw(&paths)
+        .execute("UPDATE history SET actor = 'someone else'", [])
+        .unwrap();
+    assert_tampered(load(&paths));
+
+    let paths = make(&dir.path().join("second"));
+    // Pushing the last full hash into the future would suppress paranoid re-hashes.
+    raw(&paths)
+        .execute(
+            "UPDATE meta SET value = '2099-01-01T00:00:00Z' WHERE key = 'last_full_hash_at'",
+            [],
+        )
+        .unwrap();
+    assert_tampered(load(&paths));
+}
+
+#[test]
+fn a_different_key_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    fs::write(&paths.key, format!("{}\n", ContentHash::of(b"other key"))).unwrap();
+    assert_tampered(load(&paths));
+}
+
+#[test]
+fn a_missing_or_malformed_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    fs::write(&paths.key, "not hex").unwrap();
+    assert!(matches!(load(&paths), Err(StoreError::KeyInvalid { .. })));
+    fs::remove_file(&paths.key).unwrap();
+    let err = load(&paths).unwrap_err();
+    assert!(matches!(err, StoreError::KeyMissing { .. }));
+    assert!(err.is_integrity_failure());
+}
+
+#[test]
+fn garbage_instead_of_a_database_is_an_integrity_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    fs::write(&paths.db, vec![0x42; 8192]).unwrap();
+    let err = load(&paths).unwrap_err();
+    assert!(err.is_integrity_failure(), "{err}");
+}
+
+#[test]
+fn a_tampered_snapshot_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let store = BaselineStore::open(&paths).unwrap();
+    let alpha = ContentHash::of(b"alpha");
+    assert_eq!(
+        store.snapshot(b"/a", &alpha).unwrap().as_deref(),
+        Some(&b"alpha"[..])
+    );
+    raw(&paths)
+        .execute("UPDATE snapshots SET content = 'omega'", [])
+        .unwrap();
+    assert!(matches!(
+        store.snapshot(b"/a", &alpha),
+        Err(StoreError::Tampered { .. })
+    ));
+}
+
+#[test]
+fn missing_baseline_says_how_to_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load(&StorePaths::for_db(&dir.path().join("none.db"))).unwrap_err();
+    assert!(err.to_string().contains("baseline init"), "{err}");
+}
+
+#[test]
+fn init_refuses_to_replace_without_force_and_abort_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    assert!(matches!(
+        BaselineWriter::create(&paths, false),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let mut writer = BaselineWriter::create(&paths, true).unwrap();
+    writer.insert(b"/only", &record(1), None).unwrap();
+    writer.abort();
+    assert_eq!(load(&paths).unwrap().entries.len(), 3);
+}
+
+#[test]
+fn accept_updates_entries_and_history_and_stays_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let mut store = BaselineStore::open(&paths).unwrap();
+    let changes = [
+        AcceptedChange {
+            path: PathBytes(b"/b".to_vec()),
+            record: Some(record(20)),
+            snapshot: None,
+        },
+        AcceptedChange {
+            path: PathBytes(b"/c".to_vec()),
+            record: None,
+            snapshot: None,
+        },
+    ];
+    store.accept(&changes, history("accept")).unwrap();
+    let baseline = store.load().unwrap();
+    assert_eq!(baseline.entries.len(), 2);
+    assert_eq!(baseline.get(b"/b").unwrap().1, &record(20));
+    let actions: Vec<String> = store
+        .history()
+        .unwrap()
+        .into_iter()
+        .map(|h| h.action)
+        .collect();
+    assert_eq!(actions, ["init", "accept"]);
+}
+
+#[test]
+fn recording_a_full_hash_keeps_the_root_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let mut store = BaselineStore::open(&paths).unwrap();
+    let mut baseline = store.load().unwrap();
+    store
+        .record_full_hash(&mut baseline, "2026-12-01T00:00:00Z")
+        .unwrap();
+    let reloaded = store.load().unwrap();
+    assert_eq!(reloaded.meta.last_full_hash_at, "2026-12-01T00:00:00Z");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    raw(&paths)
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    assert!(matches!(
+        load(&paths),
+        Err(StoreError::SchemaTooNew { found: 99, .. })
+    ));
+}
