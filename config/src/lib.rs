@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod error;
+mod span;
 
 pub use agent::{AgentConfig, Rule, ScanSettings, SnapshotSettings};
 pub use error::{ConfigError, ConfigErrors};
