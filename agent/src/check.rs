@@ -85,9 +85,7 @@ pub fn run_check(
     mode: &CheckMode,
     progress: &Progress,
 ) -> std::io::Result<Findings> {
-    let seen: Vec<AtomicBool> = baseline
-        .entries
-        .iter()
+    let seen: Vec<AtomicBool> = (0..baseline.len())
         .map(|_| AtomicBool::new(false))
         .collect();
     let mut findings = Findings::default();
@@ -99,35 +97,38 @@ pub fn run_check(
         if let Some(bytes) = inspection.bytes_read {
             progress.add_bytes(bytes);
         }
-        Some(inspection)
+        // Only what is worth reporting leaves the worker.
+        (inspection.drift.is_some() || !inspection.errors.is_empty()).then_some(inspection)
     };
+    let entries_before = progress.entries();
     policy.scan(progress, inspect, |event| match event {
         ScanEvent::Item(inspection) => {
-            findings.entries += 1;
             findings.drifts.extend(inspection.drift);
             findings.errors.extend(inspection.errors);
         }
         ScanEvent::Error(error) => findings.errors.push(error),
         ScanEvent::Incomplete(path) => incomplete.push(path),
     })?;
+    findings.entries = progress.entries() - entries_before;
 
-    for ((path, record), seen) in baseline.entries.iter().zip(&seen) {
+    for (index, seen) in seen.iter().enumerate() {
         if seen.load(Ordering::Relaxed) {
             continue;
         }
-        if incomplete.iter().any(|dir| is_within(path, dir)) {
+        let path = baseline.path_bytes(index);
+        if incomplete.iter().any(|dir| is_within(&path, dir)) {
             findings.errors.push(ScanError {
-                path: path.clone(),
+                path,
                 message: "not checked: a directory above it could not be read".into(),
             });
         } else if policy.rule_for(path.as_path()).is_none() {
             findings.out_of_policy += 1;
         } else {
             findings.drifts.push(Drift {
-                path: path.clone(),
+                path,
                 kind: DriftKind::Removed,
                 changed: Vec::new(),
-                before: Some(record.state.clone()),
+                before: Some(baseline.record(index).state),
                 after: None,
                 diff: None,
                 new_record: None,
@@ -155,11 +156,11 @@ fn inspect_subject(
     plan_for: impl Fn(Option<&Record>) -> ReadPlan,
 ) -> Inspection {
     let path_bytes = subject.path.as_os_str().as_bytes();
-    let known = baseline.get(path_bytes);
-    if let Some((index, record)) = known {
+    let index = baseline.find(path_bytes);
+    if let Some(index) = index {
         seen[index].store(true, Ordering::Relaxed);
-        let unchanged_stat = record.state.same_stat(&stat_state(&subject.meta));
-        if unchanged_stat && record.error.is_none() && !mode.paranoid {
+        let now = stat_state(&subject.meta).stat_key();
+        if !mode.paranoid && baseline.unchanged(index, &now) {
             return Inspection {
                 drift: None,
                 errors: Vec::new(),
@@ -167,7 +168,8 @@ fn inspect_subject(
             };
         }
     }
-    let record = known.map(|(_, record)| record);
+    let record = index.map(|index| baseline.record(index));
+    let record = record.as_ref();
     let plan = plan_for(record);
     let outcome = read_subject(subject.path, &subject.meta, &plan);
     let bytes_read = outcome.state.content_hash.map(|_| outcome.state.size);
@@ -197,10 +199,10 @@ pub fn read_plan(
     record: Option<&Record>,
 ) -> ReadPlan {
     let snapshots = &policy.config().snapshots;
-    let snapshot_max = if snapshots.exclude.is_match(path) {
-        0
-    } else {
+    let snapshot_max = if snapshots.allows(path) {
         snapshots.max_bytes
+    } else {
+        0
     };
     let prefix_len = record
         .filter(|r| rule.attributes.contains(Attribute::Growing) && r.state.kind == FileKind::File)

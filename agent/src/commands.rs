@@ -148,7 +148,7 @@ fn describe_existing(paths: &StorePaths) -> Option<String> {
         Ok(baseline) => format!(
             "baseline created {} with {} entries",
             baseline.meta.created_at,
-            baseline.entries.len()
+            baseline.len()
         ),
         Err(err) => format!("a baseline that failed to load or verify ({err})"),
     })
@@ -162,11 +162,7 @@ pub fn check(target: &Target, paranoid: bool, output: Output) -> anyhow::Result<
     let policy = Policy::new(&target.config);
     let policy_changed = baseline.meta.policy_digest != target.config.policy_digest().to_hex();
     let full_hash = paranoid || full_hash_due(&baseline.meta, &target.config);
-    let progress = Progress::start(
-        "check",
-        Some(baseline.entries.len() as u64),
-        output.progress,
-    );
+    let progress = Progress::start("check", Some(baseline.len() as u64), output.progress);
     let mut findings = run_check(
         &policy,
         &baseline,
@@ -218,7 +214,7 @@ fn attach_diffs(
         if drift.kind != DriftKind::Content {
             continue;
         }
-        let (Some(after), Some((_, record))) =
+        let (Some(after), Some(record)) =
             (&drift.new_snapshot, baseline.get(drift.path.as_bytes()))
         else {
             continue;
@@ -241,7 +237,7 @@ pub fn show(target: &Target, path: Option<&Path>, output: Output) -> anyhow::Res
         Some(path) => {
             let path = absolute(path)?;
             let bytes = path.as_os_str().as_bytes();
-            let Some((_, record)) = baseline.get(bytes) else {
+            let Some(record) = baseline.get(bytes) else {
                 bail!(
                     "{} is not in the baseline{}",
                     PathBytes::from(path.as_path()),
@@ -258,7 +254,7 @@ pub fn show(target: &Target, path: Option<&Path>, output: Output) -> anyhow::Res
             };
             report::print_record(
                 &PathBytes::from(path.as_path()),
-                record,
+                &record,
                 has_snapshot,
                 output.format,
             )?;
@@ -297,11 +293,7 @@ pub fn accept(
     let mut store = BaselineStore::open(&target.store)?;
     let baseline = store.load()?;
     let policy = Policy::new(&target.config);
-    let progress = Progress::start(
-        "accept",
-        Some(baseline.entries.len() as u64),
-        output.progress,
-    );
+    let progress = Progress::start("accept", Some(baseline.len() as u64), output.progress);
     let findings = run_check(
         &policy,
         &baseline,

@@ -93,7 +93,8 @@ enum BaselineCommand {
     /// Show one subject's baseline record, or without PATH a summary and the history.
     Show {
         /// The subject to show.
-        path: Option<PathBuf>,
+        #[arg(value_name = "PATH")]
+        subject: Option<PathBuf>,
         #[command(flatten)]
         target: TargetArgs,
         #[command(flatten)]
@@ -164,6 +165,8 @@ fn main() -> ExitCode {
     }
     let exit = match run(&cli) {
         Ok(exit) => exit,
+        // A reader that went away (`check | head`) is not worth an error message.
+        Err(err) if is_broken_pipe(&err) => Exit::Error,
         Err(err) => {
             eprintln!("error: {err:#}");
             commands::exit_for_error(&err)
@@ -185,12 +188,12 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             output.output(),
         ),
         Command::Baseline(BaselineCommand::Show {
-            path,
+            subject,
             target,
             output,
         }) => commands::show(
             &resolve(cli, target, None)?,
-            path.as_deref(),
+            subject.as_deref(),
             output.output(),
         ),
         Command::Baseline(BaselineCommand::Accept {
@@ -213,6 +216,12 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             commands::validate_config(&cli.config, output.output())
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io_err| io_err.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// The policy and baseline a command works on: the configuration file's,

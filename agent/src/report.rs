@@ -309,7 +309,7 @@ pub fn print_summary(
         return print_json(&json!({
             "db": db,
             "created_at": baseline.meta.created_at,
-            "entries": baseline.entries.len(),
+            "entries": baseline.len(),
             "policy_digest": baseline.meta.policy_digest,
             "policy_changed": policy_changed,
             "last_full_hash_at": baseline.meta.last_full_hash_at,
@@ -321,7 +321,7 @@ pub fn print_summary(
     writeln!(out, "baseline     {}", db.display())?;
     writeln!(out, "integrity    verified")?;
     writeln!(out, "created      {}", baseline.meta.created_at)?;
-    writeln!(out, "entries      {}", baseline.entries.len())?;
+    writeln!(out, "entries      {}", baseline.len())?;
     writeln!(out, "full hash    {}", baseline.meta.last_full_hash_at)?;
     writeln!(
         out,

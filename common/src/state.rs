@@ -71,6 +71,19 @@ impl Xattrs {
     }
 }
 
+/// The part of a state that tells whether a subject needs re-reading: the
+/// kernel updates ctime for every write, chmod, chown, link or xattr change,
+/// and a replaced file has another inode, so an equal key means nothing moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatKey {
+    pub kind: FileKind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+}
+
 /// The recorded state of one file-system subject (`lstat` plus what was read).
 ///
 /// Optional fields are `None` when they do not apply (no hash for a
@@ -99,16 +112,22 @@ pub struct FileState {
 }
 
 impl FileState {
+    /// What `lstat` says about identity, size and times.
+    pub fn stat_key(&self) -> StatKey {
+        StatKey {
+            kind: self.kind,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            inode: self.inode,
+            device: self.device,
+        }
+    }
+
     /// True when nothing that a write, chmod, chown, xattr change or replacement
-    /// can touch has moved: the kernel updates ctime for all of those, so a
-    /// record with the same identity, size and times needs no re-read.
+    /// can touch has moved (see [`StatKey`]).
     pub fn same_stat(&self, other: &FileState) -> bool {
-        self.kind == other.kind
-            && self.size == other.size
-            && self.mtime_ns == other.mtime_ns
-            && self.ctime_ns == other.ctime_ns
-            && self.inode == other.inode
-            && self.device == other.device
+        self.stat_key() == other.stat_key()
     }
 
     /// The attributes in `set` that differ between `before` (the baseline) and `after`.

@@ -147,8 +147,20 @@ pub struct ScanSettings {
 pub struct SnapshotSettings {
     /// Text files up to this size get a content snapshot for diffs; 0 disables snapshots.
     pub max_bytes: u64,
+    /// When non-empty, only paths matching one of these are snapshotted
+    /// (configuration, not every text file under /usr).
+    pub include: GlobList,
     /// Paths never snapshotted (secrets).
     pub exclude: GlobList,
+}
+
+impl SnapshotSettings {
+    /// Whether the content of `path` may be kept for diffs (size aside).
+    pub fn allows(&self, path: &Path) -> bool {
+        self.max_bytes > 0
+            && (self.include.is_empty() || self.include.is_match(path))
+            && !self.exclude.is_match(path)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +195,7 @@ impl Default for SnapshotSettings {
     fn default() -> Self {
         SnapshotSettings {
             max_bytes: DEFAULT_SNAPSHOT_MAX_BYTES,
+            include: GlobList::empty(),
             exclude: GlobList::new(DEFAULT_SNAPSHOT_EXCLUDE)
                 .expect("the built-in snapshot exclude list compiles (unit-tested)"),
         }
@@ -286,6 +299,7 @@ impl AgentConfig {
             digest.patterns(&rule.exclude);
         }
         digest.0.update(&self.snapshots.max_bytes.to_le_bytes());
+        digest.patterns(&self.snapshots.include);
         digest.patterns(&self.snapshots.exclude);
         ContentHash::from(digest.0.finalize())
     }

@@ -21,7 +21,7 @@ struct Fixture {
 impl Fixture {
     /// A tree under `root` with an ad-hoc `content` policy.
     fn new() -> Fixture {
-        Fixture::with_policy(|root| AgentConfig::adhoc(root))
+        Fixture::with_policy(AgentConfig::adhoc)
     }
 
     fn with_policy(policy: impl FnOnce(&Path) -> AgentConfig) -> Fixture {
@@ -136,7 +136,6 @@ fn content_drift_of_a_text_file_carries_a_diff() {
     let before = baseline
         .get(drift.path.as_bytes())
         .unwrap()
-        .1
         .state
         .content_hash
         .unwrap();
@@ -180,15 +179,11 @@ fn paranoid_check_rehashes_even_when_metadata_matches() {
     // only a re-hash can notice.
     let mut store = BaselineStore::open(&fx.target.store).unwrap();
     let baseline = store.load().unwrap();
-    let (path, record) = baseline
-        .entries
-        .iter()
-        .find(|(p, _)| p.as_bytes().ends_with(b"/f"))
-        .unwrap();
-    let mut forged = record.clone();
+    let path = PathBytes::from(fx.path("f"));
+    let mut forged = baseline.get(path.as_bytes()).unwrap();
     forged.state.content_hash = Some(driftwatch_common::hash::ContentHash::of(b"zzzz"));
     let change = crate::store::AcceptedChange {
-        path: path.clone(),
+        path,
         record: Some(forged),
         snapshot: None,
     };

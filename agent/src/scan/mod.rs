@@ -17,12 +17,11 @@ pub mod read;
 use std::collections::HashSet;
 use std::fs::{self, Metadata};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_config::{AgentConfig, Rule};
-use rayon::iter::{ParallelBridge, ParallelIterator};
 use walkdir::WalkDir;
 
 use crate::progress::Progress;
@@ -92,52 +91,45 @@ impl<'a> Policy<'a> {
     }
 
     /// Walks every rule and inspects each recorded subject on `workers` threads.
+    ///
+    /// The walk runs on its own thread and hands subjects to the pool in
+    /// batches (one hand-off per batch, not per file); only what `inspect`
+    /// finds worth reporting crosses back to the caller.
     pub fn scan<T, F, E>(&self, progress: &Progress, inspect: F, mut emit: E) -> io::Result<()>
     where
         T: Send,
         F: Fn(Subject<'_>) -> Option<T> + Sync,
         E: FnMut(ScanEvent<T>),
     {
+        const BATCH: usize = 256;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.config.scan.workers)
             .thread_name(|i| format!("scan-{i}"))
             .build()
             .map_err(io::Error::other)?;
-        let (tx, rx) = mpsc::sync_channel::<ScanEvent<T>>(4096);
+        let (tx, rx) = mpsc::sync_channel::<ScanEvent<T>>(1024);
+        let inspect = &inspect;
         std::thread::scope(|scope| {
-            scope.spawn(|| {
-                pool.install(|| {
-                    self.walk().par_bridge().for_each_with(tx, |tx, found| {
-                        let event = match found {
-                            Found::Subject(path, rule) => {
-                                progress.add_entry();
-                                match fs::symlink_metadata(&path) {
-                                    Ok(meta) => inspect(Subject {
-                                        path: &path,
-                                        rule,
-                                        meta,
-                                    })
-                                    .map(ScanEvent::Item),
-                                    // Gone between listing and lstat: for this scan it does not exist.
-                                    Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-                                    Err(err) => Some(unreadable(
-                                        tx,
-                                        ScanError {
-                                            path: PathBytes::from(path),
-                                            message: err.to_string(),
-                                        },
-                                    )),
-                                }
+            std::thread::Builder::new()
+                .name("walk".into())
+                .spawn_scoped(scope, move || {
+                    pool.in_place_scope(|tasks| {
+                        let mut batch = Vec::with_capacity(BATCH);
+                        for found in self.walk() {
+                            match found {
+                                Found::Subject(path, rule) => batch.push((path, rule)),
+                                Found::Unreadable(error) => send_unreadable(&tx, error),
                             }
-                            Found::Unreadable(error) => Some(unreadable(tx, error)),
-                        };
-                        if let Some(event) = event {
-                            // The receiver only goes away if the caller panicked.
-                            let _ = tx.send(event);
+                            if batch.len() == BATCH {
+                                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                                let tx = tx.clone();
+                                tasks.spawn(move |_| inspect_batch(full, progress, inspect, &tx));
+                            }
                         }
+                        inspect_batch(batch, progress, inspect, &tx);
                     });
-                });
-            });
+                })
+                .expect("spawning the walk thread");
             for event in rx {
                 emit(event);
             }
@@ -173,14 +165,48 @@ impl<'a> Policy<'a> {
     }
 }
 
+fn inspect_batch<T, F>(
+    batch: Vec<(PathBuf, &Rule)>,
+    progress: &Progress,
+    inspect: &F,
+    tx: &mpsc::SyncSender<ScanEvent<T>>,
+) where
+    F: Fn(Subject<'_>) -> Option<T>,
+{
+    for (path, rule) in batch {
+        progress.add_entry();
+        match fs::symlink_metadata(&path) {
+            Ok(meta) => {
+                if let Some(item) = inspect(Subject {
+                    path: &path,
+                    rule,
+                    meta,
+                }) {
+                    // The receiver only goes away if the caller panicked.
+                    let _ = tx.send(ScanEvent::Item(item));
+                }
+            }
+            // Gone between listing and lstat: for this scan it does not exist.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => send_unreadable(
+                tx,
+                ScanError {
+                    path: PathBytes::from(path),
+                    message: err.to_string(),
+                },
+            ),
+        }
+    }
+}
+
 /// Reports an unreadable subject: its subtree is incomplete, and it is an error.
-fn unreadable<T>(tx: &mpsc::SyncSender<ScanEvent<T>>, error: ScanError) -> ScanEvent<T> {
+fn send_unreadable<T>(tx: &mpsc::SyncSender<ScanEvent<T>>, error: ScanError) {
     let _ = tx.send(ScanEvent::Incomplete(error.path.clone()));
-    ScanEvent::Error(error)
+    let _ = tx.send(ScanEvent::Error(error));
 }
 
 enum Found<'a> {
-    Subject(std::path::PathBuf, &'a Rule),
+    Subject(PathBuf, &'a Rule),
     /// A directory that could not be listed (or an entry walkdir could not read).
     Unreadable(ScanError),
 }

@@ -8,6 +8,7 @@
 //! integrity root). The schema is versioned with `PRAGMA user_version` and
 //! migrated by [`migrations`].
 
+mod baseline;
 mod integrity;
 mod migrations;
 
@@ -20,6 +21,7 @@ use driftwatch_common::state::FileState;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+pub use baseline::Baseline;
 pub use integrity::Key;
 use integrity::RootHasher;
 
@@ -137,24 +139,6 @@ impl StorePaths {
     }
 }
 
-/// A verified baseline, loaded into memory sorted by path (binary-searchable).
-#[derive(Debug)]
-pub struct Baseline {
-    pub entries: Vec<(PathBytes, Record)>,
-    pub meta: Meta,
-    /// Digest of the entries, kept so the root can be recomputed after a meta update.
-    entries_digest: ContentHash,
-}
-
-impl Baseline {
-    pub fn get(&self, path: &[u8]) -> Option<(usize, &Record)> {
-        self.entries
-            .binary_search_by(|(p, _)| p.as_bytes().cmp(path))
-            .ok()
-            .map(|i| (i, &self.entries[i].1))
-    }
-}
-
 /// An open baseline database whose key has been read.
 pub struct BaselineStore {
     conn: Connection,
@@ -198,7 +182,16 @@ impl BaselineStore {
     /// Reads every entry and the history and verifies the integrity root.
     pub fn load(&self) -> Result<Baseline> {
         let meta = self.read_meta()?;
-        let mut entries = Vec::new();
+        let (count, path_bytes, record_bytes): (i64, i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(length(path)), 0), coalesce(sum(length(record)), 0) FROM entries",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .map_err(|e| self.tamper_or_sqlite(e))?;
+        let mut baseline =
+            Baseline::with_capacity(count as usize, path_bytes as usize, record_bytes as usize);
         let mut digest = RootHasher::entries();
         {
             let mut stmt = self
@@ -207,22 +200,27 @@ impl BaselineStore {
                 .map_err(|e| self.tamper_or_sqlite(e))?;
             let mut rows = stmt.query([]).map_err(|e| self.tamper_or_sqlite(e))?;
             while let Some(row) = rows.next().map_err(|e| self.tamper_or_sqlite(e))? {
-                let path: Vec<u8> = row.get(0).map_err(|e| self.tamper_or_sqlite(e))?;
-                let bytes = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into));
-                let bytes = bytes.map_err(|e| self.tamper_or_sqlite(e))?;
-                digest.add(&path, bytes);
+                let blob = |i| row.get_ref(i).and_then(|v| v.as_blob().map_err(Into::into));
+                let path = blob(0).map_err(|e| self.tamper_or_sqlite(e))?;
+                let bytes = blob(1).map_err(|e| self.tamper_or_sqlite(e))?;
+                digest.add(path, bytes);
                 let record: Record = postcard::from_bytes(bytes).map_err(|err| {
                     self.tampered(format!(
                         "record for {} cannot be decoded ({err})",
-                        PathBytes(path.clone())
+                        PathBytes(path.to_vec())
                     ))
                 })?;
-                entries.push((PathBytes(path), record));
+                baseline
+                    .push(path, bytes, &record)
+                    .map_err(|err| self.tampered(err.to_string()))?;
             }
         }
-        let entries_digest = digest.finish();
+        baseline.shrink_to_fit();
+        baseline.entries_digest = digest.finish();
         let history_digest = self.history_digest()?;
-        let expected = self.key.root(&entries_digest, &history_digest, &meta);
+        let expected = self
+            .key
+            .root(&baseline.entries_digest, &history_digest, &meta);
         let stored = self.read_meta_value("root")?;
         if stored.as_deref() != Some(expected.to_hex().as_str()) {
             return Err(self.tampered(format!(
@@ -231,11 +229,8 @@ impl BaselineStore {
                 expected
             )));
         }
-        Ok(Baseline {
-            entries,
-            meta,
-            entries_digest,
-        })
+        baseline.meta = meta;
+        Ok(baseline)
     }
 
     /// The snapshot of a subject's content, checked against the baseline hash.

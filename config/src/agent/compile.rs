@@ -122,8 +122,15 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
             .globs("snapshots.exclude", patterns)
             .unwrap_or_else(GlobList::empty),
     };
+    let snapshot_include = match &raw.snapshots.include {
+        None => GlobList::empty(),
+        Some(patterns) => diag
+            .globs("snapshots.include", patterns)
+            .unwrap_or_else(GlobList::empty),
+    };
     let snapshots = SnapshotSettings {
         max_bytes,
+        include: snapshot_include,
         exclude: snapshot_exclude,
     };
 

@@ -35,6 +35,8 @@ pub(super) struct ScanToml {
 #[serde(deny_unknown_fields)]
 pub(super) struct SnapshotsToml {
     pub max_bytes: Option<Spanned<i64>>,
+    /// `None` (or empty) means every path may be snapshotted.
+    pub include: Option<Vec<Spanned<String>>>,
     /// `None` means the built-in secret list; a list given here replaces it.
     pub exclude: Option<Vec<Spanned<String>>>,
 }

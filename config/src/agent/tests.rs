@@ -535,7 +535,7 @@ fn policy_digest_is_stable() {
     // existing baseline look like it was made under another policy. Change it only on purpose.
     assert_eq!(
         digest.to_hex(),
-        "761a55cabac318940b0e58d645797b56a0a39f3affaf211521bf5172c023b994",
+        "bd0f797ec219bc63672a0e9e7f3bcaa24bec84ddb29fa7f2e575b92db9adc2fe",
     );
 }
 
@@ -602,4 +602,20 @@ fn policy_digest_changes_with_anything_that_decides_what_is_recorded() {
         );
         seen.push(digest);
     }
+}
+
+#[test]
+fn snapshot_include_limits_and_exclude_overrides() {
+    let config = AgentConfig::from_toml(
+        "[snapshots]\ninclude = [\"/etc/**\"]\nexclude = [\"/etc/shadow\"]\n[[rule]]\npath = \"/\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let snapshots = &config.snapshots;
+    assert!(snapshots.allows(Path::new("/etc/ssh/sshd_config")));
+    assert!(!snapshots.allows(Path::new("/etc/shadow")));
+    assert!(!snapshots.allows(Path::new("/usr/share/doc/x.txt")));
+    let shipped = AgentConfig::default_policy();
+    assert!(shipped.snapshots.allows(Path::new("/etc/nginx/nginx.conf")));
+    assert!(!shipped.snapshots.allows(Path::new("/usr/lib/python3/x.py")));
 }
