@@ -387,3 +387,21 @@ fn removed_rule_coverage_is_not_reported_as_removal() {
     assert!(findings.drifts.is_empty());
     assert_eq!(findings.out_of_policy, 1);
 }
+
+#[test]
+fn extended_attribute_changes_are_named() {
+    let fx = Fixture::new();
+    fx.write("bin", "x");
+    fx.init();
+    match xattr::set(fx.path("bin"), "user.driftwatch-test", b"1") {
+        Ok(()) => {}
+        // The temp filesystem has no user xattrs: nothing to test here.
+        Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => return,
+        Err(err) => panic!("setting an xattr: {err}"),
+    }
+    let drift = fx.check().drifts.remove(0);
+    assert_eq!(drift.kind, DriftKind::Attributes);
+    assert_eq!(drift.changed, [Attribute::Xattrs]);
+    let names = &drift.after.unwrap().xattrs.unwrap().names;
+    assert_eq!(names, &[PathBytes(b"user.driftwatch-test".to_vec())]);
+}

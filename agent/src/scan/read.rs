@@ -121,7 +121,15 @@ pub fn read_subject(path: &Path, meta: &Metadata, plan: &ReadPlan) -> ReadOutcom
 fn read_xattrs(path: &Path) -> io::Result<Xattrs> {
     let mut pairs = Vec::new();
     // xattr::list and xattr::get do not follow symlinks.
-    for name in xattr::list(path)? {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        // A filesystem without extended attributes: the subject has none.
+        Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            return Ok(Xattrs::from_pairs(pairs));
+        }
+        Err(err) => return Err(err),
+    };
+    for name in names {
         let value = match xattr::get(path, &name) {
             Ok(value) => value.unwrap_or_default(),
             // Removed between list and get: it is simply not there any more.

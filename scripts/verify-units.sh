@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Verifies the systemd units in packaging/systemd with systemd's own tools.
+# `systemd-analyze verify` exits 0 on unknown keys and bad values, so any stderr
+# output counts as a failure. Needs a built agent: the units' ExecStart path is
+# pointed at target/debug/driftwatch-agent in a scratch copy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+agent="$PWD/target/debug/driftwatch-agent"
+[ -x "$agent" ] || { echo "build the agent first: cargo build --workspace --bins" >&2; exit 1; }
+command -v systemd-analyze >/dev/null || { echo "systemd-analyze not found (apt-get install systemd)" >&2; exit 1; }
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+for unit in packaging/systemd/*.service packaging/systemd/*.timer; do
+    sed "s|/usr/bin/driftwatch-agent|$agent|g" "$unit" > "$scratch/$(basename "$unit")"
+done
+
+status=0
+for unit in "$scratch"/*; do
+    name=$(basename "$unit")
+    if ! systemd-analyze verify --man=no "$unit" 2> "$scratch/err" || [ -s "$scratch/err" ]; then
+        echo "systemd-analyze verify $name:" >&2
+        cat "$scratch/err" >&2
+        status=1
+    fi
+done
+for unit in "$scratch"/*.service; do
+    # Exposure scale is 0-100 here (30 = 3.0 in the human output); 30 or less is "OK".
+    if ! systemd-analyze security --offline=true --threshold=30 "$unit" > "$scratch/security"; then
+        echo "systemd-analyze security $(basename "$unit") is above the threshold:" >&2
+        tail -1 "$scratch/security" >&2
+        status=1
+    fi
+done
+[ "$status" = 0 ] && echo "systemd units: ok"
+exit "$status"
