@@ -14,7 +14,7 @@ paths, same bytes, same modes and mtimes (ctime and inode numbers cannot be
 set). At SCALE 1 the tree has:
 
   * 3,000 directories, depth up to 6, with a skewed number of files each
-    (a few big directories, many small ones), like /usr or /etc;
+    (median ~10, the largest few thousand), like /usr or /etc;
   * 104,680 "small" files, 1-64 KiB, log-uniform (most files are small);
   * 320 "big" files, 2-16 MiB, log-uniform (binaries, libraries, images);
   * 500 symlinks to files in the tree (relative targets), not counted as
@@ -39,7 +39,7 @@ import sys
 
 # Bump when the generated tree changes for the same (scale, seed), so old
 # corpora are regenerated instead of silently reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = ".corpus-params.json"
 
 # Totals at scale 1.0, tuned so the tree lands near 105,000 files / 3.6 GiB:
@@ -115,9 +115,12 @@ def plan(scale, seed):
     """
     rng = random.Random(f"layout-{seed}")
     dirs = build_dirs(rng, scaled(N_DIRS, scale))
-    # Skewed file counts per directory: Pareto weights give a few very
-    # full directories and a long tail of small ones.
-    weights = [rng.paretovariate(1.1) for _ in dirs]
+    # Skewed file counts per directory: log-normal weights give a long tail
+    # of small directories and a few big ones. At scale 1: median ~10
+    # files, 99th percentile ~400, largest ~3,000 (like /usr/bin or
+    # /usr/lib/x86_64-linux-gnu), not one directory with a quarter of all
+    # files, which would measure per-directory pathologies, not the tools.
+    weights = [rng.lognormvariate(0, 1.5) for _ in dirs]
     # Big files cluster in a small set of "lib"/"bin"-like directories.
     big_dirs = rng.sample(range(len(dirs)), max(1, len(dirs) // 20))
 
@@ -189,8 +192,7 @@ def generate(outdir, scale, seed):
         path = os.path.join(partial, rel)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, content.randbytes(size)) if size <= (1 << 20) else \
-                _write_big(fd, content, size)
+            _write_random(fd, content, size)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -221,13 +223,14 @@ def generate(outdir, scale, seed):
     return marker
 
 
-def _write_big(fd, rng, size):
-    """Write size random bytes in 1 MiB chunks (bounded memory)."""
+def _write_random(fd, rng, size):
+    """Write size random bytes, in 1 MiB chunks to bound memory."""
     left = size
     while left:
-        chunk = min(left, 1 << 20)
-        os.write(fd, rng.randbytes(chunk))
-        left -= chunk
+        buf = memoryview(rng.randbytes(min(left, 1 << 20)))
+        while buf:  # os.write may write less than asked
+            buf = buf[os.write(fd, buf):]
+        left -= min(left, 1 << 20)
 
 
 def main(argv):

@@ -16,7 +16,8 @@ use crate::report::{self, CheckReport, Format, InitReport};
 use crate::scan::read::read_subject;
 use crate::scan::{Policy, ScanError, ScanEvent};
 use crate::store::{
-    AcceptedChange, BaselineStore, BaselineWriter, Meta, NewHistory, Record, StoreError, StorePaths,
+    AcceptedChange, BaselineStore, BaselineWriter, HistoryEntry, Meta, NewHistory, Record,
+    StoreError, StorePaths,
 };
 
 /// What a command works on: a policy and the baseline that belongs to it.
@@ -55,7 +56,8 @@ pub fn create_baseline(
 ) -> anyhow::Result<InitReport> {
     let started = Instant::now();
     let policy = Policy::new(&target.config);
-    let replaced = force.then(|| describe_existing(&target.store)).flatten();
+    let previous = force.then(|| previous_baseline(&target.store)).flatten();
+    let replaced = previous.as_ref().map(|p| p.description.clone());
     let mut writer = BaselineWriter::create(&target.store, force)?;
     let mut errors = Vec::new();
     let mut entries = 0u64;
@@ -126,7 +128,8 @@ pub fn create_baseline(
         actor: clock::actor(),
         detail,
     };
-    writer.finish(&meta, &[history])?;
+    let carried = previous.map(|p| p.history).unwrap_or_default();
+    writer.finish(&meta, &carried, &[history])?;
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(InitReport {
         db: target.store.db.clone(),
@@ -138,19 +141,35 @@ pub fn create_baseline(
     })
 }
 
-/// A one-line description of the baseline about to be replaced, for the history.
-fn describe_existing(paths: &StorePaths) -> Option<String> {
+/// The baseline that `init --force` is about to replace.
+struct PreviousBaseline {
+    /// One line for the new baseline's history.
+    description: String,
+    /// Its history, carried over when it verifies (an unverifiable history is not evidence).
+    history: Vec<HistoryEntry>,
+}
+
+fn previous_baseline(paths: &StorePaths) -> Option<PreviousBaseline> {
     if !paths.db.exists() {
         return None;
     }
-    let loaded = BaselineStore::open(paths).and_then(|store| store.load());
-    Some(match loaded {
-        Ok(baseline) => format!(
-            "baseline created {} with {} entries",
-            baseline.meta.created_at,
-            baseline.len()
-        ),
-        Err(err) => format!("a baseline that failed to load or verify ({err})"),
+    let verified =
+        BaselineStore::open(paths).and_then(|store| Ok((store.load()?, store.history()?)));
+    Some(match verified {
+        Ok((baseline, history)) => PreviousBaseline {
+            description: format!(
+                "baseline created {} with {} entries",
+                baseline.meta.created_at,
+                baseline.len()
+            ),
+            history,
+        },
+        Err(err) => PreviousBaseline {
+            description: format!(
+                "a baseline that failed to load or verify, history dropped ({err})"
+            ),
+            history: Vec::new(),
+        },
     })
 }
 

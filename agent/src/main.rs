@@ -70,6 +70,7 @@ enum Command {
         output: OutputArgs,
     },
     /// Check a configuration file and report every problem, without running anything.
+    #[command(after_help = EXIT_CODES)]
     ValidateConfig {
         #[command(flatten)]
         output: OutputArgs,
@@ -79,6 +80,7 @@ enum Command {
 #[derive(Subcommand)]
 enum BaselineCommand {
     /// Record the current state of every subject of the policy as the baseline.
+    #[command(after_help = EXIT_CODES)]
     Init {
         #[command(flatten)]
         target: TargetArgs,
@@ -91,6 +93,7 @@ enum BaselineCommand {
         output: OutputArgs,
     },
     /// Show one subject's baseline record, or without PATH a summary and the history.
+    #[command(after_help = EXIT_CODES)]
     Show {
         /// The subject to show.
         #[arg(value_name = "PATH")]
@@ -102,6 +105,7 @@ enum BaselineCommand {
     },
     /// Accept the current state of the drifted subjects at or below each PATH as
     /// their new baseline; recorded in the baseline history with the reason.
+    #[command(after_help = EXIT_CODES)]
     Accept {
         /// Subjects (or directories whose drifted subjects) to accept.
         #[arg(required = true)]

@@ -63,6 +63,8 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.counters.done.store(true, Ordering::Relaxed);
         if let Some(handle) = self.reporter.take() {
+            // Wake it now rather than at its next tick.
+            handle.thread().unpark();
             let _ = handle.join();
         }
     }
@@ -92,7 +94,7 @@ fn report(label: &'static str, expected: Option<u64>, counters: &Counters) {
         while !counters.done.load(Ordering::Relaxed) {
             bar.set_position(counters.entries.load(Ordering::Relaxed));
             bar.set_prefix(format_bytes(counters.bytes.load(Ordering::Relaxed)));
-            std::thread::sleep(tick);
+            std::thread::park_timeout(tick);
         }
         bar.finish_and_clear();
     } else {
@@ -108,7 +110,7 @@ fn report(label: &'static str, expected: Option<u64>, counters: &Counters) {
                 );
                 next += every;
             }
-            std::thread::sleep(tick);
+            std::thread::park_timeout(tick);
         }
     }
 }

@@ -174,10 +174,27 @@ fn write_drift(out: &mut impl Write, drift: &Drift) -> io::Result<()> {
     }
     if let Some(diff) = &drift.diff {
         for line in diff.lines() {
-            writeln!(out, "              {}", PathBytes(line.as_bytes().to_vec()))?;
+            writeln!(out, "              {}", terminal_safe(line))?;
         }
     }
     Ok(())
+}
+
+/// File content for a terminal: control characters (a line's own escape
+/// sequences, carriage returns) shown as `\xNN`, everything else as is.
+fn terminal_safe(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for ch in line.chars() {
+        if ch.is_control() && ch != '\t' {
+            let mut buf = [0u8; 4];
+            for byte in ch.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{byte:02x}"));
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// One line about a subject: type, mode, owner and size or hash.
@@ -399,4 +416,15 @@ pub fn print_config_errors(path: &Path, errors: &ConfigErrors, format: Format) -
         writeln!(err, "error: {error}")?;
     }
     writeln!(err, "{}: {} error(s)", path.display(), errors.0.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn terminal_safe_escapes_control_characters_only() {
+        assert_eq!(terminal_safe("dir = C:\\temp\tx"), "dir = C:\\temp\tx");
+        assert_eq!(terminal_safe("\x1b[2Jgone\r"), "\\x1b[2Jgone\\x0d");
+    }
 }

@@ -148,7 +148,19 @@ struct ContentRead {
 }
 
 thread_local! {
-    static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
+    /// One read buffer per worker thread. It is taken out while in use, not
+    /// borrowed: BLAKE3's multi-threaded hashing lets this thread run another
+    /// subject's read while it waits, and that read needs a buffer too.
+    static BUFFER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut buf = BUFFER
+        .with_borrow_mut(Option::take)
+        .unwrap_or_else(|| vec![0; READ_BUF]);
+    let result = f(&mut buf);
+    BUFFER.with_borrow_mut(|slot| *slot = Some(buf));
+    result
 }
 
 /// Hashes a regular file, retrying if it changes while being read. The
@@ -163,7 +175,7 @@ fn hash_file(path: &Path, plan: &ReadPlan) -> io::Result<ContentRead> {
                 before.kind
             )));
         }
-        let content = BUFFER.with_borrow_mut(|buf| read_content(&mut file, &before, plan, buf))?;
+        let content = with_read_buffer(|buf| read_content(&mut file, &before, plan, buf))?;
         let after = stat_state(&file.metadata()?);
         if after.same_stat(&before) && content.state.size == before.size {
             return Ok(content);
@@ -301,6 +313,35 @@ mod tests {
         fs::write(&path, &data).unwrap();
         let outcome = read(&path, &plan("content"));
         assert_eq!(outcome.state.content_hash, Some(ContentHash::of(&data)));
+    }
+
+    #[test]
+    fn many_large_files_hash_concurrently() {
+        // Multi-threaded hashing of one file lets a worker pick up another
+        // file meanwhile; both need a read buffer (this once panicked).
+        let dir = tempfile::tempdir().unwrap();
+        let size = PARALLEL_HASH_MIN as usize + 1;
+        let paths: Vec<_> = (0..8u8)
+            .map(|i| {
+                let path = dir.path().join(format!("big{i}"));
+                fs::write(&path, vec![i; size]).unwrap();
+                path
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            use rayon::prelude::*;
+            paths.par_iter().enumerate().for_each(|(i, path)| {
+                let outcome = read(path, &plan("content"));
+                assert_eq!(
+                    outcome.state.content_hash,
+                    Some(ContentHash::of(&vec![i as u8; size]))
+                );
+            });
+        });
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Key {
             Err(source) => {
                 return Err(StoreError::Io {
                     path: path.to_owned(),
-                    source,
+                    cause: source,
                 });
             }
         };
@@ -70,7 +70,7 @@ impl Key {
         let _ = fs::remove_file(&tmp);
         let io = |source| StoreError::Io {
             path: tmp.clone(),
-            source,
+            cause: source,
         };
         let mut file = fs::OpenOptions::new()
             .write(true)

@@ -26,7 +26,7 @@ fn version(conn: &Connection, db: &Path) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|source| StoreError::Sqlite {
             db: db.to_owned(),
-            source,
+            cause: source,
         })
 }
 
@@ -47,7 +47,7 @@ pub fn migrate(conn: &Connection, db: &Path) -> Result<(), StoreError> {
         ))
         .map_err(|source| StoreError::Sqlite {
             db: db.to_owned(),
-            source,
+            cause: source,
         })?;
     }
     Ok(())
@@ -60,14 +60,14 @@ pub fn check_version(conn: &Connection, db: &Path) -> Result<(), StoreError> {
         detail,
     };
     match version(conn, db) {
-        Err(StoreError::Sqlite { source, .. })
+        Err(StoreError::Sqlite { cause, .. })
             if matches!(
-                source.sqlite_error_code(),
+                cause.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
             ) =>
         {
             Err(tampered(format!(
-                "not a readable SQLite database ({source})"
+                "not a readable SQLite database ({cause})"
             )))
         }
         Err(err) => Err(err),

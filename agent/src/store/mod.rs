@@ -84,17 +84,14 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
-    #[error("baseline database {db}: {source}")]
-    Sqlite {
-        db: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("{path}: {source}")]
+    // The cause is part of the message, not a chained source: rusqlite's
+    // errors repeat their text in their own source, which printed it twice.
+    #[error("baseline database {db}: {cause}")]
+    Sqlite { db: PathBuf, cause: rusqlite::Error },
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -432,12 +429,27 @@ impl BaselineWriter {
     }
 
     /// Seals the baseline, then atomically replaces the old database and key.
-    pub fn finish(self, meta: &Meta, history: &[NewHistory]) -> Result<()> {
+    /// `carried` is the verified history of the baseline being replaced: it
+    /// stays, with its original times, ahead of the new entries.
+    pub fn finish(
+        self,
+        meta: &Meta,
+        carried: &[HistoryEntry],
+        history: &[NewHistory],
+    ) -> Result<()> {
         let db = &self.tmp_db;
         let sql = |source| sqlite_err(db, source);
         set_meta(&self.conn, "created_at", &meta.created_at).map_err(sql)?;
         set_meta(&self.conn, "policy_digest", &meta.policy_digest).map_err(sql)?;
         set_meta(&self.conn, "last_full_hash_at", &meta.last_full_hash_at).map_err(sql)?;
+        for entry in carried {
+            self.conn
+                .execute(
+                    "INSERT INTO history (at, action, actor, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![entry.at, entry.action, entry.actor, entry.detail],
+                )
+                .map_err(sql)?;
+        }
         for entry in history {
             insert_history(&self.conn, entry).map_err(sql)?;
         }
@@ -452,12 +464,12 @@ impl BaselineWriter {
         let tmp_key = self.key.write_new(&self.paths.key)?;
         fs::rename(&tmp_key, &self.paths.key).map_err(|source| StoreError::Io {
             path: self.paths.key.clone(),
-            source,
+            cause: source,
         })?;
         remove_db_files(&self.paths.db);
         fs::rename(&self.tmp_db, &self.paths.db).map_err(|source| StoreError::Io {
             path: self.paths.db.clone(),
-            source,
+            cause: source,
         })?;
         sync_parent_dir(&self.paths.db);
         Ok(())
@@ -558,10 +570,10 @@ fn reseal(conn: &Connection, key: &Key, db: &Path) -> Result<()> {
     set_meta(conn, "root", &root.to_hex()).map_err(sql)
 }
 
-fn sqlite_err(db: &Path, source: rusqlite::Error) -> StoreError {
+fn sqlite_err(db: &Path, cause: rusqlite::Error) -> StoreError {
     StoreError::Sqlite {
         db: db.to_owned(),
-        source,
+        cause,
     }
 }
 
@@ -576,7 +588,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .create(dir)
         .map_err(|source| StoreError::Io {
             path: dir.to_owned(),
-            source,
+            cause: source,
         })
 }
 
@@ -584,7 +596,7 @@ fn restrict_permissions(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| StoreError::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     })
 }
 

@@ -51,7 +51,7 @@ fn make(dir: &Path) -> StorePaths {
     writer.insert(b"/a", &alpha, Some(b"alpha")).unwrap();
     writer.insert(b"/c", &record(3), None).unwrap();
     writer.insert(b"/b", &record(2), None).unwrap();
-    writer.finish(&meta(), &[history("init")]).unwrap();
+    writer.finish(&meta(), &[], &[history("init")]).unwrap();
     paths
 }
 
