@@ -129,7 +129,9 @@ pub fn create_baseline(
         detail,
     };
     let carried = previous.map(|p| p.history).unwrap_or_default();
-    writer.finish(&meta, &carried, &[history])?;
+    writer
+        .finish(&meta, &carried, &[history])
+        .context("baseline init failed; any previous baseline is unchanged")?;
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(InitReport {
         db: target.store.db.clone(),

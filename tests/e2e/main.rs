@@ -1,1 +1,13 @@
+//! End-to-end tests: each module starts the real `driftwatch-agent` binary on temporary
+//! trees (see the `driftwatch_tests` harness) and asserts on its output and exit code.
+//! Build the binaries first: `cargo build --workspace --bins`.
 
+mod bad_input;
+mod baseline;
+mod churn;
+mod cli;
+mod config;
+mod drift;
+mod full_disk;
+mod integrity;
+mod permissions;

@@ -68,18 +68,19 @@ impl Key {
         name.push(format!(".new-{}", std::process::id()));
         let tmp = PathBuf::from(name);
         let _ = fs::remove_file(&tmp);
-        let io = |source| StoreError::Io {
-            path: tmp.clone(),
-            cause: source,
-        };
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        writeln!(file, "{}", ContentHash(self.0)).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        let written = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            writeln!(file, "{}", ContentHash(self.0))?;
+            file.sync_all()
+        })();
+        if let Err(cause) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Io { path: tmp, cause });
+        }
         Ok(tmp)
     }
 

@@ -437,6 +437,21 @@ impl BaselineWriter {
         carried: &[HistoryEntry],
         history: &[NewHistory],
     ) -> Result<()> {
+        let tmp_db = self.tmp_db.clone();
+        let result = self.seal_and_replace(meta, carried, history);
+        if result.is_err() {
+            // E.g. the disk filled up while sealing: leave no half-made files behind.
+            remove_db_files(&tmp_db);
+        }
+        result
+    }
+
+    fn seal_and_replace(
+        self,
+        meta: &Meta,
+        carried: &[HistoryEntry],
+        history: &[NewHistory],
+    ) -> Result<()> {
         let db = &self.tmp_db;
         let sql = |source| sqlite_err(db, source);
         set_meta(&self.conn, "created_at", &meta.created_at).map_err(sql)?;
@@ -462,11 +477,19 @@ impl BaselineWriter {
         // Key first: a crash between the two renames leaves a new key with the
         // old database, which fails verification loudly rather than silently.
         let tmp_key = self.key.write_new(&self.paths.key)?;
-        fs::rename(&tmp_key, &self.paths.key).map_err(|source| StoreError::Io {
-            path: self.paths.key.clone(),
-            cause: source,
+        fs::rename(&tmp_key, &self.paths.key).map_err(|source| {
+            let _ = fs::remove_file(&tmp_key);
+            StoreError::Io {
+                path: self.paths.key.clone(),
+                cause: source,
+            }
         })?;
-        remove_db_files(&self.paths.db);
+        // The old database's WAL belongs to it, not to its replacement.
+        for suffix in ["-wal", "-shm"] {
+            let mut name = self.paths.db.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = fs::remove_file(PathBuf::from(name));
+        }
         fs::rename(&self.tmp_db, &self.paths.db).map_err(|source| StoreError::Io {
             path: self.paths.db.clone(),
             cause: source,
