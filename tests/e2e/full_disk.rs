@@ -65,7 +65,7 @@ fn agent(host: &HostDir, db: &Path, args: &[&str]) -> Agent {
 fn fill_tree(host: &HostDir, count: usize) {
     for i in 0..count {
         host.write(
-            &format!("d{}/file-with-a-long-name-{i:05}.conf", i % 40),
+            format!("d{}/file-with-a-long-name-{i:05}.conf", i % 40),
             "x\n",
         );
     }
