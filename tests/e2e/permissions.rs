@@ -199,7 +199,7 @@ fn unwritable_db_location_fails_cleanly() {
 fn unreadable_root_path_is_recorded_with_its_error() {
     let host = shared_host();
     let root = host.tree();
-    host.chmod(&root, 0o000);
+    host.chmod(root, 0o000);
 
     let init = host
         .agent(["baseline", "init", "--json"])
@@ -210,12 +210,12 @@ fn unreadable_root_path_is_recorded_with_its_error() {
     assert_eq!(report["entries"], 1, "only the root itself: {init}");
     let errs = errors(&report);
     assert_eq!(errs.len(), 1, "{init}");
-    assert_eq!(errs[0].0, p(&root), "{init}");
+    assert_eq!(errs[0].0, p(root), "{init}");
     assert!(errs[0].1.contains("cannot list directory"), "{init}");
 
     // Still unreadable: nothing below it can be called removed.
     let run = host.agent(["check", "--json"]).unprivileged().run();
     run.expect(EXIT_INCOMPLETE);
     assert_eq!(drifts(&run.json()).len(), 0, "{run}");
-    host.chmod(&root, 0o755);
+    host.chmod(root, 0o755);
 }
