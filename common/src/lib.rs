@@ -4,8 +4,10 @@
 //! looks like ([`state::FileState`]), which of its attributes a policy compares
 //! ([`attrs::AttributeSet`]), how content is fingerprinted ([`hash::ContentHash`]),
 //! how byte-exact paths are shown to people and machines ([`pathbytes`]) and how
-//! path globs are matched ([`pattern::GlobList`]).
+//! path globs are matched ([`pattern::GlobList`]), and the versioned wire
+//! format between agents and the collector ([`api::v1`]).
 
+pub mod api;
 pub mod attrs;
 pub mod hash;
 pub mod pathbytes;

@@ -1,0 +1,393 @@
+//! Version 1 of the agent <-> collector wire format (JSON over HTTPS, under `/api/v1`).
+//!
+//! Agent endpoints (bearer token = the agent credential, except enroll):
+//!
+//! | method and path          | body            | answer             |
+//! |--------------------------|-----------------|--------------------|
+//! | `POST /api/v1/enroll`    | [`EnrollRequest`] | [`EnrollResponse`] |
+//! | `POST /api/v1/events`    | [`EventBatch`]  | [`IngestAck`]      |
+//! | `POST /api/v1/heartbeat` | [`Heartbeat`]   | [`HeartbeatResponse`] |
+//!
+//! Errors are [`ApiErrorBody`] with a stable `code`. Ingest is idempotent:
+//! an event id seen before is counted as a duplicate, never stored twice.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::hash::ContentHash;
+use crate::pathbytes;
+use crate::state::FileState;
+
+/// The URL prefix of this version.
+pub const PREFIX: &str = "/api/v1";
+
+/// What is tracked: `file:/etc/ssh/sshd_config` (the path escaped as in
+/// [`pathbytes::escape`]) or a state key such as `package:openssh-server`,
+/// `sysctl:net.ipv4.ip_forward`, `port:tcp/22`, `user:deploy`, `module:br_netfilter`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SubjectKey(pub String);
+
+impl SubjectKey {
+    pub fn file(path: &[u8]) -> Self {
+        SubjectKey(format!("file:{}", pathbytes::escape(path)))
+    }
+
+    /// The namespace before the first `:` (`file`, `package`, `sysctl`...).
+    pub fn namespace(&self) -> &str {
+        self.0.split_once(':').map_or("", |(ns, _)| ns)
+    }
+
+    /// The part after the namespace: for files, the escaped path.
+    pub fn name(&self) -> &str {
+        self.0.split_once(':').map_or(&self.0, |(_, name)| name)
+    }
+}
+
+impl fmt::Display for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A subject's state: a file's recorded attributes, or the fields of a state
+/// key (`{"version": "1:9.2p1-2", "arch": "amd64"}` for a package).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SubjectState {
+    File(FileState),
+    Fields { fields: BTreeMap<String, String> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    /// Content, type or link target changed.
+    Content,
+    /// Only metadata changed (mode, owner, xattrs...).
+    Attributes,
+    /// The subject is back in its baseline state: open drift on it resolves.
+    Restored,
+}
+
+/// How the agent saw the change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeenBy {
+    /// The real-time watch.
+    Watch,
+    /// A periodic or requested scan (also repairs a dropped kernel event).
+    Scan,
+    /// The scan at agent start: the change happened while the agent was down.
+    Startup,
+}
+
+/// Who made a change, as far as the kernel let the agent see.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `fanotify`, `audit`, or `none` when attribution was not available.
+    pub source: String,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// Audit login uid: the person behind sudo.
+    pub login_uid: Option<u32>,
+    pub login_user: Option<String>,
+    pub session: Option<u32>,
+    /// The writer had exited before /proc could be read.
+    #[serde(default)]
+    pub exited: bool,
+    /// Why the actor is unknown or partial.
+    pub reason: Option<String>,
+}
+
+/// What the package manager says about a changed file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `dpkg` or `rpm`.
+    pub manager: String,
+    pub package: String,
+    pub version: String,
+    /// True when the content matches the packaged file.
+    pub matches_package: bool,
+}
+
+/// One observed difference between a subject and its baseline.
+///
+/// Events form a per-agent hash chain: `seq` counts up from 1 and
+/// `prev_hash` is the [`DriftEvent::chain_hash`] of the previous event (all
+/// zeros for the first), so the collector can prove nothing was dropped,
+/// reordered or forged between host and collector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftEvent {
+    /// Globally unique (UUIDv7, time-ordered).
+    pub id: Uuid,
+    pub host_id: Uuid,
+    pub seq: u64,
+    pub prev_hash: ContentHash,
+    pub subject: SubjectKey,
+    pub kind: ChangeKind,
+    /// Names of the attributes or fields that differ.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    pub before: Option<SubjectState>,
+    pub after: Option<SubjectState>,
+    /// Unified diff of a text file, secrets masked; bounded in size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    pub seen_by: SeenBy,
+    /// Agent clock.
+    #[serde(with = "time::serde::rfc3339")]
+    pub observed_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// The other half of a rename (its event id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related: Option<Uuid>,
+}
+
+impl DriftEvent {
+    /// The chain link: BLAKE3 over the event's canonical JSON (which includes
+    /// `prev_hash`). Canonical = this struct serialized by serde_json, fields
+    /// in declaration order.
+    pub fn chain_hash(&self) -> ContentHash {
+        let bytes = serde_json::to_vec(self).expect("events always serialize");
+        ContentHash::of(&bytes)
+    }
+
+    /// `prev_hash` of the first event of an agent.
+    pub const GENESIS: ContentHash = ContentHash([0; 32]);
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<DriftEvent>,
+}
+
+/// Sent only after the batch is committed: the agent may then delete it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestAck {
+    pub accepted: u32,
+    /// Already stored before (a retry): harmless.
+    pub duplicates: u32,
+    /// The highest sequence number stored for this host.
+    pub last_seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time enrollment token an administrator issued.
+    pub token: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub host_id: Uuid,
+    /// The agent's own credential: it can only report and read its commands.
+    pub credential: String,
+}
+
+/// Host inventory, from sysinfo.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub uptime_secs: u64,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
+/// What the agent cannot see right now: coverage is a signal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Subtrees without a real-time watch (scanned periodically instead).
+    #[serde(default)]
+    pub unwatched: Vec<String>,
+    /// Kernel event queue overflows since start.
+    pub dropped_event_batches: u64,
+    /// Subjects skipped for errors in the last scan.
+    pub unreadable: u64,
+    /// Why attribution is unavailable, if it is.
+    pub attribution_unavailable: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_full_scan_at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub agent_version: String,
+    pub cpu_percent: f32,
+    pub rss_bytes: u64,
+    pub spool_depth: u64,
+    /// The spool reached its bound: events are being held back (never dropped).
+    pub spool_full: bool,
+    pub baseline_entries: u64,
+    /// The baseline failed its integrity check.
+    pub baseline_tampered: bool,
+    pub coverage: Coverage,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub host_id: Uuid,
+    /// Agent clock, for skew detection.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    pub inventory: Inventory,
+    pub health: AgentHealth,
+    /// The last sequence number the agent has emitted.
+    pub last_seq: u64,
+    /// Outcomes of commands received earlier.
+    #[serde(default)]
+    pub results: Vec<CommandResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    #[serde(with = "time::serde::rfc3339")]
+    pub server_time: OffsetDateTime,
+    #[serde(default)]
+    pub commands: Vec<AgentCommand>,
+}
+
+/// A command from the collector to one agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentCommand {
+    /// Take `state` as the subject's new baseline, but only if the subject is
+    /// in exactly that state now (`None`: accept that it no longer exists).
+    BaselineAccept {
+        command_id: Uuid,
+        subject: SubjectKey,
+        state: Option<SubjectState>,
+        /// The change window whose close-out this is.
+        window_id: Option<Uuid>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub command_id: Uuid,
+    pub outcome: CommandOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    Applied,
+    /// The subject changed again after review: the acceptance does not apply.
+    Mismatch {
+        current: Option<SubjectState>,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub error: ApiError,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `payload_too_large`, `unsupported_version`, `internal`.
+    pub code: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::FileKind;
+
+    fn event(seq: u64, prev: ContentHash) -> DriftEvent {
+        DriftEvent {
+            id: Uuid::now_v7(),
+            host_id: Uuid::nil(),
+            seq,
+            prev_hash: prev,
+            subject: SubjectKey::file(b"/etc/hosts"),
+            kind: ChangeKind::Attributes,
+            changed: vec!["mode".into()],
+            before: None,
+            after: Some(SubjectState::Fields {
+                fields: BTreeMap::from([("version".into(), "1.0".into())]),
+            }),
+            diff: None,
+            actor: None,
+            seen_by: SeenBy::Watch,
+            observed_at: OffsetDateTime::UNIX_EPOCH,
+            provenance: None,
+            related: None,
+        }
+    }
+
+    #[test]
+    fn events_round_trip_and_chain() {
+        let first = event(1, DriftEvent::GENESIS);
+        let json = serde_json::to_string(&first).unwrap();
+        let back: DriftEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, first);
+        assert_eq!(back.chain_hash(), first.chain_hash());
+        let second = event(2, first.chain_hash());
+        assert_ne!(second.chain_hash(), first.chain_hash());
+    }
+
+    #[test]
+    fn readers_tolerate_unknown_fields() {
+        let mut value = serde_json::to_value(event(1, DriftEvent::GENESIS)).unwrap();
+        value["added_in_v1_5"] = serde_json::json!(true);
+        assert!(serde_json::from_value::<DriftEvent>(value).is_ok());
+    }
+
+    #[test]
+    fn subject_keys_name_their_namespace() {
+        let key = SubjectKey::file(b"/etc/a\nb");
+        assert_eq!(key.0, "file:/etc/a\\x0ab");
+        assert_eq!(key.namespace(), "file");
+        assert_eq!(key.name(), "/etc/a\\x0ab");
+        assert_eq!(SubjectKey("package:nginx".into()).namespace(), "package");
+    }
+
+    #[test]
+    fn file_states_are_tagged() {
+        let state = SubjectState::File(FileState {
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 1,
+            device: 1,
+            nlink: 1,
+            rdev: None,
+            link_target: None,
+            content_hash: None,
+            xattrs: None,
+        });
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["type"], "file");
+        assert_eq!(json["mode"], 420);
+    }
+}
