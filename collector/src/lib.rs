@@ -1,0 +1,1 @@
+//! The driftwatch collector (being built).
