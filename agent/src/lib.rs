@@ -12,6 +12,7 @@ pub mod commands;
 pub mod progress;
 pub mod report;
 pub mod scan;
+pub mod sources;
 pub mod store;
 
 /// Process exit codes, documented in `--help` and the README.

@@ -1,0 +1,288 @@
+//! State beyond files: installed packages, kernel parameters, loaded modules,
+//! listening ports, users and groups.
+//!
+//! Each source is a small module behind [`StateSource`]: it reads the
+//! system's own record (dpkg's status file, /proc/sys, /proc/modules,
+//! /proc/net, /etc/passwd...) and returns one [`Fields`] map per subject key
+//! (`package:openssh-server`, `sysctl:net.ipv4.ip_forward`, `module:br_netfilter`,
+//! `port:tcp/22`, `user:deploy`, `group:sudo`). [`diff_states`] compares two
+//! collections and describes each change in words people use
+//! ("user eve added with uid 0"). Sources only read.
+
+pub mod modules;
+pub mod packages;
+pub mod ports;
+pub mod sysctl;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use driftwatch_common::api::v1::{ChangeKind, SubjectKey};
+
+/// The fields of one subject's state, e.g. `{"version": "1:9.2p1-2", "arch": "amd64"}`.
+pub type Fields = BTreeMap<String, String>;
+
+/// Every subject a source tracks, by key.
+pub type Collection = BTreeMap<SubjectKey, Fields>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The facility does not exist on this host (no dpkg, no /proc/modules...).
+    #[error("{source_name}: not available on this host ({reason})")]
+    Unavailable {
+        source_name: &'static str,
+        reason: String,
+    },
+    #[error("{source_name}: cannot read {path}: {cause}")]
+    Read {
+        source_name: &'static str,
+        path: PathBuf,
+        cause: io::Error,
+    },
+}
+
+/// One kind of system state.
+pub trait StateSource: Send + Sync {
+    /// The subject namespace, also the source's name in the policy.
+    fn namespace(&self) -> &'static str;
+    /// The current state of every subject this source tracks.
+    fn collect(&self) -> Result<Collection, SourceError>;
+}
+
+/// Every source with its default paths (the order is the report order).
+pub fn default_sources() -> Vec<Box<dyn StateSource>> {
+    vec![
+        Box::new(packages::Packages::default()),
+        Box::new(sysctl::Sysctl::default()),
+        Box::new(modules::Modules::default()),
+        Box::new(ports::Ports::default()),
+        Box::new(users::Accounts::default()),
+    ]
+}
+
+/// Reads a file for a source, turning "missing" into [`SourceError::Unavailable`].
+fn read_text(source_name: &'static str, path: &Path) -> Result<String, SourceError> {
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map_err(|cause| {
+            if cause.kind() == io::ErrorKind::NotFound {
+                SourceError::Unavailable {
+                    source_name,
+                    reason: format!("{} does not exist", path.display()),
+                }
+            } else {
+                SourceError::Read {
+                    source_name,
+                    path: path.to_owned(),
+                    cause,
+                }
+            }
+        })
+}
+
+fn key(namespace: &str, name: &str) -> SubjectKey {
+    SubjectKey(format!("{namespace}:{name}"))
+}
+
+/// One difference between two collections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub subject: SubjectKey,
+    /// `Added`, `Removed` or `Content` (some fields differ).
+    pub kind: ChangeKind,
+    /// Names of the fields that differ (empty for added and removed).
+    pub changed: Vec<String>,
+    pub before: Option<Fields>,
+    pub after: Option<Fields>,
+    /// The change in words, e.g. "user eve added with uid 0".
+    pub summary: String,
+}
+
+/// Every difference between `before` (the baseline) and `after`, in key order.
+pub fn diff_states(before: &Collection, after: &Collection) -> Vec<StateChange> {
+    let mut changes = Vec::new();
+    for (subject, old) in before {
+        match after.get(subject) {
+            None => changes.push(change(subject, ChangeKind::Removed, Some(old), None)),
+            Some(new) if new != old => {
+                changes.push(change(subject, ChangeKind::Content, Some(old), Some(new)))
+            }
+            Some(_) => {}
+        }
+    }
+    for (subject, new) in after {
+        if !before.contains_key(subject) {
+            changes.push(change(subject, ChangeKind::Added, None, Some(new)));
+        }
+    }
+    changes.sort_by(|a, b| a.subject.cmp(&b.subject));
+    changes
+}
+
+fn change(
+    subject: &SubjectKey,
+    kind: ChangeKind,
+    before: Option<&Fields>,
+    after: Option<&Fields>,
+) -> StateChange {
+    let changed = match (before, after) {
+        (Some(old), Some(new)) => old
+            .keys()
+            .chain(new.keys())
+            .filter(|field| old.get(*field) != new.get(*field))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let summary = describe(subject, kind, before, after, &changed);
+    StateChange {
+        subject: subject.clone(),
+        kind,
+        changed,
+        before: before.cloned(),
+        after: after.cloned(),
+        summary,
+    }
+}
+
+/// Words for a change. Users get their own phrasing, because "uid 0" is what
+/// a reader must not miss.
+fn describe(
+    subject: &SubjectKey,
+    kind: ChangeKind,
+    before: Option<&Fields>,
+    after: Option<&Fields>,
+    changed: &[String],
+) -> String {
+    let (namespace, name) = (subject.namespace(), subject.name());
+    match namespace {
+        "user" => return users::describe_user(name, kind, before, after, changed),
+        "group" => return users::describe_group(name, kind, before, after),
+        _ => {}
+    }
+    let field_list = |fields: Option<&Fields>| {
+        fields
+            .map(|f| {
+                f.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    match kind {
+        ChangeKind::Added => format!("{namespace} {name} added ({})", field_list(after)),
+        ChangeKind::Removed => format!("{namespace} {name} removed (was {})", field_list(before)),
+        _ => {
+            let parts: Vec<String> = changed
+                .iter()
+                .map(|field| {
+                    let get = |f: Option<&Fields>| {
+                        f.and_then(|f| f.get(field))
+                            .map_or("-", String::as_str)
+                            .to_owned()
+                    };
+                    format!("{field} {} -> {}", get(before), get(after))
+                })
+                .collect();
+            format!("{namespace} {name}: {}", parts.join(", "))
+        }
+    }
+}
+
+/// Builds a [`Fields`] map from pairs.
+pub fn fields<const N: usize>(pairs: [(&str, &str); N]) -> Fields {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collection(entries: &[(&str, Fields)]) -> Collection {
+        entries
+            .iter()
+            .map(|(k, f)| (SubjectKey((*k).to_owned()), f.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn diff_names_added_removed_and_changed_fields() {
+        let before = collection(&[
+            (
+                "package:nginx",
+                fields([("version", "1.22.1-9"), ("arch", "amd64")]),
+            ),
+            (
+                "package:telnet",
+                fields([("version", "0.17"), ("arch", "amd64")]),
+            ),
+        ]);
+        let after = collection(&[
+            (
+                "package:nginx",
+                fields([("version", "1.24.0-1"), ("arch", "amd64")]),
+            ),
+            (
+                "package:netcat",
+                fields([("version", "1.10"), ("arch", "amd64")]),
+            ),
+        ]);
+        let changes = diff_states(&before, &after);
+        let summary: Vec<(&str, ChangeKind, &str)> = changes
+            .iter()
+            .map(|c| (c.subject.0.as_str(), c.kind, c.summary.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "package:netcat",
+                    ChangeKind::Added,
+                    "package netcat added (arch amd64, version 1.10)"
+                ),
+                (
+                    "package:nginx",
+                    ChangeKind::Content,
+                    "package nginx: version 1.22.1-9 -> 1.24.0-1"
+                ),
+                (
+                    "package:telnet",
+                    ChangeKind::Removed,
+                    "package telnet removed (was arch amd64, version 0.17)"
+                ),
+            ]
+        );
+        assert_eq!(changes[1].changed, ["version"]);
+    }
+
+    #[test]
+    fn every_default_source_collects_or_says_why_not() {
+        for source in default_sources() {
+            match source.collect() {
+                Ok(collection) => assert!(
+                    collection
+                        .keys()
+                        .all(|k| k.0.starts_with(source.namespace()) || k.namespace() == "group"),
+                    "{}",
+                    source.namespace()
+                ),
+                Err(SourceError::Unavailable { .. }) => {}
+                Err(err) => panic!("{err}"),
+            }
+        }
+    }
+
+    #[test]
+    fn identical_collections_have_no_changes() {
+        let both = collection(&[("sysctl:net.ipv4.ip_forward", fields([("value", "0")]))]);
+        assert!(diff_states(&both, &both.clone()).is_empty());
+    }
+}
