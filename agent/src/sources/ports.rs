@@ -149,15 +149,15 @@ pub fn group_by_port(listeners: &[Listener], owners: &HashMap<u64, String>) -> C
     }
     let mut ports: BTreeMap<(&str, u16), Seen> = BTreeMap::new();
     for l in listeners {
-        let (addresses, processes, uids) = ports.entry((l.proto, l.port)).or_default();
-        addresses.insert(l.address.clone());
-        processes.insert(
+        let seen = ports.entry((l.proto, l.port)).or_default();
+        seen.addresses.insert(l.address.clone());
+        seen.processes.insert(
             owners
                 .get(&l.inode)
                 .cloned()
                 .unwrap_or_else(|| "unknown".into()),
         );
-        uids.insert(l.uid.to_string());
+        seen.uids.insert(l.uid.to_string());
     }
     let join = |set: BTreeSet<String>| set.into_iter().collect::<Vec<_>>().join(",");
     ports
