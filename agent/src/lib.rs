@@ -10,6 +10,7 @@ pub mod check;
 pub mod clock;
 pub mod commands;
 pub mod progress;
+pub mod provenance;
 pub mod redact;
 pub mod report;
 pub mod scan;
