@@ -131,8 +131,35 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub scan: ScanSettings,
     pub snapshots: SnapshotSettings,
+    pub sources: SourceSettings,
     /// Rules in file order; rule paths are unique.
     pub rules: Vec<Rule>,
+}
+
+/// The state sources the agent knows, by policy name.
+pub const SOURCE_NAMES: [&str; 5] = ["package", "sysctl", "module", "port", "user"];
+/// `sources.interval_secs` when the file does not set it.
+pub const DEFAULT_SOURCES_INTERVAL_SECS: u64 = 300;
+/// Largest `sources.interval_secs` accepted (a day).
+pub const MAX_SOURCES_INTERVAL_SECS: u64 = 86_400;
+
+/// State beyond files (`[sources]`): which sources are baselined and checked.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
+    /// Names from [`SOURCE_NAMES`], each once, in file order (all by default).
+    pub enabled: Vec<String>,
+    /// How often the daemon polls them.
+    pub interval: Duration,
+}
+
+impl SourceSettings {
+    /// No sources: ad-hoc checks of one tree.
+    pub fn none() -> Self {
+        SourceSettings {
+            enabled: Vec::new(),
+            interval: Duration::from_secs(DEFAULT_SOURCES_INTERVAL_SECS),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -260,6 +287,7 @@ impl AgentConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             scan: ScanSettings::default(),
             snapshots: SnapshotSettings::default(),
+            sources: SourceSettings::none(),
             rules: vec![Rule {
                 path: path.components().collect(),
                 group: "content".to_owned(),
@@ -301,6 +329,9 @@ impl AgentConfig {
         digest.0.update(&self.snapshots.max_bytes.to_le_bytes());
         digest.patterns(&self.snapshots.include);
         digest.patterns(&self.snapshots.exclude);
+        for source in &self.sources.enabled {
+            digest.bytes(source.as_bytes());
+        }
         ContentHash::from(digest.0.finalize())
     }
 }

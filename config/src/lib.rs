@@ -4,5 +4,5 @@ pub mod agent;
 pub mod error;
 mod span;
 
-pub use agent::{AgentConfig, Rule, ScanSettings, SnapshotSettings};
+pub use agent::{AgentConfig, Rule, ScanSettings, SnapshotSettings, SourceSettings};
 pub use error::{ConfigError, ConfigErrors};

@@ -12,9 +12,10 @@ use toml::de::DeTable;
 
 use super::raw::{AgentToml, RuleToml};
 use super::{
-    AgentConfig, DEFAULT_FULL_REHASH_INTERVAL_HOURS, DEFAULT_SNAPSHOT_MAX_BYTES, DEFAULT_STATE_DIR,
-    MAX_FULL_REHASH_INTERVAL_HOURS, MAX_SNAPSHOT_BYTES, MAX_WORKERS, Rule, ScanSettings,
-    SnapshotSettings,
+    AgentConfig, DEFAULT_FULL_REHASH_INTERVAL_HOURS, DEFAULT_SNAPSHOT_MAX_BYTES,
+    DEFAULT_SOURCES_INTERVAL_SECS, DEFAULT_STATE_DIR, MAX_FULL_REHASH_INTERVAL_HOURS,
+    MAX_SNAPSHOT_BYTES, MAX_SOURCES_INTERVAL_SECS, MAX_WORKERS, Rule, SOURCE_NAMES, ScanSettings,
+    SnapshotSettings, SourceSettings,
 };
 use crate::error::{ConfigError, ConfigErrors};
 use crate::span::{Locator, key_at, key_segment};
@@ -134,6 +135,7 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
         exclude: snapshot_exclude,
     };
 
+    let sources = compile_sources(&raw, diag);
     let groups = custom_groups(&raw, diag);
 
     let mut rules = Vec::new();
@@ -163,7 +165,64 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
         state_dir,
         scan,
         snapshots,
+        sources,
         rules,
+    }
+}
+
+/// The `[sources]` table: known names only, each once; a sane polling interval.
+fn compile_sources(raw: &AgentToml, diag: &mut Diagnostics<'_>) -> SourceSettings {
+    let mut enabled = Vec::new();
+    match &raw.sources.enabled {
+        None => enabled.extend(SOURCE_NAMES.iter().map(|s| (*s).to_owned())),
+        Some(names) => {
+            for (index, name) in names.iter().enumerate() {
+                let key = format!("sources.enabled[{index}]");
+                if !SOURCE_NAMES.contains(&name.get_ref().as_str()) {
+                    diag.at(
+                        name.span(),
+                        key,
+                        format!(
+                            "unknown source `{}`: expected one of {}",
+                            name.get_ref(),
+                            SOURCE_NAMES.join(", ")
+                        ),
+                    );
+                } else if enabled.contains(name.get_ref()) {
+                    diag.at(
+                        name.span(),
+                        key,
+                        format!("source `{}` is listed twice", name.get_ref()),
+                    );
+                } else {
+                    enabled.push(name.get_ref().clone());
+                }
+            }
+        }
+    }
+    let interval_secs = match &raw.sources.interval_secs {
+        None => DEFAULT_SOURCES_INTERVAL_SECS,
+        Some(secs) => match diag.in_range(
+            secs,
+            "sources.interval_secs",
+            MAX_SOURCES_INTERVAL_SECS,
+            "seconds",
+        ) {
+            Some(0) => {
+                diag.at(
+                    secs.span(),
+                    "sources.interval_secs",
+                    "must be at least 1 second",
+                );
+                DEFAULT_SOURCES_INTERVAL_SECS
+            }
+            Some(secs) => secs,
+            None => DEFAULT_SOURCES_INTERVAL_SECS,
+        },
+    };
+    SourceSettings {
+        enabled,
+        interval: std::time::Duration::from_secs(interval_secs),
     }
 }
 

@@ -17,6 +17,8 @@ pub(super) struct AgentToml {
     pub scan: ScanToml,
     #[serde(default)]
     pub snapshots: SnapshotsToml,
+    #[serde(default)]
+    pub sources: SourcesToml,
     /// Custom attribute groups: name = [attribute names].
     #[serde(default)]
     pub groups: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>,
@@ -39,6 +41,14 @@ pub(super) struct SnapshotsToml {
     pub include: Option<Vec<Spanned<String>>>,
     /// `None` means the built-in secret list; a list given here replaces it.
     pub exclude: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SourcesToml {
+    /// `None` means every source.
+    pub enabled: Option<Vec<Spanned<String>>>,
+    pub interval_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -464,8 +464,8 @@ fn adhoc_watches_one_path_with_defaults() {
     assert_eq!(Some(rule.attributes), AttributeSet::builtin("content"));
     assert!(rule.recurse && rule.one_filesystem);
     assert!(rule.include.is_empty() && rule.exclude.is_empty());
-    // Same policy as the equivalent file.
-    let file = valid("[[rule]]\npath = \"/srv/www\"\n");
+    // Same policy as the equivalent file (ad-hoc checks track no state sources).
+    let file = valid("[sources]\nenabled = []\n[[rule]]\npath = \"/srv/www\"\n");
     assert_eq!(config.policy_digest(), file.policy_digest());
 }
 
@@ -535,7 +535,7 @@ fn policy_digest_is_stable() {
     // existing baseline look like it was made under another policy. Change it only on purpose.
     assert_eq!(
         digest.to_hex(),
-        "bd0f797ec219bc63672a0e9e7f3bcaa24bec84ddb29fa7f2e575b92db9adc2fe",
+        "4dd2f3c302a14c55608284e8a72fd7b19d2cbce453634cacd3f0714473f60320",
     );
 }
 
@@ -618,4 +618,46 @@ fn snapshot_include_limits_and_exclude_overrides() {
     let shipped = AgentConfig::default_policy();
     assert!(shipped.snapshots.allows(Path::new("/etc/nginx/nginx.conf")));
     assert!(!shipped.snapshots.allows(Path::new("/usr/lib/python3/x.py")));
+}
+
+#[test]
+fn sources_default_to_all_and_reject_unknown_names() {
+    let all = AgentConfig::from_toml("[[rule]]\npath = \"/etc\"\n", Path::new("t.toml")).unwrap();
+    assert_eq!(all.sources.enabled, SOURCE_NAMES);
+    assert_eq!(all.sources.interval, Duration::from_secs(300));
+    let some = AgentConfig::from_toml(
+        "[sources]\nenabled = [\"package\", \"user\"]\ninterval_secs = 60\n[[rule]]\npath = \"/etc\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(some.sources.enabled, ["package", "user"]);
+    let errors = AgentConfig::from_toml(
+        "[sources]\nenabled = [\"packages\", \"user\", \"user\"]\ninterval_secs = 0\n[[rule]]\npath = \"/etc\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err();
+    let keys: Vec<_> = errors
+        .0
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (Some(2), "sources.enabled[0]".to_owned()),
+            (Some(2), "sources.enabled[2]".to_owned()),
+            (Some(3), "sources.interval_secs".to_owned())
+        ]
+    );
+    assert!(
+        errors.0[0]
+            .message
+            .contains("expected one of package, sysctl")
+    );
+    assert!(
+        AgentConfig::adhoc(Path::new("/srv"))
+            .sources
+            .enabled
+            .is_empty()
+    );
 }
