@@ -1,6 +1,7 @@
 //! Typed configuration for driftwatch (see `agent`).
 
 pub mod agent;
+pub mod collector;
 pub mod error;
 mod span;
 

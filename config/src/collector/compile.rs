@@ -1,0 +1,362 @@
+//! TOML text → validated [`CollectorConfig`], collecting every error with its place.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeTable;
+
+use super::raw::{AlertToml, CollectorToml};
+use super::*;
+use crate::error::{ConfigError, ConfigErrors};
+use crate::span::{Locator, key_at};
+
+pub(super) fn from_toml(text: &str, source: &Path) -> Result<CollectorConfig, ConfigErrors> {
+    let mut diag = Diagnostics {
+        file: source,
+        locator: Locator::new(text),
+        errors: Vec::new(),
+    };
+    let (table, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        for err in &syntax_errors {
+            let key = err.span().and_then(|span| key_at(table.get_ref(), &span));
+            diag.toml_error(err, key, "syntax error: ");
+        }
+        return Err(diag.finish());
+    }
+    let raw = match CollectorToml::deserialize(toml::de::Deserializer::from(table)) {
+        Ok(raw) => raw,
+        Err(err) => {
+            // The table was consumed; parse again (it parsed once) to name the key.
+            let key = match (DeTable::parse(text), err.span()) {
+                (Ok(table), Some(span)) => key_at(table.get_ref(), &span),
+                _ => None,
+            };
+            diag.toml_error(&err, key, "");
+            return Err(diag.finish());
+        }
+    };
+    let config = compile(raw, source, &mut diag);
+    if diag.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(diag.finish())
+    }
+}
+
+/// The semantic checks; the result is only meaningful when `diag` collected no errors.
+fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> CollectorConfig {
+    let listen = match &raw.listen {
+        None => DEFAULT_LISTEN.parse().expect("the default address parses"),
+        Some(text) => text.get_ref().parse::<SocketAddr>().unwrap_or_else(|_| {
+            diag.at(
+                text.span(),
+                "listen",
+                format!(
+                    "expected an IP address and port such as `0.0.0.0:8443` or `[::1]:8443`, got `{}`",
+                    text.get_ref()
+                ),
+            );
+            DEFAULT_LISTEN.parse().expect("the default address parses")
+        }),
+    };
+
+    let plain_http = raw.plain_http.as_ref().is_some_and(|b| *b.get_ref());
+    let allow_network = raw
+        .allow_plain_http_on_network
+        .as_ref()
+        .is_some_and(|b| *b.get_ref());
+    let transport = match (&raw.tls, plain_http) {
+        (Some(tls), true) => {
+            diag.at(
+                tls.span(),
+                "tls",
+                "both [tls] and plain_http = true are set; keep one",
+            );
+            Transport::PlainHttp
+        }
+        (Some(tls), false) => {
+            let mut path = |value: &Option<Spanned<String>>, name: &str| match value {
+                None => {
+                    diag.at(
+                        tls.span(),
+                        "tls",
+                        format!("missing `{name}`: [tls] needs both `cert` and `key` (PEM files)"),
+                    );
+                    PathBuf::new()
+                }
+                Some(p) => diag.absolute(p, &format!("tls.{name}")),
+            };
+            let cert = path(&tls.get_ref().cert, "cert");
+            let key = path(&tls.get_ref().key, "key");
+            Transport::Tls { cert, key }
+        }
+        (None, true) => Transport::PlainHttp,
+        (None, false) => {
+            match &raw.plain_http {
+                Some(off) => diag.at(
+                    off.span(),
+                    "plain_http",
+                    "plain_http = false but no [tls] is configured: set [tls] cert and key",
+                ),
+                None => diag.unplaced(
+                    "tls",
+                    "no transport configured: set [tls] cert and key, or plain_http = true \
+                     (for loopback, or behind a TLS proxy)",
+                ),
+            }
+            Transport::PlainHttp
+        }
+    };
+    if let Some(allow) = &raw.allow_plain_http_on_network
+        && *allow.get_ref()
+        && !plain_http
+    {
+        diag.at(
+            allow.span(),
+            "allow_plain_http_on_network",
+            "only meaningful with plain_http = true; remove it",
+        );
+    }
+
+    let state_dir = match &raw.state_dir {
+        None => PathBuf::from(DEFAULT_COLLECTOR_STATE_DIR),
+        Some(dir) => diag.absolute(dir, "state_dir"),
+    };
+
+    let max_body_bytes = diag.in_range(
+        &raw.max_body_bytes,
+        "max_body_bytes",
+        MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES,
+        DEFAULT_MAX_BODY_BYTES,
+    );
+    let hold = diag.in_range(
+        &raw.hold_secs,
+        "hold_secs",
+        0..=MAX_HOLD_SECS,
+        DEFAULT_HOLD_SECS,
+    );
+    let burst = diag.in_range(
+        &raw.burst_secs,
+        "burst_secs",
+        0..=MAX_BURST_SECS,
+        DEFAULT_BURST_SECS,
+    );
+    let skew = diag.in_range(
+        &raw.clock_skew_tolerance_secs,
+        "clock_skew_tolerance_secs",
+        0..=MAX_CLOCK_SKEW_TOLERANCE_SECS,
+        DEFAULT_CLOCK_SKEW_TOLERANCE_SECS,
+    );
+    let silent = diag.in_range(
+        &raw.silent_after_secs,
+        "silent_after_secs",
+        MIN_SILENT_AFTER_SECS..=MAX_SILENT_AFTER_SECS,
+        DEFAULT_SILENT_AFTER_SECS,
+    );
+
+    let alerts = raw
+        .alert
+        .iter()
+        .enumerate()
+        .filter_map(|(index, alert)| compile_alert(index, alert, diag))
+        .collect();
+
+    let config = CollectorConfig {
+        source: source.to_path_buf(),
+        listen,
+        transport,
+        allow_plain_http_on_network: allow_network,
+        state_dir,
+        max_body_bytes,
+        hold: Duration::from_secs(hold),
+        burst: Duration::from_secs(burst),
+        clock_skew_tolerance: Duration::from_secs(skew),
+        silent_after: Duration::from_secs(silent),
+        alerts,
+    };
+    if let Err(why) = config.check_listen(listen) {
+        match (&raw.plain_http, &raw.listen) {
+            (Some(plain), _) => diag.at(plain.span(), "plain_http", why),
+            (None, Some(listen)) => diag.at(listen.span(), "listen", why),
+            (None, None) => diag.unplaced("plain_http", &why),
+        }
+    }
+    config
+}
+
+const ALERT_TYPES: &str = "jsonl, webhook, slack, syslog";
+
+fn compile_alert(
+    index: usize,
+    raw: &Spanned<AlertToml>,
+    diag: &mut Diagnostics<'_>,
+) -> Option<AlertSink> {
+    let key = format!("alert[{index}]");
+    let alert = raw.get_ref();
+    let Some(kind) = &alert.kind else {
+        diag.at(
+            raw.span(),
+            &key,
+            format!("missing `type`: one of {ALERT_TYPES}"),
+        );
+        return None;
+    };
+    match kind.get_ref().as_str() {
+        "jsonl" => {
+            for (name, value) in [
+                ("url", &alert.url),
+                ("address", &alert.address),
+                ("protocol", &alert.protocol),
+                ("format", &alert.format),
+            ] {
+                if let Some(value) = value {
+                    diag.at(
+                        value.span(),
+                        format!("{key}.{name}"),
+                        format!("`{name}` does not apply to a jsonl sink (only `path` does)"),
+                    );
+                }
+            }
+            match &alert.path {
+                None => {
+                    diag.at(
+                        raw.span(),
+                        &key,
+                        "missing `path`: the file the jsonl sink appends to",
+                    );
+                    None
+                }
+                Some(path) => {
+                    let path = diag.absolute(path, &format!("{key}.path"));
+                    Some(AlertSink::JsonLines { path })
+                }
+            }
+        }
+        "webhook" | "slack" | "syslog" => {
+            diag.at(
+                kind.span(),
+                format!("{key}.type"),
+                format!(
+                    "`{}` alert sinks are not supported yet; only `jsonl` is implemented",
+                    kind.get_ref()
+                ),
+            );
+            None
+        }
+        other => {
+            diag.at(
+                kind.span(),
+                format!("{key}.type"),
+                format!("unknown alert type `{other}`, expected one of {ALERT_TYPES}"),
+            );
+            None
+        }
+    }
+}
+
+/// The errors found so far, and how to place them.
+struct Diagnostics<'a> {
+    file: &'a Path,
+    locator: Locator<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl Diagnostics<'_> {
+    fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = self.locator.position(span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            key: Some(key.into()),
+            message: message.into(),
+        });
+    }
+
+    fn unplaced(&mut self, key: &str, message: &str) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: None,
+            column: None,
+            key: Some(key.to_owned()),
+            message: message.to_owned(),
+        });
+    }
+
+    fn toml_error(&mut self, err: &toml::de::Error, key: Option<String>, prefix: &str) {
+        let position = err.span().map(|span| self.locator.position(span.start));
+        let message = err
+            .message()
+            .replace("expected i64", "expected an integer")
+            .replace("expected a map", "expected a table")
+            .replace("expected a sequence", "expected an array");
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: position.map(|(line, _)| line),
+            column: position.map(|(_, column)| column),
+            key,
+            message: format!("{prefix}{message}"),
+        });
+    }
+
+    /// The value when set and within `range`, `default` when unset; out of range is reported.
+    fn in_range(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+        default: u64,
+    ) -> u64 {
+        let Some(value) = value else {
+            return default;
+        };
+        match u64::try_from(*value.get_ref()) {
+            Ok(v) if range.contains(&v) => v,
+            _ => {
+                self.at(
+                    value.span(),
+                    key,
+                    format!(
+                        "must be between {} and {}, got {}",
+                        range.start(),
+                        range.end(),
+                        value.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// An absolute path without `..`, normalised; anything else is reported.
+    fn absolute(&mut self, value: &Spanned<String>, key: &str) -> PathBuf {
+        let text = value.get_ref();
+        let normal: PathBuf = Path::new(text).components().collect();
+        if !text.starts_with('/') {
+            self.at(
+                value.span(),
+                key,
+                format!("must be an absolute path (starting with `/`), got `{text}`"),
+            );
+        } else if normal.components().any(|c| c == Component::ParentDir) {
+            self.at(
+                value.span(),
+                key,
+                format!("must not contain `..` components, got `{text}`"),
+            );
+        }
+        normal
+    }
+
+    /// All errors in file order; those without a place come last.
+    fn finish(mut self) -> ConfigErrors {
+        self.errors
+            .sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+        ConfigErrors(self.errors)
+    }
+}

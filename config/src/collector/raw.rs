@@ -1,0 +1,47 @@
+//! `collector.toml` as written: plain serde structs, strict about keys and types, with spans
+//! on every value that validation may complain about. `compile` turns it into a
+//! [`CollectorConfig`](super::CollectorConfig).
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Integers are `i64` (TOML's integer type) so a negative value gets a range error at the
+/// value rather than a serde type error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CollectorToml {
+    pub listen: Option<Spanned<String>>,
+    pub plain_http: Option<Spanned<bool>>,
+    pub allow_plain_http_on_network: Option<Spanned<bool>>,
+    pub tls: Option<Spanned<TlsToml>>,
+    pub state_dir: Option<Spanned<String>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub hold_secs: Option<Spanned<i64>>,
+    pub burst_secs: Option<Spanned<i64>>,
+    pub clock_skew_tolerance_secs: Option<Spanned<i64>>,
+    pub silent_after_secs: Option<Spanned<i64>>,
+    /// `[[alert]]` tables; the span of each element is its header.
+    #[serde(default)]
+    pub alert: Vec<Spanned<AlertToml>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsToml {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+}
+
+/// One sink. The keys of the planned sinks (webhook, syslog) are accepted here so that
+/// such a table gets "not supported yet" at its `type` rather than "unknown field".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertToml {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+}

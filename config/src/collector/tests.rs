@@ -1,0 +1,217 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::error::ConfigError;
+
+const FILE: &str = "/etc/driftwatch/collector.toml";
+
+fn parse(text: &str) -> Result<CollectorConfig, ConfigErrors> {
+    CollectorConfig::from_toml(text, Path::new(FILE))
+}
+
+fn valid(text: &str) -> CollectorConfig {
+    parse(text).unwrap_or_else(|errors| panic!("unexpected errors:\n{errors}\nin:\n{text}"))
+}
+
+/// `(line, column, key, message fragment)` of one expected error.
+type Expected<'a> = (usize, usize, &'a str, &'a str);
+
+/// Asserts that `text` fails with exactly `expected`, in order.
+#[track_caller]
+fn check(text: &str, expected: &[Expected<'_>]) {
+    let errors = match parse(text) {
+        Ok(config) => panic!("expected errors, got {config:#?}\nfrom:\n{text}"),
+        Err(ConfigErrors(errors)) => errors,
+    };
+    let shown = ConfigErrors(errors.clone()).to_string();
+    assert_eq!(errors.len(), expected.len(), "got:\n{shown}\nfrom:\n{text}");
+    for (error, &(line, column, key, fragment)) in errors.iter().zip(expected) {
+        assert_eq!(error.file, Path::new(FILE));
+        assert_eq!(
+            (error.line, error.column, error.key.as_deref()),
+            (Some(line), Some(column), Some(key)),
+            "got:\n{shown}\nfrom:\n{text}"
+        );
+        assert!(
+            error.message.contains(fragment),
+            "{error:?} lacks {fragment:?}"
+        );
+        assert_message_style(error);
+    }
+}
+
+fn assert_message_style(error: &ConfigError) {
+    let first = error.message.chars().next().expect("non-empty message");
+    assert!(!first.is_uppercase(), "not lowercase: {error}");
+    assert!(!error.message.ends_with('.'), "trailing period: {error}");
+}
+
+#[test]
+fn the_shipped_file_is_valid_and_loopback_only() {
+    let config = valid(DEFAULT_COLLECTOR_TOML);
+    assert_eq!(config.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(config.transport, Transport::PlainHttp);
+    assert_eq!(
+        config.db_path(),
+        Path::new("/var/lib/driftwatch-collector/collector.db")
+    );
+    assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(config.hold, Duration::from_secs(300));
+    assert_eq!(
+        config.alerts,
+        vec![AlertSink::JsonLines {
+            path: "/var/lib/driftwatch-collector/alerts.jsonl".into()
+        }]
+    );
+    // And it loads from disk the same way (the file packaging installs).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/collector.toml");
+    assert_eq!(CollectorConfig::load(&path).unwrap().listen, config.listen);
+}
+
+#[test]
+fn defaults_apply_to_unset_keys() {
+    let config = valid("plain_http = true\n");
+    assert_eq!(config.state_dir, Path::new(DEFAULT_COLLECTOR_STATE_DIR));
+    assert_eq!(config.burst, Duration::from_secs(DEFAULT_BURST_SECS));
+    assert_eq!(config.clock_skew_tolerance, Duration::from_secs(60));
+    assert_eq!(config.silent_after, Duration::from_secs(300));
+    assert!(config.alerts.is_empty());
+}
+
+#[test]
+fn tls_and_zero_hold_are_accepted() {
+    let config = valid(
+        "listen = \"0.0.0.0:8443\"\nhold_secs = 0\n[tls]\ncert = \"/etc/c.pem\"\nkey = \"/etc/k.pem\"\n",
+    );
+    assert_eq!(
+        config.transport,
+        Transport::Tls {
+            cert: "/etc/c.pem".into(),
+            key: "/etc/k.pem".into()
+        }
+    );
+    assert_eq!(config.hold, Duration::ZERO);
+    assert!(config.check_listen("10.0.0.1:443".parse().unwrap()).is_ok());
+}
+
+#[test]
+fn plain_http_on_the_network_needs_an_explicit_allowance() {
+    check(
+        "listen = \"0.0.0.0:8080\"\nplain_http = true\n",
+        &[(2, 14, "plain_http", "would send tokens in clear text")],
+    );
+    let config =
+        valid("listen = \"0.0.0.0:8080\"\nplain_http = true\nallow_plain_http_on_network = true\n");
+    assert!(config.check_listen("0.0.0.0:8080".parse().unwrap()).is_ok());
+    // A loopback file, overridden on the command line with a network address.
+    let loopback = valid("plain_http = true\n");
+    assert!(loopback.check_listen("[::1]:0".parse().unwrap()).is_ok());
+    let err = loopback
+        .check_listen("192.0.2.1:80".parse().unwrap())
+        .unwrap_err();
+    assert!(err.contains("allow_plain_http_on_network"), "{err}");
+}
+
+#[test]
+fn each_validation_error_names_its_place() {
+    #[rustfmt::skip]
+    let cases: &[(&str, Expected<'_>)] = &[
+        ("listen = \"localhost:80\"\nplain_http = true\n",
+            (1, 10, "listen", "expected an IP address and port")),
+        ("plain_http = true\n[tls]\ncert = \"/c\"\nkey = \"/k\"\n",
+            (2, 1, "tls", "both [tls] and plain_http = true")),
+        ("[tls]\ncert = \"/c\"\n",
+            (1, 1, "tls", "missing `key`")),
+        ("[tls]\ncert = \"c.pem\"\nkey = \"/k\"\n",
+            (2, 8, "tls.cert", "must be an absolute path")),
+        ("plain_http = false\n",
+            (1, 14, "plain_http", "no [tls] is configured")),
+        ("plain_http = true\nstate_dir = \"/var/../x\"\n",
+            (2, 13, "state_dir", "must not contain `..`")),
+        ("plain_http = true\nmax_body_bytes = 10\n",
+            (2, 18, "max_body_bytes", "must be between 1024 and 268435456, got 10")),
+        ("plain_http = true\nhold_secs = -1\n",
+            (2, 13, "hold_secs", "must be between 0 and 86400, got -1")),
+        ("plain_http = true\nsilent_after_secs = 1\n",
+            (2, 21, "silent_after_secs", "between 10 and 604800")),
+        ("plain_http = true\n[[alert]]\ntype = \"webhook\"\nurl = \"https://x\"\n",
+            (3, 8, "alert[0].type", "`webhook` alert sinks are not supported yet")),
+        ("plain_http = true\n[[alert]]\ntype = \"syslog\"\n",
+            (3, 8, "alert[0].type", "not supported yet")),
+        ("plain_http = true\n[[alert]]\ntype = \"email\"\n",
+            (3, 8, "alert[0].type", "unknown alert type `email`")),
+        ("plain_http = true\n[[alert]]\npath = \"/x\"\n",
+            (2, 1, "alert[0]", "missing `type`")),
+        ("plain_http = true\n[[alert]]\ntype = \"jsonl\"\n",
+            (2, 1, "alert[0]", "missing `path`")),
+        ("plain_http = true\n[[alert]]\ntype = \"jsonl\"\npath = \"/x\"\nurl = \"u\"\n",
+            (5, 7, "alert[0].url", "does not apply to a jsonl sink")),
+        ("[tls]\ncert = \"/c\"\nkey = \"/k\"\nallow_plain_http_on_network = true\n",
+            (4, 1, "tls.allow_plain_http_on_network", "unknown field `allow_plain_http_on_network`, expected `cert` or `key`")),
+    ];
+    for (text, expected) in cases {
+        check(text, &[*expected]);
+    }
+}
+
+#[test]
+fn a_file_without_a_transport_says_how_to_choose() {
+    let errors = parse("listen = \"127.0.0.1:1\"\n").unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key.as_deref(), Some("tls"));
+    assert!(
+        errors[0].message.contains("plain_http = true"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn collects_every_error_in_file_order() {
+    check(
+        "\
+listen = \"nowhere\"
+plain_http = true
+hold_secs = 100000
+
+[[alert]]
+type = \"slack\"
+
+[[alert]]
+type = \"jsonl\"
+path = \"relative.jsonl\"
+",
+        &[
+            (1, 10, "listen", "expected an IP address"),
+            (3, 13, "hold_secs", "between 0 and 86400"),
+            (6, 8, "alert[0].type", "not supported yet"),
+            (10, 8, "alert[1].path", "absolute"),
+        ],
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_key() {
+    #[rustfmt::skip]
+    let cases: &[(&str, Expected<'_>)] = &[
+        ("plain_http = true\nhold = 3\n",
+            (2, 1, "hold", "unknown field `hold`")),
+        ("plain_http = \"yes\"\n",
+            (1, 14, "plain_http", "expected a boolean")),
+        ("plain_http = true\nhold_secs = \"5\"\n",
+            (2, 13, "hold_secs", "expected an integer")),
+        ("plain_http = true\nalert = 3\n",
+            (2, 9, "alert", "expected an array")),
+    ];
+    for (text, expected) in cases {
+        check(text, &[*expected]);
+    }
+}
+
+#[test]
+fn syntax_errors_have_a_place() {
+    let errors = parse("plain_http = true\nlisten = \n").unwrap_err().0;
+    assert!(errors[0].line.is_some(), "{errors:?}");
+    assert!(errors[0].message.starts_with("syntax error"), "{errors:?}");
+}
