@@ -84,11 +84,23 @@ impl Key {
         Ok(tmp)
     }
 
-    pub fn root(&self, entries: &ContentHash, history: &ContentHash, meta: &Meta) -> ContentHash {
+    /// `state` is the digest of the state entries, `None` when there are none
+    /// (so baselines made before state sources existed still verify).
+    pub fn root(
+        &self,
+        entries: &ContentHash,
+        history: &ContentHash,
+        state: Option<&ContentHash>,
+        meta: &Meta,
+    ) -> ContentHash {
         let mut hasher = blake3::Hasher::new_keyed(&self.0);
         hasher.update(b"driftwatch baseline root v1\0");
         hasher.update(&entries.0);
         hasher.update(&history.0);
+        if let Some(state) = state {
+            hasher.update(b"state\0");
+            hasher.update(&state.0);
+        }
         for value in [
             &meta.created_at,
             &meta.policy_digest,
@@ -107,6 +119,12 @@ impl RootHasher {
     pub fn entries() -> Self {
         RootHasher(blake3::Hasher::new_derive_key(
             "driftwatch baseline entries v1",
+        ))
+    }
+
+    pub fn state() -> Self {
+        RootHasher(blake3::Hasher::new_derive_key(
+            "driftwatch baseline state v1",
         ))
     }
 

@@ -18,6 +18,8 @@ const MIGRATIONS: &[&str] = &[
          actor TEXT NOT NULL,
          detail TEXT NOT NULL
      );",
+    // 2: state beyond files (packages, sysctl, ...): subject key -> postcard fields.
+    "CREATE TABLE state_entries (key TEXT PRIMARY KEY, fields BLOB NOT NULL) WITHOUT ROWID;",
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -12,8 +12,11 @@ mod baseline;
 mod integrity;
 mod migrations;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use driftwatch_common::api::v1::SubjectKey;
 
 use driftwatch_common::hash::ContentHash;
 use driftwatch_common::pathbytes::PathBytes;
@@ -215,9 +218,13 @@ impl BaselineStore {
         baseline.shrink_to_fit();
         baseline.entries_digest = digest.finish();
         let history_digest = self.history_digest()?;
-        let expected = self
-            .key
-            .root(&baseline.entries_digest, &history_digest, &meta);
+        let state_digest = state_digest(&self.conn).map_err(|e| self.tamper_or_sqlite(e))?;
+        let expected = self.key.root(
+            &baseline.entries_digest,
+            &history_digest,
+            state_digest.as_ref(),
+            &meta,
+        );
         let stored = self.read_meta_value("root")?;
         if stored.as_deref() != Some(expected.to_hex().as_str()) {
             return Err(self.tampered(format!(
@@ -273,13 +280,48 @@ impl BaselineStore {
     /// Applies accepted changes to a verified baseline and records the decision,
     /// in one transaction that also re-seals the integrity root.
     pub fn accept(&mut self, changes: &[AcceptedChange], history: NewHistory) -> Result<()> {
+        self.accept_with_state(changes, &[], history)
+    }
+
+    /// The baselined state beyond files (packages, sysctl...), verified by [`Self::load`].
+    pub fn state(&self) -> Result<StateCollection> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, fields FROM state_entries ORDER BY key")
+            .map_err(|e| self.tamper_or_sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| self.tamper_or_sqlite(e))?;
+        let mut state = StateCollection::new();
+        for row in rows {
+            let (key, bytes) = row.map_err(|e| self.tamper_or_sqlite(e))?;
+            let fields = postcard::from_bytes(&bytes).map_err(|err| {
+                self.tampered(format!("state of {key} cannot be decoded ({err})"))
+            })?;
+            state.insert(SubjectKey(key), fields);
+        }
+        Ok(state)
+    }
+
+    /// Like [`Self::accept`], also for state subjects (`package:nginx`...).
+    pub fn accept_with_state(
+        &mut self,
+        files: &[AcceptedChange],
+        states: &[AcceptedState],
+        history: NewHistory,
+    ) -> Result<()> {
         let db = self.paths.db.clone();
         let tx = self
             .conn
             .transaction()
             .map_err(|source| sqlite_err(&db, source))?;
-        for change in changes {
+        for change in files {
             write_change(&tx, change).map_err(|source| sqlite_err(&db, source))?;
+        }
+        for change in states {
+            write_state(&tx, change).map_err(|source| sqlite_err(&db, source))?;
         }
         insert_history(&tx, &history).map_err(|source| sqlite_err(&db, source))?;
         reseal(&tx, &self.key, &db)?;
@@ -296,9 +338,13 @@ impl BaselineStore {
         set_meta(&tx, "last_full_hash_at", at).map_err(|source| sqlite_err(&db, source))?;
         baseline.meta.last_full_hash_at = at.to_owned();
         let history_digest = history_digest(&tx).map_err(|source| sqlite_err(&db, source))?;
-        let root = self
-            .key
-            .root(&baseline.entries_digest, &history_digest, &baseline.meta);
+        let state_digest = state_digest(&tx).map_err(|source| sqlite_err(&db, source))?;
+        let root = self.key.root(
+            &baseline.entries_digest,
+            &history_digest,
+            state_digest.as_ref(),
+            &baseline.meta,
+        );
         set_meta(&tx, "root", &root.to_hex()).map_err(|source| sqlite_err(&db, source))?;
         tx.commit().map_err(|source| sqlite_err(&db, source))
     }
@@ -364,6 +410,20 @@ pub struct AcceptedChange {
     pub snapshot: Option<Vec<u8>>,
 }
 
+/// The fields of one state subject, e.g. `{"version": "1.24.0-1", "arch": "amd64"}`.
+pub type StateFields = BTreeMap<String, String>;
+
+/// Every baselined state subject, by key.
+pub type StateCollection = BTreeMap<SubjectKey, StateFields>;
+
+/// A state subject's new approved fields (or its removal) as decided by an accept.
+#[derive(Debug)]
+pub struct AcceptedState {
+    pub subject: SubjectKey,
+    /// `None` removes the subject from the baseline.
+    pub fields: Option<StateFields>,
+}
+
 /// A history entry about to be written.
 #[derive(Debug)]
 pub struct NewHistory {
@@ -408,6 +468,14 @@ impl BaselineWriter {
             tmp_db,
             key: Key::generate(),
         })
+    }
+
+    pub fn insert_state(&mut self, subject: &SubjectKey, fields: &StateFields) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO state_entries (key, fields) VALUES (?1, ?2)")
+            .and_then(|mut stmt| stmt.execute(params![subject.0, encode_fields(fields)]))
+            .map(drop)
+            .map_err(|source| sqlite_err(&self.tmp_db, source))
     }
 
     pub fn insert(&mut self, path: &[u8], record: &Record, snapshot: Option<&[u8]>) -> Result<()> {
@@ -550,6 +618,39 @@ fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Digest of the state entries in key order; `None` when there are none.
+fn state_digest(conn: &Connection) -> rusqlite::Result<Option<ContentHash>> {
+    let mut hasher = RootHasher::state();
+    let mut rows_seen = false;
+    let mut stmt = conn.prepare_cached("SELECT key, fields FROM state_entries ORDER BY key")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let key = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        let fields = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        hasher.add(key.as_bytes(), fields);
+        rows_seen = true;
+    }
+    Ok(rows_seen.then(|| hasher.finish()))
+}
+
+fn encode_fields(fields: &StateFields) -> Vec<u8> {
+    postcard::to_allocvec(fields).expect("state fields always serialize")
+}
+
+fn write_state(conn: &Connection, change: &AcceptedState) -> rusqlite::Result<()> {
+    match &change.fields {
+        None => conn.execute(
+            "DELETE FROM state_entries WHERE key = ?1",
+            [&change.subject.0],
+        )?,
+        Some(fields) => conn.execute(
+            "INSERT OR REPLACE INTO state_entries (key, fields) VALUES (?1, ?2)",
+            params![change.subject.0, encode_fields(fields)],
+        )?,
+    };
+    Ok(())
+}
+
 fn history_digest(conn: &Connection) -> rusqlite::Result<ContentHash> {
     let mut hasher = RootHasher::history();
     let mut stmt =
@@ -589,7 +690,13 @@ fn reseal(conn: &Connection, key: &Key, db: &Path) -> Result<()> {
         policy_digest: get("policy_digest")?,
         last_full_hash_at: get("last_full_hash_at")?,
     };
-    let root = key.root(&digest.finish(), &history_digest(conn).map_err(sql)?, &meta);
+    let state = state_digest(conn).map_err(sql)?;
+    let root = key.root(
+        &digest.finish(),
+        &history_digest(conn).map_err(sql)?,
+        state.as_ref(),
+        &meta,
+    );
     set_meta(conn, "root", &root.to_hex()).map_err(sql)
 }
 

@@ -1,5 +1,8 @@
 use driftwatch_common::hash::ContentHash;
 use driftwatch_common::state::{FileKind, FileState};
+use std::collections::BTreeMap;
+
+use driftwatch_common::api::v1::SubjectKey;
 use rusqlite::Connection;
 
 use super::*;
@@ -270,4 +273,77 @@ fn a_newer_schema_is_refused() {
         load(&paths),
         Err(StoreError::SchemaTooNew { found: 99, .. })
     ));
+}
+
+fn fields(version: &str) -> StateFields {
+    BTreeMap::from([("version".to_owned(), version.to_owned())])
+}
+
+/// A baseline with one file and two packages.
+fn make_with_state(dir: &Path) -> StorePaths {
+    let paths = StorePaths::for_db(&dir.join("s.db"));
+    let mut writer = BaselineWriter::create(&paths, false).unwrap();
+    writer.insert(b"/a", &record(1), None).unwrap();
+    writer
+        .insert_state(&SubjectKey("package:nginx".into()), &fields("1.22"))
+        .unwrap();
+    writer
+        .insert_state(&SubjectKey("package:curl".into()), &fields("7.88"))
+        .unwrap();
+    writer.finish(&meta(), &[], &[history("init")]).unwrap();
+    paths
+}
+
+#[test]
+fn state_entries_are_sealed_with_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make_with_state(dir.path());
+    let store = BaselineStore::open(&paths).unwrap();
+    store.load().unwrap();
+    let state = store.state().unwrap();
+    assert_eq!(state.len(), 2);
+    assert_eq!(state[&SubjectKey("package:nginx".into())], fields("1.22"));
+
+    let forged = postcard::to_allocvec(&fields("6.6.6")).unwrap();
+    raw(&paths)
+        .execute(
+            "UPDATE state_entries SET fields = ?1 WHERE key = 'package:nginx'",
+            [forged],
+        )
+        .unwrap();
+    assert_tampered(load(&paths));
+}
+
+#[test]
+fn a_deleted_state_row_is_detected_even_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make_with_state(dir.path());
+    raw(&paths)
+        .execute("DELETE FROM state_entries", [])
+        .unwrap();
+    assert_tampered(load(&paths));
+}
+
+#[test]
+fn accepting_state_changes_stays_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make_with_state(dir.path());
+    let mut store = BaselineStore::open(&paths).unwrap();
+    let states = [
+        AcceptedState {
+            subject: SubjectKey("package:nginx".into()),
+            fields: Some(fields("1.24")),
+        },
+        AcceptedState {
+            subject: SubjectKey("package:curl".into()),
+            fields: None,
+        },
+    ];
+    store
+        .accept_with_state(&[], &states, history("accept"))
+        .unwrap();
+    store.load().unwrap();
+    let state = store.state().unwrap();
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[&SubjectKey("package:nginx".into())], fields("1.24"));
 }
