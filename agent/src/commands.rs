@@ -12,11 +12,13 @@ use crate::Exit;
 use crate::check::{CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff};
 use crate::clock;
 use crate::progress::Progress;
-use crate::report::{self, CheckReport, Format, InitReport};
+use crate::report::{self, CheckReport, Format, InitReport, StateFindings};
 use crate::scan::read::read_subject;
 use crate::scan::{Policy, ScanError, ScanEvent};
+use crate::sources;
 use crate::store::{
-    AcceptedChange, BaselineStore, BaselineWriter, HistoryEntry, Meta, NewHistory, Record,
+    AcceptedChange, AcceptedState, BaselineStore, BaselineWriter, HistoryEntry, Meta, NewHistory,
+    Record,
     StoreError, StorePaths,
 };
 
@@ -41,7 +43,7 @@ pub fn init(target: &Target, force: bool, output: Output) -> anyhow::Result<Exit
     drop(progress);
     let report = report?;
     report::print_init(&report, output.format)?;
-    Ok(if report.errors.is_empty() {
+    Ok(if report.errors.is_empty() && report.state.errors.is_empty() {
         Exit::Clean
     } else {
         Exit::Incomplete
@@ -92,6 +94,14 @@ pub fn create_baseline(
         ScanEvent::Incomplete(_) => {}
     });
     let bytes_hashed = progress.bytes();
+    let collected = sources::collect_all(&sources::configured(&target.config.sources));
+    for (subject, fields) in &collected.state {
+        if write_error.is_none()
+            && let Err(err) = writer.insert_state(subject, fields)
+        {
+            write_error = Some(err);
+        }
+    }
     if let Some(err) = scanned
         .err()
         .map(anyhow::Error::from)
@@ -114,8 +124,9 @@ pub fn create_baseline(
         .map(|r| r.path.display().to_string())
         .collect();
     let mut detail = format!(
-        "{entries} entries, {} unreadable, policy {} ({}), rules: {}",
-        errors.len(),
+        "{entries} entries, {} state subjects, {} unreadable, policy {} ({}), rules: {}",
+        collected.state.len(),
+        errors.len() + collected.errors.len(),
         meta.policy_digest,
         target.config.source.display(),
         roots.join(" ")
@@ -140,6 +151,12 @@ pub fn create_baseline(
         seconds: started.elapsed().as_secs_f64(),
         replaced,
         errors,
+        state_subjects: collected.state.len(),
+        state: StateFindings {
+            changes: Vec::new(),
+            unavailable: collected.unavailable,
+            errors: collected.errors,
+        },
     })
 }
 
@@ -194,6 +211,7 @@ pub fn check(target: &Target, paranoid: bool, output: Output) -> anyhow::Result<
     )?;
     drop(progress);
     attach_diffs(&store, &baseline, &mut findings)?;
+    let state = check_state(&store, &target.config)?;
     if full_hash {
         store.record_full_hash(&mut baseline, &clock::now_rfc3339())?;
     }
@@ -204,14 +222,34 @@ pub fn check(target: &Target, paranoid: bool, output: Output) -> anyhow::Result<
         full_hash,
         seconds: started.elapsed().as_secs_f64(),
         findings,
+        state,
     };
     report::print_check(&report, output.format)?;
-    Ok(if !report.findings.drifts.is_empty() {
+    let drifted = !report.findings.drifts.is_empty() || !report.state.changes.is_empty();
+    let incomplete = !report.findings.errors.is_empty() || !report.state.errors.is_empty();
+    Ok(if drifted {
         Exit::Drift
-    } else if !report.findings.errors.is_empty() {
+    } else if incomplete {
         Exit::Incomplete
     } else {
         Exit::Clean
+    })
+}
+
+/// Compares the enabled state sources with their baseline. Subjects of a
+/// source that could not be read now are left out (and the error reported),
+/// not called removed.
+fn check_state(store: &BaselineStore, config: &AgentConfig) -> anyhow::Result<StateFindings> {
+    let collected = sources::collect_all(&sources::configured(&config.sources));
+    let baselined: sources::Collection = store
+        .state()?
+        .into_iter()
+        .filter(|(subject, _)| collected.covers(subject))
+        .collect();
+    Ok(StateFindings {
+        changes: sources::diff_states(&baselined, &collected.state),
+        unavailable: collected.unavailable,
+        errors: collected.errors,
     })
 }
 
@@ -300,29 +338,105 @@ pub fn show(target: &Target, path: Option<&Path>, output: Output) -> anyhow::Res
 /// at or below each PATH as their new baseline, recorded with a reason.
 pub fn accept(
     target: &Target,
-    paths: &[PathBuf],
+    subjects: &[PathBuf],
     reason: &str,
     output: Output,
 ) -> anyhow::Result<Exit> {
     if reason.trim().is_empty() {
         bail!("--reason must say why the change is accepted");
     }
-    let scopes: Vec<PathBytes> = paths
+    // `package:nginx` (or `package:` for every package) names state; anything else is a path.
+    let (state_scopes, path_args): (Vec<&PathBuf>, Vec<&PathBuf>) = subjects
+        .iter()
+        .partition(|arg| arg.to_str().is_some_and(is_state_scope));
+    let state_scopes: Vec<&str> = state_scopes.iter().filter_map(|s| s.to_str()).collect();
+    let scopes: Vec<PathBytes> = path_args
         .iter()
         .map(|p| absolute(p).map(PathBytes::from))
         .collect::<anyhow::Result<_>>()?;
     let mut store = BaselineStore::open(&target.store)?;
     let baseline = store.load()?;
+
+    let accepted = if scopes.is_empty() {
+        Vec::new()
+    } else {
+        accepted_file_drift(target, &baseline, &scopes, output)?
+    };
+    let accepted_state = if state_scopes.is_empty() {
+        Vec::new()
+    } else {
+        let state = check_state(&store, &target.config)?;
+        if let Some(error) = state.errors.first() {
+            bail!("cannot accept state: {error}");
+        }
+        state
+            .changes
+            .into_iter()
+            .filter(|c| state_scopes.iter().any(|scope| state_in_scope(&c.subject, scope)))
+            .collect::<Vec<_>>()
+    };
+
+    if !accepted.is_empty() || !accepted_state.is_empty() {
+        let files = accepted.iter().map(|d| {
+            serde_json::json!({
+                "path": d.path,
+                "kind": d.kind.name(),
+                "hash": d.after.as_ref().and_then(|s| s.content_hash),
+            })
+        });
+        let states = accepted_state.iter().map(|c| {
+            serde_json::json!({ "subject": c.subject, "kind": c.kind_name(), "fields": c.after })
+        });
+        let detail = serde_json::json!({
+            "reason": reason,
+            "subjects": files.chain(states).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let changes: Vec<AcceptedChange> = accepted
+            .iter()
+            .map(|drift| AcceptedChange {
+                path: drift.path.clone(),
+                record: drift.new_record.clone(),
+                snapshot: drift.new_snapshot.clone(),
+            })
+            .collect();
+        let states: Vec<AcceptedState> = accepted_state
+            .iter()
+            .map(|c| AcceptedState {
+                subject: c.subject.clone(),
+                fields: c.after.clone(),
+            })
+            .collect();
+        store.accept_with_state(
+            &changes,
+            &states,
+            NewHistory {
+                action: "accept",
+                actor: clock::actor(),
+                detail,
+            },
+        )?;
+    }
+    let scope_names: Vec<String> = scopes
+        .iter()
+        .map(ToString::to_string)
+        .chain(state_scopes.iter().map(|s| (*s).to_owned()))
+        .collect();
+    report::print_accept(&scope_names, &accepted, &accepted_state, output.format)?;
+    Ok(Exit::Clean)
+}
+
+/// The file drift at or below `scopes`; refuses if any of it could not be read.
+fn accepted_file_drift(
+    target: &Target,
+    baseline: &crate::store::Baseline,
+    scopes: &[PathBytes],
+    output: Output,
+) -> anyhow::Result<Vec<crate::check::Drift>> {
     let policy = Policy::new(&target.config);
     let progress = Progress::start("accept", Some(baseline.len() as u64), output.progress);
-    let findings = run_check(
-        &policy,
-        &baseline,
-        &CheckMode { paranoid: false },
-        &progress,
-    )?;
+    let findings = run_check(&policy, baseline, &CheckMode { paranoid: false }, &progress)?;
     drop(progress);
-
     let unverified: Vec<&ScanError> = findings
         .errors
         .iter()
@@ -340,42 +454,27 @@ pub fn accept(
             first.message
         );
     }
-    let accepted: Vec<_> = findings
+    Ok(findings
         .drifts
         .into_iter()
         .filter(|d| scopes.iter().any(|scope| is_within(&d.path, scope)))
-        .collect();
-    let changes: Vec<AcceptedChange> = accepted
-        .iter()
-        .map(|drift| AcceptedChange {
-            path: drift.path.clone(),
-            record: drift.new_record.clone(),
-            snapshot: drift.new_snapshot.clone(),
-        })
-        .collect();
-    if !changes.is_empty() {
-        let subjects: Vec<serde_json::Value> = accepted
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "path": d.path,
-                    "kind": d.kind.name(),
-                    "hash": d.after.as_ref().and_then(|s| s.content_hash),
-                })
-            })
-            .collect();
-        let detail = serde_json::json!({ "reason": reason, "subjects": subjects }).to_string();
-        store.accept(
-            &changes,
-            NewHistory {
-                action: "accept",
-                actor: clock::actor(),
-                detail,
-            },
-        )?;
+        .collect())
+}
+
+/// `package:nginx`, `sysctl:` ...: a known state namespace, a colon, maybe a name.
+fn is_state_scope(arg: &str) -> bool {
+    arg.split_once(':').is_some_and(|(namespace, _)| {
+        ["package", "sysctl", "module", "port", "user", "group"].contains(&namespace)
+    })
+}
+
+/// A scope ending in `:` covers its whole namespace; otherwise the exact subject.
+fn state_in_scope(subject: &driftwatch_common::api::v1::SubjectKey, scope: &str) -> bool {
+    if scope.ends_with(':') {
+        subject.0.starts_with(scope)
+    } else {
+        subject.0 == scope
     }
-    report::print_accept(&scopes, &accepted, output.format)?;
-    Ok(Exit::Clean)
 }
 
 /// `validate-config`: loads and validates a configuration file, running nothing.

@@ -107,7 +107,8 @@ enum BaselineCommand {
     /// their new baseline; recorded in the baseline history with the reason.
     #[command(after_help = EXIT_CODES)]
     Accept {
-        /// Subjects (or directories whose drifted subjects) to accept.
+        /// Paths (a directory accepts the drift below it) or state subjects such as
+        /// `package:nginx` (`package:` accepts every package change).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Why the change is accepted, e.g. a change ticket.

@@ -17,6 +17,7 @@ use crate::check::{Drift, DriftKind, Findings, short_hash};
 use crate::clock::format_ns;
 use crate::progress::format_bytes;
 use crate::scan::ScanError;
+use crate::sources::StateChange;
 use crate::store::{Baseline, HistoryEntry, Record};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,9 +26,21 @@ pub enum Format {
     Json,
 }
 
+/// What the state sources (packages, sysctl...) showed.
+#[derive(Debug, Default)]
+pub struct StateFindings {
+    pub changes: Vec<StateChange>,
+    /// Sources that do not exist on this host.
+    pub unavailable: Vec<String>,
+    /// Sources that failed: their subjects were not checked.
+    pub errors: Vec<String>,
+}
+
 pub struct InitReport {
     pub db: PathBuf,
     pub entries: u64,
+    pub state_subjects: usize,
+    pub state: StateFindings,
     pub bytes_hashed: u64,
     pub seconds: f64,
     pub replaced: Option<String>,
@@ -41,6 +54,7 @@ pub struct CheckReport {
     pub full_hash: bool,
     pub seconds: f64,
     pub findings: Findings,
+    pub state: StateFindings,
 }
 
 fn print_json(value: &impl Serialize) -> io::Result<()> {
@@ -58,6 +72,9 @@ pub fn print_init(report: &InitReport, format: Format) -> io::Result<()> {
             "seconds": report.seconds,
             "replaced": report.replaced,
             "errors": report.errors,
+            "state_subjects": report.state_subjects,
+            "sources_unavailable": report.state.unavailable,
+            "source_errors": report.state.errors,
         }));
     }
     let mut out = io::stdout().lock();
@@ -69,13 +86,31 @@ pub fn print_init(report: &InitReport, format: Format) -> io::Result<()> {
         report.seconds,
         report.db.display()
     )?;
+    if report.state_subjects > 0 {
+        writeln!(
+            out,
+            "state: {} subjects (packages, kernel parameters, modules, ports, accounts)",
+            report.state_subjects
+        )?;
+    }
     if let Some(replaced) = &report.replaced {
         writeln!(
             out,
             "replaced {replaced} (recorded in the baseline history)"
         )?;
     }
+    write_state_notes(&mut out, &report.state)?;
     write_errors(&mut out, &report.errors)
+}
+
+fn write_state_notes(out: &mut impl Write, state: &StateFindings) -> io::Result<()> {
+    for note in &state.unavailable {
+        writeln!(out, "note: {note}")?;
+    }
+    for error in &state.errors {
+        writeln!(out, "error: {error} (its subjects were not checked)")?;
+    }
+    Ok(())
 }
 
 fn count(drifts: &[Drift], kind: DriftKind) -> usize {
@@ -100,9 +135,13 @@ pub fn print_check(report: &CheckReport, format: Format) -> io::Result<()> {
                 "attributes": count(drifts, DriftKind::Attributes),
                 "errors": findings.errors.len(),
                 "out_of_policy": findings.out_of_policy,
+                "state_drifts": report.state.changes.len(),
             },
             "drifts": drifts,
             "errors": findings.errors,
+            "state_drifts": report.state.changes,
+            "sources_unavailable": report.state.unavailable,
+            "source_errors": report.state.errors,
         }));
     }
     let mut out = io::stdout().lock();
@@ -123,8 +162,12 @@ pub fn print_check(report: &CheckReport, format: Format) -> io::Result<()> {
             findings.out_of_policy
         )?;
     }
+    for change in &report.state.changes {
+        writeln!(out, "{:<11} {}", change.kind_name(), change.summary)?;
+    }
+    write_state_notes(&mut out, &report.state)?;
     write_errors(&mut out, &findings.errors)?;
-    let verdict = if drifts.is_empty() {
+    let mut verdict = if drifts.is_empty() {
         "no drift".to_owned()
     } else {
         format!(
@@ -136,6 +179,14 @@ pub fn print_check(report: &CheckReport, format: Format) -> io::Result<()> {
             count(drifts, DriftKind::Attributes)
         )
     };
+    let state_changes = report.state.changes.len();
+    if state_changes > 0 {
+        verdict = if drifts.is_empty() {
+            format!("{state_changes} state change(s)")
+        } else {
+            format!("{verdict}; {state_changes} state change(s)")
+        };
+    }
     writeln!(
         out,
         "{verdict} in {} entries ({} check, {:.2}s; baseline of {})",
@@ -361,26 +412,37 @@ pub fn print_summary(
     Ok(())
 }
 
-pub fn print_accept(scopes: &[PathBytes], accepted: &[Drift], format: Format) -> io::Result<()> {
+pub fn print_accept(
+    scopes: &[String],
+    accepted: &[Drift],
+    accepted_state: &[StateChange],
+    format: Format,
+) -> io::Result<()> {
     if format == Format::Json {
-        return print_json(&json!({ "scopes": scopes, "accepted": accepted }));
+        return print_json(&json!({
+            "scopes": scopes,
+            "accepted": accepted,
+            "accepted_state": accepted_state,
+        }));
     }
     let mut out = io::stdout().lock();
-    if accepted.is_empty() {
-        let names: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+    if accepted.is_empty() && accepted_state.is_empty() {
         return writeln!(
             out,
             "nothing to accept: no drift at or below {}",
-            names.join(", ")
+            scopes.join(", ")
         );
     }
     for drift in accepted {
         writeln!(out, "accepted {:<11} {}", drift.kind.name(), drift.path)?;
     }
+    for change in accepted_state {
+        writeln!(out, "accepted {:<11} {}", change.kind_name(), change.subject)?;
+    }
     writeln!(
         out,
         "{} subject(s) accepted into the baseline (recorded in its history)",
-        accepted.len()
+        accepted.len() + accepted_state.len()
     )
 }
 

@@ -41,6 +41,7 @@
 //! [`ConfigError`]: crate::error::ConfigError
 
 mod compile;
+pub mod daemon;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -134,6 +135,8 @@ pub struct AgentConfig {
     pub sources: SourceSettings,
     /// Rules in file order; rule paths are unique.
     pub rules: Vec<Rule>,
+    /// What `driftwatch-agent run` needs beyond the policy (see [`daemon`]).
+    pub daemon: daemon::DaemonSettings,
 }
 
 /// The state sources the agent knows, by policy name.
@@ -150,6 +153,8 @@ pub struct SourceSettings {
     pub enabled: Vec<String>,
     /// How often the daemon polls them.
     pub interval: Duration,
+    /// The system they read: `/` for this host, or a mounted image or container root.
+    pub root: PathBuf,
 }
 
 impl SourceSettings {
@@ -158,6 +163,7 @@ impl SourceSettings {
         SourceSettings {
             enabled: Vec::new(),
             interval: Duration::from_secs(DEFAULT_SOURCES_INTERVAL_SECS),
+            root: PathBuf::from("/"),
         }
     }
 }
@@ -288,6 +294,7 @@ impl AgentConfig {
             scan: ScanSettings::default(),
             snapshots: SnapshotSettings::default(),
             sources: SourceSettings::none(),
+            daemon: daemon::DaemonSettings::default(),
             rules: vec![Rule {
                 path: path.components().collect(),
                 group: "content".to_owned(),
@@ -332,6 +339,7 @@ impl AgentConfig {
         for source in &self.sources.enabled {
             digest.bytes(source.as_bytes());
         }
+        digest.bytes(self.sources.root.as_os_str().as_bytes());
         ContentHash::from(digest.0.finalize())
     }
 }

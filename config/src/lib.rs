@@ -5,5 +5,8 @@ pub mod collector;
 pub mod error;
 mod span;
 
+pub use agent::daemon::{
+    CollectorSettings, DaemonSettings, HeartbeatSettings, SpoolSettings, WatchSettings,
+};
 pub use agent::{AgentConfig, Rule, ScanSettings, SnapshotSettings, SourceSettings};
 pub use error::{ConfigError, ConfigErrors};

@@ -11,3 +11,4 @@ mod drift;
 mod full_disk;
 mod integrity;
 mod permissions;
+mod state;

@@ -20,6 +20,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use driftwatch_common::api::v1::{ChangeKind, SubjectKey};
+use driftwatch_config::SourceSettings;
 
 /// The fields of one subject's state, e.g. `{"version": "1:9.2p1-2", "arch": "amd64"}`.
 pub type Fields = BTreeMap<String, String>;
@@ -51,15 +52,71 @@ pub trait StateSource: Send + Sync {
     fn collect(&self) -> Result<Collection, SourceError>;
 }
 
-/// Every source with its default paths (the order is the report order).
-pub fn default_sources() -> Vec<Box<dyn StateSource>> {
+/// Every source, reading the system below `root` (`/` for this host; a
+/// mounted image or container root file system otherwise). The order is the
+/// report order.
+pub fn all_sources(root: &Path) -> Vec<Box<dyn StateSource>> {
     vec![
-        Box::new(packages::Packages::default()),
-        Box::new(sysctl::Sysctl::default()),
-        Box::new(modules::Modules::default()),
-        Box::new(ports::Ports::default()),
-        Box::new(users::Accounts::default()),
+        Box::new(packages::Packages::at(root)),
+        Box::new(sysctl::Sysctl::at(root)),
+        Box::new(modules::Modules::at(root)),
+        Box::new(ports::Ports::at(root)),
+        Box::new(users::Accounts::at(root)),
     ]
+}
+
+/// The sources a policy's `[sources]` section enables.
+pub fn configured(settings: &SourceSettings) -> Vec<Box<dyn StateSource>> {
+    all_sources(&settings.root)
+        .into_iter()
+        .filter(|source| settings.enabled.iter().any(|name| name == source.namespace()))
+        .collect()
+}
+
+/// The subject namespaces a source reports (accounts report users and groups).
+pub fn namespaces_of(source: &dyn StateSource) -> &'static [&'static str] {
+    match source.namespace() {
+        "user" => &["user", "group"],
+        "package" => &["package"],
+        "sysctl" => &["sysctl"],
+        "module" => &["module"],
+        _ => &["port"],
+    }
+}
+
+/// What collecting every enabled source gave.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub state: Collection,
+    /// Namespaces whose source answered: only these can be compared.
+    pub namespaces: Vec<&'static str>,
+    /// Sources that do not exist on this host (not an error: nothing to track).
+    pub unavailable: Vec<String>,
+    /// Sources that failed to read: their subjects are unverified.
+    pub errors: Vec<String>,
+}
+
+impl Collected {
+    /// Whether a subject belongs to a source that answered.
+    pub fn covers(&self, subject: &SubjectKey) -> bool {
+        self.namespaces.contains(&subject.namespace())
+    }
+}
+
+/// Collects every source in `sources`; one failing source never stops the others.
+pub fn collect_all(sources: &[Box<dyn StateSource>]) -> Collected {
+    let mut collected = Collected::default();
+    for source in sources {
+        match source.collect() {
+            Ok(state) => {
+                collected.state.extend(state);
+                collected.namespaces.extend(namespaces_of(source.as_ref()));
+            }
+            Err(err @ SourceError::Unavailable { .. }) => collected.unavailable.push(err.to_string()),
+            Err(err) => collected.errors.push(err.to_string()),
+        }
+    }
+    collected
 }
 
 /// Reads a file for a source, turning "missing" into [`SourceError::Unavailable`].
@@ -82,12 +139,17 @@ fn read_text(source_name: &'static str, path: &Path) -> Result<String, SourceErr
         })
 }
 
+/// `relative` (an absolute system path such as `/etc/passwd`) under `root`.
+fn under(root: &Path, relative: &str) -> PathBuf {
+    root.join(relative.trim_start_matches('/'))
+}
+
 fn key(namespace: &str, name: &str) -> SubjectKey {
     SubjectKey(format!("{namespace}:{name}"))
 }
 
 /// One difference between two collections.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StateChange {
     pub subject: SubjectKey,
     /// `Added`, `Removed` or `Content` (some fields differ).
@@ -98,6 +160,17 @@ pub struct StateChange {
     pub after: Option<Fields>,
     /// The change in words, e.g. "user eve added with uid 0".
     pub summary: String,
+}
+
+impl StateChange {
+    /// `added`, `removed` or `changed`, for people.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            _ => "changed",
+        }
+    }
 }
 
 /// Every difference between `before` (the baseline) and `after`, in key order.
@@ -265,7 +338,7 @@ mod tests {
 
     #[test]
     fn every_default_source_collects_or_says_why_not() {
-        for source in default_sources() {
+        for source in all_sources(Path::new("/")) {
             match source.collect() {
                 Ok(collection) => assert!(
                     collection

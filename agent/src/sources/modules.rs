@@ -1,17 +1,17 @@
 //! `module:NAME`: loaded kernel modules, from /proc/modules.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{Collection, SourceError, StateSource, fields, key, read_text};
+use super::{Collection, SourceError, StateSource, fields, key, read_text, under};
 
 pub struct Modules {
     pub proc_modules: PathBuf,
 }
 
-impl Default for Modules {
-    fn default() -> Self {
+impl Modules {
+    pub fn at(root: &Path) -> Self {
         Modules {
-            proc_modules: PathBuf::from("/proc/modules"),
+            proc_modules: under(root, "/proc/modules"),
         }
     }
 }

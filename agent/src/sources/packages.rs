@@ -1,10 +1,10 @@
 //! `package:NAME`: installed packages from dpkg's status file (and rpm's
 //! database through `rpm -qa` where rpm is the package manager).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Collection, SourceError, StateSource, fields, key, read_text};
+use super::{Collection, SourceError, StateSource, fields, key, read_text, under};
 
 pub struct Packages {
     /// dpkg's status file, normally /var/lib/dpkg/status.
@@ -13,11 +13,11 @@ pub struct Packages {
     pub rpm_db: PathBuf,
 }
 
-impl Default for Packages {
-    fn default() -> Self {
+impl Packages {
+    pub fn at(root: &Path) -> Self {
         Packages {
-            dpkg_status: PathBuf::from("/var/lib/dpkg/status"),
-            rpm_db: PathBuf::from("/var/lib/rpm"),
+            dpkg_status: under(root, "/var/lib/dpkg/status"),
+            rpm_db: under(root, "/var/lib/rpm"),
         }
     }
 }
@@ -32,7 +32,9 @@ impl StateSource for Packages {
             return Ok(parse_dpkg_status(&read_text("package", &self.dpkg_status)?));
         }
         if self.rpm_db.is_dir() {
-            return rpm_packages();
+            // rpm's --root takes the directory that holds var/lib/rpm.
+            let root = self.rpm_db.ancestors().nth(3).unwrap_or(Path::new("/"));
+            return rpm_packages(root);
         }
         Err(SourceError::Unavailable {
             source_name: "package",
@@ -78,8 +80,10 @@ pub fn parse_dpkg_status(text: &str) -> Collection {
         .collect()
 }
 
-fn rpm_packages() -> Result<Collection, SourceError> {
+fn rpm_packages(root: &Path) -> Result<Collection, SourceError> {
     let output = Command::new("rpm")
+        .arg("--root")
+        .arg(root)
         .args([
             "-qa",
             "--qf",
@@ -183,7 +187,7 @@ Version: 2.36-9
 
     #[test]
     fn reads_this_hosts_dpkg_status_when_present() {
-        let source = Packages::default();
+        let source = Packages::at(Path::new("/"));
         match source.collect() {
             Ok(packages) => assert!(!packages.is_empty()),
             Err(SourceError::Unavailable { .. }) => {}

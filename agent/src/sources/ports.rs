@@ -3,19 +3,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{Collection, Fields, SourceError, StateSource, key, read_text};
+use super::{Collection, Fields, SourceError, StateSource, key, read_text, under};
 
 pub struct Ports {
     /// Normally /proc.
     pub proc_root: PathBuf,
 }
 
-impl Default for Ports {
-    fn default() -> Self {
+impl Ports {
+    pub fn at(root: &Path) -> Self {
         Ports {
-            proc_root: PathBuf::from("/proc"),
+            proc_root: under(root, "/proc"),
         }
     }
 }
@@ -226,7 +226,7 @@ mod tests {
         // A listener of our own must show up, owned by this test process.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let ports = Ports::default().collect().unwrap();
+        let ports = Ports::at(Path::new("/")).collect().unwrap();
         let ours = &ports[&SubjectKey(format!("port:tcp/{port}"))];
         assert!(ours["addresses"].contains("127.0.0.1"), "{ours:?}");
         assert_ne!(ours["process"], "unknown", "{ours:?}");

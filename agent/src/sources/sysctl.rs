@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{Collection, SourceError, StateSource, fields, key};
+use super::{Collection, SourceError, StateSource, fields, key, under};
 
 /// Parameters worth watching on any server.
 pub const SECURITY_KEYS: &[&str] = &[
@@ -41,10 +41,10 @@ pub struct Sysctl {
     pub extra_keys: Vec<String>,
 }
 
-impl Default for Sysctl {
-    fn default() -> Self {
+impl Sysctl {
+    pub fn at(root: &Path) -> Self {
         Sysctl {
-            proc_sys: PathBuf::from("/proc/sys"),
+            proc_sys: under(root, "/proc/sys"),
             config_paths: [
                 "/etc/sysctl.conf",
                 "/etc/sysctl.d",
@@ -54,7 +54,7 @@ impl Default for Sysctl {
                 "/lib/sysctl.d",
             ]
             .into_iter()
-            .map(PathBuf::from)
+            .map(|path| under(root, path))
             .collect(),
             extra_keys: Vec::new(),
         }

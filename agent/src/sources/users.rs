@@ -3,11 +3,11 @@
 //! ("user eve added with uid 0", "group sudo: eve added").
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use driftwatch_common::api::v1::ChangeKind;
 
-use super::{Collection, Fields, SourceError, StateSource, key, read_text};
+use super::{Collection, Fields, SourceError, StateSource, key, read_text, under};
 
 /// Users and groups; both files are read, as one source.
 pub struct Accounts {
@@ -15,11 +15,11 @@ pub struct Accounts {
     pub group: PathBuf,
 }
 
-impl Default for Accounts {
-    fn default() -> Self {
+impl Accounts {
+    pub fn at(root: &Path) -> Self {
         Accounts {
-            passwd: PathBuf::from("/etc/passwd"),
-            group: PathBuf::from("/etc/group"),
+            passwd: under(root, "/etc/passwd"),
+            group: under(root, "/etc/group"),
         }
     }
 }

@@ -160,6 +160,18 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
         }
     }
 
+    let daemon = super::daemon::compile(
+        super::daemon::DaemonToml {
+            scan_interval_secs: raw.scan.interval_secs.as_ref(),
+            scan_max_read_mib_per_sec: raw.scan.max_read_mib_per_sec.as_ref(),
+            collector: &raw.collector,
+            watch: &raw.watch,
+            spool: &raw.spool,
+            heartbeat: &raw.heartbeat,
+        },
+        diag,
+    );
+
     AgentConfig {
         source: source.to_path_buf(),
         state_dir,
@@ -167,6 +179,7 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
         snapshots,
         sources,
         rules,
+        daemon,
     }
 }
 
@@ -220,9 +233,17 @@ fn compile_sources(raw: &AgentToml, diag: &mut Diagnostics<'_>) -> SourceSetting
             None => DEFAULT_SOURCES_INTERVAL_SECS,
         },
     };
+    let root = match &raw.sources.root {
+        None => PathBuf::from("/"),
+        Some(root) => normalize_absolute(root.get_ref()).unwrap_or_else(|why| {
+            diag.at(root.span(), "sources.root", why);
+            PathBuf::from("/")
+        }),
+    };
     SourceSettings {
         enabled,
         interval: std::time::Duration::from_secs(interval_secs),
+        root,
     }
 }
 
@@ -429,14 +450,19 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
 }
 
 /// The errors found so far, and how to place them.
-struct Diagnostics<'a> {
+pub(super) struct Diagnostics<'a> {
     file: &'a Path,
     locator: Locator<'a>,
     errors: Vec<ConfigError>,
 }
 
 impl Diagnostics<'_> {
-    fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn at(
+        &mut self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let (line, column) = self.locator.position(span.start);
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
@@ -478,6 +504,31 @@ impl Diagnostics<'_> {
                     key,
                     format!(
                         "must be between 0 and {max} ({note}), got {}",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The value as `u64` when it lies in `min..=max`; otherwise reports it.
+    pub(super) fn between(
+        &mut self,
+        value: &Spanned<i64>,
+        key: &str,
+        min: u64,
+        max: u64,
+        note: &str,
+    ) -> Option<u64> {
+        match u64::try_from(*value.get_ref()) {
+            Ok(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                self.at(
+                    value.span(),
+                    key,
+                    format!(
+                        "must be between {min} and {max} ({note}), got {}",
                         value.get_ref()
                     ),
                 );

@@ -19,6 +19,14 @@ pub(super) struct AgentToml {
     pub snapshots: SnapshotsToml,
     #[serde(default)]
     pub sources: SourcesToml,
+    #[serde(default)]
+    pub collector: super::daemon::CollectorToml,
+    #[serde(default)]
+    pub watch: super::daemon::WatchToml,
+    #[serde(default)]
+    pub spool: super::daemon::SpoolToml,
+    #[serde(default)]
+    pub heartbeat: super::daemon::HeartbeatToml,
     /// Custom attribute groups: name = [attribute names].
     #[serde(default)]
     pub groups: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>,
@@ -31,6 +39,10 @@ pub(super) struct AgentToml {
 pub(super) struct ScanToml {
     pub workers: Option<Spanned<i64>>,
     pub full_rehash_interval_hours: Option<Spanned<i64>>,
+    /// Daemon: seconds between periodic full scans.
+    pub interval_secs: Option<Spanned<i64>>,
+    /// Daemon: read rate limit of periodic scans.
+    pub max_read_mib_per_sec: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +61,7 @@ pub(super) struct SourcesToml {
     /// `None` means every source.
     pub enabled: Option<Vec<Spanned<String>>>,
     pub interval_secs: Option<Spanned<i64>>,
+    pub root: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

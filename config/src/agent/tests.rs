@@ -535,7 +535,7 @@ fn policy_digest_is_stable() {
     // existing baseline look like it was made under another policy. Change it only on purpose.
     assert_eq!(
         digest.to_hex(),
-        "4dd2f3c302a14c55608284e8a72fd7b19d2cbce453634cacd3f0714473f60320",
+        "7a7bd4378afc145046c6a73a06cf40faa4b21e92bc4b26fb9aa1188e8e2fc593",
     );
 }
 
@@ -660,4 +660,109 @@ fn sources_default_to_all_and_reject_unknown_names() {
             .enabled
             .is_empty()
     );
+    assert_eq!(all.sources.root, Path::new("/"));
+    let image = AgentConfig::from_toml(
+        "[sources]\nroot = \"/mnt/image/\"\n[[rule]]\npath = \"/etc\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(image.sources.root, Path::new("/mnt/image"));
+    assert_ne!(image.policy_digest(), all.policy_digest());
+}
+
+#[test]
+fn daemon_sections_default_sensibly() {
+    let config = valid("[[rule]]\npath = \"/etc\"\n");
+    let daemon = &config.daemon;
+    assert_eq!(daemon.scan_interval, Some(Duration::from_secs(3600)));
+    assert_eq!(daemon.scan_max_read_bytes_per_sec, Some(64 << 20));
+    assert_eq!(daemon.collector.url, None);
+    assert_eq!(daemon.collector.timeout, Duration::from_secs(30));
+    assert!(daemon.watch.enabled);
+    assert_eq!(daemon.watch.max_watches, None);
+    assert_eq!(daemon.spool.max_events, 100_000);
+    assert_eq!(daemon.heartbeat.interval, Duration::from_secs(60));
+    assert_eq!(
+        daemon.credential_file(&config.state_dir),
+        Path::new("/var/lib/driftwatch/credential.json")
+    );
+}
+
+#[test]
+fn daemon_sections_are_read() {
+    let config = valid(
+        "[scan]\ninterval_secs = 0\nmax_read_mib_per_sec = 0\n\
+         [collector]\nurl = \"https://c.example.org:8443/\"\nca_file = \"/etc/driftwatch/ca.pem\"\n\
+         client_cert_file = \"/etc/driftwatch/a.pem\"\nclient_key_file = \"/etc/driftwatch/a.key\"\n\
+         credential_file = \"/var/lib/dw/cred.json\"\ntimeout_secs = 5\nbatch_max_events = 10\n\
+         batch_max_bytes = 2048\nbatch_linger_ms = 0\nretry_max_secs = 9\n\
+         [watch]\nenabled = false\nsettle_ms = 0\nmax_delay_ms = 50\nmax_watches = 7\n\
+         queue_capacity = 16\nfallback_scan_secs = 2\n\
+         [spool]\nmax_events = 3\nmax_bytes = 4096\n[heartbeat]\ninterval_secs = 1\n\
+         [[rule]]\npath = \"/etc\"\n",
+    );
+    let d = &config.daemon;
+    assert_eq!(d.scan_interval, None);
+    assert_eq!(d.scan_max_read_bytes_per_sec, None);
+    assert_eq!(d.collector.url.as_deref(), Some("https://c.example.org:8443"));
+    assert_eq!(d.collector.ca_file.as_deref(), Some(Path::new("/etc/driftwatch/ca.pem")));
+    assert_eq!(d.collector.batch_max_events, 10);
+    assert_eq!(d.collector.batch_linger, Duration::ZERO);
+    assert_eq!(d.collector.retry_max, Duration::from_secs(9));
+    assert!(!d.watch.enabled);
+    assert_eq!(d.watch.max_watches, Some(7));
+    assert_eq!(d.watch.max_delay, Duration::from_millis(50));
+    assert_eq!(d.watch.fallback_scan_interval, Duration::from_secs(2));
+    assert_eq!((d.spool.max_events, d.spool.max_bytes), (3, 4096));
+    assert_eq!(d.heartbeat.interval, Duration::from_secs(1));
+    assert_eq!(
+        d.credential_file(&config.state_dir),
+        Path::new("/var/lib/dw/cred.json")
+    );
+}
+
+#[test]
+fn daemon_errors_name_their_place() {
+    #[rustfmt::skip]
+    let cases: &[(&str, Expected<'_>)] = &[
+        ("[collector]\nurl = \"http://collector.example.org\"\n[[rule]]\npath = \"/etc\"\n",
+            (2, 7, "collector.url", "plain `http` is only allowed to a loopback address")),
+        ("[collector]\nurl = \"ftp://x\"\n[[rule]]\npath = \"/etc\"\n",
+            (2, 7, "collector.url", "scheme must be `https`")),
+        ("[collector]\nurl = \"collector:8443\"\n[[rule]]\npath = \"/etc\"\n",
+            (2, 7, "collector.url", "must be an absolute URL")),
+        ("[collector]\nurl = \"https://u:p@c.example.org\"\n[[rule]]\npath = \"/etc\"\n",
+            (2, 7, "collector.url", "must not contain a user or password")),
+        ("[collector]\nurl = \"https://c.example.org:99999\"\n[[rule]]\npath = \"/etc\"\n",
+            (2, 7, "collector.url", "port must be a number from 1 to 65535")),
+        ("[collector]\nca_file = \"ca.pem\"\n[[rule]]\npath = \"/etc\"\n",
+            (2, 11, "collector.ca_file", "must be an absolute path")),
+        ("[collector]\nclient_cert_file = \"/etc/a.pem\"\n[[rule]]\npath = \"/etc\"\n",
+            (2, 20, "collector.client_cert_file", "needs its key")),
+        ("[collector]\ntimeout_secs = 0\n[[rule]]\npath = \"/etc\"\n",
+            (2, 16, "collector.timeout_secs", "must be between 1 and 3600")),
+        ("[watch]\nsettle_ms = 500\nmax_delay_ms = 100\n[[rule]]\npath = \"/etc\"\n",
+            (3, 16, "watch.max_delay_ms", "must be at least watch.settle_ms")),
+        ("[watch]\nqueue_capacity = 1\n[[rule]]\npath = \"/etc\"\n",
+            (2, 18, "watch.queue_capacity", "must be between 16 and")),
+        ("[spool]\nmax_events = -1\n[[rule]]\npath = \"/etc\"\n",
+            (2, 14, "spool.max_events", "got -1")),
+        ("[heartbeat]\ninterval_secs = 0\n[[rule]]\npath = \"/etc\"\n",
+            (2, 17, "heartbeat.interval_secs", "must be between 1 and 86400")),
+        ("[scan]\ninterval_secs = -5\n[[rule]]\npath = \"/etc\"\n",
+            (2, 17, "scan.interval_secs", "0 = never")),
+        ("[watch]\nenable = true\n[[rule]]\npath = \"/etc\"\n",
+            (2, 1, "watch.enable", "unknown field `enable`")),
+    ];
+    for (text, expected) in cases {
+        check(text, std::slice::from_ref(expected));
+    }
+}
+
+#[test]
+fn loopback_http_is_allowed_for_local_collectors_and_tests() {
+    for url in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9/x"] {
+        let text = format!("[collector]\nurl = \"{url}\"\n[[rule]]\npath = \"/etc\"\n");
+        assert_eq!(valid(&text).daemon.collector.url.as_deref(), Some(url));
+    }
 }
