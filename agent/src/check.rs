@@ -6,6 +6,8 @@
 //! is re-read and compared attribute by attribute under its rule's group.
 
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use driftwatch_common::attrs::Attribute;
@@ -17,7 +19,8 @@ use serde::Serialize;
 
 use crate::progress::Progress;
 use crate::scan::read::{ReadOutcome, ReadPlan, read_subject, stat_state};
-use crate::scan::{Policy, ScanError, ScanEvent, Subject};
+use crate::scan::throttle::Throttle;
+use crate::scan::{Policy, ScanError, ScanEvent, ScopeEntry, Subject};
 use crate::store::{Baseline, Record};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,11 +81,43 @@ pub struct CheckMode {
     pub paranoid: bool,
 }
 
+/// What the daemon adds to a check: a limited scope, I/O throttling and a way to stop.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Only these paths and subtrees (`None`: the whole policy). Baseline
+    /// entries outside the scope are not looked at, so never called removed.
+    pub scope: Option<Vec<ScopeEntry>>,
+    /// Limits the rate at which content is read.
+    pub throttle: Option<Arc<Throttle>>,
+    /// Set to abandon the check: it then fails with `Interrupted` and its
+    /// partial findings are never returned (nothing unseen is called removed).
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl CheckOptions {
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
+
 /// Scans the policy and compares every subject with `baseline`.
 pub fn run_check(
     policy: &Policy<'_>,
     baseline: &Baseline,
     mode: &CheckMode,
+    progress: &Progress,
+) -> std::io::Result<Findings> {
+    run_check_with(policy, baseline, mode, &CheckOptions::default(), progress)
+}
+
+/// [`run_check`] with the daemon's options (scope, throttle, stop).
+pub fn run_check_with(
+    policy: &Policy<'_>,
+    baseline: &Baseline,
+    mode: &CheckMode,
+    options: &CheckOptions,
     progress: &Progress,
 ) -> std::io::Result<Findings> {
     let seen: Vec<AtomicBool> = (0..baseline.len())
@@ -91,17 +126,24 @@ pub fn run_check(
     let mut findings = Findings::default();
     let mut incomplete: Vec<PathBytes> = Vec::new();
     let inspect = |subject: Subject<'_>| {
+        if options.stopped() {
+            return None;
+        }
         let plan_for =
             |record: Option<&Record>| read_plan(policy, subject.rule, subject.path, record);
         let inspection = inspect_subject(&subject, baseline, &seen, mode, plan_for);
         if let Some(bytes) = inspection.bytes_read {
             progress.add_bytes(bytes);
+            if let Some(throttle) = &options.throttle {
+                throttle.consume(bytes);
+            }
         }
         // Only what is worth reporting leaves the worker.
         (inspection.drift.is_some() || !inspection.errors.is_empty()).then_some(inspection)
     };
     let entries_before = progress.entries();
-    policy.scan(progress, inspect, |event| match event {
+    let scope = options.scope.as_deref();
+    policy.scan_scoped(scope, progress, inspect, |event| match event {
         ScanEvent::Item(inspection) => {
             findings.drifts.extend(inspection.drift);
             findings.errors.extend(inspection.errors);
@@ -109,10 +151,29 @@ pub fn run_check(
         ScanEvent::Error(error) => findings.errors.push(error),
         ScanEvent::Incomplete(path) => incomplete.push(path),
     })?;
+    if options.stopped() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "check stopped before it completed",
+        ));
+    }
     findings.entries = progress.entries() - entries_before;
 
-    for (index, seen) in seen.iter().enumerate() {
-        if seen.load(Ordering::Relaxed) {
+    let in_scope: Box<dyn Iterator<Item = usize>> = match scope {
+        None => Box::new(0..baseline.len()),
+        Some(scope) => Box::new(scope.iter().flat_map(|entry| {
+            let bytes = entry.path.as_os_str().as_bytes();
+            let below = if entry.subtree {
+                baseline.range_below(bytes)
+            } else {
+                0..0
+            };
+            baseline.find(bytes).into_iter().chain(below)
+        })),
+    };
+    for index in in_scope {
+        // Marking as seen also keeps an entry in two overlapping scope parts from coming out twice.
+        if seen[index].swap(true, Ordering::Relaxed) {
             continue;
         }
         let path = baseline.path_bytes(index);
@@ -139,6 +200,59 @@ pub fn run_check(
     findings.drifts.sort_by(|a, b| a.path.cmp(&b.path));
     findings.errors.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(findings)
+}
+
+/// What a fresh look at one path found, compared with the baseline.
+#[derive(Debug)]
+pub enum Observed {
+    /// The subject differs from its baseline (added, removed, changed).
+    Drift(Drift),
+    /// The subject is in its baseline state; `None` when it is absent and
+    /// not in the baseline either.
+    Clean(Option<FileState>),
+    /// It could not be read well enough to compare (the reason).
+    Unreadable(String),
+    /// No rule of the policy records this path.
+    NotCovered,
+}
+
+/// Reads one path now (all of it, no `lstat` shortcut) and compares it with
+/// the baseline, exactly as a check does.
+pub fn observe_path(policy: &Policy<'_>, baseline: &Baseline, path: &Path) -> Observed {
+    let Some(rule) = policy.rule_for(path) else {
+        return Observed::NotCovered;
+    };
+    let bytes = PathBytes(path.as_os_str().as_bytes().to_vec());
+    let record = baseline.get(bytes.as_bytes());
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return match record {
+                None => Observed::Clean(None),
+                Some(record) => Observed::Drift(Drift {
+                    path: bytes,
+                    kind: DriftKind::Removed,
+                    changed: Vec::new(),
+                    before: Some(record.state),
+                    after: None,
+                    diff: None,
+                    new_record: None,
+                    new_snapshot: None,
+                }),
+            };
+        }
+        Err(err) => return Observed::Unreadable(err.to_string()),
+    };
+    let plan = read_plan(policy, rule, path, record.as_ref());
+    let outcome = read_subject(path, &meta, &plan);
+    if !outcome.errors.is_empty() {
+        return Observed::Unreadable(outcome.errors.join("; "));
+    }
+    let state = outcome.state.clone();
+    match compare(bytes, record.as_ref(), outcome, rule) {
+        Some(drift) => Observed::Drift(drift),
+        None => Observed::Clean(Some(state)),
+    }
 }
 
 /// What one worker learned about one subject.

@@ -18,8 +18,7 @@ use crate::scan::{Policy, ScanError, ScanEvent};
 use crate::sources;
 use crate::store::{
     AcceptedChange, AcceptedState, BaselineStore, BaselineWriter, HistoryEntry, Meta, NewHistory,
-    Record,
-    StoreError, StorePaths,
+    Record, StoreError, StorePaths,
 };
 
 /// What a command works on: a policy and the baseline that belongs to it.
@@ -43,11 +42,13 @@ pub fn init(target: &Target, force: bool, output: Output) -> anyhow::Result<Exit
     drop(progress);
     let report = report?;
     report::print_init(&report, output.format)?;
-    Ok(if report.errors.is_empty() && report.state.errors.is_empty() {
-        Exit::Clean
-    } else {
-        Exit::Incomplete
-    })
+    Ok(
+        if report.errors.is_empty() && report.state.errors.is_empty() {
+            Exit::Clean
+        } else {
+            Exit::Incomplete
+        },
+    )
 }
 
 /// Scans the policy and writes a new, sealed baseline (replacing the old one only on success).
@@ -372,7 +373,11 @@ pub fn accept(
         state
             .changes
             .into_iter()
-            .filter(|c| state_scopes.iter().any(|scope| state_in_scope(&c.subject, scope)))
+            .filter(|c| {
+                state_scopes
+                    .iter()
+                    .any(|scope| state_in_scope(&c.subject, scope))
+            })
             .collect::<Vec<_>>()
     };
 

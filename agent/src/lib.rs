@@ -9,12 +9,15 @@
 pub mod check;
 pub mod clock;
 pub mod commands;
+pub mod detect;
+pub mod events;
 pub mod progress;
 pub mod provenance;
 pub mod redact;
 pub mod report;
 pub mod scan;
 pub mod sources;
+pub mod spool;
 pub mod store;
 
 /// Process exit codes, documented in `--help` and the README.

@@ -437,7 +437,12 @@ pub fn print_accept(
         writeln!(out, "accepted {:<11} {}", drift.kind.name(), drift.path)?;
     }
     for change in accepted_state {
-        writeln!(out, "accepted {:<11} {}", change.kind_name(), change.subject)?;
+        writeln!(
+            out,
+            "accepted {:<11} {}",
+            change.kind_name(),
+            change.subject
+        )?;
     }
     writeln!(
         out,

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use driftwatch_tests::{Agent, EXIT_CLEAN, EXIT_DRIFT, HostDir, p};
 use serde_json::Value;
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nbob:x:1001:1001:Bob:/home/bob:/usr/sbin/nologin\n";
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/bash\nbob:x:1001:1001:Bob:/home/bob:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nsudo:x:27:\n";
 const DPKG: &str = "Package: nginx\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.22.1-9\n\n\
                     Package: openssh-server\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:9.2p1-2\n";
@@ -45,7 +46,12 @@ fn state_drifts(report: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["subject"].as_str().unwrap().to_owned(), c["summary"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["subject"].as_str().unwrap().to_owned(),
+                c["summary"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -57,18 +63,34 @@ fn packages_and_accounts_are_baselined_checked_and_accepted() {
     init.expect(EXIT_CLEAN);
     // 2 packages, 2 users, 2 groups.
     assert_eq!(init.json()["state_subjects"], 6, "{init}");
-    agent(&config, &["check", "--quiet"]).run().expect(EXIT_CLEAN);
+    agent(&config, &["check", "--quiet"])
+        .run()
+        .expect(EXIT_CLEAN);
 
     // An upgrade and a second root account.
-    write(&root, "var/lib/dpkg/status", &DPKG.replace("1.22.1-9", "1.24.0-1"));
-    write(&root, "etc/passwd", &format!("{PASSWD}eve:x:0:0::/home/eve:/bin/bash\n"));
+    write(
+        &root,
+        "var/lib/dpkg/status",
+        &DPKG.replace("1.22.1-9", "1.24.0-1"),
+    );
+    write(
+        &root,
+        "etc/passwd",
+        &format!("{PASSWD}eve:x:0:0::/home/eve:/bin/bash\n"),
+    );
     let run = agent(&config, &["check", "--json", "--quiet"]).run();
     run.expect(EXIT_DRIFT);
     assert_eq!(
         state_drifts(&run.json()),
         [
-            ("package:nginx".to_owned(), "package nginx: version 1.22.1-9 -> 1.24.0-1".to_owned()),
-            ("user:eve".to_owned(), "user eve added with uid 0, gid 0, home /home/eve, shell /bin/bash".to_owned()),
+            (
+                "package:nginx".to_owned(),
+                "package nginx: version 1.22.1-9 -> 1.24.0-1".to_owned()
+            ),
+            (
+                "user:eve".to_owned(),
+                "user eve added with uid 0, gid 0, home /home/eve, shell /bin/bash".to_owned()
+            ),
         ],
         "{run}"
     );
@@ -77,20 +99,45 @@ fn packages_and_accounts_are_baselined_checked_and_accepted() {
         .stdout_has("user eve added with uid 0");
 
     // Accepting the upgrade leaves the account unexplained.
-    agent(&config, &["baseline", "accept", "package:nginx", "--reason", "CHG-42 nginx upgrade", "--quiet"])
-        .run()
-        .expect(EXIT_CLEAN)
-        .stdout_has("accepted changed     package:nginx");
+    agent(
+        &config,
+        &[
+            "baseline",
+            "accept",
+            "package:nginx",
+            "--reason",
+            "CHG-42 nginx upgrade",
+            "--quiet",
+        ],
+    )
+    .run()
+    .expect(EXIT_CLEAN)
+    .stdout_has("accepted changed     package:nginx");
     let run = agent(&config, &["check", "--json", "--quiet"]).run();
     run.expect(EXIT_DRIFT);
-    let remaining: Vec<String> = state_drifts(&run.json()).into_iter().map(|(s, _)| s).collect();
+    let remaining: Vec<String> = state_drifts(&run.json())
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     assert_eq!(remaining, ["user:eve"], "{run}");
 
     // A whole namespace at once; the history keeps both decisions.
-    agent(&config, &["baseline", "accept", "user:", "--reason", "INC-7 approved after the fact", "--quiet"])
+    agent(
+        &config,
+        &[
+            "baseline",
+            "accept",
+            "user:",
+            "--reason",
+            "INC-7 approved after the fact",
+            "--quiet",
+        ],
+    )
+    .run()
+    .expect(EXIT_CLEAN);
+    agent(&config, &["check", "--quiet"])
         .run()
         .expect(EXIT_CLEAN);
-    agent(&config, &["check", "--quiet"]).run().expect(EXIT_CLEAN);
     agent(&config, &["baseline", "show"])
         .run()
         .stdout_has("CHG-42 nginx upgrade")
@@ -106,5 +153,11 @@ fn a_missing_source_is_noted_not_fatal() {
     init.expect(EXIT_CLEAN);
     let report = init.json();
     assert_eq!(report["state_subjects"], 4, "{init}");
-    assert!(report["sources_unavailable"][0].as_str().unwrap().contains("package"), "{init}");
+    assert!(
+        report["sources_unavailable"][0]
+            .as_str()
+            .unwrap()
+            .contains("package"),
+        "{init}"
+    );
 }

@@ -405,3 +405,140 @@ fn extended_attribute_changes_are_named() {
     let names = &drift.after.unwrap().xattrs.unwrap().names;
     assert_eq!(names, &[PathBytes(b"user.driftwatch-test".to_vec())]);
 }
+
+fn scoped(fx: &Fixture, scope: Vec<crate::scan::ScopeEntry>) -> Findings {
+    let store = BaselineStore::open(&fx.target.store).unwrap();
+    let baseline = store.load().unwrap();
+    let policy = Policy::new(&fx.target.config);
+    let options = CheckOptions {
+        scope: Some(scope),
+        ..CheckOptions::default()
+    };
+    run_check_with(
+        &policy,
+        &baseline,
+        &CheckMode { paranoid: false },
+        &options,
+        &Progress::silent(),
+    )
+    .unwrap()
+}
+
+fn kinds(fx: &Fixture, findings: &Findings) -> Vec<(DriftKind, String)> {
+    findings
+        .drifts
+        .iter()
+        .map(|d| (d.kind, fx.rel(&d.path)))
+        .collect()
+}
+
+#[test]
+fn a_scoped_check_sees_only_its_scope_and_never_calls_the_rest_removed() {
+    use crate::scan::ScopeEntry;
+    let fx = Fixture::new();
+    fx.write("a/one", "1");
+    fx.write("a/two", "2");
+    fx.write("b/three", "3");
+    fx.write("ab", "x");
+    fx.init();
+    fx.write("a/one", "changed");
+    fs::remove_file(fx.path("a/two")).unwrap();
+    fx.write("a/new/deep", "new");
+    fs::remove_file(fx.path("b/three")).unwrap();
+    fs::remove_file(fx.path("ab")).unwrap();
+
+    let single = scoped(&fx, vec![ScopeEntry::single(fx.path("a/one"))]);
+    assert_eq!(kinds(&fx, &single), [(DriftKind::Content, "a/one".into())]);
+
+    // A subtree: everything below `a` (not `ab`, a sibling sorting close by), and nothing of `b`.
+    let subtree = scoped(&fx, vec![ScopeEntry::subtree(fx.path("a"))]);
+    assert_eq!(
+        kinds(&fx, &subtree),
+        [
+            (DriftKind::Added, "a/new".into()),
+            (DriftKind::Added, "a/new/deep".into()),
+            (DriftKind::Content, "a/one".into()),
+            (DriftKind::Removed, "a/two".into()),
+        ]
+    );
+    // A vanished single path is a removal.
+    let gone = scoped(&fx, vec![ScopeEntry::single(fx.path("b/three"))]);
+    assert_eq!(kinds(&fx, &gone), [(DriftKind::Removed, "b/three".into())]);
+}
+
+#[test]
+fn a_scope_below_an_excluded_directory_or_in_a_nested_rule_follows_the_policy() {
+    use crate::scan::ScopeEntry;
+    let fx = Fixture::with_policy(|root| {
+        policy(
+            root,
+            "[[rule]]\npath = \"ROOT\"\nexclude = [\"ROOT/cache\"]\n\
+             [[rule]]\npath = \"ROOT/perms\"\ngroup = \"permissions\"\n",
+        )
+    });
+    fx.write("cache/x", "1");
+    fx.write("perms/p", "1");
+    fx.init();
+    fx.write("cache/x", "2");
+    fx.write("perms/p", "content is not compared here");
+    fs::set_permissions(fx.path("perms/p"), fs::Permissions::from_mode(0o600)).unwrap();
+    let whole = scoped(&fx, vec![ScopeEntry::subtree(fx.root.clone())]);
+    assert_eq!(kinds(&fx, &whole), [(DriftKind::Attributes, "perms/p".into())]);
+    let excluded = scoped(&fx, vec![ScopeEntry::subtree(fx.path("cache"))]);
+    assert!(excluded.drifts.is_empty(), "{:?}", excluded.drifts);
+}
+
+#[test]
+fn observe_path_reads_one_subject_like_a_check() {
+    let fx = Fixture::new();
+    fx.write("a", "1");
+    fx.init();
+    let store = BaselineStore::open(&fx.target.store).unwrap();
+    let baseline = store.load().unwrap();
+    let policy = Policy::new(&fx.target.config);
+    assert!(matches!(
+        observe_path(&policy, &baseline, &fx.path("a")),
+        Observed::Clean(Some(_))
+    ));
+    fx.write("a", "2");
+    let Observed::Drift(drift) = observe_path(&policy, &baseline, &fx.path("a")) else {
+        panic!("expected drift")
+    };
+    assert_eq!(drift.kind, DriftKind::Content);
+    fs::remove_file(fx.path("a")).unwrap();
+    let Observed::Drift(drift) = observe_path(&policy, &baseline, &fx.path("a")) else {
+        panic!("expected removal")
+    };
+    assert_eq!(drift.kind, DriftKind::Removed);
+    assert!(matches!(
+        observe_path(&policy, &baseline, &fx.path("never")),
+        Observed::Clean(None)
+    ));
+    assert!(matches!(
+        observe_path(&policy, &baseline, Path::new("/elsewhere")),
+        Observed::NotCovered
+    ));
+}
+
+#[test]
+fn a_stopped_check_fails_instead_of_reporting_partial_findings() {
+    let fx = Fixture::new();
+    fx.write("a", "1");
+    fx.init();
+    fs::remove_file(fx.path("a")).unwrap();
+    let store = BaselineStore::open(&fx.target.store).unwrap();
+    let baseline = store.load().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(true));
+    let options = CheckOptions {
+        stop: Some(stop),
+        ..CheckOptions::default()
+    };
+    let result = run_check_with(
+        &Policy::new(&fx.target.config),
+        &baseline,
+        &CheckMode { paranoid: false },
+        &options,
+        &Progress::silent(),
+    );
+    assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::Interrupted);
+}

@@ -11,8 +11,13 @@
 //! Errors on one subject are data ([`ScanEvent::Error`]): a scan never stops
 //! for an unreadable file. A directory that could not be listed is reported
 //! as [`ScanEvent::Incomplete`] so nothing below it is mistaken for removed.
+//!
+//! A scan can be limited to a [`Scope`] (some subtrees or single paths, as the
+//! daemon's watch asks for): each part is walked under the rule that governs
+//! it, with that rule's filters, exactly as the full walk would see it.
 
 pub mod read;
+pub mod throttle;
 
 use std::collections::HashSet;
 use std::fs::{self, Metadata};
@@ -95,30 +100,51 @@ impl<'a> Policy<'a> {
     /// The walk runs on its own thread and hands subjects to the pool in
     /// batches (one hand-off per batch, not per file); only what `inspect`
     /// finds worth reporting crosses back to the caller.
-    pub fn scan<T, F, E>(&self, progress: &Progress, inspect: F, mut emit: E) -> io::Result<()>
+    pub fn scan<T, F, E>(&self, progress: &Progress, inspect: F, emit: E) -> io::Result<()>
+    where
+        T: Send,
+        F: Fn(Subject<'_>) -> Option<T> + Sync,
+        E: FnMut(ScanEvent<T>),
+    {
+        self.scan_scoped(None, progress, inspect, emit)
+    }
+
+    /// [`Policy::scan`] limited to `scope` (`None`: the whole policy).
+    pub fn scan_scoped<T, F, E>(
+        &self,
+        scope: Option<&[ScopeEntry]>,
+        progress: &Progress,
+        inspect: F,
+        mut emit: E,
+    ) -> io::Result<()>
     where
         T: Send,
         F: Fn(Subject<'_>) -> Option<T> + Sync,
         E: FnMut(ScanEvent<T>),
     {
         const BATCH: usize = 256;
+        // A handful of single paths (a watch event) is not worth a pool of threads.
+        let small = scope.is_some_and(|s| s.len() <= 16 && s.iter().all(|e| !e.subtree));
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.config.scan.workers)
+            .num_threads(if small { 1 } else { self.config.scan.workers })
             .thread_name(|i| format!("scan-{i}"))
             .build()
             .map_err(io::Error::other)?;
         let (tx, rx) = mpsc::sync_channel::<ScanEvent<T>>(1024);
         let inspect = &inspect;
-        std::thread::scope(|scope| {
+        std::thread::scope(|threads| {
             std::thread::Builder::new()
                 .name("walk".into())
-                .spawn_scoped(scope, move || {
+                .spawn_scoped(threads, move || {
                     pool.in_place_scope(|tasks| {
                         let mut batch = Vec::with_capacity(BATCH);
-                        for found in self.walk() {
+                        for found in self.walk(scope) {
                             match found {
-                                Found::Subject(path, rule) => batch.push((path, rule)),
-                                Found::Unreadable(error) => send_unreadable(&tx, error),
+                                Walked::Entry(entry) if entry.recorded => {
+                                    batch.push((entry.path, entry.rule))
+                                }
+                                Walked::Entry(_) => {}
+                                Walked::Unreadable(error) => send_unreadable(&tx, error),
                             }
                             if batch.len() == BATCH {
                                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -137,31 +163,168 @@ impl<'a> Policy<'a> {
         Ok(())
     }
 
-    /// Every subject of every rule, in walk order. Nested rule roots are
-    /// pruned from their parent's walk: they are walked under their own rule.
-    fn walk(&self) -> impl Iterator<Item = Found<'a>> + Send + '_ {
-        self.config.rules.iter().flat_map(move |rule| {
-            let walker = WalkDir::new(&rule.path)
-                .follow_links(false)
-                // A rule on /bin (a symlink on merged-/usr systems) records the link itself.
-                .follow_root_links(false)
-                .same_file_system(rule.one_filesystem)
-                .max_depth(if rule.recurse { usize::MAX } else { 1 });
-            let pruned = walker.into_iter().filter_entry(move |entry| {
-                entry.depth() == 0
-                    || !(self.roots.contains(entry.path()) || rule.exclude.is_match(entry.path()))
-            });
-            pruned.filter_map(move |item| match item {
-                Ok(entry) => {
-                    let recorded = !rule.attributes.is_empty()
+    /// Every directory whose entries are subjects (what a real-time watch must
+    /// cover): below every rule (`scope` `None`) or in `scope`. Directories are
+    /// listed even when the include list records none of them, and walk
+    /// errors come out as they do in a scan.
+    pub fn directories<'s>(
+        &'s self,
+        scope: Option<&'s [ScopeEntry]>,
+    ) -> impl Iterator<Item = Result<PathBuf, ScanError>> + 's {
+        self.walk(scope).filter_map(|walked| match walked {
+            Walked::Entry(entry)
+                if entry.is_dir
+                    && !entry.rule.attributes.is_empty()
+                    && (entry.rule.recurse || entry.path == entry.rule.path) =>
+            {
+                Some(Ok(entry.path))
+            }
+            Walked::Entry(_) => None,
+            Walked::Unreadable(error) => Some(Err(error)),
+        })
+    }
+
+    /// Every entry of every rule (or of `scope`), in walk order. Nested rule
+    /// roots are pruned from their parent's walk: they are walked under their own rule.
+    fn walk<'s>(
+        &'s self,
+        scope: Option<&'s [ScopeEntry]>,
+    ) -> Box<dyn Iterator<Item = Walked<'a>> + Send + 's> {
+        match scope {
+            None => Box::new(self.config.rules.iter().flat_map(move |rule| {
+                let depth = if rule.recurse { usize::MAX } else { 1 };
+                self.walk_from(rule, rule.path.clone(), depth, false)
+            })),
+            Some(scope) => Box::new(scope.iter().flat_map(move |entry| {
+                self.walks_for(entry)
+                    .into_iter()
+                    .flat_map(move |(rule, start, depth)| self.walk_from(rule, start, depth, true))
+            })),
+        }
+    }
+
+    /// The walks that one scope entry needs: its own path under the rule that
+    /// governs it, and (for a subtree) every rule rooted below it.
+    fn walks_for(&self, entry: &ScopeEntry) -> Vec<(&'a Rule, PathBuf, usize)> {
+        let mut walks = Vec::new();
+        if let Some(rule) = self.governing_rule(&entry.path)
+            && self.reaches(rule, &entry.path)
+        {
+            let at_root = entry.path == rule.path;
+            let mut depth = match (entry.subtree, rule.recurse) {
+                (false, _) => 0,
+                (true, true) => usize::MAX,
+                (true, false) => usize::from(at_root),
+            };
+            if depth > 0 && !at_root && rule.one_filesystem && !same_device(&entry.path, &rule.path)
+            {
+                // A mount point inside the rule: recorded, not entered (as the full walk does).
+                depth = 0;
+            }
+            walks.push((rule, entry.path.clone(), depth));
+        }
+        if entry.subtree {
+            for rule in &self.config.rules {
+                if rule.path != entry.path && rule.path.starts_with(&entry.path) {
+                    let depth = if rule.recurse { usize::MAX } else { 1 };
+                    walks.push((rule, rule.path.clone(), depth));
+                }
+            }
+        }
+        walks
+    }
+
+    /// The rule with the longest root at or above `path` (whether or not it records `path`).
+    fn governing_rule(&self, path: &Path) -> Option<&'a Rule> {
+        let root = path.ancestors().find(|dir| self.roots.contains(dir))?;
+        self.config.rules.iter().find(|r| r.path == root)
+    }
+
+    /// Whether the full walk of `rule` would get to `path`: not below an
+    /// excluded directory, within a non-recursive rule's depth, and (for a
+    /// rule staying on one filesystem) on the rule root's filesystem.
+    fn reaches(&self, rule: &Rule, path: &Path) -> bool {
+        if path == rule.path {
+            return true;
+        }
+        let Ok(relative) = path.strip_prefix(&rule.path) else {
+            return false;
+        };
+        if !rule.recurse && relative.components().count() > 1 {
+            return false;
+        }
+        if path
+            .ancestors()
+            .take_while(|dir| *dir != rule.path)
+            .any(|dir| rule.exclude.is_match(dir))
+        {
+            return false;
+        }
+        if rule.one_filesystem {
+            // The closest existing directory above decides (the path itself may be gone).
+            let existing = path
+                .parent()
+                .into_iter()
+                .flat_map(Path::ancestors)
+                .take_while(|dir| dir.starts_with(&rule.path))
+                .find(|dir| fs::symlink_metadata(dir).is_ok());
+            if let Some(dir) = existing
+                && !same_device(dir, &rule.path)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn walk_from(
+        &self,
+        rule: &'a Rule,
+        start: PathBuf,
+        max_depth: usize,
+        scoped: bool,
+    ) -> impl Iterator<Item = Walked<'a>> + Send + '_ {
+        let walker = WalkDir::new(start)
+            .follow_links(false)
+            // A rule on /bin (a symlink on merged-/usr systems) records the link itself.
+            .follow_root_links(false)
+            .same_file_system(rule.one_filesystem)
+            .max_depth(max_depth);
+        let pruned = walker.into_iter().filter_entry(move |entry| {
+            entry.depth() == 0
+                || !(self.roots.contains(entry.path()) || rule.exclude.is_match(entry.path()))
+        });
+        pruned.filter_map(move |item| match item {
+            Ok(entry) => {
+                let recorded = if scoped {
+                    // A scoped walk starts anywhere: the policy's own answer decides.
+                    self.rule_for(entry.path())
+                        .is_some_and(|found| std::ptr::eq(found, rule))
+                } else {
+                    !rule.attributes.is_empty()
                         && (entry.depth() == 0
                             || rule.include.is_empty()
-                            || rule.include.is_match(entry.path()));
-                    recorded.then(|| Found::Subject(entry.into_path(), rule))
-                }
-                Err(err) => walk_error(err),
-            })
+                            || rule.include.is_match(entry.path()))
+                };
+                let is_dir = entry.file_type().is_dir();
+                Some(Walked::Entry(WalkedEntry {
+                    path: entry.into_path(),
+                    rule,
+                    is_dir,
+                    recorded,
+                }))
+            }
+            Err(err) => walk_error(err),
         })
+    }
+}
+
+/// Whether two existing paths are on one filesystem (unknown counts as yes).
+fn same_device(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => true,
     }
 }
 
@@ -205,13 +368,54 @@ fn send_unreadable<T>(tx: &mpsc::SyncSender<ScanEvent<T>>, error: ScanError) {
     let _ = tx.send(ScanEvent::Error(error));
 }
 
-enum Found<'a> {
-    Subject(PathBuf, &'a Rule),
+/// One part of a limited scan: a path alone, or a path and everything below it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopeEntry {
+    pub path: PathBuf,
+    /// Include everything below `path` (and any rule rooted below it).
+    pub subtree: bool,
+}
+
+impl ScopeEntry {
+    pub fn single(path: impl Into<PathBuf>) -> Self {
+        ScopeEntry {
+            path: path.into(),
+            subtree: false,
+        }
+    }
+
+    pub fn subtree(path: impl Into<PathBuf>) -> Self {
+        ScopeEntry {
+            path: path.into(),
+            subtree: true,
+        }
+    }
+
+    /// Whether `path` is part of this entry.
+    pub fn covers(&self, path: &Path) -> bool {
+        if self.subtree {
+            path.starts_with(&self.path)
+        } else {
+            path == self.path
+        }
+    }
+}
+
+struct WalkedEntry<'a> {
+    path: PathBuf,
+    rule: &'a Rule,
+    is_dir: bool,
+    /// The rule records this entry (a directory may only be descended).
+    recorded: bool,
+}
+
+enum Walked<'a> {
+    Entry(WalkedEntry<'a>),
     /// A directory that could not be listed (or an entry walkdir could not read).
     Unreadable(ScanError),
 }
 
-fn walk_error<'a>(err: walkdir::Error) -> Option<Found<'a>> {
+fn walk_error<'a>(err: walkdir::Error) -> Option<Walked<'a>> {
     if err.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) {
         // A rule root that does not exist on this host, or an entry that
         // vanished mid-walk: absent for this scan.
@@ -222,7 +426,7 @@ fn walk_error<'a>(err: walkdir::Error) -> Option<Found<'a>> {
         None => err.to_string(),
     };
     let path = PathBytes::from(err.path().unwrap_or(Path::new("")));
-    Some(Found::Unreadable(ScanError { path, message }))
+    Some(Walked::Unreadable(ScanError { path, message }))
 }
 
 #[cfg(test)]

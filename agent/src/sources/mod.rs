@@ -69,7 +69,12 @@ pub fn all_sources(root: &Path) -> Vec<Box<dyn StateSource>> {
 pub fn configured(settings: &SourceSettings) -> Vec<Box<dyn StateSource>> {
     all_sources(&settings.root)
         .into_iter()
-        .filter(|source| settings.enabled.iter().any(|name| name == source.namespace()))
+        .filter(|source| {
+            settings
+                .enabled
+                .iter()
+                .any(|name| name == source.namespace())
+        })
         .collect()
 }
 
@@ -112,7 +117,9 @@ pub fn collect_all(sources: &[Box<dyn StateSource>]) -> Collected {
                 collected.state.extend(state);
                 collected.namespaces.extend(namespaces_of(source.as_ref()));
             }
-            Err(err @ SourceError::Unavailable { .. }) => collected.unavailable.push(err.to_string()),
+            Err(err @ SourceError::Unavailable { .. }) => {
+                collected.unavailable.push(err.to_string())
+            }
             Err(err) => collected.errors.push(err.to_string()),
         }
     }

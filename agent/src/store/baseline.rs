@@ -115,6 +115,33 @@ impl Baseline {
         None
     }
 
+    /// The indexes of the entries strictly below the directory `dir` (whose
+    /// paths start with `dir/`): in byte order they are one contiguous run.
+    pub fn range_below(&self, dir: &[u8]) -> std::ops::Range<usize> {
+        let mut prefix = dir.to_vec();
+        if !prefix.ends_with(b"/") {
+            prefix.push(b'/');
+        }
+        // Every path starting with the prefix sorts before the prefix with its last byte ('/') incremented.
+        let mut end = prefix.clone();
+        *end.last_mut().expect("the prefix ends with '/'") += 1;
+        self.lower_bound(&prefix)..self.lower_bound(&end)
+    }
+
+    /// The first index whose path is not less than `path`.
+    fn lower_bound(&self, path: &[u8]) -> usize {
+        let (mut low, mut high) = (0, self.entries.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            if self.path(mid) < path {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
+    }
+
     /// True when `now` has the stat key recorded at `index` and the record
     /// was complete: the subject needs no re-read.
     pub fn unchanged(&self, index: usize, now: &StatKey) -> bool {

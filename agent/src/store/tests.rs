@@ -347,3 +347,22 @@ fn accepting_state_changes_stays_verified() {
     assert_eq!(state.len(), 1);
     assert_eq!(state[&SubjectKey("package:nginx".into())], fields("1.24"));
 }
+
+#[test]
+fn range_below_is_the_run_of_paths_under_a_directory() {
+    let mut baseline = Baseline::with_capacity(0, 0, 0);
+    let record = record(0);
+    let bytes = postcard::to_allocvec(&record).unwrap();
+    let mut paths: Vec<&[u8]> = vec![b"/a", b"/a-b", b"/a.txt", b"/a/b", b"/a/b/c", b"/a/z", b"/b"];
+    paths.sort();
+    for path in &paths {
+        baseline.push(path, &bytes, &record).unwrap();
+    }
+    let below: Vec<&[u8]> = baseline
+        .range_below(b"/a")
+        .map(|i| baseline.path(i))
+        .collect();
+    assert_eq!(below, [&b"/a/b"[..], b"/a/b/c", b"/a/z"]);
+    assert_eq!(baseline.range_below(b"/").len(), paths.len());
+    assert!(baseline.range_below(b"/nothing").is_empty());
+}

@@ -1,0 +1,253 @@
+//! From comparisons to wire events: what the detector decided to report
+//! ([`Pending`]) becomes a [`DriftEvent`] with its id, sequence number and
+//! link in the agent's hash chain when the spool commits it.
+//!
+//! Every event is relative to the baseline: `kind` and `changed` say how the
+//! subject now differs from its approved state, `before` is the baseline
+//! state and `after` the state just read. A `restored` event says the subject
+//! is back in its baseline state: `before` is the drifted state reported
+//! last, `after` the current one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use driftwatch_common::api::v1::{
+    Actor, ChangeKind, DriftEvent, Provenance, SeenBy, SubjectKey, SubjectState,
+};
+use driftwatch_common::hash::ContentHash;
+use driftwatch_common::pathbytes::PathBytes;
+use driftwatch_common::state::FileState;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::check::{Drift, DriftKind};
+
+/// What the spool remembers about a subject once its event is committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remember {
+    /// The subject was reported in this state (`None`: reported absent).
+    Drifted(Option<FileState>),
+    /// The subject is back in its baseline state: nothing is open any more.
+    Forget,
+}
+
+/// An event decided on but not yet committed (no sequence number yet).
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub id: Uuid,
+    pub path: PathBytes,
+    pub kind: ChangeKind,
+    pub changed: Vec<String>,
+    pub before: Option<FileState>,
+    pub after: Option<FileState>,
+    pub diff: Option<String>,
+    pub actor: Option<Actor>,
+    pub provenance: Option<Provenance>,
+    /// The other half of a rename.
+    pub related: Option<Uuid>,
+    pub remember: Remember,
+}
+
+impl Pending {
+    /// The event for drift found by a comparison with the baseline.
+    pub fn drift(drift: &Drift) -> Pending {
+        Pending {
+            id: Uuid::now_v7(),
+            path: drift.path.clone(),
+            kind: change_kind(drift.kind),
+            changed: drift.changed.iter().map(|a| a.name().to_owned()).collect(),
+            before: drift.before.clone(),
+            after: drift.after.clone(),
+            // diff: withheld until secrets in it are masked (see `daemon`'s redaction point).
+            diff: None,
+            actor: Some(unattributed()),
+            // provenance: package ownership is wired by the lead (`provenance.rs`).
+            provenance: None,
+            related: None,
+            remember: Remember::Drifted(drift.after.clone()),
+        }
+    }
+
+    /// The event for a subject back in its baseline state.
+    pub fn restored(path: PathBytes, reported: Option<FileState>, now: Option<FileState>) -> Pending {
+        Pending {
+            id: Uuid::now_v7(),
+            path,
+            kind: ChangeKind::Restored,
+            changed: Vec::new(),
+            before: reported,
+            after: now,
+            diff: None,
+            actor: None,
+            provenance: None,
+            related: None,
+            remember: Remember::Forget,
+        }
+    }
+
+    /// The wire event, as the spool commits it.
+    pub fn finalize(
+        &self,
+        host_id: Uuid,
+        seq: u64,
+        prev_hash: ContentHash,
+        seen_by: SeenBy,
+        observed_at: OffsetDateTime,
+    ) -> DriftEvent {
+        DriftEvent {
+            id: self.id,
+            host_id,
+            seq,
+            prev_hash,
+            subject: SubjectKey::file(self.path.as_bytes()),
+            kind: self.kind,
+            changed: self.changed.clone(),
+            before: self.before.clone().map(SubjectState::File),
+            after: self.after.clone().map(SubjectState::File),
+            diff: self.diff.clone(),
+            actor: self.actor.clone(),
+            seen_by,
+            observed_at,
+            provenance: self.provenance.clone(),
+            related: self.related,
+        }
+    }
+}
+
+pub fn change_kind(kind: DriftKind) -> ChangeKind {
+    match kind {
+        DriftKind::Added => ChangeKind::Added,
+        DriftKind::Removed => ChangeKind::Removed,
+        DriftKind::Content => ChangeKind::Content,
+        DriftKind::Attributes => ChangeKind::Attributes,
+    }
+}
+
+/// Attribution (who made the change) is not implemented in this agent yet:
+/// every event says so rather than leaving the question open.
+pub fn unattributed() -> Actor {
+    Actor {
+        source: "none".into(),
+        reason: Some("attribution (fanotify/audit) is not implemented in this agent version".into()),
+        ..Actor::default()
+    }
+}
+
+/// Links the two halves of each rename `(from, to)`: the removal at `from`
+/// (or below it, for a directory) and the appearance at the same place under
+/// `to` point at each other through `related`.
+pub fn link_renames(pending: &mut [Pending], renames: &[(PathBytes, PathBytes)]) {
+    if renames.is_empty() {
+        return;
+    }
+    let by_path: HashMap<Vec<u8>, usize> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.path.as_bytes().to_vec(), i))
+        .collect();
+    let mut links = Vec::new();
+    for (from, to) in renames {
+        for (index, event) in pending.iter().enumerate() {
+            if event.kind != ChangeKind::Removed {
+                continue;
+            }
+            let Ok(rest) = event.path.as_path().strip_prefix(from.as_path()) else {
+                continue;
+            };
+            let target = if rest.as_os_str().is_empty() {
+                to.as_path().to_path_buf()
+            } else {
+                to.as_path().join(rest)
+            };
+            let target = PathBytes::from(target.as_path());
+            if let Some(&other) = by_path.get(target.as_bytes())
+                && matches!(
+                    pending[other].kind,
+                    ChangeKind::Added | ChangeKind::Content | ChangeKind::Attributes
+                )
+            {
+                links.push((index, other));
+            }
+        }
+    }
+    for (a, b) in links {
+        pending[a].related = Some(pending[b].id);
+        pending[b].related = Some(pending[a].id);
+    }
+}
+
+/// The path of a `file:` subject key, if it is one.
+pub fn file_subject_path(subject: &SubjectKey) -> Option<std::path::PathBuf> {
+    if subject.namespace() != "file" {
+        return None;
+    }
+    let bytes = driftwatch_common::pathbytes::unescape(subject.name()).ok()?;
+    let path = PathBytes(bytes).into_path_buf();
+    Path::new(&path).is_absolute().then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(path: &str, kind: ChangeKind) -> Pending {
+        Pending {
+            id: Uuid::now_v7(),
+            path: PathBytes(path.as_bytes().to_vec()),
+            kind,
+            changed: Vec::new(),
+            before: None,
+            after: None,
+            diff: None,
+            actor: None,
+            provenance: None,
+            related: None,
+            remember: Remember::Forget,
+        }
+    }
+
+    fn pb(path: &str) -> PathBytes {
+        PathBytes(path.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn renames_link_removal_and_appearance_including_children() {
+        let mut events = vec![
+            pending("/t/a", ChangeKind::Removed),
+            pending("/t/b", ChangeKind::Added),
+            pending("/t/d/x", ChangeKind::Removed),
+            pending("/t/e/x", ChangeKind::Added),
+            pending("/t/unrelated", ChangeKind::Added),
+        ];
+        link_renames(
+            &mut events,
+            &[(pb("/t/a"), pb("/t/b")), (pb("/t/d"), pb("/t/e"))],
+        );
+        assert_eq!(events[0].related, Some(events[1].id));
+        assert_eq!(events[1].related, Some(events[0].id));
+        assert_eq!(events[2].related, Some(events[3].id));
+        assert_eq!(events[3].related, Some(events[2].id));
+        assert_eq!(events[4].related, None);
+    }
+
+    #[test]
+    fn a_rename_over_a_changed_target_links_to_its_content_event() {
+        let mut events = vec![
+            pending("/t/new", ChangeKind::Removed),
+            pending("/t/conf", ChangeKind::Content),
+        ];
+        link_renames(&mut events, &[(pb("/t/new"), pb("/t/conf"))]);
+        assert_eq!(events[0].related, Some(events[1].id));
+    }
+
+    #[test]
+    fn file_subjects_round_trip_to_paths() {
+        let key = SubjectKey::file(b"/etc/a\nb");
+        assert_eq!(
+            file_subject_path(&key).unwrap(),
+            std::path::PathBuf::from("/etc/a\nb")
+        );
+        assert_eq!(file_subject_path(&SubjectKey("package:x".into())), None);
+        assert_eq!(file_subject_path(&SubjectKey("file:relative".into())), None);
+    }
+}

@@ -1,0 +1,499 @@
+//! The durable outbox: `spool.db` in the state directory, separate from the
+//! baseline (its own SQLite file, WAL, `synchronous=FULL`).
+//!
+//! - `events`: every drift event not yet acknowledged by the collector, as
+//!   the exact JSON that is hashed into the chain. An event counts as emitted
+//!   only once its insert has committed (invariant 1); the shipper deletes it
+//!   only after the collector's acknowledgement.
+//! - `reported`: per subject, the state last reported while it differs from
+//!   its baseline. It is updated in the same transaction as the event insert,
+//!   so after a crash the two always agree: a restart neither repeats nor
+//!   loses an event, and a change made while the agent was down differs from
+//!   both the baseline and this record, so the startup scan reports it.
+//! - `state`: the host id the events are stamped with, the last sequence
+//!   number and chain hash, and the spool's depth in events and bytes.
+//!
+//! The spool is bounded ([`Limits`]). When an event does not fit, it is
+//! refused and *not* remembered as reported: the subject keeps differing
+//! from what was reported, so the rescan that runs once space is free finds
+//! it again. Nothing already spooled is ever dropped to make room.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use driftwatch_common::api::v1::{DriftEvent, SeenBy};
+use driftwatch_common::hash::ContentHash;
+use driftwatch_common::pathbytes::PathBytes;
+use driftwatch_common::state::FileState;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::events::{Pending, Remember};
+
+/// File name of the spool in the state directory.
+pub const FILE_NAME: &str = "spool.db";
+
+/// Schema migrations. Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE state (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         host_id TEXT NOT NULL,
+         last_seq INTEGER NOT NULL,
+         last_hash TEXT NOT NULL,
+         depth INTEGER NOT NULL,
+         bytes INTEGER NOT NULL,
+         acked_seq INTEGER NOT NULL
+     );
+     INSERT INTO state VALUES (1, '00000000-0000-0000-0000-000000000000', 0,
+         '0000000000000000000000000000000000000000000000000000000000000000', 0, 0, 0);
+     CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
+     CREATE TABLE reported (path BLOB PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    // The cause is in the message, not chained: rusqlite repeats its text in its source.
+    #[error("spool {db}: {cause}")]
+    Sqlite { db: PathBuf, cause: rusqlite::Error },
+    #[error("spool {db} is damaged: {detail}")]
+    Damaged { db: PathBuf, detail: String },
+    #[error(
+        "spool {db} has schema version {found}, newer than this agent supports ({supported}): upgrade the agent"
+    )]
+    SchemaTooNew {
+        db: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+type Result<T, E = SpoolError> = std::result::Result<T, E>;
+
+/// The spool's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_events: u64,
+    pub max_bytes: u64,
+}
+
+/// How full the spool is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Depth {
+    pub events: u64,
+    pub bytes: u64,
+    /// The sequence number of the last event committed.
+    pub last_seq: u64,
+    /// The highest sequence number the collector acknowledged.
+    pub acked_seq: u64,
+}
+
+/// What one commit did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub events: Vec<DriftEvent>,
+    /// Pending events that did not fit (not remembered as reported).
+    pub refused: usize,
+    pub depth: Depth,
+}
+
+/// One event ready to send: its sequence number and its exact JSON.
+#[derive(Clone, Debug)]
+pub struct Spooled {
+    pub seq: u64,
+    pub body: String,
+}
+
+pub struct Spool {
+    conn: Connection,
+    db: PathBuf,
+}
+
+impl Spool {
+    /// Opens (creating if needed, mode 0600) and migrates the spool.
+    pub fn open(db: &Path) -> Result<Spool> {
+        let conn = Connection::open(db).map_err(|cause| sqlite(db, cause))?;
+        restrict_permissions(db)?;
+        let spool = Spool {
+            conn,
+            db: db.to_owned(),
+        };
+        spool
+            .conn
+            .execute_batch(
+                // FULL: a commit is on disk before it returns (an event counts as
+                // emitted only then). busy_timeout: the shipper and the detector
+                // each have a connection.
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
+            )
+            .map_err(|cause| spool.sqlite(cause))?;
+        spool.migrate()?;
+        Ok(spool)
+    }
+
+    /// Opens an existing spool read-only (for `status`); `None` if there is none.
+    pub fn open_read_only(db: &Path) -> Result<Option<Spool>> {
+        if !db.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|cause| sqlite(db, cause))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|cause| sqlite(db, cause))?;
+        Ok(Some(Spool {
+            conn,
+            db: db.to_owned(),
+        }))
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|cause| self.sqlite(cause))?;
+        let latest = MIGRATIONS.len() as i64;
+        if current > latest {
+            return Err(SpoolError::SchemaTooNew {
+                db: self.db.clone(),
+                found: current,
+                supported: latest,
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let target = index as i64 + 1;
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {sql} PRAGMA user_version = {target}; COMMIT;"
+                ))
+                .map_err(|cause| self.sqlite(cause))?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.db
+    }
+
+    /// The host id events are stamped with (nil before enrollment).
+    pub fn host_id(&self) -> Result<Uuid> {
+        let text: String = self
+            .conn
+            .query_row("SELECT host_id FROM state WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .map_err(|cause| self.sqlite(cause))?;
+        text.parse()
+            .map_err(|err| self.damaged(format!("host id `{text}`: {err}")))
+    }
+
+    pub fn depth(&self) -> Result<Depth> {
+        read_depth(&self.conn).map_err(|cause| self.sqlite(cause))
+    }
+
+    /// Every subject with open (reported, not yet restored) drift.
+    pub fn reported(&self) -> Result<HashMap<PathBytes, Option<FileState>>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, state FROM reported")
+            .map_err(|cause| self.sqlite(cause))?;
+        let mut rows = stmt.query([]).map_err(|cause| self.sqlite(cause))?;
+        let mut reported = HashMap::new();
+        while let Some(row) = rows.next().map_err(|cause| self.sqlite(cause))? {
+            let path: Vec<u8> = row.get(0).map_err(|cause| self.sqlite(cause))?;
+            let bytes: Vec<u8> = row.get(1).map_err(|cause| self.sqlite(cause))?;
+            let state: Option<FileState> = postcard::from_bytes(&bytes).map_err(|err| {
+                self.damaged(format!(
+                    "reported state of {} cannot be decoded ({err})",
+                    PathBytes(path.clone())
+                ))
+            })?;
+            reported.insert(PathBytes(path), state);
+        }
+        Ok(reported)
+    }
+
+    /// Commits events in order, each with the next sequence number and the
+    /// hash of the previous event, and updates the reported state of their
+    /// subjects, all in one durable transaction. Events that would exceed
+    /// `limits` are refused (and their subjects not remembered as reported).
+    pub fn commit(
+        &mut self,
+        pending: &[Pending],
+        seen_by: SeenBy,
+        observed_at: OffsetDateTime,
+        limits: Limits,
+    ) -> Result<Committed> {
+        let db = self.db.clone();
+        let sql = |cause| sqlite(&db, cause);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let host_id = read_host(&tx, &db)?;
+        let (mut seq, mut prev) = read_chain(&tx, &db)?;
+        let mut depth = read_depth(&tx).map_err(sql)?;
+        let mut committed = Committed::default();
+        for (index, event) in pending.iter().enumerate() {
+            let mut wire = event.finalize(host_id, seq + 1, prev, seen_by, observed_at);
+            if let Some(related) = wire.related
+                && !pending[..index].iter().any(|p| p.id == related)
+                && !pending[index + 1..].iter().any(|p| p.id == related)
+            {
+                wire.related = None;
+            }
+            let body = serde_json::to_string(&wire).expect("events always serialize");
+            if depth.events + 1 > limits.max_events
+                || depth.bytes + body.len() as u64 > limits.max_bytes
+            {
+                committed.refused = pending.len() - index;
+                break;
+            }
+            tx.execute(
+                "INSERT INTO events (seq, id, body) VALUES (?1, ?2, ?3)",
+                params![wire.seq as i64, wire.id.to_string(), body],
+            )
+            .map_err(sql)?;
+            match &event.remember {
+                Remember::Drifted(state) => {
+                    let bytes = postcard::to_allocvec(state).expect("states always serialize");
+                    tx.execute(
+                        "INSERT OR REPLACE INTO reported (path, state) VALUES (?1, ?2)",
+                        params![event.path.as_bytes(), bytes],
+                    )
+                    .map_err(sql)?;
+                }
+                Remember::Forget => {
+                    tx.execute(
+                        "DELETE FROM reported WHERE path = ?1",
+                        [event.path.as_bytes()],
+                    )
+                    .map_err(sql)?;
+                }
+            }
+            seq = wire.seq;
+            prev = ContentHash::of(body.as_bytes());
+            debug_assert_eq!(prev, wire.chain_hash());
+            depth.events += 1;
+            depth.bytes += body.len() as u64;
+            depth.last_seq = seq;
+            committed.events.push(wire);
+        }
+        tx.execute(
+            "UPDATE state SET last_seq = ?1, last_hash = ?2, depth = ?3, bytes = ?4 WHERE id = 1",
+            params![
+                seq as i64,
+                prev.to_hex(),
+                depth.events as i64,
+                depth.bytes as i64
+            ],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        committed.depth = depth;
+        Ok(committed)
+    }
+
+    /// Forgets open drift on a subject (its baseline was updated to its current state).
+    pub fn forget(&mut self, path: &PathBytes) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM reported WHERE path = ?1", [path.as_bytes()])
+            .map_err(|cause| self.sqlite(cause))?;
+        Ok(())
+    }
+
+    /// The oldest events, at most `max_events` and (beyond the first) `max_bytes` of JSON.
+    pub fn peek(&self, max_events: usize, max_bytes: u64) -> Result<Vec<Spooled>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, body FROM events ORDER BY seq LIMIT ?1")
+            .map_err(|cause| self.sqlite(cause))?;
+        let mut rows = stmt
+            .query([max_events as i64])
+            .map_err(|cause| self.sqlite(cause))?;
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(row) = rows.next().map_err(|cause| self.sqlite(cause))? {
+            let seq: i64 = row.get(0).map_err(|cause| self.sqlite(cause))?;
+            let body: String = row.get(1).map_err(|cause| self.sqlite(cause))?;
+            bytes += body.len() as u64;
+            if !batch.is_empty() && bytes > max_bytes {
+                break;
+            }
+            batch.push(Spooled {
+                seq: seq as u64,
+                body,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Deletes the acknowledged events `first..=last` (only after the collector's ack).
+    pub fn ack(&mut self, first: u64, last: u64) -> Result<Depth> {
+        let db = self.db.clone();
+        let sql = |cause| sqlite(&db, cause);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let (count, bytes): (i64, i64) = tx
+            .query_row(
+                "SELECT count(*), coalesce(sum(length(CAST(body AS BLOB))), 0) FROM events
+                 WHERE seq BETWEEN ?1 AND ?2",
+                params![first as i64, last as i64],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(sql)?;
+        tx.execute(
+            "DELETE FROM events WHERE seq BETWEEN ?1 AND ?2",
+            params![first as i64, last as i64],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "UPDATE state SET depth = max(depth - ?1, 0), bytes = max(bytes - ?2, 0),
+                 acked_seq = max(acked_seq, ?3) WHERE id = 1",
+            params![count, bytes, last as i64],
+        )
+        .map_err(sql)?;
+        let depth = read_depth(&tx).map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(depth)
+    }
+
+    /// Stamps the spool with a (new) host identity. Events not yet delivered
+    /// are re-stamped with it and re-chained from the start (sequence 1, the
+    /// genesis hash): none of them ever left the host under the old identity
+    /// in a form the new one would continue. Returns how many were re-stamped.
+    pub fn adopt_identity(&mut self, host_id: Uuid) -> Result<u64> {
+        let db = self.db.clone();
+        let sql = |cause| sqlite(&db, cause);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        if read_host(&tx, &db)? == host_id {
+            return Ok(0);
+        }
+        let bodies: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT body FROM events ORDER BY seq")
+                .map_err(sql)?;
+            stmt.query_map([], |row| row.get(0))
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)?
+        };
+        tx.execute("DELETE FROM events", []).map_err(sql)?;
+        let mut prev = DriftEvent::GENESIS;
+        let mut seq = 0u64;
+        let mut bytes = 0u64;
+        for body in &bodies {
+            let mut event: DriftEvent = serde_json::from_str(body).map_err(|err| {
+                SpoolError::Damaged {
+                    db: db.clone(),
+                    detail: format!("an event cannot be decoded ({err})"),
+                }
+            })?;
+            seq += 1;
+            event.host_id = host_id;
+            event.seq = seq;
+            event.prev_hash = prev;
+            let body = serde_json::to_string(&event).expect("events always serialize");
+            prev = ContentHash::of(body.as_bytes());
+            bytes += body.len() as u64;
+            tx.execute(
+                "INSERT INTO events (seq, id, body) VALUES (?1, ?2, ?3)",
+                params![seq as i64, event.id.to_string(), body],
+            )
+            .map_err(sql)?;
+        }
+        tx.execute(
+            "UPDATE state SET host_id = ?1, last_seq = ?2, last_hash = ?3, depth = ?2, bytes = ?4,
+                 acked_seq = 0 WHERE id = 1",
+            params![host_id.to_string(), seq as i64, prev.to_hex(), bytes as i64],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(seq)
+    }
+
+    fn sqlite(&self, cause: rusqlite::Error) -> SpoolError {
+        sqlite(&self.db, cause)
+    }
+
+    fn damaged(&self, detail: String) -> SpoolError {
+        SpoolError::Damaged {
+            db: self.db.clone(),
+            detail,
+        }
+    }
+}
+
+fn read_host(conn: &Connection, db: &Path) -> Result<Uuid> {
+    let text: String = conn
+        .query_row("SELECT host_id FROM state WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .map_err(|cause| sqlite(db, cause))?;
+    text.parse().map_err(|err| SpoolError::Damaged {
+        db: db.to_owned(),
+        detail: format!("host id `{text}`: {err}"),
+    })
+}
+
+fn read_chain(conn: &Connection, db: &Path) -> Result<(u64, ContentHash)> {
+    let (seq, hash): (i64, String) = conn
+        .query_row(
+            "SELECT last_seq, last_hash FROM state WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(|cause| sqlite(db, cause))?;
+    let hash = hash.parse().map_err(|_| SpoolError::Damaged {
+        db: db.to_owned(),
+        detail: format!("chain hash `{hash}` is not 64 hex digits"),
+    })?;
+    Ok((seq as u64, hash))
+}
+
+fn read_depth(conn: &Connection) -> rusqlite::Result<Depth> {
+    conn.query_row(
+        "SELECT depth, bytes, last_seq, acked_seq FROM state WHERE id = 1",
+        [],
+        |row| {
+            Ok(Depth {
+                events: row.get::<_, i64>(0)? as u64,
+                bytes: row.get::<_, i64>(1)? as u64,
+                last_seq: row.get::<_, i64>(2)? as u64,
+                acked_seq: row.get::<_, i64>(3)? as u64,
+            })
+        },
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+}
+
+fn sqlite(db: &Path, cause: rusqlite::Error) -> SpoolError {
+    SpoolError::Sqlite {
+        db: db.to_owned(),
+        cause,
+    }
+}
+
+fn restrict_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|cause| {
+        SpoolError::Io {
+            path: path.to_owned(),
+            cause,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+use driftwatch_common::api::v1::ChangeKind;
+use driftwatch_common::state::FileKind;
+
+use super::*;
+
+fn state(size: u64) -> FileState {
+    FileState {
+        kind: FileKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size,
+        mtime_ns: 1,
+        ctime_ns: 1,
+        inode: 1,
+        device: 1,
+        nlink: 1,
+        rdev: None,
+        link_target: None,
+        content_hash: Some(ContentHash::of(&size.to_le_bytes())),
+        xattrs: None,
+    }
+}
+
+fn drift(path: &str, size: u64) -> Pending {
+    Pending {
+        id: Uuid::now_v7(),
+        path: PathBytes(path.as_bytes().to_vec()),
+        kind: ChangeKind::Content,
+        changed: vec!["hash".into()],
+        before: Some(state(0)),
+        after: Some(state(size)),
+        diff: None,
+        actor: None,
+        provenance: None,
+        related: None,
+        remember: Remember::Drifted(Some(state(size))),
+    }
+}
+
+const ROOMY: Limits = Limits {
+    max_events: 1000,
+    max_bytes: 1 << 30,
+};
+
+fn open(dir: &tempfile::TempDir) -> Spool {
+    Spool::open(&dir.path().join(FILE_NAME)).unwrap()
+}
+
+fn commit(spool: &mut Spool, pending: &[Pending], limits: Limits) -> Committed {
+    spool
+        .commit(pending, SeenBy::Watch, OffsetDateTime::now_utc(), limits)
+        .unwrap()
+}
+
+#[test]
+fn events_are_numbered_and_chained_across_commits_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    let first = commit(&mut spool, &[drift("/a", 1), drift("/b", 2)], ROOMY);
+    drop(spool);
+    let mut spool = open(&dir);
+    let second = commit(&mut spool, &[drift("/c", 3)], ROOMY);
+    let events: Vec<_> = first.events.iter().chain(&second.events).collect();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(events[0].prev_hash, DriftEvent::GENESIS);
+    assert_eq!(events[1].prev_hash, events[0].chain_hash());
+    assert_eq!(events[2].prev_hash, events[1].chain_hash());
+    // What is stored is exactly what was hashed.
+    let spooled = spool.peek(10, u64::MAX).unwrap();
+    let parsed: DriftEvent = serde_json::from_str(&spooled[2].body).unwrap();
+    assert_eq!(&parsed, events[2]);
+    assert_eq!(ContentHash::of(spooled[1].body.as_bytes()), events[2].prev_hash);
+    assert_eq!(spool.depth().unwrap().events, 3);
+    assert_eq!(spool.depth().unwrap().last_seq, 3);
+}
+
+#[test]
+fn reported_state_is_committed_with_the_event_and_forgotten_on_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    commit(&mut spool, &[drift("/a", 1)], ROOMY);
+    let reported = spool.reported().unwrap();
+    assert_eq!(
+        reported.get(&PathBytes(b"/a".to_vec())),
+        Some(&Some(state(1)))
+    );
+    let restored = Pending::restored(PathBytes(b"/a".to_vec()), Some(state(1)), Some(state(0)));
+    let done = commit(&mut spool, &[restored], ROOMY);
+    assert_eq!(done.events[0].kind, ChangeKind::Restored);
+    assert!(spool.reported().unwrap().is_empty());
+}
+
+#[test]
+fn a_full_spool_refuses_new_events_and_keeps_every_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    let limits = Limits {
+        max_events: 2,
+        max_bytes: 1 << 30,
+    };
+    let done = commit(
+        &mut spool,
+        &[drift("/a", 1), drift("/b", 2), drift("/c", 3)],
+        limits,
+    );
+    assert_eq!(done.events.len(), 2);
+    assert_eq!(done.refused, 1);
+    // The refused subject is not remembered: a later rescan reports it.
+    let reported = spool.reported().unwrap();
+    assert!(reported.contains_key(&PathBytes(b"/b".to_vec())));
+    assert!(!reported.contains_key(&PathBytes(b"/c".to_vec())));
+    let again = commit(&mut spool, &[drift("/c", 3)], limits);
+    assert_eq!((again.events.len(), again.refused), (0, 1));
+    assert_eq!(spool.peek(10, u64::MAX).unwrap().len(), 2);
+
+    // Space freed by an ack lets it in, continuing the chain.
+    spool.ack(1, 1).unwrap();
+    let later = commit(&mut spool, &[drift("/c", 3)], limits);
+    assert_eq!(later.events[0].seq, 3);
+    assert_eq!(later.events[0].prev_hash, done.events[1].chain_hash());
+}
+
+#[test]
+fn byte_bound_counts_the_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    let one = commit(&mut spool, &[drift("/a", 1)], ROOMY);
+    let size = one.depth.bytes;
+    assert!(size > 100, "{size}");
+    let limits = Limits {
+        max_events: 1000,
+        max_bytes: size * 2 + size / 2,
+    };
+    let more = commit(&mut spool, &[drift("/b", 2), drift("/c", 3)], limits);
+    assert_eq!((more.events.len(), more.refused), (1, 1));
+    spool.ack(1, 2).unwrap();
+    assert_eq!(spool.depth().unwrap().bytes, 0);
+    assert_eq!(spool.depth().unwrap().events, 0);
+    assert_eq!(spool.depth().unwrap().acked_seq, 2);
+}
+
+#[test]
+fn peek_respects_both_bounds_and_ack_deletes_only_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    let pending: Vec<_> = (0..5).map(|i| drift(&format!("/f{i}"), i)).collect();
+    commit(&mut spool, &pending, ROOMY);
+    assert_eq!(spool.peek(3, u64::MAX).unwrap().len(), 3);
+    // A byte bound below one event still returns one (progress is always possible).
+    assert_eq!(spool.peek(10, 1).unwrap().len(), 1);
+    spool.ack(1, 2).unwrap();
+    let left: Vec<u64> = spool
+        .peek(10, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(left, [3, 4, 5]);
+    // A repeated ack (a retry) is harmless.
+    spool.ack(1, 2).unwrap();
+    assert_eq!(spool.depth().unwrap().events, 3);
+}
+
+#[test]
+fn adopting_an_identity_restamps_and_rechains_undelivered_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    assert_eq!(spool.host_id().unwrap(), Uuid::nil());
+    commit(&mut spool, &[drift("/a", 1), drift("/b", 2), drift("/c", 3)], ROOMY);
+    spool.ack(1, 1).unwrap();
+    let host = Uuid::now_v7();
+    assert_eq!(spool.adopt_identity(host).unwrap(), 2);
+    assert_eq!(spool.adopt_identity(host).unwrap(), 0, "idempotent");
+    let events: Vec<DriftEvent> = spool
+        .peek(10, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.host_id == host));
+    assert_eq!((events[0].seq, events[1].seq), (1, 2));
+    assert_eq!(events[0].prev_hash, DriftEvent::GENESIS);
+    assert_eq!(events[1].prev_hash, events[0].chain_hash());
+    let next = commit(&mut spool, &[drift("/d", 4)], ROOMY);
+    assert_eq!(next.events[0].seq, 3);
+    assert_eq!(next.events[0].host_id, host);
+    assert_eq!(next.events[0].prev_hash, events[1].chain_hash());
+}
+
+#[test]
+fn an_uncommitted_transaction_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(FILE_NAME);
+    drop(Spool::open(&db).unwrap());
+    {
+        // A writer that dies mid-transaction (its connection closes without COMMIT).
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "BEGIN IMMEDIATE; INSERT INTO events (seq, id, body) VALUES (1, 'x', '{}');
+             UPDATE state SET depth = 1;",
+        )
+        .unwrap();
+    }
+    let spool = Spool::open(&db).unwrap();
+    assert_eq!(spool.depth().unwrap().events, 0);
+    assert!(spool.peek(10, u64::MAX).unwrap().is_empty());
+}
+
+#[test]
+fn the_spool_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    let mode = std::fs::metadata(dir.path().join(FILE_NAME))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
