@@ -69,7 +69,11 @@ impl Pending {
     }
 
     /// The event for a subject back in its baseline state.
-    pub fn restored(path: PathBytes, reported: Option<FileState>, now: Option<FileState>) -> Pending {
+    pub fn restored(
+        path: PathBytes,
+        reported: Option<FileState>,
+        now: Option<FileState>,
+    ) -> Pending {
         Pending {
             id: Uuid::now_v7(),
             path,
@@ -128,7 +132,9 @@ pub fn change_kind(kind: DriftKind) -> ChangeKind {
 pub fn unattributed() -> Actor {
     Actor {
         source: "none".into(),
-        reason: Some("attribution (fanotify/audit) is not implemented in this agent version".into()),
+        reason: Some(
+            "attribution (fanotify/audit) is not implemented in this agent version".into(),
+        ),
         ..Actor::default()
     }
 }

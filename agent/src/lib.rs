@@ -6,6 +6,7 @@
 //! [`report`] prints drift for people (text) and machines (JSON).
 //! [`commands`] wires these into the CLI in `main.rs`.
 
+pub mod attribution;
 pub mod check;
 pub mod clock;
 pub mod commands;

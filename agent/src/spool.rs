@@ -393,12 +393,11 @@ impl Spool {
         let mut seq = 0u64;
         let mut bytes = 0u64;
         for body in &bodies {
-            let mut event: DriftEvent = serde_json::from_str(body).map_err(|err| {
-                SpoolError::Damaged {
+            let mut event: DriftEvent =
+                serde_json::from_str(body).map_err(|err| SpoolError::Damaged {
                     db: db.clone(),
                     detail: format!("an event cannot be decoded ({err})"),
-                }
-            })?;
+                })?;
             seq += 1;
             event.host_id = host_id;
             event.seq = seq;

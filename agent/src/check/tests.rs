@@ -483,7 +483,10 @@ fn a_scope_below_an_excluded_directory_or_in_a_nested_rule_follows_the_policy() 
     fx.write("perms/p", "content is not compared here");
     fs::set_permissions(fx.path("perms/p"), fs::Permissions::from_mode(0o600)).unwrap();
     let whole = scoped(&fx, vec![ScopeEntry::subtree(fx.root.clone())]);
-    assert_eq!(kinds(&fx, &whole), [(DriftKind::Attributes, "perms/p".into())]);
+    assert_eq!(
+        kinds(&fx, &whole),
+        [(DriftKind::Attributes, "perms/p".into())]
+    );
     let excluded = scoped(&fx, vec![ScopeEntry::subtree(fx.path("cache"))]);
     assert!(excluded.drifts.is_empty(), "{:?}", excluded.drifts);
 }

@@ -62,10 +62,7 @@ fn events_are_numbered_and_chained_across_commits_and_reopening() {
     let mut spool = open(&dir);
     let second = commit(&mut spool, &[drift("/c", 3)], ROOMY);
     let events: Vec<_> = first.events.iter().chain(&second.events).collect();
-    assert_eq!(
-        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(events[0].prev_hash, DriftEvent::GENESIS);
     assert_eq!(events[1].prev_hash, events[0].chain_hash());
     assert_eq!(events[2].prev_hash, events[1].chain_hash());
@@ -73,7 +70,10 @@ fn events_are_numbered_and_chained_across_commits_and_reopening() {
     let spooled = spool.peek(10, u64::MAX).unwrap();
     let parsed: DriftEvent = serde_json::from_str(&spooled[2].body).unwrap();
     assert_eq!(&parsed, events[2]);
-    assert_eq!(ContentHash::of(spooled[1].body.as_bytes()), events[2].prev_hash);
+    assert_eq!(
+        ContentHash::of(spooled[1].body.as_bytes()),
+        events[2].prev_hash
+    );
     assert_eq!(spool.depth().unwrap().events, 3);
     assert_eq!(spool.depth().unwrap().last_seq, 3);
 }
@@ -170,7 +170,11 @@ fn adopting_an_identity_restamps_and_rechains_undelivered_events() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = open(&dir);
     assert_eq!(spool.host_id().unwrap(), Uuid::nil());
-    commit(&mut spool, &[drift("/a", 1), drift("/b", 2), drift("/c", 3)], ROOMY);
+    commit(
+        &mut spool,
+        &[drift("/a", 1), drift("/b", 2), drift("/c", 3)],
+        ROOMY,
+    );
     spool.ack(1, 1).unwrap();
     let host = Uuid::now_v7();
     assert_eq!(spool.adopt_identity(host).unwrap(), 2);
