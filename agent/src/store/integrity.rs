@@ -86,6 +86,11 @@ impl Key {
 
     /// `state` is the digest of the state entries, `None` when there are none
     /// (so baselines made before state sources existed still verify).
+    /// An independent key for `purpose` (BLAKE3 key derivation).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        blake3::derive_key(&format!("driftwatch {purpose} v1"), &self.0)
+    }
+
     pub fn root(
         &self,
         entries: &ContentHash,

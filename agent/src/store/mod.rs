@@ -179,6 +179,12 @@ impl BaselineStore {
         &self.paths
     }
 
+    /// A secret for another purpose (e.g. keying diff fingerprints), derived
+    /// from the baseline key so the agent keeps one secret, not several.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.key.derive(purpose)
+    }
+
     /// Reads every entry and the history and verifies the integrity root.
     pub fn load(&self) -> Result<Baseline> {
         let meta = self.read_meta()?;

@@ -86,6 +86,22 @@ fn entries_load_sorted_and_verified() {
 }
 
 #[test]
+fn derived_keys_are_stable_per_purpose_and_differ_between_purposes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let store = BaselineStore::open(&paths).unwrap();
+    let fingerprint = store.derived_key("diff fingerprint");
+    assert_eq!(
+        fingerprint,
+        BaselineStore::open(&paths)
+            .unwrap()
+            .derived_key("diff fingerprint")
+    );
+    assert_ne!(fingerprint, store.derived_key("something else"));
+    assert_ne!(fingerprint.to_vec(), fs::read(&paths.key).unwrap());
+}
+
+#[test]
 fn files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
@@ -353,7 +369,9 @@ fn range_below_is_the_run_of_paths_under_a_directory() {
     let mut baseline = Baseline::with_capacity(0, 0, 0);
     let record = record(0);
     let bytes = postcard::to_allocvec(&record).unwrap();
-    let mut paths: Vec<&[u8]> = vec![b"/a", b"/a-b", b"/a.txt", b"/a/b", b"/a/b/c", b"/a/z", b"/b"];
+    let mut paths: Vec<&[u8]> = vec![
+        b"/a", b"/a-b", b"/a.txt", b"/a/b", b"/a/b/c", b"/a/z", b"/b",
+    ];
     paths.sort();
     for path in &paths {
         baseline.push(path, &bytes, &record).unwrap();
