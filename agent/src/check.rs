@@ -206,7 +206,7 @@ pub fn run_check_with(
 #[derive(Debug)]
 pub enum Observed {
     /// The subject differs from its baseline (added, removed, changed).
-    Drift(Drift),
+    Drift(Box<Drift>),
     /// The subject is in its baseline state; `None` when it is absent and
     /// not in the baseline either.
     Clean(Option<FileState>),
@@ -229,7 +229,7 @@ pub fn observe_path(policy: &Policy<'_>, baseline: &Baseline, path: &Path) -> Ob
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return match record {
                 None => Observed::Clean(None),
-                Some(record) => Observed::Drift(Drift {
+                Some(record) => Observed::Drift(Box::new(Drift {
                     path: bytes,
                     kind: DriftKind::Removed,
                     changed: Vec::new(),
@@ -238,7 +238,7 @@ pub fn observe_path(policy: &Policy<'_>, baseline: &Baseline, path: &Path) -> Ob
                     diff: None,
                     new_record: None,
                     new_snapshot: None,
-                }),
+                })),
             };
         }
         Err(err) => return Observed::Unreadable(err.to_string()),
@@ -250,7 +250,7 @@ pub fn observe_path(policy: &Policy<'_>, baseline: &Baseline, path: &Path) -> Ob
     }
     let state = outcome.state.clone();
     match compare(bytes, record.as_ref(), outcome, rule) {
-        Some(drift) => Observed::Drift(drift),
+        Some(drift) => Observed::Drift(Box::new(drift)),
         None => Observed::Clean(Some(state)),
     }
 }

@@ -77,6 +77,15 @@ mod tests {
         }
     }
 
+    /// (name, differs, current, reported, expected)
+    type Case<'a> = (
+        &'a str,
+        bool,
+        Option<&'a FileState>,
+        Option<Option<FileState>>,
+        Decision,
+    );
+
     #[test]
     fn decisions() {
         let content = AttributeSet::builtin("content").unwrap();
@@ -86,7 +95,7 @@ mod tests {
         let b_chmod = file("b", 0o600, 4);
         use Decision::*;
         #[rustfmt::skip]
-        let cases: &[(&str, bool, Option<&FileState>, Option<Option<FileState>>, Decision)] = &[
+        let cases: &[Case<'_>] = &[
             ("first drift is reported",             true,  Some(&b),         None,                  Report),
             ("same drifted state is not repeated",  true,  Some(&b),         Some(Some(b.clone())), Quiet),
             ("a touch the policy ignores is quiet", true,  Some(&a_touched), Some(Some(a.clone())), Quiet),

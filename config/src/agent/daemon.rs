@@ -226,9 +226,12 @@ pub(super) struct DaemonToml<'a> {
 
 pub(super) fn compile(raw: DaemonToml<'_>, diag: &mut Diagnostics<'_>) -> DaemonSettings {
     let defaults = DaemonSettings::default();
-    let mut number = |value: Option<&Spanned<i64>>, key: &str, min: u64, max: u64, default: u64, note: &str| {
-        value.map_or(default, |v| diag.between(v, key, min, max, note).unwrap_or(default))
-    };
+    let mut number =
+        |value: Option<&Spanned<i64>>, key: &str, min: u64, max: u64, default: u64, note: &str| {
+            value.map_or(default, |v| {
+                diag.between(v, key, min, max, note).unwrap_or(default)
+            })
+        };
     let scan_interval = number(
         raw.scan_interval_secs,
         "scan.interval_secs",
@@ -248,7 +251,14 @@ pub(super) fn compile(raw: DaemonToml<'_>, diag: &mut Diagnostics<'_>) -> Daemon
 
     let c = raw.collector;
     let d = &defaults.collector;
-    let timeout = number(c.timeout_secs.as_ref(), "collector.timeout_secs", 1, 3600, d.timeout.as_secs(), "seconds");
+    let timeout = number(
+        c.timeout_secs.as_ref(),
+        "collector.timeout_secs",
+        1,
+        3600,
+        d.timeout.as_secs(),
+        "seconds",
+    );
     let batch_max_events = number(
         c.batch_max_events.as_ref(),
         "collector.batch_max_events",
@@ -284,7 +294,14 @@ pub(super) fn compile(raw: DaemonToml<'_>, diag: &mut Diagnostics<'_>) -> Daemon
 
     let w = raw.watch;
     let wd = &defaults.watch;
-    let settle = number(w.settle_ms.as_ref(), "watch.settle_ms", 0, 60_000, wd.settle.as_millis() as u64, "milliseconds");
+    let settle = number(
+        w.settle_ms.as_ref(),
+        "watch.settle_ms",
+        0,
+        60_000,
+        wd.settle.as_millis() as u64,
+        "milliseconds",
+    );
     let max_delay = number(
         w.max_delay_ms.as_ref(),
         "watch.max_delay_ms",
@@ -293,7 +310,14 @@ pub(super) fn compile(raw: DaemonToml<'_>, diag: &mut Diagnostics<'_>) -> Daemon
         wd.max_delay.as_millis() as u64,
         "milliseconds",
     );
-    let max_watches = number(w.max_watches.as_ref(), "watch.max_watches", 0, u32::MAX as u64, 0, "0 = the kernel's limit");
+    let max_watches = number(
+        w.max_watches.as_ref(),
+        "watch.max_watches",
+        0,
+        u32::MAX as u64,
+        0,
+        "0 = the kernel's limit",
+    );
     let queue_capacity = number(
         w.queue_capacity.as_ref(),
         "watch.queue_capacity",
@@ -338,9 +362,8 @@ pub(super) fn compile(raw: DaemonToml<'_>, diag: &mut Diagnostics<'_>) -> Daemon
     );
 
     if max_delay < settle {
-        let message = format!(
-            "watch.max_delay_ms ({max_delay}) must be at least watch.settle_ms ({settle})"
-        );
+        let message =
+            format!("watch.max_delay_ms ({max_delay}) must be at least watch.settle_ms ({settle})");
         match (&w.max_delay_ms, &w.settle_ms) {
             (Some(delay), _) => diag.at(delay.span(), "watch.max_delay_ms", message),
             (None, Some(settle)) => diag.at(settle.span(), "watch.settle_ms", message),
@@ -348,13 +371,16 @@ pub(super) fn compile(raw: DaemonToml<'_>, diag: &mut Diagnostics<'_>) -> Daemon
         }
     }
 
-    let url = c.url.as_ref().and_then(|url| match check_url(url.get_ref()) {
-        Ok(url) => Some(url),
-        Err(why) => {
-            diag.at(url.span(), "collector.url", why);
-            None
-        }
-    });
+    let url = c
+        .url
+        .as_ref()
+        .and_then(|url| match check_url(url.get_ref()) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                diag.at(url.span(), "collector.url", why);
+                None
+            }
+        });
     let mut file = |value: &Option<Spanned<String>>, key: &str| -> Option<PathBuf> {
         let value = value.as_ref()?;
         match absolute_file(value.get_ref()) {
@@ -458,7 +484,9 @@ pub fn check_url(url: &str) -> Result<String, String> {
     if let Some(port) = port
         && port.parse::<u16>().map_or(true, |p| p == 0)
     {
-        return Err(format!("port must be a number from 1 to 65535, got `{port}`"));
+        return Err(format!(
+            "port must be a number from 1 to 65535, got `{port}`"
+        ));
     }
     if scheme == "http" && !is_loopback(host) {
         return Err(format!(

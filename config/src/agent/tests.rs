@@ -704,8 +704,14 @@ fn daemon_sections_are_read() {
     let d = &config.daemon;
     assert_eq!(d.scan_interval, None);
     assert_eq!(d.scan_max_read_bytes_per_sec, None);
-    assert_eq!(d.collector.url.as_deref(), Some("https://c.example.org:8443"));
-    assert_eq!(d.collector.ca_file.as_deref(), Some(Path::new("/etc/driftwatch/ca.pem")));
+    assert_eq!(
+        d.collector.url.as_deref(),
+        Some("https://c.example.org:8443")
+    );
+    assert_eq!(
+        d.collector.ca_file.as_deref(),
+        Some(Path::new("/etc/driftwatch/ca.pem"))
+    );
     assert_eq!(d.collector.batch_max_events, 10);
     assert_eq!(d.collector.batch_linger, Duration::ZERO);
     assert_eq!(d.collector.retry_max, Duration::from_secs(9));
@@ -761,7 +767,11 @@ fn daemon_errors_name_their_place() {
 
 #[test]
 fn loopback_http_is_allowed_for_local_collectors_and_tests() {
-    for url in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9/x"] {
+    for url in [
+        "http://127.0.0.1:8080",
+        "http://localhost:1",
+        "http://[::1]:9/x",
+    ] {
         let text = format!("[collector]\nurl = \"{url}\"\n[[rule]]\npath = \"/etc\"\n");
         assert_eq!(valid(&text).daemon.collector.url.as_deref(), Some(url));
     }
