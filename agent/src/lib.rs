@@ -10,16 +10,23 @@ pub mod attribution;
 pub mod check;
 pub mod clock;
 pub mod commands;
+pub mod daemon;
 pub mod detect;
+pub mod engine;
+pub mod enroll;
 pub mod events;
+pub mod heartbeat;
 pub mod progress;
 pub mod provenance;
 pub mod redact;
 pub mod report;
 pub mod scan;
+pub mod ship;
 pub mod sources;
 pub mod spool;
+pub mod status;
 pub mod store;
+pub mod watch;
 
 /// Process exit codes, documented in `--help` and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

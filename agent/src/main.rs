@@ -75,6 +75,54 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Run the agent daemon: watch the policy in real time, scan periodically, spool drift
+    /// events and deliver them to the collector (the systemd service runs this).
+    #[command(after_help = RUN_EXIT_CODES)]
+    Run,
+    /// Enroll this host with a collector: exchange a one-time token for the agent's credential.
+    #[command(after_help = EXIT_CODES)]
+    Enroll {
+        /// The collector's URL (default: [collector] url of the configuration).
+        #[arg(long, value_name = "URL")]
+        collector: Option<String>,
+        /// The one-time enrollment token (or use --token-file, or $DRIFTWATCH_ENROLL_TOKEN).
+        #[arg(long, env = "DRIFTWATCH_ENROLL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Read the token from this file (keeps it out of the process list).
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// A label for the collector's host scopes, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Replace an existing enrollment.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the running daemon's state: readiness, spool, delivery, coverage, problems.
+    #[command(after_help = STATUS_EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+const RUN_EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped cleanly (SIGTERM or SIGINT); undelivered events stay in the spool
+  2  error: could not start (bad configuration, no baseline, another agent running...)
+  4  the baseline failed its integrity check (modified outside driftwatch): not started";
+
+const STATUS_EXIT_CODES: &str = "\
+Exit codes:
+  0  the daemon runs and reports no problem
+  2  the daemon is not running (or its state cannot be read)
+  3  the daemon runs, with problems (spool full, delivery failing, unwatched subtrees...)";
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -219,6 +267,39 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         ),
         Command::ValidateConfig { output } => {
             commands::validate_config(&cli.config, output.output())
+        }
+        Command::Run => driftwatch_agent::daemon::run(&cli.config, load_config(&cli.config)?),
+        Command::Enroll {
+            collector,
+            token,
+            token_file,
+            labels,
+            force,
+        } => {
+            let token = match (token, token_file) {
+                (Some(token), _) => token.clone(),
+                (None, Some(file)) => std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read --token-file {}", file.display()))?
+                    .trim()
+                    .to_owned(),
+                (None, None) => bail!("enrollment needs a token: --token T or --token-file FILE"),
+            };
+            let config = load_config(&cli.config)?;
+            let args = driftwatch_agent::enroll::EnrollArgs {
+                collector: collector.clone(),
+                token,
+                labels: labels.clone(),
+                force: *force,
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(driftwatch_agent::enroll::enroll(&config, args))
+        }
+        Command::Status { output } => {
+            let config = load_config(&cli.config)?;
+            driftwatch_agent::status::print(&config.state_dir, output.output().format)
         }
     }
 }

@@ -1,0 +1,303 @@
+//! The real-time watch: inotify (through `notify`) on every directory whose
+//! entries the policy records, and the task that coalesces notifications
+//! into settled work for the detector ([`coalesce`]).
+//!
+//! Watches are per directory (non-recursive) and managed here, not by
+//! notify's recursive mode, so that the policy decides what is watched
+//! (excluded subtrees, other filesystems and `ignore` rules are not) and so
+//! that a refused watch names its subtree. Each rule root's parent (or
+//! nearest existing ancestor) is watched too, so a root that is replaced,
+//! removed or created is seen.
+//!
+//! The kernel limits watches (`fs.inotify.max_user_watches`) and queued
+//! events: a refused watch (`MaxFilesWatch`) or `[watch] max_watches`
+//! leaves its subtree *unwatched*; unwatched subtrees are listed in status
+//! and heartbeats and rescanned every `[watch] fallback_scan_secs`. A lost
+//! notification (queue overflow) becomes a rescan of everything.
+//!
+//! Notifications are hints: the detector always re-reads the subject.
+
+pub mod coalesce;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use driftwatch_config::WatchSettings;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::scan::{Policy, ScopeEntry};
+use crate::status::StatusHandle;
+use coalesce::{Batch, Coalescer, Hint};
+
+/// Where the notify thread puts hints; never blocks it.
+#[derive(Clone)]
+struct Sink {
+    tx: mpsc::Sender<Hint>,
+    /// Set when a hint could not be queued: the coalescer turns it into a rescan.
+    lost: Arc<AtomicBool>,
+}
+
+impl Sink {
+    fn send(&self, hint: Hint) {
+        if self.tx.try_send(hint).is_err() {
+            self.lost.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The receiving end of the watch, for [`run_coalescer`].
+pub struct Hints {
+    rx: mpsc::Receiver<Hint>,
+    lost: Arc<AtomicBool>,
+}
+
+/// The inotify watches of one policy.
+pub struct Watcher {
+    inner: RecommendedWatcher,
+    /// Directories watched (including the parents of rule roots).
+    watched: BTreeSet<PathBuf>,
+    /// Top-most directories left without a watch, each with the reason.
+    unwatched: std::collections::BTreeMap<PathBuf, String>,
+    max_watches: Option<usize>,
+    /// The kernel refused a watch: add no more until restart.
+    limit_hit: bool,
+}
+
+impl Watcher {
+    /// Starts inotify; nothing is watched until [`Watcher::watch_policy`].
+    pub fn new(settings: &WatchSettings) -> notify::Result<(Watcher, Hints)> {
+        let (tx, rx) = mpsc::channel(settings.queue_capacity);
+        let lost = Arc::new(AtomicBool::new(false));
+        let sink = Sink {
+            tx,
+            lost: Arc::clone(&lost),
+        };
+        let inner = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            match result {
+                Ok(event) => {
+                    for hint in coalesce::hints(&event) {
+                        sink.send(hint);
+                    }
+                }
+                Err(err) => {
+                    // An error from the kernel side of the watch: we can no longer
+                    // say what changed, so everything is looked at again.
+                    warn!(error = %err, "watch error; rescanning");
+                    sink.send(Hint::Overflow);
+                }
+            }
+        })?;
+        Ok((
+            Watcher {
+                inner,
+                watched: BTreeSet::new(),
+                unwatched: Default::default(),
+                max_watches: settings.max_watches,
+                limit_hit: false,
+            },
+            Hints { rx, lost },
+        ))
+    }
+
+    /// Watches every directory of the policy and the parent of every rule root.
+    pub fn watch_policy(&mut self, policy: &Policy<'_>) {
+        self.watch_root_parents(policy);
+        self.watch_directories(policy, None);
+    }
+
+    /// After a batch: watches directories that appeared in `scope`, forgets
+    /// those that went, and keeps the rule roots' parents watched.
+    pub fn update(&mut self, policy: &Policy<'_>, scope: &[ScopeEntry]) {
+        let subtrees: Vec<ScopeEntry> = scope.iter().filter(|e| e.subtree).cloned().collect();
+        if subtrees.is_empty() {
+            return;
+        }
+        for entry in &subtrees {
+            if !entry.path.is_dir() {
+                self.forget_below(&entry.path);
+            }
+        }
+        self.watch_root_parents(policy);
+        self.watch_directories(policy, Some(&subtrees));
+    }
+
+    fn watch_root_parents(&mut self, policy: &Policy<'_>) {
+        let config = policy.config();
+        for rule in &config.rules {
+            let Some(parent) = rule
+                .path
+                .parent()
+                .into_iter()
+                .flat_map(Path::ancestors)
+                .find(|dir| dir.is_dir())
+            else {
+                continue;
+            };
+            if !self.watched.contains(parent) {
+                self.add(parent);
+            }
+        }
+    }
+
+    fn watch_directories(&mut self, policy: &Policy<'_>, scope: Option<&[ScopeEntry]>) {
+        for found in policy.directories(scope) {
+            match found {
+                Ok(dir) => {
+                    if !self.watched.contains(&dir) && !self.covered_by_unwatched(&dir) {
+                        self.add(&dir);
+                    }
+                }
+                // An unlistable directory: the scans report it; it cannot be watched either.
+                Err(err) => debug!(path = %err.path, error = %err.message, "not watched"),
+            }
+        }
+    }
+
+    fn covered_by_unwatched(&self, dir: &Path) -> bool {
+        dir.ancestors().any(|a| self.unwatched.contains_key(a))
+    }
+
+    fn add(&mut self, dir: &Path) {
+        if self.limit_hit {
+            self.leave_unwatched(dir, "the kernel's inotify watch limit was reached");
+            return;
+        }
+        if let Some(max) = self.max_watches
+            && self.watched.len() >= max
+        {
+            self.leave_unwatched(dir, &format!("[watch] max_watches = {max} reached"));
+            return;
+        }
+        match self.inner.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.watched.insert(dir.to_path_buf());
+            }
+            Err(err) => match err.kind {
+                notify::ErrorKind::MaxFilesWatch => {
+                    error!(
+                        path = %dir.display(),
+                        watches = self.watched.len(),
+                        "inotify watch limit reached (fs.inotify.max_user_watches): the rest of \
+                         the policy falls back to periodic scanning; raise the limit and restart"
+                    );
+                    self.limit_hit = true;
+                    self.leave_unwatched(dir, "the kernel's inotify watch limit was reached");
+                }
+                // Gone between the walk and the watch: nothing to watch.
+                notify::ErrorKind::PathNotFound => {}
+                _ => {
+                    warn!(path = %dir.display(), error = %err, "cannot watch a directory; it is scanned periodically instead");
+                    self.leave_unwatched(dir, &err.to_string());
+                }
+            },
+        }
+    }
+
+    fn leave_unwatched(&mut self, dir: &Path, reason: &str) {
+        if !self.covered_by_unwatched(dir) {
+            // A new top-most entry replaces the ones below it.
+            let below: Vec<PathBuf> = self
+                .unwatched
+                .keys()
+                .filter(|p| p.starts_with(dir))
+                .cloned()
+                .collect();
+            for path in below {
+                self.unwatched.remove(&path);
+            }
+            self.unwatched.insert(dir.to_path_buf(), reason.to_owned());
+        }
+    }
+
+    /// A directory went away: its watches (removed by the kernel) and any
+    /// unwatched entry below it are forgotten.
+    fn forget_below(&mut self, dir: &Path) {
+        self.watched.retain(|p| !p.starts_with(dir));
+        self.unwatched.retain(|p, _| !p.starts_with(dir));
+    }
+
+    pub fn watch_count(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Subtrees without a watch, for status and heartbeats.
+    pub fn unwatched(&self) -> Vec<String> {
+        self.unwatched
+            .iter()
+            .map(|(path, reason)| format!("{} ({reason})", path.display()))
+            .collect()
+    }
+
+    /// The unwatched subtrees as a scan scope.
+    pub fn unwatched_scope(&self) -> Vec<ScopeEntry> {
+        self.unwatched
+            .keys()
+            .cloned()
+            .map(ScopeEntry::subtree)
+            .collect()
+    }
+}
+
+/// Coalesces hints and hands settled batches to the detector (one at a
+/// time: while the detector is busy, new hints keep being merged).
+pub async fn run_coalescer(
+    mut hints: Hints,
+    settings: WatchSettings,
+    detector: mpsc::Sender<crate::engine::EngineMsg>,
+    status: StatusHandle,
+    cancel: CancellationToken,
+) {
+    let mut coalescer = Coalescer::new(settings.settle, settings.max_delay);
+    let mut pending: Option<Batch> = None;
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+    loop {
+        let deadline = coalescer
+            .next_deadline()
+            .map_or_else(far, tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            hint = hints.rx.recv() => match hint {
+                Some(hint) => {
+                    if hint == Hint::Overflow {
+                        warn!("the kernel dropped notifications (inotify queue overflow); rescanning");
+                    }
+                    push(&mut coalescer, hint, &status);
+                }
+                None => return,
+            },
+            _ = tokio::time::sleep_until(deadline) => {}
+            // A full queue is noticed even when nothing else arrives.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            permit = detector.reserve(), if pending.is_some() => match permit {
+                Ok(permit) => {
+                    let batch = pending.take().expect("guarded by the branch condition");
+                    permit.send(crate::engine::EngineMsg::Batch(batch));
+                }
+                Err(_) => return,
+            },
+        }
+        if hints.lost.swap(false, Ordering::Relaxed) {
+            warn!("the watch queue was full and notifications were lost; rescanning");
+            push(&mut coalescer, Hint::Overflow, &status);
+        }
+        if let Some(batch) = coalescer.take_due(Instant::now()) {
+            match &mut pending {
+                Some(waiting) => waiting.merge(batch),
+                None => pending = Some(batch),
+            }
+        }
+    }
+}
+
+fn push(coalescer: &mut Coalescer, hint: Hint, status: &StatusHandle) {
+    if hint == Hint::Overflow {
+        status.update(|s| s.coverage.dropped_event_batches += 1);
+    }
+    coalescer.push(hint, Instant::now());
+}
