@@ -676,4 +676,3 @@ pub fn load_baseline(state_dir: &Path) -> anyhow::Result<(BaselineStore, Baselin
     let baseline = store.load()?;
     Ok((store, baseline))
 }
-

@@ -214,4 +214,3 @@ pub fn batch_json(batch: &[Spooled]) -> Vec<u8> {
     json.extend_from_slice(b"]}");
     json
 }
-
