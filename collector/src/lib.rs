@@ -1,1 +1,22 @@
-//! The driftwatch collector (being built).
+//! The driftwatch collector: it knows what was approved, sees what changed, and tells
+//! security only about the changes no approval covers.
+//!
+//! - [`api`]: the HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics`.
+//! - [`app`]: the operations behind it (ingest, windows, drift, tokens), over a [`store::Store`].
+//! - [`store`]: persistence behind a trait; SQLite today.
+//! - [`matcher`], [`windows`], [`drift`], [`chain`]: the pure rules.
+//! - [`alerts`], [`audit`]: the outbox and its sinks; the hash-chained audit trail.
+
+pub mod alerts;
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod chain;
+pub mod clock;
+pub mod drift;
+pub mod identity;
+pub mod matcher;
+pub mod serve;
+pub mod store;
+pub mod telemetry;
+pub mod windows;

@@ -9,4 +9,5 @@ pub use agent::daemon::{
     CollectorSettings, DaemonSettings, HeartbeatSettings, SpoolSettings, WatchSettings,
 };
 pub use agent::{AgentConfig, Rule, ScanSettings, SnapshotSettings, SourceSettings};
+pub use collector::{AlertSink, CollectorConfig, Transport};
 pub use error::{ConfigError, ConfigErrors};

@@ -1,0 +1,192 @@
+//! The HTTP API: every route in [`routes`], one block; `collector/openapi.yaml` describes
+//! each of them (a test holds the two together).
+
+pub mod error;
+pub mod extract;
+pub mod model;
+pub mod v1;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::App;
+use crate::store::Store;
+use error::ApiError;
+use model::Status;
+
+/// What every handler gets.
+pub type AppState<S> = Arc<App<S>>;
+
+/// `(method, path, handler)` of every route.
+pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppState<S>>)> {
+    use v1::{agents, audit, drift, fleet, tokens, windows};
+    vec![
+        ("get", "/healthz", get(healthz)),
+        ("get", "/readyz", get(readyz::<S>)),
+        ("get", "/metrics", get(metrics::<S>)),
+        // Agents.
+        ("post", "/api/v1/enroll", post(agents::enroll::<S>)),
+        ("post", "/api/v1/events", post(agents::events::<S>)),
+        ("post", "/api/v1/heartbeat", post(agents::heartbeat::<S>)),
+        // Identity.
+        ("post", "/api/v1/tokens", post(tokens::create::<S>)),
+        ("get", "/api/v1/tokens", get(tokens::list::<S>)),
+        (
+            "post",
+            "/api/v1/tokens/{id}/revoke",
+            post(tokens::revoke::<S>),
+        ),
+        (
+            "post",
+            "/api/v1/enrollment-tokens",
+            post(tokens::create_enrollment::<S>),
+        ),
+        // Change windows.
+        ("post", "/api/v1/windows", post(windows::create::<S>)),
+        ("get", "/api/v1/windows", get(windows::list::<S>)),
+        ("get", "/api/v1/windows/{id}", get(windows::get::<S>)),
+        (
+            "post",
+            "/api/v1/windows/{id}/approve",
+            post(windows::approve::<S>),
+        ),
+        (
+            "post",
+            "/api/v1/windows/{id}/reject",
+            post(windows::reject::<S>),
+        ),
+        (
+            "post",
+            "/api/v1/windows/{id}/cancel",
+            post(windows::cancel::<S>),
+        ),
+        (
+            "post",
+            "/api/v1/windows/{id}/close",
+            post(windows::close::<S>),
+        ),
+        // Drift.
+        ("get", "/api/v1/drift", get(drift::list::<S>)),
+        ("get", "/api/v1/drift/{id}", get(drift::get::<S>)),
+        (
+            "post",
+            "/api/v1/drift/{id}/resolve",
+            post(drift::resolve::<S>),
+        ),
+        // Fleet, alerts, audit, reports.
+        ("get", "/api/v1/hosts", get(fleet::hosts::<S>)),
+        ("get", "/api/v1/alerts", get(fleet::alerts::<S>)),
+        ("get", "/api/v1/audit", get(audit::log::<S>)),
+        ("get", "/api/v1/audit/verify", get(audit::verify::<S>)),
+        (
+            "get",
+            "/api/v1/reports/export",
+            get(v1::reports_not_supported),
+        ),
+    ]
+}
+
+/// `(method, path)` of every route, for the OpenAPI check.
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    routes::<crate::store::SqliteStore>()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+pub fn router<S: Store>(app: AppState<S>) -> Router {
+    let max_body = app.settings.max_body_bytes;
+    let router = routes::<S>()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        });
+    router
+        .fallback(fallback)
+        .method_not_allowed_fallback(|| async {
+            ApiError::for_status(StatusCode::METHOD_NOT_ALLOWED)
+        })
+        // Applies to the decompressed body, so a gzip bomb stops at the limit.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn fallback(OriginalUri(uri): OriginalUri) -> ApiError {
+    let path = uri.path();
+    if let Some(rest) = path.strip_prefix("/api/")
+        && !rest.starts_with("v1/")
+        && rest != "v1"
+    {
+        let version = rest.split('/').next().unwrap_or_default();
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unsupported_version",
+            format!("API version `{version}` is not supported: this collector speaks /api/v1"),
+        );
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {path}"),
+    )
+}
+
+async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
+}
+
+/// Ready when the database answers.
+async fn readyz<S: Store>(State(app): State<AppState<S>>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => Json(Status {
+            status: "ready".into(),
+        })
+        .into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready: the database does not answer");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database does not answer",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn metrics<S: Store>(State(app): State<AppState<S>>) -> Response {
+    if let Err(err) = app.refresh_gauges().await {
+        tracing::warn!(error = %err, "cannot refresh the gauges");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::telemetry::prometheus().render(),
+    )
+        .into_response()
+}

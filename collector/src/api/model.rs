@@ -1,0 +1,360 @@
+//! The request and answer bodies of the people-facing API (the agent-facing ones are
+//! `driftwatch_common::api::v1`). Times are RFC 3339 strings in UTC; `driftctl` reads the
+//! same types.
+
+use std::collections::BTreeMap;
+
+use driftwatch_common::api::v1::{AgentHealth, DriftEvent, Inventory};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::clock::{Millis, rfc3339};
+use crate::drift::{DriftStatus, ResolutionCategory};
+use crate::identity::Role;
+use crate::matcher::Outcome;
+use crate::store::{Alert, DriftItem, Host, StoredEvent, TokenRecord};
+use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
+
+fn time(millis: Millis) -> String {
+    rfc3339(millis)
+}
+
+fn opt_time(millis: Option<Millis>) -> Option<String> {
+    millis.map(rfc3339)
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A token just issued: `token` is shown this once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub host_id: Option<Uuid>,
+    pub created_at: String,
+    pub created_by: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<&TokenRecord> for TokenView {
+    fn from(t: &TokenRecord) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name.clone(),
+            role: t.role,
+            host_id: t.host_id,
+            created_at: time(t.created_at),
+            created_by: t.created_by.clone(),
+            revoked_at: opt_time(t.revoked_at),
+        }
+    }
+}
+
+/// `POST /api/v1/enrollment-tokens`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentToken {
+    /// Default 3600 (an hour); at most a week.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// Hosts that may enroll with it; default 1.
+    #[serde(default)]
+    pub uses: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IssuedEnrollmentToken {
+    pub id: Uuid,
+    pub token: String,
+    pub expires_at: String,
+    pub uses: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostView {
+    pub id: Uuid,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub enrolled_at: String,
+    pub last_seen_at: Option<String>,
+    pub silent: bool,
+    pub skew_ms: i64,
+    pub inventory: Option<Inventory>,
+    pub health: Option<AgentHealth>,
+    pub reported_seq: u64,
+    pub stored_seq: u64,
+}
+
+impl HostView {
+    pub fn new(h: &Host, now: Millis, silent_after_ms: i64) -> Self {
+        HostView {
+            id: h.id,
+            hostname: h.hostname.clone(),
+            labels: h.labels.clone(),
+            agent_version: h.agent_version.clone(),
+            enrolled_at: time(h.enrolled_at),
+            last_seen_at: opt_time(h.last_seen_at),
+            silent: h.last_seen_at.unwrap_or(h.enrolled_at) < now - silent_after_ms,
+            skew_ms: h.skew_ms,
+            inventory: h.inventory.clone(),
+            health: h.health.clone(),
+            reported_seq: h.reported_seq,
+            stored_seq: h.stored_seq,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WindowView {
+    pub id: Uuid,
+    pub ticket: String,
+    pub title: String,
+    pub kind: WindowKind,
+    pub status: WindowStatus,
+    pub requester: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub decision_comment: Option<String>,
+    pub hosts: HostScope,
+    pub subjects: Vec<String>,
+    pub start: String,
+    pub end: String,
+    pub time_zone: String,
+    /// Start and end in the window's time zone, with their offsets.
+    pub start_local: String,
+    pub end_local: String,
+    pub expected: Vec<ExpectedState>,
+    pub created_at: String,
+    pub ended_at: Option<String>,
+    pub ended_by: Option<String>,
+}
+
+impl From<&Window> for WindowView {
+    fn from(w: &Window) -> Self {
+        let local = |millis: Millis| {
+            jiff::Timestamp::from_millisecond(millis)
+                .ok()
+                .and_then(|t| {
+                    Some(
+                        t.in_tz(&w.time_zone)
+                            .ok()?
+                            .strftime("%Y-%m-%dT%H:%M%:z")
+                            .to_string(),
+                    )
+                })
+                .unwrap_or_else(|| rfc3339(millis))
+        };
+        WindowView {
+            id: w.id,
+            ticket: w.ticket.clone(),
+            title: w.title.clone(),
+            kind: w.kind,
+            status: w.status,
+            requester: w.requester.clone(),
+            decided_by: w.decided_by.clone(),
+            decided_at: opt_time(w.decided_at),
+            decision_comment: w.decision_comment.clone(),
+            hosts: w.hosts.clone(),
+            subjects: w.subjects.clone(),
+            start: time(w.start),
+            end: time(w.end),
+            time_zone: w.time_zone.clone(),
+            start_local: local(w.start),
+            end_local: local(w.end),
+            expected: w.expected.clone(),
+            created_at: time(w.created_at),
+            ended_at: opt_time(w.ended_at),
+            ended_by: w.ended_by.clone(),
+        }
+    }
+}
+
+/// `POST /api/v1/windows/{id}/{approve,reject,cancel,close}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideWindow {
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DecisionView {
+    pub window: WindowView,
+    /// After an approval: events and drift items covered after the fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_covered: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_authorized: Option<u32>,
+    /// After a close-out: drift accepted and baseline-accept commands queued for agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_accepted: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands_queued: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResolutionView {
+    pub category: ResolutionCategory,
+    pub comment: String,
+    pub ticket: Option<String>,
+    pub by: String,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriftView {
+    pub id: Uuid,
+    pub host_id: Uuid,
+    pub hostname: String,
+    pub subject: String,
+    pub status: DriftStatus,
+    pub reason: Option<String>,
+    pub window_id: Option<Uuid>,
+    pub opened_at: String,
+    pub untraced_since: Option<String>,
+    pub events: u32,
+    pub last_event_id: Uuid,
+    pub last_event_at: String,
+    pub alerted_at: Option<String>,
+    pub resolution: Option<ResolutionView>,
+    pub updated_at: String,
+}
+
+impl From<&DriftItem> for DriftView {
+    fn from(d: &DriftItem) -> Self {
+        DriftView {
+            id: d.id,
+            host_id: d.host_id,
+            hostname: d.hostname.clone(),
+            subject: d.subject.clone(),
+            status: d.status,
+            reason: d.reason.clone(),
+            window_id: d.window_id,
+            opened_at: time(d.opened_at),
+            untraced_since: opt_time(d.untraced_since),
+            events: d.events,
+            last_event_id: d.last_event_id,
+            last_event_at: time(d.last_event_at),
+            alerted_at: opt_time(d.alerted_at),
+            resolution: d.resolution.as_ref().map(|r| ResolutionView {
+                category: r.category,
+                comment: r.comment.clone(),
+                ticket: r.ticket.clone(),
+                by: r.by.clone(),
+                at: time(r.at),
+            }),
+            updated_at: time(d.updated_at),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventView {
+    pub event: DriftEvent,
+    pub received_at: String,
+    /// The agent's time corrected by its measured clock skew.
+    pub event_time: String,
+    pub outcome: Outcome,
+    pub chain: String,
+}
+
+impl From<&StoredEvent> for EventView {
+    fn from(e: &StoredEvent) -> Self {
+        EventView {
+            event: e.event.clone(),
+            received_at: time(e.received_at),
+            event_time: time(e.event_time),
+            outcome: e.outcome.clone(),
+            chain: e.chain.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriftDetail {
+    pub drift: DriftView,
+    pub events: Vec<EventView>,
+}
+
+/// `POST /api/v1/drift/{id}/resolve` is [`crate::app::ResolveRequest`].
+pub use crate::app::ResolveRequest as ResolveDrift;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftQuery {
+    pub status: Option<DriftStatus>,
+    pub host: Option<Uuid>,
+    pub window: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowQuery {
+    pub status: Option<WindowStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlertView {
+    pub id: Uuid,
+    pub kind: String,
+    pub host_id: Option<Uuid>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub body: serde_json::Value,
+}
+
+impl From<&Alert> for AlertView {
+    fn from(a: &Alert) -> Self {
+        AlertView {
+            id: a.id,
+            kind: a.kind.clone(),
+            host_id: a.host_id,
+            created_at: time(a.created_at),
+            delivered_at: opt_time(a.delivered_at),
+            attempts: a.attempts,
+            last_error: a.last_error.clone(),
+            body: a.body.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEntryView {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub status: String,
+}

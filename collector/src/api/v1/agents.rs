@@ -1,0 +1,35 @@
+//! The agent-facing routes (`common::api::v1`).
+
+use axum::Json;
+use axum::extract::State;
+use driftwatch_common::api::v1::{
+    EnrollRequest, EnrollResponse, EventBatch, Heartbeat, HeartbeatResponse, IngestAck,
+};
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::extract::{Body, Caller};
+use crate::store::Store;
+
+pub async fn enroll<S: Store>(
+    State(app): State<AppState<S>>,
+    Body(request): Body<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    Ok(Json(app.enroll(request).await?))
+}
+
+pub async fn events<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(agent): Caller,
+    Body(batch): Body<EventBatch>,
+) -> Result<Json<IngestAck>, ApiError> {
+    Ok(Json(app.ingest(&agent, batch).await?))
+}
+
+pub async fn heartbeat<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(agent): Caller,
+    Body(heartbeat): Body<Heartbeat>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    Ok(Json(app.heartbeat(&agent, heartbeat).await?))
+}

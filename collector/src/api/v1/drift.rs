@@ -1,0 +1,50 @@
+use axum::Json;
+use axum::extract::State;
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::extract::{Body, Caller, Id, Params};
+use crate::api::model::{DriftDetail, DriftQuery, DriftView, EventView, ResolveDrift};
+use crate::app::require;
+use crate::identity::Role;
+use crate::store::{DriftFilter, Store};
+
+pub async fn list<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Params(query): Params<DriftQuery>,
+) -> Result<Json<Vec<DriftView>>, ApiError> {
+    require(&caller, &Role::PEOPLE, "reading drift")?;
+    let items = app
+        .drift_items(DriftFilter {
+            status: query.status,
+            host_id: query.host,
+            window_id: query.window,
+            limit: Some(query.limit.unwrap_or(1000).min(10_000)),
+        })
+        .await?;
+    Ok(Json(items.iter().map(DriftView::from).collect()))
+}
+
+pub async fn get<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Id(id): Id,
+) -> Result<Json<DriftDetail>, ApiError> {
+    require(&caller, &Role::PEOPLE, "reading drift")?;
+    let (item, events) = app.drift_item(id).await?;
+    Ok(Json(DriftDetail {
+        drift: DriftView::from(&item),
+        events: events.iter().map(EventView::from).collect(),
+    }))
+}
+
+pub async fn resolve<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Id(id): Id,
+    Body(request): Body<ResolveDrift>,
+) -> Result<Json<DriftView>, ApiError> {
+    let item = app.resolve(&caller, id, request).await?;
+    Ok(Json(DriftView::from(&item)))
+}

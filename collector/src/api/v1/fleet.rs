@@ -1,0 +1,38 @@
+//! Hosts and alerts, for people.
+
+use axum::Json;
+use axum::extract::State;
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::extract::{Caller, Params};
+use crate::api::model::{AlertView, HostView, LimitQuery};
+use crate::app::{Error, require};
+use crate::identity::Role;
+use crate::store::Store;
+
+pub async fn hosts<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<HostView>>, ApiError> {
+    require(&caller, &Role::PEOPLE, "reading hosts")?;
+    let hosts = app.store.hosts().await.map_err(Error::from)?;
+    let now = app.now();
+    Ok(Json(
+        hosts
+            .iter()
+            .map(|h| HostView::new(h, now, app.settings.silent_after_ms))
+            .collect(),
+    ))
+}
+
+pub async fn alerts<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Params(query): Params<LimitQuery>,
+) -> Result<Json<Vec<AlertView>>, ApiError> {
+    require(&caller, &Role::PEOPLE, "reading alerts")?;
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let alerts = app.store.alerts(limit).await.map_err(Error::from)?;
+    Ok(Json(alerts.iter().map(AlertView::from).collect()))
+}

@@ -1,0 +1,288 @@
+//! `driftwatch-collector`: the central service and its offline administration.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use driftwatch_collector::app::{App, Settings};
+use driftwatch_collector::audit::VerifyReport;
+use driftwatch_collector::clock::SystemClock;
+use driftwatch_collector::identity::Role;
+use driftwatch_collector::store::SqliteStore;
+use driftwatch_collector::{alerts, audit, serve, telemetry};
+use driftwatch_config::collector::CollectorConfig;
+use driftwatch_config::collector::DEFAULT_COLLECTOR_CONFIG_PATH;
+
+/// Exit codes.
+const EXIT_OK: u8 = 0;
+const EXIT_AUDIT_BROKEN: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "driftwatch-collector",
+    version,
+    about = "The driftwatch collector: ingests drift from agents, matches it against approved \
+             change windows and alerts on what no approval covers",
+    after_help = "Exit codes: 0 success, 1 `audit verify` found the audit log altered, 2 error.\n\
+                  Logs go to stderr; DRIFTWATCH_LOG sets the filter (e.g. `debug`)."
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "DRIFTWATCH_COLLECTOR_CONFIG",
+        default_value = DEFAULT_COLLECTOR_CONFIG_PATH
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service until SIGTERM or SIGINT.
+    Serve {
+        /// Listen here instead of the file's `listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Write the address actually listened on to this file once listening.
+        #[arg(long)]
+        port_file: Option<PathBuf>,
+        /// Log one JSON object per line instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Check the configuration file and print every problem with its place.
+    ValidateConfig,
+    /// API tokens, offline (for the first admin token, or when the API is down).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token and print it on stdout (it is shown this once).
+    Create {
+        /// admin, change-manager, security or auditor.
+        #[arg(long)]
+        role: Role,
+        /// The person it is for; recorded as the actor of everything done with it.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain end to end (exit code 1 if it was altered).
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_json = matches!(cli.command, Command::Serve { log_json: true, .. });
+    telemetry::init_logging(log_json);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("driftwatch-collector: error: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let config = load_config(&cli.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::ValidateConfig => {
+            println!("{}: ok", config.source.display());
+            Ok(EXIT_OK)
+        }
+        Command::Serve {
+            listen, port_file, ..
+        } => runtime.block_on(serve_command(config, listen, port_file)),
+        Command::Token(TokenCommand::Create { role, name }) => {
+            runtime.block_on(token_create(&config, role, &name))
+        }
+        Command::Audit(AuditCommand::Verify { json }) => {
+            runtime.block_on(audit_verify(&config, json))
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<CollectorConfig> {
+    CollectorConfig::load(path).map_err(|errors| {
+        anyhow::anyhow!(
+            "invalid configuration ({} problem{}):\n{errors}",
+            errors.0.len(),
+            if errors.0.len() == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// Opens (creating the state directory, 0700, if needed) the database.
+fn open_store(config: &CollectorConfig) -> anyhow::Result<SqliteStore> {
+    if !config.state_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .with_context(|| format!("cannot create {}", config.state_dir.display()))?;
+    }
+    let path = config.db_path();
+    SqliteStore::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+async fn app(
+    config: &CollectorConfig,
+    store: SqliteStore,
+) -> anyhow::Result<Arc<App<SqliteStore>>> {
+    let app = App::new(
+        store,
+        Settings::from(config),
+        Arc::new(SystemClock),
+        alerts::sinks(&config.alerts),
+    )
+    .await
+    .context("cannot load the change windows")?;
+    Ok(Arc::new(app))
+}
+
+async fn serve_command(
+    config: CollectorConfig,
+    listen: Option<SocketAddr>,
+    port_file: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    let addr = listen.unwrap_or(config.listen);
+    if let Err(why) = config.check_listen(addr) {
+        bail!("{why}");
+    }
+    let store = open_store(&config)?;
+    let app = app(&config, store.clone()).await?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    if let Some(port_file) = &port_file {
+        write_atomically(port_file, format!("{bound}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", port_file.display()))?;
+    }
+    let scheme = match config.transport {
+        driftwatch_config::collector::Transport::Tls { .. } => "https",
+        driftwatch_config::collector::Transport::PlainHttp => "http",
+    };
+    tracing::info!(address = %bound, url = %format!("{scheme}://{bound}"), db = %config.db_path().display(), "listening");
+    let outcome = serve::serve(app, &config.transport, listener, stop_signal()).await;
+    store.close();
+    tracing::info!("stopped");
+    outcome.map(|()| EXIT_OK)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+async fn token_create(config: &CollectorConfig, role: Role, name: &str) -> anyhow::Result<u8> {
+    let store = open_store(config)?;
+    let app = app(config, store.clone()).await?;
+    let actor = format!("local:{}", local_user());
+    let created = app.create_token(&actor, name, role).await;
+    store.close();
+    let (record, token) = created.map_err(|err| anyhow::anyhow!("{err}"))?;
+    println!("{token}");
+    eprintln!(
+        "created a token with role {} for {} (id {}); it is shown only now, keep it secret",
+        record.role, record.name, record.id
+    );
+    Ok(EXIT_OK)
+}
+
+/// Who runs this command, for the audit log.
+fn local_user() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+async fn audit_verify(config: &CollectorConfig, json: bool) -> anyhow::Result<u8> {
+    let path = config.db_path();
+    let store = SqliteStore::open_read_only(&path)
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    let log = driftwatch_collector::store::Store::audit_log(&store).await;
+    store.close();
+    let (entries, head) = log.context("cannot read the audit log")?;
+    let report = audit::verify(&entries, head);
+    print_report(&report, json);
+    Ok(if report.ok {
+        EXIT_OK
+    } else {
+        EXIT_AUDIT_BROKEN
+    })
+}
+
+fn print_report(report: &VerifyReport, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("reports serialize")
+        );
+        return;
+    }
+    if report.ok {
+        println!(
+            "audit log intact: {} entries, head {}",
+            report.entries, report.head_hash
+        );
+    } else {
+        println!(
+            "audit log ALTERED: {} problem(s) in {} entries",
+            report.findings.len(),
+            report.entries
+        );
+        for finding in &report.findings {
+            println!("  entry {}: {}", finding.seq, finding.problem);
+        }
+    }
+}

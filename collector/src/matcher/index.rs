@@ -1,0 +1,168 @@
+//! Approved windows indexed by host and time, so that matching an event looks at the few
+//! windows that could cover it rather than all of them.
+//!
+//! Windows are filed under each host name they list, under the first of their labels, and
+//! (when they use host globs) in one list checked against the host name. Each list is
+//! sorted by start; with the longest window of the list `L`, the windows that may cover
+//! time `t` start in `[t - L, t]`, found by binary search.
+
+use std::collections::HashMap;
+
+use driftwatch_common::pattern::GlobList;
+use uuid::Uuid;
+
+use super::HostFacts;
+use crate::clock::Millis;
+use crate::windows::validate::SubjectGlobs;
+use crate::windows::{ExpectedState, HostScope, Window};
+
+/// One approved window, compiled for matching.
+#[derive(Debug)]
+pub(super) struct Compiled {
+    pub id: Uuid,
+    pub start: Millis,
+    pub end: Millis,
+    hosts: HostScope,
+    host_globs: GlobList,
+    pub subjects: SubjectGlobs,
+    pub expected: Vec<ExpectedState>,
+}
+
+impl Compiled {
+    fn covers_host(&self, host: HostFacts<'_>) -> bool {
+        self.hosts.names.iter().any(|name| name == host.hostname)
+            || self
+                .host_globs
+                .is_match(std::path::Path::new(host.hostname))
+            || (!self.hosts.labels.is_empty()
+                && self
+                    .hosts
+                    .labels
+                    .iter()
+                    .all(|(k, v)| host.labels.get(k) == Some(v)))
+    }
+}
+
+/// Windows sorted by start, with the longest duration among them.
+#[derive(Debug, Default)]
+struct TimeList {
+    /// (start, index into `WindowIndex::windows`), sorted.
+    entries: Vec<(Millis, usize)>,
+    longest: Millis,
+}
+
+impl TimeList {
+    fn push(&mut self, window: &Compiled, at: usize) {
+        self.entries.push((window.start, at));
+        self.longest = self.longest.max(window.end - window.start);
+    }
+
+    /// Indexes of windows starting in `[from - longest, to]`.
+    fn starting_near(&self, from: Millis, to: Millis) -> impl Iterator<Item = usize> + '_ {
+        let lo = self
+            .entries
+            .partition_point(|(start, _)| *start < from.saturating_sub(self.longest));
+        let hi = self.entries.partition_point(|(start, _)| *start <= to);
+        self.entries[lo..hi.max(lo)].iter().map(|(_, at)| *at)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WindowIndex {
+    windows: Vec<Compiled>,
+    by_name: HashMap<String, TimeList>,
+    /// label name → label value → windows whose first label it is.
+    by_label: HashMap<String, HashMap<String, TimeList>>,
+    by_glob: TimeList,
+}
+
+impl WindowIndex {
+    /// Indexes the windows that authorize (approved, or closed or cancelled after approval).
+    /// A stored window whose patterns no longer compile is returned as an error with its id.
+    pub fn build(windows: &[Window]) -> Result<WindowIndex, (Uuid, String)> {
+        let mut approved: Vec<&Window> = windows.iter().filter(|w| w.was_approved()).collect();
+        // Earliest created first (UUIDv7 ids sort by creation), so ties resolve the same way.
+        approved.sort_by_key(|w| w.id);
+        let mut index = WindowIndex::default();
+        for window in approved {
+            let compiled = Compiled {
+                id: window.id,
+                start: window.start,
+                end: window.effective_end(),
+                hosts: window.hosts.clone(),
+                host_globs: GlobList::new(&window.hosts.globs)
+                    .map_err(|err| (window.id, err.to_string()))?,
+                subjects: SubjectGlobs::compile(&window.subjects).map_err(|e| (window.id, e))?,
+                expected: window.expected.clone(),
+            };
+            let at = index.windows.len();
+            for name in &window.hosts.names {
+                index
+                    .by_name
+                    .entry(name.clone())
+                    .or_default()
+                    .push(&compiled, at);
+            }
+            if let Some((key, value)) = window.hosts.labels.iter().next() {
+                index
+                    .by_label
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(value.clone())
+                    .or_default()
+                    .push(&compiled, at);
+            }
+            if !window.hosts.globs.is_empty() {
+                index.by_glob.push(&compiled, at);
+            }
+            index.windows.push(compiled);
+        }
+        for list in index
+            .by_name
+            .values_mut()
+            .chain(index.by_label.values_mut().flat_map(|m| m.values_mut()))
+            .chain(std::iter::once(&mut index.by_glob))
+        {
+            list.entries.sort_unstable();
+        }
+        Ok(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// Windows covering `host` at `at` ± `tolerance`, earliest created first.
+    pub(super) fn candidates(
+        &self,
+        host: HostFacts<'_>,
+        at: Millis,
+        tolerance: Millis,
+    ) -> impl Iterator<Item = &Compiled> {
+        let (from, to) = (at.saturating_sub(tolerance), at.saturating_add(tolerance));
+        let mut found: Vec<usize> = Vec::new();
+        let lists = self
+            .by_name
+            .get(host.hostname)
+            .into_iter()
+            .chain(
+                host.labels
+                    .iter()
+                    .filter_map(|(k, v)| self.by_label.get(k)?.get(v)),
+            )
+            .chain(std::iter::once(&self.by_glob));
+        for list in lists {
+            found.extend(list.starting_near(from, to));
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+            .into_iter()
+            .map(|at| &self.windows[at])
+            .filter(move |w| w.start <= to && w.end >= from && w.covers_host(host))
+    }
+}

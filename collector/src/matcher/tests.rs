@@ -1,0 +1,420 @@
+use std::collections::BTreeMap;
+
+use driftwatch_common::api::v1::{ChangeKind, SubjectState};
+use driftwatch_common::hash::ContentHash;
+use driftwatch_common::state::{FileKind, FileState};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
+
+const HOUR: i64 = 3_600_000;
+/// 2026-11-29T00:00:00Z.
+const DAY: i64 = 1_795_910_400_000;
+
+fn window(id: u128, hosts: HostScope, subjects: &[&str], start_h: i64, end_h: i64) -> Window {
+    Window {
+        id: Uuid::from_u128(id),
+        ticket: format!("CHG-{id}"),
+        title: "t".into(),
+        kind: WindowKind::Normal,
+        status: WindowStatus::Approved,
+        requester: "alice".into(),
+        decided_by: Some("bob".into()),
+        decided_at: Some(0),
+        decision_comment: None,
+        hosts,
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        start: DAY + start_h * HOUR,
+        end: DAY + end_h * HOUR,
+        time_zone: "UTC".into(),
+        expected: vec![],
+        created_at: 0,
+        ended_at: None,
+        ended_by: None,
+    }
+}
+
+fn names(list: &[&str]) -> HostScope {
+    HostScope {
+        names: list.iter().map(|s| s.to_string()).collect(),
+        ..HostScope::default()
+    }
+}
+
+fn globs(list: &[&str]) -> HostScope {
+    HostScope {
+        globs: list.iter().map(|s| s.to_string()).collect(),
+        ..HostScope::default()
+    }
+}
+
+fn labels(list: &[(&str, &str)]) -> HostScope {
+    HostScope {
+        labels: list
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..HostScope::default()
+    }
+}
+
+fn file(hash: u8) -> SubjectState {
+    SubjectState::File(FileState {
+        kind: FileKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 1,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        inode: 1,
+        device: 1,
+        nlink: 1,
+        rdev: None,
+        link_target: None,
+        content_hash: Some(ContentHash([hash; 32])),
+        xattrs: None,
+    })
+}
+
+struct Case<'a> {
+    host: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+    skew_ms: i64,
+    subject: &'a str,
+    kind: ChangeKind,
+    after: Option<SubjectState>,
+    /// Hours after DAY.
+    at_h: f64,
+    expected: Outcome,
+}
+
+fn case<'a>(host: &'a str, subject: &'a str, at_h: f64, expected: Outcome) -> Case<'a> {
+    Case {
+        host,
+        labels: &[],
+        skew_ms: 0,
+        subject,
+        kind: ChangeKind::Content,
+        after: Some(file(1)),
+        at_h,
+        expected,
+    }
+}
+
+fn authorized(id: u128) -> Outcome {
+    Outcome::Authorized {
+        window_id: Uuid::from_u128(id),
+    }
+}
+
+/// Runs each case against `windows` with a one-minute tolerance.
+#[track_caller]
+fn check(windows: &[Window], cases: &[Case<'_>]) {
+    let index = WindowIndex::build(windows).unwrap();
+    for c in cases {
+        let labels: BTreeMap<String, String> = c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let got = match_event(
+            &index,
+            HostFacts {
+                hostname: c.host,
+                labels: &labels,
+                skew_ms: c.skew_ms,
+            },
+            EventFacts {
+                subject: c.subject,
+                kind: c.kind,
+                after: c.after.as_ref(),
+                observed_at: DAY + (c.at_h * HOUR as f64) as i64,
+            },
+            60_000,
+        );
+        assert_eq!(got, c.expected, "{} {} at +{}h", c.host, c.subject, c.at_h);
+    }
+}
+
+#[test]
+fn host_subject_and_time_must_all_be_covered() {
+    let windows = [window(
+        1,
+        names(&["web-1"]),
+        &["file:/etc/nginx/**", "package:nginx*"],
+        2,
+        4,
+    )];
+    check(
+        &windows,
+        &[
+            case("web-1", "file:/etc/nginx/nginx.conf", 3.0, authorized(1)),
+            case("web-1", "file:/etc/nginx/sites/a.conf", 2.0, authorized(1)),
+            case("web-1", "package:nginx-common", 3.5, authorized(1)),
+            case(
+                "web-2",
+                "file:/etc/nginx/nginx.conf",
+                3.0,
+                Outcome::Untraced,
+            ),
+            case("web-1", "file:/etc/ssh/sshd_config", 3.0, Outcome::Untraced),
+            case("web-1", "file:/etc/nginx.conf", 3.0, Outcome::Untraced),
+            case("web-1", "package:apache2", 3.0, Outcome::Untraced),
+            case(
+                "web-1",
+                "file:/etc/nginx/nginx.conf",
+                1.5,
+                Outcome::Untraced,
+            ),
+            case(
+                "web-1",
+                "file:/etc/nginx/nginx.conf",
+                4.5,
+                Outcome::Untraced,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn the_tolerance_and_the_measured_skew_apply_at_the_edges() {
+    let windows = [window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4)];
+    let minute = 1.0 / 60.0;
+    let mut ahead = case(
+        "web-1",
+        "file:/etc/hosts",
+        4.0 + 30.0 * minute,
+        authorized(1),
+    );
+    // The agent's clock runs 30 minutes ahead: its 04:30 is 04:00 here.
+    ahead.skew_ms = 30 * 60_000;
+    check(
+        &windows,
+        &[
+            case(
+                "web-1",
+                "file:/etc/hosts",
+                2.0 - 0.9 * minute,
+                authorized(1),
+            ),
+            case(
+                "web-1",
+                "file:/etc/hosts",
+                4.0 + 0.9 * minute,
+                authorized(1),
+            ),
+            case(
+                "web-1",
+                "file:/etc/hosts",
+                2.0 - 1.1 * minute,
+                Outcome::Untraced,
+            ),
+            case(
+                "web-1",
+                "file:/etc/hosts",
+                4.0 + 1.1 * minute,
+                Outcome::Untraced,
+            ),
+            ahead,
+        ],
+    );
+}
+
+#[test]
+fn hosts_are_matched_by_name_glob_or_all_labels() {
+    let windows = [
+        window(1, globs(&["db-*"]), &["package:*"], 0, 10),
+        window(
+            2,
+            labels(&[("role", "web"), ("env", "prod")]),
+            &["package:*"],
+            0,
+            10,
+        ),
+    ];
+    let mut web_prod = case("web-9", "package:nginx", 5.0, authorized(2));
+    web_prod.labels = &[("env", "prod"), ("role", "web"), ("dc", "par")];
+    let mut web_test = case("web-9", "package:nginx", 5.0, Outcome::Untraced);
+    web_test.labels = &[("env", "test"), ("role", "web")];
+    check(
+        &windows,
+        &[
+            case("db-1", "package:postgresql", 5.0, authorized(1)),
+            case("dbx", "package:postgresql", 5.0, Outcome::Untraced),
+            web_prod,
+            web_test,
+        ],
+    );
+}
+
+#[test]
+fn an_expected_state_authorizes_only_that_state() {
+    let mut w = window(1, names(&["web-1"]), &["file:/etc/nginx/**"], 2, 4);
+    w.expected = vec![ExpectedState {
+        subject: "file:/etc/nginx/nginx.conf".into(),
+        hash: Some(ContentHash([1; 32])),
+        version: None,
+        absent: false,
+    }];
+    let mut other = case(
+        "web-1",
+        "file:/etc/nginx/nginx.conf",
+        3.0,
+        Outcome::Untraced,
+    );
+    other.after = Some(file(2));
+    other.expected = Outcome::UnexpectedState {
+        window_id: Uuid::from_u128(1),
+        expected: format!("hash {}", ContentHash([1; 32])),
+    };
+    let mut removed = case(
+        "web-1",
+        "file:/etc/nginx/nginx.conf",
+        3.0,
+        Outcome::Untraced,
+    );
+    removed.after = None;
+    removed.kind = ChangeKind::Removed;
+    removed.expected = other.expected.clone();
+    check(
+        &[w],
+        &[
+            case("web-1", "file:/etc/nginx/nginx.conf", 3.0, authorized(1)),
+            other,
+            removed,
+            // Subjects the window names no state for are authorized as usual.
+            case("web-1", "file:/etc/nginx/mime.types", 3.0, authorized(1)),
+        ],
+    );
+}
+
+#[test]
+fn another_window_may_still_authorize_an_unexpected_state() {
+    let mut strict = window(1, names(&["web-1"]), &["package:nginx"], 2, 4);
+    strict.expected = vec![ExpectedState {
+        subject: "package:nginx".into(),
+        hash: None,
+        version: Some("1.24".into()),
+        absent: false,
+    }];
+    let loose = window(2, globs(&["web-*"]), &["package:*"], 0, 6);
+    check(
+        &[strict, loose],
+        &[case("web-1", "package:nginx", 3.0, authorized(2))],
+    );
+}
+
+#[test]
+fn the_earliest_created_window_wins_and_restores_need_none() {
+    let windows = [
+        window(7, names(&["web-1"]), &["file:/etc/**"], 0, 10),
+        window(3, globs(&["web-*"]), &["file:/etc/**"], 0, 10),
+    ];
+    let mut restored = case("web-1", "file:/etc/hosts", 50.0, Outcome::Restored);
+    restored.kind = ChangeKind::Restored;
+    check(
+        &windows,
+        &[
+            case("web-1", "file:/etc/hosts", 5.0, authorized(3)),
+            restored,
+        ],
+    );
+}
+
+#[test]
+fn windows_that_were_never_approved_authorize_nothing() {
+    let mut requested = window(1, names(&["web-1"]), &["file:/etc/**"], 0, 10);
+    requested.status = WindowStatus::Requested;
+    requested.decided_by = None;
+    let mut closed_early = window(2, names(&["web-2"]), &["file:/etc/**"], 0, 10);
+    closed_early.status = WindowStatus::Closed;
+    closed_early.ended_at = Some(DAY + HOUR);
+    check(
+        &[requested, closed_early],
+        &[
+            case("web-1", "file:/etc/hosts", 5.0, Outcome::Untraced),
+            case("web-2", "file:/etc/hosts", 0.5, authorized(2)),
+            case("web-2", "file:/etc/hosts", 5.0, Outcome::Untraced),
+        ],
+    );
+}
+
+/// The reference: every window, one by one, with the same rules.
+fn brute_force(
+    windows: &[Window],
+    host: &str,
+    labels: &BTreeMap<String, String>,
+    subject: &str,
+    at: i64,
+    tol: i64,
+) -> Outcome {
+    let mut sorted: Vec<&Window> = windows.iter().filter(|w| w.was_approved()).collect();
+    sorted.sort_by_key(|w| w.id);
+    for w in sorted {
+        let in_time = w.start - tol <= at && at <= w.effective_end() + tol;
+        let host_ok = w.hosts.names.iter().any(|n| n == host)
+            || driftwatch_common::pattern::GlobList::new(&w.hosts.globs)
+                .unwrap()
+                .is_match(std::path::Path::new(host))
+            || (!w.hosts.labels.is_empty()
+                && w.hosts.labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        let subject_ok = crate::windows::validate::SubjectGlobs::compile(&w.subjects)
+            .unwrap()
+            .covers(subject);
+        if in_time && host_ok && subject_ok {
+            return Outcome::Authorized { window_id: w.id };
+        }
+    }
+    Outcome::Untraced
+}
+
+fn arb_window() -> impl Strategy<Value = Window> {
+    let hosts = prop_oneof![
+        prop::sample::subsequence(vec!["h0", "h1", "h2", "h3"], 1..3).prop_map(|n| names(&n)),
+        prop::sample::select(vec!["h*", "h[01]", "x*"]).prop_map(|g| globs(&[g])),
+        prop::sample::select(vec![("role", "web"), ("role", "db")]).prop_map(|l| labels(&[l])),
+    ];
+    let subjects = prop::sample::subsequence(
+        vec![
+            "file:/etc/**",
+            "file:/etc/*.conf",
+            "package:*",
+            "package:ng*",
+        ],
+        1..3,
+    );
+    (any::<u16>(), hosts, subjects, 0i64..48, 1i64..12).prop_map(
+        |(id, hosts, subjects, start, len)| {
+            window(u128::from(id), hosts, &subjects, start, start + len)
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn the_index_agrees_with_a_scan_of_every_window(
+        windows in prop::collection::vec(arb_window(), 0..40),
+        host in prop::sample::select(vec!["h0", "h1", "h2", "h3", "x9"]),
+        role in prop::sample::select(vec!["web", "db", "none"]),
+        subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/etc/x/y", "package:nginx", "package:vim", "user:bob"]),
+        at_min in 0i64..(60 * 62),
+    ) {
+        // Ids must be unique, as UUIDs are.
+        let mut windows = windows;
+        windows.sort_by_key(|w| w.id);
+        windows.dedup_by_key(|w| w.id);
+        let labels = BTreeMap::from([("role".to_owned(), role.to_owned())]);
+        let at = DAY + at_min * 60_000;
+        let index = WindowIndex::build(&windows).unwrap();
+        let got = match_event(
+            &index,
+            HostFacts { hostname: host, labels: &labels, skew_ms: 0 },
+            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at },
+            60_000,
+        );
+        prop_assert_eq!(got, brute_force(&windows, host, &labels, subject, at, 60_000));
+    }
+}

@@ -1,0 +1,592 @@
+//! The behaviour every [`Store`] must have, as one story run against each implementation
+//! (SQLite in memory today; PostgreSQL would run it too).
+//!
+//! # Panics
+//!
+//! On the first behaviour that differs: it is a test.
+
+use std::collections::BTreeMap;
+
+use driftwatch_common::api::v1::{
+    AgentCommand, AgentHealth, ChangeKind, CommandOutcome, CommandResult, DriftEvent, Inventory,
+    SeenBy, SubjectKey, SubjectState,
+};
+use driftwatch_common::hash::ContentHash;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::*;
+use crate::audit::{NewAudit, verify};
+use crate::chain::ChainProblem;
+use crate::drift::{DriftStatus, ResolutionCategory};
+use crate::identity::Role;
+use crate::matcher::Outcome;
+use crate::windows::{HostScope, Window, WindowKind, WindowStatus};
+
+const T0: Millis = 1_800_000_000_000;
+
+fn audit(action: &str) -> NewAudit {
+    NewAudit::new(T0, "alice", action, "test", json!({}))
+}
+
+fn fields(version: &str) -> Option<SubjectState> {
+    Some(SubjectState::Fields {
+        fields: BTreeMap::from([("version".to_owned(), version.to_owned())]),
+    })
+}
+
+/// Events of one host, chained.
+struct Agent {
+    host_id: Uuid,
+    seq: u64,
+    prev: ContentHash,
+}
+
+impl Agent {
+    fn event(&mut self, subject: &str, kind: ChangeKind, version: &str) -> DriftEvent {
+        self.seq += 1;
+        let event = DriftEvent {
+            id: Uuid::now_v7(),
+            host_id: self.host_id,
+            seq: self.seq,
+            prev_hash: self.prev,
+            subject: SubjectKey(subject.to_owned()),
+            kind,
+            changed: vec!["version".into()],
+            before: None,
+            after: fields(version),
+            diff: None,
+            actor: None,
+            seen_by: SeenBy::Watch,
+            observed_at: time::OffsetDateTime::from_unix_timestamp(T0 / 1000).unwrap(),
+            provenance: None,
+            related: None,
+        };
+        self.prev = event.chain_hash();
+        event
+    }
+}
+
+fn decided(event: DriftEvent, outcome: Outcome) -> Decided {
+    Decided {
+        event_time: crate::clock::from_offset(event.observed_at),
+        event,
+        outcome,
+    }
+}
+
+fn token(role: Role, name: &str, digest: u8) -> TokenRecord {
+    TokenRecord {
+        id: Uuid::now_v7(),
+        name: name.into(),
+        role,
+        host_id: None,
+        digest: [digest; 32],
+        created_at: T0,
+        created_by: "test".into(),
+        revoked_at: None,
+    }
+}
+
+pub async fn story<S: Store>(store: S) {
+    store.ping().await.unwrap();
+
+    // Tokens: stored by digest, revoked once.
+    let alice = token(Role::ChangeManager, "alice", 1);
+    store
+        .insert_token(alice.clone(), audit("token.created"))
+        .await
+        .unwrap();
+    assert_eq!(store.token(alice.id).await.unwrap(), alice);
+    assert!(matches!(
+        store.token(Uuid::now_v7()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let revoked = store
+        .revoke_token(alice.id, T0 + 1, audit("token.revoked"))
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0 + 1));
+    assert!(matches!(
+        store
+            .revoke_token(alice.id, T0 + 2, audit("token.revoked"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.tokens().await.unwrap().len(), 1);
+
+    // Enrollment: one use, the right digest, before expiry.
+    let enrollment = EnrollmentTokenRecord {
+        id: Uuid::now_v7(),
+        digest: [9; 32],
+        created_by: "root".into(),
+        created_at: T0,
+        expires_at: T0 + 60_000,
+        uses_left: 1,
+    };
+    store
+        .insert_enrollment_token(enrollment.clone(), audit("enrollment_token.created"))
+        .await
+        .unwrap();
+    let host = |name: &str, at: Millis| Host {
+        id: Uuid::now_v7(),
+        hostname: name.into(),
+        labels: BTreeMap::from([("role".to_owned(), "web".to_owned())]),
+        agent_version: "0.1.0".into(),
+        enrolled_at: at,
+        last_seen_at: None,
+        skew_ms: 0,
+        inventory: None,
+        health: None,
+        reported_seq: 0,
+        stored_seq: 0,
+    };
+    let credential = |host: &Host| TokenRecord {
+        host_id: Some(host.id),
+        ..token(Role::Agent, &host.hostname, 7)
+    };
+    let web = host("web-1", T0 + 1000);
+    for (digest, at, why) in [
+        ([8; 32], T0 + 1000, "wrong digest"),
+        ([9; 32], T0 + 60_000, "expired"),
+    ] {
+        let late = host("web-1", at);
+        let refused = store
+            .enroll(
+                enrollment.id,
+                digest,
+                late.clone(),
+                credential(&late),
+                audit("host.enrolled"),
+            )
+            .await;
+        assert!(matches!(refused, Err(StoreError::NotFound(_))), "{why}");
+    }
+    store
+        .enroll(
+            enrollment.id,
+            [9; 32],
+            web.clone(),
+            credential(&web),
+            audit("host.enrolled"),
+        )
+        .await
+        .unwrap();
+    let again = host("web-2", T0 + 2000);
+    assert!(
+        matches!(
+            store
+                .enroll(
+                    enrollment.id,
+                    [9; 32],
+                    again.clone(),
+                    credential(&again),
+                    audit("host.enrolled")
+                )
+                .await,
+            Err(StoreError::NotFound(_))
+        ),
+        "used up"
+    );
+    assert!(
+        matches!(store.host(again.id).await, Err(StoreError::NotFound(_))),
+        "nothing written"
+    );
+    assert_eq!(store.host(web.id).await.unwrap().hostname, "web-1");
+    assert_eq!(store.hosts().await.unwrap().len(), 1);
+
+    // Ingest: idempotent, chained, drift opened per subject.
+    let mut agent = Agent {
+        host_id: web.id,
+        seq: 0,
+        prev: DriftEvent::GENESIS,
+    };
+    let first = agent.event("package:nginx", ChangeKind::Content, "1.24");
+    let second = agent.event("package:nginx", ChangeKind::Content, "1.25");
+    let outcome = store
+        .ingest(
+            web.id,
+            vec![
+                decided(first.clone(), Outcome::Untraced),
+                decided(second.clone(), Outcome::Untraced),
+            ],
+            T0 + 5000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.accepted, outcome.duplicates, outcome.last_seq),
+        (2, 0, 2)
+    );
+    assert!(
+        outcome.chain_problems.is_empty(),
+        "{:?}",
+        outcome.chain_problems
+    );
+    let retry = store
+        .ingest(
+            web.id,
+            vec![decided(second.clone(), Outcome::Untraced)],
+            T0 + 6000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.accepted, retry.duplicates, retry.last_seq),
+        (0, 1, 2)
+    );
+    let mut forged = second.clone();
+    forged.diff = Some("changed".into());
+    let replay = store
+        .ingest(web.id, vec![decided(forged, Outcome::Untraced)], T0 + 6000)
+        .await
+        .unwrap();
+    assert!(matches!(
+        replay.chain_problems[..],
+        [ChainProblem::Replay { seq: 2, .. }]
+    ));
+    let open = store
+        .drift_items(DriftFilter {
+            status: Some(DriftStatus::Open),
+            ..DriftFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1, "one item per subject");
+    let item = &open[0];
+    assert_eq!(
+        (item.events, item.subject.as_str(), item.untraced_since),
+        (2, "package:nginx", Some(T0 + 5000))
+    );
+    assert_eq!(store.events(item.id).await.unwrap().len(), 2);
+
+    // A gap is stored and reported; the chain continues from the newest event.
+    agent.seq += 2;
+    let after_gap = agent.event("file:/etc/hosts", ChangeKind::Content, "x");
+    let gap = store
+        .ingest(
+            web.id,
+            vec![decided(
+                after_gap,
+                Outcome::Authorized {
+                    window_id: Uuid::nil(),
+                },
+            )],
+            T0 + 7000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        gap.chain_problems,
+        vec![ChainProblem::Gap { from: 3, to: 4 }]
+    );
+    assert_eq!(gap.last_seq, 5);
+    let authorized = store
+        .drift_items(DriftFilter {
+            status: Some(DriftStatus::Authorized),
+            ..DriftFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(authorized.len(), 1);
+
+    // An event for an unknown host writes nothing.
+    let mut stranger = Agent {
+        host_id: Uuid::now_v7(),
+        seq: 0,
+        prev: DriftEvent::GENESIS,
+    };
+    let refused = store
+        .ingest(
+            stranger.host_id,
+            vec![decided(
+                stranger.event("package:x", ChangeKind::Added, "1"),
+                Outcome::Untraced,
+            )],
+            T0,
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::NotFound(_))));
+
+    // Alerts: held, then one per host and burst; chain alerts go straight to the outbox.
+    assert_eq!(
+        store
+            .raise_due_alerts(T0 + 5000 + 299_000, 300_000, 10_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .raise_due_alerts(T0 + 5000 + 300_000, 300_000, 10_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .raise_due_alerts(T0 + 5000 + 900_000, 300_000, 10_000)
+            .await
+            .unwrap(),
+        0,
+        "once"
+    );
+    let pending = store.undelivered_alerts(10).await.unwrap();
+    let kinds: Vec<&str> = pending.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["chain", "chain", "untraced_drift"]);
+    store
+        .mark_alert(pending[0].id, T0 + 1, Some("disk full".into()))
+        .await
+        .unwrap();
+    store.mark_alert(pending[0].id, T0 + 2, None).await.unwrap();
+    let delivered = store.alerts(10).await.unwrap();
+    let first_alert = delivered.iter().find(|a| a.id == pending[0].id).unwrap();
+    assert_eq!(
+        (first_alert.attempts, first_alert.delivered_at),
+        (2, Some(T0 + 2))
+    );
+    assert_eq!(store.undelivered_alerts(10).await.unwrap().len(), 2);
+
+    // Resolution by a person: open drift only.
+    let resolution = Resolution {
+        category: ResolutionCategory::FalsePositive,
+        comment: "tuning".into(),
+        ticket: None,
+        by: "eve".into(),
+        at: T0 + 8000,
+    };
+    let resolved = store
+        .resolve_drift(item.id, resolution.clone(), audit("drift.resolved"))
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, DriftStatus::Resolved);
+    assert!(matches!(
+        store
+            .resolve_drift(item.id, resolution, audit("drift.resolved"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // A restored subject resolves its drift automatically.
+    let restore = agent.event("file:/etc/hosts", ChangeKind::Restored, "x");
+    store
+        .ingest(web.id, vec![decided(restore, Outcome::Restored)], T0 + 9000)
+        .await
+        .unwrap();
+    let auto = store.drift_item(authorized[0].id).await.unwrap();
+    assert_eq!(auto.status, DriftStatus::Resolved);
+    assert_eq!(
+        auto.resolution.unwrap().category,
+        ResolutionCategory::Restored
+    );
+
+    // Windows: decisions need the expected status; review covers drift after the fact.
+    let window = Window {
+        id: Uuid::now_v7(),
+        ticket: "CHG-1".into(),
+        title: "t".into(),
+        kind: WindowKind::Emergency,
+        status: WindowStatus::Requested,
+        requester: "alice".into(),
+        decided_by: None,
+        decided_at: None,
+        decision_comment: None,
+        hosts: HostScope {
+            names: vec!["web-1".into()],
+            ..HostScope::default()
+        },
+        subjects: vec!["package:*".into()],
+        start: T0 - 60_000,
+        end: T0 + 60_000,
+        time_zone: "UTC".into(),
+        expected: vec![],
+        created_at: T0,
+        ended_at: None,
+        ended_by: None,
+    };
+    store
+        .insert_window(window.clone(), audit("window.requested"))
+        .await
+        .unwrap();
+    assert_eq!(store.window(window.id).await.unwrap(), window);
+    let mut approved = window.clone();
+    approved.status = WindowStatus::Approved;
+    approved.decided_by = Some("bob".into());
+    assert!(matches!(
+        store
+            .update_window(
+                approved.clone(),
+                WindowStatus::Approved,
+                audit("window.approved")
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .update_window(
+            approved.clone(),
+            WindowStatus::Requested,
+            audit("window.approved"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .windows(Some(WindowStatus::Approved))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let late = agent.event("package:vim", ChangeKind::Content, "9");
+    store
+        .ingest(
+            web.id,
+            vec![decided(late.clone(), Outcome::Untraced)],
+            T0 + 10_000,
+        )
+        .await
+        .unwrap();
+    let candidates = store
+        .review_candidates(T0 - 60_000, T0 + 60_000)
+        .await
+        .unwrap();
+    assert!(
+        candidates
+            .iter()
+            .any(|c| c.event.id == late.id && c.host.id == web.id)
+    );
+    let review = store
+        .apply_review(
+            window.id,
+            vec![(
+                late.id,
+                Outcome::Authorized {
+                    window_id: window.id,
+                },
+            )],
+            T0 + 11_000,
+            "bob".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        review,
+        ReviewOutcome {
+            events: 1,
+            drift_authorized: 1
+        }
+    );
+    let vim = store
+        .drift_items(DriftFilter {
+            window_id: Some(window.id),
+            ..DriftFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(vim.len(), 1);
+    assert_eq!(vim[0].status, DriftStatus::Authorized);
+    assert_eq!(
+        store.raise_due_alerts(T0 + 10_000_000, 0, 0).await.unwrap(),
+        0,
+        "covered drift is not alerted"
+    );
+
+    // Close-out: authorized drift accepted, a command naming the reviewed state.
+    let mut closed = approved.clone();
+    closed.status = WindowStatus::Closed;
+    closed.ended_at = Some(T0 + 12_000);
+    closed.ended_by = Some("alice".into());
+    let close = store
+        .close_window(closed, audit("window.closed"))
+        .await
+        .unwrap();
+    assert_eq!(
+        close,
+        CloseOutcome {
+            accepted: 1,
+            commands: 1
+        }
+    );
+    let heartbeat = |results: Vec<CommandResult>| HeartbeatRecord {
+        host_id: web.id,
+        received_at: T0 + 13_000,
+        skew_ms: -250,
+        inventory: Inventory {
+            hostname: "web-1".into(),
+            ..Inventory::default()
+        },
+        health: AgentHealth::default(),
+        reported_seq: 8,
+        results,
+    };
+    let commands = store.heartbeat(heartbeat(vec![]), vec![]).await.unwrap();
+    let [
+        AgentCommand::BaselineAccept {
+            command_id,
+            subject,
+            state,
+            window_id,
+        },
+    ] = &commands[..]
+    else {
+        panic!("expected one command, got {commands:?}");
+    };
+    assert_eq!(
+        (subject.0.as_str(), state, *window_id),
+        ("package:vim", &fields("9"), Some(window.id))
+    );
+    let done = CommandResult {
+        command_id: *command_id,
+        outcome: CommandOutcome::Applied,
+    };
+    assert!(
+        store
+            .heartbeat(heartbeat(vec![done]), vec![])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let seen = store.host(web.id).await.unwrap();
+    assert_eq!(
+        (seen.skew_ms, seen.reported_seq, seen.last_seen_at),
+        (-250, 8, Some(T0 + 13_000))
+    );
+
+    // Silence: one alert per host until it is heard from again.
+    assert_eq!(
+        store
+            .raise_silent_alerts(T0 + 13_000 + 301_000, 300_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .raise_silent_alerts(T0 + 13_000 + 999_000, 300_000)
+            .await
+            .unwrap(),
+        0
+    );
+    let stats = store.stats(T0 + 13_000 + 999_000, 300_000).await.unwrap();
+    assert_eq!((stats.hosts, stats.silent_hosts), (1, 1));
+
+    // Every audited change is in the chain, intact.
+    let (entries, head) = store.audit_log().await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "token.created",
+            "token.revoked",
+            "enrollment_token.created",
+            "host.enrolled",
+            "drift.resolved",
+            "window.requested",
+            "window.approved",
+            "window.closed",
+        ]
+    );
+    assert!(verify(&entries, head).ok);
+}

@@ -1,0 +1,359 @@
+//! Persistence behind a trait, so that a PostgreSQL implementation can serve fleets that
+//! outgrow one node. Each method is one transaction: it commits entirely or changes nothing.
+//! Methods that record a human action take the [`NewAudit`] entry and append it in the same
+//! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use driftwatch_common::api::v1::{AgentCommand, AgentHealth, CommandResult, DriftEvent, Inventory};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::audit::{AuditEntry, AuditHead, NewAudit};
+use crate::chain::ChainProblem;
+use crate::clock::Millis;
+use crate::drift::{DriftStatus, ResolutionCategory};
+use crate::identity::Role;
+use crate::matcher::Outcome;
+use crate::windows::{Window, WindowStatus};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The record is not in the state the change expects (changed concurrently, or a rule).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store failure: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn other(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Other(err.into())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An API token or agent credential (only its digest is kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    /// For agent credentials: the host they report for.
+    pub host_id: Option<Uuid>,
+    pub digest: [u8; 32],
+    pub created_at: Millis,
+    pub created_by: String,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollmentTokenRecord {
+    pub id: Uuid,
+    pub digest: [u8; 32],
+    pub created_by: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub uses_left: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: Uuid,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub enrolled_at: Millis,
+    pub last_seen_at: Option<Millis>,
+    /// Agent clock minus collector clock at the last heartbeat.
+    pub skew_ms: i64,
+    pub inventory: Option<Inventory>,
+    pub health: Option<AgentHealth>,
+    /// The last sequence number the agent said it emitted.
+    pub reported_seq: u64,
+    /// The last sequence number stored.
+    pub stored_seq: u64,
+}
+
+/// An event and the matcher's decision on it.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    pub event: DriftEvent,
+    pub outcome: Outcome,
+    /// Agent time corrected by the host's measured skew.
+    pub event_time: Millis,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub last_seq: u64,
+    pub chain_problems: Vec<ChainProblem>,
+}
+
+/// A stored event with what the collector decided about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub event: DriftEvent,
+    pub received_at: Millis,
+    pub event_time: Millis,
+    pub outcome: Outcome,
+    /// `ok`, `gap`, `fork`, `late`, `conflict`.
+    pub chain: String,
+    pub drift_id: Option<Uuid>,
+}
+
+/// An event waiting for review that a newly approved window may cover.
+#[derive(Clone, Debug)]
+pub struct ReviewCandidate {
+    pub event: DriftEvent,
+    pub event_time: Millis,
+    pub host: Host,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ReviewOutcome {
+    pub events: u32,
+    pub drift_authorized: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub category: ResolutionCategory,
+    pub comment: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    pub by: String,
+    pub at: Millis,
+}
+
+/// Untraced (or otherwise changed) state of one subject on one host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DriftItem {
+    pub id: Uuid,
+    pub host_id: Uuid,
+    pub hostname: String,
+    pub subject: String,
+    pub status: DriftStatus,
+    /// Why it needs review: `untraced` or `unexpected_state` (none when authorized).
+    pub reason: Option<String>,
+    pub window_id: Option<Uuid>,
+    pub opened_at: Millis,
+    /// When it last started needing review (the hold counts from here).
+    pub untraced_since: Option<Millis>,
+    pub events: u32,
+    pub last_event_id: Uuid,
+    pub last_event_at: Millis,
+    pub alerted_at: Option<Millis>,
+    pub resolution: Option<Resolution>,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DriftFilter {
+    pub status: Option<DriftStatus>,
+    pub host_id: Option<Uuid>,
+    pub window_id: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CloseOutcome {
+    pub accepted: u32,
+    pub commands: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: Uuid,
+    /// `untraced_drift`, `chain`, `agent_silent`, `agent_health`.
+    pub kind: String,
+    pub host_id: Option<Uuid>,
+    pub created_at: Millis,
+    pub body: serde_json::Value,
+    pub delivered_at: Option<Millis>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Figures for metrics and readiness.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub hosts: u64,
+    pub silent_hosts: u64,
+    pub open_drift: u64,
+    pub undelivered_alerts: u64,
+}
+
+/// What a heartbeat changes on its host.
+#[derive(Clone, Debug)]
+pub struct HeartbeatRecord {
+    pub host_id: Uuid,
+    pub received_at: Millis,
+    pub skew_ms: i64,
+    pub inventory: Inventory,
+    pub health: AgentHealth,
+    pub reported_seq: u64,
+    pub results: Vec<CommandResult>,
+}
+
+/// Alerts decided by the caller, recorded with the change that raised them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAlert {
+    pub kind: String,
+    pub host_id: Option<Uuid>,
+    pub body: serde_json::Value,
+}
+
+pub trait Store: Clone + Send + Sync + 'static {
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    // Identity.
+    fn insert_token(
+        &self,
+        token: TokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn token(&self, id: Uuid) -> impl Future<Output = Result<TokenRecord>> + Send;
+    fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>>> + Send;
+    fn revoke_token(
+        &self,
+        id: Uuid,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<TokenRecord>> + Send;
+    fn insert_enrollment_token(
+        &self,
+        token: EnrollmentTokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Spends one use of the enrollment token `token_id` (its digest must be `digest`,
+    /// unexpired at `host.enrolled_at`) and records the host with its credential.
+    fn enroll(
+        &self,
+        token_id: Uuid,
+        digest: [u8; 32],
+        host: Host,
+        credential: TokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    // Hosts and their reports.
+    fn host(&self, id: Uuid) -> impl Future<Output = Result<Host>> + Send;
+    fn hosts(&self) -> impl Future<Output = Result<Vec<Host>>> + Send;
+    /// Stores events of one host, idempotently (a known id with the same content is a
+    /// duplicate), checks the hash chain and moves the drift items. All or nothing.
+    fn ingest(
+        &self,
+        host_id: Uuid,
+        events: Vec<Decided>,
+        received_at: Millis,
+    ) -> impl Future<Output = Result<IngestOutcome>> + Send;
+    fn events(&self, drift_id: Uuid) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
+    /// Records a heartbeat and returns the host's pending commands.
+    fn heartbeat(
+        &self,
+        record: HeartbeatRecord,
+        alerts: Vec<NewAlert>,
+    ) -> impl Future<Output = Result<Vec<AgentCommand>>> + Send;
+
+    // Change windows.
+    fn insert_window(
+        &self,
+        window: Window,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn window(&self, id: Uuid) -> impl Future<Output = Result<Window>> + Send;
+    fn windows(
+        &self,
+        status: Option<WindowStatus>,
+    ) -> impl Future<Output = Result<Vec<Window>>> + Send;
+    /// Saves a decision on a window that must still be in status `from` (else `Conflict`).
+    fn update_window(
+        &self,
+        window: Window,
+        from: WindowStatus,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Closes an approved window: its authorized drift becomes accepted and each host gets
+    /// a baseline-accept command naming the reviewed state.
+    fn close_window(
+        &self,
+        window: Window,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<CloseOutcome>> + Send;
+    /// Events still needing review whose corrected time lies in `[from, to]`.
+    fn review_candidates(
+        &self,
+        from: Millis,
+        to: Millis,
+    ) -> impl Future<Output = Result<Vec<ReviewCandidate>>> + Send;
+    /// Re-decides events after `window_id` was approved; open drift none of whose events
+    /// needs review any longer becomes authorized, with a history record.
+    fn apply_review(
+        &self,
+        window_id: Uuid,
+        decisions: Vec<(Uuid, Outcome)>,
+        at: Millis,
+        by: String,
+    ) -> impl Future<Output = Result<ReviewOutcome>> + Send;
+
+    // Drift.
+    fn drift_items(
+        &self,
+        filter: DriftFilter,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send;
+    fn drift_item(&self, id: Uuid) -> impl Future<Output = Result<DriftItem>> + Send;
+    /// Resolves open drift (anything else is a `Conflict`).
+    fn resolve_drift(
+        &self,
+        id: Uuid,
+        resolution: Resolution,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<DriftItem>> + Send;
+
+    // Alerts.
+    /// Turns open drift held for `hold_ms` into alerts, one per host and burst.
+    fn raise_due_alerts(
+        &self,
+        now: Millis,
+        hold_ms: i64,
+        burst_ms: i64,
+    ) -> impl Future<Output = Result<u32>> + Send;
+    /// One alert per host that went silent (no heartbeat for `silent_after_ms`).
+    fn raise_silent_alerts(
+        &self,
+        now: Millis,
+        silent_after_ms: i64,
+    ) -> impl Future<Output = Result<u32>> + Send;
+    fn undelivered_alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
+    /// Records a delivery attempt (`error` = None: delivered).
+    fn mark_alert(
+        &self,
+        id: Uuid,
+        at: Millis,
+        error: Option<String>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
+
+    // Audit trail.
+    fn audit_log(
+        &self,
+    ) -> impl Future<Output = Result<(Vec<AuditEntry>, Option<AuditHead>)>> + Send;
+
+    fn stats(
+        &self,
+        now: Millis,
+        silent_after_ms: i64,
+    ) -> impl Future<Output = Result<Stats>> + Send;
+}

@@ -1,0 +1,379 @@
+use driftwatch_common::api::v1::{AgentCommand, CommandOutcome, DriftEvent};
+use driftwatch_common::hash::ContentHash;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use super::alerts::insert_alert;
+use super::rows::{Digest, Id, Json, Named, id, json, opt_id, seq};
+use crate::chain::{self, ChainProblem, Head};
+use crate::clock::Millis;
+use crate::drift::{self, DriftStatus, ResolutionCategory, Step};
+use crate::store::{
+    Decided, HeartbeatRecord, IngestOutcome, NewAlert, Resolution, Result, StoreError, StoredEvent,
+};
+
+pub fn ingest(
+    conn: &Connection,
+    host_id: Uuid,
+    events: &[Decided],
+    received_at: Millis,
+) -> Result<IngestOutcome> {
+    let (hostname, chain_seq, chain_hash): (String, i64, Digest) = conn
+        .query_row(
+            "SELECT hostname, chain_seq, chain_hash FROM hosts WHERE id = ?1",
+            [id(host_id)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no host {host_id}")))?;
+    let mut head = Head {
+        seq: chain_seq as u64,
+        hash: ContentHash(chain_hash.0),
+    };
+    let mut outcome = IngestOutcome::default();
+
+    for decided in events {
+        let event = &decided.event;
+        let hash = event.chain_hash();
+        let known: Option<Digest> = conn
+            .query_row(
+                "SELECT chain_hash FROM events WHERE id = ?1",
+                [id(event.id)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(known) = known {
+            // A retry is harmless; the same id with other content is a forgery or a bug.
+            if known.0 != hash.0 {
+                outcome.chain_problems.push(ChainProblem::Replay {
+                    seq: event.seq,
+                    event_id: event.id,
+                });
+            }
+            outcome.duplicates += 1;
+            continue;
+        }
+        let holder = if event.seq <= head.seq {
+            conn.query_row(
+                "SELECT chain_hash FROM events WHERE host_id = ?1 AND seq = ?2 LIMIT 1",
+                params![id(host_id), seq(event.seq)],
+                |r| r.get::<_, Digest>(0),
+            )
+            .optional()?
+            .map(|d| ContentHash(d.0))
+        } else {
+            None
+        };
+        let verdict = chain::check(Some(head), event, holder);
+        if let Some(problem) = verdict.problem(event) {
+            outcome.chain_problems.push(problem);
+        }
+        if event.seq > head.seq {
+            head = Head {
+                seq: event.seq,
+                hash,
+            };
+        }
+
+        let drift_id = move_drift(conn, host_id, decided, received_at)?;
+        conn.execute(
+            "INSERT INTO events (id, host_id, seq, chain_hash, chain, subject, kind, observed_at,
+                                 event_time, received_at, outcome, decision, window_id, drift_id, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                id(event.id),
+                id(host_id),
+                seq(event.seq),
+                &hash.0[..],
+                verdict.name(),
+                event.subject.0,
+                json(&event.kind).trim_matches('"'),
+                crate::clock::from_offset(event.observed_at),
+                decided.event_time,
+                received_at,
+                decided.outcome.name(),
+                json(&decided.outcome),
+                opt_id(decided.outcome.window_id()),
+                opt_id(drift_id),
+                json(event)
+            ],
+        )?;
+        outcome.accepted += 1;
+    }
+
+    conn.execute(
+        "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1",
+        params![id(host_id), seq(head.seq), &head.hash.0[..]],
+    )?;
+    for problem in &outcome.chain_problems {
+        insert_alert(
+            conn,
+            &NewAlert {
+                kind: "chain".into(),
+                host_id: Some(host_id),
+                body: serde_json::json!({
+                    "kind": "chain",
+                    "host": { "id": host_id, "hostname": hostname },
+                    "summary": chain_summary(problem, &hostname),
+                    "problem": problem,
+                }),
+            },
+            received_at,
+        )?;
+    }
+    outcome.last_seq = head.seq;
+    Ok(outcome)
+}
+
+fn chain_summary(problem: &ChainProblem, hostname: &str) -> String {
+    match problem {
+        ChainProblem::Gap { from, to } => {
+            format!("events {from} to {to} from {hostname} never arrived")
+        }
+        ChainProblem::Fork { seq, .. } => {
+            format!("event {seq} from {hostname} does not continue the stored chain (fork)")
+        }
+        ChainProblem::Conflict { seq } => {
+            format!("two different events from {hostname} claim sequence number {seq}")
+        }
+        ChainProblem::Replay { seq, event_id } => format!(
+            "event {event_id} (seq {seq}) from {hostname} was sent again with different content"
+        ),
+    }
+}
+
+/// Applies one event to the drift item of its subject; returns the item it belongs to.
+fn move_drift(
+    conn: &Connection,
+    host_id: Uuid,
+    decided: &Decided,
+    received_at: Millis,
+) -> Result<Option<Uuid>> {
+    let event = &decided.event;
+    let active: Option<(Id, Named<DriftStatus>)> = conn
+        .query_row(
+            "SELECT id, status FROM drift WHERE host_id = ?1 AND subject = ?2
+               AND status IN ('open', 'authorized')",
+            params![id(host_id), event.subject.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let reason = decided
+        .outcome
+        .needs_review()
+        .then(|| decided.outcome.name());
+    let window = opt_id(decided.outcome.window_id());
+    let because = format!("event {} ({})", event.id, decided.outcome.name());
+    match (
+        drift::step(active.as_ref().map(|a| a.1.0), &decided.outcome),
+        active,
+    ) {
+        (Step::Nothing, _) => Ok(None),
+        (Step::Open(status), _) => {
+            let drift_id = Uuid::now_v7();
+            let review = status == DriftStatus::Open;
+            conn.execute(
+                "INSERT INTO drift (id, host_id, subject, status, reason, window_id, opened_at,
+                                    untraced_since, needs_alert, events, last_event_id,
+                                    last_event_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?7)",
+                params![
+                    id(drift_id),
+                    id(host_id),
+                    event.subject.0,
+                    status.name(),
+                    reason,
+                    window,
+                    received_at,
+                    review.then_some(received_at),
+                    review,
+                    id(event.id),
+                    decided.event_time
+                ],
+            )?;
+            history(
+                conn,
+                drift_id,
+                received_at,
+                None,
+                status,
+                "collector",
+                &because,
+            )?;
+            Ok(Some(drift_id))
+        }
+        (Step::Update(status), Some((Id(drift_id), Named(before)))) => {
+            let reopened = before == DriftStatus::Authorized && status == DriftStatus::Open;
+            conn.execute(
+                "UPDATE drift SET status = ?2,
+                        reason = coalesce(?3, reason),
+                        window_id = coalesce(?4, window_id),
+                        untraced_since = CASE WHEN ?5 THEN ?6 ELSE untraced_since END,
+                        needs_alert = CASE WHEN ?5 THEN 1 ELSE needs_alert END,
+                        alerted_at = CASE WHEN ?5 THEN NULL ELSE alerted_at END,
+                        events = events + 1, last_event_id = ?7, last_event_at = ?8,
+                        updated_at = ?6
+                 WHERE id = ?1",
+                params![
+                    id(drift_id),
+                    status.name(),
+                    reason,
+                    window,
+                    reopened,
+                    received_at,
+                    id(event.id),
+                    decided.event_time
+                ],
+            )?;
+            if before != status {
+                history(
+                    conn,
+                    drift_id,
+                    received_at,
+                    Some(before),
+                    status,
+                    "collector",
+                    &because,
+                )?;
+            }
+            Ok(Some(drift_id))
+        }
+        (Step::AutoResolve, Some((Id(drift_id), Named(before)))) => {
+            let resolution = Resolution {
+                category: ResolutionCategory::Restored,
+                comment: format!(
+                    "the subject returned to its baseline state (event {})",
+                    event.id
+                ),
+                ticket: None,
+                by: "collector".into(),
+                at: received_at,
+            };
+            // needs_alert stays: an untraced change that was undone still happened.
+            conn.execute(
+                "UPDATE drift SET status = 'resolved', resolution = ?2, events = events + 1,
+                        last_event_id = ?3, last_event_at = ?4, updated_at = ?5
+                 WHERE id = ?1",
+                params![
+                    id(drift_id),
+                    json(&resolution),
+                    id(event.id),
+                    decided.event_time,
+                    received_at
+                ],
+            )?;
+            history(
+                conn,
+                drift_id,
+                received_at,
+                Some(before),
+                DriftStatus::Resolved,
+                "collector",
+                &because,
+            )?;
+            Ok(Some(drift_id))
+        }
+        (step, active) => Err(StoreError::other(format!(
+            "drift step {step:?} without an active item ({})",
+            active.is_some()
+        ))),
+    }
+}
+
+pub fn history(
+    conn: &Connection,
+    drift_id: Uuid,
+    at: Millis,
+    from: Option<DriftStatus>,
+    to: DriftStatus,
+    by: &str,
+    reason: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO drift_history (drift_id, at, from_status, to_status, by, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id(drift_id),
+            at,
+            from.map(|s| s.name()),
+            to.name(),
+            by,
+            reason
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        event: r.get::<_, Json<DriftEvent>>(0)?.0,
+        received_at: r.get(1)?,
+        event_time: r.get(2)?,
+        outcome: r.get::<_, Json<_>>(3)?.0,
+        chain: r.get(4)?,
+        drift_id: r.get::<_, Option<Id>>(5)?.map(|i| i.0),
+    })
+}
+
+pub const EVENT_COLUMNS: &str = "body, received_at, event_time, decision, chain, drift_id";
+
+pub fn events_of(conn: &Connection, drift_id: Uuid) -> Result<Vec<StoredEvent>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE drift_id = ?1 ORDER BY received_at, seq"
+    ))?;
+    let rows = stmt.query_map([id(drift_id)], event_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn heartbeat(
+    conn: &Connection,
+    record: &HeartbeatRecord,
+    alerts: &[NewAlert],
+) -> Result<Vec<AgentCommand>> {
+    let updated = conn.execute(
+        "UPDATE hosts SET last_seen_at = ?2, skew_ms = ?3, inventory = ?4, health = ?5,
+                reported_seq = ?6, silent_alerted = 0
+         WHERE id = ?1",
+        params![
+            id(record.host_id),
+            record.received_at,
+            record.skew_ms,
+            json(&record.inventory),
+            json(&record.health),
+            seq(record.reported_seq)
+        ],
+    )?;
+    if updated == 0 {
+        return Err(StoreError::NotFound(format!("no host {}", record.host_id)));
+    }
+    for result in &record.results {
+        let status = match result.outcome {
+            CommandOutcome::Applied => "applied",
+            CommandOutcome::Mismatch { .. } => "mismatch",
+            CommandOutcome::Failed { .. } => "failed",
+        };
+        // Only this host's pending commands: a result for another host's command is ignored.
+        conn.execute(
+            "UPDATE commands SET status = ?3, result = ?4, result_at = ?5
+             WHERE id = ?1 AND host_id = ?2 AND status = 'pending'",
+            params![
+                id(result.command_id),
+                id(record.host_id),
+                status,
+                json(&result.outcome),
+                record.received_at
+            ],
+        )?;
+    }
+    for alert in alerts {
+        insert_alert(conn, alert, record.received_at)?;
+    }
+    let mut stmt = conn.prepare(
+        "SELECT body FROM commands WHERE host_id = ?1 AND status = 'pending' ORDER BY created_at, id",
+    )?;
+    let commands = stmt
+        .query_map([id(record.host_id)], |r| r.get::<_, Json<AgentCommand>>(0))?
+        .map(|c| c.map(|c| c.0))
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(commands)
+}

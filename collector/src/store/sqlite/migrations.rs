@@ -1,0 +1,165 @@
+//! The schema, as an append-only list: entry `n` moves a database from version `n` to
+//! `n + 1` (`PRAGMA user_version`). Never edit an entry that has shipped; add one.
+
+/// `PRAGMA application_id`: marks the file as a driftwatch collector database ("DWC1").
+pub const APPLICATION_ID: i32 = 0x4457_4331;
+
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    host_id TEXT,
+    digest BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at INTEGER
+) STRICT;
+
+CREATE TABLE enrollment_tokens (
+    id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    uses_left INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    enrolled_at INTEGER NOT NULL,
+    last_seen_at INTEGER,
+    skew_ms INTEGER NOT NULL DEFAULT 0,
+    inventory TEXT,
+    health TEXT,
+    reported_seq INTEGER NOT NULL DEFAULT 0,
+    chain_seq INTEGER NOT NULL DEFAULT 0,
+    chain_hash BLOB NOT NULL,
+    silent_alerted INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX hosts_hostname ON hosts(hostname);
+
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    seq INTEGER NOT NULL,
+    chain_hash BLOB NOT NULL,
+    chain TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    observed_at INTEGER NOT NULL,
+    event_time INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    window_id TEXT,
+    drift_id TEXT,
+    body TEXT NOT NULL
+) STRICT;
+CREATE INDEX events_host_seq ON events(host_id, seq);
+CREATE INDEX events_drift ON events(drift_id);
+CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state');
+
+CREATE TABLE windows (
+    id TEXT PRIMARY KEY,
+    ticket TEXT NOT NULL,
+    title TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requester TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at INTEGER,
+    decision_comment TEXT,
+    hosts TEXT NOT NULL,
+    subjects TEXT NOT NULL,
+    start_at INTEGER NOT NULL,
+    end_at INTEGER NOT NULL,
+    time_zone TEXT NOT NULL,
+    expected TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    ended_by TEXT
+) STRICT;
+CREATE INDEX windows_status ON windows(status);
+
+CREATE TABLE drift (
+    id TEXT PRIMARY KEY,
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    window_id TEXT,
+    opened_at INTEGER NOT NULL,
+    untraced_since INTEGER,
+    needs_alert INTEGER NOT NULL DEFAULT 0,
+    events INTEGER NOT NULL,
+    last_event_id TEXT NOT NULL,
+    last_event_at INTEGER NOT NULL,
+    alerted_at INTEGER,
+    alert_id TEXT,
+    resolution TEXT,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX drift_active ON drift(host_id, subject) WHERE status IN ('open', 'authorized');
+CREATE INDEX drift_due ON drift(untraced_since) WHERE needs_alert = 1;
+CREATE INDEX drift_window ON drift(window_id);
+
+CREATE TABLE drift_history (
+    id INTEGER PRIMARY KEY,
+    drift_id TEXT NOT NULL REFERENCES drift(id),
+    at INTEGER NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    drift_id TEXT NOT NULL REFERENCES drift(id),
+    window_id TEXT,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    result TEXT,
+    result_at INTEGER
+) STRICT;
+CREATE INDEX commands_pending ON commands(host_id) WHERE status = 'pending';
+
+CREATE TABLE alerts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    host_id TEXT,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    delivered_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+) STRICT;
+CREATE INDEX alerts_undelivered ON alerts(created_at) WHERE delivered_at IS NULL;
+
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+) STRICT;
+-- Append-only by construction; raw SQL can still drop these, which `audit verify` detects.
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#];

@@ -1,0 +1,410 @@
+//! The SQLite store: one file in WAL mode, one connection owned by one thread.
+//!
+//! Every call is a closure sent to that thread and answered over a oneshot channel, so no
+//! blocking database work runs on the async executor, and writes are serialized without
+//! `SQLITE_BUSY` retries. `synchronous = FULL`: an acknowledged batch survives power loss
+//! (agents delete what the collector acknowledged, I1).
+
+mod alerts;
+mod audit;
+mod drift;
+mod identity;
+mod ingest;
+mod migrations;
+mod rows;
+#[cfg(test)]
+mod tests;
+mod windows;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use driftwatch_common::api::v1::AgentCommand;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::*;
+use crate::audit::{AuditEntry, AuditHead, NewAudit};
+use crate::clock::Millis;
+use crate::matcher::Outcome;
+use crate::windows::{Window, WindowStatus};
+
+/// A job for the database thread; `false` asks it to stop.
+type Job = Box<dyn FnOnce(&mut Connection) -> bool + Send>;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::other(err)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(err: serde_json::Error) -> Self {
+        StoreError::other(err)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open(path)?;
+        Self::start(conn, true)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn open_in_memory() -> Result<SqliteStore> {
+        Self::start(Connection::open_in_memory()?, true)
+    }
+
+    /// Opens an existing database without changing it (audit verification offline).
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::start(conn, false)
+    }
+
+    fn start(mut conn: Connection, writable: bool) -> Result<SqliteStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        if writable {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&mut conn, writable)?;
+
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("collector-db".into())
+            .spawn(move || {
+                while let Ok(job) = receiver.recv() {
+                    // A panicking job drops its reply (the caller gets an error); keep serving.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)))
+                    {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(_) => tracing::error!("a database job panicked"),
+                    }
+                }
+                // Dropping the connection checkpoints the WAL and closes the file.
+            })
+            .map_err(StoreError::other)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                jobs: Mutex::new(Some(sender)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Finishes the queued jobs and closes the database; later calls fail.
+    pub fn close(&self) {
+        let sender = self.inner.jobs.lock().expect("jobs lock").take();
+        if let Some(sender) = sender {
+            let _ = sender.send(Box::new(|_| false));
+        }
+        let thread = self.inner.thread.lock().expect("thread lock").take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// Runs `f` on the database thread.
+    fn call<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+            true
+        });
+        let sent = match self.inner.jobs.lock().expect("jobs lock").as_ref() {
+            Some(sender) => sender.send(job).is_ok(),
+            None => false,
+        };
+        async move {
+            if !sent {
+                return Err(closed());
+            }
+            answer.await.map_err(|_| closed())?
+        }
+    }
+
+    /// Runs `f` in an immediate (write-locking) transaction on the database thread.
+    fn write<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::other("the database is closed")
+}
+
+fn migrate(conn: &mut Connection, writable: bool) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if app_id != migrations::APPLICATION_ID && (tables > 0 || version > 0) {
+        return Err(StoreError::other(
+            "this file is not a driftwatch collector database (wrong application id)",
+        ));
+    }
+    if version > migrations::MIGRATIONS.len() {
+        return Err(StoreError::other(format!(
+            "the database has schema version {version}, newer than this collector knows ({}); \
+             run a newer collector",
+            migrations::MIGRATIONS.len()
+        )));
+    }
+    if version == migrations::MIGRATIONS.len() {
+        return Ok(());
+    }
+    if !writable {
+        return Err(StoreError::other(format!(
+            "the database has schema version {version}; start the collector once to migrate it"
+        )));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    for (at, migration) in migrations::MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (at + 1) as i64)?;
+    }
+    tx.pragma_update(None, "application_id", migrations::APPLICATION_ID)?;
+    tx.commit()?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send {
+        self.call(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
+    fn insert_token(
+        &self,
+        token: TokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| identity::insert_token(tx, &token, &audit))
+    }
+
+    fn token(&self, id: Uuid) -> impl Future<Output = Result<TokenRecord>> + Send {
+        self.call(move |conn| identity::token(conn, id))
+    }
+
+    fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>>> + Send {
+        self.call(|conn| identity::tokens(conn))
+    }
+
+    fn revoke_token(
+        &self,
+        id: Uuid,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<TokenRecord>> + Send {
+        self.write(move |tx| identity::revoke_token(tx, id, at, &audit))
+    }
+
+    fn insert_enrollment_token(
+        &self,
+        token: EnrollmentTokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| identity::insert_enrollment_token(tx, &token, &audit))
+    }
+
+    fn enroll(
+        &self,
+        token_id: Uuid,
+        digest: [u8; 32],
+        host: Host,
+        credential: TokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| identity::enroll(tx, token_id, &digest, &host, &credential, &audit))
+    }
+
+    fn host(&self, id: Uuid) -> impl Future<Output = Result<Host>> + Send {
+        self.call(move |conn| identity::host(conn, id))
+    }
+
+    fn hosts(&self) -> impl Future<Output = Result<Vec<Host>>> + Send {
+        self.call(|conn| identity::hosts(conn))
+    }
+
+    fn ingest(
+        &self,
+        host_id: Uuid,
+        events: Vec<Decided>,
+        received_at: Millis,
+    ) -> impl Future<Output = Result<IngestOutcome>> + Send {
+        self.write(move |tx| ingest::ingest(tx, host_id, &events, received_at))
+    }
+
+    fn events(&self, drift_id: Uuid) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
+        self.call(move |conn| ingest::events_of(conn, drift_id))
+    }
+
+    fn heartbeat(
+        &self,
+        record: HeartbeatRecord,
+        alerts: Vec<NewAlert>,
+    ) -> impl Future<Output = Result<Vec<AgentCommand>>> + Send {
+        self.write(move |tx| ingest::heartbeat(tx, &record, &alerts))
+    }
+
+    fn insert_window(
+        &self,
+        window: Window,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| windows::insert(tx, &window, &audit))
+    }
+
+    fn window(&self, id: Uuid) -> impl Future<Output = Result<Window>> + Send {
+        self.call(move |conn| windows::get(conn, id))
+    }
+
+    fn windows(
+        &self,
+        status: Option<WindowStatus>,
+    ) -> impl Future<Output = Result<Vec<Window>>> + Send {
+        self.call(move |conn| windows::list(conn, status))
+    }
+
+    fn update_window(
+        &self,
+        window: Window,
+        from: WindowStatus,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| windows::update(tx, &window, from, &audit))
+    }
+
+    fn close_window(
+        &self,
+        window: Window,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<CloseOutcome>> + Send {
+        self.write(move |tx| windows::close(tx, &window, &audit))
+    }
+
+    fn review_candidates(
+        &self,
+        from: Millis,
+        to: Millis,
+    ) -> impl Future<Output = Result<Vec<ReviewCandidate>>> + Send {
+        self.call(move |conn| windows::review_candidates(conn, from, to))
+    }
+
+    fn apply_review(
+        &self,
+        window_id: Uuid,
+        decisions: Vec<(Uuid, Outcome)>,
+        at: Millis,
+        by: String,
+    ) -> impl Future<Output = Result<ReviewOutcome>> + Send {
+        self.write(move |tx| windows::apply_review(tx, window_id, &decisions, at, &by))
+    }
+
+    fn drift_items(
+        &self,
+        filter: DriftFilter,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send {
+        self.call(move |conn| drift::list(conn, &filter))
+    }
+
+    fn drift_item(&self, id: Uuid) -> impl Future<Output = Result<DriftItem>> + Send {
+        self.call(move |conn| drift::get(conn, id))
+    }
+
+    fn resolve_drift(
+        &self,
+        id: Uuid,
+        resolution: Resolution,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<DriftItem>> + Send {
+        self.write(move |tx| drift::resolve(tx, id, &resolution, &audit))
+    }
+
+    fn raise_due_alerts(
+        &self,
+        now: Millis,
+        hold_ms: i64,
+        burst_ms: i64,
+    ) -> impl Future<Output = Result<u32>> + Send {
+        self.write(move |tx| alerts::raise_due(tx, now, hold_ms, burst_ms))
+    }
+
+    fn raise_silent_alerts(
+        &self,
+        now: Millis,
+        silent_after_ms: i64,
+    ) -> impl Future<Output = Result<u32>> + Send {
+        self.write(move |tx| alerts::raise_silent(tx, now, silent_after_ms))
+    }
+
+    fn undelivered_alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send {
+        self.call(move |conn| alerts::list(conn, true, limit))
+    }
+
+    fn mark_alert(
+        &self,
+        id: Uuid,
+        at: Millis,
+        error: Option<String>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| alerts::mark(tx, id, at, error.as_deref()))
+    }
+
+    fn alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send {
+        self.call(move |conn| alerts::list(conn, false, limit))
+    }
+
+    fn audit_log(
+        &self,
+    ) -> impl Future<Output = Result<(Vec<AuditEntry>, Option<AuditHead>)>> + Send {
+        self.call(|conn| audit::log(conn))
+    }
+
+    fn stats(
+        &self,
+        now: Millis,
+        silent_after_ms: i64,
+    ) -> impl Future<Output = Result<Stats>> + Send {
+        self.call(move |conn| alerts::stats(conn, now, silent_after_ms))
+    }
+}

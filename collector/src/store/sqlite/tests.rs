@@ -1,0 +1,92 @@
+use rusqlite::Connection;
+
+use super::*;
+
+#[tokio::test]
+async fn sqlite_passes_the_store_story() {
+    crate::store::conformance::story(SqliteStore::open_in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_file_database_is_migrated_once_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.ping().await.unwrap();
+    store.close();
+    assert!(store.ping().await.is_err(), "closed");
+    let again = SqliteStore::open(&path).unwrap();
+    again.ping().await.unwrap();
+    again.close();
+    let conn = Connection::open(&path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, migrations::MIGRATIONS.len() as i64);
+    drop(conn);
+    let read_only = SqliteStore::open_read_only(&path).unwrap();
+    assert!(read_only.audit_log().await.unwrap().0.is_empty());
+    read_only.close();
+}
+
+#[test]
+fn foreign_and_newer_databases_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("other.db");
+    Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let err = SqliteStore::open(&foreign).unwrap_err().to_string();
+    assert!(err.contains("not a driftwatch collector database"), "{err}");
+
+    let newer = dir.path().join("newer.db");
+    SqliteStore::open(&newer).unwrap().close();
+    Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteStore::open(&newer).unwrap_err().to_string();
+    assert!(err.contains("newer than this collector knows"), "{err}");
+}
+
+#[tokio::test]
+async fn the_audit_table_refuses_edits_unless_its_guard_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let token = TokenRecord {
+        id: Uuid::now_v7(),
+        name: "alice".into(),
+        role: crate::identity::Role::Admin,
+        host_id: None,
+        digest: [1; 32],
+        created_at: 1,
+        created_by: "test".into(),
+        revoked_at: None,
+    };
+    let audit = NewAudit::new(1, "root", "token.created", "token:x", serde_json::json!({}));
+    store.insert_token(token, audit).await.unwrap();
+    store.close();
+
+    let conn = Connection::open(&path).unwrap();
+    let err = conn
+        .execute("UPDATE audit SET actor = 'mallory'", [])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("append-only"), "{err}");
+    conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory';")
+        .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open_read_only(&path).unwrap();
+    let (entries, head) = store.audit_log().await.unwrap();
+    let report = crate::audit::verify(&entries, head);
+    assert!(!report.ok);
+    assert!(report.findings[0].problem.contains("edited"), "{report:?}");
+    store.close();
+}

@@ -1,0 +1,265 @@
+use driftwatch_common::api::v1::{AgentCommand, DriftEvent};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use super::audit;
+use super::identity::{host_columns, host_row_at};
+use super::ingest::history;
+use super::rows::{Id, Json, Named, id, json};
+use crate::audit::NewAudit;
+use crate::clock::Millis;
+use crate::drift::DriftStatus;
+use crate::matcher::Outcome;
+use crate::store::{CloseOutcome, Result, ReviewCandidate, ReviewOutcome, StoreError};
+use crate::windows::{Window, WindowStatus};
+
+const COLUMNS: &str = "id, ticket, title, kind, status, requester, decided_by, decided_at, \
+                       decision_comment, hosts, subjects, start_at, end_at, time_zone, expected, \
+                       created_at, ended_at, ended_by";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<Window> {
+    Ok(Window {
+        id: r.get::<_, Id>(0)?.0,
+        ticket: r.get(1)?,
+        title: r.get(2)?,
+        kind: r.get::<_, Named<_>>(3)?.0,
+        status: r.get::<_, Named<_>>(4)?.0,
+        requester: r.get(5)?,
+        decided_by: r.get(6)?,
+        decided_at: r.get(7)?,
+        decision_comment: r.get(8)?,
+        hosts: r.get::<_, Json<_>>(9)?.0,
+        subjects: r.get::<_, Json<_>>(10)?.0,
+        start: r.get(11)?,
+        end: r.get(12)?,
+        time_zone: r.get(13)?,
+        expected: r.get::<_, Json<_>>(14)?.0,
+        created_at: r.get(15)?,
+        ended_at: r.get(16)?,
+        ended_by: r.get(17)?,
+    })
+}
+
+pub fn insert(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO windows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        ),
+        params![
+            id(w.id),
+            w.ticket,
+            w.title,
+            w.kind.name(),
+            w.status.name(),
+            w.requester,
+            w.decided_by,
+            w.decided_at,
+            w.decision_comment,
+            json(&w.hosts),
+            json(&w.subjects),
+            w.start,
+            w.end,
+            w.time_zone,
+            json(&w.expected),
+            w.created_at,
+            w.ended_at,
+            w.ended_by
+        ],
+    )?;
+    audit::append(conn, audit)?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, window_id: Uuid) -> Result<Window> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM windows WHERE id = ?1"),
+        [id(window_id)],
+        row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("no window {window_id}")))
+}
+
+pub fn list(conn: &Connection, status: Option<WindowStatus>) -> Result<Vec<Window>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM windows WHERE ?1 IS NULL OR status = ?1 ORDER BY start_at, id"
+    ))?;
+    let rows = stmt.query_map([status.map(|s| s.name())], row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Saves the decision fields, if the window is still in status `from`.
+pub fn update(conn: &Connection, w: &Window, from: WindowStatus, audit: &NewAudit) -> Result<()> {
+    let changed = conn.execute(
+        "UPDATE windows SET status = ?2, decided_by = ?3, decided_at = ?4, decision_comment = ?5,
+                ended_at = ?6, ended_by = ?7
+         WHERE id = ?1 AND status = ?8",
+        params![
+            id(w.id),
+            w.status.name(),
+            w.decided_by,
+            w.decided_at,
+            w.decision_comment,
+            w.ended_at,
+            w.ended_by,
+            from.name()
+        ],
+    )?;
+    if changed == 0 {
+        let now = get(conn, w.id)?;
+        return Err(StoreError::Conflict(format!(
+            "window {} is {} now, no longer {from}",
+            w.id, now.status
+        )));
+    }
+    audit::append(conn, audit)?;
+    Ok(())
+}
+
+pub fn close(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<CloseOutcome> {
+    update(conn, w, WindowStatus::Approved, audit)?;
+    let at = w.ended_at.unwrap_or(w.decided_at.unwrap_or(0));
+    let by = w.ended_by.clone().unwrap_or_default();
+    let items: Vec<(Id, Id, String, Json<DriftEvent>)> = {
+        let mut stmt = conn.prepare(
+            "SELECT d.id, d.host_id, d.subject, e.body FROM drift d
+             JOIN events e ON e.id = d.last_event_id
+             WHERE d.window_id = ?1 AND d.status = 'authorized'",
+        )?;
+        stmt.query_map([id(w.id)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    let mut outcome = CloseOutcome::default();
+    for (Id(drift_id), Id(host_id), subject, Json(last)) in items {
+        conn.execute(
+            "UPDATE drift SET status = 'accepted', updated_at = ?2 WHERE id = ?1",
+            params![id(drift_id), at],
+        )?;
+        history(
+            conn,
+            drift_id,
+            at,
+            Some(DriftStatus::Authorized),
+            DriftStatus::Accepted,
+            &by,
+            &format!("close-out of window {} ({})", w.id, w.ticket),
+        )?;
+        let command_id = Uuid::now_v7();
+        let command = AgentCommand::BaselineAccept {
+            command_id,
+            subject: last.subject.clone(),
+            // The reviewed state: if the subject changed again, the agent refuses.
+            state: last.after.clone(),
+            window_id: Some(w.id),
+        };
+        debug_assert_eq!(last.subject.0, subject);
+        conn.execute(
+            "INSERT INTO commands (id, host_id, drift_id, window_id, body, created_at, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+            params![
+                id(command_id),
+                id(host_id),
+                id(drift_id),
+                id(w.id),
+                json(&command),
+                at
+            ],
+        )?;
+        outcome.accepted += 1;
+        outcome.commands += 1;
+    }
+    Ok(outcome)
+}
+
+pub fn review_candidates(
+    conn: &Connection,
+    from: Millis,
+    to: Millis,
+) -> Result<Vec<ReviewCandidate>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT e.body, e.event_time, {} FROM events e JOIN hosts h ON h.id = e.host_id
+         WHERE e.outcome IN ('untraced', 'unexpected_state') AND e.event_time BETWEEN ?1 AND ?2
+         ORDER BY e.event_time",
+        host_columns("h")
+    ))?;
+    let rows = stmt.query_map(params![from, to], |r| {
+        Ok(ReviewCandidate {
+            event: r.get::<_, Json<DriftEvent>>(0)?.0,
+            event_time: r.get(1)?,
+            host: host_row_at(r, 2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn apply_review(
+    conn: &Connection,
+    window_id: Uuid,
+    decisions: &[(Uuid, Outcome)],
+    at: Millis,
+    by: &str,
+) -> Result<ReviewOutcome> {
+    let mut outcome = ReviewOutcome::default();
+    let mut touched: Vec<Uuid> = Vec::new();
+    for (event_id, decision) in decisions {
+        let drift_id: Option<Option<Id>> = conn
+            .query_row(
+                "UPDATE events SET outcome = ?2, decision = ?3, window_id = ?4
+                 WHERE id = ?1 AND outcome IN ('untraced', 'unexpected_state')
+                 RETURNING drift_id",
+                params![
+                    id(*event_id),
+                    decision.name(),
+                    json(decision),
+                    decision.window_id().map(id)
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(drift_id) = drift_id {
+            outcome.events += 1;
+            if let Some(Id(drift_id)) = drift_id {
+                touched.push(drift_id);
+            }
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    for drift_id in touched {
+        let pending: i64 = conn.query_row(
+            "SELECT count(*) FROM events WHERE drift_id = ?1
+               AND outcome IN ('untraced', 'unexpected_state')",
+            [id(drift_id)],
+            |r| r.get(0),
+        )?;
+        if pending > 0 {
+            continue;
+        }
+        // Every change on it is covered now: no alert is due any more.
+        let status: Named<DriftStatus> = conn.query_row(
+            "UPDATE drift SET needs_alert = 0, updated_at = ?2,
+                    status = CASE status WHEN 'open' THEN 'authorized' ELSE status END,
+                    window_id = CASE status WHEN 'open' THEN ?3 ELSE window_id END,
+                    reason = CASE status WHEN 'open' THEN NULL ELSE reason END
+             WHERE id = ?1 RETURNING status",
+            params![id(drift_id), at, id(window_id)],
+            |r| r.get(0),
+        )?;
+        if status.0 == DriftStatus::Authorized {
+            outcome.drift_authorized += 1;
+            history(
+                conn,
+                drift_id,
+                at,
+                Some(DriftStatus::Open),
+                DriftStatus::Authorized,
+                by,
+                &format!("covered after the fact by window {window_id}"),
+            )?;
+        }
+    }
+    Ok(outcome)
+}
