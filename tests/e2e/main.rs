@@ -7,6 +7,7 @@ mod baseline;
 mod churn;
 mod cli;
 mod config;
+mod daemon;
 mod drift;
 mod full_disk;
 mod integrity;

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod daemon;
+
 /// No drift.
 pub const EXIT_CLEAN: i32 = 0;
 /// Drift found.

@@ -159,7 +159,8 @@ impl Shipper {
                 self.status.update(|s| {
                     s.spool = depth;
                     s.delivery.batches_acked += 1;
-                    s.delivery.events_acked += u64::from(ack.accepted);
+                    // Duplicates were delivered too (an earlier ack was lost).
+                    s.delivery.events_acked += u64::from(ack.accepted) + u64::from(ack.duplicates);
                     s.delivery.duplicates += u64::from(ack.duplicates);
                     s.delivery.last_ack_at = Some(now);
                     if s.delivery.consecutive_failures > 0 {
