@@ -106,6 +106,8 @@ impl<S: Store> App<S> {
         clock: Arc<dyn Clock>,
         sinks: Vec<Arc<dyn AlertSink>>,
     ) -> Result<Self> {
+        // Metrics recorded before the recorder exists are lost: install it first.
+        crate::telemetry::prometheus();
         let index = build_index(&store).await?;
         Ok(App {
             store,
