@@ -178,6 +178,14 @@ impl Engine {
             if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
+            self.run_message(message);
+        }
+        debug!("detector stopped");
+    }
+
+    /// Handles one message.
+    fn run_message(&mut self, message: EngineMsg) {
+        {
             match message {
                 EngineMsg::Batch(batch) => {
                     if let Err(err) = self.batch(batch) {
@@ -214,7 +222,6 @@ impl Engine {
                 }
             }
         }
-        debug!("detector stopped");
     }
 
     fn has_room(&self) -> bool {
@@ -676,3 +683,6 @@ pub fn load_baseline(state_dir: &Path) -> anyhow::Result<(BaselineStore, Baselin
     let baseline = store.load()?;
     Ok((store, baseline))
 }
+
+#[cfg(test)]
+mod tests;

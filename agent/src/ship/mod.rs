@@ -215,3 +215,6 @@ pub fn batch_json(batch: &[Spooled]) -> Vec<u8> {
     json.extend_from_slice(b"]}");
     json
 }
+
+#[cfg(test)]
+mod tests;
