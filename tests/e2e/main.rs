@@ -6,6 +6,7 @@ mod bad_input;
 mod baseline;
 mod churn;
 mod cli;
+mod collector;
 mod config;
 mod daemon;
 mod drift;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod collector;
 pub mod daemon;
 
 /// No drift.

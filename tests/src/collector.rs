@@ -1,0 +1,427 @@
+//! Harness for the collector's end-to-end tests.
+//!
+//! - [`Collector`]: the real `driftwatch-collector serve` on `127.0.0.1:0` (plain HTTP),
+//!   its state, configuration, alert file and log in a temp dir; the chosen address comes
+//!   from `--port-file`, readiness from `/readyz`. Killed on drop; [`Collector::stop`] is a
+//!   SIGTERM and a bounded wait for a clean exit.
+//! - [`Collector::cli`] and [`Collector::driftctl`]: the two CLIs, as finished [`Run`]s.
+//! - [`http`]: a small HTTP/1.1 client over `std::net` (one request per connection), so
+//!   tests can send exactly the bytes they mean, including bad ones.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::daemon::wait_until;
+use crate::{Run, p, shell_words};
+
+/// A binary of the workspace: `$ENV`, else `target/<profile>/<name>` above this test executable.
+fn workspace_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "{env}={} is not a file", bin.display());
+        return bin;
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    exe.ancestors()
+        .skip(1)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found above {}: run `cargo build --workspace --bins` first (or set {env})",
+                exe.display()
+            )
+        })
+}
+
+pub fn collector_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("driftwatch-collector", "DRIFTWATCH_COLLECTOR_BIN"))
+}
+
+pub fn driftctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("driftctl", "DRIFTCTL_BIN"))
+}
+
+/// Runs a command to completion with a bound, capturing its output.
+#[track_caller]
+pub fn run(mut cmd: Command, timeout: Duration) -> Run {
+    let mut argv = vec![cmd.get_program().to_owned()];
+    argv.extend(cmd.get_args().map(ToOwned::to_owned));
+    let command = shell_words(&argv);
+    let output = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+    let pid = output.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if done_rx.recv_timeout(timeout).is_err() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+    });
+    let output = output.wait_with_output().expect("wait for the command");
+    let _ = done_tx.send(());
+    Run {
+        command,
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A running collector and its files.
+pub struct Collector {
+    dir: TempDir,
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl Collector {
+    /// Starts with a quick configuration (`hold_secs = 1`) plus `extra` TOML keys.
+    #[track_caller]
+    pub fn start(extra: &str) -> Collector {
+        let dir = tempfile::Builder::new()
+            .prefix("driftwatch-collector-e2e-")
+            .tempdir()
+            .expect("create a temp dir");
+        let config = format!(
+            "plain_http = true\nstate_dir = \"{}\"\nhold_secs = 1\nburst_secs = 5\n{extra}\n\
+             [[alert]]\ntype = \"jsonl\"\npath = \"{}\"\n",
+            p(&dir.path().join("state")),
+            p(&dir.path().join("alerts.jsonl")),
+        );
+        fs::write(dir.path().join("collector.toml"), config).expect("write collector.toml");
+        let mut collector = Collector {
+            dir,
+            child: None,
+            addr: "127.0.0.1:0".parse().expect("an address"),
+        };
+        collector.spawn();
+        collector
+    }
+
+    /// Starts the process on the existing files and waits until it is ready.
+    #[track_caller]
+    fn spawn(&mut self) {
+        let port_file = self.dir.path().join("port");
+        let _ = fs::remove_file(&port_file);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the collector log");
+        let child = Command::new(collector_bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .env("DRIFTWATCH_LOG", "info,driftwatch_collector=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", collector_bin().display()));
+        self.child = Some(child);
+        let mut addr = None;
+        let up = wait_until(Duration::from_secs(60), || {
+            addr = fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
+            addr.is_some() || self.exited()
+        });
+        assert!(
+            up && addr.is_some(),
+            "the collector did not start:\n{}",
+            self.log()
+        );
+        self.addr = addr.expect("checked");
+        let ready = wait_until(Duration::from_secs(30), || {
+            http::get(self.addr, "/readyz", None).status == 200
+        });
+        assert!(ready, "the collector is not ready:\n{}", self.log());
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("collector.toml")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("state/collector.db")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("collector.log")
+    }
+
+    /// The collector's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The alerts the JSON-lines sink received.
+    pub fn alerts(&self) -> Vec<Value> {
+        fs::read_to_string(self.dir.path().join("alerts.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect()
+    }
+
+    /// `driftwatch-collector --config <this config> ARGS`.
+    #[track_caller]
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(collector_bin());
+        cmd.arg("--config").arg(self.config()).args(args);
+        cmd.env("DRIFTWATCH_LOG", "warn");
+        run(cmd, Duration::from_secs(60))
+    }
+
+    /// A token made offline with `token create`.
+    #[track_caller]
+    pub fn token(&self, role: &str, name: &str) -> String {
+        let run = self.cli(&["token", "create", "--role", role, "--name", name]);
+        run.expect(0);
+        run.stdout.trim().to_owned()
+    }
+
+    /// `driftctl --url <this collector> ARGS` with `DRIFTWATCH_TOKEN=token`.
+    #[track_caller]
+    pub fn driftctl(&self, token: &str, args: &[&str]) -> Run {
+        let mut cmd = Command::new(driftctl_bin());
+        cmd.arg("--url")
+            .arg(self.url())
+            .args(args)
+            .env("DRIFTWATCH_TOKEN", token)
+            .env_remove("DRIFTWATCH_URL");
+        run(cmd, Duration::from_secs(60))
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// SIGTERM, then a bounded wait for the exit; returns the exit code and the log.
+    #[track_caller]
+    pub fn stop(&mut self) -> (Option<i32>, String) {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal`, then waits (bounded) for the exit; returns the exit code and the log.
+    #[track_caller]
+    pub fn stop_with(&mut self, signal: &str) -> (Option<i32>, String) {
+        self.signal(signal);
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the collector") {
+                return (status.code(), self.log());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the collector did not stop within 30 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same state (a new port).
+    #[track_caller]
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            let (code, log) = self.stop();
+            assert_eq!(code, Some(0), "unclean stop:\n{log}");
+        }
+        self.spawn();
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> http::Response {
+        http::get(self.addr, path, Some(token))
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> http::Response {
+        http::request(
+            self.addr,
+            "POST",
+            path,
+            token,
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub mod http {
+    //! One HTTP/1.1 request per connection, `Connection: close`, bounded in time.
+
+    use super::*;
+
+    #[derive(Debug)]
+    pub struct Response {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: String,
+    }
+
+    impl Response {
+        #[track_caller]
+        pub fn json(&self) -> Value {
+            serde_json::from_str(&self.body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+        }
+
+        /// Asserts the status and, for errors, the stable code; returns the JSON body.
+        #[track_caller]
+        pub fn expect(&self, status: u16) -> Value {
+            assert_eq!(self.status, status, "{}", self.body);
+            self.json()
+        }
+
+        /// Asserts an error answer: status, `error.code`, and a fragment of `error.message`.
+        #[track_caller]
+        pub fn error(&self, status: u16, code: &str, fragment: &str) {
+            let body = self.expect(status);
+            assert_eq!(body["error"]["code"], code, "{body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+        }
+
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Response {
+        request(addr, "GET", path, token, &[], b"")
+    }
+
+    #[track_caller]
+    pub fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        // The server may answer (413) before reading everything: a failed write is not
+        // the test's concern, the answer is.
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body));
+        let mut raw = Vec::new();
+        if let Err(err) = stream.read_to_end(&mut raw)
+            && raw.is_empty()
+        {
+            panic!("{method} {path}: no answer: {err}");
+        }
+        parse(&raw).unwrap_or_else(|| {
+            panic!(
+                "{method} {path}: not an HTTP answer: {:?}",
+                String::from_utf8_lossy(&raw)
+            )
+        })
+    }
+
+    fn parse(raw: &[u8]) -> Option<Response> {
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&raw[..split]).ok()?;
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        let chunked = headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        if chunked {
+            body = dechunk(&body)?;
+        }
+        Some(Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+            let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            data = &data[line_end + 2..];
+            if size == 0 {
+                return Some(out);
+            }
+            out.extend_from_slice(data.get(..size)?);
+            data = data.get(size + 2..)?;
+        }
+    }
+}
