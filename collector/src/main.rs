@@ -190,7 +190,13 @@ async fn serve_command(
         driftwatch_config::collector::Transport::PlainHttp => "http",
     };
     tracing::info!(address = %bound, url = %format!("{scheme}://{bound}"), db = %config.db_path().display(), "listening");
-    let outcome = serve::serve(app, &config.transport, listener, stop_signal()).await;
+    // Under systemd (Type=notify); a no-op elsewhere.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let stop = async {
+        stop_signal().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    };
+    let outcome = serve::serve(app, &config.transport, listener, stop).await;
     store.close();
     tracing::info!("stopped");
     outcome.map(|()| EXIT_OK)
