@@ -69,6 +69,11 @@ pub enum EngineMsg {
     SpaceFreed,
 }
 
+// sources: wired by the lead. State beyond files (`sources::StateSource`: packages, sysctl,
+// modules, ports, users) is polled every `config.sources.interval`: add a `ScanKind::Sources`
+// here, scheduled in `daemon::schedule`, whose handler collects the enabled sources, compares
+// them with the baseline's state entries and commits `Pending` events keyed by the state's
+// `SubjectKey` (`Pending` and the reported state are keyed by file paths today).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanKind {
     /// At start: finds what changed while the agent was down.

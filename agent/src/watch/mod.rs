@@ -272,8 +272,6 @@ pub async fn run_coalescer(
                 None => return,
             },
             _ = tokio::time::sleep_until(deadline) => {}
-            // A full queue is noticed even when nothing else arrives.
-            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
             permit = detector.reserve(), if pending.is_some() => match permit {
                 Ok(permit) => {
                     let batch = pending.take().expect("guarded by the branch condition");
@@ -282,6 +280,7 @@ pub async fn run_coalescer(
                 Err(_) => return,
             },
         }
+        // Hints were lost only while the queue was full, so this runs while draining it.
         if hints.lost.swap(false, Ordering::Relaxed) {
             warn!("the watch queue was full and notifications were lost; rescanning");
             push(&mut coalescer, Hint::Overflow, &status);
