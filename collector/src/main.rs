@@ -244,11 +244,17 @@ async fn token_create(config: &CollectorConfig, role: Role, name: &str) -> anyho
     Ok(EXIT_OK)
 }
 
-/// Who runs this command, for the audit log.
+/// Who runs this command, for the audit log: the login name if the environment has one,
+/// else the uid.
 fn local_user() -> String {
     ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            Some(format!("uid {}", uid.split_whitespace().next()?))
+        })
         .unwrap_or_else(|| "unknown".to_owned())
 }
 

@@ -548,3 +548,60 @@ fn the_agent_daemon_reports_to_the_real_collector_which_tells_authorized_from_un
     );
     daemon.stop();
 }
+
+#[test]
+fn the_clis_explain_themselves_and_their_errors() {
+    use driftwatch_tests::collector::{collector_bin, driftctl_bin, run};
+    let cli = |bin: &std::path::Path, args: &[&str], token: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args).env_remove("DRIFTWATCH_URL");
+        match token {
+            Some(token) => cmd.env("DRIFTWATCH_TOKEN", token),
+            None => cmd.env_remove("DRIFTWATCH_TOKEN"),
+        };
+        run(cmd, Duration::from_secs(30))
+    };
+    cli(driftctl_bin(), &["--help"], None)
+        .expect(0)
+        .stdout_has("windows")
+        .stdout_has("Exit codes");
+    cli(driftctl_bin(), &["windows", "create", "--help"], None)
+        .expect(0)
+        .stdout_has("--subject")
+        .stdout_has("--time-zone");
+    cli(driftctl_bin(), &["drift", "resolve", "--help"], None)
+        .expect(0)
+        .stdout_has("confirmed_unauthorized");
+    cli(collector_bin(), &["--help"], None)
+        .expect(0)
+        .stdout_has("serve")
+        .stdout_has("validate-config");
+    cli(collector_bin(), &["token", "create", "--help"], None)
+        .expect(0)
+        .stdout_has("--role");
+
+    cli(driftctl_bin(), &["drift", "list"], None)
+        .expect(2)
+        .stderr_has("no token: set DRIFTWATCH_TOKEN or pass --token-file");
+    cli(
+        driftctl_bin(),
+        &["--url", "http://127.0.0.1:1", "drift", "list"],
+        Some("dwt_x"),
+    )
+    .expect(2)
+    .stderr_has("cannot reach the collector at http://127.0.0.1:1");
+    cli(
+        driftctl_bin(),
+        &["windows", "list", "--status", "pending"],
+        Some("dwt_x"),
+    )
+    .expect(2)
+    .stderr_has("unknown window status `pending`, expected one of requested");
+    cli(
+        collector_bin(),
+        &["--config", "/nonexistent/collector.toml", "validate-config"],
+        None,
+    )
+    .expect(2)
+    .stderr_has("/nonexistent/collector.toml: cannot read the file");
+}

@@ -346,6 +346,16 @@ impl Client {
             println!("{}", text.as_ref());
         }
     }
+
+    /// Prints one line per item, or `(none)`.
+    fn list<T>(&self, items: &[T], line: impl Fn(&T) -> String) {
+        if items.is_empty() {
+            self.say("(none)");
+        }
+        for item in items {
+            self.say(line(item));
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -375,12 +385,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Audit(AuditCommand::Log) => {
             let entries: Vec<AuditEntryView> = client.get("/api/v1/audit").await?;
-            for e in &entries {
-                client.say(format!(
+            client.list(&entries, |e| {
+                format!(
                     "{:>5}  {}  {:<16} {:<26} {}  {}",
                     e.seq, e.at, e.actor, e.action, e.target, e.details
-                ));
-            }
+                )
+            });
             Ok(EXIT_OK)
         }
         Command::EnrollmentToken(EnrollmentCommand::Create { ttl_secs, uses }) => {
@@ -414,13 +424,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Token(TokenCommand::List) => {
             let tokens: Vec<TokenView> = client.get("/api/v1/tokens").await?;
-            for t in &tokens {
+            client.list(&tokens, |t| {
                 let state = t
                     .revoked_at
                     .as_deref()
                     .map_or("active".to_owned(), |at| format!("revoked {at}"));
-                client.say(format!("{}  {:<14} {:<20} {}", t.id, t.role, t.name, state));
-            }
+                format!("{}  {:<14} {:<20} {}", t.id, t.role, t.name, state)
+            });
             Ok(EXIT_OK)
         }
         Command::Token(TokenCommand::Revoke { id }) => {
@@ -435,20 +445,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Hosts => {
             let hosts: Vec<HostView> = client.get("/api/v1/hosts").await?;
-            for h in &hosts {
+            client.list(&hosts, |h| {
                 let seen = h.last_seen_at.as_deref().unwrap_or("never");
                 let silent = if h.silent { "  SILENT" } else { "" };
-                client.say(format!(
+                format!(
                     "{}  {:<24} last heartbeat {seen}, skew {} ms{silent}",
                     h.id, h.hostname, h.skew_ms
-                ));
-            }
+                )
+            });
             Ok(EXIT_OK)
         }
         Command::Alerts { limit } => {
             let alerts: Vec<AlertView> =
                 client.get(&format!("/api/v1/alerts?limit={limit}")).await?;
-            for a in &alerts {
+            client.list(&alerts, |a| {
                 let delivery = a.delivered_at.as_deref().map_or_else(
                     || {
                         format!(
@@ -463,11 +473,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     |at| format!("delivered {at}"),
                 );
                 let summary = a.body["summary"].as_str().unwrap_or("");
-                client.say(format!(
-                    "{}  {:<15} {}  {delivery}",
-                    a.created_at, a.kind, summary
-                ));
-            }
+                format!("{}  {:<15} {}  {delivery}", a.created_at, a.kind, summary)
+            });
             Ok(EXIT_OK)
         }
     }
@@ -505,9 +512,7 @@ async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8>
         WindowsCommand::List { status } => {
             let query = status.map(|s| format!("?status={s}")).unwrap_or_default();
             let windows: Vec<WindowView> = client.get(&format!("/api/v1/windows{query}")).await?;
-            for w in &windows {
-                client.say(show(w));
-            }
+            client.list(&windows, show);
         }
         WindowsCommand::Show { id } => {
             let window: WindowView = client.get(&format!("/api/v1/windows/{id}")).await?;
@@ -544,7 +549,8 @@ async fn decide(
         "window {} ({}) is {}",
         decision.window.id, decision.window.ticket, decision.window.status
     ));
-    if let (Some(events), Some(drift)) = (decision.events_covered, decision.drift_authorized) {
+    if let (Some(events @ 1..), Some(drift)) = (decision.events_covered, decision.drift_authorized)
+    {
         client.say(format!(
             "covered after the fact: {events} event(s), {drift} drift item(s) now authorized"
         ));
@@ -654,9 +660,7 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
                 format!("/api/v1/drift?{}", query.join("&"))
             };
             let items: Vec<DriftView> = client.get(&path).await?;
-            for d in &items {
-                client.say(show(d));
-            }
+            client.list(&items, show);
         }
         DriftCommand::Show { id } => {
             let detail: DriftDetail = client.get(&format!("/api/v1/drift/{id}")).await?;

@@ -40,7 +40,7 @@ pub enum WindowStatus {
 }
 
 macro_rules! names {
-    ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+    ($ty:ty, $what:literal { $($variant:ident => $name:literal),* $(,)? }) => {
         impl $ty {
             pub fn name(self) -> &'static str {
                 match self { $(Self::$variant => $name),* }
@@ -58,7 +58,7 @@ macro_rules! names {
                     $($name => Ok(Self::$variant),)*
                     _ => Err(format!(
                         "unknown {} `{s}`, expected one of {}",
-                        stringify!($ty), [$($name),*].join(", ")
+                        $what, [$($name),*].join(", ")
                     )),
                 }
             }
@@ -66,8 +66,8 @@ macro_rules! names {
     };
 }
 
-names!(WindowKind { Normal => "normal", Standard => "standard", Emergency => "emergency" });
-names!(WindowStatus {
+names!(WindowKind, "window kind" { Normal => "normal", Standard => "standard", Emergency => "emergency" });
+names!(WindowStatus, "window status" {
     Requested => "requested",
     Approved => "approved",
     Rejected => "rejected",
