@@ -1,12 +1,14 @@
 //! Turning a stream of kernel notifications into settled work.
 //!
 //! Notifications are hints, never facts: each only says "look here again".
-//! They are grouped by directory, and a group is handed over once nothing
-//! has happened in that directory for `settle` (or, under continuous churn,
-//! once it is `max_delay` old). An editor's save (write a temporary file,
-//! rename it over the original, chmod it, delete a backup) happens in one
-//! directory within milliseconds, so it comes out as one look at each path,
-//! and the comparison with the baseline then finds one change.
+//! A path is handed over once nothing has happened to it for `settle` (or,
+//! under continuous churn, once its first notification is `max_delay` old),
+//! together with its directory and the other half of a rename. An editor's
+//! save (write a temporary file, rename the original away, write the new one,
+//! chmod it, delete the backup) touches each path within milliseconds, so it
+//! comes out as one look at each path, and the comparison with the baseline
+//! then finds one change. Writes to other files of the same directory do not
+//! hold a settled path back.
 //!
 //! Memory is bounded: a directory with more than [`GROUP_MAX`] distinct paths
 //! collapses into one look at the whole directory, and more than
@@ -105,17 +107,27 @@ impl Batch {
 }
 
 #[derive(Debug)]
+struct Touch {
+    first: Instant,
+    last: Instant,
+    /// Look at its subtree too.
+    subtree: bool,
+}
+
+/// The pending paths of one directory.
+#[derive(Debug)]
 struct Group {
     first: Instant,
     last: Instant,
-    /// Path -> look at its subtree too.
-    paths: BTreeMap<PathBuf, bool>,
+    paths: BTreeMap<PathBuf, Touch>,
     renames: Vec<(PathBuf, PathBuf)>,
-    /// Too many paths: the whole directory is looked at.
+    /// Too many paths: the whole directory is looked at, as one.
     collapsed: bool,
+    /// No path is due before this (it may be earlier than the truth: then it is recomputed).
+    next_due: Instant,
 }
 
-/// Groups hints by directory until they settle.
+/// Holds hints until their paths settle.
 #[derive(Debug)]
 pub struct Coalescer {
     settle: Duration,
@@ -175,12 +187,14 @@ impl Coalescer {
         if self.rescan {
             return;
         }
+        let due = now + self.settle;
         let group = self.groups.entry(dir.clone()).or_insert_with(|| Group {
             first: now,
             last: now,
             paths: BTreeMap::new(),
             renames: Vec::new(),
             collapsed: false,
+            next_due: due,
         });
         group.last = now;
         if let Some(rename) = rename
@@ -191,14 +205,27 @@ impl Coalescer {
         if group.collapsed {
             return;
         }
+        group.next_due = group.next_due.min(due);
         let before = group.paths.len();
-        let entry = group.paths.entry(path).or_insert(subtree);
-        *entry |= subtree;
+        let touch = group.paths.entry(path).or_insert(Touch {
+            first: now,
+            last: now,
+            subtree,
+        });
+        touch.last = now;
+        touch.subtree |= subtree;
         self.total += group.paths.len() - before;
         if group.paths.len() > GROUP_MAX {
             self.total -= group.paths.len() - 1;
             group.paths.clear();
-            group.paths.insert(dir, true);
+            group.paths.insert(
+                dir,
+                Touch {
+                    first: group.first,
+                    last: now,
+                    subtree: true,
+                },
+            );
             group.collapsed = true;
         }
         if self.total > TOTAL_MAX {
@@ -206,18 +233,33 @@ impl Coalescer {
         }
     }
 
-    /// When the next group settles, if any is pending.
+    fn deadline(&self, touch: &Touch) -> Instant {
+        (touch.last + self.settle).min(touch.first + self.max_delay)
+    }
+
+    fn group_deadline(&self, group: &Group) -> Instant {
+        (group.last + self.settle).min(group.first + self.max_delay)
+    }
+
+    /// When the next path may settle, if any is pending.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.rescan {
             return Some(Instant::now());
         }
         self.groups
             .values()
-            .map(|g| (g.last + self.settle).min(g.first + self.max_delay))
+            .map(|g| {
+                if g.collapsed {
+                    self.group_deadline(g)
+                } else {
+                    g.next_due
+                }
+            })
             .min()
     }
 
-    /// Every group that has settled by `now`, as one batch.
+    /// Every path that has settled by `now` (with its directory and the
+    /// other half of its renames), as one batch.
     pub fn take_due(&mut self, now: Instant) -> Option<Batch> {
         if self.rescan {
             self.rescan = false;
@@ -226,29 +268,75 @@ impl Coalescer {
                 ..Batch::default()
             });
         }
-        let due: Vec<PathBuf> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| now >= g.last + self.settle || now >= g.first + self.max_delay)
-            .map(|(dir, _)| dir.clone())
-            .collect();
-        if due.is_empty() {
-            return None;
-        }
         let mut scope = Vec::new();
         let mut renames = Vec::new();
-        for dir in due {
-            let group = self.groups.remove(&dir).expect("listed above");
-            self.total -= group.paths.len();
-            // The directory's own entry list changed too (an entry appeared or went).
-            scope.push(ScopeEntry::single(dir));
-            scope.extend(
-                group
+        let dirs: Vec<PathBuf> = self.groups.keys().cloned().collect();
+        for dir in dirs {
+            let group = &self.groups[&dir];
+            let due: Vec<PathBuf> = if group.collapsed {
+                if now < self.group_deadline(group) {
+                    continue;
+                }
+                group.paths.keys().cloned().collect()
+            } else {
+                if now < group.next_due {
+                    continue;
+                }
+                let mut due: Vec<PathBuf> = group
                     .paths
-                    .into_iter()
-                    .map(|(path, subtree)| ScopeEntry { path, subtree }),
-            );
-            renames.extend(group.renames);
+                    .iter()
+                    .filter(|(_, touch)| now >= self.deadline(touch))
+                    .map(|(path, _)| path.clone())
+                    .collect();
+                // Both halves of a rename go together, so they can be linked.
+                for (from, to) in &group.renames {
+                    if due.contains(from) || due.contains(to) {
+                        for half in [from, to] {
+                            if group.paths.contains_key(half) && !due.contains(half) {
+                                due.push(half.clone());
+                            }
+                        }
+                    }
+                }
+                due
+            };
+            let settle = self.settle;
+            let max_delay = self.max_delay;
+            let group = self.groups.get_mut(&dir).expect("listed above");
+            let mut taken = Vec::new();
+            for path in due {
+                if let Some(touch) = group.paths.remove(&path) {
+                    taken.push(ScopeEntry {
+                        path,
+                        subtree: touch.subtree,
+                    });
+                }
+            }
+            let (done, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut group.renames)
+                .into_iter()
+                .partition(|(from, to)| {
+                    !group.paths.contains_key(from) && !group.paths.contains_key(to)
+                });
+            group.renames = kept;
+            renames.extend(done);
+            group.next_due = group
+                .paths
+                .values()
+                .map(|t| (t.last + settle).min(t.first + max_delay))
+                .min()
+                .unwrap_or(now + settle);
+            self.total -= taken.len();
+            if group.paths.is_empty() {
+                self.groups.remove(&dir);
+            }
+            if !taken.is_empty() {
+                // The directory's own entry list changed too (an entry appeared or went).
+                scope.push(ScopeEntry::single(dir));
+                scope.extend(taken);
+            }
+        }
+        if scope.is_empty() {
+            return None;
         }
         Some(Batch {
             scope: normalize(scope),
