@@ -561,7 +561,11 @@ impl<S: Store> App<S> {
                 .await?;
         }
         if window.was_approved() || updated.was_approved() {
-            *index = Arc::new(build_index(&self.store).await?);
+            *index = Arc::new(index.updated(&updated).map_err(|(id, why)| {
+                Error::Store(StoreError::other(format!(
+                    "window {id} does not compile: {why}"
+                )))
+            })?);
         }
         if action == Action::Approve {
             decision.review = Some(self.reevaluate(&updated, &actor.name).await?);

@@ -7,6 +7,7 @@
 //! time `t` start in `[t - L, t]`, found by binary search.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use driftwatch_common::pattern::GlobList;
 use uuid::Uuid;
@@ -69,39 +70,65 @@ impl TimeList {
 
 #[derive(Debug, Default)]
 pub struct WindowIndex {
-    windows: Vec<Compiled>,
+    /// Sorted by id (creation order); shared between successive indexes.
+    windows: Vec<Arc<Compiled>>,
     by_name: HashMap<String, TimeList>,
     /// label name → label value → windows whose first label it is.
     by_label: HashMap<String, HashMap<String, TimeList>>,
     by_glob: TimeList,
 }
 
+fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
+    Ok(Arc::new(Compiled {
+        id: window.id,
+        start: window.start,
+        end: window.effective_end(),
+        hosts: window.hosts.clone(),
+        host_globs: GlobList::new(&window.hosts.globs)
+            .map_err(|err| (window.id, err.to_string()))?,
+        subjects: SubjectGlobs::compile(&window.subjects).map_err(|e| (window.id, e))?,
+        expected: window.expected.clone(),
+    }))
+}
+
 impl WindowIndex {
     /// Indexes the windows that authorize (approved, or closed or cancelled after approval).
     /// A stored window whose patterns no longer compile is returned as an error with its id.
     pub fn build(windows: &[Window]) -> Result<WindowIndex, (Uuid, String)> {
-        let mut approved: Vec<&Window> = windows.iter().filter(|w| w.was_approved()).collect();
+        let compiled = windows
+            .iter()
+            .filter(|w| w.was_approved())
+            .map(compile)
+            .collect::<Result<_, _>>()?;
+        Ok(Self::from_compiled(compiled))
+    }
+
+    /// This index with `window` as it is now (added, changed or dropped), reusing every
+    /// other compiled window: a decision costs a sort, not a recompilation of every glob.
+    pub fn updated(&self, window: &Window) -> Result<WindowIndex, (Uuid, String)> {
+        let mut compiled: Vec<Arc<Compiled>> = self
+            .windows
+            .iter()
+            .filter(|c| c.id != window.id)
+            .cloned()
+            .collect();
+        if window.was_approved() {
+            compiled.push(compile(window)?);
+        }
+        Ok(Self::from_compiled(compiled))
+    }
+
+    fn from_compiled(mut windows: Vec<Arc<Compiled>>) -> WindowIndex {
         // Earliest created first (UUIDv7 ids sort by creation), so ties resolve the same way.
-        approved.sort_by_key(|w| w.id);
+        windows.sort_by_key(|w| w.id);
         let mut index = WindowIndex::default();
-        for window in approved {
-            let compiled = Compiled {
-                id: window.id,
-                start: window.start,
-                end: window.effective_end(),
-                hosts: window.hosts.clone(),
-                host_globs: GlobList::new(&window.hosts.globs)
-                    .map_err(|err| (window.id, err.to_string()))?,
-                subjects: SubjectGlobs::compile(&window.subjects).map_err(|e| (window.id, e))?,
-                expected: window.expected.clone(),
-            };
-            let at = index.windows.len();
+        for (at, window) in windows.iter().enumerate() {
             for name in &window.hosts.names {
                 index
                     .by_name
                     .entry(name.clone())
                     .or_default()
-                    .push(&compiled, at);
+                    .push(window, at);
             }
             if let Some((key, value)) = window.hosts.labels.iter().next() {
                 index
@@ -110,12 +137,11 @@ impl WindowIndex {
                     .or_default()
                     .entry(value.clone())
                     .or_default()
-                    .push(&compiled, at);
+                    .push(window, at);
             }
             if !window.hosts.globs.is_empty() {
-                index.by_glob.push(&compiled, at);
+                index.by_glob.push(window, at);
             }
-            index.windows.push(compiled);
         }
         for list in index
             .by_name
@@ -125,7 +151,8 @@ impl WindowIndex {
         {
             list.entries.sort_unstable();
         }
-        Ok(index)
+        index.windows = windows;
+        index
     }
 
     pub fn len(&self) -> usize {
@@ -162,7 +189,7 @@ impl WindowIndex {
         found.dedup();
         found
             .into_iter()
-            .map(|at| &self.windows[at])
+            .map(|at| &*self.windows[at])
             .filter(move |w| w.start <= to && w.end >= from && w.covers_host(host))
     }
 }

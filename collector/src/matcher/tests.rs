@@ -408,13 +408,21 @@ proptest! {
         windows.dedup_by_key(|w| w.id);
         let labels = BTreeMap::from([("role".to_owned(), role.to_owned())]);
         let at = DAY + at_min * 60_000;
-        let index = WindowIndex::build(&windows).unwrap();
-        let got = match_event(
-            &index,
+        let expected = brute_force(&windows, host, &labels, subject, at, 60_000);
+        let decide = |index: &WindowIndex| match_event(
+            index,
             HostFacts { hostname: host, labels: &labels, skew_ms: 0 },
             EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at },
             60_000,
         );
-        prop_assert_eq!(got, brute_force(&windows, host, &labels, subject, at, 60_000));
+        prop_assert_eq!(decide(&WindowIndex::build(&windows).unwrap()), expected.clone());
+        // Built one decision at a time, in any order, with a window rejected on the way.
+        let mut incremental = WindowIndex::default();
+        for window in windows.iter().rev() {
+            let mut rejected = window.clone();
+            rejected.status = WindowStatus::Rejected;
+            incremental = incremental.updated(window).unwrap().updated(&rejected).unwrap().updated(window).unwrap();
+        }
+        prop_assert_eq!(decide(&incremental), expected);
     }
 }
