@@ -394,6 +394,10 @@ fn arb_window() -> impl Strategy<Value = Window> {
 }
 
 proptest! {
+    // Each case builds the index twice (whole and one decision at a time): 64 cases keep
+    // the debug test run short.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
     #[test]
     fn the_index_agrees_with_a_scan_of_every_window(
         windows in prop::collection::vec(arb_window(), 0..40),

@@ -308,7 +308,9 @@ pub struct ApiErrorBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `payload_too_large`, `unsupported_version`, `internal`.
+    /// `not_found`, `conflict`, `payload_too_large`, `unsupported_version`, `internal`;
+    /// also `method_not_allowed`, `timeout`, `unsupported_media_type` (a Content-Encoding
+    /// other than gzip), `unavailable` and `not_supported` (a planned feature, HTTP 501).
     pub code: String,
     /// What is wrong, for a person.
     pub message: String,
