@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Verifies the systemd units in packaging/systemd with systemd's own tools.
 # `systemd-analyze verify` exits 0 on unknown keys and bad values, so any stderr
-# output counts as a failure. Needs a built agent: the units' ExecStart path is
-# pointed at target/debug/driftwatch-agent in a scratch copy.
+# output counts as a failure. Needs the built binaries: the units' ExecStart paths are
+# pointed at target/debug/driftwatch-{agent,collector} in a scratch copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,9 @@ command -v systemd-analyze >/dev/null || { echo "systemd-analyze not found (apt-
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for unit in packaging/systemd/*.service packaging/systemd/*.timer; do
-    sed "s|/usr/bin/driftwatch-agent|$agent|g" "$unit" > "$scratch/$(basename "$unit")"
+    sed -e "s|/usr/bin/driftwatch-agent|$agent|g" \
+        -e "s|/usr/bin/driftwatch-collector|$PWD/target/debug/driftwatch-collector|g" \
+        "$unit" > "$scratch/$(basename "$unit")"
 done
 
 status=0
