@@ -712,6 +712,24 @@ impl<S: Store> App<S> {
         Ok(())
     }
 
+    /// Audits the alert sinks of the configuration `source` when they differ from the last
+    /// start's: who edited the file is not known, which file is.
+    pub async fn note_alert_sinks(&self, source: &std::path::Path) -> Result<bool> {
+        let described: Vec<String> = self.sinks.iter().map(|s| s.name()).collect();
+        let value = serde_json::to_string(&described).expect("strings serialize");
+        let audit = NewAudit::new(
+            self.now(),
+            format!("config file {}", source.display()),
+            "config.alert_sinks",
+            "alert_sinks",
+            json!({ "sinks": described }),
+        );
+        Ok(self
+            .store
+            .note_config("alert_sinks".into(), value, audit)
+            .await?)
+    }
+
     /// Sets the gauges `/metrics` shows.
     pub async fn refresh_gauges(&self) -> Result<()> {
         let stats = self

@@ -177,6 +177,13 @@ async fn serve_command(
     }
     let store = open_store(&config)?;
     let app = app(&config, store.clone()).await?;
+    if app
+        .note_alert_sinks(&config.source)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot record the alert configuration: {err}"))?
+    {
+        tracing::info!("alert sinks changed since the last start: recorded in the audit log");
+    }
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener
         .local_addr()

@@ -347,33 +347,33 @@ fn audit_verify_detects_an_edit_and_a_deletion_made_with_raw_sql() {
     collector
         .cli(&["audit", "verify"])
         .expect(0)
-        .stdout_has("audit log intact: 4 entries");
+        .stdout_has("audit log intact: 5 entries");
 
     // Someone with write access to the file: the triggers stop a careless edit, not them.
     let db = rusqlite::Connection::open(collector.db()).unwrap();
-    let refused = db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2", []);
+    let refused = db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3", []);
     assert!(refused.unwrap_err().to_string().contains("append-only"));
     db.execute_batch(
-        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 2;",
+        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 3;",
     )
     .unwrap();
 
     let report = collector.get("/api/v1/audit/verify", &admin).expect(200);
     assert_eq!(report["ok"], false, "{report:#}");
-    assert_eq!(report["findings"][0]["seq"], 2);
+    assert_eq!(report["findings"][0]["seq"], 3);
     collector
         .driftctl(&admin, &["audit", "verify"])
         .expect(1)
         .stdout_has("audit log ALTERED")
-        .stdout_has("entry 2: content does not match its hash");
+        .stdout_has("entry 3: content does not match its hash");
     collector
         .cli(&["audit", "verify"])
         .expect(1)
-        .stdout_has("entry 2");
+        .stdout_has("entry 3");
 
     db.execute_batch(
-        "DROP TRIGGER audit_no_delete; UPDATE audit SET actor = 'root' WHERE seq = 2; \
-         DELETE FROM audit WHERE seq = 3;",
+        "DROP TRIGGER audit_no_delete; UPDATE audit SET actor = 'root' WHERE seq = 3; \
+         DELETE FROM audit WHERE seq = 4;",
     )
     .unwrap();
     drop(db);

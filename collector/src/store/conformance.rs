@@ -572,6 +572,35 @@ pub async fn story<S: Store>(store: S) {
     let stats = store.stats(T0 + 13_000 + 999_000, 300_000).await.unwrap();
     assert_eq!((stats.hosts, stats.silent_hosts), (1, 1));
 
+    // Configuration is audited when it changes, not at every start.
+    let sinks = || {
+        NewAudit::new(
+            T0,
+            "config file",
+            "config.alert_sinks",
+            "alert_sinks",
+            json!({}),
+        )
+    };
+    assert!(
+        store
+            .note_config("alert_sinks".into(), "[a]".into(), sinks())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .note_config("alert_sinks".into(), "[a]".into(), sinks())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .note_config("alert_sinks".into(), "[b]".into(), sinks())
+            .await
+            .unwrap()
+    );
+
     // Every audited change is in the chain, intact.
     let (entries, head) = store.audit_log().await.unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
@@ -586,6 +615,8 @@ pub async fn story<S: Store>(store: S) {
             "window.requested",
             "window.approved",
             "window.closed",
+            "config.alert_sinks",
+            "config.alert_sinks",
         ]
     );
     assert!(verify(&entries, head).ok);

@@ -346,6 +346,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
     fn alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
 
+    /// Records a configuration value under `key`; when it differs from the last one
+    /// recorded, appends `audit` in the same transaction. Returns whether it changed.
+    fn note_config(
+        &self,
+        key: String,
+        value: String,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     // Audit trail.
     fn audit_log(
         &self,

@@ -93,3 +93,23 @@ pub fn log(conn: &Connection) -> Result<(Vec<AuditEntry>, Option<AuditHead>)> {
 fn tolerant(bytes: Vec<u8>) -> [u8; 32] {
     bytes.try_into().unwrap_or([0xff; 32])
 }
+
+/// Stores `value` under `config:<key>` and audits the change, if it is one.
+pub fn note_config(conn: &Connection, key: &str, value: &str, audit: &NewAudit) -> Result<bool> {
+    let key = format!("config:{key}");
+    let last: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if last.as_deref() == Some(value.as_bytes()) {
+        return Ok(false);
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value.as_bytes()],
+    )?;
+    append(conn, audit)?;
+    Ok(true)
+}

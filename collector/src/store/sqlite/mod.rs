@@ -394,6 +394,15 @@ impl Store for SqliteStore {
         self.call(move |conn| alerts::list(conn, false, limit))
     }
 
+    fn note_config(
+        &self,
+        key: String,
+        value: String,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        self.write(move |tx| audit::note_config(tx, &key, &value, &audit))
+    }
+
     fn audit_log(
         &self,
     ) -> impl Future<Output = Result<(Vec<AuditEntry>, Option<AuditHead>)>> + Send {
