@@ -68,6 +68,7 @@ pub struct Settings {
     pub burst_ms: i64,
     pub tolerance_ms: i64,
     pub silent_after_ms: i64,
+    pub emergency_approval_ms: i64,
     pub max_body_bytes: usize,
 }
 
@@ -79,6 +80,7 @@ impl From<&CollectorConfig> for Settings {
             burst_ms: ms(config.burst),
             tolerance_ms: ms(config.clock_skew_tolerance),
             silent_after_ms: ms(config.silent_after),
+            emergency_approval_ms: ms(config.emergency_approval),
             max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
         }
     }
@@ -705,8 +707,12 @@ impl<S: Store> App<S> {
             .store
             .raise_silent_alerts(now, self.settings.silent_after_ms)
             .await?;
-        if raised + silent > 0 {
-            tracing::info!(untraced = raised, silent, "alerts raised");
+        let emergency = self
+            .store
+            .raise_emergency_alerts(now, self.settings.emergency_approval_ms)
+            .await?;
+        if raised + silent + emergency > 0 {
+            tracing::info!(untraced = raised, silent, emergency, "alerts raised");
         }
         alerts::deliver_pending(&self.store, &self.sinks, self.clock.as_ref()).await?;
         Ok(())

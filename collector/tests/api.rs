@@ -715,6 +715,32 @@ async fn an_emergency_window_approved_after_the_fact_covers_held_drift() {
         server.alert_lines("untraced_drift").is_empty(),
         "covered before the hold ended: nobody paged"
     );
+    assert!(
+        server.alert_lines("emergency_unapproved").is_empty(),
+        "approved in time"
+    );
+
+    // An emergency change nobody approves turns into an alert after the deadline.
+    let mut late = window(
+        "INC-8",
+        json!({"names": ["web-1"]}),
+        &["file:/etc/ssh/**"],
+        NOW,
+        NOW + 61 * MINUTE,
+    );
+    late["kind"] = json!("emergency");
+    server.post("/api/v1/windows", &alice, late).await;
+    server.clock.advance_secs(59 * 60);
+    server.app.tick().await.unwrap();
+    assert!(server.alert_lines("emergency_unapproved").is_empty());
+    server.clock.advance_secs(60);
+    server.app.tick().await.unwrap();
+    let lines = server.alert_lines("emergency_unapproved");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(
+        (&lines[0]["ticket"], &lines[0]["requester"]),
+        (&json!("INC-8"), &json!("alice"))
+    );
     let (_, drift) = server.get("/api/v1/drift?status=authorized", &alice).await;
     assert_eq!(drift.as_array().unwrap().len(), 1);
 }

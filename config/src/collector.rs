@@ -13,6 +13,7 @@
 //! burst_secs = 10                    # 0..=3600; one host's drift within this of the first = one alert
 //! clock_skew_tolerance_secs = 60     # 0..=86400
 //! silent_after_secs = 300            # 10..=604800; no heartbeat for this long = silent agent
+//! emergency_approval_secs = 86400    # 60..=2592000; an emergency window not approved by then alerts
 //!
 //! [tls]                              # PEM files, absolute paths
 //! cert = "/etc/driftwatch/collector.crt"
@@ -67,6 +68,9 @@ pub const MAX_CLOCK_SKEW_TOLERANCE_SECS: u64 = 86_400;
 pub const DEFAULT_SILENT_AFTER_SECS: u64 = 300;
 pub const MIN_SILENT_AFTER_SECS: u64 = 10;
 pub const MAX_SILENT_AFTER_SECS: u64 = 604_800;
+pub const DEFAULT_EMERGENCY_APPROVAL_SECS: u64 = 86_400;
+pub const MIN_EMERGENCY_APPROVAL_SECS: u64 = 60;
+pub const MAX_EMERGENCY_APPROVAL_SECS: u64 = 2_592_000;
 
 #[derive(Clone, Debug)]
 pub struct CollectorConfig {
@@ -86,6 +90,9 @@ pub struct CollectorConfig {
     pub clock_skew_tolerance: Duration,
     /// No heartbeat for this long: the agent is silent.
     pub silent_after: Duration,
+    /// An emergency window (work done first) still unapproved this long after it was
+    /// recorded raises an alert.
+    pub emergency_approval: Duration,
     pub alerts: Vec<AlertSink>,
 }
 

@@ -408,6 +408,28 @@ pub async fn story<S: Store>(store: S) {
         .insert_window(window.clone(), audit("window.requested"))
         .await
         .unwrap();
+    // An emergency window left unapproved past its deadline alerts, once.
+    assert_eq!(
+        store
+            .raise_emergency_alerts(T0 + 59_000, 60_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .raise_emergency_alerts(T0 + 60_000, 60_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .raise_emergency_alerts(T0 + 99_000, 60_000)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(store.window(window.id).await.unwrap(), window);
     let mut approved = window.clone();
     approved.status = WindowStatus::Approved;

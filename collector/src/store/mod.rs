@@ -176,7 +176,7 @@ pub struct CloseOutcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: Uuid,
-    /// `untraced_drift`, `chain`, `agent_silent`, `agent_health`.
+    /// `untraced_drift`, `chain`, `agent_silent`, `agent_health`, `emergency_unapproved`.
     pub kind: String,
     pub host_id: Option<Uuid>,
     pub created_at: Millis,
@@ -335,6 +335,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         now: Millis,
         silent_after_ms: i64,
+    ) -> impl Future<Output = Result<u32>> + Send;
+    /// One alert per emergency window still requested `deadline_ms` after it was recorded.
+    fn raise_emergency_alerts(
+        &self,
+        now: Millis,
+        deadline_ms: i64,
     ) -> impl Future<Output = Result<u32>> + Send;
     fn undelivered_alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
     /// Records a delivery attempt (`error` = None: delivered).

@@ -43,6 +43,7 @@ pub fn settings() -> Settings {
         burst_ms: 10_000,
         tolerance_ms: MINUTE,
         silent_after_ms: 5 * MINUTE,
+        emergency_approval_ms: 60 * MINUTE,
         max_body_bytes: 64 * 1024,
     }
 }

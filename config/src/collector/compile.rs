@@ -159,6 +159,13 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         DEFAULT_SILENT_AFTER_SECS,
     );
 
+    let emergency = diag.in_range(
+        &raw.emergency_approval_secs,
+        "emergency_approval_secs",
+        MIN_EMERGENCY_APPROVAL_SECS..=MAX_EMERGENCY_APPROVAL_SECS,
+        DEFAULT_EMERGENCY_APPROVAL_SECS,
+    );
+
     let alerts = raw
         .alert
         .iter()
@@ -177,6 +184,7 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         burst: Duration::from_secs(burst),
         clock_skew_tolerance: Duration::from_secs(skew),
         silent_after: Duration::from_secs(silent),
+        emergency_approval: Duration::from_secs(emergency),
         alerts,
     };
     if let Err(why) = config.check_listen(listen) {

@@ -20,6 +20,7 @@ pub(super) struct CollectorToml {
     pub burst_secs: Option<Spanned<i64>>,
     pub clock_skew_tolerance_secs: Option<Spanned<i64>>,
     pub silent_after_secs: Option<Spanned<i64>>,
+    pub emergency_approval_secs: Option<Spanned<i64>>,
     /// `[[alert]]` tables; the span of each element is its header.
     #[serde(default)]
     pub alert: Vec<Spanned<AlertToml>>,

@@ -76,6 +76,7 @@ fn defaults_apply_to_unset_keys() {
     assert_eq!(config.burst, Duration::from_secs(DEFAULT_BURST_SECS));
     assert_eq!(config.clock_skew_tolerance, Duration::from_secs(60));
     assert_eq!(config.silent_after, Duration::from_secs(300));
+    assert_eq!(config.emergency_approval, Duration::from_secs(86_400));
     assert!(config.alerts.is_empty());
 }
 
@@ -133,6 +134,8 @@ fn each_validation_error_names_its_place() {
             (2, 18, "max_body_bytes", "must be between 1024 and 268435456, got 10")),
         ("plain_http = true\nhold_secs = -1\n",
             (2, 13, "hold_secs", "must be between 0 and 86400, got -1")),
+        ("plain_http = true\nemergency_approval_secs = 59\n",
+            (2, 27, "emergency_approval_secs", "between 60 and 2592000, got 59")),
         ("plain_http = true\nsilent_after_secs = 1\n",
             (2, 21, "silent_after_secs", "between 10 and 604800")),
         ("plain_http = true\n[[alert]]\ntype = \"webhook\"\nurl = \"https://x\"\n",

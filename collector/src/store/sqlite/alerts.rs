@@ -109,6 +109,47 @@ pub fn raise_silent(conn: &Connection, now: Millis, silent_after_ms: i64) -> Res
     Ok(silent.len() as u32)
 }
 
+pub fn raise_emergency(conn: &Connection, now: Millis, deadline_ms: i64) -> Result<u32> {
+    let late: Vec<(Id, String, String, Millis)> = {
+        let mut stmt = conn.prepare(
+            "SELECT id, ticket, requester, created_at FROM windows
+             WHERE kind = 'emergency' AND status = 'requested' AND deadline_alerted_at IS NULL
+               AND created_at <= ?1",
+        )?;
+        stmt.query_map([now - deadline_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    for (Id(window_id), ticket, requester, created_at) in &late {
+        let body = serde_json::json!({
+            "kind": "emergency_unapproved",
+            "window_id": window_id,
+            "ticket": ticket,
+            "requester": requester,
+            "recorded_at": crate::clock::rfc3339(*created_at),
+            "summary": format!(
+                "emergency change {ticket} (recorded by {requester}) is still not approved after {} h",
+                deadline_ms / 3_600_000
+            ),
+        });
+        insert_alert(
+            conn,
+            &NewAlert {
+                kind: "emergency_unapproved".into(),
+                host_id: None,
+                body,
+            },
+            now,
+        )?;
+        conn.execute(
+            "UPDATE windows SET deadline_alerted_at = ?2 WHERE id = ?1",
+            params![id(*window_id), now],
+        )?;
+    }
+    Ok(late.len() as u32)
+}
+
 fn row(r: &Row<'_>) -> rusqlite::Result<Alert> {
     Ok(Alert {
         id: r.get::<_, Id>(0)?.0,

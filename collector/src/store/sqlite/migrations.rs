@@ -4,7 +4,8 @@
 /// `PRAGMA application_id`: marks the file as a driftwatch collector database ("DWC1").
 pub const APPLICATION_ID: i32 = 0x4457_4331;
 
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -162,4 +163,9 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"#];
+"#,
+    // 2: emergency windows left unapproved past the deadline are alerted once.
+    r#"
+ALTER TABLE windows ADD COLUMN deadline_alerted_at INTEGER;
+"#,
+];

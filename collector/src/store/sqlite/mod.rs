@@ -377,6 +377,14 @@ impl Store for SqliteStore {
         self.write(move |tx| alerts::raise_silent(tx, now, silent_after_ms))
     }
 
+    fn raise_emergency_alerts(
+        &self,
+        now: Millis,
+        deadline_ms: i64,
+    ) -> impl Future<Output = Result<u32>> + Send {
+        self.write(move |tx| alerts::raise_emergency(tx, now, deadline_ms))
+    }
+
     fn undelivered_alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send {
         self.call(move |conn| alerts::list(conn, true, limit))
     }
