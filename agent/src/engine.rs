@@ -26,22 +26,26 @@ use std::time::Instant;
 
 use anyhow::Context;
 use driftwatch_common::api::v1::{
-    AgentCommand, CommandOutcome, CommandResult, SeenBy, SubjectState,
+    AgentCommand, ChangeKind, CommandOutcome, CommandResult, SeenBy, SubjectState,
 };
 use driftwatch_common::attrs::{Attribute, AttributeSet};
 use driftwatch_common::pathbytes::PathBytes;
-use driftwatch_common::state::FileState;
+use driftwatch_common::state::{FileKind, FileState};
 use driftwatch_config::AgentConfig;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info};
 
+use crate::attribution::Attribution;
 use crate::check::{
     CheckMode, CheckOptions, Observed, is_within, observe_path, read_plan, run_check_with,
+    unified_diff,
 };
 use crate::detect::{Decision, decide};
 use crate::events::{Pending, Remember, file_subject_path, link_renames};
 use crate::progress::Progress;
+use crate::provenance::{DpkgPaths, ProvenanceIndex};
+use crate::redact::{DEFAULT_SECRET_PATTERNS, SecretMask};
 use crate::scan::read::read_subject;
 use crate::scan::throttle::Throttle;
 use crate::scan::{Policy, ScopeEntry};
@@ -122,6 +126,38 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     /// The spool refused events: rescan once there is room.
     rescan_when_space: bool,
+    extras: Extras,
+}
+
+/// What enriches events beyond the comparison.
+struct Extras {
+    attribution: Attribution,
+    /// dpkg's records; `None` where there is no dpkg (rpm: not supported yet).
+    provenance: Option<ProvenanceIndex>,
+    mask: SecretMask,
+}
+
+impl Extras {
+    fn start(config: &AgentConfig, store: &BaselineStore) -> anyhow::Result<Extras> {
+        let roots: Vec<_> = config.rules.iter().map(|rule| rule.path.clone()).collect();
+        let provenance = match ProvenanceIndex::load(&DpkgPaths::default()) {
+            Ok(index) => Some(index),
+            Err(err) => {
+                info!(reason = %err, "package provenance off");
+                None
+            }
+        };
+        let mask = SecretMask::new(
+            DEFAULT_SECRET_PATTERNS,
+            store.derived_key("diff fingerprint"),
+        )
+        .context("building the secret mask for diffs")?;
+        Ok(Extras {
+            attribution: Attribution::start(&roots),
+            provenance,
+            mask,
+        })
+    }
 }
 
 impl Engine {
@@ -137,6 +173,7 @@ impl Engine {
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Engine> {
         let reported = spool.reported()?;
+        let extras = Extras::start(&config, &store)?;
         Ok(Engine {
             config,
             store,
@@ -148,6 +185,7 @@ impl Engine {
             shipped,
             stop,
             rescan_when_space: false,
+            extras,
         })
     }
 
@@ -438,13 +476,40 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Where the lead's modules add to an event before it is committed:
-    /// - diffs: `check::unified_diff` of the baseline snapshot and the new
-    ///   content, masked by `redact::SecretMask`, wired by the lead. Until
-    ///   then no diff leaves the host (never an unmasked one);
-    /// - `actor`: `attribution::Attribution::actor_for`, wired by the lead;
-    /// - `provenance`: `provenance::ProvenanceIndex::verify`, wired by the lead.
-    fn enrich(&self, _pending: &mut [Pending]) {}
+    /// Adds what the comparison itself does not know, before anything is
+    /// committed: who made the change (fanotify, where available), whether a
+    /// changed file still matches its package, and for text files a diff
+    /// with secret values masked (no unmasked diff ever leaves the host).
+    fn enrich(&self, pending: &mut [Pending]) {
+        for event in pending.iter_mut() {
+            if event.kind == ChangeKind::Restored {
+                continue;
+            }
+            let path = event.path.as_path();
+            event.actor = Some(self.extras.attribution.actor_for(path));
+            let is_file = event
+                .after
+                .as_ref()
+                .is_some_and(|s| s.kind == FileKind::File);
+            if is_file && let Some(index) = &self.extras.provenance {
+                event.provenance = index.verify(path).and_then(Result::ok);
+            }
+            if event.kind == ChangeKind::Content {
+                event.diff = self.masked_diff(event);
+            }
+        }
+    }
+
+    fn masked_diff(&self, event: &Pending) -> Option<String> {
+        let after = event.new_snapshot.as_deref()?;
+        let before_hash = event.before.as_ref()?.content_hash?;
+        let before = self
+            .store
+            .snapshot(event.path.as_bytes(), &before_hash)
+            .ok()??;
+        let diff = unified_diff(&event.path, &before, after)?;
+        Some(self.extras.mask.mask_diff(&diff))
+    }
 
     /// Commits events and remembers what was reported; returns how many were committed.
     fn commit(&mut self, pending: &[Pending], seen_by: SeenBy) -> anyhow::Result<u64> {

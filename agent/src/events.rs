@@ -46,6 +46,8 @@ pub struct Pending {
     /// The other half of a rename.
     pub related: Option<Uuid>,
     pub remember: Remember,
+    /// The new content of a small text file, for the (masked) diff; never sent.
+    pub new_snapshot: Option<Vec<u8>>,
 }
 
 impl Pending {
@@ -58,13 +60,13 @@ impl Pending {
             changed: drift.changed.iter().map(|a| a.name().to_owned()).collect(),
             before: drift.before.clone(),
             after: drift.after.clone(),
-            // diff: withheld until secrets in it are masked (see `daemon`'s redaction point).
+            // Filled in by `Engine::enrich`: the masked diff, the actor, the provenance.
             diff: None,
             actor: Some(unattributed()),
-            // provenance: package ownership is wired by the lead (`provenance.rs`).
             provenance: None,
             related: None,
             remember: Remember::Drifted(drift.after.clone()),
+            new_snapshot: drift.new_snapshot.clone(),
         }
     }
 
@@ -86,6 +88,7 @@ impl Pending {
             provenance: None,
             related: None,
             remember: Remember::Forget,
+            new_snapshot: None,
         }
     }
 
@@ -209,6 +212,7 @@ mod tests {
             provenance: None,
             related: None,
             remember: Remember::Forget,
+            new_snapshot: None,
         }
     }
 

@@ -570,3 +570,48 @@ fn without_enrollment_events_wait_in_the_spool_and_leave_after_enroll() {
 fn super_token() -> &'static str {
     driftwatch_tests::daemon::TOKEN
 }
+
+#[test]
+fn events_carry_a_masked_diff_and_say_who_made_the_change() {
+    let collector = TestCollector::start();
+    let host = DaemonHost::new(Some(&collector.url()), "");
+    host.host
+        .write("etc/db.conf", "host = db1\npassword = hunter2\n");
+    host.init();
+    host.enroll();
+    let daemon = host.start();
+
+    let file = host
+        .host
+        .write("etc/db.conf", "host = db2\npassword = s3cret-new\n");
+    let event = wait_for_event(
+        &collector,
+        &file,
+        |e| e.kind == ChangeKind::Content,
+        || daemon.log(),
+    );
+    let diff = event
+        .diff
+        .as_deref()
+        .expect("content drift of a text file carries a diff");
+    assert!(
+        diff.contains("-host = db1") && diff.contains("+host = db2"),
+        "{diff}"
+    );
+    assert!(diff.contains("password = «masked "), "{diff}");
+    assert!(
+        !diff.contains("hunter2") && !diff.contains("s3cret-new"),
+        "no secret leaves the host: {diff}"
+    );
+    let actor = event.actor.expect("every event says who, or why not");
+    if driftwatch_tests::is_root() {
+        // This test process wrote the file, and fanotify says so.
+        assert_eq!(actor.source, "fanotify", "{actor:?}");
+        assert_eq!(actor.pid, Some(std::process::id()), "{actor:?}");
+        assert!(actor.comm.is_some() && actor.uid == Some(0), "{actor:?}");
+    } else {
+        assert_eq!(actor.source, "none", "{actor:?}");
+        assert!(actor.reason.unwrap_or_default().contains("CAP_SYS_ADMIN"));
+    }
+    daemon.stop();
+}

@@ -90,6 +90,7 @@ fn pending(i: u64) -> Pending {
         provenance: None,
         related: None,
         remember: Remember::Drifted(None),
+        new_snapshot: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn drift(path: &str, size: u64) -> Pending {
         provenance: None,
         related: None,
         remember: Remember::Drifted(Some(state(size))),
+        new_snapshot: None,
     }
 }
 
