@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod collector;
+mod diagnostics;
 pub mod error;
 mod span;
 

@@ -1,14 +1,11 @@
 //! TOML text → validated [`AgentConfig`], collecting every error with its place.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use driftwatch_common::attrs::{Attribute, AttributeSet, BUILTIN_GROUPS};
 use driftwatch_common::pattern::GlobList;
-use serde::Deserialize;
 use toml::Spanned;
-use toml::de::DeTable;
 
 use super::raw::{AgentToml, RuleToml};
 use super::{
@@ -17,51 +14,14 @@ use super::{
     MAX_SNAPSHOT_BYTES, MAX_SOURCES_INTERVAL_SECS, MAX_WORKERS, Rule, SOURCE_NAMES, ScanSettings,
     SnapshotSettings, SourceSettings,
 };
-use crate::error::{ConfigError, ConfigErrors};
-use crate::span::{Locator, key_at, key_segment};
+use crate::diagnostics::{Diagnostics, parse};
+use crate::error::ConfigErrors;
+use crate::span::key_segment;
 
 pub(super) fn from_toml(text: &str, source: &Path) -> Result<AgentConfig, ConfigErrors> {
-    let mut diag = Diagnostics {
-        file: source,
-        locator: Locator::new(text),
-        errors: Vec::new(),
-    };
-
-    let (table, syntax_errors) = DeTable::parse_recoverable(text);
-    if !syntax_errors.is_empty() {
-        for err in &syntax_errors {
-            let key = err.span().and_then(|span| key_at(table.get_ref(), &span));
-            diag.toml_error(err, key, "syntax error: ");
-            // The parser does not say which key is duplicated; its span is that key.
-            if err.message() == "duplicate key"
-                && let Some(name) = err.span().and_then(|span| text.get(span))
-                && let Some(last) = diag.errors.last_mut()
-            {
-                last.message = format!("syntax error: duplicate key `{name}`");
-            }
-        }
-        return Err(diag.finish());
-    }
-
-    let raw = match AgentToml::deserialize(toml::de::Deserializer::from(table)) {
-        Ok(raw) => raw,
-        Err(err) => {
-            // The table was consumed; parse again (it parsed once, so it parses again) to name the key.
-            let key = match (DeTable::parse(text), err.span()) {
-                (Ok(table), Some(span)) => key_at(table.get_ref(), &span),
-                _ => None,
-            };
-            diag.toml_error(&err, key, "");
-            return Err(diag.finish());
-        }
-    };
-
+    let (raw, mut diag) = parse::<AgentToml>(text, source)?;
     let config = compile(raw, source, &mut diag);
-    if diag.errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(diag.finish())
-    }
+    diag.result(config)
 }
 
 /// The semantic checks. Always returns a config; it is only meaningful when `diag`
@@ -335,7 +295,7 @@ fn compile_rule(
                 None
             }
             Ok(normal) => {
-                let line = diag.locator.position(path.span().start).0;
+                let line = diag.line_of(path.span().start);
                 match seen.get(&normal) {
                     Some(first) => {
                         diag.at(
@@ -449,51 +409,7 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
         .map_err(|err| format!("invalid glob `{pattern}`: {}", err.reason))
 }
 
-/// The errors found so far, and how to place them.
-pub(super) struct Diagnostics<'a> {
-    file: &'a Path,
-    locator: Locator<'a>,
-    errors: Vec<ConfigError>,
-}
-
 impl Diagnostics<'_> {
-    pub(super) fn at(
-        &mut self,
-        span: Range<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) {
-        let (line, column) = self.locator.position(span.start);
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line: Some(line),
-            column: Some(column),
-            key: Some(key.into()),
-            message: message.into(),
-        });
-    }
-
-    fn unplaced(&mut self, key: &str, message: &str) {
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line: None,
-            column: None,
-            key: Some(key.to_owned()),
-            message: message.to_owned(),
-        });
-    }
-
-    fn toml_error(&mut self, err: &toml::de::Error, key: Option<String>, prefix: &str) {
-        let position = err.span().map(|span| self.locator.position(span.start));
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line: position.map(|(line, _)| line),
-            column: position.map(|(_, column)| column),
-            key,
-            message: format!("{prefix}{}", plain_type_names(err.message())),
-        });
-    }
-
     /// The value as `u64` when it lies in `0..=max`; otherwise reports it.
     fn in_range(&mut self, value: &Spanned<i64>, key: &str, max: u64, note: &str) -> Option<u64> {
         match u64::try_from(*value.get_ref()) {
@@ -560,27 +476,4 @@ impl Diagnostics<'_> {
             }
         }
     }
-
-    /// All errors in file order; those without a place come last.
-    fn finish(mut self) -> ConfigErrors {
-        self.errors
-            .sort_by_key(|e| (e.line.is_none(), e.line, e.column));
-        ConfigErrors(self.errors)
-    }
-}
-
-/// serde names Rust types ("expected i64", "expected struct ScanToml"); say it in TOML terms.
-fn plain_type_names(message: &str) -> String {
-    let mut message = message
-        .replace("expected i64", "expected an integer")
-        .replace("expected a sequence", "expected an array")
-        .replace("expected a map", "expected a table");
-    if let Some(at) = message.find("expected struct ") {
-        let rest = &message[at + "expected struct ".len()..];
-        let end = rest
-            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        message = format!("{}expected a table{}", &message[..at], &rest[end..]);
-    }
-    message
 }

@@ -40,7 +40,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compile::Diagnostics;
+use crate::diagnostics::Diagnostics;
 
 /// `scan.interval_secs` when the file does not set it (hourly).
 pub const DEFAULT_SCAN_INTERVAL_SECS: u64 = 3600;

@@ -1,51 +1,20 @@
 //! TOML text → validated [`CollectorConfig`], collecting every error with its place.
 
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
-use toml::de::DeTable;
 
 use super::raw::{AlertToml, CollectorToml};
 use super::*;
-use crate::error::{ConfigError, ConfigErrors};
-use crate::span::{Locator, key_at};
+use crate::diagnostics::{Diagnostics, parse};
+use crate::error::ConfigErrors;
 
 pub(super) fn from_toml(text: &str, source: &Path) -> Result<CollectorConfig, ConfigErrors> {
-    let mut diag = Diagnostics {
-        file: source,
-        locator: Locator::new(text),
-        errors: Vec::new(),
-    };
-    let (table, syntax_errors) = DeTable::parse_recoverable(text);
-    if !syntax_errors.is_empty() {
-        for err in &syntax_errors {
-            let key = err.span().and_then(|span| key_at(table.get_ref(), &span));
-            diag.toml_error(err, key, "syntax error: ");
-        }
-        return Err(diag.finish());
-    }
-    let raw = match CollectorToml::deserialize(toml::de::Deserializer::from(table)) {
-        Ok(raw) => raw,
-        Err(err) => {
-            // The table was consumed; parse again (it parsed once) to name the key.
-            let key = match (DeTable::parse(text), err.span()) {
-                (Ok(table), Some(span)) => key_at(table.get_ref(), &span),
-                _ => None,
-            };
-            diag.toml_error(&err, key, "");
-            return Err(diag.finish());
-        }
-    };
+    let (raw, mut diag) = parse::<CollectorToml>(text, source)?;
     let config = compile(raw, source, &mut diag);
-    if diag.errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(diag.finish())
-    }
+    diag.result(config)
 }
 
 /// The semantic checks; the result is only meaningful when `diag` collected no errors.
@@ -128,38 +97,38 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         Some(dir) => diag.absolute(dir, "state_dir"),
     };
 
-    let max_body_bytes = diag.in_range(
+    let max_body_bytes = diag.in_range_or(
         &raw.max_body_bytes,
         "max_body_bytes",
         MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES,
         DEFAULT_MAX_BODY_BYTES,
     );
-    let hold = diag.in_range(
+    let hold = diag.in_range_or(
         &raw.hold_secs,
         "hold_secs",
         0..=MAX_HOLD_SECS,
         DEFAULT_HOLD_SECS,
     );
-    let burst = diag.in_range(
+    let burst = diag.in_range_or(
         &raw.burst_secs,
         "burst_secs",
         0..=MAX_BURST_SECS,
         DEFAULT_BURST_SECS,
     );
-    let skew = diag.in_range(
+    let skew = diag.in_range_or(
         &raw.clock_skew_tolerance_secs,
         "clock_skew_tolerance_secs",
         0..=MAX_CLOCK_SKEW_TOLERANCE_SECS,
         DEFAULT_CLOCK_SKEW_TOLERANCE_SECS,
     );
-    let silent = diag.in_range(
+    let silent = diag.in_range_or(
         &raw.silent_after_secs,
         "silent_after_secs",
         MIN_SILENT_AFTER_SECS..=MAX_SILENT_AFTER_SECS,
         DEFAULT_SILENT_AFTER_SECS,
     );
 
-    let emergency = diag.in_range(
+    let emergency = diag.in_range_or(
         &raw.emergency_approval_secs,
         "emergency_approval_secs",
         MIN_EMERGENCY_APPROVAL_SECS..=MAX_EMERGENCY_APPROVAL_SECS,
@@ -267,53 +236,9 @@ fn compile_alert(
     }
 }
 
-/// The errors found so far, and how to place them.
-struct Diagnostics<'a> {
-    file: &'a Path,
-    locator: Locator<'a>,
-    errors: Vec<ConfigError>,
-}
-
 impl Diagnostics<'_> {
-    fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
-        let (line, column) = self.locator.position(span.start);
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line: Some(line),
-            column: Some(column),
-            key: Some(key.into()),
-            message: message.into(),
-        });
-    }
-
-    fn unplaced(&mut self, key: &str, message: &str) {
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line: None,
-            column: None,
-            key: Some(key.to_owned()),
-            message: message.to_owned(),
-        });
-    }
-
-    fn toml_error(&mut self, err: &toml::de::Error, key: Option<String>, prefix: &str) {
-        let position = err.span().map(|span| self.locator.position(span.start));
-        let message = err
-            .message()
-            .replace("expected i64", "expected an integer")
-            .replace("expected a map", "expected a table")
-            .replace("expected a sequence", "expected an array");
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line: position.map(|(line, _)| line),
-            column: position.map(|(_, column)| column),
-            key,
-            message: format!("{prefix}{message}"),
-        });
-    }
-
     /// The value when set and within `range`, `default` when unset; out of range is reported.
-    fn in_range(
+    fn in_range_or(
         &mut self,
         value: &Option<Spanned<i64>>,
         key: &str,
@@ -359,12 +284,5 @@ impl Diagnostics<'_> {
             );
         }
         normal
-    }
-
-    /// All errors in file order; those without a place come last.
-    fn finish(mut self) -> ConfigErrors {
-        self.errors
-            .sort_by_key(|e| (e.line.is_none(), e.line, e.column));
-        ConfigErrors(self.errors)
     }
 }
