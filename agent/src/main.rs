@@ -80,7 +80,7 @@ enum Command {
     #[command(after_help = RUN_EXIT_CODES)]
     Run,
     /// Enroll this host with a collector: exchange a one-time token for the agent's credential.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = ENROLL_EXIT_CODES)]
     Enroll {
         /// The collector's URL (default: [collector] url of the configuration).
         #[arg(long, value_name = "URL")]
@@ -111,6 +111,11 @@ Exit codes:
   0  stopped cleanly (SIGTERM or SIGINT); undelivered events stay in the spool
   2  error: could not start (bad configuration, no baseline, another agent running...)
   4  the baseline failed its integrity check (modified outside driftwatch): not started";
+
+const ENROLL_EXIT_CODES: &str = "\
+Exit codes:
+  0  enrolled: the credential is stored (0600) in the state directory
+  2  error: nothing was stored (collector unreachable, token refused or used, already enrolled...)";
 
 const STATUS_EXIT_CODES: &str = "\
 Exit codes:
