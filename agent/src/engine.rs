@@ -73,7 +73,7 @@ pub enum EngineMsg {
     SpaceFreed,
 }
 
-// sources: wired by the lead. State beyond files (`sources::StateSource`: packages, sysctl,
+// Not supported yet: state sources in the daemon (they are checked by `check`). State beyond files (`sources::StateSource`: packages, sysctl,
 // modules, ports, users) is polled every `config.sources.interval`: add a `ScanKind::Sources`
 // here, scheduled in `daemon::schedule`, whose handler collects the enabled sources, compares
 // them with the baseline's state entries and commits `Pending` events keyed by the state's
@@ -631,7 +631,7 @@ impl Engine {
         window_id: Option<uuid::Uuid>,
     ) -> anyhow::Result<CommandOutcome> {
         let Some(path) = file_subject_path(subject) else {
-            // State subjects (package:, sysctl:...): wired by the lead with `sources`.
+            // State subjects (package:, sysctl:...) are not supported by the daemon yet.
             anyhow::bail!("`{subject}`: only file subjects can be accepted by this agent version");
         };
         let named = match named {
