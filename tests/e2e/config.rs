@@ -21,6 +21,10 @@ state_dir = "{state}"
 workers = 2
 full_rehash_interval_hours = 0
 
+# Files only: listening ports and the like change under concurrent tests.
+[sources]
+enabled = []
+
 [[rule]]
 path = "{perm}"
 group = "permissions"
