@@ -361,8 +361,6 @@ impl Generation {
             s.spool = spool_depth;
             s.spool_max_events = daemon.spool.max_events;
             s.spool_max_bytes = daemon.spool.max_bytes;
-            s.coverage.attribution_unavailable =
-                Some("attribution is not wired into the daemon yet".into());
         });
 
         let ship_spool = Spool::open(start.spool.path())?;
@@ -376,6 +374,9 @@ impl Generation {
             Arc::clone(&wake),
             Arc::clone(&stop),
         )?;
+        // Coverage is a signal: say whether, and why not, writers can be named.
+        let attribution = engine.attribution_unavailable().map(str::to_owned);
+        status.update(|s| s.coverage.attribution_unavailable = attribution);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let detector = std::thread::Builder::new()

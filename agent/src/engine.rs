@@ -189,6 +189,11 @@ impl Engine {
         })
     }
 
+    /// Why writers cannot be named, if they cannot (no CAP_SYS_ADMIN...).
+    pub fn attribution_unavailable(&self) -> Option<&str> {
+        self.extras.attribution.unavailable_reason()
+    }
+
     /// Sets up the watches and runs the first scan; `ready` gets the outcome.
     /// Then handles messages until every sender is gone.
     pub fn run(

@@ -604,14 +604,20 @@ fn events_carry_a_masked_diff_and_say_who_made_the_change() {
         "no secret leaves the host: {diff}"
     );
     let actor = event.actor.expect("every event says who, or why not");
+    assert!(wait_until(DELIVERY, || !collector.heartbeats().is_empty()));
+    let coverage = &collector.heartbeats()[0].health.coverage;
     if driftwatch_tests::is_root() {
         // This test process wrote the file, and fanotify says so.
         assert_eq!(actor.source, "fanotify", "{actor:?}");
         assert_eq!(actor.pid, Some(std::process::id()), "{actor:?}");
         assert!(actor.comm.is_some() && actor.uid == Some(0), "{actor:?}");
+        assert_eq!(coverage.attribution_unavailable, None);
     } else {
         assert_eq!(actor.source, "none", "{actor:?}");
         assert!(actor.reason.unwrap_or_default().contains("CAP_SYS_ADMIN"));
+        // Coverage is a signal: heartbeats say attribution is off, and why.
+        let reason = coverage.attribution_unavailable.clone().unwrap_or_default();
+        assert!(reason.contains("CAP_SYS_ADMIN"), "{reason}");
     }
     daemon.stop();
 }
