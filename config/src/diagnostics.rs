@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::error::{ConfigError, ConfigErrors};
@@ -102,6 +103,52 @@ impl Diagnostics<'_> {
             key,
             message: format!("{prefix}{}", plain_type_names(err.message())),
         });
+    }
+
+    /// The value as `u64` when it lies in `min..=max`; otherwise reports it,
+    /// with `note` (if any) saying what the number means.
+    pub(crate) fn between(
+        &mut self,
+        value: &Spanned<i64>,
+        key: &str,
+        min: u64,
+        max: u64,
+        note: &str,
+    ) -> Option<u64> {
+        match u64::try_from(*value.get_ref()) {
+            Ok(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                let note = if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({note})")
+                };
+                self.at(
+                    value.span(),
+                    key,
+                    format!(
+                        "must be between {min} and {max}{note}, got {}",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// [`Self::between`] for an optional key: `default` when unset or invalid.
+    pub(crate) fn between_or(
+        &mut self,
+        value: Option<&Spanned<i64>>,
+        key: &str,
+        min: u64,
+        max: u64,
+        default: u64,
+        note: &str,
+    ) -> u64 {
+        value.map_or(default, |v| {
+            self.between(v, key, min, max, note).unwrap_or(default)
+        })
     }
 
     /// `value` if no error was collected, else every error.

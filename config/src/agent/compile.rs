@@ -412,45 +412,7 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
 impl Diagnostics<'_> {
     /// The value as `u64` when it lies in `0..=max`; otherwise reports it.
     fn in_range(&mut self, value: &Spanned<i64>, key: &str, max: u64, note: &str) -> Option<u64> {
-        match u64::try_from(*value.get_ref()) {
-            Ok(v) if v <= max => Some(v),
-            _ => {
-                self.at(
-                    value.span(),
-                    key,
-                    format!(
-                        "must be between 0 and {max} ({note}), got {}",
-                        value.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// The value as `u64` when it lies in `min..=max`; otherwise reports it.
-    pub(super) fn between(
-        &mut self,
-        value: &Spanned<i64>,
-        key: &str,
-        min: u64,
-        max: u64,
-        note: &str,
-    ) -> Option<u64> {
-        match u64::try_from(*value.get_ref()) {
-            Ok(v) if (min..=max).contains(&v) => Some(v),
-            _ => {
-                self.at(
-                    value.span(),
-                    key,
-                    format!(
-                        "must be between {min} and {max} ({note}), got {}",
-                        value.get_ref()
-                    ),
-                );
-                None
-            }
-        }
+        self.between(value, key, 0, max, note)
     }
 
     /// Compiles a pattern list, reporting every bad pattern at its own place.

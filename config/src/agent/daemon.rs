@@ -226,12 +226,9 @@ pub(super) struct DaemonToml<'a> {
 
 pub(super) fn compile(raw: DaemonToml<'_>, diag: &mut Diagnostics<'_>) -> DaemonSettings {
     let defaults = DaemonSettings::default();
-    let mut number =
-        |value: Option<&Spanned<i64>>, key: &str, min: u64, max: u64, default: u64, note: &str| {
-            value.map_or(default, |v| {
-                diag.between(v, key, min, max, note).unwrap_or(default)
-            })
-        };
+    let mut number = |value: Option<&Spanned<i64>>, key: &str, min, max, default, note: &str| {
+        diag.between_or(value, key, min, max, default, note)
+    };
     let scan_interval = number(
         raw.scan_interval_secs,
         "scan.interval_secs",

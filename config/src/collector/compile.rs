@@ -245,25 +245,14 @@ impl Diagnostics<'_> {
         range: std::ops::RangeInclusive<u64>,
         default: u64,
     ) -> u64 {
-        let Some(value) = value else {
-            return default;
-        };
-        match u64::try_from(*value.get_ref()) {
-            Ok(v) if range.contains(&v) => v,
-            _ => {
-                self.at(
-                    value.span(),
-                    key,
-                    format!(
-                        "must be between {} and {}, got {}",
-                        range.start(),
-                        range.end(),
-                        value.get_ref()
-                    ),
-                );
-                default
-            }
-        }
+        self.between_or(
+            value.as_ref(),
+            key,
+            *range.start(),
+            *range.end(),
+            default,
+            "",
+        )
     }
 
     /// An absolute path without `..`, normalised; anything else is reported.
