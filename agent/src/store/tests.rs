@@ -98,7 +98,13 @@ fn derived_keys_are_stable_per_purpose_and_differ_between_purposes() {
             .derived_key("diff fingerprint")
     );
     assert_ne!(fingerprint, store.derived_key("something else"));
-    assert_ne!(fingerprint.to_vec(), fs::read(&paths.key).unwrap());
+    // Not the baseline key itself: a leaked fingerprint key must not unseal the baseline.
+    let key: ContentHash = fs::read_to_string(&paths.key)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(fingerprint, key.0);
 }
 
 #[test]
