@@ -45,7 +45,7 @@ use crate::detect::{Decision, decide};
 use crate::events::{Pending, Remember, file_subject_path, link_renames};
 use crate::progress::Progress;
 use crate::provenance::{DpkgPaths, ProvenanceIndex};
-use crate::redact::{DEFAULT_SECRET_PATTERNS, SecretMask};
+use crate::redact::SecretMask;
 use crate::scan::read::read_subject;
 use crate::scan::throttle::Throttle;
 use crate::scan::{Policy, ScopeEntry};
@@ -148,7 +148,7 @@ impl Extras {
             }
         };
         let mask = SecretMask::new(
-            DEFAULT_SECRET_PATTERNS,
+            &config.snapshots.secret_keys,
             store.derived_key("diff fingerprint"),
         )
         .context("building the secret mask for diffs")?;

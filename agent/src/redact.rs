@@ -10,22 +10,10 @@
 
 use regex::{Regex, RegexBuilder};
 
-/// Key names that mark a secret value (case-insensitive, anywhere in the key).
-pub const DEFAULT_SECRET_PATTERNS: &[&str] = &[
-    "pass",
-    "secret",
-    "token",
-    "key",
-    "credential",
-    "auth",
-    "cookie",
-    "private",
-    "salt",
-];
-
 pub struct SecretMask {
-    /// `(indent)(key)(separator)(value)` where the key matches a secret pattern.
-    line: Regex,
+    /// `(indent)(key)(separator)(value)` where the key matches a secret pattern;
+    /// `None` when the policy lists no secret keys (nothing is masked).
+    line: Option<Regex>,
     fingerprint_key: [u8; 32],
 }
 
@@ -34,12 +22,19 @@ pub struct SecretMask {
 pub struct PatternError(#[from] regex::Error);
 
 impl SecretMask {
-    /// `patterns` are regular expressions matched within a line's key;
+    /// `patterns` are regular expressions matched within a line's key (the policy's
+    /// `snapshots.secret_keys`, validated there one by one);
     /// `fingerprint_key` keys the fingerprints (derive it from an agent secret).
     pub fn new<S: AsRef<str>>(
         patterns: &[S],
         fingerprint_key: [u8; 32],
     ) -> Result<Self, PatternError> {
+        if patterns.is_empty() {
+            return Ok(SecretMask {
+                line: None,
+                fingerprint_key,
+            });
+        }
         let alternatives: Vec<String> = patterns
             .iter()
             .map(|p| format!("(?:{})", p.as_ref()))
@@ -54,14 +49,14 @@ impl SecretMask {
         .case_insensitive(true)
         .build()?;
         Ok(SecretMask {
-            line,
+            line: Some(line),
             fingerprint_key,
         })
     }
 
     /// One line of file content, masked if its key looks secret.
     pub fn mask_line(&self, line: &str) -> String {
-        match self.line.captures(line) {
+        match self.line.as_ref().and_then(|regex| regex.captures(line)) {
             Some(caps) if !cannot_be_secret(&caps[3]) => {
                 format!(
                     "{}{}«masked {}»",
@@ -123,10 +118,12 @@ fn cannot_be_secret(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use driftwatch_config::agent::DEFAULT_SECRET_KEYS;
+
     use super::*;
 
     fn mask() -> SecretMask {
-        SecretMask::new(DEFAULT_SECRET_PATTERNS, [7; 32]).unwrap()
+        SecretMask::new(DEFAULT_SECRET_KEYS, [7; 32]).unwrap()
     }
 
     #[test]
@@ -175,7 +172,7 @@ mod tests {
         let a = mask.mask_line("password = one");
         assert_eq!(a, mask.mask_line("password = one"));
         assert_ne!(a, mask.mask_line("password = two"));
-        let other_agent = SecretMask::new(DEFAULT_SECRET_PATTERNS, [8; 32]).unwrap();
+        let other_agent = SecretMask::new(DEFAULT_SECRET_KEYS, [8; 32]).unwrap();
         assert_ne!(
             a,
             other_agent.mask_line("password = one"),
@@ -193,6 +190,22 @@ mod tests {
             "{masked}"
         );
         assert_eq!(masked.lines().count(), diff.lines().count());
+    }
+
+    #[test]
+    fn the_policy_chooses_which_keys_are_secret() {
+        // `snapshots.secret_keys = ["^db_", "apikey"]`: only those keys are masked.
+        let mask = SecretMask::new(&["^db_", "apikey"], [7; 32]).unwrap();
+        assert!(mask.mask_line("db_pass = hunter2").contains("«masked "));
+        assert!(mask.mask_line("ApiKey: abc123").contains("«masked "));
+        assert_eq!(mask.mask_line("password = visible"), "password = visible");
+        assert_eq!(
+            mask.mask_line("old_db_pass = visible"),
+            "old_db_pass = visible"
+        );
+        // An empty list masks nothing (the policy's own choice).
+        let none = SecretMask::new(&[] as &[&str], [7; 32]).unwrap();
+        assert_eq!(none.mask_line("password = visible"), "password = visible");
     }
 
     #[test]

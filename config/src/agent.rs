@@ -13,6 +13,7 @@
 //! [snapshots]
 //! max_bytes = 65536                  # default 65536; 0 disables; at most 16 MiB
 //! exclude = ["/etc/shadow", "**/*.key"]   # default: DEFAULT_SNAPSHOT_EXCLUDE; a list here replaces it
+//! secret_keys = ["pass", "token"]    # regexes masking values in diffs; default: DEFAULT_SECRET_KEYS; [] = none
 //!
 //! [groups]                           # custom attribute groups: name = [attribute names]
 //! strict = ["type", "mode", "uid", "gid", "size", "hash", "xattrs", "inode"]
@@ -119,6 +120,22 @@ pub const DEFAULT_SNAPSHOT_EXCLUDE: &[&str] = &[
     "/etc/driftwatch/*.token",
 ];
 
+/// `snapshots.secret_keys` when the file does not set it: regular expressions matched
+/// (case-insensitively) within the key of a `key = value` / `key: value` / `key value` line
+/// of a diff. The value of a matching key is masked with a keyed fingerprint before the diff
+/// leaves the host; switches (`yes`/`no`), small numbers and paths stay readable.
+pub const DEFAULT_SECRET_KEYS: &[&str] = &[
+    "pass",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+    "cookie",
+    "private",
+    "salt",
+];
+
 /// `AgentConfig::source` of [`AgentConfig::default_policy`].
 const BUILT_IN_SOURCE: &str = "<built-in default>";
 /// `AgentConfig::source` of [`AgentConfig::adhoc`].
@@ -185,6 +202,8 @@ pub struct SnapshotSettings {
     pub include: GlobList,
     /// Paths never snapshotted (secrets).
     pub exclude: GlobList,
+    /// Regular expressions for keys whose values are masked in diffs (each compiles alone).
+    pub secret_keys: Vec<String>,
 }
 
 impl SnapshotSettings {
@@ -231,6 +250,10 @@ impl Default for SnapshotSettings {
             include: GlobList::empty(),
             exclude: GlobList::new(DEFAULT_SNAPSHOT_EXCLUDE)
                 .expect("the built-in snapshot exclude list compiles (unit-tested)"),
+            secret_keys: DEFAULT_SECRET_KEYS
+                .iter()
+                .map(|&key| key.to_owned())
+                .collect(),
         }
     }
 }

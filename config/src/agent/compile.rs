@@ -89,10 +89,15 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
             .globs("snapshots.include", patterns)
             .unwrap_or_else(GlobList::empty),
     };
+    let secret_keys = match &raw.snapshots.secret_keys {
+        None => SnapshotSettings::default().secret_keys,
+        Some(patterns) => diag.secret_keys("snapshots.secret_keys", patterns),
+    };
     let snapshots = SnapshotSettings {
         max_bytes,
         include: snapshot_include,
         exclude: snapshot_exclude,
+        secret_keys,
     };
 
     let sources = compile_sources(&raw, diag);
@@ -437,5 +442,39 @@ impl Diagnostics<'_> {
                 None
             }
         }
+    }
+
+    /// Secret-key regular expressions, each compiled alone so an error points at its entry.
+    /// An empty list is allowed: it turns masking off, which the doc says plainly.
+    fn secret_keys(&mut self, key: &str, patterns: &[Spanned<String>]) -> Vec<String> {
+        let mut keys = Vec::with_capacity(patterns.len());
+        for (index, pattern) in patterns.iter().enumerate() {
+            let text = pattern.get_ref();
+            if text.trim().is_empty() {
+                self.at(
+                    pattern.span(),
+                    format!("{key}[{index}]"),
+                    "empty pattern: it would match every key and mask every value",
+                );
+                continue;
+            }
+            // Wrapped as the mask wraps it, so `a)|(b` cannot escape its group there.
+            match regex::Regex::new(&format!("(?:{text})")) {
+                Ok(_) => keys.push(text.clone()),
+                Err(err) => {
+                    // The crate's message draws a caret over several lines; its last line
+                    // (`error: unclosed group`) is what fits a one-line diagnostic.
+                    let text = err.to_string();
+                    let why = text.lines().last().unwrap_or_default();
+                    let why = why.strip_prefix("error: ").unwrap_or(why);
+                    self.at(
+                        pattern.span(),
+                        format!("{key}[{index}]"),
+                        format!("invalid regular expression: {why}"),
+                    )
+                }
+            }
+        }
+        keys
     }
 }

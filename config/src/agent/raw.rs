@@ -53,6 +53,8 @@ pub(super) struct SnapshotsToml {
     pub include: Option<Vec<Spanned<String>>>,
     /// `None` means the built-in secret list; a list given here replaces it.
     pub exclude: Option<Vec<Spanned<String>>>,
+    /// Regular expressions for secret-looking keys; `None` means the built-in list.
+    pub secret_keys: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,6 +102,10 @@ fn each_validation_error_names_its_place_and_what_was_expected() {
             (2, 30, "scan.full_rehash_interval_hours", "0 = never")),
         ("[snapshots]\nmax_bytes = 16777217\n[[rule]]\npath = \"/etc\"\n",
             (2, 13, "snapshots.max_bytes", "must be between 0 and 16777216 (16 MiB; 0 disables snapshots)")),
+        ("[snapshots]\nsecret_keys = [\"pass\", \"api(_key\"]\n[[rule]]\npath = \"/etc\"\n",
+            (2, 24, "snapshots.secret_keys[1]", "invalid regular expression: unclosed group")),
+        ("[snapshots]\nsecret_keys = [\" \"]\n[[rule]]\npath = \"/etc\"\n",
+            (2, 16, "snapshots.secret_keys[0]", "empty pattern: it would match every key")),
     ];
     for (text, expected) in cases {
         check(text, &[*expected]);
@@ -267,6 +271,7 @@ full_rehash_interval_hours = 0
 [snapshots]
 max_bytes = 0
 exclude = [\"/srv/secret/**\"]
+secret_keys = [\"^db_\", \"apikey\"]
 [[rule]]
 path = \"/srv\"
 group = \"permissions\"
@@ -281,6 +286,7 @@ exclude = [\"**/*.tmp\"]
     assert_eq!(config.scan.full_rehash_interval, None);
     assert_eq!(config.snapshots.max_bytes, 0);
     assert_eq!(config.snapshots.exclude.patterns(), ["/srv/secret/**"]);
+    assert_eq!(config.snapshots.secret_keys, ["^db_", "apikey"]);
     let rule = &config.rules[0];
     assert_eq!(rule.group, "permissions");
     assert!(!rule.attributes.reads_content());
@@ -412,6 +418,7 @@ fn the_example_spells_out_the_built_in_snapshot_exclusions() {
         DEFAULT_SNAPSHOT_EXCLUDE
     );
     assert_eq!(config.snapshots.max_bytes, DEFAULT_SNAPSHOT_MAX_BYTES);
+    assert_eq!(config.snapshots.secret_keys, DEFAULT_SECRET_KEYS);
     let secrets = &config.snapshots.exclude;
     for secret in [
         "/etc/shadow",
