@@ -18,6 +18,7 @@
 //! their baseline state into `restored` events; all of them are committed
 //! to the spool in one transaction with the new reported state.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use crate::check::{
 use crate::detect::{Decision, decide};
 use crate::events::{Pending, Remember, file_subject_path, link_renames};
 use crate::progress::Progress;
-use crate::provenance::{DpkgPaths, ProvenanceIndex};
+use crate::provenance::{DpkgPaths, PackageRecords};
 use crate::redact::SecretMask;
 use crate::scan::read::read_subject;
 use crate::scan::throttle::Throttle;
@@ -132,21 +133,19 @@ pub struct Engine {
 /// What enriches events beyond the comparison.
 struct Extras {
     attribution: Attribution,
-    /// dpkg's records; `None` where there is no dpkg (rpm: not supported yet).
-    provenance: Option<ProvenanceIndex>,
+    /// dpkg's records, reloaded after package changes (rpm: not supported yet). In a
+    /// cell because `enrich` only reads the engine otherwise.
+    provenance: RefCell<PackageRecords>,
     mask: SecretMask,
 }
 
 impl Extras {
     fn start(config: &AgentConfig, store: &BaselineStore) -> anyhow::Result<Extras> {
         let roots: Vec<_> = config.rules.iter().map(|rule| rule.path.clone()).collect();
-        let provenance = match ProvenanceIndex::load(&DpkgPaths::default()) {
-            Ok(index) => Some(index),
-            Err(err) => {
-                info!(reason = %err, "package provenance off");
-                None
-            }
-        };
+        let provenance = PackageRecords::open(DpkgPaths::default());
+        if let Some(err) = provenance.unavailable() {
+            info!(reason = %err, "package provenance off");
+        }
         let mask = SecretMask::new(
             &config.snapshots.secret_keys,
             store.derived_key("diff fingerprint"),
@@ -154,7 +153,7 @@ impl Extras {
         .context("building the secret mask for diffs")?;
         Ok(Extras {
             attribution: Attribution::start(&roots),
-            provenance,
+            provenance: RefCell::new(provenance),
             mask,
         })
     }
@@ -496,8 +495,9 @@ impl Engine {
                 .after
                 .as_ref()
                 .is_some_and(|s| s.kind == FileKind::File);
-            if is_file && let Some(index) = &self.extras.provenance {
-                event.provenance = index.verify(path).and_then(Result::ok);
+            if is_file {
+                let mut records = self.extras.provenance.borrow_mut();
+                event.provenance = records.verify(path).and_then(Result::ok);
             }
             if event.kind == ChangeKind::Content {
                 event.diff = self.masked_diff(event);

@@ -178,6 +178,87 @@ impl ProvenanceIndex {
     }
 }
 
+/// The [`ProvenanceIndex`] kept current for a long-running agent: dpkg rewrites its status
+/// file (a new file renamed into place) at the end of every install, upgrade and removal,
+/// so the index is reloaded when that file is no longer the one it was loaded from. A verdict
+/// against the records of before an upgrade would call every upgraded file "does not match
+/// its package", the false alarm this feature exists to avoid.
+pub struct PackageRecords {
+    paths: DpkgPaths,
+    /// The status file the current index (or error) was loaded from; `None` if absent.
+    loaded_from: Option<FileStamp>,
+    index: Result<ProvenanceIndex, ProvenanceError>,
+}
+
+/// What tells one version of a file from the next: a rename gives a new inode, an
+/// in-place write a new mtime, ctime or size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+impl PackageRecords {
+    pub fn open(paths: DpkgPaths) -> PackageRecords {
+        let loaded_from = FileStamp::of(&paths.status);
+        let index = ProvenanceIndex::load(&paths);
+        PackageRecords {
+            paths,
+            loaded_from,
+            index,
+        }
+    }
+
+    /// Why there is no provenance on this host, if there is none.
+    pub fn unavailable(&self) -> Option<&ProvenanceError> {
+        self.index.as_ref().err()
+    }
+
+    /// [`ProvenanceIndex::verify`] against dpkg's records as they are now; `None` when no
+    /// package owns the file or there are no records.
+    pub fn verify(&mut self, path: &Path) -> Option<io::Result<Provenance>> {
+        self.refresh();
+        self.index.as_ref().ok()?.verify(path)
+    }
+
+    /// Reloads when the status file changed since the last load (one `stat` otherwise).
+    fn refresh(&mut self) {
+        let now = FileStamp::of(&self.paths.status);
+        if now == self.loaded_from {
+            return;
+        }
+        let started = std::time::Instant::now();
+        self.loaded_from = now;
+        self.index = ProvenanceIndex::load(&self.paths);
+        match &self.index {
+            Ok(index) => tracing::info!(
+                files = index.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "package records changed; provenance reloaded"
+            ),
+            Err(err) => tracing::warn!(reason = %err, "package provenance off"),
+        }
+    }
+}
+
 /// `<32 hex>  <relative path>`.
 fn parse_md5sums_line(line: &[u8]) -> Option<([u8; 16], &[u8])> {
     let md5 = parse_hex16(line.get(..32)?)?;
@@ -297,6 +378,43 @@ mod tests {
         assert!(index.owns(Path::new("/etc/tool.conf")));
         assert!(!index.owns(&dir.path().join("usr/bin/gone")));
         assert_eq!(index.len(), 3);
+    }
+
+    #[test]
+    fn records_follow_a_package_upgrade() {
+        let (dir, _) = fixture();
+        let root = dir.path();
+        let paths = || DpkgPaths {
+            info_dir: root.join("info"),
+            status: root.join("status"),
+        };
+        let mut records = PackageRecords::open(paths());
+        let tool = root.join("usr/bin/tool");
+        assert!(records.verify(&tool).unwrap().unwrap().matches_package);
+
+        // The upgrade: new content, new md5sums, and (last, as dpkg does) a new status
+        // file renamed into place.
+        std::fs::write(&tool, b"genuine 2.2").unwrap();
+        let rel = tool.strip_prefix("/").unwrap().display().to_string();
+        std::fs::write(
+            root.join("info/tool:amd64.md5sums"),
+            format!("{}  {rel}\n", md5_hex(b"genuine 2.2")),
+        )
+        .unwrap();
+        let upgraded = std::fs::read_to_string(root.join("status"))
+            .unwrap()
+            .replace("2.1-1", "2.2-1");
+        std::fs::write(root.join("status-new"), upgraded).unwrap();
+        std::fs::rename(root.join("status-new"), root.join("status")).unwrap();
+
+        let verdict = records.verify(&tool).unwrap().unwrap();
+        assert_eq!(verdict.version, "2.2-1");
+        assert!(verdict.matches_package, "the upgraded file is genuine");
+
+        // Records that vanish turn provenance off instead of keeping stale verdicts.
+        std::fs::remove_file(root.join("status")).unwrap();
+        assert!(records.verify(&tool).is_none());
+        assert!(records.unavailable().is_some());
     }
 
     #[test]
