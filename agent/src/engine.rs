@@ -314,7 +314,7 @@ impl Engine {
     fn scan(&mut self, kind: ScanKind) -> anyhow::Result<()> {
         let started = Instant::now();
         let scope = match kind {
-            ScanKind::Fallback => match &self.watcher {
+            ScanKind::Fallback => match &mut self.watcher {
                 // No watch at all: everything is scanned at the fallback interval.
                 None => None,
                 Some(watcher) => {
@@ -322,6 +322,10 @@ impl Engine {
                     if scope.is_empty() {
                         return Ok(());
                     }
+                    // Watch what fits now, then scan all of it: what changed before
+                    // a new watch existed is found by this scan, what changes after by the watch.
+                    watcher.retry_unwatched(&Policy::new(&self.config));
+                    self.publish_coverage();
                     Some(scope)
                 }
             },

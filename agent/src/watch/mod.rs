@@ -12,8 +12,10 @@
 //! The kernel limits watches (`fs.inotify.max_user_watches`) and queued
 //! events: a refused watch (`MaxFilesWatch`) or `[watch] max_watches`
 //! leaves its subtree *unwatched*; unwatched subtrees are listed in status
-//! and heartbeats and rescanned every `[watch] fallback_scan_secs`. A lost
-//! notification (queue overflow) becomes a rescan of everything.
+//! and heartbeats and rescanned every `[watch] fallback_scan_secs`, and each
+//! fallback scan first tries to watch them again (directories may have gone,
+//! or the limit raised). A lost notification (queue overflow) becomes a
+//! rescan of everything.
 //!
 //! Notifications are hints: the detector always re-reads the subject.
 
@@ -29,7 +31,7 @@ use driftwatch_config::WatchSettings;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::scan::{Policy, ScopeEntry};
 use crate::status::StatusHandle;
@@ -65,8 +67,10 @@ pub struct Watcher {
     /// Top-most directories left without a watch, each with the reason.
     unwatched: std::collections::BTreeMap<PathBuf, String>,
     max_watches: Option<usize>,
-    /// The kernel refused a watch: add no more until restart.
+    /// The kernel refused a watch: add no more until the next retry.
     limit_hit: bool,
+    /// The refusal was logged as an error; retries that hit it again say so quietly.
+    limit_logged: bool,
 }
 
 impl Watcher {
@@ -100,6 +104,7 @@ impl Watcher {
                 unwatched: Default::default(),
                 max_watches: settings.max_watches,
                 limit_hit: false,
+                limit_logged: false,
             },
             Hints { rx, lost },
         ))
@@ -125,6 +130,32 @@ impl Watcher {
         }
         self.watch_root_parents(policy);
         self.watch_directories(policy, Some(&subtrees));
+    }
+
+    /// Tries again to watch the subtrees left unwatched: watches may have been
+    /// freed (directories removed) or the limit raised since. What still does
+    /// not fit is left unwatched again, with its reason.
+    pub fn retry_unwatched(&mut self, policy: &Policy<'_>) {
+        if self.unwatched.is_empty() {
+            return;
+        }
+        self.limit_hit = false;
+        let retry = std::mem::take(&mut self.unwatched);
+        for (root, reason) in retry {
+            if self.limit_hit {
+                // Refused again: no need to walk the rest only to be refused.
+                self.leave_unwatched(&root, &reason);
+            } else {
+                self.watch_directories(policy, Some(&[ScopeEntry::subtree(root)]));
+            }
+        }
+        if self.unwatched.is_empty() {
+            info!(
+                watches = self.watched.len(),
+                "every subtree of the policy is watched again"
+            );
+            self.limit_logged = false;
+        }
     }
 
     fn watch_root_parents(&mut self, policy: &Policy<'_>) {
@@ -180,12 +211,18 @@ impl Watcher {
             }
             Err(err) => match err.kind {
                 notify::ErrorKind::MaxFilesWatch => {
-                    error!(
-                        path = %dir.display(),
-                        watches = self.watched.len(),
-                        "inotify watch limit reached (fs.inotify.max_user_watches): the rest of \
-                         the policy falls back to periodic scanning; raise the limit and restart"
-                    );
+                    if self.limit_logged {
+                        debug!(path = %dir.display(), "inotify watch limit still reached");
+                    } else {
+                        error!(
+                            path = %dir.display(),
+                            watches = self.watched.len(),
+                            "inotify watch limit reached (fs.inotify.max_user_watches): the rest \
+                             of the policy falls back to periodic scanning until watches are \
+                             freed or the limit is raised"
+                        );
+                        self.limit_logged = true;
+                    }
                     self.limit_hit = true;
                     self.leave_unwatched(dir, "the kernel's inotify watch limit was reached");
                 }
@@ -299,4 +336,61 @@ fn push(coalescer: &mut Coalescer, hint: Hint, status: &StatusHandle) {
         status.update(|s| s.coverage.dropped_event_batches += 1);
     }
     coalescer.push(hint, Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use driftwatch_config::AgentConfig;
+
+    use super::*;
+
+    fn unwatched_names(watcher: &Watcher) -> Vec<String> {
+        watcher
+            .unwatched
+            .keys()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn subtrees_refused_a_watch_are_watched_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        for sub in ["a", "b", "c"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let config = AgentConfig::adhoc(&root);
+        let policy = Policy::new(&config);
+        // Room for the root's parent, the root and one subdirectory.
+        let settings = WatchSettings {
+            max_watches: Some(3),
+            ..WatchSettings::default()
+        };
+        let (mut watcher, _hints) = Watcher::new(&settings).unwrap();
+        watcher.watch_policy(&policy);
+        assert_eq!(watcher.watch_count(), 3);
+        let refused = unwatched_names(&watcher);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        // Walk order is the directory's: whichever subdirectory got the watch.
+        let lucky = ["a", "b", "c"]
+            .into_iter()
+            .find(|name| !refused.iter().any(|r| r == name))
+            .unwrap();
+
+        // Nothing freed: the retry leaves both unwatched, with their reason.
+        watcher.retry_unwatched(&policy);
+        assert_eq!(unwatched_names(&watcher), refused);
+        assert!(watcher.unwatched()[0].contains("max_watches = 3"));
+
+        // It goes away (the batch that saw it reports the subtree): one watch is free.
+        std::fs::remove_dir(root.join(lucky)).unwrap();
+        watcher.update(&policy, &[ScopeEntry::subtree(root.join(lucky))]);
+        assert_eq!(watcher.watch_count(), 2);
+        watcher.retry_unwatched(&policy);
+        assert_eq!(watcher.watch_count(), 3);
+        let still = unwatched_names(&watcher);
+        assert_eq!(still.len(), 1, "{still:?}");
+        let now_watched = refused.iter().find(|r| **r != still[0]).unwrap();
+        assert!(watcher.watched.contains(&root.join(now_watched)));
+    }
 }
