@@ -44,11 +44,28 @@ pub enum ProvenanceError {
 }
 
 /// Which package owns each file, with the digest the package recorded.
+///
+/// Compact because the daemon keeps it for its lifetime: a server's dpkg records ~100k
+/// files, which as a map of owned paths took ~14 MB; as sorted 32-byte entries keyed by a
+/// 64-bit hash of the path it takes ~3 MB. A false match needs two paths among ~100k
+/// with the same 64-bit hash (odds around 1e-10), and would only name the wrong owner.
 pub struct ProvenanceIndex {
-    /// Absolute path bytes -> (index into `packages`, MD5).
-    files: HashMap<Vec<u8>, (usize, [u8; 16])>,
+    /// Sorted by `path_key`; the last record of a path wins (md5sums over conffiles).
+    files: Vec<PackagedFile>,
     /// (name, version)
     packages: Vec<(String, String)>,
+}
+
+struct PackagedFile {
+    path_key: u64,
+    /// Index into `packages`.
+    package: u32,
+    md5: [u8; 16],
+}
+
+fn path_key(absolute_path: &[u8]) -> u64 {
+    let hash = blake3::hash(absolute_path);
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 of 32 bytes"))
 }
 
 impl ProvenanceIndex {
@@ -70,7 +87,7 @@ impl ProvenanceIndex {
         };
         let status = String::from_utf8_lossy(&read(&paths.status)?).into_owned();
         let mut index = ProvenanceIndex {
-            files: HashMap::new(),
+            files: Vec::new(),
             packages: Vec::new(),
         };
         let versions = index.add_status(&status);
@@ -92,16 +109,40 @@ impl ProvenanceIndex {
             let text = read(&entry.path())?;
             for line in text.split(|&b| b == b'\n') {
                 if let Some((md5, path)) = parse_md5sums_line(line) {
-                    index.files.insert(absolute(path), (pkg, md5));
+                    index.add_file(&absolute(path), pkg, md5);
                 }
             }
         }
+        index.seal();
         Ok(index)
+    }
+
+    fn add_file(&mut self, absolute_path: &[u8], package: u32, md5: [u8; 16]) {
+        self.files.push(PackagedFile {
+            path_key: path_key(absolute_path),
+            package,
+            md5,
+        });
+    }
+
+    /// Sorts for lookups, keeping the last record added for each path.
+    fn seal(&mut self) {
+        // Stable, so among equal keys the order of addition is kept.
+        self.files.sort_by_key(|file| file.path_key);
+        let mut kept: Vec<PackagedFile> = Vec::with_capacity(self.files.len());
+        for file in self.files.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last.path_key == file.path_key => *last = file,
+                _ => kept.push(file),
+            }
+        }
+        kept.shrink_to_fit();
+        self.files = kept;
     }
 
     /// Adds installed packages and their conffiles from dpkg's status file;
     /// returns name (and `name:arch`) -> package index.
-    fn add_status(&mut self, status: &str) -> HashMap<String, usize> {
+    fn add_status(&mut self, status: &str) -> HashMap<String, u32> {
         let mut by_name = HashMap::new();
         for stanza in status.split("\n\n") {
             let field = |name: &str| {
@@ -116,7 +157,9 @@ impl ProvenanceIndex {
             else {
                 continue;
             };
-            let pkg = self.packages.len();
+            let Ok(pkg) = u32::try_from(self.packages.len()) else {
+                break; // four billion packages: not a real status file
+            };
             if let Some(arch) = field("Architecture") {
                 by_name.insert(format!("{name}:{arch}"), pkg);
             }
@@ -133,7 +176,7 @@ impl ProvenanceIndex {
                 if let (Some(path), Some(md5)) = (parts.next(), parts.next())
                     && let Some(md5) = parse_hex16(md5.as_bytes())
                 {
-                    self.files.insert(path.as_bytes().to_vec(), (pkg, md5));
+                    self.add_file(path.as_bytes(), pkg, md5);
                 }
             }
         }
@@ -142,13 +185,18 @@ impl ProvenanceIndex {
 
     /// The package that owns `path` and the digest it shipped, trying the
     /// merged-/usr alias (`/bin/ls` is `/usr/bin/ls`) as well.
-    fn owner(&self, path: &[u8]) -> Option<&(usize, [u8; 16])> {
-        self.files
-            .get(path)
-            .or_else(|| match path.strip_prefix(b"/usr") {
-                Some(short) => self.files.get(short),
-                None => self.files.get(&[b"/usr", path].concat()),
-            })
+    fn owner(&self, path: &[u8]) -> Option<&PackagedFile> {
+        let get = |path: &[u8]| {
+            let key = path_key(path);
+            self.files
+                .binary_search_by_key(&key, |file| file.path_key)
+                .ok()
+                .map(|at| &self.files[at])
+        };
+        get(path).or_else(|| match path.strip_prefix(b"/usr") {
+            Some(short) => get(short),
+            None => get(&[b"/usr", path].concat()),
+        })
     }
 
     pub fn owns(&self, path: &Path) -> bool {
@@ -159,8 +207,9 @@ impl ProvenanceIndex {
     /// whether its content matches what the package installed. `None` when
     /// no package owns it.
     pub fn verify(&self, path: &Path) -> Option<io::Result<Provenance>> {
-        let &(pkg, expected) = self.owner(path.as_os_str().as_bytes())?;
-        let (name, version) = &self.packages[pkg];
+        let owner = self.owner(path.as_os_str().as_bytes())?;
+        let expected = owner.md5;
+        let (name, version) = &self.packages[owner.package as usize];
         Some(md5_of(path).map(|actual| Provenance {
             manager: "dpkg".into(),
             package: name.clone(),
@@ -415,6 +464,23 @@ mod tests {
         std::fs::remove_file(root.join("status")).unwrap();
         assert!(records.verify(&tool).is_none());
         assert!(records.unavailable().is_some());
+    }
+
+    #[test]
+    fn the_last_record_of_a_path_wins() {
+        // dpkg lists a conffile in the status file and again in md5sums: the later wins.
+        let mut index = ProvenanceIndex {
+            files: Vec::new(),
+            packages: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+        };
+        index.add_file(b"/etc/x.conf", 0, [1; 16]);
+        index.add_file(b"/etc/y.conf", 0, [2; 16]);
+        index.add_file(b"/etc/x.conf", 1, [3; 16]);
+        index.seal();
+        assert_eq!(index.len(), 2);
+        let owner = index.owner(b"/etc/x.conf").unwrap();
+        assert_eq!((owner.package, owner.md5), (1, [3; 16]));
+        assert!(index.owner(b"/etc/z.conf").is_none());
     }
 
     #[test]
