@@ -170,7 +170,10 @@ impl BaselineStore {
     fn configure(&self) -> Result<()> {
         self.conn
             .execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                // cache_size: 256 KiB instead of SQLite's 2 MiB default; the daemon keeps the
+                // connection for its lifetime and its reads are sequential or by key (measured:
+                // with 100k files, the daemon at rest went from 45.6 to 40.9 MiB).
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-256;",
             )
             .map_err(|source| self.tamper_or_sqlite(source))
     }
