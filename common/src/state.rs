@@ -84,6 +84,29 @@ pub struct StatKey {
     pub device: u64,
 }
 
+impl StatKey {
+    /// 128 bits of BLAKE3 over the key: what a baseline keeps in memory per subject
+    /// instead of the 48-byte key. Equal digests mean equal keys (a second preimage of
+    /// 128-bit BLAKE3 is out of reach, so a changed file cannot be made to look unchanged).
+    pub fn digest(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 41];
+        bytes[0] = self.kind as u8;
+        for (slot, value) in bytes[1..].chunks_exact_mut(8).zip([
+            self.size,
+            self.mtime_ns as u64,
+            self.ctime_ns as u64,
+            self.inode,
+            self.device,
+        ]) {
+            slot.copy_from_slice(&value.to_le_bytes());
+        }
+        let hash = blake3::hash(&bytes);
+        hash.as_bytes()[..16]
+            .try_into()
+            .expect("16 of BLAKE3's 32 bytes")
+    }
+}
+
 /// The recorded state of one file-system subject (`lstat` plus what was read).
 ///
 /// Optional fields are `None` when they do not apply (no hash for a
@@ -182,6 +205,36 @@ fn both_known_and_differ<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_field_of_a_stat_key_moves_its_digest() {
+        let key = StatKey {
+            kind: FileKind::File,
+            size: 10,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 3,
+            device: 4,
+        };
+        let variants = [
+            StatKey {
+                kind: FileKind::Dir,
+                ..key
+            },
+            StatKey { size: 11, ..key },
+            StatKey {
+                mtime_ns: -1,
+                ..key
+            },
+            StatKey { ctime_ns: 3, ..key },
+            StatKey { inode: 4, ..key },
+            StatKey { device: 5, ..key },
+        ];
+        assert_eq!(key.digest(), { key }.digest());
+        for other in variants {
+            assert_ne!(key.digest(), other.digest(), "{other:?}");
+        }
+    }
 
     fn file(size: u64, hash: &[u8]) -> FileState {
         FileState {
