@@ -6,7 +6,9 @@
 use std::fs;
 use std::time::Duration;
 
-use driftwatch_common::api::v1::{AgentCommand, ChangeKind, CommandOutcome, DriftEvent, SeenBy};
+use driftwatch_common::api::v1::{
+    AgentCommand, ChangeKind, CommandOutcome, DriftEvent, SeenBy, SubjectState,
+};
 use driftwatch_tests::daemon::{DaemonHost, Mode, TestCollector, wait_until};
 use driftwatch_tests::{EXIT_INTEGRITY, p};
 
@@ -329,16 +331,35 @@ fn ten_thousand_files_changed_quickly_are_all_reported() {
     for i in 0..10_000 {
         fs::write(dir.join(format!("f{i:05}")), i.to_string()).unwrap();
     }
+    // Every file is reported in its final state. A file caught between its creation and
+    // its write (an overflow's rescan can look at any moment) is reported twice: empty,
+    // then with its content; both are true observations.
+    let final_sizes = || {
+        let mut sizes = std::collections::HashMap::new();
+        for event in collector.events() {
+            if event.subject.0.contains("/burst/f")
+                && let Some(SubjectState::File(after)) = &event.after
+            {
+                sizes.insert(event.subject.0.clone(), after.size);
+            }
+        }
+        sizes
+    };
     let mut count = 0;
     let ok = wait_until(Duration::from_secs(180), || {
-        count = collector
-            .events()
-            .iter()
-            .filter(|e| e.kind == ChangeKind::Added && e.subject.0.contains("/burst/f"))
-            .count();
+        count = final_sizes().len();
         count == 10_000
     });
     assert!(ok, "{count} of 10000 files reported\n{}", daemon.log());
+    let sizes = final_sizes();
+    for i in 0..10_000 {
+        let subject = format!("file:{}", dir.join(format!("f{i:05}")).display());
+        assert_eq!(
+            sizes.get(&subject).copied(),
+            Some(i.to_string().len() as u64),
+            "{subject} in its final state"
+        );
+    }
     let status = daemon.wait_status("coverage", DELIVERY, |_| true);
     assert!(
         status["coverage"]["dropped_event_batches"].as_u64() >= Some(1),

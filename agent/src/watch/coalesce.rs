@@ -16,12 +16,11 @@
 //! rescan of everything ([`Batch::rescan`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use notify::event::{
-    AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode,
-};
+use inotify::EventMask;
 
 use crate::scan::ScopeEntry;
 
@@ -45,40 +44,64 @@ pub enum Hint {
     Overflow,
 }
 
-/// Translates one notification. Reads (open, close without write) are
-/// dropped: they change nothing, and the agent's own reads would echo.
-pub fn hints(event: &notify::Event) -> Vec<Hint> {
-    if event.need_rescan() {
+/// One inotify notification, its watch descriptor already resolved to the
+/// watched directory.
+#[derive(Clone, Copy, Debug)]
+pub struct Notification<'a> {
+    pub mask: EventMask,
+    /// The watched directory the event came from.
+    pub dir: &'a Path,
+    /// The entry of `dir` it is about; `None` when it is about `dir` itself.
+    pub name: Option<&'a OsStr>,
+    /// Links the two halves of a rename.
+    pub cookie: u32,
+}
+
+/// The last half-seen rename, waiting for its other half. The kernel queues
+/// both halves of a rename next to each other, so one is enough.
+#[derive(Debug, Default)]
+pub struct PendingMove {
+    from: Option<(u32, PathBuf)>,
+}
+
+/// Translates one notification. Reads never get here: the watch does not ask
+/// for them (IN_OPEN, IN_ACCESS, IN_CLOSE_NOWRITE change nothing).
+pub fn hints(event: &Notification<'_>, pending: &mut PendingMove) -> Vec<Hint> {
+    let mask = event.mask;
+    if mask.contains(EventMask::Q_OVERFLOW) {
         return vec![Hint::Overflow];
     }
-    let touched = |subtree: bool| -> Vec<Hint> {
-        event
-            .paths
-            .iter()
-            .map(|path| Hint::Touched {
-                path: path.clone(),
-                subtree,
-            })
-            .collect()
+    let path = match event.name {
+        Some(name) => event.dir.join(name),
+        None => event.dir.to_path_buf(),
     };
-    match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => touched(false),
-        EventKind::Access(_) => Vec::new(),
-        EventKind::Create(CreateKind::File) => touched(false),
-        EventKind::Create(_) => touched(true),
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if event.paths.len() == 2 => {
-            vec![Hint::Renamed {
-                from: event.paths[0].clone(),
-                to: event.paths[1].clone(),
-            }]
-        }
-        // One half of a rename, or a move in or out of the watched area: may be a directory.
-        EventKind::Modify(ModifyKind::Name(_)) => touched(true),
-        EventKind::Modify(_) => touched(false),
-        EventKind::Remove(RemoveKind::File) => touched(false),
-        EventKind::Remove(_) => touched(true),
-        EventKind::Any | EventKind::Other => touched(true),
+    let is_dir = mask.contains(EventMask::ISDIR);
+    let touched = |path: PathBuf, subtree: bool| vec![Hint::Touched { path, subtree }];
+    if mask.contains(EventMask::MOVED_FROM) {
+        // Looked at now as a removal; linked if the other half follows.
+        pending.from = Some((event.cookie, path.clone()));
+        return touched(path, true);
     }
+    if mask.contains(EventMask::MOVED_TO) {
+        return match pending.from.take() {
+            Some((cookie, from)) if cookie == event.cookie => {
+                vec![Hint::Renamed { from, to: path }]
+            }
+            // Moved in from outside the watched area.
+            _ => touched(path, true),
+        };
+    }
+    if mask.intersects(EventMask::CREATE | EventMask::DELETE) {
+        return touched(path, is_dir);
+    }
+    if mask.intersects(EventMask::CLOSE_WRITE | EventMask::MODIFY | EventMask::ATTRIB) {
+        return touched(path, false);
+    }
+    if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::UNMOUNT) {
+        return touched(event.dir.to_path_buf(), true);
+    }
+    // IN_IGNORED (the watch is gone: the reader forgets it) and anything unasked.
+    Vec::new()
 }
 
 /// Settled work for the detector.

@@ -1,67 +1,95 @@
-//! Table tests: a sequence of notifications (as notify reports them on
-//! Linux) in, the settled work out.
+//! Table tests: a sequence of inotify notifications in, the settled work out.
 
-use notify::event::{DataChange, Event, MetadataKind};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 
 const SETTLE: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_millis(1000);
 
-fn ev(kind: EventKind, paths: &[&str]) -> Event {
-    let mut event = Event::new(kind);
-    for path in paths {
-        event = event.add_path(PathBuf::from(path));
+/// A notification as the kernel sends it about `path` (its directory watched).
+#[derive(Clone, Debug)]
+struct Event {
+    mask: EventMask,
+    path: PathBuf,
+    cookie: u32,
+}
+
+fn ev(mask: EventMask, path: &str) -> Event {
+    Event {
+        mask,
+        path: PathBuf::from(path),
+        cookie: 0,
     }
-    event
 }
 
 fn create_file(p: &str) -> Event {
-    ev(EventKind::Create(CreateKind::File), &[p])
+    ev(EventMask::CREATE, p)
 }
 fn create_dir(p: &str) -> Event {
-    ev(EventKind::Create(CreateKind::Folder), &[p])
+    ev(EventMask::CREATE | EventMask::ISDIR, p)
 }
 fn write(p: &str) -> Event {
-    ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &[p])
+    ev(EventMask::MODIFY, p)
 }
 fn close_write(p: &str) -> Event {
-    ev(
-        EventKind::Access(AccessKind::Close(AccessMode::Write)),
-        &[p],
-    )
+    ev(EventMask::CLOSE_WRITE, p)
 }
+/// Never asked for; ignored if it came anyway.
 fn open(p: &str) -> Event {
-    ev(EventKind::Access(AccessKind::Open(AccessMode::Any)), &[p])
+    ev(EventMask::OPEN, p)
 }
 fn chmod(p: &str) -> Event {
-    ev(
-        EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
-        &[p],
-    )
+    ev(EventMask::ATTRIB, p)
 }
 fn remove_file(p: &str) -> Event {
-    ev(EventKind::Remove(RemoveKind::File), &[p])
+    ev(EventMask::DELETE, p)
 }
 fn remove_dir(p: &str) -> Event {
-    ev(EventKind::Remove(RemoveKind::Folder), &[p])
+    ev(EventMask::DELETE | EventMask::ISDIR, p)
 }
-/// What notify's inotify backend emits for one rename: From, To, then Both.
+/// The two halves of one rename, linked by a cookie.
 fn rename(from: &str, to: &str) -> Vec<Event> {
+    static COOKIES: AtomicU32 = AtomicU32::new(1);
+    let cookie = COOKIES.fetch_add(1, Ordering::Relaxed);
     vec![
-        ev(
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
-            &[from],
-        ),
-        ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &[to]),
-        ev(
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-            &[from, to],
-        ),
+        Event {
+            cookie,
+            ..ev(EventMask::MOVED_FROM, from)
+        },
+        Event {
+            cookie,
+            ..ev(EventMask::MOVED_TO, to)
+        },
     ]
 }
 fn overflow() -> Event {
-    Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
+    ev(EventMask::Q_OVERFLOW, "/")
+}
+
+/// What the reader does: resolve the event to its directory and entry name
+/// (events about a watched directory itself carry no name).
+fn translate(event: &Event, pending: &mut PendingMove) -> Vec<Hint> {
+    let about_itself = event.mask.intersects(
+        EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED | EventMask::Q_OVERFLOW,
+    );
+    let (dir, name) = if about_itself {
+        (event.path.as_path(), None)
+    } else {
+        (
+            event.path.parent().unwrap_or(Path::new("/")),
+            event.path.file_name(),
+        )
+    };
+    hints(
+        &Notification {
+            mask: event.mask,
+            dir,
+            name,
+            cookie: event.cookie,
+        },
+        pending,
+    )
 }
 
 fn single(p: &str) -> ScopeEntry {
@@ -78,10 +106,11 @@ fn run(events: Vec<(u64, Event)>, until: u64) -> Vec<(u64, Batch)> {
     let mut coalescer = Coalescer::new(SETTLE, MAX_DELAY);
     let mut batches = Vec::new();
     let mut events = events.into_iter().peekable();
+    let mut pending = PendingMove::default();
     for ms in 0..=until {
         let now = start + Duration::from_millis(ms);
         while let Some((_, event)) = events.next_if(|(at, _)| *at <= ms) {
-            for hint in hints(&event) {
+            for hint in translate(&event, &mut pending) {
                 coalescer.push(hint, now);
             }
         }
@@ -154,7 +183,7 @@ fn table() {
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         ("reads alone are nothing",
-            at(0, vec![open("/d/f"), ev(EventKind::Access(AccessKind::Close(AccessMode::Read)), &["/d/f"])]), 300,
+            at(0, vec![open("/d/f"), ev(EventMask::CLOSE_NOWRITE, "/d/f"), ev(EventMask::ACCESS, "/d/f")]), 300,
             vec![]),
         ("write, close and chmod of one file are one look",
             at(0, vec![write("/d/f"), close_write("/d/f"), chmod("/d/f")]), 300,
@@ -172,6 +201,18 @@ fn table() {
         ("two directories settle on their own",
             vec![(0, write("/a/f")), (50, write("/b/g"))], 300,
             vec![(100, vec![single("/a"), single("/a/f")]), (150, vec![single("/b"), single("/b/g")])]),
+        ("a directory's own removal looks at its subtree",
+            at(0, vec![ev(EventMask::DELETE_SELF, "/d/sub")]), 300,
+            vec![(100, vec![single("/d"), subtree("/d/sub")])]),
+        ("a move in from outside is a new subtree",
+            at(0, vec![ev(EventMask::MOVED_TO | EventMask::ISDIR, "/d/in")]), 300,
+            vec![(100, vec![single("/d"), subtree("/d/in")])]),
+        ("a move out is a removal of the subtree",
+            at(0, vec![ev(EventMask::MOVED_FROM, "/d/out")]), 300,
+            vec![(100, vec![single("/d"), subtree("/d/out")])]),
+        ("the end of a watch is nothing to look at",
+            at(0, vec![ev(EventMask::IGNORED, "/d")]), 300,
+            vec![]),
         ("continuous churn is handed over at max_delay",
             (0..30).map(|i| (i * 50, write("/log/app.log"))).collect(), 2100,
             vec![(1000, vec![single("/log"), single("/log/app.log")]), (1550, vec![single("/log"), single("/log/app.log")])]),
@@ -259,4 +300,38 @@ fn merging_batches_keeps_everything_once() {
     });
     assert_eq!(a.scope, [subtree("/d")]);
     assert_eq!(a.renames.len(), 1);
+}
+
+#[test]
+fn only_matching_halves_of_a_rename_are_linked() {
+    let mut pending = PendingMove::default();
+    let mut halves = rename("/d/a", "/d/b");
+    let to = halves.pop().unwrap();
+    let from = halves.pop().unwrap();
+    // A move-to with another cookie (moved in from elsewhere) is not linked.
+    translate(&from, &mut pending);
+    let stranger = Event {
+        cookie: to.cookie + 1000,
+        ..to.clone()
+    };
+    assert_eq!(
+        translate(&stranger, &mut pending),
+        [Hint::Touched {
+            path: PathBuf::from("/d/b"),
+            subtree: true
+        }]
+    );
+    // The pending half was used up: the real other half now comes alone, too.
+    assert!(matches!(
+        translate(&to, &mut pending)[..],
+        [Hint::Touched { .. }]
+    ));
+    translate(&from, &mut pending);
+    assert_eq!(
+        translate(&to, &mut pending),
+        [Hint::Renamed {
+            from: PathBuf::from("/d/a"),
+            to: PathBuf::from("/d/b")
+        }]
+    );
 }
