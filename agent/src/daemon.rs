@@ -40,7 +40,7 @@ use crate::engine::{Engine, EngineMsg, ScanKind, load_baseline};
 use crate::enroll::Credential;
 use crate::heartbeat::Heartbeats;
 use crate::ship::{Client, Shipper};
-use crate::sources::poll::{COLLECT_TIMEOUT, Poller};
+use crate::sources::poll::{Poller, collect_timeout};
 use crate::spool::{self, Spool};
 use crate::status::{self, ReloadRecord, Status, StatusHandle};
 use crate::store::{Baseline, BaselineStore};
@@ -359,7 +359,10 @@ impl Generation {
             }
         };
         let spool_depth = start.spool.depth()?;
-        let poller = Arc::new(Poller::new(&config.sources, COLLECT_TIMEOUT));
+        let poller = Arc::new(Poller::new(
+            &config.sources,
+            collect_timeout(config.sources.interval),
+        ));
         status.update(|s| {
             // What the previous configuration polled may no longer be enabled.
             s.coverage

@@ -95,7 +95,9 @@ fn a_new_root_account_is_reported_in_words_restored_and_a_missing_source_is_only
 
     // No dpkg database under the root: unavailable, in status and heartbeats, never drift.
     let status = daemon.wait_status("the first poll of the sources", DELIVERY, |s| {
-        source_conditions(s).len() == 2
+        source_conditions(s)
+            .iter()
+            .any(|(name, c)| name == "user" && c == "ok")
     });
     assert_eq!(
         source_conditions(&status),
@@ -229,6 +231,43 @@ fn a_close_out_accept_of_an_account_applies_only_to_the_reviewed_state() {
     let show = host.cli(["baseline", "show", "--json"]).run();
     show.expect(0);
     assert!(show.stdout.contains(&window.to_string()), "{}", show.stdout);
+}
+
+#[test]
+fn a_hanging_source_times_out_and_never_delays_file_events() {
+    let collector = TestCollector::start();
+    let (host, root) = host_with_sources(&collector, "\"user\"");
+    // A FIFO without a writer where /etc/passwd should be: reading it blocks forever.
+    let passwd = root.join("etc/passwd");
+    fs::remove_file(&passwd).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&passwd)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let daemon = host.start();
+    daemon.wait_status("the hung source timed out", DELIVERY, |s| {
+        source_conditions(s) == [("user".to_owned(), "timed_out".to_owned())]
+    });
+    let file = host.host.write("etc/app.conf", "port = 8080\n");
+    assert!(
+        wait_until(DELIVERY, || !collector.events_for(&file).is_empty()),
+        "the file event was held up:\n{}",
+        daemon.log()
+    );
+    host.cli(["status"])
+        .run()
+        .expect(3)
+        .stdout_has("problem: state source user timed out");
+    assert!(
+        collector
+            .events()
+            .iter()
+            .all(|e| !e.subject.0.starts_with("user:") && !e.subject.0.starts_with("group:")),
+        "unverified accounts are not removed: {:#?}",
+        collector.events()
+    );
+    daemon.stop();
 }
 
 #[track_caller]

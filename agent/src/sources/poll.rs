@@ -18,8 +18,15 @@ use time::OffsetDateTime;
 
 use super::{Collection, Fields, SourceError, StateSource, configured, namespaces_of};
 
-/// How long the daemon waits for one collection of a source.
+/// The longest the daemon waits for one collection of a source.
 pub const COLLECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long to wait for a collection when polling every `interval`: at most
+/// [`COLLECT_TIMEOUT`], and no longer than the interval (a source slower than
+/// its schedule could not keep up anyway).
+pub fn collect_timeout(interval: Duration) -> Duration {
+    interval.clamp(Duration::from_secs(1), COLLECT_TIMEOUT)
+}
 
 /// How one source answered.
 #[derive(Debug)]
@@ -309,6 +316,19 @@ mod tests {
             Outcome::TimedOut(why) => assert!(why.contains("previous collection"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_timeout_follows_the_interval_within_bounds() {
+        assert_eq!(
+            collect_timeout(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            collect_timeout(Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(collect_timeout(Duration::from_secs(300)), COLLECT_TIMEOUT);
     }
 
     #[test]
