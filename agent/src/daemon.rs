@@ -6,7 +6,10 @@
 //! ([`engine`](crate::engine)), the watch coalescer, the scheduler of
 //! periodic and fallback scans, the shipper and the heartbeats. The
 //! detector watches, runs the startup scan, and only then is the service
-//! ready (`READY=1` for systemd's `Type=notify`).
+//! ready (`READY=1` for systemd's `Type=notify`). The state sources
+//! (packages, sysctl...) are polled by their own task, at start and every
+//! `[sources] interval_secs`, off the detector's thread (each collection
+//! bounded by a timeout), and the finished poll is handed to the detector.
 //!
 //! SIGHUP reloads the configuration along the same path: a valid new one
 //! replaces the generation (its first scan, `seen_by: scan`, covers the
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use driftwatch_common::api::v1::SeenBy;
 use driftwatch_config::AgentConfig;
 use sd_notify::NotifyState;
 use time::OffsetDateTime;
@@ -36,6 +40,7 @@ use crate::engine::{Engine, EngineMsg, ScanKind, load_baseline};
 use crate::enroll::Credential;
 use crate::heartbeat::Heartbeats;
 use crate::ship::{Client, Shipper};
+use crate::sources::poll::{Poller, collect_timeout};
 use crate::spool::{self, Spool};
 use crate::status::{self, ReloadRecord, Status, StatusHandle};
 use crate::store::{Baseline, BaselineStore};
@@ -354,7 +359,15 @@ impl Generation {
             }
         };
         let spool_depth = start.spool.depth()?;
+        let poller = Arc::new(Poller::new(
+            &config.sources,
+            collect_timeout(config.sources.interval),
+        ));
         status.update(|s| {
+            // What the previous configuration polled may no longer be enabled.
+            s.coverage
+                .sources
+                .retain(|source| config.sources.enabled.contains(&source.name));
             s.host_id = host_id;
             s.collector_url = url.clone();
             s.watch_enabled = watching;
@@ -404,6 +417,15 @@ impl Generation {
             engine_tx.clone(),
             cancel.clone(),
         )));
+        if !poller.is_empty() {
+            tasks.push(tokio::spawn(poll_sources(
+                Arc::clone(&poller),
+                config.sources.interval,
+                first_scan.seen_by(),
+                engine_tx.clone(),
+                cancel.clone(),
+            )));
+        }
         if let (Some(client), Some(host_id)) = (&client, host_id) {
             tasks.push(tokio::spawn(
                 Heartbeats {
@@ -412,6 +434,7 @@ impl Generation {
                     interval: daemon.heartbeat.interval,
                     status: status.clone(),
                     engine: engine_tx.clone(),
+                    sources: Arc::clone(&poller),
                 }
                 .run(cancel.clone()),
             ));
@@ -514,6 +537,46 @@ async fn schedule(
         tokio::select! {
             _ = cancel.cancelled() => return,
             sent = engine.send(message) => if sent.is_err() { return },
+        }
+    }
+}
+
+/// Polls the state sources now (`first`: how the detector reports what the
+/// first poll finds), then every `every`, and hands each finished poll to
+/// the detector. Collection runs on blocking threads with a timeout, so a
+/// hanging source delays neither file events nor shutdown.
+async fn poll_sources(
+    poller: Arc<Poller>,
+    every: Duration,
+    first: SeenBy,
+    engine: mpsc::Sender<EngineMsg>,
+    cancel: CancellationToken,
+) {
+    let mut seen_by = first;
+    loop {
+        let collecting = Arc::clone(&poller);
+        let poll = tokio::select! {
+            _ = cancel.cancelled() => return,
+            poll = tokio::task::spawn_blocking(move || collecting.poll()) => match poll {
+                Ok(poll) => poll,
+                Err(err) => {
+                    error!(error = %err, "collecting the state sources failed");
+                    return;
+                }
+            },
+        };
+        let message = EngineMsg::Sources {
+            poll: Box::new(poll),
+            seen_by,
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            sent = engine.send(message) => if sent.is_err() { return },
+        }
+        seen_by = SeenBy::Scan;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -10,10 +10,13 @@
 //! - Otherwise: nothing.
 //!
 //! "Another state" is judged with the rule's own attributes, the comparison
-//! a check uses, so a rewrite that changes nothing the policy watches is quiet.
+//! a check uses, so a rewrite that changes nothing the policy watches is quiet;
+//! for state subjects (`package:nginx`...), every field counts.
 
 use driftwatch_common::attrs::AttributeSet;
 use driftwatch_common::state::FileState;
+
+use crate::sources::Fields;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -34,9 +37,31 @@ pub fn decide(
     reported: Option<&Option<FileState>>,
     attributes: AttributeSet,
 ) -> Decision {
+    decide_by(differs, current, reported, |a, b| {
+        same_state(a, b, attributes)
+    })
+}
+
+/// The same decision for a state subject (`package:nginx`...), whose fields
+/// are compared exactly.
+pub fn decide_fields(
+    differs: bool,
+    current: Option<&Fields>,
+    reported: Option<&Option<Fields>>,
+) -> Decision {
+    decide_by(differs, current, reported, |a, b| a == b)
+}
+
+/// The decision, given what "the same state" means for the subject.
+fn decide_by<T>(
+    differs: bool,
+    current: Option<&T>,
+    reported: Option<&Option<T>>,
+    same: impl Fn(Option<&T>, Option<&T>) -> bool,
+) -> Decision {
     match (differs, reported) {
         (true, None) => Decision::Report,
-        (true, Some(last)) if same_state(last.as_ref(), current, attributes) => Decision::Quiet,
+        (true, Some(last)) if same(last.as_ref(), current) => Decision::Quiet,
         (true, Some(_)) => Decision::Report,
         (false, Some(_)) => Decision::Restored,
         (false, None) => Decision::Quiet,
@@ -114,5 +139,21 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn state_decisions_compare_every_field() {
+        let v1 = crate::sources::fields([("version", "1")]);
+        let v2 = crate::sources::fields([("version", "2")]);
+        use Decision::*;
+        assert_eq!(decide_fields(true, Some(&v2), None), Report);
+        assert_eq!(
+            decide_fields(true, Some(&v2), Some(&Some(v2.clone()))),
+            Quiet
+        );
+        assert_eq!(decide_fields(true, None, Some(&Some(v2.clone()))), Report);
+        assert_eq!(decide_fields(true, None, Some(&None)), Quiet);
+        assert_eq!(decide_fields(false, Some(&v1), Some(&Some(v2))), Restored);
+        assert_eq!(decide_fields(false, Some(&v1), None), Quiet);
     }
 }

@@ -11,6 +11,9 @@
 //! - a scan (startup, periodic, fallback, rescan after an overflow or once
 //!   the spool has room again): the same comparison over the whole policy or
 //!   the unwatched subtrees;
+//! - a poll of the state sources (packages, sysctl...), collected off this
+//!   thread by [`Poller`](crate::sources::poll::Poller) and compared here
+//!   with the baseline's state entries ([`state`]);
 //! - a baseline-accept command from the collector.
 //!
 //! After each comparison, [`detect::decide`] against the reported state
@@ -19,7 +22,7 @@
 //! to the spool in one transaction with the new reported state.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -27,7 +30,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use driftwatch_common::api::v1::{
-    AgentCommand, ChangeKind, CommandOutcome, CommandResult, SeenBy, SubjectState,
+    AgentCommand, ChangeKind, CommandOutcome, CommandResult, SeenBy, SubjectKey, SubjectState,
 };
 use driftwatch_common::attrs::{Attribute, AttributeSet};
 use driftwatch_common::pathbytes::PathBytes;
@@ -50,9 +53,11 @@ use crate::redact::SecretMask;
 use crate::scan::read::read_subject;
 use crate::scan::throttle::Throttle;
 use crate::scan::{Policy, ScopeEntry};
-use crate::spool::{Limits, Spool};
+use crate::sources::Fields;
+use crate::sources::poll::Poll;
+use crate::spool::{Committed, Limits, Spool, Spoolable};
 use crate::status::{ScanRecord, StatusHandle};
-use crate::store::{AcceptedChange, Baseline, BaselineStore, NewHistory, Record};
+use crate::store::{AcceptedChange, Baseline, BaselineStore, NewHistory, Record, StateCollection};
 use crate::watch::Watcher;
 use crate::watch::coalesce::Batch;
 
@@ -65,20 +70,21 @@ pub enum EngineMsg {
         kind: ScanKind,
         reply: Option<oneshot::Sender<anyhow::Result<()>>>,
     },
+    /// The state sources, just collected (off this thread).
+    Sources { poll: Box<Poll>, seen_by: SeenBy },
     /// A command from the collector (delivered with a heartbeat response).
+    /// `fresh_state`: for a state subject, its source collected just now.
     Command {
         command: Box<AgentCommand>,
+        fresh_state: Option<Box<Poll>>,
         reply: oneshot::Sender<CommandResult>,
     },
     /// The shipper freed space in the spool.
     SpaceFreed,
 }
 
-// Not supported yet: state sources in the daemon (they are checked by `check`). State beyond files (`sources::StateSource`: packages, sysctl,
-// modules, ports, users) is polled every `config.sources.interval`: add a `ScanKind::Sources`
-// here, scheduled in `daemon::schedule`, whose handler collects the enabled sources, compares
-// them with the baseline's state entries and commits `Pending` events keyed by the state's
-// `SubjectKey` (`Pending` and the reported state are keyed by file paths today).
+/// A scan of the files. State sources are not scanned here: they are
+/// collected off this thread and arrive as [`EngineMsg::Sources`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanKind {
     /// At start: finds what changed while the agent was down.
@@ -104,7 +110,7 @@ impl ScanKind {
         }
     }
 
-    fn seen_by(self) -> SeenBy {
+    pub fn seen_by(self) -> SeenBy {
         match self {
             ScanKind::Startup => SeenBy::Startup,
             _ => SeenBy::Scan,
@@ -117,8 +123,12 @@ pub struct Engine {
     config: AgentConfig,
     store: BaselineStore,
     baseline: Baseline,
+    /// The baseline's state subjects (verified with it by `BaselineStore::load`).
+    baseline_state: StateCollection,
     spool: Spool,
     reported: HashMap<PathBytes, Option<FileState>>,
+    /// Open drift on state subjects (`package:nginx`...).
+    reported_state: BTreeMap<SubjectKey, Option<Fields>>,
     watcher: Option<Watcher>,
     status: StatusHandle,
     /// Wakes the shipper when events were committed.
@@ -172,13 +182,17 @@ impl Engine {
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Engine> {
         let reported = spool.reported()?;
+        let reported_state = spool.reported_state()?;
+        let baseline_state = store.state()?;
         let extras = Extras::start(&config, &store)?;
         Ok(Engine {
             config,
             store,
             baseline,
+            baseline_state,
             spool,
             reported,
+            reported_state,
             watcher,
             status,
             shipped,
@@ -255,8 +269,20 @@ impl Engine {
                         let _ = reply.send(result);
                     }
                 }
-                EngineMsg::Command { command, reply } => {
-                    let _ = reply.send(self.command(*command));
+                EngineMsg::Sources { poll, seen_by } => {
+                    if let Err(err) = self.sources(&poll, seen_by) {
+                        error!(
+                            error = format!("{err:#}"),
+                            "comparing the state sources failed"
+                        );
+                    }
+                }
+                EngineMsg::Command {
+                    command,
+                    fresh_state,
+                    reply,
+                } => {
+                    let _ = reply.send(self.command(*command, fresh_state.as_deref()));
                 }
                 EngineMsg::SpaceFreed => {
                     if self.rescan_when_space && self.has_room() {
@@ -525,10 +551,7 @@ impl Engine {
         if pending.is_empty() {
             return Ok(0);
         }
-        let committed = self
-            .spool
-            .commit(pending, seen_by, OffsetDateTime::now_utc(), self.limits())
-            .context("committing events to the spool")?;
+        let committed = self.spool_commit(pending, seen_by)?;
         for event in &pending[..committed.events.len()] {
             match &event.remember {
                 Remember::Drifted(state) => {
@@ -539,6 +562,21 @@ impl Engine {
                 }
             }
         }
+        Ok(self.committed(committed, seen_by))
+    }
+
+    fn spool_commit<E: Spoolable>(
+        &mut self,
+        pending: &[E],
+        seen_by: SeenBy,
+    ) -> anyhow::Result<Committed> {
+        self.spool
+            .commit(pending, seen_by, OffsetDateTime::now_utc(), self.limits())
+            .context("committing events to the spool")
+    }
+
+    /// Logs what a commit did and publishes it; returns how many events were committed.
+    fn committed(&mut self, committed: Committed, seen_by: SeenBy) -> u64 {
         for event in &committed.events {
             debug!(
                 seq = event.seq,
@@ -573,7 +611,7 @@ impl Engine {
             self.rescan_when_space = true;
         }
         let now = OffsetDateTime::now_utc();
-        let open = self.reported.len() as u64;
+        let open = self.open_drift();
         self.status.update(|s| {
             s.spool = committed.depth;
             s.spool_full = full;
@@ -583,7 +621,12 @@ impl Engine {
                 s.last_event_at = Some(now);
             }
         });
-        Ok(count)
+        count
+    }
+
+    /// Subjects (files and state) reported and not yet back in their baseline state.
+    fn open_drift(&self) -> u64 {
+        (self.reported.len() + self.reported_state.len()) as u64
     }
 
     fn publish_coverage(&self) {
@@ -598,8 +641,8 @@ impl Engine {
                     .collect(),
             ),
         };
-        let open = self.reported.len() as u64;
-        let entries = self.baseline.len() as u64;
+        let open = self.open_drift();
+        let entries = (self.baseline.len() + self.baseline_state.len()) as u64;
         self.status.update(|s| {
             s.watches = watches;
             s.coverage.unwatched = unwatched;
@@ -610,7 +653,7 @@ impl Engine {
 
     /// A collector command. Baseline acceptance applies only when the
     /// subject is now exactly in the reviewed state.
-    fn command(&mut self, command: AgentCommand) -> CommandResult {
+    fn command(&mut self, command: AgentCommand, fresh_state: Option<&Poll>) -> CommandResult {
         match command {
             AgentCommand::BaselineAccept {
                 command_id,
@@ -618,11 +661,14 @@ impl Engine {
                 state,
                 window_id,
             } => {
-                let outcome = self
-                    .accept(&subject, state.as_ref(), command_id, window_id)
-                    .unwrap_or_else(|err| CommandOutcome::Failed {
-                        message: format!("{err:#}"),
-                    });
+                let outcome = if subject.namespace() == "file" {
+                    self.accept(&subject, state.as_ref(), command_id, window_id)
+                } else {
+                    self.accept_state(&subject, state.as_ref(), fresh_state, command_id, window_id)
+                };
+                let outcome = outcome.unwrap_or_else(|err| CommandOutcome::Failed {
+                    message: format!("{err:#}"),
+                });
                 info!(command = %command_id, subject = %subject, outcome = ?outcome_name(&outcome), "baseline-accept command");
                 CommandResult {
                     command_id,
@@ -640,8 +686,7 @@ impl Engine {
         window_id: Option<uuid::Uuid>,
     ) -> anyhow::Result<CommandOutcome> {
         let Some(path) = file_subject_path(subject) else {
-            // State subjects (package:, sysctl:...) are not supported by the daemon yet.
-            anyhow::bail!("`{subject}`: only file subjects can be accepted by this agent version");
+            anyhow::bail!("`{subject}` is not a file subject with an absolute path");
         };
         let named = match named {
             None => None,
@@ -763,5 +808,6 @@ pub fn load_baseline(state_dir: &Path) -> anyhow::Result<(BaselineStore, Baselin
     Ok((store, baseline))
 }
 
+mod state;
 #[cfg(test)]
 mod tests;

@@ -21,12 +21,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::check::{Drift, DriftKind};
+use crate::sources::Fields;
 
-/// What the spool remembers about a subject once its event is committed.
+/// What the spool remembers about a subject once its event is committed
+/// (`T`: a file's state, or a state subject's [`Fields`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Remember {
+pub enum Remember<T = FileState> {
     /// The subject was reported in this state (`None`: reported absent).
-    Drifted(Option<FileState>),
+    Drifted(Option<T>),
     /// The subject is back in its baseline state: nothing is open any more.
     Forget,
 }
@@ -112,12 +114,74 @@ impl Pending {
             before: self.before.clone().map(SubjectState::File),
             after: self.after.clone().map(SubjectState::File),
             diff: self.diff.clone(),
+            summary: None,
             actor: self.actor.clone(),
             seen_by,
             observed_at,
             provenance: self.provenance.clone(),
             related: self.related,
         }
+    }
+}
+
+/// An event about a state subject (`package:nginx`, `user:eve`...) decided
+/// on but not yet committed. Like [`Pending`], relative to the baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatePending {
+    pub id: Uuid,
+    pub subject: SubjectKey,
+    pub kind: ChangeKind,
+    /// Names of the fields that differ from the baseline.
+    pub changed: Vec<String>,
+    pub before: Option<Fields>,
+    pub after: Option<Fields>,
+    /// The change in words ("user eve added with uid 0").
+    pub summary: String,
+    pub remember: Remember<Fields>,
+}
+
+impl StatePending {
+    /// The wire event, as the spool commits it.
+    pub fn finalize(
+        &self,
+        host_id: Uuid,
+        seq: u64,
+        prev_hash: ContentHash,
+        seen_by: SeenBy,
+        observed_at: OffsetDateTime,
+    ) -> DriftEvent {
+        let state =
+            |fields: &Option<Fields>| fields.clone().map(|fields| SubjectState::Fields { fields });
+        DriftEvent {
+            id: self.id,
+            host_id,
+            seq,
+            prev_hash,
+            subject: self.subject.clone(),
+            kind: self.kind,
+            changed: self.changed.clone(),
+            before: state(&self.before),
+            after: state(&self.after),
+            diff: None,
+            summary: Some(self.summary.clone()),
+            actor: Some(polled_state_actor()),
+            seen_by,
+            observed_at,
+            provenance: None,
+            related: None,
+        }
+    }
+}
+
+/// State sources are polled, not watched: nobody can be named as the author.
+pub fn polled_state_actor() -> Actor {
+    Actor {
+        source: "none".into(),
+        reason: Some(
+            "state sources are polled: the process or person that changed them is not observed"
+                .into(),
+        ),
+        ..Actor::default()
     }
 }
 

@@ -2,12 +2,16 @@
 //! collector it is alive, with the host's inventory (sysinfo), its own
 //! health (spool depth, coverage, baseline size, tamper flag, CPU and
 //! memory) and its clock; the answer carries commands (baseline accepts),
-//! whose results travel with the next heartbeat, sent at once.
+//! whose results travel with the next heartbeat, sent at once. An accept of
+//! a state subject (`package:nginx`...) first collects that subject's
+//! source here, off the detector's thread, so the detector compares the
+//! reviewed state with the state as it is now.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use driftwatch_common::api::v1::{
-    AgentHealth, CommandResult, Heartbeat, HeartbeatResponse, Inventory,
+    AgentCommand, AgentHealth, CommandResult, Heartbeat, HeartbeatResponse, Inventory,
 };
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use time::OffsetDateTime;
@@ -18,6 +22,7 @@ use uuid::Uuid;
 
 use crate::engine::EngineMsg;
 use crate::ship::Client;
+use crate::sources::poll::{Poll, Poller};
 use crate::status::{Status, StatusHandle};
 
 pub struct Heartbeats {
@@ -26,6 +31,8 @@ pub struct Heartbeats {
     pub interval: Duration,
     pub status: StatusHandle,
     pub engine: mpsc::Sender<EngineMsg>,
+    /// The enabled state sources, for accepts of state subjects.
+    pub sources: Arc<Poller>,
 }
 
 impl Heartbeats {
@@ -59,11 +66,13 @@ impl Heartbeats {
                         s.heartbeat.clock_skew_secs = Some(skew);
                     });
                     for command in response.commands {
+                        let fresh_state = self.collect_for(&command).await;
                         let (reply, answer) = oneshot::channel();
                         if self
                             .engine
                             .send(EngineMsg::Command {
                                 command: Box::new(command),
+                                fresh_state,
                                 reply,
                             })
                             .await
@@ -95,6 +104,22 @@ impl Heartbeats {
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }
+    }
+}
+
+impl Heartbeats {
+    /// For a command about a state subject, its source's current state.
+    async fn collect_for(&self, command: &AgentCommand) -> Option<Box<Poll>> {
+        let AgentCommand::BaselineAccept { subject, .. } = command;
+        if subject.namespace() == "file" {
+            return None;
+        }
+        let namespace = subject.namespace().to_owned();
+        let sources = Arc::clone(&self.sources);
+        tokio::task::spawn_blocking(move || sources.poll_namespace(&namespace))
+            .await
+            .ok()
+            .map(Box::new)
     }
 }
 

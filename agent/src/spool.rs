@@ -5,8 +5,9 @@
 //!   the exact JSON that is hashed into the chain. An event counts as emitted
 //!   only once its insert has committed (invariant 1); the shipper deletes it
 //!   only after the collector's acknowledgement.
-//! - `reported`: per subject, the state last reported while it differs from
-//!   its baseline. It is updated in the same transaction as the event insert,
+//! - `reported` (files, by exact path bytes) and `reported_subjects` (state
+//!   subjects such as `package:nginx`, by subject key): per subject, the state
+//!   last reported while it differs from its baseline. It is updated in the same transaction as the event insert,
 //!   so after a crash the two always agree: a restart neither repeats nor
 //!   loses an event, and a change made while the agent was down differs from
 //!   both the baseline and this record, so the startup scan reports it.
@@ -18,10 +19,10 @@
 //! from what was reported, so the rescan that runs once space is free finds
 //! it again. Nothing already spooled is ever dropped to make room.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use driftwatch_common::api::v1::{DriftEvent, SeenBy};
+use driftwatch_common::api::v1::{DriftEvent, SeenBy, SubjectKey};
 use driftwatch_common::hash::ContentHash;
 use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_common::state::FileState;
@@ -29,7 +30,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::events::{Pending, Remember};
+use crate::events::{Pending, Remember, StatePending};
+use crate::sources::Fields;
 
 /// File name of the spool in the state directory.
 pub const FILE_NAME: &str = "spool.db";
@@ -50,6 +52,10 @@ const MIGRATIONS: &[&str] = &[
          '0000000000000000000000000000000000000000000000000000000000000000', 0, 0, 0);
      CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
      CREATE TABLE reported (path BLOB PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;",
+    // 2: the reported state of state subjects (`package:nginx`, `user:eve`...),
+    // by subject key; `state` is the postcard of `Option<Fields>`. Files stay in
+    // `reported`, keyed by their exact bytes.
+    "CREATE TABLE reported_subjects (subject TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -221,13 +227,34 @@ impl Spool {
         Ok(reported)
     }
 
+    /// Every state subject (`package:`, `user:`...) with open drift.
+    pub fn reported_state(&self) -> Result<BTreeMap<SubjectKey, Option<Fields>>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT subject, state FROM reported_subjects")
+            .map_err(|cause| self.sqlite(cause))?;
+        let mut rows = stmt.query([]).map_err(|cause| self.sqlite(cause))?;
+        let mut reported = BTreeMap::new();
+        while let Some(row) = rows.next().map_err(|cause| self.sqlite(cause))? {
+            let subject: String = row.get(0).map_err(|cause| self.sqlite(cause))?;
+            let bytes: Vec<u8> = row.get(1).map_err(|cause| self.sqlite(cause))?;
+            let state: Option<Fields> = postcard::from_bytes(&bytes).map_err(|err| {
+                self.damaged(format!(
+                    "reported state of {subject} cannot be decoded ({err})"
+                ))
+            })?;
+            reported.insert(SubjectKey(subject), state);
+        }
+        Ok(reported)
+    }
+
     /// Commits events in order, each with the next sequence number and the
     /// hash of the previous event, and updates the reported state of their
     /// subjects, all in one durable transaction. Events that would exceed
     /// `limits` are refused (and their subjects not remembered as reported).
-    pub fn commit(
+    pub fn commit<E: Spoolable>(
         &mut self,
-        pending: &[Pending],
+        pending: &[E],
         seen_by: SeenBy,
         observed_at: OffsetDateTime,
         limits: Limits,
@@ -245,8 +272,8 @@ impl Spool {
         for (index, event) in pending.iter().enumerate() {
             let mut wire = event.finalize(host_id, seq + 1, prev, seen_by, observed_at);
             if let Some(related) = wire.related
-                && !pending[..index].iter().any(|p| p.id == related)
-                && !pending[index + 1..].iter().any(|p| p.id == related)
+                && !pending[..index].iter().any(|p| p.id() == related)
+                && !pending[index + 1..].iter().any(|p| p.id() == related)
             {
                 wire.related = None;
             }
@@ -262,23 +289,7 @@ impl Spool {
                 params![wire.seq as i64, wire.id.to_string(), body],
             )
             .map_err(sql)?;
-            match &event.remember {
-                Remember::Drifted(state) => {
-                    let bytes = postcard::to_allocvec(state).expect("states always serialize");
-                    tx.execute(
-                        "INSERT OR REPLACE INTO reported (path, state) VALUES (?1, ?2)",
-                        params![event.path.as_bytes(), bytes],
-                    )
-                    .map_err(sql)?;
-                }
-                Remember::Forget => {
-                    tx.execute(
-                        "DELETE FROM reported WHERE path = ?1",
-                        [event.path.as_bytes()],
-                    )
-                    .map_err(sql)?;
-                }
-            }
+            event.remember(&tx).map_err(sql)?;
             seq = wire.seq;
             prev = ContentHash::of(body.as_bytes());
             debug_assert_eq!(prev, wire.chain_hash());
@@ -306,6 +317,17 @@ impl Spool {
     pub fn forget(&mut self, path: &PathBytes) -> Result<()> {
         self.conn
             .execute("DELETE FROM reported WHERE path = ?1", [path.as_bytes()])
+            .map_err(|cause| self.sqlite(cause))?;
+        Ok(())
+    }
+
+    /// Forgets open drift on a state subject (its baseline was updated).
+    pub fn forget_subject(&mut self, subject: &SubjectKey) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM reported_subjects WHERE subject = ?1",
+                [&subject.0],
+            )
             .map_err(|cause| self.sqlite(cause))?;
         Ok(())
     }
@@ -433,6 +455,94 @@ impl Spool {
             db: self.db.clone(),
             detail,
         }
+    }
+}
+
+/// An event the spool can commit: its wire form, and what to remember
+/// about its subject in the same transaction.
+pub trait Spoolable {
+    fn id(&self) -> Uuid;
+    fn finalize(
+        &self,
+        host_id: Uuid,
+        seq: u64,
+        prev_hash: ContentHash,
+        seen_by: SeenBy,
+        observed_at: OffsetDateTime,
+    ) -> DriftEvent;
+    /// Records (or forgets) the subject's reported state.
+    fn remember(&self, tx: &Connection) -> rusqlite::Result<()>;
+}
+
+impl Spoolable for Pending {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn finalize(
+        &self,
+        host_id: Uuid,
+        seq: u64,
+        prev_hash: ContentHash,
+        seen_by: SeenBy,
+        observed_at: OffsetDateTime,
+    ) -> DriftEvent {
+        Pending::finalize(self, host_id, seq, prev_hash, seen_by, observed_at)
+    }
+
+    fn remember(&self, tx: &Connection) -> rusqlite::Result<()> {
+        match &self.remember {
+            Remember::Drifted(state) => {
+                let bytes = postcard::to_allocvec(state).expect("states always serialize");
+                tx.execute(
+                    "INSERT OR REPLACE INTO reported (path, state) VALUES (?1, ?2)",
+                    params![self.path.as_bytes(), bytes],
+                )?;
+            }
+            Remember::Forget => {
+                tx.execute(
+                    "DELETE FROM reported WHERE path = ?1",
+                    [self.path.as_bytes()],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Spoolable for StatePending {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn finalize(
+        &self,
+        host_id: Uuid,
+        seq: u64,
+        prev_hash: ContentHash,
+        seen_by: SeenBy,
+        observed_at: OffsetDateTime,
+    ) -> DriftEvent {
+        StatePending::finalize(self, host_id, seq, prev_hash, seen_by, observed_at)
+    }
+
+    fn remember(&self, tx: &Connection) -> rusqlite::Result<()> {
+        match &self.remember {
+            Remember::Drifted(fields) => {
+                let bytes = postcard::to_allocvec(fields).expect("fields always serialize");
+                tx.execute(
+                    "INSERT OR REPLACE INTO reported_subjects (subject, state) VALUES (?1, ?2)",
+                    params![self.subject.0, bytes],
+                )?;
+            }
+            Remember::Forget => {
+                tx.execute(
+                    "DELETE FROM reported_subjects WHERE subject = ?1",
+                    [&self.subject.0],
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 

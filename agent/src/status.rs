@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use driftwatch_common::api::v1::Coverage;
+use driftwatch_common::api::v1::{Coverage, SourceCondition};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -123,6 +123,20 @@ impl Status {
                 "{} subtree(s) without a real-time watch (scanned periodically)",
                 self.coverage.unwatched.len()
             ));
+        }
+        for source in &self.coverage.sources {
+            // Unavailable is how the host is (no rpm on Debian), not a fault.
+            if matches!(
+                source.condition,
+                SourceCondition::Failed | SourceCondition::TimedOut
+            ) {
+                problems.push(format!(
+                    "state source {} {}: {}",
+                    source.name,
+                    source.condition.name(),
+                    source.detail.as_deref().unwrap_or("no detail")
+                ));
+            }
         }
         if self.delivery.consecutive_failures > 0 {
             problems.push(format!(
@@ -358,6 +372,29 @@ fn print_text(report: &Report) -> std::io::Result<()> {
         for subtree in &s.coverage.unwatched {
             let _ = writeln!(out, "                unwatched: {subtree}");
         }
+        if s.coverage.last_source_poll_at.is_some() || !s.coverage.sources.is_empty() {
+            let _ = writeln!(
+                out,
+                "  sources       last poll {}",
+                time(&s.coverage.last_source_poll_at)
+            );
+            for source in &s.coverage.sources {
+                let _ = match source.condition {
+                    SourceCondition::Ok => writeln!(
+                        out,
+                        "                {}: ok, {} subject(s)",
+                        source.name, source.subjects
+                    ),
+                    condition => writeln!(
+                        out,
+                        "                {}: {}: {}",
+                        source.name,
+                        condition.name(),
+                        source.detail.as_deref().unwrap_or("no detail")
+                    ),
+                };
+            }
+        }
         let _ = writeln!(out, "  open drift    {} subject(s)", s.open_drift);
         let _ = writeln!(
             out,
@@ -418,4 +455,39 @@ fn print_text(report: &Report) -> std::io::Result<()> {
         }
     }
     std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use driftwatch_common::api::v1::SourceCoverage;
+
+    use super::*;
+
+    fn source(name: &str, condition: SourceCondition, detail: Option<&str>) -> SourceCoverage {
+        SourceCoverage {
+            name: name.into(),
+            condition,
+            subjects: 0,
+            detail: detail.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_failed_or_hung_source_is_a_problem_an_unavailable_one_is_not() {
+        let mut status = Status::default();
+        status.coverage.sources = vec![
+            source("package", SourceCondition::Unavailable, Some("no dpkg")),
+            source("user", SourceCondition::Ok, None),
+        ];
+        assert!(status.problems().is_empty(), "{:?}", status.problems());
+        status.coverage.sources.push(source(
+            "module",
+            SourceCondition::TimedOut,
+            Some("module: no answer within 30 s"),
+        ));
+        assert_eq!(
+            status.problems(),
+            ["state source module timed out: module: no answer within 30 s"]
+        );
+    }
 }

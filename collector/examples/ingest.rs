@@ -92,6 +92,7 @@ fn main() -> anyhow::Result<()> {
                     before: None,
                     after: Some(SubjectState::Fields { fields: BTreeMap::from([("version".to_owned(), seq.to_string())]) }),
                     diff: None,
+                    summary: None,
                     actor: None,
                     seen_by: SeenBy::Watch,
                     observed_at: time::OffsetDateTime::now_utc(),

@@ -144,6 +144,7 @@ mod tests {
                 fields: BTreeMap::new(),
             }),
             diff: None,
+            summary: None,
             actor: None,
             seen_by: SeenBy::Watch,
             observed_at: OffsetDateTime::UNIX_EPOCH,

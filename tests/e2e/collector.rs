@@ -60,6 +60,7 @@ impl Host {
                 fields: BTreeMap::from([("version".to_owned(), version.to_owned())]),
             }),
             diff: None,
+            summary: None,
             actor: None,
             seen_by: SeenBy::Watch,
             observed_at: time::OffsetDateTime::now_utc(),

@@ -9,6 +9,7 @@ mod cli;
 mod collector;
 mod config;
 mod daemon;
+mod daemon_sources;
 mod drift;
 mod full_disk;
 mod integrity;

@@ -202,12 +202,15 @@ fn baseline_accept_needs_the_reviewed_state_and_is_recorded() {
     engine.scan(ScanKind::Startup).unwrap();
     let event = fx.spooled().remove(0);
 
-    let stale = engine.command(AgentCommand::BaselineAccept {
-        command_id: uuid::Uuid::now_v7(),
-        subject: event.subject.clone(),
-        state: event.before.clone(),
-        window_id: None,
-    });
+    let stale = engine.command(
+        AgentCommand::BaselineAccept {
+            command_id: uuid::Uuid::now_v7(),
+            subject: event.subject.clone(),
+            state: event.before.clone(),
+            window_id: None,
+        },
+        None,
+    );
     assert!(matches!(
         stale.outcome,
         CommandOutcome::Mismatch { current: Some(_) }
@@ -218,21 +221,27 @@ fn baseline_accept_needs_the_reviewed_state_and_is_recorded() {
     if let Some(SubjectState::File(state)) = &mut vague {
         state.content_hash = None;
     }
-    let unnamed = engine.command(AgentCommand::BaselineAccept {
-        command_id: uuid::Uuid::now_v7(),
-        subject: event.subject.clone(),
-        state: vague,
-        window_id: None,
-    });
+    let unnamed = engine.command(
+        AgentCommand::BaselineAccept {
+            command_id: uuid::Uuid::now_v7(),
+            subject: event.subject.clone(),
+            state: vague,
+            window_id: None,
+        },
+        None,
+    );
     assert!(matches!(unnamed.outcome, CommandOutcome::Mismatch { .. }));
 
     let window = uuid::Uuid::now_v7();
-    let applied = engine.command(AgentCommand::BaselineAccept {
-        command_id: uuid::Uuid::now_v7(),
-        subject: event.subject.clone(),
-        state: event.after.clone(),
-        window_id: Some(window),
-    });
+    let applied = engine.command(
+        AgentCommand::BaselineAccept {
+            command_id: uuid::Uuid::now_v7(),
+            subject: event.subject.clone(),
+            state: event.after.clone(),
+            window_id: Some(window),
+        },
+        None,
+    );
     assert_eq!(applied.outcome, CommandOutcome::Applied);
     assert!(engine.reported.is_empty(), "the drift is the baseline now");
     // No `restored` event follows, and the baseline verifies with the new state.
@@ -249,12 +258,15 @@ fn baseline_accept_needs_the_reviewed_state_and_is_recorded() {
     assert!(last.detail.contains(&window.to_string()), "{}", last.detail);
 
     // Unknown namespaces fail with a reason.
-    let package = engine.command(AgentCommand::BaselineAccept {
-        command_id: uuid::Uuid::now_v7(),
-        subject: SubjectKey("package:openssh-server".into()),
-        state: None,
-        window_id: None,
-    });
+    let package = engine.command(
+        AgentCommand::BaselineAccept {
+            command_id: uuid::Uuid::now_v7(),
+            subject: SubjectKey("package:openssh-server".into()),
+            state: None,
+            window_id: None,
+        },
+        None,
+    );
     assert!(matches!(package.outcome, CommandOutcome::Failed { .. }));
 }
 
@@ -319,4 +331,222 @@ fn reviewed_state_comparison_is_strict_about_what_it_names() {
         Some(&now),
         content
     ));
+}
+
+mod sources {
+    use driftwatch_common::api::v1::{SourceCondition, SubjectState};
+
+    use super::*;
+    use crate::sources::poll::{Outcome, Poll, SourceResult};
+    use crate::sources::{Collection, Fields, fields};
+    use crate::store::{AcceptedState, NewHistory};
+
+    fn user(uid: &str) -> Fields {
+        fields([
+            ("uid", uid),
+            ("gid", uid),
+            ("gecos", ""),
+            ("home", "/home/x"),
+            ("shell", "/bin/sh"),
+        ])
+    }
+
+    /// Baselines `user:bob` in the fixture's store (as `baseline init` with the user source would).
+    fn baseline_bob(fx: &Fixture) {
+        let (mut store, _) = load_baseline(&fx.state).unwrap();
+        store
+            .accept_with_state(
+                &[],
+                &[AcceptedState {
+                    subject: SubjectKey("user:bob".into()),
+                    fields: Some(user("1001")),
+                }],
+                NewHistory {
+                    action: "accept",
+                    actor: "test".into(),
+                    detail: "{}".into(),
+                },
+            )
+            .unwrap();
+    }
+
+    fn accounts(users: &[(&str, &str)]) -> Box<Poll> {
+        let collection: Collection = users
+            .iter()
+            .map(|(name, uid)| (SubjectKey(format!("user:{name}")), user(uid)))
+            .collect();
+        poll(Outcome::Collected(collection))
+    }
+
+    fn poll(outcome: Outcome) -> Box<Poll> {
+        Box::new(Poll {
+            results: vec![SourceResult {
+                name: "user",
+                namespaces: &["user", "group"],
+                outcome,
+            }],
+            finished_at: OffsetDateTime::now_utc(),
+        })
+    }
+
+    fn sources(engine: &mut Engine, poll: Box<Poll>, seen_by: SeenBy) {
+        engine.run_message(EngineMsg::Sources { poll, seen_by });
+    }
+
+    #[test]
+    fn state_drift_is_chained_with_files_remembered_across_restarts_and_restored() {
+        let fx = Fixture::new("");
+        baseline_bob(&fx);
+        let mut engine = fx.engine();
+        fx.write("a.conf", "changed\n");
+        engine.scan(ScanKind::Startup).unwrap();
+        sources(
+            &mut engine,
+            accounts(&[("bob", "1001"), ("eve", "0")]),
+            SeenBy::Startup,
+        );
+        let events = fx.spooled();
+        assert_eq!(events.len(), 2, "{events:#?}");
+        let eve = &events[1];
+        assert_eq!(eve.subject.0, "user:eve");
+        assert_eq!(eve.kind, ChangeKind::Added);
+        assert_eq!(eve.seen_by, SeenBy::Startup);
+        assert_eq!(eve.seq, 2);
+        assert_eq!(eve.prev_hash, events[0].chain_hash());
+        assert!(
+            eve.summary
+                .as_deref()
+                .is_some_and(|s| s.starts_with("user eve added with uid 0")),
+            "{eve:#?}"
+        );
+        assert_eq!(eve.before, None);
+        assert_eq!(eve.after, Some(SubjectState::Fields { fields: user("0") }));
+        assert_eq!(engine.status.snapshot().open_drift, 2);
+
+        // After a restart, the same state is not reported again.
+        drop(engine);
+        let mut engine = fx.engine();
+        sources(
+            &mut engine,
+            accounts(&[("bob", "1001"), ("eve", "0")]),
+            SeenBy::Scan,
+        );
+        assert_eq!(fx.spooled().len(), 2);
+
+        // Eve is gone: restored, and nothing is open on her any more.
+        sources(&mut engine, accounts(&[("bob", "1001")]), SeenBy::Scan);
+        let events = fx.spooled();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].kind, ChangeKind::Restored);
+        assert_eq!(events[2].seen_by, SeenBy::Scan);
+        assert!(engine.reported_state.is_empty());
+        let status = engine.status.snapshot();
+        assert!(status.coverage.last_source_poll_at.is_some());
+        assert_eq!(status.coverage.sources[0].condition, SourceCondition::Ok);
+        assert_eq!(status.coverage.sources[0].subjects, 1);
+    }
+
+    #[test]
+    fn a_source_that_fails_is_coverage_not_drift() {
+        let fx = Fixture::new("");
+        baseline_bob(&fx);
+        let mut engine = fx.engine();
+        sources(
+            &mut engine,
+            poll(Outcome::Failed(
+                "user: cannot read /etc/passwd: denied".into(),
+            )),
+            SeenBy::Startup,
+        );
+        sources(
+            &mut engine,
+            poll(Outcome::TimedOut("user: no answer within 30 s".into())),
+            SeenBy::Scan,
+        );
+        assert!(fx.spooled().is_empty(), "bob is unverified, not removed");
+        let status = engine.status.snapshot();
+        assert_eq!(
+            status.coverage.sources[0].condition,
+            SourceCondition::TimedOut
+        );
+        assert_eq!(status.problems().len(), 1, "{:?}", status.problems());
+    }
+
+    #[test]
+    fn a_state_accept_applies_only_to_the_state_collected_now() {
+        let fx = Fixture::new("");
+        baseline_bob(&fx);
+        let mut engine = fx.engine();
+        sources(
+            &mut engine,
+            accounts(&[("bob", "1001"), ("eve", "0")]),
+            SeenBy::Scan,
+        );
+        let event = fx.spooled().remove(0);
+        let accept = |state: Option<SubjectState>| AgentCommand::BaselineAccept {
+            command_id: uuid::Uuid::now_v7(),
+            subject: event.subject.clone(),
+            state,
+            window_id: None,
+        };
+
+        // Eve's uid changed again after review.
+        let now = accounts(&[("bob", "1001"), ("eve", "1002")]);
+        let result = engine.command(accept(event.after.clone()), Some(&now));
+        assert_eq!(
+            result.outcome,
+            CommandOutcome::Mismatch {
+                current: Some(SubjectState::Fields {
+                    fields: user("1002")
+                })
+            }
+        );
+        // Her source cannot be read now: no decision.
+        let failed = poll(Outcome::Failed("user: denied".into()));
+        let result = engine.command(accept(event.after.clone()), Some(&failed));
+        assert!(
+            matches!(&result.outcome, CommandOutcome::Failed { message } if message.contains("denied")),
+            "{result:?}"
+        );
+        // A file state for a state subject is refused.
+        let result = engine.command(
+            accept(Some(SubjectState::File(FileState {
+                kind: driftwatch_common::state::FileKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                inode: 1,
+                device: 1,
+                nlink: 1,
+                rdev: None,
+                link_target: None,
+                content_hash: None,
+                xattrs: None,
+            }))),
+            Some(&now),
+        );
+        assert!(matches!(result.outcome, CommandOutcome::Failed { .. }));
+
+        let now = accounts(&[("bob", "1001"), ("eve", "0")]);
+        let result = engine.command(accept(event.after.clone()), Some(&now));
+        assert_eq!(result.outcome, CommandOutcome::Applied);
+        assert!(engine.reported_state.is_empty());
+        // Eve is the baseline now: the next poll says nothing, and the store agrees.
+        sources(&mut engine, now, SeenBy::Scan);
+        assert_eq!(fx.spooled().len(), 1);
+        let (store, _) = load_baseline(&fx.state).unwrap();
+        assert_eq!(store.state().unwrap().get(&event.subject), Some(&user("0")));
+        assert!(
+            store
+                .history()
+                .unwrap()
+                .last()
+                .unwrap()
+                .detail
+                .contains("user:eve")
+        );
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod modules;
 pub mod packages;
+pub mod poll;
 pub mod ports;
 pub mod sysctl;
 pub mod users;

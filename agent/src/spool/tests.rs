@@ -227,3 +227,56 @@ fn the_spool_file_is_private() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn a_version_1_spool_keeps_its_events_and_gains_the_state_subjects_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(FILE_NAME);
+    {
+        // A spool as the first release left it: schema 1, one file subject open.
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 1; COMMIT;",
+            MIGRATIONS[0]
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO reported (path, state) VALUES (?1, ?2)",
+            params![
+                b"/a".as_slice(),
+                postcard::to_allocvec(&Some(state(1))).unwrap()
+            ],
+        )
+        .unwrap();
+    }
+    let mut spool = Spool::open(&db).unwrap();
+    assert_eq!(spool.reported().unwrap().len(), 1, "file subjects survive");
+    assert!(spool.reported_state().unwrap().is_empty());
+
+    let eve = SubjectKey("user:eve".into());
+    let uid0 = crate::sources::fields([("uid", "0")]);
+    let added = StatePending {
+        id: Uuid::now_v7(),
+        subject: eve.clone(),
+        kind: ChangeKind::Added,
+        changed: Vec::new(),
+        before: None,
+        after: Some(uid0.clone()),
+        summary: "user eve added with uid 0".into(),
+        remember: Remember::Drifted(Some(uid0.clone())),
+    };
+    let done = spool
+        .commit(&[added], SeenBy::Scan, OffsetDateTime::now_utc(), ROOMY)
+        .unwrap();
+    assert_eq!(
+        done.events[0].summary.as_deref(),
+        Some("user eve added with uid 0")
+    );
+    assert_eq!(done.events[0].seq, 1);
+    drop(spool);
+    let mut spool = Spool::open(&db).unwrap();
+    assert_eq!(spool.reported_state().unwrap().get(&eve), Some(&Some(uid0)));
+    spool.forget_subject(&eve).unwrap();
+    assert!(spool.reported_state().unwrap().is_empty());
+    assert_eq!(spool.reported().unwrap().len(), 1);
+}

@@ -56,6 +56,7 @@ impl Agent {
             before: None,
             after: fields(version),
             diff: None,
+            summary: None,
             actor: None,
             seen_by: SeenBy::Watch,
             observed_at: time::OffsetDateTime::from_unix_timestamp(T0 / 1000).unwrap(),

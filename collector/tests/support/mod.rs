@@ -253,6 +253,7 @@ impl Agent {
                 fields: BTreeMap::from([("version".to_owned(), version.to_owned())]),
             }),
             diff: None,
+            summary: None,
             actor: None,
             seen_by: SeenBy::Watch,
             observed_at: time::OffsetDateTime::from_unix_timestamp_nanos(

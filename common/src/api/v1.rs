@@ -143,6 +143,9 @@ pub struct DriftEvent {
     /// Unified diff of a text file, secrets masked; bounded in size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The change in words, for state subjects ("user eve added with uid 0").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
     pub seen_by: SeenBy,
@@ -226,6 +229,50 @@ pub struct Coverage {
     pub attribution_unavailable: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_full_scan_at: Option<OffsetDateTime>,
+    /// When the state sources (packages, sysctl...) were last polled.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_source_poll_at: Option<OffsetDateTime>,
+    /// Each enabled state source as of its last poll.
+    #[serde(default)]
+    pub sources: Vec<SourceCoverage>,
+}
+
+/// How one state source answered its last poll.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCoverage {
+    /// The source's policy name: `package`, `sysctl`, `module`, `port`, `user`.
+    pub name: String,
+    pub condition: SourceCondition,
+    /// Subjects collected (0 unless `ok`).
+    pub subjects: u64,
+    /// Why it is not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Whether a state source could be compared. Anything but `ok` leaves its
+/// subjects unverified: a coverage signal, never drift.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceCondition {
+    Ok,
+    /// The facility does not exist on this host (no dpkg, no /proc/modules...).
+    Unavailable,
+    /// It exists but could not be read.
+    Failed,
+    /// Its collection did not finish in time.
+    TimedOut,
+}
+
+impl SourceCondition {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceCondition::Ok => "ok",
+            SourceCondition::Unavailable => "unavailable",
+            SourceCondition::Failed => "failed",
+            SourceCondition::TimedOut => "timed out",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -335,6 +382,7 @@ mod tests {
                 fields: BTreeMap::from([("version".into(), "1.0".into())]),
             }),
             diff: None,
+            summary: None,
             actor: None,
             seen_by: SeenBy::Watch,
             observed_at: OffsetDateTime::UNIX_EPOCH,
