@@ -159,7 +159,7 @@ async fn app(
         store,
         Settings::from(config),
         Arc::new(SystemClock),
-        alerts::sinks(&config.alerts),
+        alerts::Sinks::from_config(&config.alerts).map_err(|why| anyhow::anyhow!(why))?,
     )
     .await
     .context("cannot load the change windows")?;
