@@ -37,7 +37,8 @@
 //! [[alert]]
 //! type = "syslog"
 //! address = "127.0.0.1:514"          # host:port
-//! protocol = "udp"                   # udp (one datagram, at most 2048 bytes) | tcp (RFC 6587 octet counting)
+//! protocol = "udp"                   # udp (one datagram, at most 2048 bytes) | tcp (RFC 6587
+//!                                    # octet counting); tls is not supported yet
 //! facility = "auth"                  # kern, user, mail, daemon, auth, syslog, lpr, news, uucp,
 //!                                    # cron, authpriv, ftp, local0..local7
 //! app_name = "driftwatch"            # 1..=48 printable ASCII characters

@@ -28,8 +28,16 @@ pub struct Syslog {
 
 impl Syslog {
     pub fn new(name: String, config: Config) -> Self {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
+        // The systemd unit hides /proc/sys (ProcSubset=pid): then /etc/hostname, else the
+        // NILVALUE.
+        let hostname = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .find_map(|path| {
+                std::fs::read_to_string(path)
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+            })
             .unwrap_or_default();
         Syslog {
             name,

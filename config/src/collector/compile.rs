@@ -492,6 +492,14 @@ fn compile_syslog(
     let protocol = match alert.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
         None | Some((_, "udp")) => SyslogProtocol::Udp,
         Some((_, "tcp")) => SyslogProtocol::Tcp,
+        Some((value, "tls")) => {
+            diag.at(
+                value.span(),
+                format!("{key}.protocol"),
+                "syslog over TLS (RFC 5425) is not supported yet: use udp or tcp",
+            );
+            SyslogProtocol::Tcp
+        }
         Some((value, other)) => {
             diag.at(
                 value.span(),
