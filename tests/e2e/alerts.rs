@@ -448,3 +448,88 @@ fn accept_within(listener: &TcpListener, bound: Duration) -> (TcpStream, SocketA
         }
     }
 }
+
+#[test]
+fn the_sink_configuration_is_audited_when_it_changes_between_starts() {
+    let mut collector = Collector::start(
+        "[[alert]]\ntype = \"syslog\"\nname = \"siem\"\naddress = \"127.0.0.1:9\"\nfacility = \"auth\"\n",
+    );
+    let admin = collector.token("admin", "root");
+    let entries = |collector: &Collector| -> Vec<Value> {
+        collector
+            .get("/api/v1/audit", &admin)
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "config.alert_sinks")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(entries(&collector).len(), 1, "the first start");
+    collector.restart();
+    assert_eq!(entries(&collector).len(), 1, "unchanged: nothing new");
+
+    let config = std::fs::read_to_string(collector.config()).unwrap();
+    std::fs::write(
+        collector.config(),
+        config.replace("facility = \"auth\"", "facility = \"local5\""),
+    )
+    .unwrap();
+    collector.restart();
+    let audited = entries(&collector);
+    assert_eq!(audited.len(), 2, "{audited:#?}");
+    assert_ne!(
+        audited[0]["details"]["digest"],
+        audited[1]["details"]["digest"]
+    );
+    let siem = audited[1]["details"]["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "siem")
+        .cloned()
+        .unwrap_or_else(|| panic!("{audited:#?}"));
+    assert_eq!(siem["facility"], 21);
+    assert_eq!(siem["type"], "syslog");
+    assert!(
+        audited[1]["actor"]
+            .as_str()
+            .unwrap()
+            .contains("collector.toml"),
+        "{audited:#?}"
+    );
+    collector.driftctl(&admin, &["audit", "verify"]).expect(0);
+}
+
+#[test]
+fn a_missing_webhook_secret_file_stops_the_start_with_a_clear_error() {
+    let collector = Collector::start("");
+    let config = collector.dir().join("hook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "plain_http = true\nstate_dir = \"{}\"\n[[alert]]\ntype = \"webhook\"\n\
+             url = \"https://hooks.example/x\"\nsecret_file = \"{}\"\n",
+            collector.dir().join("hook-state").display(),
+            collector.dir().join("no-such.secret").display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(driftwatch_tests::collector::collector_bin());
+    cmd.arg("--config").arg(&config).arg("validate-config");
+    // The file itself is valid: the secret is read when the service starts.
+    driftwatch_tests::collector::run(cmd, Duration::from_secs(30)).expect(0);
+    let mut cmd = std::process::Command::new(driftwatch_tests::collector::collector_bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    driftwatch_tests::collector::run(cmd, Duration::from_secs(30))
+        .expect(2)
+        .stderr_has("alert sink `webhook`: cannot read secret_file")
+        .stderr_has("no-such.secret");
+    assert!(
+        !collector.dir().join("hook-state").exists(),
+        "nothing written before the refusal"
+    );
+}
