@@ -444,6 +444,9 @@ pub async fn story<S: Store>(store: S) {
         1
     );
     assert_eq!(store.undelivered_alerts(10).await.unwrap().len(), 1);
+    // Without any sink, nothing is owed.
+    assert_eq!(store.settle_alerts(Vec::new(), T0 + 5).await.unwrap(), 1);
+    assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
 
     // Resolution by a person: open drift only.
     let resolution = Resolution {
