@@ -335,6 +335,14 @@ fn a_webhook_down_across_a_restart_gets_the_alert_once_it_is_back() {
         "{alert:#}"
     );
     assert_eq!(collector.alerts().len(), 1);
+    // People see which sink holds it back, and why.
+    collector
+        .driftctl(&admin, &["alerts"])
+        .expect(0)
+        .stdout_has("untraced change on db-1: package:netcat")
+        .stdout_has("NOT DELIVERED: hook failing (")
+        .stdout_has("attempts: POST to http://127.0.0.1:")
+        .stdout_has("), jsonl delivered");
 
     // The collector stops with the alert undelivered; the receiver comes up; restart.
     let (code, log) = collector.stop();
