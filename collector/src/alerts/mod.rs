@@ -193,9 +193,14 @@ pub async fn deliver_pending<S: Store>(
 ) -> Result<u32, StoreError> {
     let names = sinks.names();
     // Without any sink an alert is done once recorded (the API lists it), as every round.
-    if sinks.channels.is_empty() || !sinks.settled.swap(true, Ordering::SeqCst) {
+    let unsettled = if sinks.channels.is_empty() {
+        !store.undelivered_alerts(1).await?.is_empty()
+    } else {
+        !sinks.settled.swap(true, Ordering::SeqCst)
+    };
+    if unsettled {
         let settled = store.settle_alerts(names.clone(), clock.now()).await?;
-        if settled > 0 {
+        if settled > 0 && !names.is_empty() {
             tracing::info!(
                 settled,
                 "alerts no configured sink still owes are delivered"
