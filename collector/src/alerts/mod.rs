@@ -298,3 +298,214 @@ async fn deliver_to<S: Store>(
     }
     Ok(completed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicUsize;
+
+    use driftwatch_common::api::v1::{AgentHealth, Inventory};
+
+    use super::*;
+    use crate::audit::NewAudit;
+    use crate::clock::ManualClock;
+    use crate::identity::Role;
+    use crate::store::{
+        DeliveryState, EnrollmentTokenRecord, HeartbeatRecord, Host, NewAlert, SqliteStore,
+        TokenRecord,
+    };
+
+    const T0: Millis = 1_795_428_000_000;
+
+    /// A sink that fails its first `failures` attempts, counting them.
+    struct Flaky {
+        name: &'static str,
+        failures: usize,
+        tried: AtomicUsize,
+    }
+
+    impl AlertSink for Flaky {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn describe(&self) -> Value {
+            json!({ "type": "test" })
+        }
+        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), String>> {
+            let n = self.tried.fetch_add(1, Ordering::SeqCst);
+            let outcome = if n < self.failures {
+                Err(format!("down ({n})"))
+            } else {
+                Ok(())
+            };
+            Box::pin(async move { outcome })
+        }
+    }
+
+    fn flaky(name: &'static str, failures: usize) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            name,
+            failures,
+            tried: AtomicUsize::new(0),
+        })
+    }
+
+    /// A store with one enrolled host and `count` health alerts.
+    async fn store_with_alerts(count: usize) -> SqliteStore {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let audit = |action: &str| NewAudit::new(T0, "test", action, "x", json!({}));
+        let enrollment = EnrollmentTokenRecord {
+            id: Uuid::now_v7(),
+            digest: [9; 32],
+            created_by: "root".into(),
+            created_at: T0,
+            expires_at: T0 + 60_000,
+            uses_left: 1,
+        };
+        store
+            .insert_enrollment_token(enrollment.clone(), audit("enrollment_token.created"))
+            .await
+            .unwrap();
+        let host = Host {
+            id: Uuid::now_v7(),
+            hostname: "web-1".into(),
+            labels: BTreeMap::new(),
+            agent_version: "test".into(),
+            enrolled_at: T0,
+            last_seen_at: None,
+            skew_ms: 0,
+            inventory: None,
+            health: None,
+            reported_seq: 0,
+            stored_seq: 0,
+        };
+        let credential = TokenRecord {
+            id: Uuid::now_v7(),
+            name: "web-1".into(),
+            role: Role::Agent,
+            host_id: Some(host.id),
+            digest: [7; 32],
+            created_at: T0,
+            created_by: "test".into(),
+            revoked_at: None,
+        };
+        store
+            .enroll(
+                enrollment.id,
+                [9; 32],
+                host.clone(),
+                credential,
+                audit("host.enrolled"),
+            )
+            .await
+            .unwrap();
+        for i in 0..count {
+            let record = HeartbeatRecord {
+                host_id: host.id,
+                received_at: T0 + i as Millis,
+                skew_ms: 0,
+                inventory: Inventory::default(),
+                health: AgentHealth::default(),
+                reported_seq: 0,
+                results: Vec::new(),
+            };
+            let alert = NewAlert {
+                kind: "agent_health".into(),
+                host_id: Some(host.id),
+                body: json!({ "summary": format!("alert {i}") }),
+            };
+            store.heartbeat(record, vec![alert]).await.unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_backs_off_alone_and_nothing_is_sent_twice() {
+        let store = store_with_alerts(2).await;
+        let clock = ManualClock::at(T0 + 10);
+        let (good, bad) = (flaky("good", 0), flaky("bad", 2));
+        let sinks = Sinks::new(vec![
+            (good.clone() as Arc<dyn AlertSink>, Duration::from_secs(60)),
+            (bad.clone() as Arc<dyn AlertSink>, Duration::from_secs(60)),
+        ]);
+        let round = || deliver_pending(&store, &sinks, Arc::new(clock.clone()));
+
+        // Round 1: the good sink delivers both; the bad one fails the first and pauses.
+        assert_eq!(round().await.unwrap(), 0);
+        assert_eq!(good.tried.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            bad.tried.load(Ordering::SeqCst),
+            1,
+            "stops at its first failure"
+        );
+        // Within the backoff (at least 500 ms after the first failure): not tried.
+        clock.set(clock.now() + 400);
+        round().await.unwrap();
+        assert_eq!(bad.tried.load(Ordering::SeqCst), 1, "paused");
+        // Past the longest first wait (1 s): the second failure, a longer wait.
+        clock.set(clock.now() + 1_000);
+        round().await.unwrap();
+        assert_eq!(bad.tried.load(Ordering::SeqCst), 2);
+        let listed = store.alerts(10).await.unwrap();
+        let oldest = listed.last().unwrap();
+        let bad_state = oldest.deliveries.iter().find(|d| d.sink == "bad").unwrap();
+        assert_eq!(
+            (
+                bad_state.state,
+                bad_state.attempts,
+                bad_state.last_error.as_deref()
+            ),
+            (DeliveryState::Failing, 2, Some("down (1)"))
+        );
+        let wait = bad_state.next_attempt_at.unwrap() - bad_state.last_attempt_at.unwrap();
+        assert!((1_000..=2_000).contains(&wait), "second wait {wait} ms");
+        // After it: both alerts go out; the good sink is never asked again.
+        clock.set(clock.now() + 2_000);
+        assert_eq!(round().await.unwrap(), 2);
+        assert_eq!(bad.tried.load(Ordering::SeqCst), 4);
+        assert_eq!(good.tried.load(Ordering::SeqCst), 2);
+        assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
+        clock.set(clock.now() + 600_000);
+        round().await.unwrap();
+        assert_eq!(
+            (
+                good.tried.load(Ordering::SeqCst),
+                bad.tried.load(Ordering::SeqCst)
+            ),
+            (2, 4)
+        );
+    }
+
+    #[test]
+    fn the_description_is_secret_free_and_the_digest_follows_every_setting() {
+        let config = |url: &str, retry: u64| {
+            vec![SinkConfig {
+                name: "hook".into(),
+                retry_max: Duration::from_secs(retry),
+                target: SinkTarget::Webhook(driftwatch_config::collector::Webhook {
+                    url: url.into(),
+                    format: driftwatch_config::collector::WebhookFormat::Slack,
+                    ca_file: None,
+                    secret_file: None,
+                    secret_header: None,
+                    timeout: Duration::from_secs(5),
+                }),
+            }]
+        };
+        let describe = |url: &str, retry: u64| {
+            Sinks::from_config(&config(url, retry))
+                .unwrap()
+                .description()
+        };
+        let (digest, described) = describe("https://hooks.example/T0/B0/token", 60);
+        assert_eq!(digest.len(), 64);
+        assert_eq!(described[0]["name"], "hook");
+        assert_eq!(described[0]["format"], "slack");
+        assert_eq!(described[0]["retry_max_secs"], 60);
+        assert!(!described.to_string().contains("token"), "{described}");
+        assert_eq!(describe("https://hooks.example/T0/B0/token", 60).0, digest);
+        assert_ne!(describe("https://hooks.example/T0/B0/other", 60).0, digest);
+        assert_ne!(describe("https://hooks.example/T0/B0/token", 61).0, digest);
+        assert_ne!(Sinks::none().description().0, digest);
+    }
+}
