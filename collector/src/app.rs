@@ -16,15 +16,16 @@ use serde_json::json;
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
-use crate::alerts::{self, AlertSink};
+use crate::alerts::{self, Sinks};
 use crate::audit::{self, NewAudit, VerifyReport};
 use crate::clock::{Clock, Millis, from_offset, rfc3339};
 use crate::drift::ResolutionCategory;
 use crate::identity::{self, Principal, Role, TokenKind};
 use crate::matcher::{self, EventFacts, HostFacts, Outcome, WindowIndex};
 use crate::store::{
-    CloseOutcome, Decided, DriftFilter, DriftItem, EnrollmentTokenRecord, HeartbeatRecord, Host,
-    NewAlert, Resolution, ReviewOutcome, Store, StoreError, StoredEvent, TokenRecord,
+    Alert, CloseOutcome, Decided, DeliveryState, DriftFilter, DriftItem, EnrollmentTokenRecord,
+    HeartbeatRecord, Host, NewAlert, Resolution, ReviewOutcome, SinkDelivery, Store, StoreError,
+    StoredEvent, TokenRecord,
 };
 use crate::windows::lifecycle::{self, Action, Refusal};
 use crate::windows::validate::{self, Invalid, WindowRequest};
@@ -94,7 +95,7 @@ pub struct App<S: Store> {
     pub store: S,
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
-    sinks: Vec<Arc<dyn AlertSink>>,
+    sinks: Sinks,
     /// Approved windows. Ingest holds it for reading from matching to commit; a window
     /// decision holds it for writing while it rebuilds and re-evaluates, so no event is
     /// matched against a stale index and then missed by the re-evaluation.
@@ -106,7 +107,7 @@ impl<S: Store> App<S> {
         store: S,
         settings: Settings,
         clock: Arc<dyn Clock>,
-        sinks: Vec<Arc<dyn AlertSink>>,
+        sinks: Sinks,
     ) -> Result<Self> {
         // Metrics recorded before the recorder exists are lost: install it first.
         crate::telemetry::prometheus();
@@ -714,26 +715,49 @@ impl<S: Store> App<S> {
         if raised + silent + emergency > 0 {
             tracing::info!(untraced = raised, silent, emergency, "alerts raised");
         }
-        alerts::deliver_pending(&self.store, &self.sinks, self.clock.as_ref()).await?;
+        alerts::deliver_pending(&self.store, &self.sinks, Arc::clone(&self.clock)).await?;
         Ok(())
     }
 
     /// Audits the alert sinks of the configuration `source` when they differ from the last
-    /// start's: who edited the file is not known, which file is.
+    /// start's: who edited the file is not known, which file is. The entry holds a digest
+    /// and a secret-free description (secret files by name, webhook URLs without path).
     pub async fn note_alert_sinks(&self, source: &std::path::Path) -> Result<bool> {
-        let described: Vec<String> = self.sinks.iter().map(|s| s.name()).collect();
-        let value = serde_json::to_string(&described).expect("strings serialize");
+        let (digest, described) = self.sinks.description();
         let audit = NewAudit::new(
             self.now(),
             format!("config file {}", source.display()),
             "config.alert_sinks",
             "alert_sinks",
-            json!({ "sinks": described }),
+            json!({ "digest": digest, "sinks": described }),
         );
         Ok(self
             .store
-            .note_config("alert_sinks".into(), value, audit)
+            .note_config("alert_sinks".into(), digest, audit)
             .await?)
+    }
+
+    /// Recent alerts with their delivery per configured sink (a sink that has not tried
+    /// an undelivered alert yet shows as pending).
+    pub async fn alerts(&self, limit: u32) -> Result<Vec<Alert>> {
+        let mut alerts = self.store.alerts(limit).await?;
+        for alert in alerts.iter_mut().filter(|a| a.delivered_at.is_none()) {
+            for name in self.sinks.names() {
+                if !alert.deliveries.iter().any(|d| d.sink == name) {
+                    alert.deliveries.push(SinkDelivery {
+                        sink: name,
+                        state: DeliveryState::Pending,
+                        attempts: 0,
+                        last_error: None,
+                        last_attempt_at: None,
+                        next_attempt_at: None,
+                        delivered_at: None,
+                    });
+                }
+            }
+            alert.deliveries.sort_by(|a, b| a.sink.cmp(&b.sink));
+        }
+        Ok(alerts)
     }
 
     /// Sets the gauges `/metrics` shows.
@@ -746,6 +770,12 @@ impl<S: Store> App<S> {
         metrics::gauge!("driftwatch_agents").set(stats.hosts as f64);
         metrics::gauge!("driftwatch_agents_silent").set(stats.silent_hosts as f64);
         metrics::gauge!("driftwatch_alerts_undelivered").set(stats.undelivered_alerts as f64);
+        for backlog in self.store.delivery_backlog(self.sinks.names()).await? {
+            metrics::gauge!("driftwatch_alert_deliveries_pending", "sink" => backlog.sink.clone())
+                .set(backlog.undelivered as f64);
+            metrics::gauge!("driftwatch_alert_deliveries_failing", "sink" => backlog.sink)
+                .set(backlog.failing as f64);
+        }
         metrics::gauge!("driftwatch_windows_indexed").set(self.index.read().await.len() as f64);
         Ok(())
     }

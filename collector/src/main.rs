@@ -154,15 +154,11 @@ fn open_store(config: &CollectorConfig) -> anyhow::Result<SqliteStore> {
 async fn app(
     config: &CollectorConfig,
     store: SqliteStore,
+    sinks: alerts::Sinks,
 ) -> anyhow::Result<Arc<App<SqliteStore>>> {
-    let app = App::new(
-        store,
-        Settings::from(config),
-        Arc::new(SystemClock),
-        alerts::sinks(&config.alerts),
-    )
-    .await
-    .context("cannot load the change windows")?;
+    let app = App::new(store, Settings::from(config), Arc::new(SystemClock), sinks)
+        .await
+        .context("cannot load the change windows")?;
     Ok(Arc::new(app))
 }
 
@@ -175,8 +171,10 @@ async fn serve_command(
     if let Err(why) = config.check_listen(addr) {
         bail!("{why}");
     }
+    // Sinks first: a missing secret or CA file stops the start before anything is written.
+    let sinks = alerts::Sinks::from_config(&config.alerts).map_err(|why| anyhow::anyhow!(why))?;
     let store = open_store(&config)?;
-    let app = app(&config, store.clone()).await?;
+    let app = app(&config, store.clone(), sinks).await?;
     if app
         .note_alert_sinks(&config.source)
         .await
@@ -238,7 +236,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 async fn token_create(config: &CollectorConfig, role: Role, name: &str) -> anyhow::Result<u8> {
     let store = open_store(config)?;
-    let app = app(config, store.clone()).await?;
+    // No alert goes out from here: the sinks (and their secrets) are not needed.
+    let app = app(config, store.clone(), alerts::Sinks::none()).await?;
     let actor = format!("local:{}", local_user());
     let created = app.create_token(&actor, name, role).await;
     store.close();

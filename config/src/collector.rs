@@ -19,10 +19,33 @@
 //! cert = "/etc/driftwatch/collector.crt"
 //! key = "/etc/driftwatch/collector.key"
 //!
-//! [[alert]]                          # any number; only `jsonl` is implemented
-//! type = "jsonl"
-//! path = "/var/lib/driftwatch-collector/alerts.jsonl"
+//! [[alert]]                          # any number of sinks, each delivered independently
+//! type = "jsonl"                     # jsonl | webhook | syslog
+//! name = "file"                      # default: the type; unique; [A-Za-z0-9_.-], at most 64
+//! retry_max_secs = 300               # 1..=86400; longest wait between retries of a failing sink
+//! path = "/var/lib/driftwatch-collector/alerts.jsonl"   # jsonl: absolute path
+//!
+//! [[alert]]
+//! type = "webhook"
+//! url = "https://hooks.example/driftwatch"    # http or https; the path and query are never logged
+//! format = "json"                    # json (versioned alert) | slack (text and blocks)
+//! ca_file = "/etc/driftwatch/hooks-ca.pem"    # optional: trust only this CA (PEM)
+//! secret_file = "/etc/driftwatch/hook.secret" # optional: sent as `Authorization: Bearer <secret>`
+//! secret_header = "X-Hook-Token"     # optional: send the secret as is in this header instead
+//! timeout_secs = 10                  # 1..=300, per attempt
+//!
+//! [[alert]]
+//! type = "syslog"
+//! address = "127.0.0.1:514"          # host:port
+//! protocol = "udp"                   # udp (one datagram, at most 2048 bytes) | tcp (RFC 6587
+//!                                    # octet counting); tls is not supported yet
+//! facility = "auth"                  # kern, user, mail, daemon, auth, syslog, lpr, news, uucp,
+//!                                    # cron, authpriv, ftp, local0..local7
+//! app_name = "driftwatch"            # 1..=48 printable ASCII characters
+//! timeout_secs = 10                  # tcp: connect and write
 //! ```
+//!
+//! Secrets never appear in this file: `secret_file` names a file the collector reads at start.
 //!
 //! Exactly one of `[tls]` and `plain_http = true` is required: there is no silent default
 //! to clear text. Plain HTTP carries bearer tokens and agent credentials unprotected, and a
@@ -71,6 +94,36 @@ pub const MAX_SILENT_AFTER_SECS: u64 = 604_800;
 pub const DEFAULT_EMERGENCY_APPROVAL_SECS: u64 = 86_400;
 pub const MIN_EMERGENCY_APPROVAL_SECS: u64 = 60;
 pub const MAX_EMERGENCY_APPROVAL_SECS: u64 = 2_592_000;
+pub const DEFAULT_RETRY_MAX_SECS: u64 = 300;
+pub const MAX_RETRY_MAX_SECS: u64 = 86_400;
+pub const DEFAULT_SINK_TIMEOUT_SECS: u64 = 10;
+pub const MAX_SINK_TIMEOUT_SECS: u64 = 300;
+pub const DEFAULT_SYSLOG_APP_NAME: &str = "driftwatch";
+/// `auth` (security and authorization messages).
+pub const DEFAULT_SYSLOG_FACILITY: u8 = 4;
+/// The facilities of RFC 5424 section 6.2.1 by their usual names, with their codes.
+pub const SYSLOG_FACILITIES: &[(&str, u8)] = &[
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
 
 #[derive(Clone, Debug)]
 pub struct CollectorConfig {
@@ -102,10 +155,79 @@ pub enum Transport {
     PlainHttp,
 }
 
+/// One alert channel. Each alert is delivered to each sink independently, and the
+/// delivery state is kept per sink `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AlertSink {
+pub struct AlertSink {
+    /// Unique among the sinks; names the sink in the delivery status and metrics.
+    pub name: String,
+    /// Retries of a failing delivery back off exponentially up to this.
+    pub retry_max: Duration,
+    pub target: SinkTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkTarget {
     /// One JSON object per line, appended and synced.
-    JsonLines { path: PathBuf },
+    JsonLines {
+        path: PathBuf,
+    },
+    Webhook(Webhook),
+    Syslog(Syslog),
+}
+
+/// An HTTP POST per alert; any 2xx answer is a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// `http://` or `https://`, checked.
+    pub url: String,
+    pub format: WebhookFormat,
+    /// Trust only the certificates in this PEM file (not the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// A file holding the secret; read at start, never logged.
+    pub secret_file: Option<PathBuf>,
+    /// The header carrying the secret as is; unset: `Authorization: Bearer <secret>`.
+    pub secret_header: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"version": 1, "alert": <the alert as the API shows it>}`.
+    Json,
+    /// Slack-compatible: `text` plus `blocks`.
+    Slack,
+}
+
+/// RFC 5424 messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Syslog {
+    /// `host:port`, resolved at each delivery.
+    pub address: String,
+    pub protocol: SyslogProtocol,
+    /// 0..=23 (RFC 5424 section 6.2.1).
+    pub facility: u8,
+    pub app_name: String,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyslogProtocol {
+    /// One datagram per message (RFC 5426).
+    Udp,
+    /// Octet-counting framing (RFC 6587 section 3.4.1).
+    Tcp,
+}
+
+impl SinkTarget {
+    /// `jsonl`, `webhook` or `syslog`: the `type` of the file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkTarget::JsonLines { .. } => "jsonl",
+            SinkTarget::Webhook(_) => "webhook",
+            SinkTarget::Syslog(_) => "syslog",
+        }
+    }
 }
 
 impl CollectorConfig {

@@ -431,7 +431,7 @@ fn configuration_errors_name_the_file_line_and_key() {
     let bad = collector.dir().join("bad.toml");
     std::fs::write(
         &bad,
-        "listen = \"0.0.0.0:8443\"\nplain_http = true\nhold_secs = -5\n[[alert]]\ntype = \"webhook\"\n",
+        "listen = \"0.0.0.0:8443\"\nplain_http = true\nhold_secs = -5\n[[alert]]\ntype = \"webhook\"\nurl = \"ftp://x/\"\n",
     )
     .unwrap();
     let mut cmd = std::process::Command::new(driftwatch_tests::collector::collector_bin());
@@ -443,7 +443,7 @@ fn configuration_errors_name_the_file_line_and_key() {
             "bad.toml:2:14: plain_http: plain HTTP on 0.0.0.0:8443 would send tokens in clear text",
         )
         .stderr_has("bad.toml:3:13: hold_secs: must be between 0 and 86400, got -5")
-        .stderr_has("bad.toml:5:8: alert[0].type: `webhook` alert sinks are not supported yet");
+        .stderr_has("bad.toml:6:7: alert[0].url: unsupported URL scheme `ftp`");
     collector
         .cli(&["serve", "--listen", "0.0.0.0:0"])
         .expect(2)

@@ -1,38 +1,151 @@
 //! Alerts: what they say, and getting them out.
 //!
 //! Alerts are recorded in the store first (the outbox), in the transaction that raised
-//! them; [`deliver_pending`] then hands each to every sink and marks it delivered, retrying
-//! on the next round if a sink failed. Sinks: JSON-lines files for now.
+//! them; [`deliver_pending`] then hands each to every sink. Delivery state is kept per
+//! alert and sink (`alert_deliveries`): a sink that fails backs off alone
+//! ([`backoff::retry_delay`]) and does not hold the others back, a sink never sends an
+//! alert it has delivered, and an alert counts as delivered once every sink has it. Sinks:
+//! JSON-lines files ([`jsonl`]), webhooks with a generic or a Slack payload ([`webhook`]),
+//! RFC 5424 syslog over UDP or TCP ([`syslog`]).
 
+pub mod backoff;
 mod jsonl;
+pub mod syslog;
+pub mod webhook;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use jsonl::JsonLines;
+pub use syslog::Syslog;
+pub use webhook::Webhook;
 
-use crate::clock::{Clock, rfc3339};
-use crate::store::{Alert, DriftItem, Store, StoreError};
-use driftwatch_config::collector::AlertSink as SinkConfig;
+use crate::clock::{Clock, Millis, rfc3339};
+use crate::store::{Alert, DeliveryAttempt, DriftItem, Store, StoreError};
+use driftwatch_config::collector::{AlertSink as SinkConfig, SinkTarget};
 
-/// Somewhere alerts go. Delivery is blocking I/O: it runs on the blocking pool.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How many due alerts one sink takes per round.
+const ROUND_LIMIT: u32 = 100;
+
+/// Somewhere alerts go.
 pub trait AlertSink: Send + Sync + 'static {
-    fn name(&self) -> String;
-    fn deliver(&self, alert: &Alert) -> Result<(), String>;
+    /// The configured name, unique among the sinks; delivery state is kept under it.
+    fn name(&self) -> &str;
+    /// The settings, secret-free: what the audit log records.
+    fn describe(&self) -> Value;
+    /// Settings that must change the configuration digest but stay out of the audit
+    /// details (a webhook URL's path may hold a token).
+    fn digest_extra(&self) -> String {
+        String::new()
+    }
+    /// How long one attempt may take before it counts as failed.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// One configured sink and its in-memory pause (the persisted state is in the store).
+struct Channel {
+    sink: Arc<dyn AlertSink>,
+    retry_max: Duration,
+    /// After a failure, nothing is sent to this sink before then.
+    paused_until: Mutex<Millis>,
 }
 
 /// The sinks of the configuration.
-pub fn sinks(configs: &[SinkConfig]) -> Vec<Arc<dyn AlertSink>> {
-    configs
-        .iter()
-        .map(|config| match config {
-            SinkConfig::JsonLines { path } => {
-                Arc::new(JsonLines::new(path.clone())) as Arc<dyn AlertSink>
-            }
-        })
-        .collect()
+pub struct Sinks {
+    channels: Vec<Arc<Channel>>,
+    /// Whether alerts held only by sinks no longer configured were settled since start.
+    settled: AtomicBool,
+}
+
+impl Sinks {
+    /// Builds every sink; reads CA and secret files, so a missing one stops the start.
+    pub fn from_config(configs: &[SinkConfig]) -> Result<Sinks, String> {
+        let mut sinks = Vec::new();
+        for config in configs {
+            let sink: Arc<dyn AlertSink> = match &config.target {
+                SinkTarget::JsonLines { path } => {
+                    Arc::new(JsonLines::new(config.name.clone(), path.clone()))
+                }
+                SinkTarget::Webhook(hook) => {
+                    Arc::new(Webhook::new(config.name.clone(), hook.clone())?)
+                }
+                SinkTarget::Syslog(syslog) => {
+                    Arc::new(Syslog::new(config.name.clone(), syslog.clone()))
+                }
+            };
+            sinks.push((sink, config.retry_max));
+        }
+        Ok(Sinks::new(sinks))
+    }
+
+    /// Sinks with their longest retry wait.
+    pub fn new(sinks: Vec<(Arc<dyn AlertSink>, Duration)>) -> Sinks {
+        Sinks {
+            channels: sinks
+                .into_iter()
+                .map(|(sink, retry_max)| {
+                    Arc::new(Channel {
+                        sink,
+                        retry_max,
+                        paused_until: Mutex::new(Millis::MIN),
+                    })
+                })
+                .collect(),
+            settled: AtomicBool::new(false),
+        }
+    }
+
+    /// No sink: alerts are recorded and listed by the API only.
+    pub fn none() -> Sinks {
+        Sinks::new(Vec::new())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .map(|c| c.sink.name().to_owned())
+            .collect()
+    }
+
+    /// A digest of the whole sink configuration and its secret-free description, for the
+    /// audit log. Secrets are never read into either (only their file names).
+    pub fn description(&self) -> (String, Value) {
+        let described: Vec<Value> = self
+            .channels
+            .iter()
+            .map(|c| {
+                let mut value = c.sink.describe();
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("name".into(), c.sink.name().into());
+                    object.insert("retry_max_secs".into(), c.retry_max.as_secs().into());
+                }
+                value
+            })
+            .collect();
+        let mut hasher = Sha256::new();
+        for (value, channel) in described.iter().zip(&self.channels) {
+            hasher.update(value.to_string().as_bytes());
+            hasher.update([0]);
+            hasher.update(channel.sink.digest_extra().as_bytes());
+            hasher.update([0]);
+        }
+        (
+            crate::identity::hex(&hasher.finalize()),
+            Value::Array(described),
+        )
+    }
 }
 
 /// The body of an untraced-drift alert: one host, every item of the burst.
@@ -70,40 +183,329 @@ pub fn untraced_drift_body(
     })
 }
 
-/// Delivers undelivered alerts, oldest first; stops at the first failure (the next round
-/// retries it). Returns how many were delivered.
+/// One round of delivery: every sink, concurrently, takes the alerts it owes that are due
+/// (oldest first) until one fails; that failure is recorded with its next attempt time and
+/// the sink pauses until then. Returns how many alerts became delivered to every sink.
 pub async fn deliver_pending<S: Store>(
     store: &S,
-    sinks: &[Arc<dyn AlertSink>],
+    sinks: &Sinks,
+    clock: Arc<dyn Clock>,
+) -> Result<u32, StoreError> {
+    let names = sinks.names();
+    // Without any sink an alert is done once recorded (the API lists it), as every round.
+    let unsettled = if sinks.channels.is_empty() {
+        !store.undelivered_alerts(1).await?.is_empty()
+    } else {
+        !sinks.settled.swap(true, Ordering::SeqCst)
+    };
+    if unsettled {
+        let settled = store.settle_alerts(names.clone(), clock.now()).await?;
+        if settled > 0 && !names.is_empty() {
+            tracing::info!(
+                settled,
+                "alerts no configured sink still owes are delivered"
+            );
+        }
+    }
+    let mut rounds = tokio::task::JoinSet::new();
+    for channel in &sinks.channels {
+        let (store, channel, names, clock) = (
+            store.clone(),
+            Arc::clone(channel),
+            names.clone(),
+            Arc::clone(&clock),
+        );
+        rounds.spawn(async move { deliver_to(&store, &channel, names, clock.as_ref()).await });
+    }
+    let mut completed = 0;
+    let mut failure = None;
+    while let Some(joined) = rounds.join_next().await {
+        match joined {
+            Ok(Ok(n)) => completed += n,
+            Ok(Err(err)) => failure = Some(err),
+            Err(err) => failure = Some(StoreError::other(format!("delivery task failed: {err}"))),
+        }
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(completed),
+    }
+}
+
+async fn deliver_to<S: Store>(
+    store: &S,
+    channel: &Channel,
+    names: Vec<String>,
     clock: &dyn Clock,
 ) -> Result<u32, StoreError> {
-    let mut delivered = 0;
-    for alert in store.undelivered_alerts(100).await? {
-        let mut failure = None;
-        for sink in sinks {
-            let (sink, copy) = (Arc::clone(sink), alert.clone());
-            let outcome = tokio::task::spawn_blocking(move || sink.deliver(&copy))
-                .await
-                .unwrap_or_else(|err| Err(format!("delivery task failed: {err}")));
-            if let Err(err) = outcome {
-                failure = Some(err);
-                break;
+    let name = channel.sink.name().to_owned();
+    let now = clock.now();
+    if now < *channel.paused_until.lock().expect("pause lock") {
+        return Ok(0);
+    }
+    let mut completed = 0;
+    for alert in store.due_deliveries(name.clone(), now, ROUND_LIMIT).await? {
+        // A sink stops trying an alert once delivered: every earlier attempt failed.
+        let failures = alert.deliveries.first().map_or(0, |d| d.attempts);
+        let timeout = channel.sink.timeout() + Duration::from_secs(1);
+        let outcome = tokio::time::timeout(timeout, channel.sink.deliver(&alert))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())));
+        let at = clock.now();
+        let (error, next_attempt_at) = match &outcome {
+            Ok(()) => (None, at),
+            Err(error) => {
+                let random = getrandom::u64().unwrap_or(u64::from(alert.id.as_u128() as u32));
+                let wait = backoff::retry_delay(failures + 1, channel.retry_max, random);
+                (Some(error.clone()), at + wait.as_millis() as Millis)
             }
-        }
-        store
-            .mark_alert(alert.id, clock.now(), failure.clone())
+        };
+        let done = store
+            .record_delivery(DeliveryAttempt {
+                alert_id: alert.id,
+                sink: name.clone(),
+                at,
+                error: error.clone(),
+                next_attempt_at,
+                sinks: names.clone(),
+            })
             .await?;
-        match failure {
+        match error {
             None => {
-                delivered += 1;
-                metrics::counter!("driftwatch_alerts_delivered_total").increment(1);
+                metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "delivered")
+                    .increment(1);
+                if done {
+                    completed += 1;
+                    metrics::counter!("driftwatch_alerts_delivered_total").increment(1);
+                }
             }
             Some(error) => {
+                metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "failed")
+                    .increment(1);
                 metrics::counter!("driftwatch_alert_delivery_failures_total").increment(1);
-                tracing::warn!(alert = %alert.id, error = %error, "alert delivery failed; will retry");
+                tracing::warn!(
+                    alert = %alert.id,
+                    sink = %name,
+                    attempt = failures + 1,
+                    retry_in_ms = next_attempt_at - at,
+                    error = %error,
+                    "alert delivery failed; will retry"
+                );
+                *channel.paused_until.lock().expect("pause lock") = next_attempt_at;
                 break;
             }
         }
     }
-    Ok(delivered)
+    Ok(completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicUsize;
+
+    use driftwatch_common::api::v1::{AgentHealth, Inventory};
+
+    use super::*;
+    use crate::audit::NewAudit;
+    use crate::clock::ManualClock;
+    use crate::identity::Role;
+    use crate::store::{
+        DeliveryState, EnrollmentTokenRecord, HeartbeatRecord, Host, NewAlert, SqliteStore,
+        TokenRecord,
+    };
+
+    const T0: Millis = 1_795_428_000_000;
+
+    /// A sink that fails its first `failures` attempts, counting them.
+    struct Flaky {
+        name: &'static str,
+        failures: usize,
+        tried: AtomicUsize,
+    }
+
+    impl AlertSink for Flaky {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn describe(&self) -> Value {
+            json!({ "type": "test" })
+        }
+        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), String>> {
+            let n = self.tried.fetch_add(1, Ordering::SeqCst);
+            let outcome = if n < self.failures {
+                Err(format!("down ({n})"))
+            } else {
+                Ok(())
+            };
+            Box::pin(async move { outcome })
+        }
+    }
+
+    fn flaky(name: &'static str, failures: usize) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            name,
+            failures,
+            tried: AtomicUsize::new(0),
+        })
+    }
+
+    /// A store with one enrolled host and `count` health alerts.
+    async fn store_with_alerts(count: usize) -> SqliteStore {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let audit = |action: &str| NewAudit::new(T0, "test", action, "x", json!({}));
+        let enrollment = EnrollmentTokenRecord {
+            id: Uuid::now_v7(),
+            digest: [9; 32],
+            created_by: "root".into(),
+            created_at: T0,
+            expires_at: T0 + 60_000,
+            uses_left: 1,
+        };
+        store
+            .insert_enrollment_token(enrollment.clone(), audit("enrollment_token.created"))
+            .await
+            .unwrap();
+        let host = Host {
+            id: Uuid::now_v7(),
+            hostname: "web-1".into(),
+            labels: BTreeMap::new(),
+            agent_version: "test".into(),
+            enrolled_at: T0,
+            last_seen_at: None,
+            skew_ms: 0,
+            inventory: None,
+            health: None,
+            reported_seq: 0,
+            stored_seq: 0,
+        };
+        let credential = TokenRecord {
+            id: Uuid::now_v7(),
+            name: "web-1".into(),
+            role: Role::Agent,
+            host_id: Some(host.id),
+            digest: [7; 32],
+            created_at: T0,
+            created_by: "test".into(),
+            revoked_at: None,
+        };
+        store
+            .enroll(
+                enrollment.id,
+                [9; 32],
+                host.clone(),
+                credential,
+                audit("host.enrolled"),
+            )
+            .await
+            .unwrap();
+        for i in 0..count {
+            let record = HeartbeatRecord {
+                host_id: host.id,
+                received_at: T0 + i as Millis,
+                skew_ms: 0,
+                inventory: Inventory::default(),
+                health: AgentHealth::default(),
+                reported_seq: 0,
+                results: Vec::new(),
+            };
+            let alert = NewAlert {
+                kind: "agent_health".into(),
+                host_id: Some(host.id),
+                body: json!({ "summary": format!("alert {i}") }),
+            };
+            store.heartbeat(record, vec![alert]).await.unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_backs_off_alone_and_nothing_is_sent_twice() {
+        let store = store_with_alerts(2).await;
+        let clock = ManualClock::at(T0 + 10);
+        let (good, bad) = (flaky("good", 0), flaky("bad", 2));
+        let sinks = Sinks::new(vec![
+            (good.clone() as Arc<dyn AlertSink>, Duration::from_secs(60)),
+            (bad.clone() as Arc<dyn AlertSink>, Duration::from_secs(60)),
+        ]);
+        let round = || deliver_pending(&store, &sinks, Arc::new(clock.clone()));
+
+        // Round 1: the good sink delivers both; the bad one fails the first and pauses.
+        assert_eq!(round().await.unwrap(), 0);
+        assert_eq!(good.tried.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            bad.tried.load(Ordering::SeqCst),
+            1,
+            "stops at its first failure"
+        );
+        // Within the backoff (at least 500 ms after the first failure): not tried.
+        clock.set(clock.now() + 400);
+        round().await.unwrap();
+        assert_eq!(bad.tried.load(Ordering::SeqCst), 1, "paused");
+        // Past the longest first wait (1 s): the second failure, a longer wait.
+        clock.set(clock.now() + 1_000);
+        round().await.unwrap();
+        assert_eq!(bad.tried.load(Ordering::SeqCst), 2);
+        let listed = store.alerts(10).await.unwrap();
+        let oldest = listed.last().unwrap();
+        let bad_state = oldest.deliveries.iter().find(|d| d.sink == "bad").unwrap();
+        assert_eq!(
+            (
+                bad_state.state,
+                bad_state.attempts,
+                bad_state.last_error.as_deref()
+            ),
+            (DeliveryState::Failing, 2, Some("down (1)"))
+        );
+        let wait = bad_state.next_attempt_at.unwrap() - bad_state.last_attempt_at.unwrap();
+        assert!((1_000..=2_000).contains(&wait), "second wait {wait} ms");
+        // After it: both alerts go out; the good sink is never asked again.
+        clock.set(clock.now() + 2_000);
+        assert_eq!(round().await.unwrap(), 2);
+        assert_eq!(bad.tried.load(Ordering::SeqCst), 4);
+        assert_eq!(good.tried.load(Ordering::SeqCst), 2);
+        assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
+        clock.set(clock.now() + 600_000);
+        round().await.unwrap();
+        assert_eq!(
+            (
+                good.tried.load(Ordering::SeqCst),
+                bad.tried.load(Ordering::SeqCst)
+            ),
+            (2, 4)
+        );
+    }
+
+    #[test]
+    fn the_description_is_secret_free_and_the_digest_follows_every_setting() {
+        let config = |url: &str, retry: u64| {
+            vec![SinkConfig {
+                name: "hook".into(),
+                retry_max: Duration::from_secs(retry),
+                target: SinkTarget::Webhook(driftwatch_config::collector::Webhook {
+                    url: url.into(),
+                    format: driftwatch_config::collector::WebhookFormat::Slack,
+                    ca_file: None,
+                    secret_file: None,
+                    secret_header: None,
+                    timeout: Duration::from_secs(5),
+                }),
+            }]
+        };
+        let describe = |url: &str, retry: u64| {
+            Sinks::from_config(&config(url, retry))
+                .unwrap()
+                .description()
+        };
+        let (digest, described) = describe("https://hooks.example/T0/B0/token", 60);
+        assert_eq!(digest.len(), 64);
+        assert_eq!(described[0]["name"], "hook");
+        assert_eq!(described[0]["format"], "slack");
+        assert_eq!(described[0]["retry_max_secs"], 60);
+        assert!(!described.to_string().contains("token"), "{described}");
+        assert_eq!(describe("https://hooks.example/T0/B0/token", 60).0, digest);
+        assert_ne!(describe("https://hooks.example/T0/B0/other", 60).0, digest);
+        assert_ne!(describe("https://hooks.example/T0/B0/token", 61).0, digest);
+        assert_ne!(Sinks::none().description().0, digest);
+    }
 }

@@ -12,7 +12,7 @@ use crate::clock::{Millis, rfc3339};
 use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
 use crate::matcher::Outcome;
-use crate::store::{Alert, DriftItem, Host, StoredEvent, TokenRecord};
+use crate::store::{Alert, DeliveryState, DriftItem, Host, StoredEvent, TokenRecord};
 use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 
 fn time(millis: Millis) -> String {
@@ -325,7 +325,22 @@ pub struct AlertView {
     pub delivered_at: Option<String>,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Per configured sink (and any earlier sink that tried it), by name.
+    #[serde(default)]
+    pub deliveries: Vec<DeliveryView>,
     pub body: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryView {
+    pub sink: String,
+    /// `pending`, `delivered` or `failing`.
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
 }
 
 impl From<&Alert> for AlertView {
@@ -338,6 +353,19 @@ impl From<&Alert> for AlertView {
             delivered_at: opt_time(a.delivered_at),
             attempts: a.attempts,
             last_error: a.last_error.clone(),
+            deliveries: a
+                .deliveries
+                .iter()
+                .map(|d| DeliveryView {
+                    sink: d.sink.clone(),
+                    state: d.state,
+                    attempts: d.attempts,
+                    last_error: d.last_error.clone(),
+                    last_attempt_at: opt_time(d.last_attempt_at),
+                    next_attempt_at: opt_time(d.next_attempt_at),
+                    delivered_at: opt_time(d.delivered_at),
+                })
+                .collect(),
             body: a.body.clone(),
         }
     }

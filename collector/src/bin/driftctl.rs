@@ -461,14 +461,24 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             client.list(&alerts, |a| {
                 let delivery = a.delivered_at.as_deref().map_or_else(
                     || {
-                        format!(
-                            "NOT DELIVERED ({} attempts{})",
-                            a.attempts,
-                            a.last_error
-                                .as_deref()
-                                .map(|e| format!(": {e}"))
-                                .unwrap_or_default()
-                        )
+                        // Which sink holds it back, and why.
+                        let sinks: Vec<String> = a
+                            .deliveries
+                            .iter()
+                            .map(|d| {
+                                let state = serde_json::to_value(d.state)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                                    .unwrap_or_default();
+                                match &d.last_error {
+                                    Some(e) if d.delivered_at.is_none() => {
+                                        format!("{} {state} ({} attempts: {e})", d.sink, d.attempts)
+                                    }
+                                    _ => format!("{} {state}", d.sink),
+                                }
+                            })
+                            .collect();
+                        format!("NOT DELIVERED: {}", sinks.join(", "))
                     },
                     |at| format!("delivered {at}"),
                 );

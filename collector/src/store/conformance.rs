@@ -335,18 +335,119 @@ pub async fn story<S: Store>(store: S) {
     let pending = store.undelivered_alerts(10).await.unwrap();
     let kinds: Vec<&str> = pending.iter().map(|a| a.kind.as_str()).collect();
     assert_eq!(kinds, ["chain", "chain", "untraced_drift"]);
-    store
-        .mark_alert(pending[0].id, T0 + 1, Some("disk full".into()))
-        .await
-        .unwrap();
-    store.mark_alert(pending[0].id, T0 + 2, None).await.unwrap();
-    let delivered = store.alerts(10).await.unwrap();
-    let first_alert = delivered.iter().find(|a| a.id == pending[0].id).unwrap();
+    // Delivery, per sink: a failing sink backs off alone, and an alert is delivered once
+    // every sink has it.
+    let sinks = || vec!["file".to_owned(), "hook".to_owned()];
+    let attempt = |sink: &str, at: Millis, error: Option<&str>, next: Millis| DeliveryAttempt {
+        alert_id: pending[0].id,
+        sink: sink.into(),
+        at,
+        error: error.map(Into::into),
+        next_attempt_at: next,
+        sinks: sinks(),
+    };
+    let due = |sink: &'static str, at: Millis| {
+        let store = store.clone();
+        async move {
+            store
+                .due_deliveries(sink.into(), at, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due("hook", T0).await.len(), 3, "never tried: due");
+    assert!(
+        !store
+            .record_delivery(attempt("hook", T0 + 1, Some("HTTP 503"), T0 + 1001))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !due("hook", T0 + 1000).await.contains(&pending[0].id),
+        "backing off"
+    );
+    assert!(
+        due("hook", T0 + 1001).await.contains(&pending[0].id),
+        "due again"
+    );
+    assert!(
+        !store
+            .record_delivery(attempt("file", T0 + 2, None, T0 + 2))
+            .await
+            .unwrap(),
+        "the hook still owes it"
+    );
+    assert!(
+        !due("file", T0 + 5000).await.contains(&pending[0].id),
+        "never twice"
+    );
+    let backlog = store.delivery_backlog(sinks()).await.unwrap();
     assert_eq!(
-        (first_alert.attempts, first_alert.delivered_at),
-        (2, Some(T0 + 2))
+        backlog
+            .iter()
+            .map(|b| (b.sink.as_str(), b.undelivered, b.failing))
+            .collect::<Vec<_>>(),
+        [("file", 2, 0), ("hook", 3, 1)]
+    );
+    assert!(
+        store
+            .record_delivery(attempt("hook", T0 + 1001, None, T0 + 1001))
+            .await
+            .unwrap(),
+        "every sink has it now"
+    );
+    let listed = store.alerts(10).await.unwrap();
+    let first_alert = listed.iter().find(|a| a.id == pending[0].id).unwrap();
+    assert_eq!(
+        (
+            first_alert.attempts,
+            first_alert.delivered_at,
+            first_alert.last_error.as_deref()
+        ),
+        (3, Some(T0 + 1001), Some("HTTP 503"))
+    );
+    let hook = &first_alert.deliveries[1];
+    assert_eq!(
+        (
+            hook.sink.as_str(),
+            hook.state,
+            hook.attempts,
+            hook.delivered_at,
+            hook.next_attempt_at
+        ),
+        ("hook", DeliveryState::Delivered, 2, Some(T0 + 1001), None)
+    );
+    assert_eq!(first_alert.deliveries[0].state, DeliveryState::Delivered);
+    assert!(
+        due("hook", T0 + 9000)
+            .await
+            .iter()
+            .all(|id| *id != pending[0].id)
     );
     assert_eq!(store.undelivered_alerts(10).await.unwrap().len(), 2);
+    // A sink removed from the configuration no longer holds an alert back.
+    store
+        .record_delivery(DeliveryAttempt {
+            alert_id: pending[1].id,
+            ..attempt("file", T0 + 3, None, T0 + 3)
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.settle_alerts(sinks(), T0 + 4).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .settle_alerts(vec!["file".into()], T0 + 4)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.undelivered_alerts(10).await.unwrap().len(), 1);
+    // Without any sink, nothing is owed.
+    assert_eq!(store.settle_alerts(Vec::new(), T0 + 5).await.unwrap(), 1);
+    assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
 
     // Resolution by a person: open drift only.
     let resolution = Resolution {

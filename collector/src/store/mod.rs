@@ -181,9 +181,62 @@ pub struct Alert {
     pub host_id: Option<Uuid>,
     pub created_at: Millis,
     pub body: serde_json::Value,
+    /// When every configured sink had it.
     pub delivered_at: Option<Millis>,
+    /// Attempts over all sinks.
+    pub attempts: u32,
+    /// The last error of any sink.
+    pub last_error: Option<String>,
+    /// Per sink that has tried it (listings only; empty in `due_deliveries`).
+    #[serde(default)]
+    pub deliveries: Vec<SinkDelivery>,
+}
+
+/// One sink's delivery of one alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkDelivery {
+    pub sink: String,
+    pub state: DeliveryState,
     pub attempts: u32,
     pub last_error: Option<String>,
+    pub last_attempt_at: Option<Millis>,
+    /// When a failing delivery is tried again.
+    pub next_attempt_at: Option<Millis>,
+    pub delivered_at: Option<Millis>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not tried yet.
+    Pending,
+    Delivered,
+    /// Tried and failed; retried with backoff.
+    Failing,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub alert_id: Uuid,
+    pub sink: String,
+    pub at: Millis,
+    /// None: delivered.
+    pub error: Option<String>,
+    /// For a failure: when to try again.
+    pub next_attempt_at: Millis,
+    /// Every configured sink: the alert is done when all of them delivered it.
+    pub sinks: Vec<String>,
+}
+
+/// What one sink still owes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkBacklog {
+    pub sink: String,
+    /// Alerts this sink has not delivered (failing ones included).
+    pub undelivered: u64,
+    /// Of those, the ones whose last attempt failed.
+    pub failing: u64,
 }
 
 /// Figures for metrics and readiness.
@@ -342,14 +395,34 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
         deadline_ms: i64,
     ) -> impl Future<Output = Result<u32>> + Send;
+    /// Alerts not yet delivered to every sink, oldest first.
     fn undelivered_alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
-    /// Records a delivery attempt (`error` = None: delivered).
-    fn mark_alert(
+    /// Alerts `sink` has not delivered and may try at `now` (never tried, or its backoff
+    /// has passed), oldest first.
+    fn due_deliveries(
         &self,
-        id: Uuid,
+        sink: String,
+        now: Millis,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Alert>>> + Send;
+    /// Records one sink's attempt; the alert counts as delivered once every sink in
+    /// `attempt.sinks` has delivered it. Returns whether that happened now.
+    fn record_delivery(
+        &self,
+        attempt: DeliveryAttempt,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Marks delivered the alerts every sink in `sinks` has delivered (after a sink was
+    /// removed from the configuration; with no sinks, every alert). Returns how many.
+    fn settle_alerts(
+        &self,
+        sinks: Vec<String>,
         at: Millis,
-        error: Option<String>,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<u32>> + Send;
+    /// Per sink, what it has not delivered yet.
+    fn delivery_backlog(
+        &self,
+        sinks: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<SinkBacklog>>> + Send;
     fn alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
 
     /// Records a configuration value under `key`; when it differs from the last one

@@ -15,7 +15,7 @@ use driftwatch_common::api::v1::{
     ChangeKind, DriftEvent, EnrollResponse, EventBatch, SeenBy, SubjectKey, SubjectState,
 };
 use driftwatch_common::hash::ContentHash;
-use driftwatch_config::collector::{AlertSink, Transport};
+use driftwatch_config::collector::{AlertSink, SinkTarget, Transport};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -61,9 +61,14 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::at(NOW);
         let store = SqliteStore::open(&dir.path().join("collector.db")).unwrap();
-        let sinks = driftwatch_collector::alerts::sinks(&[AlertSink::JsonLines {
-            path: dir.path().join("alerts.jsonl"),
-        }]);
+        let sinks = driftwatch_collector::alerts::Sinks::from_config(&[AlertSink {
+            name: "jsonl".into(),
+            retry_max: std::time::Duration::from_secs(1),
+            target: SinkTarget::JsonLines {
+                path: dir.path().join("alerts.jsonl"),
+            },
+        }])
+        .unwrap();
         let app = Arc::new(
             App::new(
                 store,

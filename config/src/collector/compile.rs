@@ -135,12 +135,7 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         DEFAULT_EMERGENCY_APPROVAL_SECS,
     );
 
-    let alerts = raw
-        .alert
-        .iter()
-        .enumerate()
-        .filter_map(|(index, alert)| compile_alert(index, alert, diag))
-        .collect();
+    let alerts = compile_alerts(&raw.alert, diag);
 
     let config = CollectorConfig {
         source: source.to_path_buf(),
@@ -166,7 +161,54 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
     config
 }
 
-const ALERT_TYPES: &str = "jsonl, webhook, slack, syslog";
+const ALERT_TYPES: &str = "jsonl, webhook, syslog";
+
+/// The keys each sink type takes besides `type`, `name` and `retry_max_secs`.
+const JSONL_KEYS: &[&str] = &["path"];
+const WEBHOOK_KEYS: &[&str] = &[
+    "url",
+    "format",
+    "ca_file",
+    "secret_file",
+    "secret_header",
+    "timeout_secs",
+];
+const SYSLOG_KEYS: &[&str] = &[
+    "address",
+    "protocol",
+    "facility",
+    "app_name",
+    "timeout_secs",
+];
+
+/// Every sink, then the names checked for uniqueness.
+fn compile_alerts(raw: &[Spanned<AlertToml>], diag: &mut Diagnostics<'_>) -> Vec<AlertSink> {
+    let mut sinks = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for (index, alert) in raw.iter().enumerate() {
+        let Some(sink) = compile_alert(index, alert, diag) else {
+            continue;
+        };
+        if seen.contains(&sink.name) {
+            let (span, key) = match &alert.get_ref().name {
+                Some(name) => (name.span(), format!("alert[{index}].name")),
+                None => (alert.span(), format!("alert[{index}]")),
+            };
+            diag.at(
+                span,
+                key,
+                format!(
+                    "another sink is already named `{}`: give each sink a distinct `name`",
+                    sink.name
+                ),
+            );
+            continue;
+        }
+        seen.push(sink.name.clone());
+        sinks.push(sink);
+    }
+    sinks
+}
 
 fn compile_alert(
     index: usize,
@@ -183,47 +225,18 @@ fn compile_alert(
         );
         return None;
     };
-    match kind.get_ref().as_str() {
-        "jsonl" => {
-            for (name, value) in [
-                ("url", &alert.url),
-                ("address", &alert.address),
-                ("protocol", &alert.protocol),
-                ("format", &alert.format),
-            ] {
-                if let Some(value) = value {
-                    diag.at(
-                        value.span(),
-                        format!("{key}.{name}"),
-                        format!("`{name}` does not apply to a jsonl sink (only `path` does)"),
-                    );
-                }
-            }
-            match &alert.path {
-                None => {
-                    diag.at(
-                        raw.span(),
-                        &key,
-                        "missing `path`: the file the jsonl sink appends to",
-                    );
-                    None
-                }
-                Some(path) => {
-                    let path = diag.absolute(path, &format!("{key}.path"));
-                    Some(AlertSink::JsonLines { path })
-                }
-            }
-        }
-        "webhook" | "slack" | "syslog" => {
+    let kind_name = kind.get_ref().as_str();
+    let allowed = match kind_name {
+        "jsonl" => JSONL_KEYS,
+        "webhook" => WEBHOOK_KEYS,
+        "syslog" => SYSLOG_KEYS,
+        "slack" => {
             diag.at(
                 kind.span(),
                 format!("{key}.type"),
-                format!(
-                    "`{}` alert sinks are not supported yet; only `jsonl` is implemented",
-                    kind.get_ref()
-                ),
+                "unknown alert type `slack`: use type = \"webhook\" with format = \"slack\"",
             );
-            None
+            return None;
         }
         other => {
             diag.at(
@@ -231,8 +244,342 @@ fn compile_alert(
                 format!("{key}.type"),
                 format!("unknown alert type `{other}`, expected one of {ALERT_TYPES}"),
             );
+            return None;
+        }
+    };
+    let mut ok = true;
+    for (name, span) in typed_keys(alert) {
+        if !allowed.contains(&name) {
+            diag.at(
+                span,
+                format!("{key}.{name}"),
+                format!(
+                    "`{name}` does not apply to a {kind_name} sink (it takes {})",
+                    allowed.join(", ")
+                ),
+            );
+            ok = false;
+        }
+    }
+
+    let name = match &alert.name {
+        None => kind_name.to_owned(),
+        Some(name) => {
+            let text = name.get_ref();
+            let valid = !text.is_empty()
+                && text.len() <= 64
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !valid {
+                diag.at(
+                    name.span(),
+                    format!("{key}.name"),
+                    format!(
+                        "a sink name is 1 to 64 letters, digits, `_`, `.` or `-`, got `{text}`"
+                    ),
+                );
+                ok = false;
+            }
+            text.clone()
+        }
+    };
+    let retry_max = diag.in_range_or(
+        &alert.retry_max_secs,
+        &format!("{key}.retry_max_secs"),
+        1..=MAX_RETRY_MAX_SECS,
+        DEFAULT_RETRY_MAX_SECS,
+    );
+    let timeout = Duration::from_secs(diag.in_range_or(
+        &alert.timeout_secs,
+        &format!("{key}.timeout_secs"),
+        1..=MAX_SINK_TIMEOUT_SECS,
+        DEFAULT_SINK_TIMEOUT_SECS,
+    ));
+
+    let target = match kind_name {
+        "jsonl" => match &alert.path {
+            None => {
+                diag.at(
+                    raw.span(),
+                    &key,
+                    "missing `path`: the file the jsonl sink appends to",
+                );
+                None
+            }
+            Some(path) => Some(SinkTarget::JsonLines {
+                path: diag.absolute(path, &format!("{key}.path")),
+            }),
+        },
+        "webhook" => compile_webhook(&key, raw, timeout, diag),
+        _ => compile_syslog(&key, raw, timeout, diag),
+    };
+    let target = target?;
+    ok.then(|| AlertSink {
+        name,
+        retry_max: Duration::from_secs(retry_max),
+        target,
+    })
+}
+
+/// The type-specific keys that are set, with their spans.
+fn typed_keys(alert: &AlertToml) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    let strings = [
+        ("path", &alert.path),
+        ("url", &alert.url),
+        ("format", &alert.format),
+        ("ca_file", &alert.ca_file),
+        ("secret_file", &alert.secret_file),
+        ("secret_header", &alert.secret_header),
+        ("address", &alert.address),
+        ("protocol", &alert.protocol),
+        ("facility", &alert.facility),
+        ("app_name", &alert.app_name),
+    ];
+    let mut set: Vec<_> = strings
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name, v.span())))
+        .collect();
+    if let Some(timeout) = &alert.timeout_secs {
+        set.push(("timeout_secs", timeout.span()));
+    }
+    set.sort_by_key(|(_, span)| span.start);
+    set
+}
+
+fn compile_webhook(
+    key: &str,
+    raw: &Spanned<AlertToml>,
+    timeout: Duration,
+    diag: &mut Diagnostics<'_>,
+) -> Option<SinkTarget> {
+    let alert = raw.get_ref();
+    let Some(url) = &alert.url else {
+        diag.at(
+            raw.span(),
+            key,
+            "missing `url`: where the webhook sink posts alerts (http:// or https://)",
+        );
+        return None;
+    };
+    let text = url.get_ref();
+    let host = match check_http_url(text) {
+        Ok(host) => Some(host),
+        Err(why) => {
+            diag.at(url.span(), format!("{key}.url"), why);
             None
         }
+    };
+    let format = match alert.format.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "json")) => WebhookFormat::Json,
+        Some((_, "slack")) => WebhookFormat::Slack,
+        Some((value, other)) => {
+            diag.at(
+                value.span(),
+                format!("{key}.format"),
+                format!("unknown webhook format `{other}`, expected json or slack"),
+            );
+            WebhookFormat::Json
+        }
+    };
+    let ca_file = alert
+        .ca_file
+        .as_ref()
+        .map(|path| diag.absolute(path, &format!("{key}.ca_file")));
+    let secret_file = alert
+        .secret_file
+        .as_ref()
+        .map(|path| diag.absolute(path, &format!("{key}.secret_file")));
+    let secret_header = alert.secret_header.as_ref().map(|header| {
+        let name = header.get_ref();
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            diag.at(
+                header.span(),
+                format!("{key}.secret_header"),
+                format!("`{name}` is not an HTTP header name"),
+            );
+        } else if alert.secret_file.is_none() {
+            diag.at(
+                header.span(),
+                format!("{key}.secret_header"),
+                "`secret_header` needs `secret_file` (the secret itself never goes in this file)",
+            );
+        }
+        name.clone()
+    });
+    if secret_file.is_some()
+        && text.starts_with("http://")
+        && host.as_deref().is_some_and(|h| !is_loopback_host(h))
+    {
+        diag.at(
+            url.span(),
+            format!("{key}.url"),
+            "a secret would be sent in clear text: use https:// (plain http only to a loopback host)",
+        );
+    }
+    Some(SinkTarget::Webhook(Webhook {
+        url: text.clone(),
+        format,
+        ca_file,
+        secret_file,
+        secret_header,
+        timeout,
+    }))
+}
+
+/// The host of an `http://` or `https://` URL, or why it is not one.
+fn check_http_url(text: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(format!("expected an http:// or https:// URL, got `{text}`"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "unsupported URL scheme `{scheme}`: a webhook URL starts with http:// or https://"
+        ));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a URL must not contain spaces or control characters".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("credentials in the URL are refused: put the secret in `secret_file`".into());
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        return Err(format!("the URL `{text}` has no host"));
+    }
+    Ok(host.to_owned())
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn compile_syslog(
+    key: &str,
+    raw: &Spanned<AlertToml>,
+    timeout: Duration,
+    diag: &mut Diagnostics<'_>,
+) -> Option<SinkTarget> {
+    let alert = raw.get_ref();
+    let address = match &alert.address {
+        None => {
+            diag.at(
+                raw.span(),
+                key,
+                "missing `address`: the syslog receiver as host:port, such as `127.0.0.1:514`",
+            );
+            return None;
+        }
+        Some(address) => {
+            if let Err(why) = check_host_port(address.get_ref()) {
+                diag.at(address.span(), format!("{key}.address"), why);
+            }
+            address.get_ref().clone()
+        }
+    };
+    let protocol = match alert.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "udp")) => SyslogProtocol::Udp,
+        Some((_, "tcp")) => SyslogProtocol::Tcp,
+        Some((value, "tls")) => {
+            diag.at(
+                value.span(),
+                format!("{key}.protocol"),
+                "syslog over TLS (RFC 5425) is not supported yet: use udp or tcp",
+            );
+            SyslogProtocol::Tcp
+        }
+        Some((value, other)) => {
+            diag.at(
+                value.span(),
+                format!("{key}.protocol"),
+                format!("unknown syslog protocol `{other}`, expected udp or tcp"),
+            );
+            SyslogProtocol::Udp
+        }
+    };
+    let facility = match &alert.facility {
+        None => DEFAULT_SYSLOG_FACILITY,
+        Some(value) => SYSLOG_FACILITIES
+            .iter()
+            .find(|(name, _)| name == value.get_ref())
+            .map(|(_, code)| *code)
+            .unwrap_or_else(|| {
+                let names: Vec<&str> = SYSLOG_FACILITIES.iter().map(|(n, _)| *n).collect();
+                diag.at(
+                    value.span(),
+                    format!("{key}.facility"),
+                    format!(
+                        "unknown syslog facility `{}`, expected one of {}",
+                        value.get_ref(),
+                        names.join(", ")
+                    ),
+                );
+                DEFAULT_SYSLOG_FACILITY
+            }),
+    };
+    let app_name = match &alert.app_name {
+        None => DEFAULT_SYSLOG_APP_NAME.to_owned(),
+        Some(value) => {
+            let text = value.get_ref();
+            // RFC 5424 APP-NAME: 1*48PRINTUSASCII.
+            if text.is_empty() || text.len() > 48 || !text.bytes().all(|b| (33..=126).contains(&b))
+            {
+                diag.at(
+                    value.span(),
+                    format!("{key}.app_name"),
+                    format!(
+                        "an app_name is 1 to 48 printable ASCII characters without spaces, got `{text}`"
+                    ),
+                );
+            }
+            text.clone()
+        }
+    };
+    Some(SinkTarget::Syslog(Syslog {
+        address,
+        protocol,
+        facility,
+        app_name,
+        timeout,
+    }))
+}
+
+/// `host:port` or `[v6]:port`, with a port from 1 to 65535.
+fn check_host_port(text: &str) -> Result<(), String> {
+    let expected =
+        || format!("expected host:port such as `127.0.0.1:514` or `[::1]:514`, got `{text}`");
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, port) = rest.split_once("]:").ok_or_else(expected)?;
+            v6.parse::<std::net::Ipv6Addr>().map_err(|_| expected())?;
+            (v6, port)
+        }
+        None => text.rsplit_once(':').ok_or_else(expected)?,
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if !host_ok || host.contains(':') && !text.starts_with('[') {
+        return Err(expected());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!(
+            "the port must be a number from 1 to 65535, got `{port}`"
+        )),
     }
 }
 

@@ -33,16 +33,28 @@ pub(super) struct TlsToml {
     pub key: Option<Spanned<String>>,
 }
 
-/// One sink. The keys of the planned sinks (webhook, syslog) are accepted here so that
-/// such a table gets "not supported yet" at its `type` rather than "unknown field".
+/// One sink. Every key of every sink type is accepted here, so that a key of another type
+/// gets "does not apply to a jsonl sink" at the key rather than "unknown field".
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AlertToml {
     #[serde(rename = "type")]
     pub kind: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub retry_max_secs: Option<Spanned<i64>>,
+    // jsonl
     pub path: Option<Spanned<String>>,
+    // webhook
     pub url: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
+    pub secret_header: Option<Spanned<String>>,
+    // webhook and syslog over TCP
+    pub timeout_secs: Option<Spanned<i64>>,
+    // syslog
     pub address: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
-    pub format: Option<Spanned<String>>,
+    pub facility: Option<Spanned<String>>,
+    pub app_name: Option<Spanned<String>>,
 }

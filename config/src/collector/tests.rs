@@ -60,13 +60,47 @@ fn the_shipped_file_is_valid_and_loopback_only() {
     assert_eq!(config.hold, Duration::from_secs(300));
     assert_eq!(
         config.alerts,
-        vec![AlertSink::JsonLines {
-            path: "/var/lib/driftwatch-collector/alerts.jsonl".into()
+        vec![AlertSink {
+            name: "jsonl".into(),
+            retry_max: Duration::from_secs(DEFAULT_RETRY_MAX_SECS),
+            target: SinkTarget::JsonLines {
+                path: "/var/lib/driftwatch-collector/alerts.jsonl".into()
+            }
         }]
     );
     // And it loads from disk the same way (the file packaging installs).
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/collector.toml");
     assert_eq!(CollectorConfig::load(&path).unwrap().listen, config.listen);
+}
+
+#[test]
+fn the_shipped_commented_sinks_are_valid_when_uncommented() {
+    // Only the sink examples (after the first commented [[alert]]), not [tls].
+    let mut in_sinks = false;
+    let uncommented: String = DEFAULT_COLLECTOR_TOML
+        .lines()
+        .map(|line| {
+            in_sinks |= line == "# [[alert]]";
+            let key = line.strip_prefix("# ").filter(|rest| {
+                in_sinks
+                    && (rest.starts_with("[[alert]]")
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }))
+            });
+            format!("{}\n", key.unwrap_or(line))
+        })
+        .collect();
+    let config = valid(&uncommented);
+    let kinds: Vec<(&str, &str)> = config
+        .alerts
+        .iter()
+        .map(|s| (s.name.as_str(), s.target.type_name()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("jsonl", "jsonl"), ("soc", "webhook"), ("syslog", "syslog")]
+    );
 }
 
 #[test]
@@ -138,10 +172,8 @@ fn each_validation_error_names_its_place() {
             (2, 27, "emergency_approval_secs", "between 60 and 2592000, got 59")),
         ("plain_http = true\nsilent_after_secs = 1\n",
             (2, 21, "silent_after_secs", "between 10 and 604800")),
-        ("plain_http = true\n[[alert]]\ntype = \"webhook\"\nurl = \"https://x\"\n",
-            (3, 8, "alert[0].type", "`webhook` alert sinks are not supported yet")),
-        ("plain_http = true\n[[alert]]\ntype = \"syslog\"\n",
-            (3, 8, "alert[0].type", "not supported yet")),
+        ("plain_http = true\n[[alert]]\ntype = \"slack\"\n",
+            (3, 8, "alert[0].type", "use type = \"webhook\" with format = \"slack\"")),
         ("plain_http = true\n[[alert]]\ntype = \"email\"\n",
             (3, 8, "alert[0].type", "unknown alert type `email`")),
         ("plain_http = true\n[[alert]]\npath = \"/x\"\n",
@@ -149,7 +181,7 @@ fn each_validation_error_names_its_place() {
         ("plain_http = true\n[[alert]]\ntype = \"jsonl\"\n",
             (2, 1, "alert[0]", "missing `path`")),
         ("plain_http = true\n[[alert]]\ntype = \"jsonl\"\npath = \"/x\"\nurl = \"u\"\n",
-            (5, 7, "alert[0].url", "does not apply to a jsonl sink")),
+            (5, 7, "alert[0].url", "does not apply to a jsonl sink (it takes path)")),
         ("[tls]\ncert = \"/c\"\nkey = \"/k\"\nallow_plain_http_on_network = true\n",
             (4, 1, "tls.allow_plain_http_on_network", "unknown field `allow_plain_http_on_network`, expected `cert` or `key`")),
     ];
@@ -188,7 +220,7 @@ path = \"relative.jsonl\"
         &[
             (1, 10, "listen", "expected an IP address"),
             (3, 13, "hold_secs", "between 0 and 86400"),
-            (6, 8, "alert[0].type", "not supported yet"),
+            (6, 8, "alert[0].type", "unknown alert type `slack`"),
             (10, 8, "alert[1].path", "absolute"),
         ],
     );
@@ -217,4 +249,171 @@ fn syntax_errors_have_a_place() {
     let errors = parse("plain_http = true\nlisten = \n").unwrap_err().0;
     assert!(errors[0].line.is_some(), "{errors:?}");
     assert!(errors[0].message.starts_with("syntax error"), "{errors:?}");
+}
+
+const PLAIN: &str = "plain_http = true\n";
+
+#[test]
+fn every_sink_type_compiles_with_its_settings() {
+    let config = valid(&format!(
+        "{PLAIN}\
+[[alert]]
+type = \"webhook\"
+name = \"soc-hook\"
+url = \"https://hooks.example:8443/dw?x=1\"
+format = \"slack\"
+ca_file = \"/etc/driftwatch/ca.pem\"
+secret_file = \"/etc/driftwatch/hook.secret\"
+secret_header = \"X-Hook-Token\"
+timeout_secs = 3
+retry_max_secs = 60
+
+[[alert]]
+type = \"syslog\"
+address = \"[::1]:6514\"
+protocol = \"tcp\"
+facility = \"local3\"
+app_name = \"dw-prod\"
+
+[[alert]]
+type = \"webhook\"
+url = \"http://127.0.0.1:9000/\"
+"
+    ));
+    assert_eq!(
+        config.alerts,
+        vec![
+            AlertSink {
+                name: "soc-hook".into(),
+                retry_max: Duration::from_secs(60),
+                target: SinkTarget::Webhook(Webhook {
+                    url: "https://hooks.example:8443/dw?x=1".into(),
+                    format: WebhookFormat::Slack,
+                    ca_file: Some("/etc/driftwatch/ca.pem".into()),
+                    secret_file: Some("/etc/driftwatch/hook.secret".into()),
+                    secret_header: Some("X-Hook-Token".into()),
+                    timeout: Duration::from_secs(3),
+                }),
+            },
+            AlertSink {
+                name: "syslog".into(),
+                retry_max: Duration::from_secs(DEFAULT_RETRY_MAX_SECS),
+                target: SinkTarget::Syslog(Syslog {
+                    address: "[::1]:6514".into(),
+                    protocol: SyslogProtocol::Tcp,
+                    facility: 19,
+                    app_name: "dw-prod".into(),
+                    timeout: Duration::from_secs(DEFAULT_SINK_TIMEOUT_SECS),
+                }),
+            },
+            AlertSink {
+                name: "webhook".into(),
+                retry_max: Duration::from_secs(DEFAULT_RETRY_MAX_SECS),
+                target: SinkTarget::Webhook(Webhook {
+                    url: "http://127.0.0.1:9000/".into(),
+                    format: WebhookFormat::Json,
+                    ca_file: None,
+                    secret_file: None,
+                    secret_header: None,
+                    timeout: Duration::from_secs(DEFAULT_SINK_TIMEOUT_SECS),
+                }),
+            },
+        ]
+    );
+    let udp = valid(&format!(
+        "{PLAIN}[[alert]]\ntype = \"syslog\"\naddress = \"logs.example:514\"\n"
+    ));
+    match &udp.alerts[0].target {
+        SinkTarget::Syslog(syslog) => {
+            assert_eq!(syslog.protocol, SyslogProtocol::Udp);
+            assert_eq!(syslog.facility, DEFAULT_SYSLOG_FACILITY);
+            assert_eq!(syslog.app_name, "driftwatch");
+        }
+        other => panic!("not syslog: {other:?}"),
+    }
+}
+
+#[test]
+fn each_bad_sink_setting_names_its_place() {
+    #[rustfmt::skip]
+    let cases: &[(&str, Expected<'_>)] = &[
+        ("[[alert]]\ntype = \"webhook\"\n",
+            (2, 1, "alert[0]", "missing `url`")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"ftp://x/\"\n",
+            (4, 7, "alert[0].url", "unsupported URL scheme `ftp`")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"hooks.example/x\"\n",
+            (4, 7, "alert[0].url", "expected an http:// or https:// URL")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https:///x\"\n",
+            (4, 7, "alert[0].url", "has no host")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://u:p@h/\"\n",
+            (4, 7, "alert[0].url", "credentials in the URL are refused")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"http://hooks.example/\"\nsecret_file = \"/s\"\n",
+            (4, 7, "alert[0].url", "secret would be sent in clear text")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nformat = \"teams\"\n",
+            (5, 10, "alert[0].format", "unknown webhook format `teams`")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nsecret_file = \"hook.secret\"\n",
+            (5, 15, "alert[0].secret_file", "must be an absolute path")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nsecret_header = \"X-Token\"\n",
+            (5, 17, "alert[0].secret_header", "needs `secret_file`")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nsecret_file = \"/s\"\nsecret_header = \"X Token\"\n",
+            (6, 17, "alert[0].secret_header", "not an HTTP header name")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\ntimeout_secs = 0\n",
+            (5, 16, "alert[0].timeout_secs", "between 1 and 300, got 0")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nfacility = \"auth\"\n",
+            (5, 12, "alert[0].facility", "does not apply to a webhook sink")),
+        ("[[alert]]\ntype = \"syslog\"\n",
+            (2, 1, "alert[0]", "missing `address`")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"127.0.0.1\"\n",
+            (4, 11, "alert[0].address", "expected host:port")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"127.0.0.1:0\"\n",
+            (4, 11, "alert[0].address", "port must be a number from 1 to 65535")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"::1:514\"\n",
+            (4, 11, "alert[0].address", "expected host:port")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"h:514\"\nprotocol = \"tls\"\n",
+            (5, 12, "alert[0].protocol", "syslog over TLS (RFC 5425) is not supported yet")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"h:514\"\nprotocol = \"sctp\"\n",
+            (5, 12, "alert[0].protocol", "unknown syslog protocol `sctp`, expected udp or tcp")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"h:514\"\nfacility = \"local8\"\n",
+            (5, 12, "alert[0].facility", "unknown syslog facility `local8`")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"h:514\"\napp_name = \"drift watch\"\n",
+            (5, 12, "alert[0].app_name", "1 to 48 printable ASCII")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"h:514\"\nurl = \"https://h/\"\n",
+            (5, 7, "alert[0].url", "does not apply to a syslog sink")),
+        ("[[alert]]\ntype = \"syslog\"\naddress = \"h:514\"\nretry_max_secs = 0\n",
+            (5, 18, "alert[0].retry_max_secs", "between 1 and 86400")),
+        ("[[alert]]\ntype = \"jsonl\"\npath = \"/x\"\nname = \"a b\"\n",
+            (5, 8, "alert[0].name", "1 to 64 letters")),
+        ("[[alert]]\ntype = \"jsonl\"\npath = \"/x\"\nsecret = \"s\"\n",
+            (5, 1, "alert[0].secret", "unknown field `secret`")),
+    ];
+    for (text, expected) in cases {
+        let (line, column, key, fragment) = *expected;
+        check(&format!("{PLAIN}{text}"), &[(line, column, key, fragment)]);
+    }
+}
+
+#[test]
+fn sink_names_are_unique() {
+    check(
+        &format!(
+            "{PLAIN}[[alert]]\ntype = \"jsonl\"\npath = \"/a\"\n\
+             [[alert]]\ntype = \"jsonl\"\npath = \"/b\"\n\
+             [[alert]]\ntype = \"syslog\"\naddress = \"h:1\"\nname = \"jsonl\"\n"
+        ),
+        &[
+            (5, 1, "alert[1]", "another sink is already named `jsonl`"),
+            (
+                11,
+                8,
+                "alert[2].name",
+                "another sink is already named `jsonl`",
+            ),
+        ],
+    );
+    let named = valid(&format!(
+        "{PLAIN}[[alert]]\ntype = \"jsonl\"\npath = \"/a\"\n\
+         [[alert]]\ntype = \"jsonl\"\nname = \"second\"\npath = \"/b\"\n"
+    ));
+    let names: Vec<&str> = named.alerts.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["jsonl", "second"]);
 }

@@ -33,6 +33,6 @@ pub async fn alerts<S: Store>(
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
     require(&caller, &Role::PEOPLE, "reading alerts")?;
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let alerts = app.store.alerts(limit).await.map_err(Error::from)?;
+    let alerts = app.alerts(limit).await?;
     Ok(Json(alerts.iter().map(AlertView::from).collect()))
 }

@@ -5,7 +5,9 @@ use super::drift;
 use super::rows::{Id, Json, id, opt_id};
 use crate::alerts::untraced_drift_body;
 use crate::clock::Millis;
-use crate::store::{Alert, NewAlert, Result, Stats, StoreError};
+use crate::store::{
+    Alert, DeliveryAttempt, DeliveryState, NewAlert, Result, SinkBacklog, SinkDelivery, Stats,
+};
 
 pub fn insert_alert(conn: &Connection, alert: &NewAlert, at: Millis) -> Result<Uuid> {
     let alert_id = Uuid::now_v7();
@@ -150,6 +152,9 @@ pub fn raise_emergency(conn: &Connection, now: Millis, deadline_ms: i64) -> Resu
     Ok(late.len() as u32)
 }
 
+const ALERT_COLUMNS: &str =
+    "a.id, a.kind, a.host_id, a.created_at, a.body, a.delivered_at, a.attempts, a.last_error";
+
 fn row(r: &Row<'_>) -> rusqlite::Result<Alert> {
     Ok(Alert {
         id: r.get::<_, Id>(0)?.0,
@@ -160,34 +165,173 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Alert> {
         delivered_at: r.get(5)?,
         attempts: r.get(6)?,
         last_error: r.get(7)?,
+        deliveries: Vec::new(),
     })
 }
 
 pub fn list(conn: &Connection, undelivered_only: bool, limit: u32) -> Result<Vec<Alert>> {
     let sql = if undelivered_only {
-        "SELECT id, kind, host_id, created_at, body, delivered_at, attempts, last_error
-         FROM alerts WHERE delivered_at IS NULL ORDER BY created_at, id LIMIT ?1"
+        format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.delivered_at IS NULL
+             ORDER BY a.created_at, a.id LIMIT ?1"
+        )
     } else {
-        "SELECT id, kind, host_id, created_at, body, delivered_at, attempts, last_error
-         FROM alerts ORDER BY created_at DESC, id DESC LIMIT ?1"
+        format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a ORDER BY a.created_at DESC, a.id DESC LIMIT ?1"
+        )
     };
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map([limit], row)?;
+    let mut stmt = conn.prepare(&sql)?;
+    let mut alerts = stmt
+        .query_map([limit], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut per_alert = conn.prepare(
+        "SELECT sink, attempts, last_error, last_attempt_at, next_attempt_at, delivered_at
+         FROM alert_deliveries WHERE alert_id = ?1 ORDER BY sink",
+    )?;
+    for alert in &mut alerts {
+        alert.deliveries = per_alert
+            .query_map([id(alert.id)], |r| {
+                let delivered_at: Option<Millis> = r.get(5)?;
+                let last_error: Option<String> = r.get(2)?;
+                let state = match (delivered_at, &last_error) {
+                    (Some(_), _) => DeliveryState::Delivered,
+                    (None, Some(_)) => DeliveryState::Failing,
+                    (None, None) => DeliveryState::Pending,
+                };
+                Ok(SinkDelivery {
+                    sink: r.get(0)?,
+                    state,
+                    attempts: r.get(1)?,
+                    last_error,
+                    last_attempt_at: r.get(3)?,
+                    next_attempt_at: delivered_at.map_or(r.get(4)?, |_| None),
+                    delivered_at,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(alerts)
+}
+
+/// Alerts `sink` owes and may try now: not delivered by it, never tried or past the backoff.
+pub fn due_for(conn: &Connection, sink: &str, now: Millis, limit: u32) -> Result<Vec<Alert>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ALERT_COLUMNS}, d.attempts, d.last_error, d.last_attempt_at, d.next_attempt_at
+         FROM alerts a
+         LEFT JOIN alert_deliveries d ON d.alert_id = a.id AND d.sink = ?1
+         WHERE a.delivered_at IS NULL AND d.delivered_at IS NULL
+           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?2)
+         ORDER BY a.created_at, a.id LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![sink, now, limit], |r| {
+        let mut alert = row(r)?;
+        // This sink's earlier attempts (they all failed), which the backoff counts.
+        if let Some(attempts) = r.get::<_, Option<u32>>(8)? {
+            alert.deliveries.push(SinkDelivery {
+                sink: sink.to_owned(),
+                state: DeliveryState::Failing,
+                attempts,
+                last_error: r.get(9)?,
+                last_attempt_at: r.get(10)?,
+                next_attempt_at: r.get(11)?,
+                delivered_at: None,
+            });
+        }
+        Ok(alert)
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn mark(conn: &Connection, alert_id: Uuid, at: Millis, error: Option<&str>) -> Result<()> {
+pub fn record_delivery(conn: &Connection, attempt: &DeliveryAttempt) -> Result<bool> {
+    let alert = id(attempt.alert_id);
+    let delivered = attempt.error.is_none();
+    conn.execute(
+        "INSERT INTO alert_deliveries
+             (alert_id, sink, attempts, last_error, last_attempt_at, next_attempt_at, delivered_at)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, CASE WHEN ?3 IS NULL THEN ?4 END)
+         ON CONFLICT (alert_id, sink) DO UPDATE SET
+             attempts = attempts + 1,
+             last_error = CASE WHEN ?3 IS NULL THEN last_error ELSE ?3 END,
+             last_attempt_at = ?4,
+             next_attempt_at = ?5,
+             delivered_at = coalesce(delivered_at, CASE WHEN ?3 IS NULL THEN ?4 END)",
+        params![
+            alert,
+            attempt.sink,
+            attempt.error,
+            attempt.at,
+            attempt.next_attempt_at
+        ],
+    )?;
     let changed = conn.execute(
-        "UPDATE alerts SET attempts = attempts + 1,
-                delivered_at = CASE WHEN ?3 IS NULL THEN ?2 ELSE delivered_at END,
-                last_error = ?3
+        "UPDATE alerts SET attempts = attempts + 1, last_error = coalesce(?2, last_error)
          WHERE id = ?1",
-        params![id(alert_id), at, error],
+        params![alert, attempt.error],
     )?;
     if changed == 0 {
-        return Err(StoreError::NotFound(format!("no alert {alert_id}")));
+        return Err(crate::store::StoreError::NotFound(format!(
+            "no alert {}",
+            attempt.alert_id
+        )));
     }
-    Ok(())
+    if !delivered {
+        return Ok(false);
+    }
+    complete_if_done(conn, &alert, &attempt.sinks, attempt.at)
+}
+
+/// Sets `delivered_at` when every sink in `sinks` has delivered the alert.
+fn complete_if_done(conn: &Connection, alert: &str, sinks: &[String], at: Millis) -> Result<bool> {
+    let mut done = conn.prepare(
+        "SELECT count(*) FROM alert_deliveries
+         WHERE alert_id = ?1 AND sink = ?2 AND delivered_at IS NOT NULL",
+    )?;
+    for sink in sinks {
+        let n: i64 = done.query_row(params![alert, sink], |r| r.get(0))?;
+        if n == 0 {
+            return Ok(false);
+        }
+    }
+    let changed = conn.execute(
+        "UPDATE alerts SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL",
+        params![alert, at],
+    )?;
+    Ok(changed > 0)
+}
+
+pub fn settle(conn: &Connection, sinks: &[String], at: Millis) -> Result<u32> {
+    let pending: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT id FROM alerts WHERE delivered_at IS NULL")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let mut settled = 0;
+    for alert in pending {
+        if complete_if_done(conn, &alert, sinks, at)? {
+            settled += 1;
+        }
+    }
+    Ok(settled)
+}
+
+pub fn backlog(conn: &Connection, sinks: &[String]) -> Result<Vec<SinkBacklog>> {
+    let mut stmt = conn.prepare(
+        "SELECT count(*), count(d.last_error) FROM alerts a
+         LEFT JOIN alert_deliveries d ON d.alert_id = a.id AND d.sink = ?1
+         WHERE a.delivered_at IS NULL AND d.delivered_at IS NULL",
+    )?;
+    sinks
+        .iter()
+        .map(|sink| {
+            let (undelivered, failing): (i64, i64) =
+                stmt.query_row([sink], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(SinkBacklog {
+                sink: sink.clone(),
+                undelivered: undelivered as u64,
+                failing: failing as u64,
+            })
+        })
+        .collect()
 }
 
 pub fn stats(conn: &Connection, now: Millis, silent_after_ms: i64) -> Result<Stats> {

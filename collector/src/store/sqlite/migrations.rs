@@ -168,4 +168,19 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     r#"
 ALTER TABLE windows ADD COLUMN deadline_alerted_at INTEGER;
 "#,
+    // 3: delivery state per alert and sink, so that one failing sink neither blocks the
+    // others nor makes them send twice. `alerts.delivered_at` is set once every configured
+    // sink has delivered.
+    r#"
+CREATE TABLE alert_deliveries (
+    alert_id TEXT NOT NULL REFERENCES alerts(id),
+    sink TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_attempt_at INTEGER,
+    next_attempt_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    PRIMARY KEY (alert_id, sink)
+) STRICT;
+"#,
 ];

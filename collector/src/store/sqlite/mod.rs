@@ -389,13 +389,35 @@ impl Store for SqliteStore {
         self.call(move |conn| alerts::list(conn, true, limit))
     }
 
-    fn mark_alert(
+    fn due_deliveries(
         &self,
-        id: Uuid,
+        sink: String,
+        now: Millis,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Alert>>> + Send {
+        self.call(move |conn| alerts::due_for(conn, &sink, now, limit))
+    }
+
+    fn record_delivery(
+        &self,
+        attempt: DeliveryAttempt,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        self.write(move |tx| alerts::record_delivery(tx, &attempt))
+    }
+
+    fn settle_alerts(
+        &self,
+        sinks: Vec<String>,
         at: Millis,
-        error: Option<String>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        self.write(move |tx| alerts::mark(tx, id, at, error.as_deref()))
+    ) -> impl Future<Output = Result<u32>> + Send {
+        self.write(move |tx| alerts::settle(tx, &sinks, at))
+    }
+
+    fn delivery_backlog(
+        &self,
+        sinks: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<SinkBacklog>>> + Send {
+        self.call(move |conn| alerts::backlog(conn, &sinks))
     }
 
     fn alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send {
