@@ -54,6 +54,7 @@ impl From<StoreError> for Error {
         match err {
             StoreError::NotFound(message) => Error::NotFound(message),
             StoreError::Conflict(message) => Error::Conflict(message),
+            StoreError::TooLarge(message) => Error::BadRequest(message),
             other => Error::Store(other),
         }
     }
