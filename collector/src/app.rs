@@ -71,6 +71,8 @@ pub struct Settings {
     pub silent_after_ms: i64,
     pub emergency_approval_ms: i64,
     pub max_body_bytes: usize,
+    /// Most events in one evidence export or bundle (`crate::reports`).
+    pub max_export_rows: u32,
 }
 
 impl From<&CollectorConfig> for Settings {
@@ -83,6 +85,7 @@ impl From<&CollectorConfig> for Settings {
             silent_after_ms: ms(config.silent_after),
             emergency_approval_ms: ms(config.emergency_approval),
             max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+            max_export_rows: u32::try_from(config.max_export_rows).unwrap_or(u32::MAX),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod export;
 pub mod metrics;
+pub mod ops;
 pub mod text;
 
 use std::fmt;
