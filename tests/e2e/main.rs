@@ -10,6 +10,7 @@ mod collector;
 mod config;
 mod daemon;
 mod drift;
+mod evidence;
 mod full_disk;
 mod integrity;
 mod permissions;
