@@ -548,3 +548,32 @@ fn evidence_exports_and_close_out_bundles_for_auditors() {
         .expect(0)
         .stdout_has("intact");
 }
+
+#[test]
+fn an_export_larger_than_max_export_rows_is_refused_and_not_audited() {
+    let collector = Collector::start("max_export_rows = 1");
+    let admin = collector.token("admin", "root");
+    let mut web = Host::enroll(&collector, &admin, "web-1");
+    let from = in_minutes(-10);
+    web.report(&collector, "package:a", fields("2"));
+    web.report(&collector, "package:b", fields("2"));
+    let period = format!("from={}&to={}", q(&from), q(&in_minutes(10)));
+    collector
+        .get(&format!("/api/v1/reports/export?{period}"), &admin)
+        .error(400, "bad_request", "more than 1 events (max_export_rows)");
+    let narrow = collector
+        .get(
+            &format!("/api/v1/reports/export?{period}&host=db-9"),
+            &admin,
+        )
+        .expect(200);
+    assert_eq!(narrow["rows"], json!([]), "a narrower export still works");
+    let log = collector.get("/api/v1/audit", &admin).expect(200);
+    let exports = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "report.exported")
+        .count();
+    assert_eq!(exports, 1, "only the export that was made is recorded");
+}

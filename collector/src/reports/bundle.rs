@@ -4,8 +4,9 @@
 //! Pure.
 //!
 //! The digest is SHA-256 over `content` serialized as compact JSON (keys in the order
-//! given, as the JSON format prints it), so the Markdown or HTML attached to a ticket
-//! can be matched with the JSON bundle kept as evidence.
+//! given, as the JSON format prints it byte for byte), so a JSON bundle can be checked by
+//! anyone. Each fetch is one export (its time and the audit log's length are in the
+//! content), so the Markdown or HTML shows the digest of its own export.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
