@@ -167,6 +167,37 @@ mod tests {
     }
 
     #[test]
+    fn periods_and_windows_are_read_through_an_index() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::migrate(&mut conn, true).unwrap();
+        for (query, index) in [
+            (
+                "SELECT e.id FROM events e JOIN hosts h ON h.id = e.host_id
+                 WHERE e.event_time >= 1 AND e.event_time < 2 ORDER BY e.event_time, e.id",
+                "events_time",
+            ),
+            (
+                "SELECT e.id FROM events e JOIN hosts h ON h.id = e.host_id
+                 WHERE e.window_id = 'x' ORDER BY e.event_time, e.id",
+                "events_window",
+            ),
+        ] {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .unwrap();
+            let plan: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index} unused: {plan:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_too_large_answer_names_the_setting() {
         let err = super::too_many("the period", 10).to_string();
         assert!(err.contains("more than 10 events"), "{err}");
