@@ -415,6 +415,7 @@ pub fn to_html(bundle: &Bundle) -> String {
     out.push_str(
         "<style>body{font-family:sans-serif;max-width:70em;margin:auto}\
          td,th{border:1px solid #999;padding:2px 6px;vertical-align:top;text-align:left}\
+         td{white-space:pre-wrap}\
          table{border-collapse:collapse}pre{background:#f4f4f4;padding:6px;overflow:auto}\
          .flag{color:#a00}</style>\n</head><body>\n",
     );
