@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open(&dir.path().join("collector.db"))?;
-        let settings = Settings { hold_ms: 300_000, burst_ms: 10_000, tolerance_ms: 60_000, silent_after_ms: 300_000, emergency_approval_ms: 86_400_000, max_body_bytes: 1 << 20 };
+        let settings = Settings { hold_ms: 300_000, burst_ms: 10_000, tolerance_ms: 60_000, silent_after_ms: 300_000, emergency_approval_ms: 86_400_000, max_body_bytes: 1 << 20, max_export_rows: 100_000 };
         let app = Arc::new(App::new(store.clone(), settings, Arc::new(SystemClock), driftwatch_collector::alerts::Sinks::none()).await.map_err(|e| anyhow::anyhow!("{e}"))?);
         let person = |name: &str| Principal { token_id: uuid::Uuid::nil(), name: name.into(), role: Role::ChangeManager, host_id: None };
         let (alice, bob) = (person("alice"), person("bob"));

@@ -55,6 +55,7 @@ impl From<StoreError> for Error {
         match err {
             StoreError::NotFound(message) => Error::NotFound(message),
             StoreError::Conflict(message) => Error::Conflict(message),
+            StoreError::TooLarge(message) => Error::BadRequest(message),
             other => Error::Store(other),
         }
     }
@@ -71,6 +72,8 @@ pub struct Settings {
     pub silent_after_ms: i64,
     pub emergency_approval_ms: i64,
     pub max_body_bytes: usize,
+    /// Most events in one evidence export or bundle (`crate::reports`).
+    pub max_export_rows: u32,
 }
 
 impl From<&CollectorConfig> for Settings {
@@ -83,6 +86,7 @@ impl From<&CollectorConfig> for Settings {
             silent_after_ms: ms(config.silent_after),
             emergency_approval_ms: ms(config.emergency_approval),
             max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+            max_export_rows: u32::try_from(config.max_export_rows).unwrap_or(u32::MAX),
         }
     }
 }

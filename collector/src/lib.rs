@@ -16,6 +16,7 @@ pub mod clock;
 pub mod drift;
 pub mod identity;
 pub mod matcher;
+pub mod reports;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

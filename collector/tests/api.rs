@@ -483,9 +483,9 @@ async fn windows_need_someone_else_to_approve_them() {
     );
     expect_error(
         &server.get("/api/v1/reports/export", &alice).await,
-        StatusCode::NOT_IMPLEMENTED,
-        "not_supported",
-        "not supported yet",
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "exporting evidence needs the auditor or security or admin role",
     );
 
     let (_, approved) = server.get("/api/v1/windows?status=approved", &eve).await;

@@ -9,6 +9,7 @@
 //! allow_plain_http_on_network = false  # address unless this is also true
 //! state_dir = "/var/lib/driftwatch-collector"   # absolute; holds collector.db
 //! max_body_bytes = 1048576           # 1024..=256 MiB, after gzip decompression
+//! max_export_rows = 100000           # 1..=10000000; events in one evidence export or bundle
 //! hold_secs = 300                    # 0..=86400; untraced drift waits this long before alerting
 //! burst_secs = 10                    # 0..=3600; one host's drift within this of the first = one alert
 //! clock_skew_tolerance_secs = 60     # 0..=86400
@@ -82,6 +83,8 @@ pub const DB_FILE_NAME: &str = "collector.db";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const MIN_MAX_BODY_BYTES: u64 = 1024;
 pub const MAX_MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_MAX_EXPORT_ROWS: u64 = 100_000;
+pub const MAX_MAX_EXPORT_ROWS: u64 = 10_000_000;
 pub const DEFAULT_HOLD_SECS: u64 = 300;
 pub const MAX_HOLD_SECS: u64 = 86_400;
 pub const DEFAULT_BURST_SECS: u64 = 10;
@@ -136,6 +139,8 @@ pub struct CollectorConfig {
     /// Directory holding [`DB_FILE_NAME`].
     pub state_dir: PathBuf,
     pub max_body_bytes: u64,
+    /// Most events one evidence export or close-out bundle holds (it is built in memory).
+    pub max_export_rows: u64,
     /// How long untraced drift waits before it alerts.
     pub hold: Duration,
     /// One host's untraced drift first seen within this of the first goes into one alert.

@@ -50,6 +50,7 @@ fn untraced_change(collector: &Collector, admin: &str, hostname: &str, subject: 
         observed_at: time::OffsetDateTime::now_utc(),
         provenance: None,
         related: None,
+        summary: None,
     };
     collector
         .post(

@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod daemon_sources;
 mod drift;
+mod evidence;
 mod full_disk;
 mod integrity;
 mod permissions;

@@ -29,7 +29,7 @@ pub type AppState<S> = Arc<App<S>>;
 
 /// `(method, path, handler)` of every route.
 pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppState<S>>)> {
-    use v1::{agents, audit, drift, fleet, tokens, windows};
+    use v1::{agents, audit, drift, fleet, reports, tokens, windows};
     vec![
         ("get", "/healthz", get(healthz)),
         ("get", "/readyz", get(readyz::<S>)),
@@ -88,10 +88,11 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         ("get", "/api/v1/alerts", get(fleet::alerts::<S>)),
         ("get", "/api/v1/audit", get(audit::log::<S>)),
         ("get", "/api/v1/audit/verify", get(audit::verify::<S>)),
+        ("get", "/api/v1/reports/export", get(reports::export::<S>)),
         (
             "get",
-            "/api/v1/reports/export",
-            get(v1::reports_not_supported),
+            "/api/v1/windows/{id}/evidence",
+            get(reports::window_evidence::<S>),
         ),
     ]
 }

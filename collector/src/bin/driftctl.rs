@@ -58,9 +58,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Change windows: request, decide, list.
-    #[command(subcommand)]
+    /// Change windows: request, decide, list, evidence bundles.
+    #[command(subcommand, alias = "window")]
     Windows(WindowsCommand),
+    /// Evidence exports for auditors.
+    #[command(subcommand, alias = "reports")]
+    Report(ReportCommand),
     /// Drift: list, show, resolve.
     #[command(subcommand)]
     Drift(DriftCommand),
@@ -118,6 +121,51 @@ enum WindowsCommand {
         id: Uuid,
         #[arg(long)]
         comment: Option<String>,
+    },
+    /// The close-out evidence bundle of a window, to attach to its ticket (auditor,
+    /// security, admin; a change manager for windows they requested, decided or closed).
+    Evidence {
+        id: Uuid,
+        /// md (Markdown), html or json; all carry the same content digest.
+        #[arg(long, default_value = "md", value_parser = ["md", "html", "json"])]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Every drift event of a period with its authorization evidence, summary figures and
+    /// the audit log's verification (auditor, security, admin).
+    #[command(
+        after_help = "The sample: events sorted by SHA-256(\"<seed>:<event id>\"), the \
+                            first N; the same seed and data give the same sample.\n\
+                            CSV: `#` comment lines (period, audit log verification, figures), \
+                            a blank line, then an RFC 4180 table."
+    )]
+    Export {
+        /// Start of the period, inclusive (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// End of the period, exclusive (RFC 3339).
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+        /// Only the hosts with this name.
+        #[arg(long)]
+        host: Option<String>,
+        /// Rank a reproducible random sample of this many events (needs --seed).
+        #[arg(long, requires = "seed")]
+        sample: Option<u32>,
+        /// The sample's seed (needs --sample).
+        #[arg(long, requires = "sample")]
+        seed: Option<u64>,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -362,6 +410,35 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let client = Client::new(&cli)?;
     match cli.command {
         Command::Windows(command) => windows(&client, command).await,
+        Command::Report(ReportCommand::Export {
+            from,
+            to,
+            format,
+            host,
+            sample,
+            seed,
+            output,
+        }) => {
+            let mut query = vec![
+                format!("from={}", encode(&from)),
+                format!("to={}", encode(&to)),
+                format!("format={format}"),
+            ];
+            if let Some(host) = host {
+                query.push(format!("host={}", encode(&host)));
+            }
+            if let (Some(sample), Some(seed)) = (sample, seed) {
+                query.push(format!("sample={sample}&seed={seed}"));
+            }
+            let body = client
+                .send(
+                    Method::GET,
+                    &format!("/api/v1/reports/export?{}", query.join("&")),
+                    None::<&()>,
+                )
+                .await?;
+            deliver(&body, output.as_deref())
+        }
         Command::Drift(command) => drift(&client, command).await,
         Command::Audit(AuditCommand::Verify) => {
             let report: VerifyReport = client.get("/api/v1/audit/verify").await?;
@@ -490,6 +567,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Writes a document to `output`, or to standard output.
+fn deliver(body: &str, output: Option<&std::path::Path>) -> anyhow::Result<u8> {
+    match output {
+        Some(path) => {
+            std::fs::write(path, body)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} ({} bytes)", path.display(), body.len());
+        }
+        None => print!("{body}"),
+    }
+    Ok(EXIT_OK)
+}
+
 async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8> {
     let show = |w: &WindowView| {
         format!(
@@ -539,6 +642,16 @@ async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8>
         }
         WindowsCommand::Cancel { id, comment } => decide(client, id, "cancel", comment).await?,
         WindowsCommand::Close { id, comment } => decide(client, id, "close", comment).await?,
+        WindowsCommand::Evidence { id, format, output } => {
+            let body = client
+                .send(
+                    Method::GET,
+                    &format!("/api/v1/windows/{id}/evidence?format={format}"),
+                    None::<&()>,
+                )
+                .await?;
+            return deliver(&body, output.as_deref());
+        }
     }
     Ok(EXIT_OK)
 }

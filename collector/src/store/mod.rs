@@ -4,12 +4,15 @@
 //! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
 
 pub mod conformance;
+pub mod conformance_evidence;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use driftwatch_common::api::v1::{AgentCommand, AgentHealth, CommandResult, DriftEvent, Inventory};
+use driftwatch_common::api::v1::{
+    AgentCommand, AgentHealth, CommandOutcome, CommandResult, DriftEvent, Inventory, SubjectState,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -30,6 +33,9 @@ pub enum StoreError {
     /// The record is not in the state the change expects (changed concurrently, or a rule).
     #[error("{0}")]
     Conflict(String),
+    /// The answer would exceed a configured bound (nothing was written).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("store failure: {0}")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -268,6 +274,59 @@ pub struct NewAlert {
     pub body: serde_json::Value,
 }
 
+/// The drift of a period, for an evidence export: `from` inclusive, `to` exclusive, on the
+/// event's corrected time; optionally of the hosts with one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportQuery {
+    pub from: Millis,
+    pub to: Millis,
+    pub hostname: Option<String>,
+    /// More events than this: [`StoreError::TooLarge`], nothing written.
+    pub max_rows: u32,
+}
+
+/// A stored event and the name of its host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostEvent {
+    pub hostname: String,
+    pub stored: StoredEvent,
+}
+
+/// The events of a period with the drift items and windows they name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExportRecords {
+    /// By corrected event time, then id.
+    pub events: Vec<HostEvent>,
+    pub drift: BTreeMap<Uuid, DriftItem>,
+    pub windows: BTreeMap<Uuid, Window>,
+}
+
+/// A baseline-accept command queued by a close-out, and what the agent answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloseOutCommand {
+    pub id: Uuid,
+    pub host_id: Uuid,
+    pub hostname: String,
+    pub drift_id: Uuid,
+    pub subject: String,
+    /// The reviewed state the agent takes as baseline (`None`: the subject is gone).
+    pub state: Option<SubjectState>,
+    pub created_at: Millis,
+    /// `pending`, `applied`, `mismatch` or `failed`.
+    pub status: String,
+    pub result: Option<CommandOutcome>,
+    pub result_at: Option<Millis>,
+}
+
+/// Everything recorded against one window: the events it authorized or flagged (in window,
+/// unexpected state), its drift items and its close-out commands.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowRecords {
+    pub events: Vec<HostEvent>,
+    pub drift: Vec<DriftItem>,
+    pub commands: Vec<CloseOutCommand>,
+}
+
 pub trait Store: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
@@ -444,4 +503,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
         silent_after_ms: i64,
     ) -> impl Future<Output = Result<Stats>> + Send;
+
+    // Evidence for auditors (`crate::reports`). Both record the export in the audit log
+    // in the same transaction, and both refuse more than `max_rows` events (TooLarge).
+    fn export_records(
+        &self,
+        query: ExportQuery,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<ExportRecords>> + Send;
+    fn window_records(
+        &self,
+        window_id: Uuid,
+        max_rows: u32,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<WindowRecords>> + Send;
 }

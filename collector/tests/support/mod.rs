@@ -45,6 +45,7 @@ pub fn settings() -> Settings {
         silent_after_ms: 5 * MINUTE,
         emergency_approval_ms: 60 * MINUTE,
         max_body_bytes: 64 * 1024,
+        max_export_rows: 1000,
     }
 }
 

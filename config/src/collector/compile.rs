@@ -103,6 +103,12 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES,
         DEFAULT_MAX_BODY_BYTES,
     );
+    let max_export_rows = diag.in_range_or(
+        &raw.max_export_rows,
+        "max_export_rows",
+        1..=MAX_MAX_EXPORT_ROWS,
+        DEFAULT_MAX_EXPORT_ROWS,
+    );
     let hold = diag.in_range_or(
         &raw.hold_secs,
         "hold_secs",
@@ -144,6 +150,7 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         allow_plain_http_on_network: allow_network,
         state_dir,
         max_body_bytes,
+        max_export_rows,
         hold: Duration::from_secs(hold),
         burst: Duration::from_secs(burst),
         clock_skew_tolerance: Duration::from_secs(skew),

@@ -16,6 +16,7 @@ pub(super) struct CollectorToml {
     pub tls: Option<Spanned<TlsToml>>,
     pub state_dir: Option<Spanned<String>>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub max_export_rows: Option<Spanned<i64>>,
     pub hold_secs: Option<Spanned<i64>>,
     pub burst_secs: Option<Spanned<i64>>,
     pub clock_skew_tolerance_secs: Option<Spanned<i64>>,

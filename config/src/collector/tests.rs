@@ -57,6 +57,7 @@ fn the_shipped_file_is_valid_and_loopback_only() {
         Path::new("/var/lib/driftwatch-collector/collector.db")
     );
     assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(config.max_export_rows, DEFAULT_MAX_EXPORT_ROWS);
     assert_eq!(config.hold, Duration::from_secs(300));
     assert_eq!(
         config.alerts,
@@ -166,6 +167,8 @@ fn each_validation_error_names_its_place() {
             (2, 13, "state_dir", "must not contain `..`")),
         ("plain_http = true\nmax_body_bytes = 10\n",
             (2, 18, "max_body_bytes", "must be between 1024 and 268435456, got 10")),
+        ("plain_http = true\nmax_export_rows = 0\n",
+            (2, 19, "max_export_rows", "must be between 1 and 10000000, got 0")),
         ("plain_http = true\nhold_secs = -1\n",
             (2, 13, "hold_secs", "must be between 0 and 86400, got -1")),
         ("plain_http = true\nemergency_approval_secs = 59\n",

@@ -183,4 +183,9 @@ CREATE TABLE alert_deliveries (
     PRIMARY KEY (alert_id, sink)
 ) STRICT;
 "#,
+    // 4: evidence exports read the events of a period and of a window without a full scan.
+    r#"
+CREATE INDEX events_time ON events(event_time);
+CREATE INDEX events_window ON events(window_id) WHERE window_id IS NOT NULL;
+"#,
 ];

@@ -11,6 +11,7 @@ mod drift;
 mod identity;
 mod ingest;
 mod migrations;
+mod reports;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -445,5 +446,22 @@ impl Store for SqliteStore {
         silent_after_ms: i64,
     ) -> impl Future<Output = Result<Stats>> + Send {
         self.call(move |conn| alerts::stats(conn, now, silent_after_ms))
+    }
+
+    fn export_records(
+        &self,
+        query: ExportQuery,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<ExportRecords>> + Send {
+        self.write(move |tx| reports::export_records(tx, &query, &audit))
+    }
+
+    fn window_records(
+        &self,
+        window_id: Uuid,
+        max_rows: u32,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<WindowRecords>> + Send {
+        self.write(move |tx| reports::window_records(tx, window_id, max_rows, &audit))
     }
 }
