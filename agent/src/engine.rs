@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use crate::attribution::Attribution;
+use crate::attribution::{Attribution, GapListener};
 use crate::check::{
     CheckMode, CheckOptions, Observed, is_within, observe_path, read_plan, run_check_with,
     unified_diff,
@@ -138,7 +138,11 @@ struct Extras {
 }
 
 impl Extras {
-    fn start(config: &AgentConfig, store: &BaselineStore) -> anyhow::Result<Extras> {
+    fn start(
+        config: &AgentConfig,
+        store: &BaselineStore,
+        status: &StatusHandle,
+    ) -> anyhow::Result<Extras> {
         let roots: Vec<_> = config.rules.iter().map(|rule| rule.path.clone()).collect();
         let provenance = match ProvenanceIndex::load(&DpkgPaths::default()) {
             Ok(index) => Some(index),
@@ -152,8 +156,12 @@ impl Extras {
             store.derived_key("diff fingerprint"),
         )
         .context("building the secret mask for diffs")?;
+        // Coverage lost later (a fanotify queue overflow) shows in heartbeats and status.
+        let status = status.clone();
+        let on_gap_change: GapListener =
+            Box::new(move |gap| status.update(|s| s.coverage.attribution_unavailable = gap));
         Ok(Extras {
-            attribution: Attribution::start(&roots),
+            attribution: Attribution::start(&roots, Some(on_gap_change)),
             provenance,
             mask,
         })
@@ -173,7 +181,7 @@ impl Engine {
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Engine> {
         let reported = spool.reported()?;
-        let extras = Extras::start(&config, &store)?;
+        let extras = Extras::start(&config, &store, &status)?;
         Ok(Engine {
             config,
             store,
@@ -491,7 +499,7 @@ impl Engine {
                 continue;
             }
             let path = event.path.as_path();
-            event.actor = Some(self.extras.attribution.actor_for(path));
+            event.actor = Some(self.extras.attribution.actor_for(path, event.kind));
             let is_file = event
                 .after
                 .as_ref()
