@@ -2,6 +2,7 @@
 //! trees (see the `driftwatch_tests` harness) and asserts on its output and exit code.
 //! Build the binaries first: `cargo build --workspace --bins`.
 
+mod attribution;
 mod bad_input;
 mod baseline;
 mod churn;
