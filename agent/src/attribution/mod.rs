@@ -443,7 +443,29 @@ pub fn process_actor(pid: u32, users: &mut UserNames) -> Actor {
         session,
         exited: false,
         reason: None,
+        tty: read("stat").as_deref().and_then(controlling_tty),
     }
+}
+
+/// The controlling terminal from the text of /proc/PID/stat (field 7,
+/// `tty_nr`), by its usual name; `None` without one.
+fn controlling_tty(stat: &str) -> Option<String> {
+    // The process name (field 2) is in parentheses and may hold spaces or ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Fields 3 (state), 4 (ppid), 5 (pgrp), 6 (session), 7 (tty_nr).
+    let tty_nr: u32 = after_name.split_whitespace().nth(4)?.parse().ok()?;
+    if tty_nr == 0 {
+        return None;
+    }
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    Some(match major {
+        // Unix98 pseudo-terminals: majors 136-143 share one numbering.
+        136..=143 => format!("pts/{}", (major - 136) * 256 + minor),
+        4 if minor < 64 => format!("tty{minor}"),
+        4 => format!("ttyS{}", minor - 64),
+        _ => format!("{major}:{minor}"),
+    })
 }
 
 /// uid -> user name from /etc/passwd, re-read when a uid is unknown (new accounts).

@@ -37,6 +37,34 @@ fn this_process_is_identified() {
 }
 
 #[test]
+fn the_controlling_terminal_is_named() {
+    // pts/3: major 136, minor 3; the process name holds a space and a ')'.
+    let stat = |tty_nr: u32| format!("42 (my ) prog) S 1 42 42 {tty_nr} 42 4194560 0 0");
+    assert_eq!(
+        controlling_tty(&stat(136 << 8 | 3)).as_deref(),
+        Some("pts/3")
+    );
+    assert_eq!(
+        controlling_tty(&stat(137 << 8 | 4)).as_deref(),
+        Some("pts/260")
+    );
+    assert_eq!(controlling_tty(&stat(4 << 8 | 1)).as_deref(), Some("tty1"));
+    assert_eq!(
+        controlling_tty(&stat(4 << 8 | 65)).as_deref(),
+        Some("ttyS1")
+    );
+    // Minor numbers above 255 are split around the major.
+    let big_minor = (300 & 0xff) | (136 << 8) | ((300 & !0xff) << 12);
+    assert_eq!(
+        controlling_tty(&stat(big_minor)).as_deref(),
+        Some("pts/300")
+    );
+    assert_eq!(controlling_tty(&stat(0)), None);
+    assert_eq!(controlling_tty("garbage"), None);
+    assert_eq!(controlling_tty("1 (x) S 1"), None);
+}
+
+#[test]
 fn a_vanished_process_keeps_its_pid_and_is_marked_exited() {
     let mut child = Command::new("true").spawn().unwrap();
     let pid = child.id();
