@@ -186,7 +186,9 @@ pub(super) fn read_loop(group: EntriesGroup, state: &Shared) {
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => {}
             Err(errno) => {
-                tracing::error!(%errno, "attribution: poll failed; stopping");
+                state.listener_stopped(format!(
+                    "renames, removals, creations and metadata changes are no longer attributed: waiting for fanotify events failed: {errno}"
+                ));
                 return;
             }
         }
@@ -203,7 +205,9 @@ pub(super) fn read_loop(group: EntriesGroup, state: &Shared) {
             match Errno::last() {
                 Errno::EAGAIN | Errno::EINTR => continue,
                 errno => {
-                    tracing::error!(%errno, "attribution: reading events failed; stopping");
+                    state.listener_stopped(format!(
+                        "renames, removals, creations and metadata changes are no longer attributed: reading fanotify events failed: {errno}"
+                    ));
                     return;
                 }
             }

@@ -102,6 +102,8 @@ struct Shared {
     /// Kernel queue overflows since start (events lost, their writers unknown).
     overflows: AtomicU64,
     last_overflow: Mutex<Option<Instant>>,
+    /// Listeners that stopped on an error, each with why.
+    stopped: Mutex<Vec<String>>,
     on_gap_change: Option<GapListener>,
 }
 
@@ -142,6 +144,7 @@ impl Shared {
             start_gap,
             overflows: AtomicU64::new(0),
             last_overflow: Mutex::new(None),
+            stopped: Mutex::new(Vec::new()),
             on_gap_change,
         }
     }
@@ -196,18 +199,35 @@ impl Shared {
         }
     }
 
+    /// A listener gave up (its group is unusable): a coverage gap from now on.
+    fn listener_stopped(&self, why: String) {
+        tracing::error!(%why, "attribution: a listener stopped; some writers will be unknown");
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(why);
+        if let Some(listener) = &self.on_gap_change {
+            listener(self.gap());
+        }
+    }
+
     fn gap(&self) -> Option<String> {
+        let mut gaps: Vec<String> = self.start_gap.iter().cloned().collect();
+        gaps.extend(
+            self.stopped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         let overflows = self.overflows.load(Ordering::Relaxed);
-        let lost = (overflows > 0).then(|| {
-            format!(
+        if overflows > 0 {
+            gaps.push(format!(
                 "the fanotify queue overflowed {overflows} time(s) since start: \
                  the writers of some changes are unknown"
-            )
-        });
-        match (&self.start_gap, lost) {
-            (Some(gap), Some(lost)) => Some(format!("{gap}; {lost}")),
-            (gap, lost) => gap.clone().or(lost),
+            ));
         }
+        (!gaps.is_empty()).then(|| gaps.join("; "))
     }
 
     fn overflowed_recently(&self) -> bool {
@@ -226,7 +246,7 @@ impl Attribution {
     pub fn start(paths: &[PathBuf], on_gap_change: Option<GapListener>) -> Attribution {
         let writes = writes::listen(paths);
         let entries = entries::listen(paths);
-        let writes_off = writes.as_ref().err().cloned();
+        let mut writes_off = writes.as_ref().err().cloned();
         let mut entries_off = entries.as_ref().err().cloned();
         let mut gaps = Vec::new();
         if let Ok(group) = &entries {
@@ -259,7 +279,11 @@ impl Attribution {
                 .spawn(move || writes::read_loop(&group, &state))
             {
                 Ok(handle) => listeners.push(handle),
-                Err(err) => tracing::error!(%err, "attribution: cannot start the writes listener"),
+                Err(err) => {
+                    let why = format!("cannot start its listener thread: {err}");
+                    shared.listener_stopped(format!("content writes are not attributed: {why}"));
+                    writes_off = Some(why);
+                }
             }
         }
         if let Ok(group) = entries {
@@ -270,7 +294,11 @@ impl Attribution {
             {
                 Ok(handle) => listeners.push(handle),
                 Err(err) => {
-                    entries_off = Some(format!("cannot start its listener thread: {err}"));
+                    let why = format!("cannot start its listener thread: {err}");
+                    shared.listener_stopped(format!(
+                        "renames, removals, creations and metadata changes are not attributed: {why}"
+                    ));
+                    entries_off = Some(why);
                 }
             }
         }

@@ -200,6 +200,13 @@ fn an_overflow_is_a_coverage_gap_and_reaches_the_listener() {
     );
     assert_eq!(heard.lock().unwrap().as_slice(), &[Some(gap)]);
     assert!(shared.overflowed_recently());
+    shared.listener_stopped("content writes are no longer attributed: EIO".into());
+    let gap = shared.gap().unwrap();
+    assert!(
+        gap.starts_with("partial; content writes are no longer attributed: EIO; the fanotify"),
+        "{gap}"
+    );
+    assert_eq!(heard.lock().unwrap().last(), Some(&Some(gap)));
 }
 
 /// Waits until `actor_for(path, kind)` names a pid, for up to 10 s.

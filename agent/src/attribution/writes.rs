@@ -57,7 +57,9 @@ pub(super) fn read_loop(fanotify: &Fanotify, state: &Shared) {
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => {}
             Err(errno) => {
-                tracing::error!(%errno, "attribution: poll failed; stopping");
+                state.listener_stopped(format!(
+                    "content writes are no longer attributed: waiting for fanotify events failed: {errno}"
+                ));
                 return;
             }
         }
@@ -65,7 +67,9 @@ pub(super) fn read_loop(fanotify: &Fanotify, state: &Shared) {
             Ok(events) => events,
             Err(Errno::EAGAIN) => continue,
             Err(errno) => {
-                tracing::error!(%errno, "attribution: reading events failed; stopping");
+                state.listener_stopped(format!(
+                    "content writes are no longer attributed: reading fanotify events failed: {errno}"
+                ));
                 return;
             }
         };
