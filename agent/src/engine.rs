@@ -494,6 +494,8 @@ impl Engine {
     /// changed file still matches its package, and for text files a diff
     /// with secret values masked (no unmasked diff ever leaves the host).
     fn enrich(&self, pending: &mut [Pending]) {
+        // Bounded: lets the attribution listeners record the writers of these changes.
+        self.extras.attribution.catch_up();
         for event in pending.iter_mut() {
             if event.kind == ChangeKind::Restored {
                 continue;

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use driftwatch_common::api::v1::Actor;
 use nix::errno::Errno;
@@ -172,7 +172,16 @@ fn open_anchor(path: &Path) -> std::io::Result<fs::File> {
         .open(directory)
 }
 
-pub(super) fn read_loop(group: EntriesGroup, state: &Shared) {
+impl EntriesGroup {
+    /// The group's descriptor (readable while events wait).
+    pub(super) fn queue(&self) -> BorrowedFd<'_> {
+        self.group.as_fd()
+    }
+}
+
+/// Reads and remembers events until `state.stop`; `busy` is set from before
+/// each read until its events are remembered.
+pub(super) fn read_loop(group: EntriesGroup, state: &Shared, busy: &AtomicBool) {
     let own_pid = std::process::id() as i32;
     let mut users = UserNames::load();
     let mut resolver = Resolver::new(group.filesystems);
@@ -192,6 +201,7 @@ pub(super) fn read_loop(group: EntriesGroup, state: &Shared) {
                 return;
             }
         }
+        busy.store(true, Ordering::SeqCst);
         // SAFETY: the pointer and length describe `buffer`, which is ours and
         // outlives the call; the kernel writes at most `buffer.len()` bytes.
         let read = unsafe {
@@ -202,7 +212,9 @@ pub(super) fn read_loop(group: EntriesGroup, state: &Shared) {
             )
         };
         let Ok(read) = usize::try_from(read) else {
-            match Errno::last() {
+            let errno = Errno::last();
+            busy.store(false, Ordering::SeqCst);
+            match errno {
                 Errno::EAGAIN | Errno::EINTR => continue,
                 errno => {
                     state.listener_stopped(format!(
@@ -258,6 +270,7 @@ pub(super) fn read_loop(group: EntriesGroup, state: &Shared) {
                 }
             }
         }
+        busy.store(false, Ordering::SeqCst);
     }
 }
 

@@ -35,6 +35,7 @@ mod writes;
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,11 +43,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use driftwatch_common::api::v1::{Actor, ChangeKind};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use memory::Memory;
 
 /// How long an operation is remembered for the drift it causes.
 const REMEMBER: Duration = Duration::from_secs(120);
+/// The longest [`Attribution::catch_up`] delays detection.
+const CATCH_UP: Duration = Duration::from_millis(100);
 /// Audit's "no login uid" value.
 const UNSET_LOGIN_UID: u32 = u32::MAX;
 
@@ -85,11 +89,49 @@ pub type GapListener = Box<dyn Fn(Option<String>) + Send + Sync>;
 /// The attribution listeners; they stop when this is dropped.
 pub struct Attribution {
     shared: Arc<Shared>,
-    listeners: Vec<JoinHandle<()>>,
+    listeners: Vec<Listener>,
     /// Why content writes are not attributed, if they are not.
     writes_off: Option<String>,
     /// Why creations, removals, renames and metadata changes are not attributed.
     entries_off: Option<String>,
+}
+
+/// A listener thread and what tells whether it is behind its kernel queue.
+struct Listener {
+    thread: JoinHandle<()>,
+    /// A duplicate of the group's descriptor: readable while events wait.
+    queue: OwnedFd,
+    /// Set from before a read until its events are remembered.
+    busy: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn spawn(
+        name: &str,
+        queue: BorrowedFd<'_>,
+        read_loop: impl FnOnce(&AtomicBool) + Send + 'static,
+    ) -> std::io::Result<Listener> {
+        let queue = queue.try_clone_to_owned()?;
+        let busy = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&busy);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || read_loop(&flag))?;
+        Ok(Listener {
+            thread,
+            queue,
+            busy,
+        })
+    }
+
+    /// Events queued before this call are not all remembered yet. Checks
+    /// the queue first: if it is empty, whatever it held was read, and that
+    /// read is still being handled exactly while `busy` is set.
+    fn is_behind(&self) -> bool {
+        let mut fds = [PollFd::new(self.queue.as_fd(), PollFlags::POLLIN)];
+        let readable = poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0);
+        !self.thread.is_finished() && (readable || self.busy.load(Ordering::SeqCst))
+    }
 }
 
 struct Shared {
@@ -274,11 +316,14 @@ impl Attribution {
         let mut listeners = Vec::new();
         if let Ok(group) = writes {
             let state = Arc::clone(&shared);
-            match std::thread::Builder::new()
-                .name("attrib-writes".into())
-                .spawn(move || writes::read_loop(&group, &state))
-            {
-                Ok(handle) => listeners.push(handle),
+            let queue = group.as_fd().try_clone_to_owned();
+            let started = queue.and_then(|queue| {
+                Listener::spawn("attrib-writes", queue.as_fd(), move |busy| {
+                    writes::read_loop(&group, &state, busy)
+                })
+            });
+            match started {
+                Ok(listener) => listeners.push(listener),
                 Err(err) => {
                     let why = format!("cannot start its listener thread: {err}");
                     shared.listener_stopped(format!("content writes are not attributed: {why}"));
@@ -288,11 +333,14 @@ impl Attribution {
         }
         if let Ok(group) = entries {
             let state = Arc::clone(&shared);
-            match std::thread::Builder::new()
-                .name("attrib-entries".into())
-                .spawn(move || entries::read_loop(group, &state))
-            {
-                Ok(handle) => listeners.push(handle),
+            let queue = group.queue().try_clone_to_owned();
+            let started = queue.and_then(|queue| {
+                Listener::spawn("attrib-entries", queue.as_fd(), move |busy| {
+                    entries::read_loop(group, &state, busy)
+                })
+            });
+            match started {
+                Ok(listener) => listeners.push(listener),
                 Err(err) => {
                     let why = format!("cannot start its listener thread: {err}");
                     shared.listener_stopped(format!(
@@ -335,6 +383,19 @@ impl Attribution {
     /// The current coverage gap, including queue overflows since start.
     pub fn coverage_gap(&self) -> Option<String> {
         self.shared.gap()
+    }
+
+    /// Waits, at most [`CATCH_UP`], until the listeners have remembered every
+    /// event the kernel queued before this call, so that a drift detected
+    /// right after its change finds its writer even when the listeners are
+    /// behind. Returns at once when they are not.
+    pub fn catch_up(&self) {
+        let deadline = Instant::now() + CATCH_UP;
+        for listener in &self.listeners {
+            while listener.is_behind() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// The process whose recent operation on `path` explains a drift of
@@ -413,7 +474,7 @@ impl Drop for Attribution {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         for listener in self.listeners.drain(..) {
-            let _ = listener.join();
+            let _ = listener.thread.join();
         }
     }
 }

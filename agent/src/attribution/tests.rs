@@ -369,3 +369,59 @@ fn the_agents_own_changes_are_not_remembered() {
         assert_eq!(actor.pid, None, "{kind:?}: {actor:?}");
     }
 }
+
+#[test]
+fn catching_up_waits_for_queued_events_to_be_remembered_and_no_longer() {
+    // A stand-in for a fanotify group: a pipe holding one unread "event", and a
+    // listener that is slow to read and to remember it.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    nix::unistd::write(&write_end, b"e").unwrap();
+    let mut attribution = offline(None, None);
+    let state = Arc::clone(&attribution.shared);
+    let queue = read_end.try_clone().unwrap();
+    let listener = Listener::spawn("test-listener", queue.as_fd(), move |busy| {
+        std::thread::sleep(Duration::from_millis(30));
+        busy.store(true, Ordering::SeqCst);
+        nix::unistd::read(&read_end, &mut [0u8; 1]).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        state.remember("/srv/a".into(), Operation::Attrib, known(77), false);
+        busy.store(false, Ordering::SeqCst);
+        while !state.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .unwrap();
+    attribution.listeners.push(listener);
+    let started = Instant::now();
+    attribution.catch_up();
+    let waited = started.elapsed();
+    let actor = attribution.actor_for(Path::new("/srv/a"), ChangeKind::Attributes);
+    assert_eq!(actor.pid, Some(77), "waited {waited:?}: {actor:?}");
+    // Nothing queued any more: no waiting.
+    let started = Instant::now();
+    attribution.catch_up();
+    assert!(started.elapsed() < Duration::from_millis(20));
+}
+
+#[test]
+fn catching_up_is_bounded_when_a_listener_never_reads() {
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    nix::unistd::write(&write_end, b"e").unwrap();
+    let mut attribution = offline(None, None);
+    let state = Arc::clone(&attribution.shared);
+    let listener = Listener::spawn("test-stuck", read_end.as_fd(), move |_busy| {
+        while !state.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .unwrap();
+    attribution.listeners.push(listener);
+    let started = Instant::now();
+    attribution.catch_up();
+    let waited = started.elapsed();
+    assert!(
+        waited >= CATCH_UP && waited < CATCH_UP + Duration::from_millis(500),
+        "{waited:?}"
+    );
+    drop(read_end);
+}

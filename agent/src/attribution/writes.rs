@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -47,7 +47,9 @@ pub(super) fn listen(paths: &[PathBuf]) -> Result<Fanotify, String> {
     Ok(fanotify)
 }
 
-pub(super) fn read_loop(fanotify: &Fanotify, state: &Shared) {
+/// Reads and remembers events until `state.stop`; `busy` is set from before
+/// each read until its events are remembered.
+pub(super) fn read_loop(fanotify: &Fanotify, state: &Shared, busy: &AtomicBool) {
     let own_pid = std::process::id() as i32;
     let mut users = UserNames::load();
     while !state.stop.load(Ordering::Relaxed) {
@@ -63,9 +65,13 @@ pub(super) fn read_loop(fanotify: &Fanotify, state: &Shared) {
                 return;
             }
         }
+        busy.store(true, Ordering::SeqCst);
         let events = match fanotify.read_events() {
             Ok(events) => events,
-            Err(Errno::EAGAIN) => continue,
+            Err(Errno::EAGAIN) => {
+                busy.store(false, Ordering::SeqCst);
+                continue;
+            }
             Err(errno) => {
                 state.listener_stopped(format!(
                     "content writes are no longer attributed: reading fanotify events failed: {errno}"
@@ -92,5 +98,6 @@ pub(super) fn read_loop(fanotify: &Fanotify, state: &Shared) {
             let actor = process_actor(event.pid() as u32, &mut users);
             state.remember(path, Operation::Write, actor, false);
         }
+        busy.store(false, Ordering::SeqCst);
     }
 }
