@@ -135,3 +135,30 @@ fn chmod_mv_and_rm_are_attributed_to_the_process_that_ran_them() {
     assert_eq!(actor.comm.as_deref(), Some("sh"), "{actor:?}");
     daemon.stop();
 }
+
+#[test]
+fn renaming_a_directory_names_the_mover_for_the_files_it_took_along() {
+    let collector = TestCollector::start();
+    let Some((host, daemon)) = attributing_daemon(&collector) else {
+        return;
+    };
+    // No event names the files inside: the directory's own rename explains them.
+    let before = host.host.path("etc/sub");
+    let after = host.host.path("etc/sub-old");
+    let mv = run("mv", &[&before, &after]);
+    let removed = event_for(
+        &collector,
+        &before.join("other.conf"),
+        ChangeKind::Removed,
+        &daemon,
+    );
+    let added = event_for(
+        &collector,
+        &after.join("other.conf"),
+        ChangeKind::Added,
+        &daemon,
+    );
+    assert_actor(&removed, mv, "mv");
+    assert_actor(&added, mv, "mv");
+    daemon.stop();
+}
