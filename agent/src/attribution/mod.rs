@@ -1,37 +1,33 @@
 //! Who made a change, where the kernel lets us see it.
 //!
-//! With CAP_SYS_ADMIN the agent runs two fanotify groups, each with a
-//! *filesystem* mark on every file system that holds a policy path (under
-//! systemd's ProtectSystem the agent has its own mount namespace, where mount
-//! marks see nothing):
-//!
-//! - [`writes`]: a group in fd mode for content writes (`FAN_MODIFY`,
-//!   `FAN_CLOSE_WRITE`); the path comes from the event's file descriptor.
-//! - [`entries`]: a group in FID mode (`FAN_REPORT_DFID_NAME`) for metadata
-//!   changes, creations, removals and both sides of renames. These events
-//!   carry a directory file handle and a name instead of a descriptor; the
-//!   handle is turned into a path with `open_by_handle_at` (CAP_DAC_READ_SEARCH).
+//! With CAP_SYS_ADMIN the agent runs a fanotify group in FID mode
+//! (`FAN_REPORT_DFID_NAME`, see [`fid`]) with a *filesystem* mark on every
+//! file system that holds a policy path (under systemd's ProtectSystem the
+//! agent has its own mount namespace, where mount marks see nothing). It hears
+//! content writes, metadata changes, creations, removals and both sides of
+//! renames. Events carry a directory file handle and a name; the handle is
+//! turned into a path with `open_by_handle_at` (CAP_DAC_READ_SEARCH).
 //!
 //! Each event carries the writer's pid; the listener resolves it through /proc
 //! right away (process name, executable, uid, audit login uid = the person
-//! behind sudo, session) and remembers, per path and kind of operation, the
-//! last process seen, for two minutes. When a drift is detected,
+//! behind sudo, session, tty) and remembers, per path and kind of operation,
+//! the last process seen, for two minutes. When a drift is detected,
 //! [`Attribution::actor_for`] answers from that memory with the operation that
 //! explains the drift (a chmod for a mode change, the rename for either side
 //! of a move, the unlink for a removal), and says why when it cannot: no
 //! privilege, the writer exited before /proc could be read (chmod, mv and rm
 //! usually do: the pid is kept), or no such operation was seen.
 //!
-//! Attribution is best effort and never blocks detection: the listeners run
-//! on their own threads, memory is bounded, and a lost kernel event (queue
-//! overflow) is reported as a coverage gap.
+//! Attribution is best effort and never blocks detection: the listener runs
+//! on its own thread, memory is bounded, waiting for it is bounded
+//! ([`Attribution::catch_up`]), and a lost kernel event (queue overflow) is
+//! reported as a coverage gap.
 
 // Raw fanotify FID calls: the only unsafe code in the workspace, each block justified.
 #[allow(unsafe_code)]
-mod entries;
+mod fid;
 mod memory;
 pub mod records;
-mod writes;
 
 use std::collections::HashMap;
 use std::fs;
@@ -57,7 +53,7 @@ const UNSET_LOGIN_UID: u32 = u32::MAX;
 /// What a process did to a path, as fanotify reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
-    /// Content written (fd-mode group).
+    /// Content written.
     Write,
     /// Mode, owner, timestamps or extended attributes changed.
     Attrib,
@@ -90,10 +86,8 @@ pub type GapListener = Box<dyn Fn(Option<String>) + Send + Sync>;
 pub struct Attribution {
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
-    /// Why content writes are not attributed, if they are not.
-    writes_off: Option<String>,
-    /// Why creations, removals, renames and metadata changes are not attributed.
-    entries_off: Option<String>,
+    /// Why no change is attributed, if none is.
+    off: Option<String>,
 }
 
 /// A listener thread and what tells whether it is behind its kernel queue.
@@ -286,67 +280,36 @@ impl Attribution {
     /// actor says so. `on_gap_change` hears about coverage lost later (queue
     /// overflows).
     pub fn start(paths: &[PathBuf], on_gap_change: Option<GapListener>) -> Attribution {
-        let writes = writes::listen(paths);
-        let entries = entries::listen(paths);
-        let mut writes_off = writes.as_ref().err().cloned();
-        let mut entries_off = entries.as_ref().err().cloned();
-        let mut gaps = Vec::new();
-        if let Ok(group) = &entries {
-            gaps.extend(group.unmarked.iter().map(|why| {
-                format!(
-                    "renames, removals, creations and metadata changes are not attributed {why}"
-                )
-            }));
-        }
-        let start_gap = match (&writes_off, &entries_off) {
-            // Usually the same reason (no CAP_SYS_ADMIN): say it once.
-            (Some(writes), Some(_)) => Some(writes.clone()),
-            (Some(writes), None) => Some(format!("content writes are not attributed: {writes}")),
-            (None, Some(entries)) => Some(format!(
-                "renames, removals, creations and metadata changes are not attributed: {entries}"
-            )),
-            (None, None) => None,
-        };
-        let start_gap = match (start_gap, gaps.is_empty()) {
-            (gap, true) => gap,
-            (Some(gap), false) => Some(format!("{gap}; {}", gaps.join("; "))),
-            (None, false) => Some(gaps.join("; ")),
+        let group = fid::listen(paths);
+        let mut off = group.as_ref().err().cloned();
+        let start_gap = match &group {
+            Err(why) => Some(why.clone()),
+            Ok(group) if group.unmarked.is_empty() => None,
+            Ok(group) => Some(
+                group
+                    .unmarked
+                    .iter()
+                    .map(|why| format!("changes are not attributed {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
         };
         let shared = Arc::new(Shared::new(paths.to_vec(), start_gap, on_gap_change));
         let mut listeners = Vec::new();
-        if let Ok(group) = writes {
-            let state = Arc::clone(&shared);
-            let queue = group.as_fd().try_clone_to_owned();
-            let started = queue.and_then(|queue| {
-                Listener::spawn("attrib-writes", queue.as_fd(), move |busy| {
-                    writes::read_loop(&group, &state, busy)
-                })
-            });
-            match started {
-                Ok(listener) => listeners.push(listener),
-                Err(err) => {
-                    let why = format!("cannot start its listener thread: {err}");
-                    shared.listener_stopped(format!("content writes are not attributed: {why}"));
-                    writes_off = Some(why);
-                }
-            }
-        }
-        if let Ok(group) = entries {
+        if let Ok(group) = group {
             let state = Arc::clone(&shared);
             let queue = group.queue().try_clone_to_owned();
             let started = queue.and_then(|queue| {
-                Listener::spawn("attrib-entries", queue.as_fd(), move |busy| {
-                    entries::read_loop(group, &state, busy)
+                Listener::spawn("attribution", queue.as_fd(), move |busy| {
+                    fid::read_loop(group, &state, busy)
                 })
             });
             match started {
                 Ok(listener) => listeners.push(listener),
                 Err(err) => {
-                    let why = format!("cannot start its listener thread: {err}");
-                    shared.listener_stopped(format!(
-                        "renames, removals, creations and metadata changes are not attributed: {why}"
-                    ));
-                    entries_off = Some(why);
+                    let why = format!("cannot start the fanotify listener thread: {err}");
+                    shared.listener_stopped(why.clone());
+                    off = Some(why);
                 }
             }
         }
@@ -359,8 +322,7 @@ impl Attribution {
         Attribution {
             shared,
             listeners,
-            writes_off,
-            entries_off,
+            off,
         }
     }
 
@@ -369,8 +331,7 @@ impl Attribution {
         Attribution {
             shared: Arc::new(Shared::new(Vec::new(), Some(reason.clone()), None)),
             listeners: Vec::new(),
-            writes_off: Some(reason.clone()),
-            entries_off: Some(reason),
+            off: Some(reason),
         }
     }
 
@@ -401,7 +362,7 @@ impl Attribution {
     /// The process whose recent operation on `path` explains a drift of
     /// `kind`, or why it is unknown.
     pub fn actor_for(&self, path: &Path, kind: ChangeKind) -> Actor {
-        if let (Some(reason), Some(_)) = (&self.writes_off, &self.entries_off) {
+        if let Some(reason) = &self.off {
             return Actor {
                 source: "none".into(),
                 reason: Some(reason.clone()),
@@ -423,22 +384,7 @@ impl Attribution {
             describe(wanted),
             REMEMBER.as_secs()
         );
-        let mut unwatched = Vec::new();
-        if let Some(why) = &self.writes_off
-            && wanted.contains(&Operation::Write)
-        {
-            unwatched.push(format!("content writes are not attributed here: {why}"));
-        }
-        if let Some(why) = &self.entries_off
-            && wanted.iter().any(|op| *op != Operation::Write)
-        {
-            unwatched.push(format!(
-                "renames, removals, creations and metadata changes are not attributed here: {why}"
-            ));
-        }
-        if !unwatched.is_empty() {
-            reason = format!("{reason}; {}", unwatched.join("; "));
-        } else if self.shared.overflowed_recently() {
+        if self.shared.overflowed_recently() {
             reason.push_str("; the fanotify queue overflowed recently and lost events");
         } else {
             reason.push_str(" (the change may predate the agent's start)");
@@ -507,9 +453,13 @@ pub fn process_actor(pid: u32, users: &mut UserNames) -> Actor {
             ..Actor::default()
         };
     };
-    let uid = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let uid = field("Uid:")
         .and_then(|ids| ids.split_whitespace().next())
         .and_then(|uid| uid.parse().ok());
     let login_uid = read("loginuid")
@@ -518,21 +468,32 @@ pub fn process_actor(pid: u32, users: &mut UserNames) -> Actor {
     let session = read("sessionid")
         .and_then(|v| v.trim().parse::<u32>().ok())
         .filter(|&id| id != UNSET_LOGIN_UID);
+    let exe = fs::read_link(proc.join("exe"))
+        .ok()
+        .map(|p| p.display().to_string());
+    let tty = read("stat").as_deref().and_then(controlling_tty);
+    // A process exiting while it is read (a zombie, or reaped by now) loses
+    // its /proc entries one by one: keep what was read, and say so.
+    let exiting = field("State:").is_some_and(|state| state.starts_with(['Z', 'X']))
+        || fs::metadata(&proc).is_err();
     Actor {
         source: "fanotify".into(),
         pid: Some(pid),
-        comm: read("comm").map(|c| c.trim().to_owned()),
-        exe: fs::read_link(proc.join("exe"))
-            .ok()
-            .map(|p| p.display().to_string()),
+        // From the same read as the uid, so the two always agree.
+        comm: field("Name:").map(str::to_owned),
+        exe,
         uid,
         user: uid.and_then(|uid| users.name(uid)),
         login_uid,
         login_user: login_uid.and_then(|uid| users.name(uid)),
         session,
-        exited: false,
-        reason: None,
-        tty: read("stat").as_deref().and_then(controlling_tty),
+        exited: exiting,
+        reason: exiting.then(|| {
+            "the process exited before it could be read in full (short-lived commands such \
+             as chmod, mv and rm often do): what was read is kept"
+                .into()
+        }),
+        tty,
     }
 }
 

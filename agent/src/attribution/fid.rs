@@ -1,6 +1,8 @@
-//! Creations, removals, renames and metadata changes: a fanotify group in FID
+//! Every change attribution follows (content writes, metadata changes,
+//! creations, removals, both sides of renames): one fanotify group in FID
 //! mode (`FAN_REPORT_DFID_NAME`) through raw libc calls, since nix has no FID
-//! support. Events name a directory by file handle plus an entry name; the
+//! support. Unlike fd mode, the kernel opens no file per event, which keeps
+//! the cost low on a busy file system where most events are not ours. Events name a directory by file handle plus an entry name; the
 //! handle becomes a path with `open_by_handle_at` on a descriptor of the
 //! same file system and a readlink of /proc/self/fd (cached, bounded).
 
@@ -22,7 +24,9 @@ use super::{Operation, Shared, UserNames, process_actor};
 
 /// What the group listens for. FAN_ONDIR: directories too (a removed or
 /// renamed directory takes its subtree with it).
-const MASK: u64 = libc::FAN_ATTRIB
+const MASK: u64 = libc::FAN_MODIFY
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_ATTRIB
     | libc::FAN_CREATE
     | libc::FAN_DELETE
     | libc::FAN_MOVED_FROM
@@ -30,7 +34,8 @@ const MASK: u64 = libc::FAN_ATTRIB
     | libc::FAN_ONDIR;
 
 /// The mask bit of each operation this group reports.
-const OPERATIONS: [(u64, Operation); 5] = [
+const OPERATIONS: [(u64, Operation); 6] = [
+    (libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE, Operation::Write),
     (libc::FAN_ATTRIB, Operation::Attrib),
     (libc::FAN_CREATE, Operation::Create),
     (libc::FAN_DELETE, Operation::Delete),
@@ -58,7 +63,7 @@ struct Filesystem {
 }
 
 /// The nearest existing ancestor of each path, with its device.
-pub(super) fn existing_ancestors(paths: &[PathBuf]) -> Vec<(PathBuf, u64)> {
+fn existing_ancestors(paths: &[PathBuf]) -> Vec<(PathBuf, u64)> {
     paths
         .iter()
         .filter_map(|path| {
