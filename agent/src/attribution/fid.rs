@@ -49,7 +49,7 @@ const MAX_CACHED_DIRECTORIES: usize = 4096;
 const MAX_HANDLE_BYTES: usize = libc::MAX_HANDLE_SZ as usize;
 
 /// A FID-mode group and, per marked file system, a descriptor to resolve handles against.
-pub(super) struct EntriesGroup {
+pub(super) struct FidGroup {
     group: OwnedFd,
     filesystems: Vec<Filesystem>,
     /// The file systems that could not be marked, each with why.
@@ -73,7 +73,7 @@ fn existing_ancestors(paths: &[PathBuf]) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
-pub(super) fn listen(paths: &[PathBuf]) -> Result<EntriesGroup, String> {
+pub(super) fn listen(paths: &[PathBuf]) -> Result<FidGroup, String> {
     let flags =
         libc::FAN_CLASS_NOTIF | libc::FAN_REPORT_DFID_NAME | libc::FAN_NONBLOCK | libc::FAN_CLOEXEC;
     let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as libc::c_uint;
@@ -97,6 +97,7 @@ pub(super) fn listen(paths: &[PathBuf]) -> Result<EntriesGroup, String> {
     let mut marked_devices = Vec::new();
     let mut filesystems = Vec::new();
     let mut unmarked = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
     for (existing, device) in existing_ancestors(paths) {
         if marked_devices.contains(&device) {
             continue;
@@ -104,19 +105,27 @@ pub(super) fn listen(paths: &[PathBuf]) -> Result<EntriesGroup, String> {
         marked_devices.push(device);
         match mark_filesystem(group.as_fd(), &existing) {
             Ok(filesystem) => filesystems.push(filesystem),
-            Err(why) => unmarked.push(format!(
-                "on the file system of {}: {why}",
-                existing.display()
-            )),
+            Err(why) => {
+                unmarked.push(format!(
+                    "on the file system of {}: {why}",
+                    existing.display()
+                ));
+                if !reasons.contains(&why) {
+                    reasons.push(why);
+                }
+            }
         }
     }
     if filesystems.is_empty() {
-        return Err(match unmarked.is_empty() {
-            true => "no policy path exists to mark its file system".to_owned(),
-            false => unmarked.join("; "),
+        return Err(match reasons.as_slice() {
+            [] => "no policy path exists to mark its file system".to_owned(),
+            // One reason for all (typically no CAP_SYS_ADMIN, as an unprivileged
+            // FID group can be created but not marked on a whole file system).
+            [why] => why.clone(),
+            _ => unmarked.join("; "),
         });
     }
-    Ok(EntriesGroup {
+    Ok(FidGroup {
         group,
         filesystems,
         unmarked,
@@ -177,7 +186,7 @@ fn open_anchor(path: &Path) -> std::io::Result<fs::File> {
         .open(directory)
 }
 
-impl EntriesGroup {
+impl FidGroup {
     /// The group's descriptor (readable while events wait).
     pub(super) fn queue(&self) -> BorrowedFd<'_> {
         self.group.as_fd()
@@ -186,7 +195,7 @@ impl EntriesGroup {
 
 /// Reads and remembers events until `state.stop`; `busy` is set from before
 /// each read until its events are remembered.
-pub(super) fn read_loop(group: EntriesGroup, state: &Shared, busy: &AtomicBool) {
+pub(super) fn read_loop(group: FidGroup, state: &Shared, busy: &AtomicBool) {
     let own_pid = std::process::id() as i32;
     let mut users = UserNames::load();
     let mut resolver = Resolver::new(group.filesystems);
