@@ -2,7 +2,8 @@
 //! creations, removals, both sides of renames): one fanotify group in FID
 //! mode (`FAN_REPORT_DFID_NAME`) through raw libc calls, since nix has no FID
 //! support. Unlike fd mode, the kernel opens no file per event, which keeps
-//! the cost low on a busy file system where most events are not ours. Events name a directory by file handle plus an entry name; the
+//! the cost low on a busy file system where most events are not ours.
+//! Events name a directory by file handle plus an entry name; the
 //! handle becomes a path with `open_by_handle_at` on a descriptor of the
 //! same file system and a readlink of /proc/self/fd (cached, bounded).
 
@@ -13,14 +14,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use driftwatch_common::api::v1::Actor;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::records::{self, DirEntry};
-use super::{Operation, Shared, UserNames, process_actor};
+use super::{Operation, Progress, Shared, UserNames, process_actor};
 
 /// What the group listens for. FAN_ONDIR: directories too (a removed or
 /// renamed directory takes its subtree with it).
@@ -193,9 +194,8 @@ impl FidGroup {
     }
 }
 
-/// Reads and remembers events until `state.stop`; `busy` is set from before
-/// each read until its events are remembered.
-pub(super) fn read_loop(group: FidGroup, state: &Shared, busy: &AtomicBool) {
+/// Reads and remembers events until `state.stop`, telling `progress` how far it got.
+pub(super) fn read_loop(group: FidGroup, state: &Shared, progress: &Progress) {
     let own_pid = std::process::id() as i32;
     let mut users = UserNames::load();
     let mut resolver = Resolver::new(group.filesystems);
@@ -215,7 +215,7 @@ pub(super) fn read_loop(group: FidGroup, state: &Shared, busy: &AtomicBool) {
                 return;
             }
         }
-        busy.store(true, Ordering::SeqCst);
+        progress.reading();
         // SAFETY: the pointer and length describe `buffer`, which is ours and
         // outlives the call; the kernel writes at most `buffer.len()` bytes.
         let read = unsafe {
@@ -227,7 +227,7 @@ pub(super) fn read_loop(group: FidGroup, state: &Shared, busy: &AtomicBool) {
         };
         let Ok(read) = usize::try_from(read) else {
             let errno = Errno::last();
-            busy.store(false, Ordering::SeqCst);
+            progress.idle();
             match errno {
                 Errno::EAGAIN | Errno::EINTR => continue,
                 errno => {
@@ -284,7 +284,7 @@ pub(super) fn read_loop(group: FidGroup, state: &Shared, busy: &AtomicBool) {
                 }
             }
         }
-        busy.store(false, Ordering::SeqCst);
+        progress.handled(group.group.as_fd());
     }
 }
 

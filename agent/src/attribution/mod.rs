@@ -95,36 +95,89 @@ struct Listener {
     thread: JoinHandle<()>,
     /// A duplicate of the group's descriptor: readable while events wait.
     queue: OwnedFd,
+    progress: Arc<Progress>,
+}
+
+/// How far a listener got, told by the listener thread.
+pub(super) struct Progress {
     /// Set from before a read until its events are remembered.
-    busy: Arc<AtomicBool>,
+    busy: AtomicBool,
+    /// The last time the queue was seen empty after a batch was remembered
+    /// (nanoseconds since `epoch`): every event queued before it is remembered.
+    drained_at: AtomicU64,
+    epoch: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            busy: AtomicBool::new(false),
+            drained_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// About to read from the queue.
+    pub(super) fn reading(&self) {
+        self.busy.store(true, Ordering::SeqCst);
+    }
+
+    /// The read returned nothing.
+    pub(super) fn idle(&self) {
+        self.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// A batch is remembered. If the queue is empty now, so is everything
+    /// queued before now: under a steady stream of other events, catching up
+    /// then waits for one batch, not for a queue that is never empty.
+    pub(super) fn handled(&self, queue: BorrowedFd<'_>) {
+        let checked = self.nanos(Instant::now());
+        if !readable(queue) {
+            self.drained_at.fetch_max(checked, Ordering::SeqCst);
+        }
+        self.busy.store(false, Ordering::SeqCst);
+    }
+}
+
+fn readable(queue: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(queue, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0)
 }
 
 impl Listener {
     fn spawn(
         name: &str,
         queue: BorrowedFd<'_>,
-        read_loop: impl FnOnce(&AtomicBool) + Send + 'static,
+        read_loop: impl FnOnce(&Progress) + Send + 'static,
     ) -> std::io::Result<Listener> {
         let queue = queue.try_clone_to_owned()?;
-        let busy = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&busy);
+        let progress = Arc::new(Progress::new());
+        let told = Arc::clone(&progress);
         let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || read_loop(&flag))?;
+            .spawn(move || read_loop(&told))?;
         Ok(Listener {
             thread,
             queue,
-            busy,
+            progress,
         })
     }
 
-    /// Events queued before this call are not all remembered yet. Checks
-    /// the queue first: if it is empty, whatever it held was read, and that
-    /// read is still being handled exactly while `busy` is set.
-    fn is_behind(&self) -> bool {
-        let mut fds = [PollFd::new(self.queue.as_fd(), PollFlags::POLLIN)];
-        let readable = poll(&mut fds, PollTimeout::ZERO).is_ok_and(|ready| ready > 0);
-        !self.thread.is_finished() && (readable || self.busy.load(Ordering::SeqCst))
+    /// Events queued before `since` are not all remembered yet. Either the
+    /// queue was seen drained after `since`, or: checking the queue first, if
+    /// it is empty whatever it held was read, and that read is still being
+    /// handled exactly while `busy` is set.
+    fn is_behind(&self, since: Instant) -> bool {
+        if self.thread.is_finished()
+            || self.progress.drained_at.load(Ordering::SeqCst) >= self.progress.nanos(since)
+        {
+            return false;
+        }
+        readable(self.queue.as_fd()) || self.progress.busy.load(Ordering::SeqCst)
     }
 }
 
@@ -300,8 +353,8 @@ impl Attribution {
             let state = Arc::clone(&shared);
             let queue = group.queue().try_clone_to_owned();
             let started = queue.and_then(|queue| {
-                Listener::spawn("attribution", queue.as_fd(), move |busy| {
-                    fid::read_loop(group, &state, busy)
+                Listener::spawn("attribution", queue.as_fd(), move |progress| {
+                    fid::read_loop(group, &state, progress)
                 })
             });
             match started {
@@ -351,9 +404,10 @@ impl Attribution {
     /// right after its change finds its writer even when the listeners are
     /// behind. Returns at once when they are not.
     pub fn catch_up(&self) {
-        let deadline = Instant::now() + CATCH_UP;
+        let since = Instant::now();
+        let deadline = since + CATCH_UP;
         for listener in &self.listeners {
-            while listener.is_behind() && Instant::now() < deadline {
+            while listener.is_behind(since) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }

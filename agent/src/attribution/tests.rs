@@ -385,13 +385,13 @@ fn catching_up_waits_for_queued_events_to_be_remembered_and_no_longer() {
     let mut attribution = offline();
     let state = Arc::clone(&attribution.shared);
     let queue = read_end.try_clone().unwrap();
-    let listener = Listener::spawn("test-listener", queue.as_fd(), move |busy| {
+    let listener = Listener::spawn("test-listener", queue.as_fd(), move |progress| {
         std::thread::sleep(Duration::from_millis(30));
-        busy.store(true, Ordering::SeqCst);
+        progress.reading();
         nix::unistd::read(&read_end, &mut [0u8; 1]).unwrap();
         std::thread::sleep(Duration::from_millis(30));
         state.remember("/srv/a".into(), Operation::Attrib, known(77), false);
-        busy.store(false, Ordering::SeqCst);
+        progress.handled(read_end.as_fd());
         while !state.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -415,7 +415,7 @@ fn catching_up_is_bounded_when_a_listener_never_reads() {
     nix::unistd::write(&write_end, b"e").unwrap();
     let mut attribution = offline();
     let state = Arc::clone(&attribution.shared);
-    let listener = Listener::spawn("test-stuck", read_end.as_fd(), move |_busy| {
+    let listener = Listener::spawn("test-stuck", read_end.as_fd(), move |_progress| {
         while !state.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -430,4 +430,27 @@ fn catching_up_is_bounded_when_a_listener_never_reads() {
         "{waited:?}"
     );
     drop(read_end);
+}
+
+#[test]
+fn a_queue_seen_drained_after_the_change_needs_no_more_waiting() {
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = Arc::clone(&stop);
+    let listener = Listener::spawn("test-drained", read_end.as_fd(), move |_progress| {
+        while !running.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .unwrap();
+    let change = Instant::now();
+    // The listener handled a batch and found the queue empty after the change...
+    listener.progress.reading();
+    listener.progress.handled(read_end.as_fd());
+    // ...then other events keep arriving: the queue is never empty again.
+    nix::unistd::write(&write_end, b"more").unwrap();
+    assert!(!listener.is_behind(change), "drained after the change");
+    assert!(listener.is_behind(Instant::now()), "events wait now");
+    stop.store(true, Ordering::Relaxed);
+    listener.thread.join().unwrap();
 }
