@@ -156,7 +156,7 @@ impl Extras {
             store.derived_key("diff fingerprint"),
         )
         .context("building the secret mask for diffs")?;
-        // Coverage lost later (a fanotify queue overflow) shows in heartbeats and status.
+        // Coverage lost later (queue overflow, listener stopped) shows in heartbeats and status.
         let status = status.clone();
         let on_gap_change: GapListener =
             Box::new(move |gap| status.update(|s| s.coverage.attribution_unavailable = gap));
@@ -494,7 +494,7 @@ impl Engine {
     /// changed file still matches its package, and for text files a diff
     /// with secret values masked (no unmasked diff ever leaves the host).
     fn enrich(&self, pending: &mut [Pending]) {
-        // Bounded: lets the attribution listeners record the writers of these changes.
+        // Bounded wait: lets the attribution listener record the writers of these changes.
         self.extras.attribution.catch_up();
         for event in pending.iter_mut() {
             if event.kind == ChangeKind::Restored {

@@ -210,7 +210,7 @@ pub(super) fn read_loop(group: FidGroup, state: &Shared, progress: &Progress) {
             Ok(_) => {}
             Err(errno) => {
                 state.listener_stopped(format!(
-                    "renames, removals, creations and metadata changes are no longer attributed: waiting for fanotify events failed: {errno}"
+                    "changes are no longer attributed: waiting for fanotify events failed: {errno}"
                 ));
                 return;
             }
@@ -232,7 +232,7 @@ pub(super) fn read_loop(group: FidGroup, state: &Shared, progress: &Progress) {
                 Errno::EAGAIN | Errno::EINTR => continue,
                 errno => {
                     state.listener_stopped(format!(
-                        "renames, removals, creations and metadata changes are no longer attributed: reading fanotify events failed: {errno}"
+                        "changes are no longer attributed: reading fanotify events failed: {errno}"
                     ));
                     return;
                 }
@@ -249,7 +249,7 @@ pub(super) fn read_loop(group: FidGroup, state: &Shared, progress: &Progress) {
                 }
             };
             if event.mask & libc::FAN_Q_OVERFLOW != 0 {
-                state.overflowed("entries");
+                state.overflowed();
                 continue;
             }
             // The agent's own files (spool, status) are never drift.

@@ -275,11 +275,10 @@ impl Shared {
     }
 
     /// The kernel dropped events: say so, in the log and in the coverage.
-    fn overflowed(&self, group: &str) {
+    fn overflowed(&self) {
         let count = self.overflows.fetch_add(1, Ordering::Relaxed) + 1;
         *self.last_overflow.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         tracing::warn!(
-            group,
             count,
             "attribution: fanotify queue overflow; some writers are unknown"
         );

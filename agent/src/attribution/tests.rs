@@ -198,7 +198,7 @@ fn an_overflow_is_a_coverage_gap_and_reaches_the_listener() {
     let listener: GapListener = Box::new(move |gap| sink.lock().unwrap().push(gap));
     let shared = Shared::new(Vec::new(), Some("partial".into()), Some(listener));
     assert_eq!(shared.gap().as_deref(), Some("partial"));
-    shared.overflowed("entries");
+    shared.overflowed();
     let gap = shared.gap().unwrap();
     assert!(
         gap.starts_with("partial; ") && gap.contains("overflowed 1 time"),
@@ -206,10 +206,10 @@ fn an_overflow_is_a_coverage_gap_and_reaches_the_listener() {
     );
     assert_eq!(heard.lock().unwrap().as_slice(), &[Some(gap)]);
     assert!(shared.overflowed_recently());
-    shared.listener_stopped("content writes are no longer attributed: EIO".into());
+    shared.listener_stopped("changes are no longer attributed: EIO".into());
     let gap = shared.gap().unwrap();
     assert!(
-        gap.starts_with("partial; content writes are no longer attributed: EIO; the fanotify"),
+        gap.starts_with("partial; changes are no longer attributed: EIO; the fanotify"),
         "{gap}"
     );
     assert_eq!(heard.lock().unwrap().last(), Some(&Some(gap)));
