@@ -17,6 +17,12 @@ for unit in packaging/systemd/*.service packaging/systemd/*.timer; do
         -e "s|/usr/bin/driftwatch-collector|$PWD/target/debug/driftwatch-collector|g" \
         "$unit" > "$scratch/$(basename "$unit")"
 done
+# The agent unit with the opt-in attribution drop-in merged in (repeated [Service] keys add
+# to the unit's own, as the drop-in would), so its capabilities and system calls are checked too.
+{
+    cat "$scratch/driftwatch-agent.service"
+    grep -v '^#' packaging/systemd/attribution.conf
+} > "$scratch/driftwatch-agent-with-attribution.service"
 
 status=0
 for unit in "$scratch"/*; do

@@ -40,7 +40,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use crate::attribution::Attribution;
+use crate::attribution::{Attribution, GapListener};
 use crate::check::{
     CheckMode, CheckOptions, Observed, is_within, observe_path, read_plan, run_check_with,
     unified_diff,
@@ -150,7 +150,11 @@ struct Extras {
 }
 
 impl Extras {
-    fn start(config: &AgentConfig, store: &BaselineStore) -> anyhow::Result<Extras> {
+    fn start(
+        config: &AgentConfig,
+        store: &BaselineStore,
+        status: &StatusHandle,
+    ) -> anyhow::Result<Extras> {
         let roots: Vec<_> = config.rules.iter().map(|rule| rule.path.clone()).collect();
         let provenance = PackageRecords::open(DpkgPaths::default());
         if let Some(err) = provenance.unavailable() {
@@ -161,8 +165,12 @@ impl Extras {
             store.derived_key("diff fingerprint"),
         )
         .context("building the secret mask for diffs")?;
+        // Coverage lost later (queue overflow, listener stopped) shows in heartbeats and status.
+        let status = status.clone();
+        let on_gap_change: GapListener =
+            Box::new(move |gap| status.update(|s| s.coverage.attribution_unavailable = gap));
         Ok(Extras {
-            attribution: Attribution::start(&roots),
+            attribution: Attribution::start(&roots, Some(on_gap_change)),
             provenance: RefCell::new(provenance),
             mask,
         })
@@ -184,7 +192,7 @@ impl Engine {
         let reported = spool.reported()?;
         let reported_state = spool.reported_state()?;
         let baseline_state = store.state()?;
-        let extras = Extras::start(&config, &store)?;
+        let extras = Extras::start(&config, &store, &status)?;
         Ok(Engine {
             config,
             store,
@@ -515,12 +523,14 @@ impl Engine {
     /// changed file still matches its package, and for text files a diff
     /// with secret values masked (no unmasked diff ever leaves the host).
     fn enrich(&self, pending: &mut [Pending]) {
+        // Bounded wait: lets the attribution listener record the writers of these changes.
+        self.extras.attribution.catch_up();
         for event in pending.iter_mut() {
             if event.kind == ChangeKind::Restored {
                 continue;
             }
             let path = event.path.as_path();
-            event.actor = Some(self.extras.attribution.actor_for(path));
+            event.actor = Some(self.extras.attribution.actor_for(path, event.kind));
             let is_file = event
                 .after
                 .as_ref()

@@ -64,7 +64,7 @@ impl Pending {
             after: drift.after.clone(),
             // Filled in by `Engine::enrich`: the masked diff, the actor, the provenance.
             diff: None,
-            actor: Some(unattributed()),
+            actor: None,
             provenance: None,
             related: None,
             remember: Remember::Drifted(drift.after.clone()),
@@ -191,18 +191,6 @@ pub fn change_kind(kind: DriftKind) -> ChangeKind {
         DriftKind::Removed => ChangeKind::Removed,
         DriftKind::Content => ChangeKind::Content,
         DriftKind::Attributes => ChangeKind::Attributes,
-    }
-}
-
-/// Attribution (who made the change) is not implemented in this agent yet:
-/// every event says so rather than leaving the question open.
-pub fn unattributed() -> Actor {
-    Actor {
-        source: "none".into(),
-        reason: Some(
-            "attribution (fanotify/audit) is not implemented in this agent version".into(),
-        ),
-        ..Actor::default()
     }
 }
 

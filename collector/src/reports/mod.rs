@@ -196,6 +196,7 @@ mod tests {
             login_uid: Some(1000),
             login_user: Some("alice".into()),
             session: None,
+            tty: None,
             exited: false,
             reason: None,
         };

@@ -107,6 +107,10 @@ pub struct Actor {
     pub exited: bool,
     /// Why the actor is unknown or partial.
     pub reason: Option<String>,
+    /// The writer's controlling terminal (`pts/3`), if it had one. Absent from the
+    /// JSON when unknown, so events without it keep their canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<String>,
 }
 
 /// What the package manager says about a changed file.
