@@ -3,61 +3,24 @@
 //! the API and /metrics, the secret sent but never logged or audited), a webhook that is
 //! down across a collector restart (Slack format), and syslog over UDP and TCP (the RFC 5424 line).
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use driftwatch_common::api::v1::{ChangeKind, DriftEvent, SeenBy, SubjectKey, SubjectState};
-use driftwatch_tests::collector::Collector;
+use driftwatch_tests::collector::{Collector, FakeAgent};
 use driftwatch_tests::daemon::wait_until;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::Value;
 
 const SECRET: &str = "hook-s3cret-e2e";
 
 /// Enrolls `hostname` and reports one change nobody approved: an alert after the hold.
 #[track_caller]
 fn untraced_change(collector: &Collector, admin: &str, hostname: &str, subject: &str) {
-    let issued = collector
-        .post("/api/v1/enrollment-tokens", Some(admin), &json!({}))
-        .expect(201);
-    let answer = collector
-        .post(
-            "/api/v1/enroll",
-            None,
-            &json!({"token": issued["token"], "hostname": hostname, "agent_version": "e2e"}),
-        )
-        .expect(200);
-    let host_id: Uuid = answer["host_id"].as_str().unwrap().parse().unwrap();
-    let event = DriftEvent {
-        id: Uuid::now_v7(),
-        host_id,
-        seq: 1,
-        prev_hash: DriftEvent::GENESIS,
-        subject: SubjectKey(subject.to_owned()),
-        kind: ChangeKind::Content,
-        changed: vec!["version".into()],
-        before: None,
-        after: Some(SubjectState::Fields {
-            fields: BTreeMap::from([("version".to_owned(), "1".to_owned())]),
-        }),
-        diff: None,
-        actor: None,
-        seen_by: SeenBy::Watch,
-        observed_at: time::OffsetDateTime::now_utc(),
-        provenance: None,
-        related: None,
-        summary: None,
-    };
-    collector
-        .post(
-            "/api/v1/events",
-            answer["credential"].as_str(),
-            &json!({ "events": [event] }),
-        )
+    let agent = FakeAgent::enroll(collector, admin, hostname);
+    agent
+        .report(collector, &[agent.event(subject, "1")])
         .expect(200);
 }
 

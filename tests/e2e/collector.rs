@@ -2,83 +2,12 @@
 //! windows with segregation of duties, matching, held alerts, the audit trail (tampered
 //! with raw SQL), a clean stop and restart, configuration errors.
 
-use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use driftwatch_common::api::v1::{ChangeKind, DriftEvent, SeenBy, SubjectKey, SubjectState};
-use driftwatch_common::hash::ContentHash;
-use driftwatch_tests::collector::{Collector, http};
+use driftwatch_tests::collector::{Collector, FakeAgent, http};
 use driftwatch_tests::daemon::wait_until;
 use serde_json::json;
-use uuid::Uuid;
-
-/// An enrolled host that chains its events like an agent does.
-struct Host {
-    id: Uuid,
-    credential: String,
-    /// Cells, so that `host.report(&c, &[host.event(..)])` reads like a sentence.
-    seq: Cell<u64>,
-    prev: Cell<ContentHash>,
-}
-
-impl Host {
-    #[track_caller]
-    fn enroll(collector: &Collector, admin: &str, hostname: &str) -> Host {
-        let issued = collector
-            .post("/api/v1/enrollment-tokens", Some(admin), &json!({}))
-            .expect(201);
-        let answer = collector
-            .post(
-                "/api/v1/enroll",
-                None,
-                &json!({"token": issued["token"], "hostname": hostname, "agent_version": "e2e"}),
-            )
-            .expect(200);
-        Host {
-            id: answer["host_id"].as_str().unwrap().parse().unwrap(),
-            credential: answer["credential"].as_str().unwrap().to_owned(),
-            seq: Cell::new(0),
-            prev: Cell::new(DriftEvent::GENESIS),
-        }
-    }
-
-    /// The next event: `subject` now at `version`, seen now.
-    fn event(&self, subject: &str, version: &str) -> DriftEvent {
-        self.seq.set(self.seq.get() + 1);
-        let event = DriftEvent {
-            id: Uuid::now_v7(),
-            host_id: self.id,
-            seq: self.seq.get(),
-            prev_hash: self.prev.get(),
-            subject: SubjectKey(subject.to_owned()),
-            kind: ChangeKind::Content,
-            changed: vec!["version".into()],
-            before: None,
-            after: Some(SubjectState::Fields {
-                fields: BTreeMap::from([("version".to_owned(), version.to_owned())]),
-            }),
-            diff: None,
-            summary: None,
-            actor: None,
-            seen_by: SeenBy::Watch,
-            observed_at: time::OffsetDateTime::now_utc(),
-            provenance: None,
-            related: None,
-        };
-        self.prev.set(event.chain_hash());
-        event
-    }
-
-    fn report(&self, collector: &Collector, events: &[DriftEvent]) -> http::Response {
-        collector.post(
-            "/api/v1/events",
-            Some(&self.credential),
-            &json!({ "events": events }),
-        )
-    }
-}
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -101,7 +30,7 @@ fn collector_bootstraps_a_token_and_refuses_bad_input() {
     let health = http::get(collector.addr, "/healthz", None);
     assert_eq!(health.expect(200), json!({"status": "ok"}));
 
-    let host = Host::enroll(&collector, &admin, "web-1");
+    let host = FakeAgent::enroll(&collector, &admin, "web-1");
     let batch = json!({ "events": [host.event("package:nginx", "1")] });
     let addr = collector.addr;
     let post = |token: Option<&str>, headers: &[(&str, &str)], body: &[u8]| {
@@ -179,8 +108,8 @@ fn collector_authorizes_drift_in_approved_windows_and_alerts_on_the_rest() {
         token("bob", "change-manager"),
         token("eve", "security"),
     );
-    let web = Host::enroll(&collector, &admin, "web-1");
-    let db = Host::enroll(&collector, &admin, "db-1");
+    let web = FakeAgent::enroll(&collector, &admin, "web-1");
+    let db = FakeAgent::enroll(&collector, &admin, "db-1");
 
     let (start, end) = (in_minutes(-5), in_minutes(55));
     let created = collector.driftctl(
@@ -394,7 +323,7 @@ fn audit_verify_detects_an_edit_and_a_deletion_made_with_raw_sql() {
 fn collector_stops_cleanly_on_sigterm_and_keeps_its_records() {
     let mut collector = Collector::start("");
     let admin = collector.token("admin", "root");
-    let host = Host::enroll(&collector, &admin, "web-1");
+    let host = FakeAgent::enroll(&collector, &admin, "web-1");
     let first = host.event("file:/etc/hosts", "a");
     host.report(&collector, std::slice::from_ref(&first))
         .expect(200);

@@ -8,103 +8,63 @@ use std::collections::BTreeMap;
 
 use driftwatch_common::api::v1::{
     Actor, AgentHealth, ChangeKind, CommandOutcome, CommandResult, DriftEvent, Heartbeat,
-    HeartbeatResponse, Inventory, SeenBy, SubjectKey, SubjectState,
+    HeartbeatResponse, Inventory, SubjectState,
 };
-use driftwatch_common::hash::ContentHash;
-use driftwatch_tests::collector::Collector;
+use driftwatch_tests::collector::{Collector, FakeAgent};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const HOSTILE_SUBJECT: &str = "file:/etc/nginx/<script>alert(1)</script>`|*x*.conf";
 const HOSTILE_DIFF: &str = "--- a\n+++ b\n-listen 80;\n+</pre><script>steal()</script>\n+```\n";
 
-/// An enrolled host that chains its events like an agent does.
-struct Host {
-    id: Uuid,
-    credential: String,
-    seq: u64,
-    prev: ContentHash,
+/// Reports a change of `subject` to `after` as `agent` (a hostile diff, an actor whose
+/// login name is a spreadsheet formula); returns the event's id.
+#[track_caller]
+fn report(agent: &FakeAgent, collector: &Collector, subject: &str, after: SubjectState) -> Uuid {
+    let event = agent.chain(DriftEvent {
+        kind: ChangeKind::Content,
+        changed: vec!["content".into()],
+        before: Some(fields("1")),
+        after: Some(after),
+        diff: Some(HOSTILE_DIFF.into()),
+        actor: Some(Actor {
+            source: "fanotify".into(),
+            pid: Some(4242),
+            comm: Some("vi".into()),
+            login_user: Some("=HYPERLINK(\"http://evil\")".into()),
+            ..Actor::default()
+        }),
+        ..agent.event(subject, "unused")
+    });
+    agent
+        .report(collector, std::slice::from_ref(&event))
+        .expect(200);
+    event.id
 }
 
-impl Host {
-    #[track_caller]
-    fn enroll(collector: &Collector, admin: &str, hostname: &str) -> Host {
-        let issued = collector
-            .post("/api/v1/enrollment-tokens", Some(admin), &json!({}))
-            .expect(201);
-        let answer = collector
-            .post(
-                "/api/v1/enroll",
-                None,
-                &json!({"token": issued["token"], "hostname": hostname, "agent_version": "e2e"}),
-            )
-            .expect(200);
-        Host {
-            id: answer["host_id"].as_str().unwrap().parse().unwrap(),
-            credential: answer["credential"].as_str().unwrap().to_owned(),
-            seq: 0,
-            prev: DriftEvent::GENESIS,
-        }
-    }
-
-    #[track_caller]
-    fn report(&mut self, collector: &Collector, subject: &str, after: SubjectState) -> Uuid {
-        self.seq += 1;
-        let event = DriftEvent {
-            id: Uuid::now_v7(),
-            host_id: self.id,
-            seq: self.seq,
-            prev_hash: self.prev,
-            subject: SubjectKey(subject.to_owned()),
-            kind: ChangeKind::Content,
-            changed: vec!["content".into()],
-            before: Some(fields("1")),
-            after: Some(after),
-            diff: Some(HOSTILE_DIFF.into()),
-            actor: Some(Actor {
-                source: "fanotify".into(),
-                pid: Some(4242),
-                comm: Some("vi".into()),
-                login_user: Some("=HYPERLINK(\"http://evil\")".into()),
-                ..Actor::default()
-            }),
-            seen_by: SeenBy::Watch,
-            observed_at: time::OffsetDateTime::now_utc(),
-            provenance: None,
-            related: None,
-            summary: None,
-        };
-        self.prev = event.chain_hash();
-        collector
-            .post(
-                "/api/v1/events",
-                Some(&self.credential),
-                &json!({ "events": [event] }),
-            )
-            .expect(200);
-        event.id
-    }
-
-    /// A heartbeat that answers `results`; returns the commands received.
-    #[track_caller]
-    fn heartbeat(&self, collector: &Collector, results: Vec<CommandResult>) -> HeartbeatResponse {
-        let beat = Heartbeat {
-            host_id: self.id,
-            sent_at: time::OffsetDateTime::now_utc(),
-            inventory: Inventory::default(),
-            health: AgentHealth::default(),
-            last_seq: self.seq,
-            results,
-        };
-        let answer = collector
-            .post(
-                "/api/v1/heartbeat",
-                Some(&self.credential),
-                &serde_json::to_value(&beat).unwrap(),
-            )
-            .expect(200);
-        serde_json::from_value(answer).unwrap()
-    }
+/// A heartbeat from `agent` that answers `results`; returns the commands received.
+#[track_caller]
+fn heartbeat(
+    agent: &FakeAgent,
+    collector: &Collector,
+    results: Vec<CommandResult>,
+) -> HeartbeatResponse {
+    let beat = Heartbeat {
+        host_id: agent.id,
+        sent_at: time::OffsetDateTime::now_utc(),
+        inventory: Inventory::default(),
+        health: AgentHealth::default(),
+        last_seq: agent.last_seq(),
+        results,
+    };
+    let answer = collector
+        .post(
+            "/api/v1/heartbeat",
+            Some(&agent.credential),
+            &serde_json::to_value(&beat).unwrap(),
+        )
+        .expect(200);
+    serde_json::from_value(answer).unwrap()
 }
 
 fn fields(version: &str) -> SubjectState {
@@ -141,8 +101,8 @@ fn evidence_exports_and_close_out_bundles_for_auditors() {
     let mallory = token("mallory", "change-manager");
     let carol = token("carol", "auditor");
     let eve = token("eve", "security");
-    let mut web = Host::enroll(&collector, &admin, "web-1");
-    let mut db = Host::enroll(&collector, &admin, "db-1");
+    let web = FakeAgent::enroll(&collector, &admin, "web-1");
+    let db = FakeAgent::enroll(&collector, &admin, "db-1");
     let period_from = in_minutes(-10);
 
     // A window with an expected state, requested by alice and approved by bob.
@@ -181,9 +141,9 @@ fn evidence_exports_and_close_out_bundles_for_auditors() {
         )
         .expect(0);
 
-    let authorized = web.report(&collector, HOSTILE_SUBJECT, fields("2"));
-    let unexpected = web.report(&collector, "package:nginx", fields("3"));
-    let untraced = db.report(&collector, "file:/etc/passwd", fields("9"));
+    let authorized = report(&web, &collector, HOSTILE_SUBJECT, fields("2"));
+    let unexpected = report(&web, &collector, "package:nginx", fields("3"));
+    let untraced = report(&db, &collector, "file:/etc/passwd", fields("9"));
 
     let drift = collector
         .get(&format!("/api/v1/drift?host={}", db.id), &eve)
@@ -207,10 +167,11 @@ fn evidence_exports_and_close_out_bundles_for_auditors() {
         .driftctl(&alice, &["windows", "close", &window])
         .expect(0)
         .stdout_has("1 drift item(s) accepted");
-    let commands = web.heartbeat(&collector, vec![]).commands;
+    let commands = heartbeat(&web, &collector, vec![]).commands;
     assert_eq!(commands.len(), 1, "{commands:?}");
     let driftwatch_common::api::v1::AgentCommand::BaselineAccept { command_id, .. } = &commands[0];
-    web.heartbeat(
+    heartbeat(
+        &web,
         &collector,
         vec![CommandResult {
             command_id: *command_id,
@@ -554,10 +515,10 @@ fn evidence_exports_and_close_out_bundles_for_auditors() {
 fn an_export_larger_than_max_export_rows_is_refused_and_not_audited() {
     let collector = Collector::start("max_export_rows = 1");
     let admin = collector.token("admin", "root");
-    let mut web = Host::enroll(&collector, &admin, "web-1");
+    let web = FakeAgent::enroll(&collector, &admin, "web-1");
     let from = in_minutes(-10);
-    web.report(&collector, "package:a", fields("2"));
-    web.report(&collector, "package:b", fields("2"));
+    report(&web, &collector, "package:a", fields("2"));
+    report(&web, &collector, "package:b", fields("2"));
     let period = format!("from={}&to={}", q(&from), q(&in_minutes(10)));
     collector
         .get(&format!("/api/v1/reports/export?{period}"), &admin)

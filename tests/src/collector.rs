@@ -7,7 +7,11 @@
 //! - [`Collector::cli`] and [`Collector::driftctl`]: the two CLIs, as finished [`Run`]s.
 //! - [`http`]: a small HTTP/1.1 client over `std::net` (one request per connection), so
 //!   tests can send exactly the bytes they mean, including bad ones.
+//! - [`FakeAgent`]: an enrolled host that reports chained events through the API, for
+//!   tests about the collector alone.
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,8 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use driftwatch_common::api::v1::{ChangeKind, DriftEvent, SeenBy, SubjectKey, SubjectState};
+use driftwatch_common::hash::ContentHash;
+use serde_json::{Value, json};
 use tempfile::TempDir;
+use uuid::Uuid;
 
 use crate::daemon::wait_until;
 use crate::{Run, p, shell_words};
@@ -284,6 +291,95 @@ impl Collector {
             &[("content-type", "application/json")],
             body.to_string().as_bytes(),
         )
+    }
+}
+
+/// An enrolled host that reports like an agent: its events chained by `seq` and
+/// `prev_hash`, so the collector's chain checks see a well-behaved agent.
+pub struct FakeAgent {
+    pub id: Uuid,
+    pub credential: String,
+    seq: Cell<u64>,
+    prev: Cell<ContentHash>,
+}
+
+impl FakeAgent {
+    /// Enrolls `hostname` with a fresh enrollment token issued by `admin`.
+    #[track_caller]
+    pub fn enroll(collector: &Collector, admin: &str, hostname: &str) -> FakeAgent {
+        FakeAgent::enroll_with(collector, admin, json!({ "hostname": hostname }))
+    }
+
+    /// Enrolls with `fields` (hostname, labels...) added to the enrollment request.
+    #[track_caller]
+    pub fn enroll_with(collector: &Collector, admin: &str, fields: Value) -> FakeAgent {
+        let issued = collector
+            .post("/api/v1/enrollment-tokens", Some(admin), &json!({}))
+            .expect(201);
+        let mut request = json!({ "token": issued["token"], "agent_version": "e2e" });
+        for (key, value) in fields.as_object().expect("an object of request fields") {
+            request[key] = value.clone();
+        }
+        let answer = collector.post("/api/v1/enroll", None, &request).expect(200);
+        FakeAgent {
+            id: answer["host_id"].as_str().unwrap().parse().unwrap(),
+            credential: answer["credential"].as_str().unwrap().to_owned(),
+            seq: Cell::new(0),
+            prev: Cell::new(DriftEvent::GENESIS),
+        }
+    }
+
+    /// The next event: `subject` now has `version`, seen by the watch just now.
+    pub fn event(&self, subject: &str, version: &str) -> DriftEvent {
+        self.chain(DriftEvent {
+            id: Uuid::now_v7(),
+            host_id: self.id,
+            seq: 0,
+            prev_hash: DriftEvent::GENESIS,
+            subject: SubjectKey(subject.to_owned()),
+            kind: ChangeKind::Content,
+            changed: vec!["version".into()],
+            before: None,
+            after: Some(version_state(version)),
+            diff: None,
+            summary: None,
+            actor: None,
+            seen_by: SeenBy::Watch,
+            observed_at: time::OffsetDateTime::now_utc(),
+            provenance: None,
+            related: None,
+        })
+    }
+
+    /// `event` as this agent's next one: its host id, sequence number and chain link.
+    pub fn chain(&self, mut event: DriftEvent) -> DriftEvent {
+        self.seq.set(self.seq.get() + 1);
+        event.host_id = self.id;
+        event.seq = self.seq.get();
+        event.prev_hash = self.prev.get();
+        self.prev.set(event.chain_hash());
+        event
+    }
+
+    /// The sequence number of the last event made.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.get()
+    }
+
+    /// Posts `events` as this agent.
+    pub fn report(&self, collector: &Collector, events: &[DriftEvent]) -> http::Response {
+        collector.post(
+            "/api/v1/events",
+            Some(&self.credential),
+            &json!({ "events": events }),
+        )
+    }
+}
+
+/// A state subject's fields: `{"version": version}`.
+pub fn version_state(version: &str) -> SubjectState {
+    SubjectState::Fields {
+        fields: BTreeMap::from([("version".to_owned(), version.to_owned())]),
     }
 }
 
