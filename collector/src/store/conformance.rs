@@ -744,4 +744,31 @@ pub async fn story<S: Store>(store: S) {
         ]
     );
     assert!(verify(&entries, head).ok);
+
+    // A further unapproved change of a subject already alerted on alerts again, after its
+    // own hold; a change before that alert is part of it, and nothing alerts twice.
+    let later = T0 + 50_000_000;
+    let hold = 300_000;
+    let mut report = |version: &str, at: Millis| {
+        let event = agent.event("file:/etc/again.conf", ChangeKind::Content, version);
+        let store = &store;
+        async move {
+            store
+                .ingest(web.id, vec![decided(event, Outcome::Untraced)], at)
+                .await
+                .unwrap()
+        }
+    };
+    report("1", later).await;
+    let raise = |at: Millis| store.raise_due_alerts(at, hold, 10_000);
+    assert_eq!(raise(later + hold).await.unwrap(), 1, "the first change");
+    report("2", later + hold + 1_000).await;
+    report("3", later + hold + 2_000).await;
+    assert_eq!(raise(later + hold + 2_000).await.unwrap(), 0, "held");
+    assert_eq!(
+        raise(later + 2 * hold + 1_000).await.unwrap(),
+        1,
+        "the changes after the alert, together"
+    );
+    assert_eq!(raise(later + 5 * hold).await.unwrap(), 0, "once");
 }

@@ -204,13 +204,19 @@ fn move_drift(
         }
         (Step::Update(status), Some((Id(drift_id), Named(before)))) => {
             let reopened = before == DriftStatus::Authorized && status == DriftStatus::Open;
+            // An unapproved change of a subject whose drift was already alerted on is news:
+            // it is held and alerted on its own (a change before that alert joins it).
+            let again = decided.outcome.needs_review();
             conn.execute(
                 "UPDATE drift SET status = ?2,
                         reason = coalesce(?3, reason),
                         window_id = coalesce(?4, window_id),
-                        untraced_since = CASE WHEN ?5 THEN ?6 ELSE untraced_since END,
-                        needs_alert = CASE WHEN ?5 THEN 1 ELSE needs_alert END,
-                        alerted_at = CASE WHEN ?5 THEN NULL ELSE alerted_at END,
+                        untraced_since = CASE WHEN ?5 OR (?9 AND alerted_at IS NOT NULL)
+                                         THEN ?6 ELSE untraced_since END,
+                        needs_alert = CASE WHEN ?5 OR (?9 AND alerted_at IS NOT NULL)
+                                      THEN 1 ELSE needs_alert END,
+                        alerted_at = CASE WHEN ?5 OR (?9 AND alerted_at IS NOT NULL)
+                                     THEN NULL ELSE alerted_at END,
                         events = events + 1, last_event_id = ?7, last_event_at = ?8,
                         updated_at = ?6
                  WHERE id = ?1",
@@ -222,7 +228,8 @@ fn move_drift(
                     reopened,
                     received_at,
                     id(event.id),
-                    decided.event_time
+                    decided.event_time,
+                    again
                 ],
             )?;
             if before != status {
