@@ -127,6 +127,8 @@ $(printf '\033[1m')What to try next$(printf '\033[0m') (in another shell; the co
   ctl sam drift list --status authorized
   # Carol closes the window: the reviewed state becomes the agent's new baseline.
   ctl carol windows close WINDOW_ID
+  # The close-out evidence for the ticket (Markdown; also html or json).
+  ctl carol window evidence WINDOW_ID --format md
   # Security resolves the unapproved sshd change; the audit trail verifies end to end.
   ctl sam drift list --status open          # the DRIFT_ID of the sshd change
   ctl sam drift resolve DRIFT_ID --category confirmed_unauthorized --comment "reverted"
