@@ -439,6 +439,16 @@ impl<S: Store> App<S> {
                 ),
             );
         }
+        let lost = crate::coverage::losses(
+            before.health.as_ref().map(|h| &h.coverage),
+            &heartbeat.health.coverage,
+        );
+        if !lost.is_empty() {
+            raise(
+                "coverage_lost",
+                format!("blind spots on {}: {}", before.hostname, lost.join("; ")),
+            );
+        }
         let tolerance = self.settings.tolerance_ms;
         if skew_ms.abs() > tolerance && before.skew_ms.abs() <= tolerance {
             raise(

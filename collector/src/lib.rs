@@ -4,7 +4,7 @@
 //! - [`api`]: the HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics`.
 //! - [`app`]: the operations behind it (ingest, windows, drift, tokens), over a [`store::Store`].
 //! - [`store`]: persistence behind a trait; SQLite today.
-//! - [`matcher`], [`windows`], [`drift`], [`chain`]: the pure rules.
+//! - [`matcher`], [`windows`], [`drift`], [`chain`], [`coverage`]: the pure rules.
 //! - [`alerts`], [`audit`]: the outbox and its sinks; the hash-chained audit trail.
 
 pub mod alerts;
@@ -13,6 +13,7 @@ pub mod app;
 pub mod audit;
 pub mod chain;
 pub mod clock;
+pub mod coverage;
 pub mod drift;
 pub mod identity;
 pub mod matcher;

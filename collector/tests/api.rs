@@ -922,9 +922,36 @@ async fn close_out_accepts_authorized_drift_and_commands_the_agent() {
     result["results"] =
         json!([{"command_id": command["command_id"], "outcome": {"type": "applied"}}]);
     let (_, answer) = server
-        .post("/api/v1/heartbeat", &web.credential, result)
+        .post("/api/v1/heartbeat", &web.credential, result.clone())
         .await;
     assert_eq!(answer["commands"], json!([]));
+
+    // Blind spots that appear are an alert of their own, once.
+    let mut worse = result;
+    worse["results"] = json!([]);
+    worse["health"]["coverage"]["unwatched"] =
+        json!(["/srv (the kernel's inotify watch limit was reached)"]);
+    worse["health"]["coverage"]["dropped_event_batches"] = json!(2);
+    for _ in 0..2 {
+        let (status, _) = server
+            .post("/api/v1/heartbeat", &web.credential, worse.clone())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, alerts) = server.get("/api/v1/alerts", &server.admin).await;
+    let coverage: Vec<&Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["body"]["problem"] == "coverage_lost")
+        .collect();
+    assert_eq!(coverage.len(), 1, "{alerts:#}");
+    let summary = coverage[0]["body"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("/srv (the kernel's inotify watch limit was reached)")
+            && summary.contains("dropped notifications 2 time(s)"),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
