@@ -354,6 +354,8 @@ impl<S: Store> App<S> {
                         kind: event.kind,
                         after: event.after.as_ref(),
                         observed_at,
+                        actor: event.actor.as_ref(),
+                        provenance: event.provenance.as_ref(),
                     },
                     self.settings.tolerance_ms,
                 );
@@ -497,7 +499,7 @@ impl<S: Store> App<S> {
                 "ticket": window.ticket, "kind": window.kind, "hosts": window.hosts,
                 "subjects": window.subjects, "start": rfc3339(window.start),
                 "end": rfc3339(window.end), "time_zone": window.time_zone,
-                "expected": window.expected,
+                "expected": window.expected, "implementers": window.implementers,
             }),
         );
         self.store.insert_window(window.clone(), audit).await?;
@@ -601,6 +603,8 @@ impl<S: Store> App<S> {
                         kind: c.event.kind,
                         after: c.event.after.as_ref(),
                         observed_at: c.event_time,
+                        actor: c.event.actor.as_ref(),
+                        provenance: c.event.provenance.as_ref(),
                     },
                     tolerance,
                 );

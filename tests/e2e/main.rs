@@ -12,5 +12,6 @@ mod daemon;
 mod drift;
 mod full_disk;
 mod integrity;
+mod matching;
 mod permissions;
 mod state;

@@ -140,6 +140,8 @@ pub struct WindowView {
     pub start_local: String,
     pub end_local: String,
     pub expected: Vec<ExpectedState>,
+    /// Login users allowed to make the change (empty: anyone but the approver).
+    pub implementers: Vec<String>,
     pub created_at: String,
     pub ended_at: Option<String>,
     pub ended_by: Option<String>,
@@ -178,6 +180,7 @@ impl From<&Window> for WindowView {
             start_local: local(w.start),
             end_local: local(w.end),
             expected: w.expected.clone(),
+            implementers: w.implementers.clone(),
             created_at: time(w.created_at),
             ended_at: opt_time(w.ended_at),
             ended_by: w.ended_by.clone(),

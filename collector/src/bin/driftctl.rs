@@ -155,6 +155,11 @@ struct CreateWindow {
     /// `SUBJECT=absent` (repeatable).
     #[arg(long = "expect")]
     expected: Vec<String>,
+    /// A login user allowed to make the change, as the agent reports it (repeatable).
+    /// Without any, anyone but the approver may; with some, changes by others or by an
+    /// unknown actor are flagged.
+    #[arg(long = "implementer")]
+    implementers: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -522,6 +527,12 @@ async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8>
                 serde_json::to_string(&window.hosts)?
             ));
             client.say(format!("  subjects: {}", window.subjects.join(", ")));
+            if !window.implementers.is_empty() {
+                client.say(format!(
+                    "  implementers: {}",
+                    window.implementers.join(", ")
+                ));
+            }
         }
         WindowsCommand::Approve { id, comment } => decide(client, id, "approve", comment).await?,
         WindowsCommand::Reject { id, comment } => {
@@ -591,7 +602,7 @@ fn window_request(args: CreateWindow) -> anyhow::Result<WindowRequest> {
         time_zone: args.time_zone,
         expected,
         recurrence: None,
-        implementers: None,
+        implementers: args.implementers,
     })
 }
 

@@ -27,6 +27,9 @@ pub(super) struct Compiled {
     host_globs: GlobList,
     pub subjects: SubjectGlobs,
     pub expected: Vec<ExpectedState>,
+    pub implementers: Vec<String>,
+    /// Who approved it: their own changes inside it are flagged.
+    pub approver: Option<String>,
 }
 
 impl Compiled {
@@ -88,6 +91,8 @@ fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
             .map_err(|err| (window.id, err.to_string()))?,
         subjects: SubjectGlobs::compile(&window.subjects).map_err(|e| (window.id, e))?,
         expected: window.expected.clone(),
+        implementers: window.implementers.clone(),
+        approver: window.decided_by.clone(),
     }))
 }
 

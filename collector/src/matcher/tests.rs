@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use driftwatch_common::api::v1::{ChangeKind, SubjectState};
+use driftwatch_common::api::v1::{Actor, ChangeKind, Provenance, SubjectState};
 use driftwatch_common::hash::ContentHash;
 use driftwatch_common::state::{FileKind, FileState};
 use proptest::prelude::*;
@@ -30,6 +30,7 @@ fn window(id: u128, hosts: HostScope, subjects: &[&str], start_h: i64, end_h: i6
         end: DAY + end_h * HOUR,
         time_zone: "UTC".into(),
         expected: vec![],
+        implementers: vec![],
         created_at: 0,
         ended_at: None,
         ended_by: None,
@@ -88,6 +89,8 @@ struct Case<'a> {
     after: Option<SubjectState>,
     /// Hours after DAY.
     at_h: f64,
+    actor: Option<Actor>,
+    provenance: Option<Provenance>,
     expected: Outcome,
 }
 
@@ -100,6 +103,8 @@ fn case<'a>(host: &'a str, subject: &'a str, at_h: f64, expected: Outcome) -> Ca
         kind: ChangeKind::Content,
         after: Some(file(1)),
         at_h,
+        actor: None,
+        provenance: None,
         expected,
     }
 }
@@ -132,6 +137,8 @@ fn check(windows: &[Window], cases: &[Case<'_>]) {
                 kind: c.kind,
                 after: c.after.as_ref(),
                 observed_at: DAY + (c.at_h * HOUR as f64) as i64,
+                actor: c.actor.as_ref(),
+                provenance: c.provenance.as_ref(),
             },
             60_000,
         );
@@ -342,6 +349,111 @@ fn windows_that_were_never_approved_authorize_nothing() {
     );
 }
 
+#[test]
+fn the_person_is_the_login_user_else_the_service_user() {
+    assert_eq!(person(Some(&login("carol"))), Some("carol"));
+    let unresolved = Actor {
+        login_user: None,
+        ..login("carol")
+    };
+    assert_eq!(
+        person(Some(&unresolved)),
+        None,
+        "not root: the person is unknown"
+    );
+    let service = Actor {
+        login_uid: None,
+        login_user: None,
+        ..login("carol")
+    };
+    assert_eq!(person(Some(&service)), Some("root"));
+    assert_eq!(person(Some(&Actor::default())), None);
+    assert_eq!(person(None), None);
+}
+
+#[test]
+fn implementers_and_the_approver_are_checked_inside_the_window() {
+    let mut named = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    named.implementers = vec!["carol".into(), "dave".into()];
+    let open = window(2, names(&["web-2"]), &["file:/etc/**"], 2, 4);
+    let by = |host: &'static str, actor: Option<Actor>, expected: Outcome| Case {
+        actor,
+        ..case(host, "file:/etc/hosts", 3.0, expected)
+    };
+    let id = |n| Uuid::from_u128(n);
+    check(
+        &[named, open],
+        &[
+            by("web-1", Some(login("carol")), authorized(1)),
+            by("web-1", Some(login("dave")), authorized(1)),
+            by(
+                "web-1",
+                Some(login("eve")),
+                Outcome::WrongImplementer {
+                    window_id: id(1),
+                    actor: "eve".into(),
+                },
+            ),
+            // The approver may not implement, even when named.
+            by(
+                "web-2",
+                Some(login("bob")),
+                Outcome::MadeByApprover {
+                    window_id: id(2),
+                    actor: "bob".into(),
+                },
+            ),
+            by("web-1", None, Outcome::ActorUnknown { window_id: id(1) }),
+            by(
+                "web-1",
+                Some(Actor {
+                    login_user: None,
+                    ..login("carol")
+                }),
+                Outcome::ActorUnknown { window_id: id(1) },
+            ),
+            // Without implementers an unknown actor is accepted, anyone but the approver too.
+            by("web-2", None, authorized(2)),
+            by("web-2", Some(login("eve")), authorized(2)),
+            // Outside every window: untraced, whoever did it.
+            Case {
+                actor: Some(login("carol")),
+                ..case("web-1", "file:/etc/hosts", 6.0, Outcome::Untraced)
+            },
+        ],
+    );
+}
+
+#[test]
+fn another_window_may_authorize_what_one_flags() {
+    let mut strict = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    strict.implementers = vec!["carol".into()];
+    let mut other = window(2, globs(&["web-*"]), &["file:/etc/**"], 0, 6);
+    other.implementers = vec!["dave".into()];
+    check(
+        &[strict, other],
+        &[
+            Case {
+                actor: Some(login("dave")),
+                ..case("web-1", "file:/etc/hosts", 3.0, authorized(2))
+            },
+            // Neither: the earliest created window's flag.
+            Case {
+                actor: Some(login("eve")),
+                ..case(
+                    "web-1",
+                    "file:/etc/hosts",
+                    3.0,
+                    Outcome::WrongImplementer {
+                        window_id: Uuid::from_u128(1),
+                        actor: "eve".into(),
+                    },
+                )
+            },
+        ],
+    );
+}
+
 /// The reference: every window, one by one, with the same rules.
 fn brute_force(
     windows: &[Window],
@@ -350,9 +462,16 @@ fn brute_force(
     subject: &str,
     at: i64,
     tol: i64,
+    actor: Option<&Actor>,
 ) -> Outcome {
+    let who = actor.and_then(|a| match (&a.login_user, a.login_uid) {
+        (Some(login), _) => Some(login.clone()),
+        (None, Some(_)) => None,
+        (None, None) => a.user.clone(),
+    });
     let mut sorted: Vec<&Window> = windows.iter().filter(|w| w.was_approved()).collect();
     sorted.sort_by_key(|w| w.id);
+    let mut flagged = None;
     for w in sorted {
         let in_time = w.start - tol <= at && at <= w.effective_end() + tol;
         let host_ok = w.hosts.names.iter().any(|n| n == host)
@@ -364,11 +483,61 @@ fn brute_force(
         let subject_ok = crate::windows::validate::SubjectGlobs::compile(&w.subjects)
             .unwrap()
             .covers(subject);
-        if in_time && host_ok && subject_ok {
-            return Outcome::Authorized { window_id: w.id };
+        if !(in_time && host_ok && subject_ok) {
+            continue;
+        }
+        let window_id = w.id;
+        let flag = match &who {
+            Some(who) if w.decided_by.as_ref() == Some(who) => Some(Outcome::MadeByApprover {
+                window_id,
+                actor: who.clone(),
+            }),
+            Some(who) if !w.implementers.is_empty() && !w.implementers.contains(who) => {
+                Some(Outcome::WrongImplementer {
+                    window_id,
+                    actor: who.clone(),
+                })
+            }
+            None if !w.implementers.is_empty() => Some(Outcome::ActorUnknown { window_id }),
+            _ => None,
+        };
+        match flag {
+            None => return Outcome::Authorized { window_id },
+            Some(flag) => {
+                flagged.get_or_insert(flag);
+            }
         }
     }
-    Outcome::Untraced
+    flagged.unwrap_or(Outcome::Untraced)
+}
+
+fn login(login: &str) -> Actor {
+    Actor {
+        source: "fanotify".into(),
+        uid: Some(0),
+        user: Some("root".into()),
+        login_uid: Some(1000),
+        login_user: Some(login.into()),
+        ..Actor::default()
+    }
+}
+
+fn arb_actor() -> impl Strategy<Value = Option<Actor>> {
+    prop_oneof![
+        Just(None),
+        prop::sample::select(vec!["bob", "carol", "dave"]).prop_map(|l| Some(login(l))),
+        // A login uid the host could not name, and a service user without a login.
+        Just(Some(Actor {
+            login_user: None,
+            ..login("x")
+        })),
+        Just(Some(Actor {
+            login_uid: None,
+            login_user: None,
+            user: Some("dave".into()),
+            ..login("x")
+        })),
+    ]
 }
 
 fn arb_window() -> impl Strategy<Value = Window> {
@@ -386,11 +555,21 @@ fn arb_window() -> impl Strategy<Value = Window> {
         ],
         1..3,
     );
-    (any::<u16>(), hosts, subjects, 0i64..48, 1i64..12).prop_map(
-        |(id, hosts, subjects, start, len)| {
-            window(u128::from(id), hosts, &subjects, start, start + len)
-        },
+    let implementers = prop::sample::subsequence(vec!["carol", "dave"], 0..=2);
+    let approver = prop::sample::select(vec!["bob", "carol"]);
+    (
+        (any::<u16>(), hosts, subjects),
+        (0i64..48, 1i64..12),
+        (implementers, approver),
     )
+        .prop_map(
+            |((id, hosts, subjects), (start, len), (implementers, approver))| {
+                let mut w = window(u128::from(id), hosts, &subjects, start, start + len);
+                w.implementers = implementers.iter().map(|s| s.to_string()).collect();
+                w.decided_by = Some(approver.to_owned());
+                w
+            },
+        )
 }
 
 proptest! {
@@ -405,6 +584,7 @@ proptest! {
         role in prop::sample::select(vec!["web", "db", "none"]),
         subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/etc/x/y", "package:nginx", "package:vim", "user:bob"]),
         at_min in 0i64..(60 * 62),
+        actor in arb_actor(),
     ) {
         // Ids must be unique, as UUIDs are.
         let mut windows = windows;
@@ -412,11 +592,11 @@ proptest! {
         windows.dedup_by_key(|w| w.id);
         let labels = BTreeMap::from([("role".to_owned(), role.to_owned())]);
         let at = DAY + at_min * 60_000;
-        let expected = brute_force(&windows, host, &labels, subject, at, 60_000);
+        let expected = brute_force(&windows, host, &labels, subject, at, 60_000, actor.as_ref());
         let decide = |index: &WindowIndex| match_event(
             index,
             HostFacts { hostname: host, labels: &labels, skew_ms: 0 },
-            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at },
+            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at, actor: actor.as_ref(), provenance: None },
             60_000,
         );
         prop_assert_eq!(decide(&WindowIndex::build(&windows).unwrap()), expected.clone());

@@ -400,6 +400,7 @@ pub async fn story<S: Store>(store: S) {
         end: T0 + 60_000,
         time_zone: "UTC".into(),
         expected: vec![],
+        implementers: vec![],
         created_at: T0,
         ended_at: None,
         ended_by: None,

@@ -158,6 +158,8 @@ pub struct Window {
     /// IANA name; start and end are shown in it.
     pub time_zone: String,
     pub expected: Vec<ExpectedState>,
+    /// The login users allowed to make the change (empty: anyone but the approver).
+    pub implementers: Vec<String>,
     pub created_at: Millis,
     /// When it was cancelled or closed, and by whom.
     pub ended_at: Option<Millis>,

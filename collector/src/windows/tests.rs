@@ -137,12 +137,29 @@ fn planned_features_are_refused_as_not_supported() {
         validate(&recurring, "alice", now()),
         Err(Invalid::NotSupported(m)) if m.contains("recurring windows are not supported yet")
     ));
+}
+
+#[test]
+fn implementers_are_login_names_listed_once() {
     let mut named = request();
-    named.implementers = Some(serde_json::json!(["carol"]));
-    assert!(matches!(
-        validate(&named, "alice", now()),
-        Err(Invalid::NotSupported(_))
-    ));
+    named.implementers = vec!["carol".into(), "dave".into()];
+    assert_eq!(
+        validate(&named, "alice", now()).unwrap().implementers,
+        ["carol", "dave"]
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Broken> = vec![
+        (Box::new(|r| r.implementers = vec!["".into()]), "implementers[0]: `` is not a login name"),
+        (Box::new(|r| r.implementers = vec!["carol".into(), "car ol".into()]), "implementers[1]: \"car ol\" contains spaces"),
+        (Box::new(|r| r.implementers = vec!["uid:0".into()]), "contains spaces, control characters or `:`"),
+        (Box::new(|r| r.implementers = vec!["carol".into(), "carol".into()]), "implementers[1]: `carol` is listed twice"),
+        (Box::new(|r| r.implementers = (0..65).map(|i| format!("u{i}")).collect()), "65 names, at most 64"),
+    ];
+    for (change, fragment) in cases {
+        let mut request = request();
+        change(&mut request);
+        refused(request, fragment);
+    }
 }
 
 #[test]

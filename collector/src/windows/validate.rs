@@ -36,9 +36,10 @@ pub struct WindowRequest {
     /// Planned: recurring standard windows. Refused for now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurrence: Option<serde_json::Value>,
-    /// Planned: the people allowed to make the change. Refused for now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub implementers: Option<serde_json::Value>,
+    /// Login users (as the agent's actor reports them) allowed to make the change. Empty:
+    /// anyone except the approver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implementers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,16 +56,12 @@ pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result
             "recurring windows are not supported yet; create one window per occurrence".into(),
         ));
     }
-    if request.implementers.is_some() {
-        return Err(Invalid::NotSupported(
-            "naming implementers is not supported yet; leave `implementers` out".into(),
-        ));
-    }
     let mut problems = Vec::new();
     text(&mut problems, "ticket", &request.ticket, 128);
     text(&mut problems, "title", &request.title, MAX_TEXT);
     host_scope(&mut problems, &request.hosts);
     let subjects = subject_globs(&mut problems, &request.subjects);
+    implementers(&mut problems, &request.implementers);
 
     let zone = TimeZone::get(&request.time_zone);
     if zone.is_err() {
@@ -141,6 +138,7 @@ pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result
             end,
             time_zone: request.time_zone.clone(),
             expected: request.expected.clone(),
+            implementers: request.implementers.clone(),
             created_at: now,
             ended_at: None,
             ended_by: None,
@@ -180,6 +178,37 @@ fn host_scope(problems: &mut Vec<String>, hosts: &HostScope) {
             problems.push("hosts.labels: label names and values must not be empty".into());
         }
     }
+}
+
+/// The most implementers a window may name: a window is one team's piece of work.
+pub const MAX_IMPLEMENTERS: usize = 64;
+
+/// Login user names as the agent reports them (from the host's passwd): 1 to 64 characters,
+/// no spaces, control characters or `:`; each listed once.
+fn implementers(problems: &mut Vec<String>, names: &[String]) {
+    if names.len() > MAX_IMPLEMENTERS {
+        problems.push(format!(
+            "implementers: {} names, at most {MAX_IMPLEMENTERS}",
+            names.len()
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() || name.chars().count() > 64 {
+            problems.push(format!(
+                "implementers[{i}]: `{name}` is not a login name (1 to 64 characters)"
+            ));
+        } else if name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ':')
+        {
+            problems.push(format!(
+                "implementers[{i}]: {name:?} contains spaces, control characters or `:`"
+            ));
+        } else if names[..i].contains(name) {
+            problems.push(format!("implementers[{i}]: `{name}` is listed twice"));
+        }
+    }
+    // The approver is not known yet: the matcher flags changes the approver makes.
 }
 
 /// A host name as agents report it: 1 to 253 printable characters without spaces.

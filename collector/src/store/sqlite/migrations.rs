@@ -168,4 +168,28 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     r#"
 ALTER TABLE windows ADD COLUMN deadline_alerted_at INTEGER;
 "#,
+    // 3: window implementers; the review index covers the actor outcomes (same list as
+    // `matcher::REVIEW_OUTCOMES`, checked by a test).
+    r#"
+ALTER TABLE windows ADD COLUMN implementers TEXT NOT NULL DEFAULT '[]';
+DROP INDEX events_review;
+CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown');
+"#,
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_review_index_lists_every_outcome_that_needs_review() {
+        let last = super::MIGRATIONS
+            .iter()
+            .rev()
+            .find(|m| m.contains("CREATE INDEX events_review"))
+            .unwrap();
+        let list = super::super::windows::review_outcomes();
+        assert!(
+            last.contains(&format!("WHERE outcome IN ({list});")),
+            "the latest events_review index must list {list}"
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Matching beyond host, subject and time, through the real `driftwatch-collector` and
+//! `driftctl`: who made a change (implementers, the approver), package provenance and
+//! recurring standard windows. Events are posted as an enrolled agent would post them, with
+//! the actor and provenance a privileged agent attaches.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use driftwatch_common::api::v1::{
+    Actor, ChangeKind, DriftEvent, Provenance, SeenBy, SubjectKey, SubjectState,
+};
+use driftwatch_common::hash::ContentHash;
+use driftwatch_tests::collector::Collector;
+use driftwatch_tests::daemon::wait_until;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// An enrolled host that chains its events like an agent does.
+struct Host {
+    id: Uuid,
+    credential: String,
+    seq: Cell<u64>,
+    prev: Cell<ContentHash>,
+}
+
+impl Host {
+    #[track_caller]
+    fn enroll(collector: &Collector, admin: &str, hostname: &str, labels: Value) -> Host {
+        let issued = collector
+            .post("/api/v1/enrollment-tokens", Some(admin), &json!({}))
+            .expect(201);
+        let answer = collector
+            .post(
+                "/api/v1/enroll",
+                None,
+                &json!({"token": issued["token"], "hostname": hostname,
+                        "agent_version": "e2e", "labels": labels}),
+            )
+            .expect(200);
+        Host {
+            id: answer["host_id"].as_str().unwrap().parse().unwrap(),
+            credential: answer["credential"].as_str().unwrap().to_owned(),
+            seq: Cell::new(0),
+            prev: Cell::new(DriftEvent::GENESIS),
+        }
+    }
+
+    /// The next event: `subject` changed now, by `actor`, with `provenance`.
+    fn event(
+        &self,
+        subject: &str,
+        actor: Option<Actor>,
+        provenance: Option<Provenance>,
+    ) -> DriftEvent {
+        self.seq.set(self.seq.get() + 1);
+        let event = DriftEvent {
+            id: Uuid::now_v7(),
+            host_id: self.id,
+            seq: self.seq.get(),
+            prev_hash: self.prev.get(),
+            subject: SubjectKey(subject.to_owned()),
+            kind: ChangeKind::Content,
+            changed: vec!["version".into()],
+            before: None,
+            after: Some(SubjectState::Fields {
+                fields: BTreeMap::from([("version".to_owned(), "2".to_owned())]),
+            }),
+            diff: None,
+            actor,
+            seen_by: SeenBy::Watch,
+            observed_at: time::OffsetDateTime::now_utc(),
+            provenance,
+            related: None,
+        };
+        self.prev.set(event.chain_hash());
+        event
+    }
+
+    #[track_caller]
+    fn report(&self, collector: &Collector, events: &[DriftEvent]) {
+        collector
+            .post(
+                "/api/v1/events",
+                Some(&self.credential),
+                &json!({ "events": events }),
+            )
+            .expect(200);
+    }
+}
+
+/// A change made through sudo by the person who logged in as `login`.
+fn by(login: &str) -> Option<Actor> {
+    Some(Actor {
+        source: "fanotify".into(),
+        pid: Some(4242),
+        comm: Some("vi".into()),
+        uid: Some(0),
+        user: Some("root".into()),
+        login_uid: Some(1000),
+        login_user: Some(login.into()),
+        ..Actor::default()
+    })
+}
+
+/// An RFC 3339 time `minutes` from now.
+fn in_minutes(minutes: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::minutes(minutes);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+struct People {
+    admin: String,
+    alice: String,
+    bob: String,
+    eve: String,
+}
+
+fn people(collector: &Collector) -> People {
+    let admin = collector.token("admin", "root");
+    let token = |name: &str, role: &str| {
+        let run = collector.driftctl(&admin, &["token", "create", "--name", name, "--role", role]);
+        run.expect(0);
+        run.stdout.trim().to_owned()
+    };
+    People {
+        alice: token("alice", "change-manager"),
+        bob: token("bob", "change-manager"),
+        eve: token("eve", "security"),
+        admin,
+    }
+}
+
+/// Alice requests with `extra` driftctl flags, bob approves; returns the window's JSON.
+#[track_caller]
+fn approved_window(collector: &Collector, who: &People, extra: &[&str]) -> Value {
+    let mut args = vec!["--json", "windows", "create", "--title", "work"];
+    args.extend_from_slice(extra);
+    let created = collector.driftctl(&who.alice, &args);
+    created.expect(0);
+    let window = created.json();
+    let id = window["id"].as_str().unwrap().to_owned();
+    collector
+        .driftctl(&who.bob, &["windows", "approve", &id])
+        .expect(0)
+        .stdout_has("is approved");
+    window
+}
+
+/// (status, reason) of the active or last drift item of `subject`.
+fn drift_of(collector: &Collector, token: &str, subject: &str) -> (String, Value) {
+    let drift = collector.get("/api/v1/drift", token).expect(200);
+    let item = drift
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["subject"] == subject)
+        .unwrap_or_else(|| panic!("no drift on {subject}: {drift:#}"))
+        .clone();
+    (
+        item["status"].as_str().unwrap().to_owned(),
+        item["reason"].clone(),
+    )
+}
+
+#[test]
+fn implementers_and_the_approver_are_checked_and_flagged_drift_alerts() {
+    let collector = Collector::start("");
+    let who = people(&collector);
+    let web = Host::enroll(&collector, &who.admin, "web-1", json!({}));
+    let (start, end) = (in_minutes(-5), in_minutes(55));
+    let window = approved_window(
+        &collector,
+        &who,
+        &[
+            "--ticket",
+            "CHG-7",
+            "--host",
+            "web-1",
+            "--subject",
+            "file:/etc/app/**",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--implementer",
+            "carol",
+            "--implementer",
+            "dave",
+        ],
+    );
+    assert_eq!(window["implementers"], json!(["carol", "dave"]));
+    collector
+        .driftctl(
+            &who.bob,
+            &["windows", "show", window["id"].as_str().unwrap()],
+        )
+        .expect(0)
+        .stdout_has("implementers: carol, dave");
+
+    web.report(
+        &collector,
+        &[
+            web.event("file:/etc/app/ok.conf", by("carol"), None),
+            web.event("file:/etc/app/other.conf", by("mallory"), None),
+            web.event("file:/etc/app/approver.conf", by("bob"), None),
+            web.event("file:/etc/app/unknown.conf", None, None),
+        ],
+    );
+    let eve = &who.eve;
+    assert_eq!(
+        drift_of(&collector, eve, "file:/etc/app/ok.conf"),
+        ("authorized".into(), Value::Null)
+    );
+    for (subject, reason) in [
+        ("file:/etc/app/other.conf", "wrong_implementer"),
+        ("file:/etc/app/approver.conf", "made_by_approver"),
+        ("file:/etc/app/unknown.conf", "actor_unknown"),
+    ] {
+        assert_eq!(
+            drift_of(&collector, eve, subject),
+            ("open".into(), json!(reason)),
+            "{subject}"
+        );
+    }
+
+    // Flagged drift is held and alerted like untraced drift, with its reason.
+    let mut items = Vec::new();
+    let alerted = wait_until(Duration::from_secs(30), || {
+        items = collector
+            .alerts()
+            .into_iter()
+            .filter(|a| a["kind"] == "untraced_drift")
+            .flat_map(|a| a["items"].as_array().cloned().unwrap_or_default())
+            .collect();
+        items.len() == 3
+    });
+    assert!(
+        alerted,
+        "alert items: {items:#?}\nlog:\n{}",
+        collector.log()
+    );
+    let mut reasons: Vec<&str> = items
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap())
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        ["actor_unknown", "made_by_approver", "wrong_implementer"]
+    );
+    assert!(items.iter().all(|i| i["window_id"] == window["id"]));
+
+    // Bad input: named, nothing stored.
+    let bad = collector.driftctl(
+        &who.alice,
+        &[
+            "windows",
+            "create",
+            "--ticket",
+            "CHG-8",
+            "--title",
+            "x",
+            "--host",
+            "web-1",
+            "--subject",
+            "file:/etc/**",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--implementer",
+            "car ol",
+        ],
+    );
+    bad.expect(2)
+        .stderr_has("implementers[0]: \"car ol\" contains spaces");
+    let listed = collector.get("/api/v1/windows", &who.bob).expect(200);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
