@@ -279,3 +279,83 @@ fn implementers_and_the_approver_are_checked_and_flagged_drift_alerts() {
     let listed = collector.get("/api/v1/windows", &who.bob).expect(200);
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_package_window_covers_files_the_upgrade_wrote_but_not_a_tampered_one() {
+    let collector = Collector::start("");
+    let who = people(&collector);
+    let web = Host::enroll(&collector, &who.admin, "web-1", json!({"role": "web"}));
+    let (start, end) = (in_minutes(-5), in_minutes(55));
+    approved_window(
+        &collector,
+        &who,
+        &[
+            "--ticket",
+            "CHG-9",
+            "--label",
+            "role=web",
+            "--subject",
+            "package:nginx*",
+            "--start",
+            &start,
+            "--end",
+            &end,
+        ],
+    );
+    let packaged = |package: &str, matches_package| {
+        Some(Provenance {
+            manager: "dpkg".into(),
+            package: package.into(),
+            version: "1.24.0-1".into(),
+            matches_package,
+        })
+    };
+    web.report(
+        &collector,
+        &[
+            web.event("package:nginx", by("carol"), None),
+            web.event("file:/usr/sbin/nginx", by("carol"), packaged("nginx", true)),
+            web.event(
+                "file:/usr/lib/nginx/mod.so",
+                by("carol"),
+                packaged("nginx", false),
+            ),
+            web.event("file:/usr/bin/vim", by("carol"), packaged("vim", true)),
+        ],
+    );
+    let eve = &who.eve;
+    for (subject, status, reason) in [
+        ("package:nginx", "authorized", Value::Null),
+        ("file:/usr/sbin/nginx", "authorized", Value::Null),
+        (
+            "file:/usr/lib/nginx/mod.so",
+            "open",
+            json!("package_mismatch"),
+        ),
+        ("file:/usr/bin/vim", "open", json!("untraced")),
+    ] {
+        assert_eq!(
+            drift_of(&collector, eve, subject),
+            (status.to_owned(), reason),
+            "{subject}"
+        );
+    }
+    let detail = collector.get("/api/v1/drift?status=open", eve).expect(200);
+    let mismatch = detail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["subject"] == "file:/usr/lib/nginx/mod.so")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = collector
+        .get(&format!("/api/v1/drift/{mismatch}"), eve)
+        .expect(200);
+    assert_eq!(
+        events["events"][0]["outcome"]["outcome"],
+        "package_mismatch"
+    );
+    assert_eq!(events["events"][0]["outcome"]["package"], "nginx");
+}

@@ -16,6 +16,13 @@
 //! unknown actor, as before attribution existed. These outcomes are flagged, never
 //! authorized: they open drift and alert like untraced drift, naming the window.
 //! When no window authorizes, the flag of the earliest created covering window is kept.
+//!
+//! Package upgrades: a window whose subjects include `package:GLOB` also covers a file
+//! whose provenance names a package matching GLOB, when the package manager says the
+//! file's content is the packaged one (an upgrade wrote it). A file that claims such a
+//! package but does not match the packaged content is `package_mismatch`: never covered
+//! through the package (it could be a trojaned binary left under a package's name). A file
+//! the window's own file globs cover is judged by those, whatever its provenance.
 
 mod index;
 #[cfg(test)]
@@ -69,12 +76,13 @@ pub fn person(actor: Option<&Actor>) -> Option<&str> {
 }
 
 /// The outcomes that need a person (stored events and drift items carry these names).
-pub const REVIEW_OUTCOMES: [&str; 5] = [
+pub const REVIEW_OUTCOMES: [&str; 6] = [
     "untraced",
     "unexpected_state",
     "wrong_implementer",
     "made_by_approver",
     "actor_unknown",
+    "package_mismatch",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +110,11 @@ pub enum Outcome {
     ActorUnknown {
         window_id: Uuid,
     },
+    /// A file covered only through its package, whose content is not the packaged one.
+    PackageMismatch {
+        window_id: Uuid,
+        package: String,
+    },
     Untraced,
     /// Back to the baseline state: nothing to authorize.
     Restored,
@@ -115,6 +128,7 @@ impl Outcome {
             Outcome::WrongImplementer { .. } => "wrong_implementer",
             Outcome::MadeByApprover { .. } => "made_by_approver",
             Outcome::ActorUnknown { .. } => "actor_unknown",
+            Outcome::PackageMismatch { .. } => "package_mismatch",
             Outcome::Untraced => "untraced",
             Outcome::Restored => "restored",
         }
@@ -126,7 +140,8 @@ impl Outcome {
             | Outcome::UnexpectedState { window_id, .. }
             | Outcome::WrongImplementer { window_id, .. }
             | Outcome::MadeByApprover { window_id, .. }
-            | Outcome::ActorUnknown { window_id } => Some(*window_id),
+            | Outcome::ActorUnknown { window_id }
+            | Outcome::PackageMismatch { window_id, .. } => Some(*window_id),
             Outcome::Untraced | Outcome::Restored => None,
         }
     }
@@ -149,10 +164,25 @@ pub fn match_event(
     }
     let at = event.observed_at.saturating_sub(host.skew_ms);
     let who = person(event.actor);
+    // The package a changed file belongs to, per the agent's package manager.
+    let package = event
+        .provenance
+        .filter(|_| event.subject.starts_with("file:"));
     let mut flagged = None;
     for window in index.candidates(host, at, tolerance_ms) {
         if !window.subjects.covers(event.subject) {
-            continue;
+            match package {
+                Some(p) if window.subjects.covers_package(&p.package) => {
+                    if !p.matches_package {
+                        flagged.get_or_insert(Outcome::PackageMismatch {
+                            window_id: window.id,
+                            package: p.package.clone(),
+                        });
+                        continue;
+                    }
+                }
+                _ => continue,
+            }
         }
         match check_window(window, event, who) {
             None => {

@@ -454,16 +454,113 @@ fn another_window_may_authorize_what_one_flags() {
     );
 }
 
+#[test]
+fn a_package_window_covers_files_that_match_the_packaged_content() {
+    let mut upgrade = window(1, names(&["web-1"]), &["package:nginx*"], 2, 4);
+    upgrade.implementers = vec!["carol".into()];
+    let explicit = window(
+        2,
+        names(&["web-2"]),
+        &["package:nginx*", "file:/etc/nginx/**"],
+        2,
+        4,
+    );
+    let file = |host: &'static str, path: &'static str, p: Option<Provenance>, expected| Case {
+        provenance: p,
+        actor: Some(login("carol")),
+        ..case(host, path, 3.0, expected)
+    };
+    check(
+        &[upgrade, explicit],
+        &[
+            file(
+                "web-1",
+                "file:/usr/sbin/nginx",
+                Some(packaged("nginx", true)),
+                authorized(1),
+            ),
+            file(
+                "web-1",
+                "file:/etc/nginx/nginx.conf",
+                Some(packaged("nginx-common", true)),
+                authorized(1),
+            ),
+            file(
+                "web-1",
+                "file:/usr/sbin/nginx",
+                Some(packaged("nginx", false)),
+                Outcome::PackageMismatch {
+                    window_id: Uuid::from_u128(1),
+                    package: "nginx".into(),
+                },
+            ),
+            // Another package, no provenance, or a state key that only looks like a file.
+            file(
+                "web-1",
+                "file:/usr/bin/vim",
+                Some(packaged("vim", true)),
+                Outcome::Untraced,
+            ),
+            file("web-1", "file:/usr/sbin/nginx", None, Outcome::Untraced),
+            file(
+                "web-1",
+                "user:nginx",
+                Some(packaged("nginx", true)),
+                Outcome::Untraced,
+            ),
+            // Outside the window's time.
+            Case {
+                at_h: 5.0,
+                ..file(
+                    "web-1",
+                    "file:/usr/sbin/nginx",
+                    Some(packaged("nginx", true)),
+                    Outcome::Untraced,
+                )
+            },
+            // The actor checks still apply to a packaged file.
+            Case {
+                actor: Some(login("eve")),
+                ..file(
+                    "web-1",
+                    "file:/usr/sbin/nginx",
+                    Some(packaged("nginx", true)),
+                    Outcome::WrongImplementer {
+                        window_id: Uuid::from_u128(1),
+                        actor: "eve".into(),
+                    },
+                )
+            },
+            // Covered by the window's own file globs: an edited conffile is the work itself.
+            file(
+                "web-2",
+                "file:/etc/nginx/nginx.conf",
+                Some(packaged("nginx", false)),
+                authorized(2),
+            ),
+        ],
+    );
+}
+
 /// The reference: every window, one by one, with the same rules.
-fn brute_force(
-    windows: &[Window],
-    host: &str,
-    labels: &BTreeMap<String, String>,
-    subject: &str,
+struct Probe<'a> {
+    host: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    subject: &'a str,
     at: i64,
-    tol: i64,
-    actor: Option<&Actor>,
-) -> Outcome {
+    actor: Option<&'a Actor>,
+    provenance: Option<&'a Provenance>,
+}
+
+fn brute_force(windows: &[Window], probe: &Probe<'_>, tol: i64) -> Outcome {
+    let Probe {
+        host,
+        labels,
+        subject,
+        at,
+        actor,
+        provenance,
+    } = *probe;
     let who = actor.and_then(|a| match (&a.login_user, a.login_uid) {
         (Some(login), _) => Some(login.clone()),
         (None, Some(_)) => None,
@@ -480,13 +577,22 @@ fn brute_force(
                 .is_match(std::path::Path::new(host))
             || (!w.hosts.labels.is_empty()
                 && w.hosts.labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
-        let subject_ok = crate::windows::validate::SubjectGlobs::compile(&w.subjects)
-            .unwrap()
-            .covers(subject);
-        if !(in_time && host_ok && subject_ok) {
+        let globs = crate::windows::validate::SubjectGlobs::compile(&w.subjects).unwrap();
+        let subject_ok = globs.covers(subject);
+        let package = provenance.filter(|p| {
+            subject.starts_with("file:") && globs.covers(&format!("package:{}", p.package))
+        });
+        if !(in_time && host_ok && (subject_ok || package.is_some())) {
             continue;
         }
         let window_id = w.id;
+        if let Some(p) = package.filter(|p| !subject_ok && !p.matches_package) {
+            flagged.get_or_insert(Outcome::PackageMismatch {
+                window_id,
+                package: p.package.clone(),
+            });
+            continue;
+        }
         let flag = match &who {
             Some(who) if w.decided_by.as_ref() == Some(who) => Some(Outcome::MadeByApprover {
                 window_id,
@@ -540,6 +646,23 @@ fn arb_actor() -> impl Strategy<Value = Option<Actor>> {
     ]
 }
 
+fn packaged(package: &str, matches_package: bool) -> Provenance {
+    Provenance {
+        manager: "dpkg".into(),
+        package: package.into(),
+        version: "1.24.0-1".into(),
+        matches_package,
+    }
+}
+
+fn arb_provenance() -> impl Strategy<Value = Option<Provenance>> {
+    prop_oneof![
+        Just(None),
+        (prop::sample::select(vec!["nginx", "vim"]), any::<bool>())
+            .prop_map(|(p, matches)| Some(packaged(p, matches))),
+    ]
+}
+
 fn arb_window() -> impl Strategy<Value = Window> {
     let hosts = prop_oneof![
         prop::sample::subsequence(vec!["h0", "h1", "h2", "h3"], 1..3).prop_map(|n| names(&n)),
@@ -552,6 +675,7 @@ fn arb_window() -> impl Strategy<Value = Window> {
             "file:/etc/*.conf",
             "package:*",
             "package:ng*",
+            "package:vim",
         ],
         1..3,
     );
@@ -582,9 +706,10 @@ proptest! {
         windows in prop::collection::vec(arb_window(), 0..40),
         host in prop::sample::select(vec!["h0", "h1", "h2", "h3", "x9"]),
         role in prop::sample::select(vec!["web", "db", "none"]),
-        subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/etc/x/y", "package:nginx", "package:vim", "user:bob"]),
+        subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/etc/x/y", "file:/usr/sbin/nginx", "package:nginx", "package:vim", "user:bob"]),
         at_min in 0i64..(60 * 62),
         actor in arb_actor(),
+        provenance in arb_provenance(),
     ) {
         // Ids must be unique, as UUIDs are.
         let mut windows = windows;
@@ -592,11 +717,12 @@ proptest! {
         windows.dedup_by_key(|w| w.id);
         let labels = BTreeMap::from([("role".to_owned(), role.to_owned())]);
         let at = DAY + at_min * 60_000;
-        let expected = brute_force(&windows, host, &labels, subject, at, 60_000, actor.as_ref());
+        let probe = Probe { host, labels: &labels, subject, at, actor: actor.as_ref(), provenance: provenance.as_ref() };
+        let expected = brute_force(&windows, &probe, 60_000);
         let decide = |index: &WindowIndex| match_event(
             index,
             HostFacts { hostname: host, labels: &labels, skew_ms: 0 },
-            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at, actor: actor.as_ref(), provenance: None },
+            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at, actor: actor.as_ref(), provenance: provenance.as_ref() },
             60_000,
         );
         prop_assert_eq!(decide(&WindowIndex::build(&windows).unwrap()), expected.clone());

@@ -247,6 +247,13 @@ impl SubjectGlobs {
             .map(SubjectGlobs)
     }
 
+    /// Whether `package:NAME` is covered (without building the key).
+    pub fn covers_package(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(ns, globs)| ns == "package" && globs.is_match(Path::new(name)))
+    }
+
     /// Whether a subject key (`file:/etc/hosts`) is covered.
     pub fn covers(&self, subject: &str) -> bool {
         let Some((namespace, name)) = subject.split_once(':') else {

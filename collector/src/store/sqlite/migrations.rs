@@ -173,7 +173,7 @@ ALTER TABLE windows ADD COLUMN deadline_alerted_at INTEGER;
     r#"
 ALTER TABLE windows ADD COLUMN implementers TEXT NOT NULL DEFAULT '[]';
 DROP INDEX events_review;
-CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown');
+CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
 "#,
 ];
 
