@@ -500,6 +500,7 @@ impl<S: Store> App<S> {
                 "subjects": window.subjects, "start": rfc3339(window.start),
                 "end": rfc3339(window.end), "time_zone": window.time_zone,
                 "expected": window.expected, "implementers": window.implementers,
+                "schedule": window.schedule,
             }),
         );
         self.store.insert_window(window.clone(), audit).await?;

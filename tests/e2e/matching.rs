@@ -359,3 +359,146 @@ fn a_package_window_covers_files_the_upgrade_wrote_but_not_a_tampered_one() {
     );
     assert_eq!(events["events"][0]["outcome"]["package"], "nginx");
 }
+
+#[test]
+fn a_recurring_standard_window_authorizes_during_its_occurrences_even_after_the_fact() {
+    let collector = Collector::start("");
+    let who = people(&collector);
+    let web = Host::enroll(&collector, &who.admin, "web-1", json!({"role": "web"}));
+    // Drift first: untraced until the standard window below is approved.
+    web.report(
+        &collector,
+        &[web.event("package:openssl", by("carol"), None)],
+    );
+    assert_eq!(
+        drift_of(&collector, &who.eve, "package:openssl"),
+        ("open".into(), json!("untraced"))
+    );
+
+    // Today's occurrence began ten minutes ago (UTC), for an hour; another weekday's does not
+    // cover now.
+    let began = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let day = |offset: i64| {
+        (began + time::Duration::days(offset)).weekday().to_string()[..3].to_lowercase()
+    };
+    let clock = format!("{:02}:{:02}", began.hour(), began.minute());
+    let until = (began + time::Duration::hours(1)).time();
+    let slot = |weekday: String| {
+        format!(
+            "{weekday} {clock}-{:02}:{:02}",
+            until.hour(),
+            until.minute()
+        )
+    };
+    let (start, end) = (in_minutes(-30), in_minutes(30 * 24 * 60));
+    let today = approved_window(
+        &collector,
+        &who,
+        &[
+            "--ticket",
+            "STD-1",
+            "--kind",
+            "standard",
+            "--label",
+            "role=web",
+            "--subject",
+            "package:*",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--schedule",
+            &slot(day(0)),
+        ],
+    );
+    assert_eq!(today["schedule"]["weekdays"], json!([day(0)]));
+    assert_eq!(today["schedule"]["duration_minutes"], 60);
+    approved_window(
+        &collector,
+        &who,
+        &[
+            "--ticket",
+            "STD-2",
+            "--kind",
+            "standard",
+            "--label",
+            "role=web",
+            "--subject",
+            "user:*",
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--schedule",
+            &slot(day(3)),
+        ],
+    );
+    collector
+        .driftctl(
+            &who.bob,
+            &["windows", "show", today["id"].as_str().unwrap()],
+        )
+        .expect(0)
+        .stdout_has(&format!("schedule: {} {clock} for 60 min (UTC)", day(0)));
+
+    // Covered after the fact by the approval of STD-1.
+    assert_eq!(
+        drift_of(&collector, &who.eve, "package:openssl"),
+        ("authorized".into(), Value::Null)
+    );
+    web.report(
+        &collector,
+        &[
+            web.event("package:nginx", by("carol"), None),
+            web.event("user:deploy", by("carol"), None),
+        ],
+    );
+    assert_eq!(
+        drift_of(&collector, &who.eve, "package:nginx"),
+        ("authorized".into(), Value::Null)
+    );
+    assert_eq!(
+        drift_of(&collector, &who.eve, "user:deploy"),
+        ("open".into(), json!("untraced")),
+        "STD-2 recurs on another weekday"
+    );
+
+    // Bad schedules are named; nothing is stored.
+    let refused = |extra: &[&str], fragment: &str| {
+        let mut args = vec![
+            "windows",
+            "create",
+            "--ticket",
+            "STD-3",
+            "--title",
+            "x",
+            "--host",
+            "web-1",
+            "--subject",
+            "package:*",
+            "--start",
+            &start,
+            "--end",
+            &end,
+        ];
+        args.extend_from_slice(extra);
+        collector
+            .driftctl(&who.alice, &args)
+            .expect(2)
+            .stderr_has(fragment);
+    };
+    refused(
+        &["--kind", "standard", "--schedule", "sunday 02:00-04:00"],
+        "schedule.weekdays[0]: `sunday` is not a weekday",
+    );
+    refused(
+        &["--schedule", "sun 02:00-04:00"],
+        "a schedule makes a recurring standard window, but kind is normal",
+    );
+    refused(
+        &["--kind", "standard", "--schedule", "sun 2-4"],
+        "is not `DAYS HH:MM-HH:MM`",
+    );
+    let listed = collector.get("/api/v1/windows", &who.bob).expect(200);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+}

@@ -13,6 +13,7 @@ use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
 use crate::matcher::Outcome;
 use crate::store::{Alert, DriftItem, Host, StoredEvent, TokenRecord};
+use crate::windows::schedule::Schedule;
 use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 
 fn time(millis: Millis) -> String {
@@ -142,6 +143,8 @@ pub struct WindowView {
     pub expected: Vec<ExpectedState>,
     /// Login users allowed to make the change (empty: anyone but the approver).
     pub implementers: Vec<String>,
+    /// Recurring standard windows: the occurrences, between `start` and `end`.
+    pub schedule: Option<Schedule>,
     pub created_at: String,
     pub ended_at: Option<String>,
     pub ended_by: Option<String>,
@@ -181,6 +184,7 @@ impl From<&Window> for WindowView {
             end_local: local(w.end),
             expected: w.expected.clone(),
             implementers: w.implementers.clone(),
+            schedule: w.schedule.clone(),
             created_at: time(w.created_at),
             ended_at: opt_time(w.ended_at),
             ended_by: w.ended_by.clone(),

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
+use crate::windows::schedule::Schedule;
 use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 
 const HOUR: i64 = 3_600_000;
@@ -31,6 +32,7 @@ fn window(id: u128, hosts: HostScope, subjects: &[&str], start_h: i64, end_h: i6
         time_zone: "UTC".into(),
         expected: vec![],
         implementers: vec![],
+        schedule: None,
         created_at: 0,
         ended_at: None,
         ended_by: None,
@@ -542,6 +544,49 @@ fn a_package_window_covers_files_that_match_the_packaged_content() {
     );
 }
 
+#[test]
+fn recurring_windows_authorize_only_during_their_occurrences() {
+    // Every Sunday 02:00-04:00 Paris (01:00-03:00Z in winter), valid for a year from
+    // 2026-11-20; DAY (2026-11-29) is a Sunday.
+    let mut weekly = window(
+        1,
+        labels(&[("role", "web")]),
+        &["package:*"],
+        -9 * 24,
+        356 * 24,
+    );
+    weekly.kind = WindowKind::Standard;
+    weekly.time_zone = "Europe/Paris".into();
+    weekly.schedule = Some(Schedule {
+        weekdays: vec!["sun".into()],
+        start: "02:00".into(),
+        duration_minutes: 120,
+    });
+    // A one-off window on the same host, to show the two kinds of lists work together.
+    let once = window(2, names(&["web-1"]), &["file:/etc/**"], 30, 31);
+    let web = |at_h: f64, subject: &'static str, expected| Case {
+        labels: &[("role", "web")],
+        ..case("web-1", subject, at_h, expected)
+    };
+    check(
+        &[weekly, once],
+        &[
+            web(1.5, "package:nginx", authorized(1)),
+            web(2.9, "package:nginx", authorized(1)),
+            web(3.5, "package:nginx", Outcome::Untraced),
+            web(0.5, "package:nginx", Outcome::Untraced),
+            web(24.0 + 1.5, "package:nginx", Outcome::Untraced),
+            web(7.0 * 24.0 + 1.5, "package:nginx", authorized(1)),
+            web(30.5, "file:/etc/hosts", authorized(2)),
+            // Summer time: 02:00 Paris is 00:00Z (2027-06-06 is a Sunday, 189 days on).
+            web(189.0 * 24.0 + 0.5, "package:nginx", authorized(1)),
+            web(189.0 * 24.0 + 2.5, "package:nginx", Outcome::Untraced),
+            // After the year the approval is valid for.
+            web(364.0 * 24.0 + 1.5, "package:nginx", Outcome::Untraced),
+        ],
+    );
+}
+
 /// The reference: every window, one by one, with the same rules.
 struct Probe<'a> {
     host: &'a str,
@@ -570,7 +615,12 @@ fn brute_force(windows: &[Window], probe: &Probe<'_>, tol: i64) -> Outcome {
     sorted.sort_by_key(|w| w.id);
     let mut flagged = None;
     for w in sorted {
-        let in_time = w.start - tol <= at && at <= w.effective_end() + tol;
+        let in_time = match &w.schedule {
+            None => w.start - tol <= at && at <= w.effective_end() + tol,
+            Some(schedule) => occurrences(w, schedule)
+                .into_iter()
+                .any(|(s, e)| s - tol <= at && at <= e + tol),
+        };
         let host_ok = w.hosts.names.iter().any(|n| n == host)
             || driftwatch_common::pattern::GlobList::new(&w.hosts.globs)
                 .unwrap()
@@ -615,6 +665,42 @@ fn brute_force(windows: &[Window], probe: &Probe<'_>, tol: i64) -> Outcome {
         }
     }
     flagged.unwrap_or(Outcome::Untraced)
+}
+
+/// Every occurrence of a recurring window, expanded day by day over its validity and cut
+/// to it (the index never does this).
+fn occurrences(w: &Window, schedule: &Schedule) -> Vec<(i64, i64)> {
+    let tz = jiff::tz::TimeZone::get(&w.time_zone).unwrap();
+    let (h, m) = schedule.start.split_once(':').unwrap();
+    let clock = jiff::civil::time(h.parse().unwrap(), m.parse().unwrap(), 0, 0);
+    let day = |t: i64| {
+        jiff::Timestamp::from_millisecond(t)
+            .unwrap()
+            .to_zoned(tz.clone())
+            .date()
+    };
+    let names = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let (valid_from, valid_until) = (w.start, w.effective_end());
+    let mut found = Vec::new();
+    let mut date = day(valid_from - 2 * 86_400_000);
+    while date <= day(valid_until) {
+        let weekday = names[date.weekday().to_monday_zero_offset() as usize];
+        if schedule.weekdays.iter().any(|d| d == weekday) {
+            let start = tz
+                .to_ambiguous_zoned(date.to_datetime(clock))
+                .compatible()
+                .unwrap()
+                .timestamp()
+                .as_millisecond();
+            let end = start + i64::from(schedule.duration_minutes) * 60_000;
+            let (a, b) = (start.max(valid_from), end.min(valid_until));
+            if a <= b {
+                found.push((a, b));
+            }
+        }
+        date = date.tomorrow().unwrap();
+    }
+    found
 }
 
 fn login(login: &str) -> Actor {
@@ -685,15 +771,52 @@ fn arb_window() -> impl Strategy<Value = Window> {
         (any::<u16>(), hosts, subjects),
         (0i64..48, 1i64..12),
         (implementers, approver),
+        prop::option::weighted(0.3, arb_schedule()),
     )
         .prop_map(
-            |((id, hosts, subjects), (start, len), (implementers, approver))| {
+            |((id, hosts, subjects), (start, len), (implementers, approver), recurring)| {
                 let mut w = window(u128::from(id), hosts, &subjects, start, start + len);
                 w.implementers = implementers.iter().map(|s| s.to_string()).collect();
                 w.decided_by = Some(approver.to_owned());
+                if let Some((schedule, zone, valid_hours)) = recurring {
+                    // Valid from up to two days before the events, for one to four days.
+                    w.kind = WindowKind::Standard;
+                    w.start = DAY + (start - 48) * HOUR;
+                    w.end = w.start + valid_hours * HOUR;
+                    w.time_zone = zone.to_owned();
+                    w.schedule = Some(schedule);
+                }
                 w
             },
         )
+}
+
+fn arb_schedule() -> impl Strategy<Value = (Schedule, &'static str, i64)> {
+    let days =
+        prop::sample::subsequence(vec!["mon", "tue", "wed", "thu", "fri", "sat", "sun"], 1..4);
+    (
+        days,
+        (0u32..24, prop::sample::select(vec![0u32, 30])),
+        prop::sample::select(vec![30u32, 120, 600, 1440]),
+        prop::sample::select(vec![
+            "UTC",
+            "Europe/Paris",
+            "America/New_York",
+            "Asia/Kolkata",
+        ]),
+        24i64..96,
+    )
+        .prop_map(|(days, (h, m), duration_minutes, zone, valid_hours)| {
+            (
+                Schedule {
+                    weekdays: days.iter().map(|d| d.to_string()).collect(),
+                    start: format!("{h:02}:{m:02}"),
+                    duration_minutes,
+                },
+                zone,
+                valid_hours,
+            )
+        })
 }
 
 proptest! {

@@ -401,6 +401,7 @@ pub async fn story<S: Store>(store: S) {
         time_zone: "UTC".into(),
         expected: vec![],
         implementers: vec![],
+        schedule: None,
         created_at: T0,
         ended_at: None,
         ended_by: None,

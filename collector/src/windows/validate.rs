@@ -8,12 +8,16 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::schedule::{Recurrence, Schedule};
 use super::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 use crate::clock::{Millis, rfc3339};
 
 /// The longest window accepted: a change window is a bounded piece of work, and the
 /// matcher's time index stays fast when windows are short.
 pub const MAX_WINDOW_DAYS: i64 = 31;
+/// The longest validity of a recurring standard window: a routine change is re-approved
+/// at least yearly, which is also what auditors expect of a standard-change catalogue.
+pub const MAX_RECURRING_DAYS: i64 = 366;
 const MAX_TEXT: usize = 512;
 
 /// `POST /api/v1/windows`.
@@ -33,9 +37,9 @@ pub struct WindowRequest {
     pub time_zone: String,
     #[serde(default)]
     pub expected: Vec<ExpectedState>,
-    /// Planned: recurring standard windows. Refused for now.
+    /// Recurring standard windows only: when, between `start` and `end`, the window is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recurrence: Option<serde_json::Value>,
+    pub schedule: Option<Schedule>,
     /// Login users (as the agent's actor reports them) allowed to make the change. Empty:
     /// anyone except the approver.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -51,11 +55,6 @@ pub enum Invalid {
 
 /// Checks a request made by `requester` at `now` and builds the window (status requested).
 pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result<Window, Invalid> {
-    if request.recurrence.is_some() {
-        return Err(Invalid::NotSupported(
-            "recurring windows are not supported yet; create one window per occurrence".into(),
-        ));
-    }
     let mut problems = Vec::new();
     text(&mut problems, "ticket", &request.ticket, 128);
     text(&mut problems, "title", &request.title, MAX_TEXT);
@@ -80,16 +79,45 @@ pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result
             .map_err(|why| problems.push(format!("end: {why}")))
             .ok()
     });
+    let recurrence = request.schedule.as_ref().and_then(|schedule| {
+        if request.kind != WindowKind::Standard {
+            problems.push(format!(
+                "a schedule makes a recurring standard window, but kind is {}; set kind = \"standard\"",
+                request.kind
+            ));
+        }
+        Recurrence::compile(schedule, &request.time_zone)
+            .map_err(|found| {
+                // An unknown zone is already reported once above.
+                problems.extend(found.into_iter().filter(|p| !p.starts_with("unknown time zone")));
+            })
+            .ok()
+    });
     if let (Some(start), Some(end)) = (start, end) {
+        let (longest, advice) = match request.schedule {
+            Some(_) => (
+                MAX_RECURRING_DAYS,
+                "re-approve the routine change each year",
+            ),
+            None => (MAX_WINDOW_DAYS, "split the work into shorter windows"),
+        };
         if end <= start {
             problems.push(format!(
                 "end ({}) is not after start ({})",
                 rfc3339(end),
                 rfc3339(start)
             ));
-        } else if end - start > MAX_WINDOW_DAYS * 86_400_000 {
+        } else if end - start > longest * 86_400_000 {
             problems.push(format!(
-                "the window lasts more than {MAX_WINDOW_DAYS} days; split the work into shorter windows"
+                "the window lasts more than {longest} days; {advice}"
+            ));
+        } else if let Some(recurrence) = &recurrence
+            && !recurrence.overlaps(start, end, start, end)
+        {
+            problems.push(format!(
+                "the schedule has no occurrence between start ({}) and end ({})",
+                rfc3339(start),
+                rfc3339(end)
             ));
         }
         if request.kind != WindowKind::Emergency && end <= now {
@@ -139,6 +167,7 @@ pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result
             time_zone: request.time_zone.clone(),
             expected: request.expected.clone(),
             implementers: request.implementers.clone(),
+            schedule: request.schedule.clone(),
             created_at: now,
             ended_at: None,
             ended_by: None,

@@ -168,10 +168,11 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     r#"
 ALTER TABLE windows ADD COLUMN deadline_alerted_at INTEGER;
 "#,
-    // 3: window implementers; the review index covers the actor outcomes (same list as
+    // 3: window implementers and schedules (recurring standard windows); the review index covers the actor outcomes (same list as
     // `matcher::REVIEW_OUTCOMES`, checked by a test).
     r#"
 ALTER TABLE windows ADD COLUMN implementers TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE windows ADD COLUMN schedule TEXT;
 DROP INDEX events_review;
 CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
 "#,

@@ -15,7 +15,7 @@ use crate::windows::{Window, WindowStatus};
 
 const COLUMNS: &str = "id, ticket, title, kind, status, requester, decided_by, decided_at, \
                        decision_comment, hosts, subjects, start_at, end_at, time_zone, expected, \
-                       created_at, ended_at, ended_by, implementers";
+                       created_at, ended_at, ended_by, implementers, schedule";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Window> {
     Ok(Window {
@@ -38,6 +38,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Window> {
         ended_at: r.get(16)?,
         ended_by: r.get(17)?,
         implementers: r.get::<_, Json<_>>(18)?.0,
+        schedule: r.get::<_, Option<Json<_>>>(19)?.map(|j| j.0),
     })
 }
 
@@ -45,7 +46,7 @@ pub fn insert(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT INTO windows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
         ),
         params![
             id(w.id),
@@ -66,7 +67,8 @@ pub fn insert(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<()> {
             w.created_at,
             w.ended_at,
             w.ended_by,
-            json(&w.implementers)
+            json(&w.implementers),
+            w.schedule.as_ref().map(json)
         ],
     )?;
     audit::append(conn, audit)?;
