@@ -40,7 +40,7 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 fn role(host: usize) -> &'static str {
-    if host % 2 == 0 { "web" } else { "db" }
+    if host.is_multiple_of(2) { "web" } else { "db" }
 }
 
 fn actor(n: u64) -> Option<Actor> {
@@ -147,7 +147,7 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
                 start: rfc3339(start),
                 end: rfc3339(start + 4 * HOUR),
                 time_zone: "UTC".into(),
-                implementers: if w % 4 == 0 {
+                implementers: if w.is_multiple_of(4) {
                     vec!["ops".into()]
                 } else {
                     vec![]
@@ -209,7 +209,7 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
         let mut batch_events = Vec::with_capacity(BATCH);
         for i in 0..BATCH.min(events - sent) {
             *seq += 1;
-            let file = i % 2 == 0;
+            let file = i.is_multiple_of(2);
             let event = DriftEvent {
                 id: uuid::Uuid::now_v7(),
                 host_id,
@@ -230,11 +230,11 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
                 actor: actor(*seq),
                 seen_by: SeenBy::Watch,
                 observed_at: time::OffsetDateTime::now_utc(),
-                provenance: (file && *seq % 3 == 0).then(|| Provenance {
+                provenance: (file && seq.is_multiple_of(3)).then(|| Provenance {
                     manager: "dpkg".into(),
                     package: "app".into(),
                     version: "1".into(),
-                    matches_package: *seq % 6 != 0,
+                    matches_package: !seq.is_multiple_of(6),
                 }),
                 related: None,
             };
