@@ -226,12 +226,15 @@ fn implementers_and_the_approver_are_checked_and_flagged_drift_alerts() {
     }
 
     // Flagged drift is held and alerted like untraced drift, with its reason.
-    let mut items = Vec::new();
+    let (mut alerts, mut items) = (Vec::new(), Vec::new());
     let alerted = wait_until(Duration::from_secs(30), || {
-        items = collector
+        alerts = collector
             .alerts()
             .into_iter()
             .filter(|a| a["kind"] == "untraced_drift")
+            .collect();
+        items = alerts
+            .iter()
             .flat_map(|a| a["items"].as_array().cloned().unwrap_or_default())
             .collect();
         items.len() == 3
@@ -241,6 +244,13 @@ fn implementers_and_the_approver_are_checked_and_flagged_drift_alerts() {
         "alert items: {items:#?}\nlog:\n{}",
         collector.log()
     );
+    for alert in &alerts {
+        let summary = alert["summary"].as_str().unwrap();
+        assert!(
+            summary.contains("flagged") && !summary.starts_with("untraced"),
+            "{summary}"
+        );
+    }
     let mut reasons: Vec<&str> = items
         .iter()
         .map(|i| i["reason"].as_str().unwrap())
