@@ -359,6 +359,8 @@ impl<S: Store> App<S> {
                         kind: event.kind,
                         after: event.after.as_ref(),
                         observed_at,
+                        actor: event.actor.as_ref(),
+                        provenance: event.provenance.as_ref(),
                     },
                     self.settings.tolerance_ms,
                 );
@@ -512,7 +514,8 @@ impl<S: Store> App<S> {
                 "ticket": window.ticket, "kind": window.kind, "hosts": window.hosts,
                 "subjects": window.subjects, "start": rfc3339(window.start),
                 "end": rfc3339(window.end), "time_zone": window.time_zone,
-                "expected": window.expected,
+                "expected": window.expected, "implementers": window.implementers,
+                "schedule": window.schedule,
             }),
         );
         self.store.insert_window(window.clone(), audit).await?;
@@ -616,6 +619,8 @@ impl<S: Store> App<S> {
                         kind: c.event.kind,
                         after: c.event.after.as_ref(),
                         observed_at: c.event_time,
+                        actor: c.event.actor.as_ref(),
+                        provenance: c.event.provenance.as_ref(),
                     },
                     tolerance,
                 );

@@ -473,13 +473,13 @@ async fn windows_need_someone_else_to_approve_them() {
         NOW + 60 * MINUTE,
         NOW + 120 * MINUTE,
     );
-    recurring["kind"] = json!("standard");
-    recurring["recurrence"] = json!({"weekly": ["sun"]});
+    recurring["schedule"] =
+        json!({"weekdays": ["sun", "funday"], "start": "02:00", "duration_minutes": 120});
     expect_error(
         &server.post("/api/v1/windows", &alice, recurring).await,
-        StatusCode::NOT_IMPLEMENTED,
-        "not_supported",
-        "not supported yet",
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "but kind is normal; set kind = \"standard\"; schedule.weekdays[1]: `funday` is not a weekday",
     );
     expect_error(
         &server.get("/api/v1/reports/export", &alice).await,

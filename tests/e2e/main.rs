@@ -16,5 +16,6 @@ mod drift;
 mod evidence;
 mod full_disk;
 mod integrity;
+mod matching;
 mod permissions;
 mod state;

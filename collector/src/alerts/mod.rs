@@ -171,8 +171,20 @@ pub fn untraced_drift_body(
         })
         .collect();
     let summary = match items {
-        [one] => format!("untraced change on {hostname}: {}", one.subject),
-        many => format!("{} untraced changes on {hostname}", many.len()),
+        [one] => match one.reason.as_deref() {
+            // Flagged inside a window (wrong implementer, made by the approver...): say so.
+            Some(reason) if reason != "untraced" => {
+                format!("change on {hostname} flagged {reason}: {}", one.subject)
+            }
+            _ => format!("untraced change on {hostname}: {}", one.subject),
+        },
+        many if many.iter().all(|i| i.reason.as_deref() == Some("untraced")) => {
+            format!("{} untraced changes on {hostname}", many.len())
+        }
+        many => format!(
+            "{} changes on {hostname} need review (untraced, or flagged inside a window)",
+            many.len()
+        ),
     };
     json!({
         "kind": "untraced_drift",

@@ -13,6 +13,7 @@ use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
 use crate::matcher::Outcome;
 use crate::store::{Alert, DeliveryState, DriftItem, Host, StoredEvent, TokenRecord};
+use crate::windows::schedule::Schedule;
 use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 
 fn time(millis: Millis) -> String {
@@ -140,6 +141,10 @@ pub struct WindowView {
     pub start_local: String,
     pub end_local: String,
     pub expected: Vec<ExpectedState>,
+    /// Login users allowed to make the change (empty: anyone but the approver).
+    pub implementers: Vec<String>,
+    /// Recurring standard windows: the occurrences, between `start` and `end`.
+    pub schedule: Option<Schedule>,
     pub created_at: String,
     pub ended_at: Option<String>,
     pub ended_by: Option<String>,
@@ -178,6 +183,8 @@ impl From<&Window> for WindowView {
             start_local: local(w.start),
             end_local: local(w.end),
             expected: w.expected.clone(),
+            implementers: w.implementers.clone(),
+            schedule: w.schedule.clone(),
             created_at: time(w.created_at),
             ended_at: opt_time(w.ended_at),
             ended_by: w.ended_by.clone(),

@@ -14,6 +14,7 @@ use driftwatch_collector::api::model::{
 use driftwatch_collector::audit::VerifyReport;
 use driftwatch_collector::drift::{DriftStatus, ResolutionCategory};
 use driftwatch_collector::identity::Role;
+use driftwatch_collector::windows::schedule::Schedule;
 use driftwatch_collector::windows::validate::WindowRequest;
 use driftwatch_collector::windows::{ExpectedState, HostScope, WindowKind, WindowStatus};
 use driftwatch_common::api::v1::ApiErrorBody;
@@ -203,6 +204,16 @@ struct CreateWindow {
     /// `SUBJECT=absent` (repeatable).
     #[arg(long = "expect")]
     expected: Vec<String>,
+    /// A login user allowed to make the change, as the agent reports it (repeatable).
+    /// Without any, anyone but the approver may; with some, changes by others or by an
+    /// unknown actor are flagged.
+    #[arg(long = "implementer")]
+    implementers: Vec<String>,
+    /// A recurring standard window (--kind standard): `DAYS HH:MM-HH:MM` in --time-zone,
+    /// e.g. `sun 02:00-04:00`, `sat,sun 23:00-01:00` or `daily 03:00-03:30`; --start and
+    /// --end then bound the period the approval is valid for (at most a year).
+    #[arg(long)]
+    schedule: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -635,6 +646,18 @@ async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8>
                 serde_json::to_string(&window.hosts)?
             ));
             client.say(format!("  subjects: {}", window.subjects.join(", ")));
+            if let Some(schedule) = &window.schedule {
+                client.say(format!(
+                    "  schedule: {schedule} ({}), valid {} to {}",
+                    window.time_zone, window.start_local, window.end_local
+                ));
+            }
+            if !window.implementers.is_empty() {
+                client.say(format!(
+                    "  implementers: {}",
+                    window.implementers.join(", ")
+                ));
+            }
         }
         WindowsCommand::Approve { id, comment } => decide(client, id, "approve", comment).await?,
         WindowsCommand::Reject { id, comment } => {
@@ -713,8 +736,48 @@ fn window_request(args: CreateWindow) -> anyhow::Result<WindowRequest> {
         end: args.end,
         time_zone: args.time_zone,
         expected,
-        recurrence: None,
-        implementers: None,
+        schedule: args.schedule.as_deref().map(parse_schedule).transpose()?,
+        implementers: args.implementers,
+    })
+}
+
+/// `sun 02:00-04:00` → weekdays, start and the duration between the two clock times (past
+/// midnight when the end is earlier). The collector checks the days and times.
+fn parse_schedule(text: &str) -> anyhow::Result<Schedule> {
+    let usage = || {
+        anyhow!(
+            "--schedule `{text}` is not `DAYS HH:MM-HH:MM`, e.g. `sun 02:00-04:00` or \
+             `mon,wed 22:00-02:00` (days: mon … sun, or daily)"
+        )
+    };
+    let (days, times) = text.trim().split_once(' ').ok_or_else(usage)?;
+    let (start, end) = times.trim().split_once('-').ok_or_else(usage)?;
+    let minutes = |clock: &str| -> anyhow::Result<i64> {
+        let (h, m) = clock.split_once(':').ok_or_else(usage)?;
+        let (h, m): (i64, i64) = (h.parse()?, m.parse()?);
+        if !(0..24).contains(&h) || !(0..60).contains(&m) {
+            return Err(usage());
+        }
+        Ok(h * 60 + m)
+    };
+    let (from, to) = (
+        minutes(start).map_err(|_| usage())?,
+        minutes(end).map_err(|_| usage())?,
+    );
+    if from == to {
+        bail!("--schedule `{text}`: the start and end times are the same");
+    }
+    let weekdays = if days == "daily" {
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(str::to_owned)
+            .to_vec()
+    } else {
+        days.split(',').map(str::to_owned).collect()
+    };
+    Ok(Schedule {
+        weekdays,
+        start: start.to_owned(),
+        duration_minutes: u32::try_from((to - from).rem_euclid(24 * 60))?,
     })
 }
 
@@ -827,4 +890,35 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_schedule;
+
+    #[test]
+    fn schedules_read_days_and_a_clock_interval() {
+        let sunday = parse_schedule("sun 02:00-04:00").unwrap();
+        assert_eq!(
+            (sunday.weekdays, sunday.start, sunday.duration_minutes),
+            (vec!["sun".to_owned()], "02:00".to_owned(), 120)
+        );
+        let overnight = parse_schedule("sat,sun 23:00-01:00").unwrap();
+        assert_eq!(overnight.weekdays, ["sat", "sun"]);
+        assert_eq!(overnight.duration_minutes, 120);
+        assert_eq!(
+            parse_schedule("daily 03:00-03:30").unwrap().weekdays.len(),
+            7
+        );
+        for bad in [
+            "sun",
+            "sun 02:00",
+            "sun 2-4",
+            "sun 25:00-26:00",
+            "sun 02:00-02:00",
+        ] {
+            let err = parse_schedule(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+    }
 }

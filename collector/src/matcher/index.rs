@@ -5,6 +5,14 @@
 //! (when they use host globs) in one list checked against the host name. Each list is
 //! sorted by start; with the longest window of the list `L`, the windows that may cover
 //! time `t` start in `[t - L, t]`, found by binary search.
+//!
+//! Recurring standard windows are filed the same way in lists of their own, by their
+//! validity period (up to a year): kept apart, they do not widen `L` for the one-off
+//! windows. Their occurrences are not expanded: a candidate is tested arithmetically
+//! ([`Recurrence::overlaps`] looks at the two or three local dates that could hold an
+//! occurrence containing `t`). A recurring window's list entry is therefore a candidate
+//! for every event of its hosts during its validity, which is fine because standard
+//! windows are a small catalogue of routine changes, not thousands per host.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +22,7 @@ use uuid::Uuid;
 
 use super::HostFacts;
 use crate::clock::Millis;
+use crate::windows::schedule::Recurrence;
 use crate::windows::validate::SubjectGlobs;
 use crate::windows::{ExpectedState, HostScope, Window};
 
@@ -27,9 +36,22 @@ pub(super) struct Compiled {
     host_globs: GlobList,
     pub subjects: SubjectGlobs,
     pub expected: Vec<ExpectedState>,
+    pub implementers: Vec<String>,
+    /// Who approved it: their own changes inside it are flagged.
+    pub approver: Option<String>,
+    /// Recurring: open only on its occurrences between `start` and `end`.
+    recurrence: Option<Recurrence>,
 }
 
 impl Compiled {
+    /// Whether it is open at some time in `[from, to]`.
+    fn open_during(&self, from: Millis, to: Millis) -> bool {
+        match &self.recurrence {
+            None => self.start <= to && self.end >= from,
+            Some(recurrence) => recurrence.overlaps(from, to, self.start, self.end),
+        }
+    }
+
     fn covers_host(&self, host: HostFacts<'_>) -> bool {
         self.hosts.names.iter().any(|name| name == host.hostname)
             || self
@@ -68,14 +90,67 @@ impl TimeList {
     }
 }
 
+/// Lists of windows by the hosts they name.
 #[derive(Debug, Default)]
-pub struct WindowIndex {
-    /// Sorted by id (creation order); shared between successive indexes.
-    windows: Vec<Arc<Compiled>>,
+struct HostLists {
     by_name: HashMap<String, TimeList>,
     /// label name → label value → windows whose first label it is.
     by_label: HashMap<String, HashMap<String, TimeList>>,
     by_glob: TimeList,
+}
+
+impl HostLists {
+    fn file(&mut self, window: &Compiled, at: usize) {
+        for name in &window.hosts.names {
+            self.by_name
+                .entry(name.clone())
+                .or_default()
+                .push(window, at);
+        }
+        if let Some((key, value)) = window.hosts.labels.iter().next() {
+            self.by_label
+                .entry(key.clone())
+                .or_default()
+                .entry(value.clone())
+                .or_default()
+                .push(window, at);
+        }
+        if !window.hosts.globs.is_empty() {
+            self.by_glob.push(window, at);
+        }
+    }
+
+    fn sort(&mut self) {
+        for list in self
+            .by_name
+            .values_mut()
+            .chain(self.by_label.values_mut().flat_map(|m| m.values_mut()))
+            .chain(std::iter::once(&mut self.by_glob))
+        {
+            list.entries.sort_unstable();
+        }
+    }
+
+    /// The lists that may hold windows covering `host`.
+    fn for_host<'a>(&'a self, host: HostFacts<'a>) -> impl Iterator<Item = &'a TimeList> {
+        self.by_name
+            .get(host.hostname)
+            .into_iter()
+            .chain(
+                host.labels
+                    .iter()
+                    .filter_map(|(k, v)| self.by_label.get(k)?.get(v)),
+            )
+            .chain(std::iter::once(&self.by_glob))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WindowIndex {
+    /// Sorted by id (creation order); shared between successive indexes.
+    windows: Vec<Arc<Compiled>>,
+    once: HostLists,
+    recurring: HostLists,
 }
 
 fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
@@ -88,6 +163,14 @@ fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
             .map_err(|err| (window.id, err.to_string()))?,
         subjects: SubjectGlobs::compile(&window.subjects).map_err(|e| (window.id, e))?,
         expected: window.expected.clone(),
+        implementers: window.implementers.clone(),
+        approver: window.decided_by.clone(),
+        recurrence: window
+            .schedule
+            .as_ref()
+            .map(|schedule| Recurrence::compile(schedule, &window.time_zone))
+            .transpose()
+            .map_err(|problems| (window.id, problems.join("; ")))?,
     }))
 }
 
@@ -123,34 +206,13 @@ impl WindowIndex {
         windows.sort_by_key(|w| w.id);
         let mut index = WindowIndex::default();
         for (at, window) in windows.iter().enumerate() {
-            for name in &window.hosts.names {
-                index
-                    .by_name
-                    .entry(name.clone())
-                    .or_default()
-                    .push(window, at);
-            }
-            if let Some((key, value)) = window.hosts.labels.iter().next() {
-                index
-                    .by_label
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(value.clone())
-                    .or_default()
-                    .push(window, at);
-            }
-            if !window.hosts.globs.is_empty() {
-                index.by_glob.push(window, at);
+            match window.recurrence {
+                None => index.once.file(window, at),
+                Some(_) => index.recurring.file(window, at),
             }
         }
-        for list in index
-            .by_name
-            .values_mut()
-            .chain(index.by_label.values_mut().flat_map(|m| m.values_mut()))
-            .chain(std::iter::once(&mut index.by_glob))
-        {
-            list.entries.sort_unstable();
-        }
+        index.once.sort();
+        index.recurring.sort();
         index.windows = windows;
         index
     }
@@ -172,17 +234,11 @@ impl WindowIndex {
     ) -> impl Iterator<Item = &Compiled> {
         let (from, to) = (at.saturating_sub(tolerance), at.saturating_add(tolerance));
         let mut found: Vec<usize> = Vec::new();
-        let lists = self
-            .by_name
-            .get(host.hostname)
-            .into_iter()
-            .chain(
-                host.labels
-                    .iter()
-                    .filter_map(|(k, v)| self.by_label.get(k)?.get(v)),
-            )
-            .chain(std::iter::once(&self.by_glob));
-        for list in lists {
+        for list in self
+            .once
+            .for_host(host)
+            .chain(self.recurring.for_host(host))
+        {
             found.extend(list.starting_near(from, to));
         }
         found.sort_unstable();
@@ -190,6 +246,6 @@ impl WindowIndex {
         found
             .into_iter()
             .map(|at| &*self.windows[at])
-            .filter(move |w| w.start <= to && w.end >= from && w.covers_host(host))
+            .filter(move |w| w.open_during(from, to) && w.covers_host(host))
     }
 }

@@ -7,6 +7,22 @@
 //! configured tolerance. A window that names the expected end state of the subject
 //! authorizes only that state ("in window, unexpected state" otherwise). When several
 //! windows authorize, the earliest created wins, so the choice is stable.
+//!
+//! Who made the change is checked too, from the event's actor ([`person`]): a change made
+//! by the window's approver is `made_by_approver` (segregation of duties); when the window
+//! names implementers, a change by anyone else is `wrong_implementer`, and one whose actor
+//! is unknown is `actor_unknown` (attribution missing or partial: security looks, since
+//! nobody can say the right person did it). A window without implementers accepts an
+//! unknown actor, as before attribution existed. These outcomes are flagged, never
+//! authorized: they open drift and alert like untraced drift, naming the window.
+//! When no window authorizes, the flag of the earliest created covering window is kept.
+//!
+//! Package upgrades: a window whose subjects include `package:GLOB` also covers a file
+//! whose provenance names a package matching GLOB, when the package manager says the
+//! file's content is the packaged one (an upgrade wrote it). A file that claims such a
+//! package but does not match the packaged content is `package_mismatch`: never covered
+//! through the package (it could be a trojaned binary left under a package's name). A file
+//! the window's own file globs cover is judged by those, whatever its provenance.
 
 mod index;
 #[cfg(test)]
@@ -14,10 +30,11 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use driftwatch_common::api::v1::{ChangeKind, SubjectState};
+use driftwatch_common::api::v1::{Actor, ChangeKind, Provenance, SubjectState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use index::Compiled;
 pub use index::WindowIndex;
 
 use crate::clock::Millis;
@@ -39,7 +56,34 @@ pub struct EventFacts<'a> {
     pub after: Option<&'a SubjectState>,
     /// Agent clock.
     pub observed_at: Millis,
+    /// Who made the change, when the agent could tell.
+    pub actor: Option<&'a Actor>,
+    /// What the package manager says about a changed file.
+    pub provenance: Option<&'a Provenance>,
 }
+
+/// The person behind a change, as windows name implementers: the audit login user (it
+/// survives sudo); without a login session (a service or a timer), the process's user.
+/// `None` when unknown: no actor, or a login uid whose name the host could not resolve
+/// (falling back to the process user there would name root instead of the person).
+pub fn person(actor: Option<&Actor>) -> Option<&str> {
+    let actor = actor?;
+    match (actor.login_uid, &actor.login_user) {
+        (_, Some(login)) => Some(login),
+        (Some(_), None) => None,
+        (None, None) => actor.user.as_deref(),
+    }
+}
+
+/// The outcomes that need a person (stored events and drift items carry these names).
+pub const REVIEW_OUTCOMES: [&str; 6] = [
+    "untraced",
+    "unexpected_state",
+    "wrong_implementer",
+    "made_by_approver",
+    "actor_unknown",
+    "package_mismatch",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -52,6 +96,25 @@ pub enum Outcome {
         window_id: Uuid,
         expected: String,
     },
+    /// Inside a window, made by someone it does not name as implementer.
+    WrongImplementer {
+        window_id: Uuid,
+        actor: String,
+    },
+    /// Inside a window, made by the person who approved it (segregation of duties).
+    MadeByApprover {
+        window_id: Uuid,
+        actor: String,
+    },
+    /// Inside a window that names implementers, by an actor the agent could not name.
+    ActorUnknown {
+        window_id: Uuid,
+    },
+    /// A file covered only through its package, whose content is not the packaged one.
+    PackageMismatch {
+        window_id: Uuid,
+        package: String,
+    },
     Untraced,
     /// Back to the baseline state: nothing to authorize.
     Restored,
@@ -62,6 +125,10 @@ impl Outcome {
         match self {
             Outcome::Authorized { .. } => "authorized",
             Outcome::UnexpectedState { .. } => "unexpected_state",
+            Outcome::WrongImplementer { .. } => "wrong_implementer",
+            Outcome::MadeByApprover { .. } => "made_by_approver",
+            Outcome::ActorUnknown { .. } => "actor_unknown",
+            Outcome::PackageMismatch { .. } => "package_mismatch",
             Outcome::Untraced => "untraced",
             Outcome::Restored => "restored",
         }
@@ -69,16 +136,19 @@ impl Outcome {
 
     pub fn window_id(&self) -> Option<Uuid> {
         match self {
-            Outcome::Authorized { window_id } | Outcome::UnexpectedState { window_id, .. } => {
-                Some(*window_id)
-            }
+            Outcome::Authorized { window_id }
+            | Outcome::UnexpectedState { window_id, .. }
+            | Outcome::WrongImplementer { window_id, .. }
+            | Outcome::MadeByApprover { window_id, .. }
+            | Outcome::ActorUnknown { window_id }
+            | Outcome::PackageMismatch { window_id, .. } => Some(*window_id),
             Outcome::Untraced | Outcome::Restored => None,
         }
     }
 
-    /// Needs a person: untraced, or in a window but not the approved state.
+    /// Needs a person: untraced, or in a window but not as it approved.
     pub fn needs_review(&self) -> bool {
-        matches!(self, Outcome::Untraced | Outcome::UnexpectedState { .. })
+        REVIEW_OUTCOMES.contains(&self.name())
     }
 }
 
@@ -93,28 +163,74 @@ pub fn match_event(
         return Outcome::Restored;
     }
     let at = event.observed_at.saturating_sub(host.skew_ms);
-    let mut unexpected = None;
+    let who = person(event.actor);
+    // The package a changed file belongs to, per the agent's package manager.
+    let package = event
+        .provenance
+        .filter(|_| event.subject.starts_with("file:"));
+    let mut flagged = None;
     for window in index.candidates(host, at, tolerance_ms) {
         if !window.subjects.covers(event.subject) {
-            continue;
-        }
-        match window
-            .expected
-            .iter()
-            .find(|expected| expected.subject == event.subject)
-        {
-            Some(expected) if !expected.is_met_by(event.after) => {
-                unexpected.get_or_insert(Outcome::UnexpectedState {
-                    window_id: window.id,
-                    expected: expected.describe(),
-                });
+            match package {
+                Some(p) if window.subjects.covers_package(&p.package) => {
+                    if !p.matches_package {
+                        flagged.get_or_insert(Outcome::PackageMismatch {
+                            window_id: window.id,
+                            package: p.package.clone(),
+                        });
+                        continue;
+                    }
+                }
+                _ => continue,
             }
-            _ => {
+        }
+        match check_window(window, event, who) {
+            None => {
                 return Outcome::Authorized {
                     window_id: window.id,
                 };
             }
+            Some(flag) => {
+                flagged.get_or_insert(flag);
+            }
         }
     }
-    unexpected.unwrap_or(Outcome::Untraced)
+    flagged.unwrap_or(Outcome::Untraced)
+}
+
+/// What is wrong with `event` inside `window`, which covers its host, subject and time;
+/// `None` when the window authorizes it.
+fn check_window(window: &Compiled, event: EventFacts<'_>, who: Option<&str>) -> Option<Outcome> {
+    let window_id = window.id;
+    match who {
+        Some(who) if window.approver.as_deref() == Some(who) => {
+            return Some(Outcome::MadeByApprover {
+                window_id,
+                actor: who.to_owned(),
+            });
+        }
+        Some(who)
+            if !window.implementers.is_empty() && !window.implementers.iter().any(|i| i == who) =>
+        {
+            return Some(Outcome::WrongImplementer {
+                window_id,
+                actor: who.to_owned(),
+            });
+        }
+        None if !window.implementers.is_empty() => {
+            return Some(Outcome::ActorUnknown { window_id });
+        }
+        _ => {}
+    }
+    match window
+        .expected
+        .iter()
+        .find(|expected| expected.subject == event.subject)
+    {
+        Some(expected) if !expected.is_met_by(event.after) => Some(Outcome::UnexpectedState {
+            window_id,
+            expected: expected.describe(),
+        }),
+        _ => None,
+    }
 }

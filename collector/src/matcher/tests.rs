@@ -1,12 +1,13 @@
 use std::collections::BTreeMap;
 
-use driftwatch_common::api::v1::{ChangeKind, SubjectState};
+use driftwatch_common::api::v1::{Actor, ChangeKind, Provenance, SubjectState};
 use driftwatch_common::hash::ContentHash;
 use driftwatch_common::state::{FileKind, FileState};
 use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
+use crate::windows::schedule::Schedule;
 use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 
 const HOUR: i64 = 3_600_000;
@@ -30,6 +31,8 @@ fn window(id: u128, hosts: HostScope, subjects: &[&str], start_h: i64, end_h: i6
         end: DAY + end_h * HOUR,
         time_zone: "UTC".into(),
         expected: vec![],
+        implementers: vec![],
+        schedule: None,
         created_at: 0,
         ended_at: None,
         ended_by: None,
@@ -88,6 +91,8 @@ struct Case<'a> {
     after: Option<SubjectState>,
     /// Hours after DAY.
     at_h: f64,
+    actor: Option<Actor>,
+    provenance: Option<Provenance>,
     expected: Outcome,
 }
 
@@ -100,6 +105,8 @@ fn case<'a>(host: &'a str, subject: &'a str, at_h: f64, expected: Outcome) -> Ca
         kind: ChangeKind::Content,
         after: Some(file(1)),
         at_h,
+        actor: None,
+        provenance: None,
         expected,
     }
 }
@@ -132,6 +139,8 @@ fn check(windows: &[Window], cases: &[Case<'_>]) {
                 kind: c.kind,
                 after: c.after.as_ref(),
                 observed_at: DAY + (c.at_h * HOUR as f64) as i64,
+                actor: c.actor.as_ref(),
+                provenance: c.provenance.as_ref(),
             },
             60_000,
         );
@@ -342,33 +351,402 @@ fn windows_that_were_never_approved_authorize_nothing() {
     );
 }
 
+#[test]
+fn the_person_is_the_login_user_else_the_service_user() {
+    assert_eq!(person(Some(&login("carol"))), Some("carol"));
+    let unresolved = Actor {
+        login_user: None,
+        ..login("carol")
+    };
+    assert_eq!(
+        person(Some(&unresolved)),
+        None,
+        "not root: the person is unknown"
+    );
+    let service = Actor {
+        login_uid: None,
+        login_user: None,
+        ..login("carol")
+    };
+    assert_eq!(person(Some(&service)), Some("root"));
+    assert_eq!(person(Some(&Actor::default())), None);
+    assert_eq!(person(None), None);
+}
+
+#[test]
+fn implementers_and_the_approver_are_checked_inside_the_window() {
+    let mut named = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    named.implementers = vec!["carol".into(), "dave".into()];
+    let open = window(2, names(&["web-2"]), &["file:/etc/**"], 2, 4);
+    let by = |host: &'static str, actor: Option<Actor>, expected: Outcome| Case {
+        actor,
+        ..case(host, "file:/etc/hosts", 3.0, expected)
+    };
+    let id = |n| Uuid::from_u128(n);
+    check(
+        &[named, open],
+        &[
+            by("web-1", Some(login("carol")), authorized(1)),
+            by("web-1", Some(login("dave")), authorized(1)),
+            by(
+                "web-1",
+                Some(login("eve")),
+                Outcome::WrongImplementer {
+                    window_id: id(1),
+                    actor: "eve".into(),
+                },
+            ),
+            // The approver may not implement, even when named.
+            by(
+                "web-2",
+                Some(login("bob")),
+                Outcome::MadeByApprover {
+                    window_id: id(2),
+                    actor: "bob".into(),
+                },
+            ),
+            by("web-1", None, Outcome::ActorUnknown { window_id: id(1) }),
+            by(
+                "web-1",
+                Some(Actor {
+                    login_user: None,
+                    ..login("carol")
+                }),
+                Outcome::ActorUnknown { window_id: id(1) },
+            ),
+            // Without implementers an unknown actor is accepted, anyone but the approver too.
+            by("web-2", None, authorized(2)),
+            by("web-2", Some(login("eve")), authorized(2)),
+            // Outside every window: untraced, whoever did it.
+            Case {
+                actor: Some(login("carol")),
+                ..case("web-1", "file:/etc/hosts", 6.0, Outcome::Untraced)
+            },
+        ],
+    );
+}
+
+#[test]
+fn another_window_may_authorize_what_one_flags() {
+    let mut strict = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    strict.implementers = vec!["carol".into()];
+    let mut other = window(2, globs(&["web-*"]), &["file:/etc/**"], 0, 6);
+    other.implementers = vec!["dave".into()];
+    check(
+        &[strict, other],
+        &[
+            Case {
+                actor: Some(login("dave")),
+                ..case("web-1", "file:/etc/hosts", 3.0, authorized(2))
+            },
+            // Neither: the earliest created window's flag.
+            Case {
+                actor: Some(login("eve")),
+                ..case(
+                    "web-1",
+                    "file:/etc/hosts",
+                    3.0,
+                    Outcome::WrongImplementer {
+                        window_id: Uuid::from_u128(1),
+                        actor: "eve".into(),
+                    },
+                )
+            },
+        ],
+    );
+}
+
+#[test]
+fn a_package_window_covers_files_that_match_the_packaged_content() {
+    let mut upgrade = window(1, names(&["web-1"]), &["package:nginx*"], 2, 4);
+    upgrade.implementers = vec!["carol".into()];
+    let explicit = window(
+        2,
+        names(&["web-2"]),
+        &["package:nginx*", "file:/etc/nginx/**"],
+        2,
+        4,
+    );
+    let file = |host: &'static str, path: &'static str, p: Option<Provenance>, expected| Case {
+        provenance: p,
+        actor: Some(login("carol")),
+        ..case(host, path, 3.0, expected)
+    };
+    check(
+        &[upgrade, explicit],
+        &[
+            file(
+                "web-1",
+                "file:/usr/sbin/nginx",
+                Some(packaged("nginx", true)),
+                authorized(1),
+            ),
+            file(
+                "web-1",
+                "file:/etc/nginx/nginx.conf",
+                Some(packaged("nginx-common", true)),
+                authorized(1),
+            ),
+            file(
+                "web-1",
+                "file:/usr/sbin/nginx",
+                Some(packaged("nginx", false)),
+                Outcome::PackageMismatch {
+                    window_id: Uuid::from_u128(1),
+                    package: "nginx".into(),
+                },
+            ),
+            // Another package, no provenance, or a state key that only looks like a file.
+            file(
+                "web-1",
+                "file:/usr/bin/vim",
+                Some(packaged("vim", true)),
+                Outcome::Untraced,
+            ),
+            file("web-1", "file:/usr/sbin/nginx", None, Outcome::Untraced),
+            file(
+                "web-1",
+                "user:nginx",
+                Some(packaged("nginx", true)),
+                Outcome::Untraced,
+            ),
+            // Outside the window's time.
+            Case {
+                at_h: 5.0,
+                ..file(
+                    "web-1",
+                    "file:/usr/sbin/nginx",
+                    Some(packaged("nginx", true)),
+                    Outcome::Untraced,
+                )
+            },
+            // The actor checks still apply to a packaged file.
+            Case {
+                actor: Some(login("eve")),
+                ..file(
+                    "web-1",
+                    "file:/usr/sbin/nginx",
+                    Some(packaged("nginx", true)),
+                    Outcome::WrongImplementer {
+                        window_id: Uuid::from_u128(1),
+                        actor: "eve".into(),
+                    },
+                )
+            },
+            // Covered by the window's own file globs: an edited conffile is the work itself.
+            file(
+                "web-2",
+                "file:/etc/nginx/nginx.conf",
+                Some(packaged("nginx", false)),
+                authorized(2),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn recurring_windows_authorize_only_during_their_occurrences() {
+    // Every Sunday 02:00-04:00 Paris (01:00-03:00Z in winter), valid for a year from
+    // 2026-11-20; DAY (2026-11-29) is a Sunday.
+    let mut weekly = window(
+        1,
+        labels(&[("role", "web")]),
+        &["package:*"],
+        -9 * 24,
+        356 * 24,
+    );
+    weekly.kind = WindowKind::Standard;
+    weekly.time_zone = "Europe/Paris".into();
+    weekly.schedule = Some(Schedule {
+        weekdays: vec!["sun".into()],
+        start: "02:00".into(),
+        duration_minutes: 120,
+    });
+    // A one-off window on the same host, to show the two kinds of lists work together.
+    let once = window(2, names(&["web-1"]), &["file:/etc/**"], 30, 31);
+    let web = |at_h: f64, subject: &'static str, expected| Case {
+        labels: &[("role", "web")],
+        ..case("web-1", subject, at_h, expected)
+    };
+    check(
+        &[weekly, once],
+        &[
+            web(1.5, "package:nginx", authorized(1)),
+            web(2.9, "package:nginx", authorized(1)),
+            web(3.5, "package:nginx", Outcome::Untraced),
+            web(0.5, "package:nginx", Outcome::Untraced),
+            web(24.0 + 1.5, "package:nginx", Outcome::Untraced),
+            web(7.0 * 24.0 + 1.5, "package:nginx", authorized(1)),
+            web(30.5, "file:/etc/hosts", authorized(2)),
+            // Summer time: 02:00 Paris is 00:00Z (2027-06-06 is a Sunday, 189 days on).
+            web(189.0 * 24.0 + 0.5, "package:nginx", authorized(1)),
+            web(189.0 * 24.0 + 2.5, "package:nginx", Outcome::Untraced),
+            // After the year the approval is valid for.
+            web(364.0 * 24.0 + 1.5, "package:nginx", Outcome::Untraced),
+        ],
+    );
+}
+
 /// The reference: every window, one by one, with the same rules.
-fn brute_force(
-    windows: &[Window],
-    host: &str,
-    labels: &BTreeMap<String, String>,
-    subject: &str,
+struct Probe<'a> {
+    host: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    subject: &'a str,
     at: i64,
-    tol: i64,
-) -> Outcome {
+    actor: Option<&'a Actor>,
+    provenance: Option<&'a Provenance>,
+}
+
+fn brute_force(windows: &[Window], probe: &Probe<'_>, tol: i64) -> Outcome {
+    let Probe {
+        host,
+        labels,
+        subject,
+        at,
+        actor,
+        provenance,
+    } = *probe;
+    let who = actor.and_then(|a| match (&a.login_user, a.login_uid) {
+        (Some(login), _) => Some(login.clone()),
+        (None, Some(_)) => None,
+        (None, None) => a.user.clone(),
+    });
     let mut sorted: Vec<&Window> = windows.iter().filter(|w| w.was_approved()).collect();
     sorted.sort_by_key(|w| w.id);
+    let mut flagged = None;
     for w in sorted {
-        let in_time = w.start - tol <= at && at <= w.effective_end() + tol;
+        let in_time = match &w.schedule {
+            None => w.start - tol <= at && at <= w.effective_end() + tol,
+            Some(schedule) => occurrences(w, schedule)
+                .into_iter()
+                .any(|(s, e)| s - tol <= at && at <= e + tol),
+        };
         let host_ok = w.hosts.names.iter().any(|n| n == host)
             || driftwatch_common::pattern::GlobList::new(&w.hosts.globs)
                 .unwrap()
                 .is_match(std::path::Path::new(host))
             || (!w.hosts.labels.is_empty()
                 && w.hosts.labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
-        let subject_ok = crate::windows::validate::SubjectGlobs::compile(&w.subjects)
-            .unwrap()
-            .covers(subject);
-        if in_time && host_ok && subject_ok {
-            return Outcome::Authorized { window_id: w.id };
+        let globs = crate::windows::validate::SubjectGlobs::compile(&w.subjects).unwrap();
+        let subject_ok = globs.covers(subject);
+        let package = provenance.filter(|p| {
+            subject.starts_with("file:") && globs.covers(&format!("package:{}", p.package))
+        });
+        if !(in_time && host_ok && (subject_ok || package.is_some())) {
+            continue;
+        }
+        let window_id = w.id;
+        if let Some(p) = package.filter(|p| !subject_ok && !p.matches_package) {
+            flagged.get_or_insert(Outcome::PackageMismatch {
+                window_id,
+                package: p.package.clone(),
+            });
+            continue;
+        }
+        let flag = match &who {
+            Some(who) if w.decided_by.as_ref() == Some(who) => Some(Outcome::MadeByApprover {
+                window_id,
+                actor: who.clone(),
+            }),
+            Some(who) if !w.implementers.is_empty() && !w.implementers.contains(who) => {
+                Some(Outcome::WrongImplementer {
+                    window_id,
+                    actor: who.clone(),
+                })
+            }
+            None if !w.implementers.is_empty() => Some(Outcome::ActorUnknown { window_id }),
+            _ => None,
+        };
+        match flag {
+            None => return Outcome::Authorized { window_id },
+            Some(flag) => {
+                flagged.get_or_insert(flag);
+            }
         }
     }
-    Outcome::Untraced
+    flagged.unwrap_or(Outcome::Untraced)
+}
+
+/// Every occurrence of a recurring window, expanded day by day over its validity and cut
+/// to it (the index never does this).
+fn occurrences(w: &Window, schedule: &Schedule) -> Vec<(i64, i64)> {
+    let tz = jiff::tz::TimeZone::get(&w.time_zone).unwrap();
+    let (h, m) = schedule.start.split_once(':').unwrap();
+    let clock = jiff::civil::time(h.parse().unwrap(), m.parse().unwrap(), 0, 0);
+    let day = |t: i64| {
+        jiff::Timestamp::from_millisecond(t)
+            .unwrap()
+            .to_zoned(tz.clone())
+            .date()
+    };
+    let names = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let (valid_from, valid_until) = (w.start, w.effective_end());
+    let mut found = Vec::new();
+    let mut date = day(valid_from - 2 * 86_400_000);
+    while date <= day(valid_until) {
+        let weekday = names[date.weekday().to_monday_zero_offset() as usize];
+        if schedule.weekdays.iter().any(|d| d == weekday) {
+            let start = tz
+                .to_ambiguous_zoned(date.to_datetime(clock))
+                .compatible()
+                .unwrap()
+                .timestamp()
+                .as_millisecond();
+            let end = start + i64::from(schedule.duration_minutes) * 60_000;
+            let (a, b) = (start.max(valid_from), end.min(valid_until));
+            if a <= b {
+                found.push((a, b));
+            }
+        }
+        date = date.tomorrow().unwrap();
+    }
+    found
+}
+
+fn login(login: &str) -> Actor {
+    Actor {
+        source: "fanotify".into(),
+        uid: Some(0),
+        user: Some("root".into()),
+        login_uid: Some(1000),
+        login_user: Some(login.into()),
+        ..Actor::default()
+    }
+}
+
+fn arb_actor() -> impl Strategy<Value = Option<Actor>> {
+    prop_oneof![
+        Just(None),
+        prop::sample::select(vec!["bob", "carol", "dave"]).prop_map(|l| Some(login(l))),
+        // A login uid the host could not name, and a service user without a login.
+        Just(Some(Actor {
+            login_user: None,
+            ..login("x")
+        })),
+        Just(Some(Actor {
+            login_uid: None,
+            login_user: None,
+            user: Some("dave".into()),
+            ..login("x")
+        })),
+    ]
+}
+
+fn packaged(package: &str, matches_package: bool) -> Provenance {
+    Provenance {
+        manager: "dpkg".into(),
+        package: package.into(),
+        version: "1.24.0-1".into(),
+        matches_package,
+    }
+}
+
+fn arb_provenance() -> impl Strategy<Value = Option<Provenance>> {
+    prop_oneof![
+        Just(None),
+        (prop::sample::select(vec!["nginx", "vim"]), any::<bool>())
+            .prop_map(|(p, matches)| Some(packaged(p, matches))),
+    ]
 }
 
 fn arb_window() -> impl Strategy<Value = Window> {
@@ -383,14 +761,62 @@ fn arb_window() -> impl Strategy<Value = Window> {
             "file:/etc/*.conf",
             "package:*",
             "package:ng*",
+            "package:vim",
         ],
         1..3,
     );
-    (any::<u16>(), hosts, subjects, 0i64..48, 1i64..12).prop_map(
-        |(id, hosts, subjects, start, len)| {
-            window(u128::from(id), hosts, &subjects, start, start + len)
-        },
+    let implementers = prop::sample::subsequence(vec!["carol", "dave"], 0..=2);
+    let approver = prop::sample::select(vec!["bob", "carol"]);
+    (
+        (any::<u16>(), hosts, subjects),
+        (0i64..48, 1i64..12),
+        (implementers, approver),
+        prop::option::weighted(0.3, arb_schedule()),
     )
+        .prop_map(
+            |((id, hosts, subjects), (start, len), (implementers, approver), recurring)| {
+                let mut w = window(u128::from(id), hosts, &subjects, start, start + len);
+                w.implementers = implementers.iter().map(|s| s.to_string()).collect();
+                w.decided_by = Some(approver.to_owned());
+                if let Some((schedule, zone, valid_hours)) = recurring {
+                    // Valid from up to two days before the events, for one to four days.
+                    w.kind = WindowKind::Standard;
+                    w.start = DAY + (start - 48) * HOUR;
+                    w.end = w.start + valid_hours * HOUR;
+                    w.time_zone = zone.to_owned();
+                    w.schedule = Some(schedule);
+                }
+                w
+            },
+        )
+}
+
+fn arb_schedule() -> impl Strategy<Value = (Schedule, &'static str, i64)> {
+    let days =
+        prop::sample::subsequence(vec!["mon", "tue", "wed", "thu", "fri", "sat", "sun"], 1..4);
+    (
+        days,
+        (0u32..24, prop::sample::select(vec![0u32, 30])),
+        prop::sample::select(vec![30u32, 120, 600, 1440]),
+        prop::sample::select(vec![
+            "UTC",
+            "Europe/Paris",
+            "America/New_York",
+            "Asia/Kolkata",
+        ]),
+        24i64..96,
+    )
+        .prop_map(|(days, (h, m), duration_minutes, zone, valid_hours)| {
+            (
+                Schedule {
+                    weekdays: days.iter().map(|d| d.to_string()).collect(),
+                    start: format!("{h:02}:{m:02}"),
+                    duration_minutes,
+                },
+                zone,
+                valid_hours,
+            )
+        })
 }
 
 proptest! {
@@ -403,8 +829,10 @@ proptest! {
         windows in prop::collection::vec(arb_window(), 0..40),
         host in prop::sample::select(vec!["h0", "h1", "h2", "h3", "x9"]),
         role in prop::sample::select(vec!["web", "db", "none"]),
-        subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/etc/x/y", "package:nginx", "package:vim", "user:bob"]),
+        subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/etc/x/y", "file:/usr/sbin/nginx", "package:nginx", "package:vim", "user:bob"]),
         at_min in 0i64..(60 * 62),
+        actor in arb_actor(),
+        provenance in arb_provenance(),
     ) {
         // Ids must be unique, as UUIDs are.
         let mut windows = windows;
@@ -412,11 +840,12 @@ proptest! {
         windows.dedup_by_key(|w| w.id);
         let labels = BTreeMap::from([("role".to_owned(), role.to_owned())]);
         let at = DAY + at_min * 60_000;
-        let expected = brute_force(&windows, host, &labels, subject, at, 60_000);
+        let probe = Probe { host, labels: &labels, subject, at, actor: actor.as_ref(), provenance: provenance.as_ref() };
+        let expected = brute_force(&windows, &probe, 60_000);
         let decide = |index: &WindowIndex| match_event(
             index,
             HostFacts { hostname: host, labels: &labels, skew_ms: 0 },
-            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at },
+            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at, actor: actor.as_ref(), provenance: provenance.as_ref() },
             60_000,
         );
         prop_assert_eq!(decide(&WindowIndex::build(&windows).unwrap()), expected.clone());

@@ -568,6 +568,8 @@ mod tests {
             end: 3_600_000,
             time_zone: "Europe/Paris".into(),
             expected: vec![],
+            implementers: vec![],
+            schedule: None,
             created_at: 0,
             ended_at: Some(2000),
             ended_by: Some("carol".into()),

@@ -21,6 +21,7 @@ use crate::chain::ChainProblem;
 use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
 use crate::matcher::Outcome;
+use crate::windows::schedule::Schedule;
 use crate::windows::{HostScope, Window, WindowKind, WindowStatus};
 
 const T0: Millis = 1_800_000_000_000;
@@ -502,6 +503,8 @@ pub async fn story<S: Store>(store: S) {
         end: T0 + 60_000,
         time_zone: "UTC".into(),
         expected: vec![],
+        implementers: vec![],
+        schedule: None,
         created_at: T0,
         ended_at: None,
         ended_by: None,
@@ -533,6 +536,24 @@ pub async fn story<S: Store>(store: S) {
         0
     );
     assert_eq!(store.window(window.id).await.unwrap(), window);
+    // Implementers and a schedule are kept as given.
+    let standard = Window {
+        id: Uuid::now_v7(),
+        ticket: "STD-1".into(),
+        kind: WindowKind::Standard,
+        implementers: vec!["carol".into(), "dave".into()],
+        schedule: Some(Schedule {
+            weekdays: vec!["sun".into()],
+            start: "02:00".into(),
+            duration_minutes: 120,
+        }),
+        ..window.clone()
+    };
+    store
+        .insert_window(standard.clone(), audit("window.requested"))
+        .await
+        .unwrap();
+    assert_eq!(store.window(standard.id).await.unwrap(), standard);
     let mut approved = window.clone();
     approved.status = WindowStatus::Approved;
     approved.decided_by = Some("bob".into());
@@ -736,6 +757,7 @@ pub async fn story<S: Store>(store: S) {
             "enrollment_token.created",
             "host.enrolled",
             "drift.resolved",
+            "window.requested",
             "window.requested",
             "window.approved",
             "window.closed",

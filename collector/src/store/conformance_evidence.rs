@@ -122,6 +122,8 @@ pub async fn story<S: Store>(store: S) {
         end: T0 + 3_600_000,
         time_zone: "Europe/Paris".into(),
         expected: vec![],
+        implementers: vec![],
+        schedule: None,
         created_at: T0,
         ended_at: None,
         ended_by: None,

@@ -151,7 +151,7 @@ pub struct DriftItem {
     pub hostname: String,
     pub subject: String,
     pub status: DriftStatus,
-    /// Why it needs review: `untraced` or `unexpected_state` (none when authorized).
+    /// Why it needs review: one of `matcher::REVIEW_OUTCOMES` (none when authorized).
     pub reason: Option<String>,
     pub window_id: Option<Uuid>,
     pub opened_at: Millis,

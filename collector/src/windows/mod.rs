@@ -2,6 +2,7 @@
 //! transitions are allowed to whom ([`lifecycle`]). Pure: no I/O, no clock of its own.
 
 pub mod lifecycle;
+pub mod schedule;
 #[cfg(test)]
 mod tests;
 pub mod validate;
@@ -23,7 +24,7 @@ pub enum WindowKind {
     /// Requested ahead, approved by someone else, then done.
     #[default]
     Normal,
-    /// A pre-approved routine change (one-off only for now; recurrence is not supported yet).
+    /// A pre-approved routine change: one-off, or recurring on a [`schedule::Schedule`].
     Standard,
     /// Done first, recorded and approved after the fact.
     Emergency,
@@ -158,6 +159,11 @@ pub struct Window {
     /// IANA name; start and end are shown in it.
     pub time_zone: String,
     pub expected: Vec<ExpectedState>,
+    /// The login users allowed to make the change (empty: anyone but the approver).
+    pub implementers: Vec<String>,
+    /// A recurring standard window: open on these occurrences only, between `start` and
+    /// `end` (the period the approval is valid for).
+    pub schedule: Option<schedule::Schedule>,
     pub created_at: Millis,
     /// When it was cancelled or closed, and by whom.
     pub ended_at: Option<Millis>,

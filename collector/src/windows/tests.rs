@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::lifecycle::{Action, Refusal, check};
+use super::schedule::Schedule;
 use super::validate::{Invalid, WindowRequest, validate};
 use super::*;
 use crate::clock::parse_instant;
@@ -128,21 +129,71 @@ fn emergency_windows_may_lie_in_the_past() {
     assert!(validate(&late, "alice", now()).is_ok());
 }
 
+fn standard(days: &[&str], start: &str, minutes: u32) -> WindowRequest {
+    WindowRequest {
+        kind: WindowKind::Standard,
+        start: "2026-11-20T00:00".into(),
+        end: "2027-11-19T00:00".into(),
+        schedule: Some(Schedule {
+            weekdays: days.iter().map(|d| d.to_string()).collect(),
+            start: start.into(),
+            duration_minutes: minutes,
+        }),
+        ..request()
+    }
+}
+
 #[test]
-fn planned_features_are_refused_as_not_supported() {
-    let mut recurring = request();
-    recurring.kind = WindowKind::Standard;
-    recurring.recurrence = Some(serde_json::json!({"weekly": "sun"}));
-    assert!(matches!(
-        validate(&recurring, "alice", now()),
-        Err(Invalid::NotSupported(m)) if m.contains("recurring windows are not supported yet")
-    ));
+fn recurring_standard_windows_are_checked_and_valid_for_a_year_at_most() {
+    let window = validate(&standard(&["sun"], "02:00", 120), "alice", now()).unwrap();
+    assert_eq!(window.schedule.unwrap().weekdays, ["sun"]);
+    #[rustfmt::skip]
+    let cases: Vec<Broken> = vec![
+        (Box::new(|r| r.kind = WindowKind::Normal), "a schedule makes a recurring standard window, but kind is normal"),
+        (Box::new(|r| r.schedule.as_mut().unwrap().weekdays = vec![]), "schedule.weekdays is empty"),
+        (Box::new(|r| r.schedule.as_mut().unwrap().weekdays = vec!["sun".into(), "sunday".into()]), "schedule.weekdays[1]: `sunday` is not a weekday"),
+        (Box::new(|r| r.schedule.as_mut().unwrap().weekdays = vec!["sun".into(), "sun".into()]), "schedule.weekdays[1]: `sun` is listed twice"),
+        (Box::new(|r| r.schedule.as_mut().unwrap().start = "2:00".into()), "schedule.start: `2:00` is not a local time"),
+        (Box::new(|r| r.schedule.as_mut().unwrap().start = "24:00".into()), "schedule.start: `24:00`"),
+        (Box::new(|r| r.schedule.as_mut().unwrap().duration_minutes = 0), "schedule.duration_minutes is 0, expected 1 to 1440"),
+        (Box::new(|r| r.schedule.as_mut().unwrap().duration_minutes = 1441), "is 1441"),
+        (Box::new(|r| r.end = "2027-11-22T00:00".into()), "more than 366 days; re-approve the routine change each year"),
+        // 2026-11-20 is a Friday: no Sunday before the 21st ends.
+        (Box::new(|r| r.end = "2026-11-21T23:00".into()), "the schedule has no occurrence between start"),
+    ];
+    for (change, fragment) in cases {
+        let mut request = standard(&["sun"], "02:00", 120);
+        change(&mut request);
+        refused(request, fragment);
+    }
+    // Every schedule problem at once, and the unknown zone named once.
+    let mut many = standard(&["x"], "noon", 0);
+    many.time_zone = "Mars/Olympus".into();
+    let found = problems(&many);
+    assert_eq!(found.len(), 4, "{found:?}");
+}
+
+#[test]
+fn implementers_are_login_names_listed_once() {
     let mut named = request();
-    named.implementers = Some(serde_json::json!(["carol"]));
-    assert!(matches!(
-        validate(&named, "alice", now()),
-        Err(Invalid::NotSupported(_))
-    ));
+    named.implementers = vec!["carol".into(), "dave".into()];
+    assert_eq!(
+        validate(&named, "alice", now()).unwrap().implementers,
+        ["carol", "dave"]
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Broken> = vec![
+        (Box::new(|r| r.implementers = vec!["".into()]), "implementers[0]: `` is not a login name"),
+        (Box::new(|r| r.implementers = vec!["carol".into(), "car ol".into()]), "implementers[1]: \"car ol\" contains spaces"),
+        (Box::new(|r| r.implementers = vec!["uid:0".into()]), "contains spaces, control characters or `:`"),
+        (Box::new(|r| r.implementers = vec!["carol".into(), "carol".into()]), "implementers[1]: `carol` is listed twice"),
+        (Box::new(|r| r.implementers = (0..65).map(|i| format!("u{i}")).collect()), "65 names, at most 64"),
+    ];
+    for (change, fragment) in cases {
+        let mut request = request();
+        change(&mut request);
+        refused(request, fragment);
+    }
 }
 
 #[test]

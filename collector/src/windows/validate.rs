@@ -8,12 +8,16 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::schedule::{Recurrence, Schedule};
 use super::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 use crate::clock::{Millis, rfc3339};
 
 /// The longest window accepted: a change window is a bounded piece of work, and the
 /// matcher's time index stays fast when windows are short.
 pub const MAX_WINDOW_DAYS: i64 = 31;
+/// The longest validity of a recurring standard window: a routine change is re-approved
+/// at least yearly, which is also what auditors expect of a standard-change catalogue.
+pub const MAX_RECURRING_DAYS: i64 = 366;
 const MAX_TEXT: usize = 512;
 
 /// `POST /api/v1/windows`.
@@ -33,12 +37,13 @@ pub struct WindowRequest {
     pub time_zone: String,
     #[serde(default)]
     pub expected: Vec<ExpectedState>,
-    /// Planned: recurring standard windows. Refused for now.
+    /// Recurring standard windows only: when, between `start` and `end`, the window is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recurrence: Option<serde_json::Value>,
-    /// Planned: the people allowed to make the change. Refused for now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub implementers: Option<serde_json::Value>,
+    pub schedule: Option<Schedule>,
+    /// Login users (as the agent's actor reports them) allowed to make the change. Empty:
+    /// anyone except the approver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implementers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,21 +55,12 @@ pub enum Invalid {
 
 /// Checks a request made by `requester` at `now` and builds the window (status requested).
 pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result<Window, Invalid> {
-    if request.recurrence.is_some() {
-        return Err(Invalid::NotSupported(
-            "recurring windows are not supported yet; create one window per occurrence".into(),
-        ));
-    }
-    if request.implementers.is_some() {
-        return Err(Invalid::NotSupported(
-            "naming implementers is not supported yet; leave `implementers` out".into(),
-        ));
-    }
     let mut problems = Vec::new();
     text(&mut problems, "ticket", &request.ticket, 128);
     text(&mut problems, "title", &request.title, MAX_TEXT);
     host_scope(&mut problems, &request.hosts);
     let subjects = subject_globs(&mut problems, &request.subjects);
+    implementers(&mut problems, &request.implementers);
 
     let zone = TimeZone::get(&request.time_zone);
     if zone.is_err() {
@@ -83,16 +79,45 @@ pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result
             .map_err(|why| problems.push(format!("end: {why}")))
             .ok()
     });
+    let recurrence = request.schedule.as_ref().and_then(|schedule| {
+        if request.kind != WindowKind::Standard {
+            problems.push(format!(
+                "a schedule makes a recurring standard window, but kind is {}; set kind = \"standard\"",
+                request.kind
+            ));
+        }
+        Recurrence::compile(schedule, &request.time_zone)
+            .map_err(|found| {
+                // An unknown zone is already reported once above.
+                problems.extend(found.into_iter().filter(|p| !p.starts_with("unknown time zone")));
+            })
+            .ok()
+    });
     if let (Some(start), Some(end)) = (start, end) {
+        let (longest, advice) = match request.schedule {
+            Some(_) => (
+                MAX_RECURRING_DAYS,
+                "re-approve the routine change each year",
+            ),
+            None => (MAX_WINDOW_DAYS, "split the work into shorter windows"),
+        };
         if end <= start {
             problems.push(format!(
                 "end ({}) is not after start ({})",
                 rfc3339(end),
                 rfc3339(start)
             ));
-        } else if end - start > MAX_WINDOW_DAYS * 86_400_000 {
+        } else if end - start > longest * 86_400_000 {
             problems.push(format!(
-                "the window lasts more than {MAX_WINDOW_DAYS} days; split the work into shorter windows"
+                "the window lasts more than {longest} days; {advice}"
+            ));
+        } else if let Some(recurrence) = &recurrence
+            && !recurrence.overlaps(start, end, start, end)
+        {
+            problems.push(format!(
+                "the schedule has no occurrence between start ({}) and end ({})",
+                rfc3339(start),
+                rfc3339(end)
             ));
         }
         if request.kind != WindowKind::Emergency && end <= now {
@@ -141,6 +166,8 @@ pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result
             end,
             time_zone: request.time_zone.clone(),
             expected: request.expected.clone(),
+            implementers: request.implementers.clone(),
+            schedule: request.schedule.clone(),
             created_at: now,
             ended_at: None,
             ended_by: None,
@@ -182,6 +209,37 @@ fn host_scope(problems: &mut Vec<String>, hosts: &HostScope) {
     }
 }
 
+/// The most implementers a window may name: a window is one team's piece of work.
+pub const MAX_IMPLEMENTERS: usize = 64;
+
+/// Login user names as the agent reports them (from the host's passwd): 1 to 64 characters,
+/// no spaces, control characters or `:`; each listed once.
+fn implementers(problems: &mut Vec<String>, names: &[String]) {
+    if names.len() > MAX_IMPLEMENTERS {
+        problems.push(format!(
+            "implementers: {} names, at most {MAX_IMPLEMENTERS}",
+            names.len()
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() || name.chars().count() > 64 {
+            problems.push(format!(
+                "implementers[{i}]: `{name}` is not a login name (1 to 64 characters)"
+            ));
+        } else if name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ':')
+        {
+            problems.push(format!(
+                "implementers[{i}]: {name:?} contains spaces, control characters or `:`"
+            ));
+        } else if names[..i].contains(name) {
+            problems.push(format!("implementers[{i}]: `{name}` is listed twice"));
+        }
+    }
+    // The approver is not known yet: the matcher flags changes the approver makes.
+}
+
 /// A host name as agents report it: 1 to 253 printable characters without spaces.
 pub fn check_hostname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 253 {
@@ -216,6 +274,13 @@ impl SubjectGlobs {
             })
             .collect::<Result<_, _>>()
             .map(SubjectGlobs)
+    }
+
+    /// Whether `package:NAME` is covered (without building the key).
+    pub fn covers_package(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(ns, globs)| ns == "package" && globs.is_match(Path::new(name)))
     }
 
     /// Whether a subject key (`file:/etc/hosts`) is covered.

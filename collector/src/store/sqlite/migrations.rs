@@ -188,4 +188,29 @@ CREATE TABLE alert_deliveries (
 CREATE INDEX events_time ON events(event_time);
 CREATE INDEX events_window ON events(window_id) WHERE window_id IS NOT NULL;
 "#,
+    // 5: window implementers and schedules (recurring standard windows); the review index covers the actor outcomes (same list as
+    // `matcher::REVIEW_OUTCOMES`, checked by a test).
+    r#"
+ALTER TABLE windows ADD COLUMN implementers TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE windows ADD COLUMN schedule TEXT;
+DROP INDEX events_review;
+CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
+"#,
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_review_index_lists_every_outcome_that_needs_review() {
+        let last = super::MIGRATIONS
+            .iter()
+            .rev()
+            .find(|m| m.contains("CREATE INDEX events_review"))
+            .unwrap();
+        let list = super::super::windows::review_outcomes();
+        assert!(
+            last.contains(&format!("WHERE outcome IN ({list});")),
+            "the latest events_review index must list {list}"
+        );
+    }
+}

@@ -9,13 +9,13 @@ use super::rows::{Id, Json, Named, id, json};
 use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::drift::DriftStatus;
-use crate::matcher::Outcome;
+use crate::matcher::{Outcome, REVIEW_OUTCOMES};
 use crate::store::{CloseOutcome, Result, ReviewCandidate, ReviewOutcome, StoreError};
 use crate::windows::{Window, WindowStatus};
 
 const COLUMNS: &str = "id, ticket, title, kind, status, requester, decided_by, decided_at, \
                        decision_comment, hosts, subjects, start_at, end_at, time_zone, expected, \
-                       created_at, ended_at, ended_by";
+                       created_at, ended_at, ended_by, implementers, schedule";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Window> {
     Ok(Window {
@@ -37,6 +37,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Window> {
         created_at: r.get(15)?,
         ended_at: r.get(16)?,
         ended_by: r.get(17)?,
+        implementers: r.get::<_, Json<_>>(18)?.0,
+        schedule: r.get::<_, Option<Json<_>>>(19)?.map(|j| j.0),
     })
 }
 
@@ -44,7 +46,7 @@ pub fn insert(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT INTO windows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
         ),
         params![
             id(w.id),
@@ -64,7 +66,9 @@ pub fn insert(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<()> {
             json(&w.expected),
             w.created_at,
             w.ended_at,
-            w.ended_by
+            w.ended_by,
+            json(&w.implementers),
+            w.schedule.as_ref().map(json)
         ],
     )?;
     audit::append(conn, audit)?;
@@ -174,6 +178,11 @@ pub fn close(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<CloseOut
     Ok(outcome)
 }
 
+/// The outcomes that need review, as an SQL list (the same as the `events_review` index's).
+pub fn review_outcomes() -> String {
+    REVIEW_OUTCOMES.map(|name| format!("'{name}'")).join(", ")
+}
+
 pub fn review_candidates(
     conn: &Connection,
     from: Millis,
@@ -181,9 +190,10 @@ pub fn review_candidates(
 ) -> Result<Vec<ReviewCandidate>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT e.body, e.event_time, {} FROM events e JOIN hosts h ON h.id = e.host_id
-         WHERE e.outcome IN ('untraced', 'unexpected_state') AND e.event_time BETWEEN ?1 AND ?2
+         WHERE e.outcome IN ({}) AND e.event_time BETWEEN ?1 AND ?2
          ORDER BY e.event_time",
-        host_columns("h")
+        host_columns("h"),
+        review_outcomes()
     ))?;
     let rows = stmt.query_map(params![from, to], |r| {
         Ok(ReviewCandidate {
@@ -207,9 +217,11 @@ pub fn apply_review(
     for (event_id, decision) in decisions {
         let drift_id: Option<Option<Id>> = conn
             .query_row(
-                "UPDATE events SET outcome = ?2, decision = ?3, window_id = ?4
-                 WHERE id = ?1 AND outcome IN ('untraced', 'unexpected_state')
-                 RETURNING drift_id",
+                &format!(
+                    "UPDATE events SET outcome = ?2, decision = ?3, window_id = ?4
+                     WHERE id = ?1 AND outcome IN ({}) RETURNING drift_id",
+                    review_outcomes()
+                ),
                 params![
                     id(*event_id),
                     decision.name(),
@@ -230,8 +242,10 @@ pub fn apply_review(
     touched.dedup();
     for drift_id in touched {
         let pending: i64 = conn.query_row(
-            "SELECT count(*) FROM events WHERE drift_id = ?1
-               AND outcome IN ('untraced', 'unexpected_state')",
+            &format!(
+                "SELECT count(*) FROM events WHERE drift_id = ?1 AND outcome IN ({})",
+                review_outcomes()
+            ),
             [id(drift_id)],
             |r| r.get(0),
         )?;
