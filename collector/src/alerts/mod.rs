@@ -313,19 +313,13 @@ async fn deliver_to<S: Store>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::atomic::AtomicUsize;
 
     use driftwatch_common::api::v1::{AgentHealth, Inventory};
 
     use super::*;
-    use crate::audit::NewAudit;
     use crate::clock::ManualClock;
-    use crate::identity::Role;
-    use crate::store::{
-        DeliveryState, EnrollmentTokenRecord, HeartbeatRecord, Host, NewAlert, SqliteStore,
-        TokenRecord,
-    };
+    use crate::store::{DeliveryState, HeartbeatRecord, NewAlert, SqliteStore};
 
     const T0: Millis = 1_795_428_000_000;
 
@@ -365,52 +359,7 @@ mod tests {
     /// A store with one enrolled host and `count` health alerts.
     async fn store_with_alerts(count: usize) -> SqliteStore {
         let store = SqliteStore::open_in_memory().unwrap();
-        let audit = |action: &str| NewAudit::new(T0, "test", action, "x", json!({}));
-        let enrollment = EnrollmentTokenRecord {
-            id: Uuid::now_v7(),
-            digest: [9; 32],
-            created_by: "root".into(),
-            created_at: T0,
-            expires_at: T0 + 60_000,
-            uses_left: 1,
-        };
-        store
-            .insert_enrollment_token(enrollment.clone(), audit("enrollment_token.created"))
-            .await
-            .unwrap();
-        let host = Host {
-            id: Uuid::now_v7(),
-            hostname: "web-1".into(),
-            labels: BTreeMap::new(),
-            agent_version: "test".into(),
-            enrolled_at: T0,
-            last_seen_at: None,
-            skew_ms: 0,
-            inventory: None,
-            health: None,
-            reported_seq: 0,
-            stored_seq: 0,
-        };
-        let credential = TokenRecord {
-            id: Uuid::now_v7(),
-            name: "web-1".into(),
-            role: Role::Agent,
-            host_id: Some(host.id),
-            digest: [7; 32],
-            created_at: T0,
-            created_by: "test".into(),
-            revoked_at: None,
-        };
-        store
-            .enroll(
-                enrollment.id,
-                [9; 32],
-                host.clone(),
-                credential,
-                audit("host.enrolled"),
-            )
-            .await
-            .unwrap();
+        let host = crate::store::conformance_evidence::enroll(&store, "web-1", 9).await;
         for i in 0..count {
             let record = HeartbeatRecord {
                 host_id: host.id,

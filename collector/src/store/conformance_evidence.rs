@@ -51,7 +51,9 @@ fn event(host_id: Uuid, prev: Option<&DriftEvent>, subject: &str, at: Millis) ->
     }
 }
 
-async fn enroll<S: Store>(store: &S, name: &str, digest: u8) -> Host {
+/// Enrolls `name` through a fresh one-time enrollment token (`digest` tells tokens apart);
+/// also used by other modules' tests that need a host in a store.
+pub async fn enroll<S: Store>(store: &S, name: &str, digest: u8) -> Host {
     let token = EnrollmentTokenRecord {
         id: Uuid::now_v7(),
         digest: [digest; 32],
