@@ -48,7 +48,7 @@ use crate::check::{
 use crate::detect::{Decision, decide};
 use crate::events::{Pending, Remember, file_subject_path, link_renames};
 use crate::progress::Progress;
-use crate::provenance::{DpkgPaths, PackageRecords};
+use crate::provenance::{PackageDb, PackageRecords};
 use crate::redact::SecretMask;
 use crate::scan::read::read_subject;
 use crate::scan::throttle::Throttle;
@@ -156,7 +156,7 @@ impl Extras {
         status: &StatusHandle,
     ) -> anyhow::Result<Extras> {
         let roots: Vec<_> = config.rules.iter().map(|rule| rule.path.clone()).collect();
-        let provenance = PackageRecords::open(DpkgPaths::default());
+        let provenance = PackageRecords::open(PackageDb::host());
         if let Some(err) = provenance.unavailable() {
             info!(reason = %err, "package provenance off");
         }

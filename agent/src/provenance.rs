@@ -8,8 +8,9 @@
 //! MD5 is what dpkg stores; it is used here to compare with dpkg's own record,
 //! never as our integrity hash (that is BLAKE3).
 //!
-//! rpm keeps its digests in its database; reading it is not supported yet
-//! ([`ProvenanceIndex::load`] says so on rpm-only hosts).
+//! rpm keeps a digest of every file in its database (SHA-256 since RHEL 6, MD5
+//! before); the `rpm` command reads it whatever its backend (Berkeley DB,
+//! SQLite, ndb), so [`ProvenanceIndex::load_rpm`] asks it for the file list.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,11 +20,80 @@ use std::path::{Path, PathBuf};
 
 use driftwatch_common::api::v1::Provenance;
 use md5::{Digest, Md5};
+use sha2::Sha256;
+
+/// rpm's query for every installed file: `NAME\tVERSION-RELEASE\tALGO\tDIGEST\tPATH` lines
+/// (`%{=TAG}` repeats a package's value on each of its files).
+const RPM_FILES_QUERY: &str =
+    "[%{=NAME}\t%{=VERSION}-%{=RELEASE}\t%{=FILEDIGESTALGO}\t%{FILEDIGESTS}\t%{FILENAMES}\n]";
 
 /// Where dpkg keeps its records.
 pub struct DpkgPaths {
     pub info_dir: PathBuf,
     pub status: PathBuf,
+}
+
+/// Where rpm keeps its records: the root the `rpm` command is pointed at (`--root`), and
+/// the database directory below it, watched for changes.
+pub struct RpmPaths {
+    pub root: PathBuf,
+    pub db_dir: PathBuf,
+}
+
+impl Default for RpmPaths {
+    fn default() -> Self {
+        RpmPaths {
+            root: PathBuf::from("/"),
+            db_dir: PathBuf::from("/var/lib/rpm"),
+        }
+    }
+}
+
+impl RpmPaths {
+    /// The database file whose replacement marks a package operation, for the
+    /// backend in use (SQLite, ndb, Berkeley DB).
+    fn db_file(&self) -> PathBuf {
+        ["rpmdb.sqlite", "Packages.db", "Packages"]
+            .iter()
+            .map(|name| self.db_dir.join(name))
+            .find(|path| path.exists())
+            .unwrap_or_else(|| self.db_dir.join("rpmdb.sqlite"))
+    }
+}
+
+/// The package manager whose records say what each file should be.
+pub enum PackageDb {
+    Dpkg(DpkgPaths),
+    Rpm(RpmPaths),
+}
+
+impl PackageDb {
+    /// This host's: dpkg where its status file exists, else rpm where its database
+    /// directory exists, else dpkg (whose load then says there are no records).
+    pub fn host() -> PackageDb {
+        let dpkg = DpkgPaths::default();
+        let rpm = RpmPaths::default();
+        if !dpkg.status.exists() && rpm.db_dir.is_dir() {
+            PackageDb::Rpm(rpm)
+        } else {
+            PackageDb::Dpkg(dpkg)
+        }
+    }
+
+    fn load(&self) -> Result<ProvenanceIndex, ProvenanceError> {
+        match self {
+            PackageDb::Dpkg(paths) => ProvenanceIndex::load(paths),
+            PackageDb::Rpm(paths) => ProvenanceIndex::load_rpm(paths),
+        }
+    }
+
+    /// The file every package operation replaces or rewrites.
+    fn changes_with(&self) -> PathBuf {
+        match self {
+            PackageDb::Dpkg(paths) => paths.status.clone(),
+            PackageDb::Rpm(paths) => paths.db_file(),
+        }
+    }
 }
 
 impl Default for DpkgPaths {
@@ -41,26 +111,64 @@ pub enum ProvenanceError {
     Unavailable(String),
     #[error("cannot read {path}: {cause}")]
     Read { path: PathBuf, cause: io::Error },
+    #[error("cannot list rpm's files: {0}")]
+    Rpm(String),
+}
+
+/// How a package manager recorded a file's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DigestAlgo {
+    Md5,
+    Sha256,
+}
+
+impl DigestAlgo {
+    fn len(self) -> usize {
+        match self {
+            DigestAlgo::Md5 => 16,
+            DigestAlgo::Sha256 => 32,
+        }
+    }
+
+    /// rpm's `FILEDIGESTALGO` (OpenPGP hash numbers; absent means MD5).
+    fn from_rpm(value: &str) -> Option<DigestAlgo> {
+        match value {
+            "1" | "(none)" | "" => Some(DigestAlgo::Md5),
+            "8" => Some(DigestAlgo::Sha256),
+            _ => None,
+        }
+    }
+}
+
+struct Package {
+    name: String,
+    version: String,
+    algo: DigestAlgo,
 }
 
 /// Which package owns each file, with the digest the package recorded.
 ///
 /// Compact because the daemon keeps it for its lifetime: a server's dpkg records ~100k
-/// files, which as a map of owned paths took ~14 MB; as sorted 32-byte entries keyed by a
-/// 64-bit hash of the path it takes ~3 MB. A false match needs two paths among ~100k
-/// with the same 64-bit hash (odds around 1e-10), and would only name the wrong owner.
+/// files, which as a map of owned paths took ~14 MB; as sorted 16-byte entries keyed by a
+/// 64-bit hash of the path, with the digests in one buffer, it takes ~3 MB. A false match
+/// needs two paths among ~100k with the same 64-bit hash (odds around 1e-10), and would
+/// only name the wrong owner.
 pub struct ProvenanceIndex {
+    /// `dpkg` or `rpm`.
+    manager: &'static str,
     /// Sorted by `path_key`; the last record of a path wins (md5sums over conffiles).
     files: Vec<PackagedFile>,
-    /// (name, version)
-    packages: Vec<(String, String)>,
+    /// The recorded digests, each as long as its package's algorithm says.
+    digests: Vec<u8>,
+    packages: Vec<Package>,
 }
 
 struct PackagedFile {
     path_key: u64,
     /// Index into `packages`.
     package: u32,
-    md5: [u8; 16],
+    /// Where its digest starts in `digests`.
+    digest_at: u32,
 }
 
 fn path_key(absolute_path: &[u8]) -> u64 {
@@ -72,12 +180,10 @@ impl ProvenanceIndex {
     /// Reads dpkg's records (about 100k files on a typical server, a fraction of a second).
     pub fn load(paths: &DpkgPaths) -> Result<Self, ProvenanceError> {
         if !paths.status.exists() {
-            let reason = if Path::new("/var/lib/rpm").is_dir() {
-                "rpm hosts are not supported yet (only dpkg)".to_owned()
-            } else {
-                format!("{} does not exist", paths.status.display())
-            };
-            return Err(ProvenanceError::Unavailable(reason));
+            return Err(ProvenanceError::Unavailable(format!(
+                "{} does not exist (no dpkg; no rpm database either)",
+                paths.status.display()
+            )));
         }
         let read = |path: &Path| {
             std::fs::read(path).map_err(|cause| ProvenanceError::Read {
@@ -86,10 +192,7 @@ impl ProvenanceIndex {
             })
         };
         let status = String::from_utf8_lossy(&read(&paths.status)?).into_owned();
-        let mut index = ProvenanceIndex {
-            files: Vec::new(),
-            packages: Vec::new(),
-        };
+        let mut index = ProvenanceIndex::new("dpkg");
         let versions = index.add_status(&status);
         let entries =
             std::fs::read_dir(&paths.info_dir).map_err(|cause| ProvenanceError::Read {
@@ -109,7 +212,7 @@ impl ProvenanceIndex {
             let text = read(&entry.path())?;
             for line in text.split(|&b| b == b'\n') {
                 if let Some((md5, path)) = parse_md5sums_line(line) {
-                    index.add_file(&absolute(path), pkg, md5);
+                    index.add_file(&absolute(path), pkg, &md5);
                 }
             }
         }
@@ -117,11 +220,90 @@ impl ProvenanceIndex {
         Ok(index)
     }
 
-    fn add_file(&mut self, absolute_path: &[u8], package: u32, md5: [u8; 16]) {
+    /// Asks `rpm` for every installed file with its digest (one line per file).
+    pub fn load_rpm(paths: &RpmPaths) -> Result<Self, ProvenanceError> {
+        if !paths.db_dir.is_dir() {
+            return Err(ProvenanceError::Unavailable(format!(
+                "{} does not exist",
+                paths.db_dir.display()
+            )));
+        }
+        let output = std::process::Command::new("rpm")
+            .arg("--root")
+            .arg(&paths.root)
+            .args(["-qa", "--qf", RPM_FILES_QUERY])
+            .output()
+            .map_err(|err| ProvenanceError::Rpm(format!("cannot run rpm: {err}")))?;
+        if !output.status.success() {
+            return Err(ProvenanceError::Rpm(format!(
+                "rpm -qa failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(ProvenanceIndex::from_rpm_files(&output.stdout))
+    }
+
+    /// Parses [`RPM_FILES_QUERY`]'s output: `NAME\tVERSION-RELEASE\tALGO\tDIGEST\tPATH`.
+    /// Files without a digest (directories, symlinks, ghosts) and digests of an algorithm
+    /// we cannot compute are left out: such files are simply not judged.
+    fn from_rpm_files(text: &[u8]) -> ProvenanceIndex {
+        let mut index = ProvenanceIndex::new("rpm");
+        let mut by_package: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
+        for line in text.split(|&b| b == b'\n') {
+            let mut fields = line.splitn(5, |&b| b == b'\t');
+            let (Some(name), Some(version), Some(algo), Some(digest), Some(path)) = (
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+            ) else {
+                continue;
+            };
+            let Some(algo) = std::str::from_utf8(algo)
+                .ok()
+                .and_then(DigestAlgo::from_rpm)
+            else {
+                continue;
+            };
+            let Some(digest) = parse_hex(digest, algo.len()) else {
+                continue; // no digest: not a regular file
+            };
+            if !path.starts_with(b"/") {
+                continue;
+            }
+            let package = *by_package.entry((name, version)).or_insert_with(|| {
+                index.packages.push(Package {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    version: String::from_utf8_lossy(version).into_owned(),
+                    algo,
+                });
+                (index.packages.len() - 1) as u32
+            });
+            index.add_file(path, package, &digest);
+        }
+        index.seal();
+        index
+    }
+
+    fn new(manager: &'static str) -> ProvenanceIndex {
+        ProvenanceIndex {
+            manager,
+            files: Vec::new(),
+            digests: Vec::new(),
+            packages: Vec::new(),
+        }
+    }
+
+    fn add_file(&mut self, absolute_path: &[u8], package: u32, digest: &[u8]) {
+        let Ok(digest_at) = u32::try_from(self.digests.len()) else {
+            return; // 4 GiB of digests: not a real package database
+        };
+        self.digests.extend_from_slice(digest);
         self.files.push(PackagedFile {
             path_key: path_key(absolute_path),
             package,
-            md5,
+            digest_at,
         });
     }
 
@@ -138,6 +320,7 @@ impl ProvenanceIndex {
         }
         kept.shrink_to_fit();
         self.files = kept;
+        self.digests.shrink_to_fit();
     }
 
     /// Adds installed packages and their conffiles from dpkg's status file;
@@ -164,7 +347,11 @@ impl ProvenanceIndex {
                 by_name.insert(format!("{name}:{arch}"), pkg);
             }
             by_name.insert(name.clone(), pkg);
-            self.packages.push((name, version));
+            self.packages.push(Package {
+                name,
+                version,
+                algo: DigestAlgo::Md5,
+            });
             // Conffiles: " /etc/x.conf <md5>" lines after the "Conffiles:" header.
             let conffiles = stanza
                 .lines()
@@ -174,9 +361,9 @@ impl ProvenanceIndex {
             for line in conffiles {
                 let mut parts = line.split_whitespace();
                 if let (Some(path), Some(md5)) = (parts.next(), parts.next())
-                    && let Some(md5) = parse_hex16(md5.as_bytes())
+                    && let Some(md5) = parse_hex(md5.as_bytes(), 16)
                 {
-                    self.add_file(path.as_bytes(), pkg, md5);
+                    self.add_file(path.as_bytes(), pkg, &md5);
                 }
             }
         }
@@ -208,12 +395,13 @@ impl ProvenanceIndex {
     /// no package owns it.
     pub fn verify(&self, path: &Path) -> Option<io::Result<Provenance>> {
         let owner = self.owner(path.as_os_str().as_bytes())?;
-        let expected = owner.md5;
-        let (name, version) = &self.packages[owner.package as usize];
-        Some(md5_of(path).map(|actual| Provenance {
-            manager: "dpkg".into(),
-            package: name.clone(),
-            version: version.clone(),
+        let package = &self.packages[owner.package as usize];
+        let at = owner.digest_at as usize;
+        let expected = &self.digests[at..at + package.algo.len()];
+        Some(digest_of(path, package.algo).map(|actual| Provenance {
+            manager: self.manager.into(),
+            package: package.name.clone(),
+            version: package.version.clone(),
             matches_package: actual == expected,
         }))
     }
@@ -233,7 +421,7 @@ impl ProvenanceIndex {
 /// against the records of before an upgrade would call every upgraded file "does not match
 /// its package", the false alarm this feature exists to avoid.
 pub struct PackageRecords {
-    paths: DpkgPaths,
+    db: PackageDb,
     /// The status file the current index (or error) was loaded from; `None` if absent.
     loaded_from: Option<FileStamp>,
     index: Result<ProvenanceIndex, ProvenanceError>,
@@ -266,11 +454,11 @@ impl FileStamp {
 }
 
 impl PackageRecords {
-    pub fn open(paths: DpkgPaths) -> PackageRecords {
-        let loaded_from = FileStamp::of(&paths.status);
-        let index = ProvenanceIndex::load(&paths);
+    pub fn open(db: PackageDb) -> PackageRecords {
+        let loaded_from = FileStamp::of(&db.changes_with());
+        let index = db.load();
         PackageRecords {
-            paths,
+            db,
             loaded_from,
             index,
         }
@@ -281,22 +469,34 @@ impl PackageRecords {
         self.index.as_ref().err()
     }
 
-    /// [`ProvenanceIndex::verify`] against dpkg's records as they are now; `None` when no
-    /// package owns the file or there are no records.
+    /// [`ProvenanceIndex::verify`] against the package manager's records as they are now;
+    /// `None` when no package owns the file or there are no records.
+    ///
+    /// The records are reloaded only when the loaded ones cannot vouch for the file (no
+    /// owner, or other content) and the database changed since: during an upgrade the
+    /// database changes with every package, and a reload (dpkg: a fraction of a second;
+    /// rpm: its query, a few seconds) is only worth it when the verdict depends on it.
     pub fn verify(&mut self, path: &Path) -> Option<io::Result<Provenance>> {
-        self.refresh();
+        let verdict = self.index.as_ref().ok().and_then(|index| index.verify(path));
+        if matches!(&verdict, Some(Ok(provenance)) if provenance.matches_package) {
+            return verdict;
+        }
+        if !self.refresh() {
+            return verdict;
+        }
         self.index.as_ref().ok()?.verify(path)
     }
 
-    /// Reloads when the status file changed since the last load (one `stat` otherwise).
-    fn refresh(&mut self) {
-        let now = FileStamp::of(&self.paths.status);
+    /// Reloads when the database changed since the last load (one `stat` otherwise);
+    /// returns whether it did.
+    fn refresh(&mut self) -> bool {
+        let now = FileStamp::of(&self.db.changes_with());
         if now == self.loaded_from {
-            return;
+            return false;
         }
         let started = std::time::Instant::now();
         self.loaded_from = now;
-        self.index = ProvenanceIndex::load(&self.paths);
+        self.index = self.db.load();
         match &self.index {
             Ok(index) => tracing::info!(
                 files = index.len(),
@@ -305,25 +505,25 @@ impl PackageRecords {
             ),
             Err(err) => tracing::warn!(reason = %err, "package provenance off"),
         }
+        true
     }
 }
 
 /// `<32 hex>  <relative path>`.
-fn parse_md5sums_line(line: &[u8]) -> Option<([u8; 16], &[u8])> {
-    let md5 = parse_hex16(line.get(..32)?)?;
+fn parse_md5sums_line(line: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let md5 = parse_hex(line.get(..32)?, 16)?;
     let path = line.get(32..)?.strip_prefix(b"  ")?;
     (!path.is_empty()).then_some((md5, path))
 }
 
-fn parse_hex16(hex: &[u8]) -> Option<[u8; 16]> {
-    if hex.len() != 32 {
+/// Exactly `len` bytes written as `2 * len` hex digits.
+fn parse_hex(hex: &[u8], len: usize) -> Option<Vec<u8>> {
+    if hex.len() != 2 * len {
         return None;
     }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
+    hex.chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
 }
 
 fn absolute(relative: &[u8]) -> Vec<u8> {
@@ -334,9 +534,16 @@ fn absolute(relative: &[u8]) -> Vec<u8> {
     }
 }
 
-fn md5_of(path: &Path) -> io::Result<[u8; 16]> {
+fn digest_of(path: &Path, algo: DigestAlgo) -> io::Result<Vec<u8>> {
+    match algo {
+        DigestAlgo::Md5 => hash_file::<Md5>(path),
+        DigestAlgo::Sha256 => hash_file::<Sha256>(path),
+    }
+}
+
+fn hash_file<H: Digest>(path: &Path) -> io::Result<Vec<u8>> {
     let mut file = File::open(path)?;
-    let mut hasher = Md5::new();
+    let mut hasher = H::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match file.read(&mut buf)? {
@@ -344,7 +551,7 @@ fn md5_of(path: &Path) -> io::Result<[u8; 16]> {
             n => hasher.update(&buf[..n]),
         }
     }
-    Ok(hasher.finalize().into())
+    Ok(hasher.finalize().to_vec())
 }
 
 #[cfg(test)]
@@ -433,11 +640,10 @@ mod tests {
     fn records_follow_a_package_upgrade() {
         let (dir, _) = fixture();
         let root = dir.path();
-        let paths = || DpkgPaths {
+        let mut records = PackageRecords::open(PackageDb::Dpkg(DpkgPaths {
             info_dir: root.join("info"),
             status: root.join("status"),
-        };
-        let mut records = PackageRecords::open(paths());
+        }));
         let tool = root.join("usr/bin/tool");
         assert!(records.verify(&tool).unwrap().unwrap().matches_package);
 
@@ -460,8 +666,11 @@ mod tests {
         assert_eq!(verdict.version, "2.2-1");
         assert!(verdict.matches_package, "the upgraded file is genuine");
 
-        // Records that vanish turn provenance off instead of keeping stale verdicts.
+        // Records that vanish turn provenance off instead of giving stale verdicts of
+        // difference (a file that still matches what its package shipped keeps saying so).
         std::fs::remove_file(root.join("status")).unwrap();
+        assert!(records.verify(&tool).unwrap().unwrap().matches_package);
+        std::fs::write(&tool, b"changed after dpkg went away").unwrap();
         assert!(records.verify(&tool).is_none());
         assert!(records.unavailable().is_some());
     }
@@ -469,18 +678,106 @@ mod tests {
     #[test]
     fn the_last_record_of_a_path_wins() {
         // dpkg lists a conffile in the status file and again in md5sums: the later wins.
-        let mut index = ProvenanceIndex {
-            files: Vec::new(),
-            packages: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
-        };
-        index.add_file(b"/etc/x.conf", 0, [1; 16]);
-        index.add_file(b"/etc/y.conf", 0, [2; 16]);
-        index.add_file(b"/etc/x.conf", 1, [3; 16]);
+        let mut index = ProvenanceIndex::new("dpkg");
+        for name in ["a", "b"] {
+            index.packages.push(Package {
+                name: name.into(),
+                version: "1".into(),
+                algo: DigestAlgo::Md5,
+            });
+        }
+        index.add_file(b"/etc/x.conf", 0, &[1; 16]);
+        index.add_file(b"/etc/y.conf", 0, &[2; 16]);
+        index.add_file(b"/etc/x.conf", 1, &[3; 16]);
         index.seal();
         assert_eq!(index.len(), 2);
         let owner = index.owner(b"/etc/x.conf").unwrap();
-        assert_eq!((owner.package, owner.md5), (1, [3; 16]));
+        let at = owner.digest_at as usize;
+        assert_eq!(owner.package, 1);
+        assert_eq!(index.digests[at..at + 16], [3; 16]);
         assert!(index.owner(b"/etc/z.conf").is_none());
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn rpm_file_lists_give_verdicts_with_their_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("bash"), b"genuine").unwrap();
+        std::fs::write(bin.join("ls"), b"trojaned").unwrap();
+        std::fs::write(bin.join("old"), b"legacy").unwrap();
+        let path = |name: &str| bin.join(name).display().to_string();
+        // As `rpm -qa --qf RPM_FILES_QUERY` prints it: a directory and a symlink have no
+        // digest; an old package records MD5 (algorithm absent); SHA-1 (2) is not computed.
+        let listing = format!(
+            concat!(
+                "bash\t5.1.8-6.el9\t8\t{}\t{}\n",
+                "bash\t5.1.8-6.el9\t8\t\t/usr/share/doc/bash\n",
+                "coreutils\t8.32-34.el9\t8\t{}\t{}\n",
+                "coreutils\t8.32-34.el9\t8\t\t/usr/bin/dir-link\n",
+                "legacy\t1.0-1\t(none)\t{}\t{}\n",
+                "odd\t1-1\t2\t{}\t/usr/bin/sha1-file\n",
+                "truncated line\n",
+            ),
+            sha256_hex(b"genuine"),
+            path("bash"),
+            sha256_hex(b"original"),
+            path("ls"),
+            md5_hex(b"legacy"),
+            path("old"),
+            "ab".repeat(20),
+        );
+        let index = ProvenanceIndex::from_rpm_files(listing.as_bytes());
+        assert_eq!(
+            index.len(),
+            3,
+            "only regular files with a digest we can check"
+        );
+
+        let bash = index.verify(&bin.join("bash")).unwrap().unwrap();
+        assert_eq!(
+            (
+                bash.manager.as_str(),
+                bash.package.as_str(),
+                bash.version.as_str()
+            ),
+            ("rpm", "bash", "5.1.8-6.el9")
+        );
+        assert!(bash.matches_package);
+        let ls = index.verify(&bin.join("ls")).unwrap().unwrap();
+        assert_eq!(ls.package, "coreutils");
+        assert!(
+            !ls.matches_package,
+            "a trojaned binary that claims its package"
+        );
+        assert!(
+            index
+                .verify(&bin.join("old"))
+                .unwrap()
+                .unwrap()
+                .matches_package
+        );
+        assert!(index.verify(Path::new("/usr/bin/sha1-file")).is_none());
+    }
+
+    #[test]
+    fn without_rpm_records_provenance_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = RpmPaths {
+            root: dir.path().to_owned(),
+            db_dir: dir.path().join("var/lib/rpm"),
+        };
+        let Err(err) = ProvenanceIndex::load_rpm(&missing) else {
+            panic!("no database, no index");
+        };
+        assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
     #[test]
