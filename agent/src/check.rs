@@ -185,16 +185,22 @@ pub fn run_check_with(
         } else if policy.rule_for(path.as_path()).is_none() {
             findings.out_of_policy += 1;
         } else {
-            findings.drifts.push(Drift {
-                path,
-                kind: DriftKind::Removed,
-                changed: Vec::new(),
-                before: Some(baseline.record(index).state),
-                after: None,
-                diff: None,
-                new_record: None,
-                new_snapshot: None,
-            });
+            match baseline.record(index) {
+                Ok(record) => findings.drifts.push(Drift {
+                    path,
+                    kind: DriftKind::Removed,
+                    changed: Vec::new(),
+                    before: Some(record.state),
+                    after: None,
+                    diff: None,
+                    new_record: None,
+                    new_snapshot: None,
+                }),
+                Err(err) => findings.errors.push(ScanError {
+                    path,
+                    message: unreadable_record(&err),
+                }),
+            }
         }
     }
     findings.drifts.sort_by(|a, b| a.path.cmp(&b.path));
@@ -216,6 +222,11 @@ pub enum Observed {
     NotCovered,
 }
 
+/// A subject whose baseline record could not be read is not compared, and says why.
+fn unreadable_record(err: &std::io::Error) -> String {
+    format!("not checked: its baseline record could not be read ({err})")
+}
+
 /// Reads one path now (all of it, no `lstat` shortcut) and compares it with
 /// the baseline, exactly as a check does.
 pub fn observe_path(policy: &Policy<'_>, baseline: &Baseline, path: &Path) -> Observed {
@@ -223,7 +234,10 @@ pub fn observe_path(policy: &Policy<'_>, baseline: &Baseline, path: &Path) -> Ob
         return Observed::NotCovered;
     };
     let bytes = PathBytes(path.as_os_str().as_bytes().to_vec());
-    let record = baseline.get(bytes.as_bytes());
+    let record = match baseline.get(bytes.as_bytes()) {
+        Ok(record) => record,
+        Err(err) => return Observed::Unreadable(unreadable_record(&err)),
+    };
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -282,7 +296,19 @@ fn inspect_subject(
             };
         }
     }
-    let record = index.map(|index| baseline.record(index));
+    let record = match index.map(|index| baseline.record(index)).transpose() {
+        Ok(record) => record,
+        Err(err) => {
+            return Inspection {
+                drift: None,
+                errors: vec![ScanError {
+                    path: PathBytes(path_bytes.to_vec()),
+                    message: unreadable_record(&err),
+                }],
+                bytes_read: None,
+            };
+        }
+    };
     let record = record.as_ref();
     let plan = plan_for(record);
     let outcome = read_subject(subject.path, &subject.meta, &plan);

@@ -275,7 +275,7 @@ fn attach_diffs(
             continue;
         }
         let (Some(after), Some(record)) =
-            (&drift.new_snapshot, baseline.get(drift.path.as_bytes()))
+            (&drift.new_snapshot, baseline.get(drift.path.as_bytes())?)
         else {
             continue;
         };
@@ -297,7 +297,7 @@ pub fn show(target: &Target, path: Option<&Path>, output: Output) -> anyhow::Res
         Some(path) => {
             let path = absolute(path)?;
             let bytes = path.as_os_str().as_bytes();
-            let Some(record) = baseline.get(bytes) else {
+            let Some(record) = baseline.get(bytes)? else {
                 bail!(
                     "{} is not in the baseline{}",
                     PathBytes::from(path.as_path()),

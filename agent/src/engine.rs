@@ -756,7 +756,7 @@ impl Engine {
         )?;
         self.baseline = self
             .store
-            .load()
+            .load_lean()
             .context("re-loading the baseline after an accept")?;
         // The drift is now the baseline: nothing is open on the subject any more.
         self.spool.forget(&bytes)?;
@@ -810,11 +810,12 @@ struct Summary {
     errors: u64,
 }
 
-/// Opens the verified baseline of a state directory (a tampered one is an error).
+/// Opens the verified baseline of a state directory (a tampered one is an error), its
+/// records kept out of memory for the daemon's lifetime.
 pub fn load_baseline(state_dir: &Path) -> anyhow::Result<(BaselineStore, Baseline)> {
     let paths = crate::store::StorePaths::in_state_dir(state_dir);
     let store = BaselineStore::open(&paths)?;
-    let baseline = store.load()?;
+    let baseline = store.load_lean()?;
     Ok((store, baseline))
 }
 

@@ -477,7 +477,11 @@ impl PackageRecords {
     /// database changes with every package, and a reload (dpkg: a fraction of a second;
     /// rpm: its query, a few seconds) is only worth it when the verdict depends on it.
     pub fn verify(&mut self, path: &Path) -> Option<io::Result<Provenance>> {
-        let verdict = self.index.as_ref().ok().and_then(|index| index.verify(path));
+        let verdict = self
+            .index
+            .as_ref()
+            .ok()
+            .and_then(|index| index.verify(path));
         if matches!(&verdict, Some(Ok(provenance)) if provenance.matches_package) {
             return verdict;
         }

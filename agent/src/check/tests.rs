@@ -136,6 +136,7 @@ fn content_drift_of_a_text_file_carries_a_diff() {
     let before = baseline
         .get(drift.path.as_bytes())
         .unwrap()
+        .unwrap()
         .state
         .content_hash
         .unwrap();
@@ -180,7 +181,7 @@ fn paranoid_check_rehashes_even_when_metadata_matches() {
     let mut store = BaselineStore::open(&fx.target.store).unwrap();
     let baseline = store.load().unwrap();
     let path = PathBytes::from(fx.path("f"));
-    let mut forged = baseline.get(path.as_bytes()).unwrap();
+    let mut forged = baseline.get(path.as_bytes()).unwrap().unwrap();
     forged.state.content_hash = Some(driftwatch_common::hash::ContentHash::of(b"zzzz"));
     let change = crate::store::AcceptedChange {
         path,

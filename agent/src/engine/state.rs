@@ -205,7 +205,7 @@ impl Engine {
             },
         )?;
         // Re-verified as a whole, like after a file accept.
-        self.baseline = self.store.load()?;
+        self.baseline = self.store.load_lean()?;
         self.baseline_state = self.store.state()?;
         // The drift is now the baseline: nothing is open on the subject any more.
         self.spool.forget_subject(subject)?;

@@ -250,6 +250,7 @@ fn baseline_accept_needs_the_reviewed_state_and_is_recorded() {
     let (store, baseline) = load_baseline(&fx.state).unwrap();
     let record = baseline
         .get(fx.path("a.conf").as_os_str().as_encoded_bytes())
+        .unwrap()
         .unwrap();
     assert_eq!(Some(SubjectState::File(record.state)), event.after);
     let history = store.history().unwrap();

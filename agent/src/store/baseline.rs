@@ -7,6 +7,10 @@
 //! instead of a few hundred with one allocation per field). Records are
 //! decoded on demand.
 
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+
 use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_common::state::StatKey;
 
@@ -23,26 +27,119 @@ struct Entry {
     had_error: bool,
 }
 
+/// Where the encoded records live. They are read only for subjects whose stat key
+/// moved, so a long-running daemon need not keep them in memory.
+#[derive(Debug)]
+pub enum RecordArena {
+    /// In memory: the commands that run once (check, accept).
+    Memory(Vec<u8>),
+    /// In an unnamed file (deleted at creation, so nothing else can open it by name, and
+    /// gone with the process): the daemon, for which the records were the largest part of
+    /// its memory at rest (10 MB for 100k files). The page cache keeps what is read often.
+    File {
+        file: std::fs::File,
+        len: usize,
+        /// Records not written yet while the baseline is being loaded.
+        unwritten: Vec<u8>,
+    },
+}
+
+impl RecordArena {
+    /// An arena in an unnamed file in `dir` (the state directory: not a tmpfs in RAM).
+    pub fn file_in(dir: &std::path::Path) -> std::io::Result<RecordArena> {
+        Ok(RecordArena::File {
+            file: tempfile::tempfile_in(dir)?,
+            len: 0,
+            unwritten: Vec::new(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            RecordArena::Memory(bytes) => bytes.len(),
+            RecordArena::File { len, .. } => *len,
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            RecordArena::Memory(buffer) => buffer.extend_from_slice(bytes),
+            RecordArena::File {
+                file,
+                len,
+                unwritten,
+            } => {
+                unwritten.extend_from_slice(bytes);
+                *len += bytes.len();
+                if unwritten.len() >= 1 << 20 {
+                    file.write_all(unwritten)?;
+                    unwritten.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and frees the buffers' spare room.
+    fn finish(&mut self) -> std::io::Result<()> {
+        match self {
+            RecordArena::Memory(buffer) => buffer.shrink_to_fit(),
+            RecordArena::File {
+                file, unwritten, ..
+            } => {
+                file.write_all(unwritten)?;
+                *unwritten = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, range: std::ops::Range<usize>) -> std::io::Result<Cow<'_, [u8]>> {
+        match self {
+            RecordArena::Memory(bytes) => Ok(Cow::Borrowed(&bytes[range])),
+            RecordArena::File { file, .. } => {
+                let mut bytes = vec![0; range.len()];
+                file.read_exact_at(&mut bytes, range.start as u64)?;
+                Ok(Cow::Owned(bytes))
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Baseline {
     paths: Vec<u8>,
-    records: Vec<u8>,
+    records: RecordArena,
     entries: Vec<Entry>,
     pub meta: Meta,
     /// Digest of the entries, kept so the root can be re-sealed after a meta update.
     pub(super) entries_digest: ContentHash,
 }
 
-/// The arenas are indexed with u32 to keep entries small.
+/// Why an entry could not be added while loading.
 #[derive(Debug, thiserror::Error)]
-#[error("baseline too large to load: more than 4 GiB of paths or records")]
-pub struct TooLarge;
+pub enum PushError {
+    /// The arenas are indexed with u32 to keep entries small.
+    #[error("baseline too large to load: more than 4 GiB of paths or records")]
+    TooLarge,
+    #[error("writing the baseline's records to their file: {0}")]
+    Write(#[from] std::io::Error),
+}
 
 impl Baseline {
-    pub(super) fn with_capacity(entries: usize, path_bytes: usize, record_bytes: usize) -> Self {
+    /// An empty baseline; `records` is where the records go (sized here when in memory).
+    pub(super) fn with_capacity(
+        entries: usize,
+        path_bytes: usize,
+        record_bytes: usize,
+        mut records: RecordArena,
+    ) -> Self {
+        if let RecordArena::Memory(buffer) = &mut records {
+            buffer.reserve_exact(record_bytes);
+        }
         Baseline {
             paths: Vec::with_capacity(path_bytes),
-            records: Vec::with_capacity(record_bytes),
+            records,
             entries: Vec::with_capacity(entries),
             meta: Meta::default(),
             entries_digest: ContentHash([0; 32]),
@@ -55,13 +152,13 @@ impl Baseline {
         path: &[u8],
         record_bytes: &[u8],
         record: &Record,
-    ) -> Result<(), TooLarge> {
+    ) -> Result<(), PushError> {
         debug_assert!(
             self.entries
                 .last()
                 .is_none_or(|_| self.path(self.len() - 1) < path)
         );
-        let offset = |len: usize| u32::try_from(len).map_err(|_| TooLarge);
+        let offset = |len: usize| u32::try_from(len).map_err(|_| PushError::TooLarge);
         let entry = Entry {
             path_start: offset(self.paths.len())?,
             record_start: offset(self.records.len())?,
@@ -69,17 +166,23 @@ impl Baseline {
             had_error: record.error.is_some(),
         };
         self.paths.extend_from_slice(path);
-        self.records.extend_from_slice(record_bytes);
+        self.records.append(record_bytes)?;
         offset(self.paths.len())?;
         offset(self.records.len())?;
         self.entries.push(entry);
         Ok(())
     }
 
-    pub(super) fn shrink_to_fit(&mut self) {
+    #[cfg(test)]
+    pub(super) fn records_arena(&self) -> &RecordArena {
+        &self.records
+    }
+
+    /// Ends loading: the records are all written and spare capacity is freed.
+    pub(super) fn finish(&mut self) -> std::io::Result<()> {
         self.paths.shrink_to_fit();
-        self.records.shrink_to_fit();
         self.entries.shrink_to_fit();
+        self.records.finish()
     }
 
     pub fn len(&self) -> usize {
@@ -151,20 +254,26 @@ impl Baseline {
         !entry.had_error && entry.stat == now.digest()
     }
 
-    /// Decodes the full record at `index`.
-    pub fn record(&self, index: usize) -> Record {
+    /// Decodes the full record at `index`. Only reading the records' file can fail (an
+    /// I/O error of the state directory's disk): the bytes were verified at load.
+    pub fn record(&self, index: usize) -> std::io::Result<Record> {
         let start = self.entries[index].record_start as usize;
         let end = self
             .entries
             .get(index + 1)
             .map_or(self.records.len(), |next| next.record_start as usize);
-        postcard::from_bytes(&self.records[start..end])
-            .expect("records were decoded and verified when the baseline was loaded")
+        let bytes = self.records.read(start..end)?;
+        postcard::from_bytes(&bytes).map_err(|err| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the baseline's record file changed under the agent: {err}"),
+            )
+        })
     }
 
     /// The record of `path`, if it is in the baseline.
-    pub fn get(&self, path: &[u8]) -> Option<Record> {
-        self.find(path).map(|index| self.record(index))
+    pub fn get(&self, path: &[u8]) -> std::io::Result<Option<Record>> {
+        self.find(path).map(|index| self.record(index)).transpose()
     }
 }
 

@@ -24,7 +24,7 @@ use driftwatch_common::state::FileState;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-pub use baseline::Baseline;
+pub use baseline::{Baseline, PushError, RecordArena};
 pub use integrity::Key;
 use integrity::RootHasher;
 
@@ -178,6 +178,13 @@ impl BaselineStore {
             .map_err(|source| self.tamper_or_sqlite(source))
     }
 
+    fn records_file_error(&self, cause: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.paths.db.with_extension("records (unnamed file)"),
+            cause,
+        }
+    }
+
     pub fn paths(&self) -> &StorePaths {
         &self.paths
     }
@@ -188,8 +195,34 @@ impl BaselineStore {
         self.key.derive(purpose)
     }
 
-    /// Reads every entry and the history and verifies the integrity root.
+    /// Reads every entry and the history and verifies the integrity root; the records
+    /// are kept in memory.
     pub fn load(&self) -> Result<Baseline> {
+        self.load_into(RecordArena::Memory(Vec::new()))
+    }
+
+    /// [`Self::load`] for a long-running daemon: the records are kept in an unnamed file in
+    /// the state directory instead of memory (it reads few of them).
+    /// When that file cannot be written (a full disk), the records stay in memory: the
+    /// daemon runs on either.
+    pub fn load_lean(&self) -> Result<Baseline> {
+        let dir = self.paths.db.parent().unwrap_or(Path::new("."));
+        let loaded = RecordArena::file_in(dir)
+            .map_err(|cause| StoreError::Io {
+                path: dir.to_owned(),
+                cause,
+            })
+            .and_then(|arena| self.load_into(arena));
+        match loaded {
+            Err(StoreError::Io { path, cause }) => {
+                tracing::warn!(path = %path.display(), error = %cause, "the baseline's records stay in memory");
+                self.load()
+            }
+            other => other,
+        }
+    }
+
+    fn load_into(&self, records: RecordArena) -> Result<Baseline> {
         let meta = self.read_meta()?;
         let (count, path_bytes, record_bytes): (i64, i64, i64) = self
             .conn
@@ -199,8 +232,12 @@ impl BaselineStore {
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .map_err(|e| self.tamper_or_sqlite(e))?;
-        let mut baseline =
-            Baseline::with_capacity(count as usize, path_bytes as usize, record_bytes as usize);
+        let mut baseline = Baseline::with_capacity(
+            count as usize,
+            path_bytes as usize,
+            record_bytes as usize,
+            records,
+        );
         let mut digest = RootHasher::entries();
         {
             let mut stmt = self
@@ -221,10 +258,15 @@ impl BaselineStore {
                 })?;
                 baseline
                     .push(path, bytes, &record)
-                    .map_err(|err| self.tampered(err.to_string()))?;
+                    .map_err(|err| match err {
+                        PushError::TooLarge => self.tampered(err.to_string()),
+                        PushError::Write(cause) => self.records_file_error(cause),
+                    })?;
             }
         }
-        baseline.shrink_to_fit();
+        baseline
+            .finish()
+            .map_err(|cause| self.records_file_error(cause))?;
         baseline.entries_digest = digest.finish();
         let history_digest = self.history_digest()?;
         let state_digest = state_digest(&self.conn).map_err(|e| self.tamper_or_sqlite(e))?;

@@ -80,8 +80,8 @@ fn entries_load_sorted_and_verified() {
     let baseline = load(&paths).unwrap();
     let names: Vec<&[u8]> = (0..baseline.len()).map(|i| baseline.path(i)).collect();
     assert_eq!(names, [&b"/a"[..], b"/b", b"/c"]);
-    assert_eq!(baseline.get(b"/b").unwrap(), record(2));
-    assert!(baseline.get(b"/d").is_none());
+    assert_eq!(baseline.get(b"/b").unwrap(), Some(record(2)));
+    assert!(baseline.get(b"/d").unwrap().is_none());
     assert_eq!(baseline.meta, meta());
 }
 
@@ -261,7 +261,7 @@ fn accept_updates_entries_and_history_and_stays_verified() {
     store.accept(&changes, history("accept")).unwrap();
     let baseline = store.load().unwrap();
     assert_eq!(baseline.len(), 2);
-    assert_eq!(baseline.get(b"/b").unwrap(), record(20));
+    assert_eq!(baseline.get(b"/b").unwrap(), Some(record(20)));
     let actions: Vec<String> = store
         .history()
         .unwrap()
@@ -372,7 +372,7 @@ fn accepting_state_changes_stays_verified() {
 
 #[test]
 fn range_below_is_the_run_of_paths_under_a_directory() {
-    let mut baseline = Baseline::with_capacity(0, 0, 0);
+    let mut baseline = Baseline::with_capacity(0, 0, 0, RecordArena::Memory(Vec::new()));
     let record = record(0);
     let bytes = postcard::to_allocvec(&record).unwrap();
     let mut paths: Vec<&[u8]> = vec![
@@ -389,4 +389,24 @@ fn range_below_is_the_run_of_paths_under_a_directory() {
     assert_eq!(below, [&b"/a/b"[..], b"/a/b/c", b"/a/z"]);
     assert_eq!(baseline.range_below(b"/").len(), paths.len());
     assert!(baseline.range_below(b"/nothing").is_empty());
+}
+
+#[test]
+fn a_lean_load_reads_the_same_records_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let store = BaselineStore::open(&paths).unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    let lean = store.load_lean().unwrap();
+    assert!(matches!(lean.records_arena(), RecordArena::File { .. }));
+    let full = store.load().unwrap();
+    assert_eq!(lean.len(), full.len());
+    for index in 0..full.len() {
+        assert_eq!(lean.record(index).unwrap(), full.record(index).unwrap());
+    }
+    assert_eq!(lean.get(b"/b").unwrap(), Some(record(2)));
+    assert_eq!(lean.meta, full.meta);
+    // The file is unnamed: nothing new appears in the state directory.
+    let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(before.len(), after.len());
 }
