@@ -93,21 +93,35 @@ impl Pending {
             new_snapshot: None,
         }
     }
+}
 
-    /// The wire event, as the spool commits it.
-    pub fn finalize(
-        &self,
-        host_id: Uuid,
-        seq: u64,
-        prev_hash: ContentHash,
-        seen_by: SeenBy,
-        observed_at: OffsetDateTime,
-    ) -> DriftEvent {
+/// What the spool adds when it commits an event: its place in the agent's
+/// hash chain, and how and when it was seen.
+pub struct Stamp {
+    pub host_id: Uuid,
+    pub seq: u64,
+    pub prev_hash: ContentHash,
+    pub seen_by: SeenBy,
+    pub observed_at: OffsetDateTime,
+}
+
+/// An event decided on, not yet committed: its wire form once stamped.
+pub trait WireEvent {
+    fn id(&self) -> Uuid;
+    fn finalize(&self, stamp: Stamp) -> DriftEvent;
+}
+
+impl WireEvent for Pending {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn finalize(&self, stamp: Stamp) -> DriftEvent {
         DriftEvent {
             id: self.id,
-            host_id,
-            seq,
-            prev_hash,
+            host_id: stamp.host_id,
+            seq: stamp.seq,
+            prev_hash: stamp.prev_hash,
             subject: SubjectKey::file(self.path.as_bytes()),
             kind: self.kind,
             changed: self.changed.clone(),
@@ -116,8 +130,8 @@ impl Pending {
             diff: self.diff.clone(),
             summary: None,
             actor: self.actor.clone(),
-            seen_by,
-            observed_at,
+            seen_by: stamp.seen_by,
+            observed_at: stamp.observed_at,
             provenance: self.provenance.clone(),
             related: self.related,
         }
@@ -140,23 +154,19 @@ pub struct StatePending {
     pub remember: Remember<Fields>,
 }
 
-impl StatePending {
-    /// The wire event, as the spool commits it.
-    pub fn finalize(
-        &self,
-        host_id: Uuid,
-        seq: u64,
-        prev_hash: ContentHash,
-        seen_by: SeenBy,
-        observed_at: OffsetDateTime,
-    ) -> DriftEvent {
+impl WireEvent for StatePending {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn finalize(&self, stamp: Stamp) -> DriftEvent {
         let state =
             |fields: &Option<Fields>| fields.clone().map(|fields| SubjectState::Fields { fields });
         DriftEvent {
             id: self.id,
-            host_id,
-            seq,
-            prev_hash,
+            host_id: stamp.host_id,
+            seq: stamp.seq,
+            prev_hash: stamp.prev_hash,
             subject: self.subject.clone(),
             kind: self.kind,
             changed: self.changed.clone(),
@@ -165,8 +175,8 @@ impl StatePending {
             diff: None,
             summary: Some(self.summary.clone()),
             actor: Some(polled_state_actor()),
-            seen_by,
-            observed_at,
+            seen_by: stamp.seen_by,
+            observed_at: stamp.observed_at,
             provenance: None,
             related: None,
         }

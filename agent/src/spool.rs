@@ -30,7 +30,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::events::{Pending, Remember, StatePending};
+use crate::events::{Pending, Remember, Stamp, StatePending, WireEvent};
 use crate::sources::Fields;
 
 /// File name of the spool in the state directory.
@@ -270,7 +270,13 @@ impl Spool {
         let mut depth = read_depth(&tx).map_err(sql)?;
         let mut committed = Committed::default();
         for (index, event) in pending.iter().enumerate() {
-            let mut wire = event.finalize(host_id, seq + 1, prev, seen_by, observed_at);
+            let mut wire = event.finalize(Stamp {
+                host_id,
+                seq: seq + 1,
+                prev_hash: prev,
+                seen_by,
+                observed_at,
+            });
             if let Some(related) = wire.related
                 && !pending[..index].iter().any(|p| p.id() == related)
                 && !pending[index + 1..].iter().any(|p| p.id() == related)
@@ -460,36 +466,12 @@ impl Spool {
 
 /// An event the spool can commit: its wire form, and what to remember
 /// about its subject in the same transaction.
-pub trait Spoolable {
-    fn id(&self) -> Uuid;
-    fn finalize(
-        &self,
-        host_id: Uuid,
-        seq: u64,
-        prev_hash: ContentHash,
-        seen_by: SeenBy,
-        observed_at: OffsetDateTime,
-    ) -> DriftEvent;
+pub trait Spoolable: WireEvent {
     /// Records (or forgets) the subject's reported state.
     fn remember(&self, tx: &Connection) -> rusqlite::Result<()>;
 }
 
 impl Spoolable for Pending {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    fn finalize(
-        &self,
-        host_id: Uuid,
-        seq: u64,
-        prev_hash: ContentHash,
-        seen_by: SeenBy,
-        observed_at: OffsetDateTime,
-    ) -> DriftEvent {
-        Pending::finalize(self, host_id, seq, prev_hash, seen_by, observed_at)
-    }
-
     fn remember(&self, tx: &Connection) -> rusqlite::Result<()> {
         match &self.remember {
             Remember::Drifted(state) => {
@@ -511,21 +493,6 @@ impl Spoolable for Pending {
 }
 
 impl Spoolable for StatePending {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    fn finalize(
-        &self,
-        host_id: Uuid,
-        seq: u64,
-        prev_hash: ContentHash,
-        seen_by: SeenBy,
-        observed_at: OffsetDateTime,
-    ) -> DriftEvent {
-        StatePending::finalize(self, host_id, seq, prev_hash, seen_by, observed_at)
-    }
-
     fn remember(&self, tx: &Connection) -> rusqlite::Result<()> {
         match &self.remember {
             Remember::Drifted(fields) => {
