@@ -28,7 +28,7 @@ use crate::store::{
     StoredEvent, TokenRecord,
 };
 use crate::windows::lifecycle::{self, Action, Refusal};
-use crate::windows::validate::{self, Invalid, WindowRequest};
+use crate::windows::validate::{self, WindowRequest};
 use crate::windows::{Window, WindowStatus};
 
 /// What went wrong, by what the caller can do about it (the API maps these to statuses).
@@ -44,8 +44,6 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    NotSupported(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -500,11 +498,8 @@ impl<S: Store> App<S> {
             "requesting a change window",
         )?;
         let now = self.now();
-        let window =
-            validate::validate(request, &actor.name, now).map_err(|invalid| match invalid {
-                Invalid::Problems(problems) => Error::BadRequest(problems.join("; ")),
-                Invalid::NotSupported(what) => Error::NotSupported(what),
-            })?;
+        let window = validate::validate(request, &actor.name, now)
+            .map_err(|problems| Error::BadRequest(problems.join("; ")))?;
         let audit = NewAudit::new(
             now,
             &actor.name,

@@ -29,10 +29,6 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    pub fn not_supported(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "not_supported", message)
-    }
-
     /// The stable code for a status the framework produced (405, 408, 413, 415...).
     pub fn for_status(status: StatusCode) -> Self {
         let (code, message) = match status {
@@ -65,7 +61,6 @@ impl From<Error> for ApiError {
             Error::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             Error::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
             Error::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            Error::NotSupported(m) => Self::not_supported(m),
             Error::Store(err) => {
                 tracing::error!(error = %err, "request failed in the store");
                 Self::for_status(StatusCode::INTERNAL_SERVER_ERROR)

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::lifecycle::{Action, Refusal, check};
 use super::schedule::Schedule;
-use super::validate::{Invalid, WindowRequest, validate};
+use super::validate::{WindowRequest, validate};
 use super::*;
 use crate::clock::parse_instant;
 use crate::identity::{Principal, Role};
@@ -43,7 +43,7 @@ fn request() -> WindowRequest {
 
 fn problems(request: &WindowRequest) -> Vec<String> {
     match validate(request, "alice", now()) {
-        Err(Invalid::Problems(problems)) => problems,
+        Err(problems) => problems,
         other => panic!("expected problems, got {other:?}"),
     }
 }

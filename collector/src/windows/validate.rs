@@ -46,15 +46,13 @@ pub struct WindowRequest {
     pub implementers: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Invalid {
-    /// Every problem found, each a sentence for a person.
-    Problems(Vec<String>),
-    NotSupported(String),
-}
-
-/// Checks a request made by `requester` at `now` and builds the window (status requested).
-pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result<Window, Invalid> {
+/// Checks a request made by `requester` at `now` and builds the window (status requested);
+/// otherwise every problem found, each a sentence for a person.
+pub fn validate(
+    request: &WindowRequest,
+    requester: &str,
+    now: Millis,
+) -> Result<Window, Vec<String>> {
     let mut problems = Vec::new();
     text(&mut problems, "ticket", &request.ticket, 128);
     text(&mut problems, "title", &request.title, MAX_TEXT);
@@ -172,7 +170,7 @@ pub fn validate(request: &WindowRequest, requester: &str, now: Millis) -> Result
             ended_at: None,
             ended_by: None,
         }),
-        _ => Err(Invalid::Problems(problems)),
+        _ => Err(problems),
     }
 }
 
