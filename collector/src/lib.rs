@@ -17,6 +17,7 @@ pub mod coverage;
 pub mod drift;
 pub mod identity;
 pub mod matcher;
+pub mod people;
 pub mod reports;
 pub mod serve;
 pub mod store;

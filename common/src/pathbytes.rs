@@ -6,10 +6,16 @@
 //!
 //! - printable UTF-8 (other than `\`) is shown as is;
 //! - `\` is shown as `\\`;
-//! - every other byte (invalid UTF-8, control characters, DEL) is shown as `\xNN`.
+//! - every other byte (invalid UTF-8, control characters, DEL, and the UTF-8 bytes of
+//!   the characters [`is_unsafe_char`] names) is shown as `\xNN`.
 //!
 //! So the text is safe to print on a terminal and [`unescape`] gives back the
 //! original bytes exactly.
+//!
+//! [`escape_text`] (and [`Shown`], its `Display` form) is the same escaping for text that
+//! already is text, such as a subject or an actor a host sent, on its way to a terminal,
+//! a table or a log line: unsafe characters become `\xNN`, everything else (a backslash
+//! too) stays, so a subject the agent already escaped reads the same.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -18,6 +24,24 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Characters that must never reach a terminal, a table or a log line raw: control
+/// characters (C0, DEL, C1: cursor moves, screen clears, window titles, line breaks) and
+/// the format characters that reorder or hide text (bidi marks, embeddings, overrides and
+/// isolates; zero-width characters; line and paragraph separators).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
 /// Escapes path bytes for display and JSON (see the module docs).
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -25,13 +49,7 @@ pub fn escape(bytes: &[u8]) -> String {
         for ch in chunk.valid().chars() {
             match ch {
                 '\\' => out.push_str("\\\\"),
-                c if c.is_control() => {
-                    let mut buf = [0u8; 4];
-                    for b in c.encode_utf8(&mut buf).bytes() {
-                        push_hex_escape(&mut out, b);
-                    }
-                }
-                c => out.push(c),
+                c => push_char(&mut out, c),
             }
         }
         for &b in chunk.invalid() {
@@ -39,6 +57,47 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// `text` safe for a terminal, a table cell or a log line: each unsafe character
+/// ([`is_unsafe_char`]) as the `\xNN` escapes of its UTF-8 bytes, everything else as is
+/// (see the module docs). Not reversible on its own (a literal `\x1b` reads the same);
+/// the JSON form keeps the exact text.
+pub fn escape_text(text: &str) -> String {
+    if !text.chars().any(is_unsafe_char) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        push_char(&mut out, c);
+    }
+    out
+}
+
+/// Shows a string through [`escape_text`]: `tracing::info!(subject = %Shown(&s))`.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a>(pub &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.chars().any(is_unsafe_char) {
+            f.write_str(&escape_text(self.0))
+        } else {
+            f.write_str(self.0)
+        }
+    }
+}
+
+/// One character: as is, or the `\xNN` escapes of its UTF-8 bytes when unsafe.
+pub fn push_char(out: &mut String, c: char) {
+    if is_unsafe_char(c) {
+        let mut buf = [0u8; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            push_hex_escape(out, b);
+        }
+    } else {
+        out.push(c);
+    }
 }
 
 fn push_hex_escape(out: &mut String, byte: u8) {
@@ -205,6 +264,26 @@ mod tests {
         assert_eq!(escape(b"/tmp/\x1b[31mred"), "/tmp/\\x1b[31mred");
         assert_eq!(escape(b"/tmp/\xff\xfe"), "/tmp/\\xff\\xfe");
         assert_eq!(escape(b"C:\\x41"), "C:\\\\x41");
+        assert_eq!(
+            escape("/tmp/gpj.\u{202e}exe".as_bytes()),
+            "/tmp/gpj.\\xe2\\x80\\xaeexe"
+        );
+        assert_eq!(escape("/tmp/\u{9b}x".as_bytes()), "/tmp/\\xc2\\x9bx");
+    }
+
+    #[test]
+    fn text_is_escaped_for_terminals_and_keeps_backslashes() {
+        let hostile = "a\x1b[2J\x1b]0;title\x07\rb\nforged\u{202e}c\u{2066}d\u{200b}e\u{7f}";
+        let shown = escape_text(hostile);
+        assert_eq!(
+            shown,
+            "a\\x1b[2J\\x1b]0;title\\x07\\x0db\\x0aforged\\xe2\\x80\\xaec\\xe2\\x81\\xa6d\\xe2\\x80\\x8be\\x7f"
+        );
+        assert!(!shown.chars().any(is_unsafe_char));
+        assert_eq!(Shown(hostile).to_string(), shown);
+        // Already escaped by the agent: shown the same, not doubled.
+        assert_eq!(escape_text("file:/tmp/a\\x0ab"), "file:/tmp/a\\x0ab");
+        assert_eq!(escape_text("café"), "café");
     }
 
     #[test]
@@ -231,7 +310,12 @@ mod tests {
 
         #[test]
         fn escaped_text_has_no_control_characters(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            prop_assert!(!escape(&bytes).chars().any(char::is_control));
+            prop_assert!(!escape(&bytes).chars().any(is_unsafe_char));
+        }
+
+        #[test]
+        fn escaped_text_has_no_unsafe_characters(text in "\\PC*|[\\x00-\\x{9f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}a]{0,16}") {
+            prop_assert!(!escape_text(&text).chars().any(is_unsafe_char));
         }
     }
 }

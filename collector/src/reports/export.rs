@@ -8,7 +8,8 @@
 //! and holding no comma or quote (so a spreadsheet shows it in column A): what was exported,
 //! by whom and when, the audit log verification, the overall figures and the sample's
 //! parameters. A blank line, then an RFC 4180 table: a header row and one row per event,
-//! CRLF line ends. Cells a spreadsheet would run as formulas get a leading `'`
+//! CRLF line ends, every record on one line (line breaks, other control characters and
+//! bidi controls inside a cell are shown as `\xNN`). Cells a spreadsheet would run as formulas get a leading `'`
 //! ([`super::text::csv_field`]). Per-host and per-window figures are in the JSON format.
 
 use serde::{Deserialize, Serialize};
@@ -278,11 +279,13 @@ fn comment(text: &str) -> String {
         .map(|c| match c {
             ',' => ';',
             '"' => '\'',
-            c if c.is_control() => ' ',
             c => c,
         })
         .collect();
-    format!("# {clean}\r\n")
+    format!(
+        "# {}\r\n",
+        driftwatch_common::pathbytes::escape_text(&clean)
+    )
 }
 
 fn duration(ms: Option<i64>) -> String {
@@ -460,7 +463,7 @@ mod tests {
         assert!(first.contains(",web-1,"), "{first}");
         // `=` inside a cell is harmless; only a leading one makes a formula.
         assert!(first.contains("file:/etc/=cmd|' /C calc'!A0"), "{first}");
-        assert!(table.contains("\"file:/etc/a,b\"\"c\nd\""), "{table}");
+        assert!(table.contains("\"file:/etc/a,b\"\"c\\x0ad\""), "{table}");
         assert_eq!(
             export
                 .rows

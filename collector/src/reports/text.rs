@@ -1,30 +1,37 @@
 //! Escaping for the three formats people open: CSV in a spreadsheet, HTML in a browser,
 //! Markdown in a ticket. Subjects, diffs and comments come from hosts and people, so any
 //! byte may be hostile. Pure.
+//!
+//! Control characters and the format characters that reorder or hide text go through the
+//! one escaping of `driftwatch_common::pathbytes` (`\xNN`), so a file viewed with `cat`
+//! or `less` cannot clear the screen, set a window title, forge a line or reverse text.
 
-/// Control characters other than tab and newline, shown as `\xNN` so they cannot move a
-/// terminal's cursor or hide text.
+use driftwatch_common::pathbytes::push_char;
+
+/// Unsafe characters ([`driftwatch_common::pathbytes::is_unsafe_char`]) other than tab
+/// (and newline when `keep_newlines`), shown as `\xNN`.
 fn visible_controls(text: &str, keep_newlines: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '\n' if keep_newlines => out.push('\n'),
             '\t' => out.push('\t'),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => out.push(c),
+            c => push_char(&mut out, c),
         }
     }
     out
 }
 
-/// One CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF, quotes doubled.
+/// One CSV field (RFC 4180): every unsafe character (line breaks and tabs included) as
+/// `\xNN`, so a record is one line; quoted when it holds a comma or quote, quotes doubled.
 /// A field that a spreadsheet would run as a formula (first character `=`, `+`, `-`, `@`,
 /// tab or CR) gets a leading `'` first, so it shows as text.
 pub fn csv_field(value: &str) -> String {
+    let escaped = driftwatch_common::pathbytes::escape_text(value);
     let guarded = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
+        format!("'{escaped}")
     } else {
-        value.to_owned()
+        escaped
     };
     if guarded.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", guarded.replace('"', "\"\""))
@@ -102,7 +109,11 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_field("two\nlines"), "two\\x0alines");
+        assert_eq!(
+            csv_field("a\u{1b}[2J\u{1b}]0;t\u{7}\r\u{202e}b"),
+            "a\\x1b[2J\\x1b]0;t\\x07\\x0d\\xe2\\x80\\xaeb"
+        );
         assert_eq!(csv_field(""), "");
         assert_eq!(csv_record(&["a", "b,c"]), "a,\"b,c\"\r\n");
     }
@@ -117,8 +128,8 @@ mod tests {
             ("+1+1", "'+1+1"),
             ("-2", "'-2"),
             ("@SUM(A1)", "'@SUM(A1)"),
-            ("\tx", "'\tx"),
-            ("\rx", "\"'\rx\""),
+            ("\tx", "'\\x09x"),
+            ("\rx", "'\\x0dx"),
             ("a=b", "a=b"),
         ] {
             assert_eq!(csv_field(cell), shown, "{cell:?}");
@@ -132,6 +143,7 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
         assert_eq!(html("a\u{1b}[31mb\nc"), "a\\x1b[31mb\nc");
+        assert_eq!(html("gpj.\u{202e}exe"), "gpj.\\xe2\\x80\\xaeexe");
     }
 
     #[test]
