@@ -22,6 +22,7 @@ use crate::clock::{Clock, Millis, from_offset, rfc3339};
 use crate::drift::ResolutionCategory;
 use crate::identity::{self, Principal, Role, TokenKind};
 use crate::matcher::{self, EventFacts, HostFacts, Outcome, WindowIndex};
+use crate::people::{self, Clash, Merge, Person, PersonName};
 use crate::store::{
     Alert, CloseOutcome, Decided, DeliveryState, DriftFilter, DriftItem, EnrollmentTokenRecord,
     HeartbeatRecord, Host, NewAlert, Resolution, ReviewOutcome, SinkDelivery, Store, StoreError,
@@ -30,6 +31,7 @@ use crate::store::{
 use crate::windows::lifecycle::{self, Action, Refusal};
 use crate::windows::validate::{self, WindowRequest};
 use crate::windows::{Window, WindowStatus};
+use driftwatch_common::pathbytes::Shown;
 
 /// What went wrong, by what the caller can do about it (the API maps these to statuses).
 #[derive(Debug, thiserror::Error)]
@@ -114,13 +116,15 @@ impl<S: Store> App<S> {
         // Metrics recorded before the recorder exists are lost: install it first.
         crate::telemetry::prometheus();
         let index = build_index(&store).await?;
-        Ok(App {
+        let app = App {
             store,
             settings,
             clock,
             sinks,
             index: RwLock::new(Arc::new(index)),
-        })
+        };
+        app.adopt_legacy_tokens().await?;
+        Ok(app)
     }
 
     pub fn now(&self) -> Millis {
@@ -147,45 +151,215 @@ impl<S: Store> App<S> {
         }
         Ok(Principal {
             token_id: record.id,
-            name: record.name,
+            // A person's token acts as the person (segregation of duties compares people).
+            name: record.person.unwrap_or(record.name),
             role: record.role,
             host_id: record.host_id,
         })
     }
 
-    /// Issues a token for a person; the text is returned once and never stored.
+    /// Issues a token to `person` (created first when no person has that name) on behalf
+    /// of the admin `actor`; the text is returned once and never stored.
     pub async fn create_token(
         &self,
-        actor: &str,
-        name: &str,
+        actor: &Principal,
+        person: &str,
         role: Role,
-    ) -> Result<(TokenRecord, String)> {
-        check_name("name", name)?;
+    ) -> Result<IssuedToken> {
+        require(actor, &[Role::Admin], "issuing tokens")?;
+        self.issue_token(&actor.name, Some(actor.token_id), person, role)
+            .await
+    }
+
+    /// The offline bootstrap (`driftwatch-collector token create`): `local` names who ran it.
+    pub async fn create_token_offline(
+        &self,
+        local: &str,
+        person: &str,
+        role: Role,
+    ) -> Result<IssuedToken> {
+        self.issue_token(local, None, person, role).await
+    }
+
+    async fn issue_token(
+        &self,
+        actor: &str,
+        actor_token: Option<Uuid>,
+        person: &str,
+        role: Role,
+    ) -> Result<IssuedToken> {
         if role == Role::Agent {
             return Err(Error::BadRequest(
                 "agent credentials are issued by enrollment (POST /api/v1/enroll), not here".into(),
             ));
         }
+        let name = people::check_name(person).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let now = self.now();
+        let known = self.store.people().await?;
+        let (owner, new_person) = match people::clash(&name, &known) {
+            Some(Clash::SameName(p)) => (p.clone(), None),
+            Some(looks @ Clash::LooksLike(_)) => {
+                return Err(Error::Conflict(looks.message(&name.display)));
+            }
+            None => {
+                let created = self.new_person(actor, name, now);
+                (created.0.clone(), Some(created))
+            }
+        };
         let minted = identity::mint(TokenKind::Api);
         let record = TokenRecord {
             id: minted.id,
-            name: name.to_owned(),
+            name: owner.name.clone(),
             role,
             host_id: None,
             digest: minted.digest,
-            created_at: self.now(),
+            created_at: now,
             created_by: actor.to_owned(),
             revoked_at: None,
+            person_id: Some(owner.id),
+            person: Some(owner.name.clone()),
+            created_by_token: actor_token,
         };
         let audit = NewAudit::new(
-            record.created_at,
+            now,
             actor,
             "token.created",
             format!("token:{}", record.id),
-            json!({ "name": name, "role": role }),
+            json!({
+                "name": owner.name, "person": owner.name, "person_id": owner.id, "role": role,
+                "created_by_token": actor_token,
+            }),
         );
-        self.store.insert_token(record.clone(), audit).await?;
-        Ok((record, minted.text))
+        let person_created = new_person.is_some();
+        self.store
+            .insert_person_token(new_person, record.clone(), audit)
+            .await?;
+        tracing::info!(token = %record.id, person = %Shown(&owner.name), %role, by = %Shown(actor), person_created, "token issued");
+        Ok(IssuedToken {
+            record,
+            text: minted.text,
+            person_created,
+        })
+    }
+
+    fn new_person(&self, actor: &str, name: PersonName, now: Millis) -> (Person, NewAudit) {
+        let person = Person {
+            id: Uuid::now_v7(),
+            name: name.display,
+            canonical: name.canonical,
+            key: name.key,
+            created_at: now,
+            created_by: actor.to_owned(),
+        };
+        let audit = NewAudit::new(
+            now,
+            actor,
+            "person.created",
+            format!("person:{}", person.id),
+            json!({ "name": person.name }),
+        );
+        (person, audit)
+    }
+
+    /// Records a person (admin). A name equal to an existing one once normalised, or that
+    /// looks like one (confusable), is refused with a message naming that person.
+    pub async fn create_person(&self, actor: &Principal, name: &str) -> Result<Person> {
+        require(actor, &[Role::Admin], "creating people")?;
+        let name = people::check_name(name).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let known = self.store.people().await?;
+        if let Some(clash) = people::clash(&name, &known) {
+            return Err(Error::Conflict(clash.message(&name.display)));
+        }
+        let (person, audit) = self.new_person(&actor.name, name, self.now());
+        self.store.insert_person(person.clone(), audit).await?;
+        tracing::info!(person = %Shown(&person.name), by = %Shown(&actor.name), "person created");
+        Ok(person)
+    }
+
+    pub async fn people(&self, actor: &Principal) -> Result<Vec<Person>> {
+        require(actor, &[Role::Admin, Role::Auditor], "listing people")?;
+        Ok(self.store.people().await?)
+    }
+
+    pub async fn tokens(&self, actor: &Principal) -> Result<Vec<TokenRecord>> {
+        require(actor, &[Role::Admin, Role::Auditor], "listing tokens")?;
+        Ok(self.store.tokens().await?)
+    }
+
+    /// Gives every person's token issued before people existed a person, by its name;
+    /// names that are one person once normalised (or confusable) share it, and each such
+    /// merge is logged and audited. Runs at start; nothing to do is one query.
+    pub async fn adopt_legacy_tokens(&self) -> Result<Vec<Merge>> {
+        let mut legacy: Vec<TokenRecord> = self
+            .store
+            .tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.role != Role::Agent && t.person_id.is_none())
+            .collect();
+        if legacy.is_empty() {
+            return Ok(Vec::new());
+        }
+        legacy.sort_by_key(|t| (t.created_at, t.id));
+        let known = self.store.people().await?;
+        let names: Vec<(Uuid, String)> = legacy.iter().map(|t| (t.id, t.name.clone())).collect();
+        let plan = people::adopt(&known, &names);
+        let now = self.now();
+        let actor = "migration";
+        let mut audits = Vec::new();
+        let created: Vec<Person> = plan
+            .new_people
+            .iter()
+            .map(|name| {
+                let (person, audit) = self.new_person(actor, name.clone(), now);
+                audits.push(audit);
+                person
+            })
+            .collect();
+        let owners: Vec<(Uuid, Uuid)> = plan
+            .owners
+            .iter()
+            .map(|(token, owner)| {
+                let person = match owner {
+                    people::Owner::Existing(id) => *id,
+                    people::Owner::New(i) => created[*i].id,
+                };
+                (*token, person)
+            })
+            .collect();
+        for (token, person) in &owners {
+            audits.push(NewAudit::new(
+                now,
+                actor,
+                "token.person_assigned",
+                format!("token:{token}"),
+                json!({ "person_id": person }),
+            ));
+        }
+        for merge in &plan.merges {
+            tracing::warn!(
+                person = %Shown(&merge.person),
+                names = %Shown(&merge.names.join("`, `")),
+                "tokens issued under these names now belong to one person (the names are equal \
+                 once case, whitespace and Unicode forms are normalised, or confusable): they \
+                 cannot approve each other's windows; if they are different people, revoke \
+                 the tokens and issue new ones to distinct names"
+            );
+            audits.push(NewAudit::new(
+                now,
+                actor,
+                "person.names_merged",
+                format!("person:{}", merge.person),
+                json!({ "person": merge.person, "token_names": merge.names }),
+            ));
+        }
+        self.store.adopt_tokens(created, owners, audits).await?;
+        tracing::info!(
+            tokens = legacy.len(),
+            people = plan.new_people.len(),
+            "tokens issued before people existed now belong to people"
+        );
+        Ok(plan.merges)
     }
 
     pub async fn revoke_token(&self, actor: &Principal, id: Uuid) -> Result<TokenRecord> {
@@ -281,6 +455,9 @@ impl<S: Store> App<S> {
             created_at: now,
             created_by: format!("enrollment_token:{token_id}"),
             revoked_at: None,
+            person_id: None,
+            person: None,
+            created_by_token: None,
         };
         let audit = NewAudit::new(
             now,
@@ -304,7 +481,7 @@ impl<S: Store> App<S> {
             Err(StoreError::NotFound(_)) => return Err(refused()),
             Err(err) => return Err(err.into()),
         }
-        tracing::info!(host = %host.id, hostname = %host.hostname, "host enrolled");
+        tracing::info!(host = %host.id, hostname = %Shown(&host.hostname), "host enrolled");
         Ok(EnrollResponse {
             host_id: host.id,
             credential: minted.text,
@@ -514,7 +691,7 @@ impl<S: Store> App<S> {
             }),
         );
         self.store.insert_window(window.clone(), audit).await?;
-        tracing::info!(window = %window.id, ticket = %window.ticket, by = %actor.name, "window requested");
+        tracing::info!(window = %window.id, ticket = %Shown(&window.ticket), by = %Shown(&actor.name), "window requested");
         Ok(window)
     }
 
@@ -538,7 +715,11 @@ impl<S: Store> App<S> {
         // Held for writing: matching waits until the index reflects this decision.
         let mut index = self.index.write().await;
         let window = self.store.window(id).await?;
-        lifecycle::check(&window, action, actor).map_err(|refusal| match refusal {
+        let issuers = match action {
+            Action::Approve | Action::Reject => self.issuers(actor).await?,
+            Action::Cancel | Action::Close => Vec::new(),
+        };
+        lifecycle::check(&window, action, actor, &issuers).map_err(|refusal| match refusal {
             Refusal::Forbidden(why) => Error::Forbidden(why),
             Refusal::Conflict(why) => Error::Conflict(why),
         })?;
@@ -586,8 +767,27 @@ impl<S: Store> App<S> {
             decision.review = Some(self.reevaluate(&updated, &actor.name).await?);
         }
         drop(index);
-        tracing::info!(window = %id, action = %action, by = %actor.name, "window decided");
+        tracing::info!(window = %id, action = %action, by = %Shown(&actor.name), "window decided");
         Ok(decision)
+    }
+
+    /// Who issued `actor`'s token, and who issued that one, back to a token made offline:
+    /// a requester among them cannot approve through it (the admin self-mint loophole).
+    async fn issuers(&self, actor: &Principal) -> Result<Vec<String>> {
+        let lineage = match self.store.token_lineage(actor.token_id).await {
+            Ok(lineage) => lineage,
+            // A principal made in-process (benchmarks), not from a stored token.
+            Err(StoreError::NotFound(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(err.into()),
+        };
+        let mut names = Vec::new();
+        for (i, token) in lineage.iter().enumerate() {
+            names.push(token.created_by.clone());
+            if i > 0 {
+                names.push(token.person.clone().unwrap_or_else(|| token.name.clone()));
+            }
+        }
+        Ok(names)
     }
 
     /// After-the-fact coverage: events that needed review and that `window` authorizes.
@@ -793,6 +993,16 @@ impl<S: Store> App<S> {
         metrics::gauge!("driftwatch_windows_indexed").set(self.index.read().await.len() as f64);
         Ok(())
     }
+}
+
+/// A token just issued: its record and its text (shown once; no `Debug`, so it is never
+/// logged by accident).
+#[derive(Clone)]
+pub struct IssuedToken {
+    pub record: TokenRecord,
+    pub text: String,
+    /// Whether the person was created for it.
+    pub person_created: bool,
 }
 
 /// The outcome of a window decision.

@@ -1,5 +1,6 @@
 //! `driftwatch-collector`: the central service and its offline administration.
 
+use driftwatch_common::pathbytes::Shown;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::DirBuilderExt;
@@ -76,9 +77,10 @@ enum TokenCommand {
         /// admin, change-manager, security or auditor.
         #[arg(long)]
         role: Role,
-        /// The person it is for; recorded as the actor of everything done with it.
-        #[arg(long)]
-        name: String,
+        /// The person it is for (created if no person has that name); everything done
+        /// with the token is recorded as theirs. `--name` is the old spelling.
+        #[arg(long, alias = "name")]
+        person: String,
     },
 }
 
@@ -119,8 +121,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve {
             listen, port_file, ..
         } => runtime.block_on(serve_command(config, listen, port_file)),
-        Command::Token(TokenCommand::Create { role, name }) => {
-            runtime.block_on(token_create(&config, role, &name))
+        Command::Token(TokenCommand::Create { role, person }) => {
+            runtime.block_on(token_create(&config, role, &person))
         }
         Command::Audit(AuditCommand::Verify { json }) => {
             runtime.block_on(audit_verify(&config, json))
@@ -234,18 +236,26 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temp, path)
 }
 
-async fn token_create(config: &CollectorConfig, role: Role, name: &str) -> anyhow::Result<u8> {
+async fn token_create(config: &CollectorConfig, role: Role, person: &str) -> anyhow::Result<u8> {
     let store = open_store(config)?;
     // No alert goes out from here: the sinks (and their secrets) are not needed.
     let app = app(config, store.clone(), alerts::Sinks::none()).await?;
     let actor = format!("local:{}", local_user());
-    let created = app.create_token(&actor, name, role).await;
+    let created = app.create_token_offline(&actor, person, role).await;
     store.close();
-    let (record, token) = created.map_err(|err| anyhow::anyhow!("{err}"))?;
-    println!("{token}");
+    let issued = created.map_err(|err| anyhow::anyhow!("{err}"))?;
+    println!("{}", issued.text);
+    let record = &issued.record;
     eprintln!(
-        "created a token with role {} for {} (id {}); it is shown only now, keep it secret",
-        record.role, record.name, record.id
+        "created a token with role {} for {}{} (id {}); it is shown only now, keep it secret",
+        record.role,
+        Shown(&record.name),
+        if issued.person_created {
+            " (new person)"
+        } else {
+            ""
+        },
+        record.id
     );
     Ok(EXIT_OK)
 }

@@ -66,8 +66,7 @@ fn forbidden(c: char) -> Option<&'static str> {
         Some("control characters")
     } else if is_unsafe_char(c) {
         Some("bidi controls, zero-width or line-separator characters")
-    } else if c.identifier_type() == Some(IdentifierType::Default_Ignorable)
-        || default_ignorable(c)
+    } else if c.identifier_type() == Some(IdentifierType::Default_Ignorable) || default_ignorable(c)
     {
         Some("invisible (default-ignorable) characters")
     } else {
@@ -373,7 +372,13 @@ mod tests {
             Err(NameError::TooLong(MAX_NAME_CHARS + 1))
         );
         // Ordinary names of people, in any script.
-        for good in ["Zoë O'Brien", "Jean-Luc", "Þórunn", "山田 太郎", "Ἀλέξανδρος"] {
+        for good in [
+            "Zoë O'Brien",
+            "Jean-Luc",
+            "Þórunn",
+            "山田 太郎",
+            "Ἀλέξανδρος",
+        ] {
             assert!(check_name(good).is_ok(), "{good}");
         }
     }
@@ -391,7 +396,11 @@ mod tests {
         let people = [person("carol")];
         assert_eq!(find("Carol ", &people).unwrap().unwrap().name, "carol");
         assert_eq!(find("dave", &people).unwrap(), None);
-        assert!(find("c\u{430}rol", &people).unwrap_err().contains("`carol`"));
+        assert!(
+            find("c\u{430}rol", &people)
+                .unwrap_err()
+                .contains("`carol`")
+        );
         assert!(find("carol\u{200b}", &people).is_err());
     }
 
@@ -400,7 +409,12 @@ mod tests {
         let alice = person("alice");
         let ids: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
         let tokens: Vec<(Uuid, String)> = [
-            "carol", "Carol", "c\u{430}rol", "carol\u{200b}", "bob", "Alice",
+            "carol",
+            "Carol",
+            "c\u{430}rol",
+            "carol\u{200b}",
+            "bob",
+            "Alice",
         ]
         .iter()
         .zip(&ids)

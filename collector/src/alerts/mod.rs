@@ -300,7 +300,7 @@ async fn deliver_to<S: Store>(
                     sink = %name,
                     attempt = failures + 1,
                     retry_in_ms = next_attempt_at - at,
-                    error = %error,
+                    error = %driftwatch_common::pathbytes::Shown(&error),
                     "alert delivery failed; will retry"
                 );
                 *channel.paused_until.lock().expect("pause lock") = next_attempt_at;

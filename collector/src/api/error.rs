@@ -62,7 +62,7 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
             Error::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             Error::Store(err) => {
-                tracing::error!(error = %err, "request failed in the store");
+                tracing::error!(error = %driftwatch_common::pathbytes::Shown(&err.to_string()), "request failed in the store");
                 Self::for_status(StatusCode::INTERNAL_SERVER_ERROR)
             }
         }
@@ -72,7 +72,8 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_client_error() {
-            tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
+            // The message may quote what a host or person sent.
+            tracing::debug!(status = %self.status, code = self.code, message = %driftwatch_common::pathbytes::Shown(&self.message), "request refused");
         }
         let body = ApiErrorBody {
             error: WireError {

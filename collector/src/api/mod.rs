@@ -41,6 +41,8 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         // Identity.
         ("post", "/api/v1/tokens", post(tokens::create::<S>)),
         ("get", "/api/v1/tokens", get(tokens::list::<S>)),
+        ("post", "/api/v1/people", post(tokens::create_person::<S>)),
+        ("get", "/api/v1/people", get(tokens::people::<S>)),
         (
             "post",
             "/api/v1/tokens/{id}/revoke",

@@ -24,11 +24,13 @@ fn opt_time(millis: Option<Millis>) -> Option<String> {
     millis.map(rfc3339)
 }
 
-/// `POST /api/v1/tokens`.
+/// `POST /api/v1/tokens`: a token for `person` (created when no person has that name;
+/// `name` is accepted as the old spelling of `person`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    pub name: String,
+    #[serde(alias = "name")]
+    pub person: String,
     pub role: Role,
 }
 
@@ -36,9 +38,15 @@ pub struct CreateToken {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IssuedToken {
     pub id: Uuid,
+    /// The person's name.
     pub name: String,
     pub role: Role,
     pub token: String,
+    #[serde(default)]
+    pub person_id: Option<Uuid>,
+    /// Whether the person was created for this token.
+    #[serde(default)]
+    pub person_created: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +58,14 @@ pub struct TokenView {
     pub created_at: String,
     pub created_by: String,
     pub revoked_at: Option<String>,
+    /// The person it belongs to (people's tokens).
+    #[serde(default)]
+    pub person: Option<String>,
+    #[serde(default)]
+    pub person_id: Option<Uuid>,
+    /// The token that issued it (none: offline bootstrap or enrollment).
+    #[serde(default)]
+    pub created_by_token: Option<Uuid>,
 }
 
 impl From<&TokenRecord> for TokenView {
@@ -62,6 +78,35 @@ impl From<&TokenRecord> for TokenView {
             created_at: time(t.created_at),
             created_by: t.created_by.clone(),
             revoked_at: opt_time(t.revoked_at),
+            person: t.person.clone(),
+            person_id: t.person_id,
+            created_by_token: t.created_by_token,
+        }
+    }
+}
+
+/// `POST /api/v1/people`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePerson {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PersonView {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+impl From<&crate::people::Person> for PersonView {
+    fn from(p: &crate::people::Person) -> Self {
+        PersonView {
+            id: p.id,
+            name: p.name.clone(),
+            created_at: time(p.created_at),
+            created_by: p.created_by.clone(),
         }
     }
 }

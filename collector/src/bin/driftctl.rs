@@ -7,17 +7,19 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use driftwatch_collector::api::model::{
-    AlertView, AuditEntryView, CreateEnrollmentToken, CreateToken, DecideWindow, DecisionView,
-    DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, ResolveDrift, TokenView,
-    WindowView,
+    AlertView, AuditEntryView, CreateEnrollmentToken, CreatePerson, CreateToken, DecideWindow,
+    DecisionView, DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
+    ResolveDrift, TokenView, WindowView,
 };
 use driftwatch_collector::audit::VerifyReport;
 use driftwatch_collector::drift::{DriftStatus, ResolutionCategory};
 use driftwatch_collector::identity::Role;
+use driftwatch_collector::reports::actor_text;
 use driftwatch_collector::windows::schedule::Schedule;
 use driftwatch_collector::windows::validate::WindowRequest;
 use driftwatch_collector::windows::{ExpectedState, HostScope, WindowKind, WindowStatus};
 use driftwatch_common::api::v1::ApiErrorBody;
+use driftwatch_common::pathbytes::{escape_text, is_unsafe_char};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +35,8 @@ const EXIT_ERROR: u8 = 2;
     version,
     about = "Change windows, drift and the audit trail of a driftwatch collector",
     after_help = "The token comes from --token-file or DRIFTWATCH_TOKEN.\n\
+                  Text output shows control characters and bidi controls from hosts and \
+                  people as \\xNN; --json keeps exact strings (unsafe ones as \\u escapes).\n\
                   Exit codes: 0 success, 1 `audit verify` found the audit log altered, 2 error."
 )]
 struct Cli {
@@ -75,8 +79,11 @@ enum Command {
     #[command(subcommand, name = "enrollment-token")]
     EnrollmentToken(EnrollmentCommand),
     /// API tokens for people (admin).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "tokens")]
     Token(TokenCommand),
+    /// People: the persons tokens belong to (admin; auditors list).
+    #[command(subcommand, alias = "person")]
+    People(PeopleCommand),
     /// Enrolled hosts and whether they are silent.
     Hosts,
     /// Recent alerts and their delivery.
@@ -266,11 +273,23 @@ enum EnrollmentCommand {
 }
 
 #[derive(Subcommand)]
-enum TokenCommand {
-    /// Issue a token for a person; print it (shown once).
+enum PeopleCommand {
+    /// Record a person. A name equal to an existing person's once normalised (case,
+    /// whitespace, Unicode compatibility forms), or confusable with one, is refused.
     Create {
-        #[arg(long)]
         name: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a person (created if no person has that name); print it (shown
+    /// once). A person's tokens all act as that person.
+    Create {
+        /// The person it belongs to (`--name` is the old spelling).
+        #[arg(long, alias = "name")]
+        person: String,
         /// admin, change-manager, security or auditor.
         #[arg(long)]
         role: Role,
@@ -296,7 +315,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("driftctl: error: {err:#}");
+            eprintln!("driftctl: error: {}", escape_text(&format!("{err:#}")));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -382,7 +401,10 @@ impl Client {
         if self.json {
             let value: serde_json::Value =
                 serde_json::from_str(&text).context("the collector's answer is not JSON")?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            println!(
+                "{}",
+                json_for_terminal(&serde_json::to_string_pretty(&value)?)
+            );
         }
         serde_json::from_str(&text).context("unexpected answer from the collector")
     }
@@ -399,10 +421,13 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    /// Prints text output unless --json already printed the answer.
+    /// Prints one line of text output unless --json already printed the answer. Every
+    /// line goes through `escape_text`: subjects, actors, hostnames and comments come from
+    /// hosts and people, and must not move the cursor, set a title, break a line or
+    /// reverse text on the reader's terminal.
     fn say(&self, text: impl AsRef<str>) {
         if !self.json {
-            println!("{}", text.as_ref());
+            println!("{}", escape_text(text.as_ref()));
         }
     }
 
@@ -497,17 +522,41 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        Command::Token(TokenCommand::Create { name, role }) => {
+        Command::Token(TokenCommand::Create { person, role }) => {
             let issued: IssuedToken = client
-                .post("/api/v1/tokens", &CreateToken { name, role })
+                .post("/api/v1/tokens", &CreateToken { person, role })
                 .await?;
             client.say(&issued.token);
             if !client.json {
                 eprintln!(
-                    "token {} with role {} for {}; shown only now",
-                    issued.id, issued.role, issued.name
+                    "token {} with role {} for {}{}; shown only now",
+                    issued.id,
+                    issued.role,
+                    escape_text(&issued.name),
+                    if issued.person_created {
+                        " (new person)"
+                    } else {
+                        ""
+                    }
                 );
             }
+            Ok(EXIT_OK)
+        }
+        Command::People(PeopleCommand::Create { name }) => {
+            let person: PersonView = client
+                .post("/api/v1/people", &CreatePerson { name })
+                .await?;
+            client.say(format!("person {} ({})", person.name, person.id));
+            Ok(EXIT_OK)
+        }
+        Command::People(PeopleCommand::List) => {
+            let people: Vec<PersonView> = client.get("/api/v1/people").await?;
+            client.list(&people, |p| {
+                format!(
+                    "{}  {:<24} created {} by {}",
+                    p.id, p.name, p.created_at, p.created_by
+                )
+            });
             Ok(EXIT_OK)
         }
         Command::Token(TokenCommand::List) => {
@@ -517,7 +566,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     .revoked_at
                     .as_deref()
                     .map_or("active".to_owned(), |at| format!("revoked {at}"));
-                format!("{}  {:<14} {:<20} {}", t.id, t.role, t.name, state)
+                let person = t.person.as_deref().unwrap_or(&t.name);
+                let by = t.created_by_token.map_or(t.created_by.clone(), |token| {
+                    format!("{} (token {token})", t.created_by)
+                });
+                format!(
+                    "{}  {:<14} {:<20} {state}, issued by {by}",
+                    t.id, t.role, person
+                )
             });
             Ok(EXIT_OK)
         }
@@ -591,17 +647,52 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-/// Writes a document to `output`, or to standard output.
+/// Writes a document to `output`, or to standard output: exactly as received to a file or
+/// a pipe; on a terminal with anything unsafe that got past the collector's escaping shown
+/// escaped (JSON as `\u` escapes, so it still parses to the same values).
 fn deliver(body: &str, output: Option<&std::path::Path>) -> anyhow::Result<u8> {
+    use std::io::IsTerminal;
     match output {
         Some(path) => {
             std::fs::write(path, body)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote {} ({} bytes)", path.display(), body.len());
         }
+        None if std::io::stdout().is_terminal() => {
+            if body.trim_start().starts_with(['{', '[']) {
+                print!("{}", json_for_terminal(body));
+            } else {
+                let lines: Vec<String> = body
+                    .split('\n')
+                    .map(|l| {
+                        let (line, cr) = l.strip_suffix('\r').map_or((l, ""), |l| (l, "\r"));
+                        format!("{}{cr}", escape_text(line))
+                    })
+                    .collect();
+                print!("{}", lines.join("\n"));
+            }
+        }
         None => print!("{body}"),
     }
     Ok(EXIT_OK)
+}
+
+/// JSON text with every unsafe character (DEL, C1 controls, bidi and zero-width
+/// characters: JSON itself escapes only C0) written as a `\uXXXX` escape. Outside strings
+/// JSON is ASCII, so this only rewrites string contents, to the same values.
+fn json_for_terminal(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if is_unsafe_char(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8> {
@@ -859,12 +950,13 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
             }
             for e in &detail.events {
                 client.say(format!(
-                    "  seq {:<6} {:<10} {}  {}  chain {}",
+                    "  seq {:<6} {:<10} {}  {}  chain {}  by {}",
                     e.event.seq,
                     serde_json::to_string(&e.event.kind)?.trim_matches('"'),
                     e.event_time,
                     e.outcome.name(),
-                    e.chain
+                    e.chain,
+                    actor_text(e.event.actor.as_ref())
                 ));
             }
         }
@@ -894,7 +986,25 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_schedule;
+    use super::{json_for_terminal, parse_schedule};
+
+    #[test]
+    fn json_for_a_terminal_escapes_what_json_leaves_raw_and_parses_the_same() {
+        let value = serde_json::json!({"subject": "a\u{1b}[2J\u{9b}\u{202e}b\u{7f}\n"});
+        let text = json_for_terminal(&serde_json::to_string_pretty(&value).unwrap());
+        assert!(
+            !text.contains(['\u{1b}', '\u{9b}', '\u{202e}', '\u{7f}']),
+            "{text}"
+        );
+        assert!(
+            text.contains("\\u202e") && text.contains("\\u009b"),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            value
+        );
+    }
 
     #[test]
     fn schedules_read_days_and_a_clock_interval() {

@@ -150,7 +150,7 @@ impl<S: Store> App<S> {
             )
             .await?;
         let verification = self.verify_audit().await?;
-        tracing::info!(by = %actor.name, rows = records.events.len(), %format, "evidence exported");
+        tracing::info!(by = %driftwatch_common::pathbytes::Shown(&actor.name), rows = records.events.len(), %format, "evidence exported");
         Ok((
             export::build(&request, &records, verification, &actor.name, now),
             format,

@@ -87,6 +87,9 @@ fn token(role: Role, name: &str, digest: u8) -> TokenRecord {
         created_at: T0,
         created_by: "test".into(),
         revoked_at: None,
+        person_id: None,
+        person: None,
+        created_by_token: None,
     }
 }
 

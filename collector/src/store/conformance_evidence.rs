@@ -88,6 +88,9 @@ pub async fn enroll<S: Store>(store: &S, name: &str, digest: u8) -> Host {
         created_at: T0,
         created_by: "test".into(),
         revoked_at: None,
+        person_id: None,
+        person: None,
+        created_by_token: None,
     };
     store
         .enroll(

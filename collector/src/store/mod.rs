@@ -22,6 +22,7 @@ use crate::clock::Millis;
 use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
 use crate::matcher::Outcome;
+use crate::people::Person;
 use crate::windows::{Window, WindowStatus};
 
 pub use sqlite::SqliteStore;
@@ -60,6 +61,13 @@ pub struct TokenRecord {
     pub created_at: Millis,
     pub created_by: String,
     pub revoked_at: Option<Millis>,
+    /// The person a person's token belongs to (none for agent credentials, and for
+    /// tokens issued before people existed until the collector's next start adopts them).
+    pub person_id: Option<Uuid>,
+    /// That person's name (read from the person record; not written).
+    pub person: Option<String>,
+    /// The token whose holder issued this one (none: offline, or by enrollment).
+    pub created_by_token: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -344,6 +352,32 @@ pub trait Store: Clone + Send + Sync + 'static {
         at: Millis,
         audit: NewAudit,
     ) -> impl Future<Output = Result<TokenRecord>> + Send;
+    /// People, by name.
+    fn people(&self) -> impl Future<Output = Result<Vec<Person>>> + Send;
+    /// Records a person (`Conflict` when the name or its skeleton is taken).
+    fn insert_person(
+        &self,
+        person: Person,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Issues a person's token, first recording `new_person` (with its audit entry) when
+    /// given; one transaction.
+    fn insert_person_token(
+        &self,
+        new_person: Option<(Person, NewAudit)>,
+        token: TokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The token `id`, then the token that issued it, and so on back to one issued offline.
+    fn token_lineage(&self, id: Uuid) -> impl Future<Output = Result<Vec<TokenRecord>>> + Send;
+    /// Gives tokens issued before people existed their person: records `new_people`, sets
+    /// each `(token, person)` of `owners` and appends `audits`; one transaction.
+    fn adopt_tokens(
+        &self,
+        new_people: Vec<Person>,
+        owners: Vec<(Uuid, Uuid)>,
+        audits: Vec<NewAudit>,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn insert_enrollment_token(
         &self,
         token: EnrollmentTokenRecord,

@@ -6,13 +6,17 @@
 //!     └──cancel──► cancelled ◄─────┘ cancel
 //! ```
 //!
-//! Window changes need the change-manager or admin role. The requester cannot approve or
-//! reject their own window (they cancel it instead).
+//! Requesting, cancelling and closing need the change-manager or admin role; approving and
+//! rejecting (the decision segregation of duties is about) need the change-manager role.
+//! The requester cannot approve or reject their own window (they cancel it instead): not
+//! through any of their tokens (people are compared, `crate::people::same_person`), and not
+//! through a token they issued, directly or through tokens issued by tokens they issued.
 
 use std::fmt;
 
 use super::{Window, WindowStatus};
 use crate::identity::{Principal, Role};
+use crate::people::same_person;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -49,8 +53,11 @@ impl fmt::Display for Action {
     }
 }
 
-/// Roles that may request and change windows.
+/// Roles that may request, cancel and close windows.
 pub const WINDOW_ROLES: [Role; 2] = [Role::ChangeManager, Role::Admin];
+
+/// Roles that may approve or reject windows.
+pub const DECISION_ROLES: [Role; 1] = [Role::ChangeManager];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -60,12 +67,28 @@ pub enum Refusal {
     Conflict(String),
 }
 
-/// Whether `actor` may `action` the window in its current status.
-pub fn check(window: &Window, action: Action, actor: &Principal) -> Result<(), Refusal> {
-    if !WINDOW_ROLES.contains(&actor.role) {
+/// Whether `actor` may `action` the window in its current status. `issuers`: who issued
+/// the actor's token, and who issued that one, and so on (names of people, or of whoever
+/// ran the offline bootstrap).
+pub fn check(
+    window: &Window,
+    action: Action,
+    actor: &Principal,
+    issuers: &[String],
+) -> Result<(), Refusal> {
+    let deciding = matches!(action, Action::Approve | Action::Reject);
+    let roles: &[Role] = if deciding {
+        &DECISION_ROLES
+    } else {
+        &WINDOW_ROLES
+    };
+    if !roles.contains(&actor.role) {
+        let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
         return Err(Refusal::Forbidden(format!(
-            "{action} needs the change-manager or admin role; {} has role {}",
-            actor.name, actor.role
+            "{action} needs the {} role; {} has role {}",
+            names.join(" or "),
+            actor.name,
+            actor.role
         )));
     }
     let allowed_from: &[WindowStatus] = match action {
@@ -84,10 +107,22 @@ pub fn check(window: &Window, action: Action, actor: &Principal) -> Result<(), R
             action.outcome()
         )));
     }
-    if matches!(action, Action::Approve | Action::Reject) && actor.name == window.requester {
+    if deciding && same_person(&actor.name, &window.requester) {
         return Err(Refusal::Forbidden(format!(
-            "segregation of duties: {} requested window {} ({}) and cannot {action} it; \
-             another change manager must (to withdraw it, cancel it)",
+            "segregation of duties: {} requested window {} ({}) and cannot {action} it, \
+             through any of their tokens; another change manager must (to withdraw it, cancel it)",
+            window.requester, window.id, window.ticket
+        )));
+    }
+    if deciding
+        && let Some(issuer) = issuers
+            .iter()
+            .find(|issuer| same_person(issuer, &window.requester))
+    {
+        return Err(Refusal::Forbidden(format!(
+            "segregation of duties: {}'s token was issued by {issuer} (directly or through \
+             tokens they issued), who requested window {} ({}); a change manager whose token \
+             the requester did not issue must {action} it",
             actor.name, window.id, window.ticket
         )));
     }

@@ -234,10 +234,13 @@ fn lifecycle_rules() {
     #[rustfmt::skip]
     let cases: Vec<Rule<'_>> = vec![
         (Requested, Approve, &bob, Box::new(ok)),
-        (Requested, Approve, &root, Box::new(ok)),
+        (Requested, Approve, &root, Box::new(forbidden("approve needs the change-manager role; root has role admin"))),
+        (Requested, Reject, &root, Box::new(forbidden("needs the change-manager role"))),
+        (Requested, Cancel, &root, Box::new(ok)),
         (Requested, Approve, &alice, Box::new(forbidden("segregation of duties: alice requested"))),
         (Requested, Reject, &alice, Box::new(forbidden("cancel it"))),
-        (Requested, Approve, &eve, Box::new(forbidden("needs the change-manager or admin role"))),
+        (Requested, Approve, &eve, Box::new(forbidden("needs the change-manager role"))),
+        (Requested, Cancel, &eve, Box::new(forbidden("needs the change-manager or admin role"))),
         (Requested, Approve, &audrey, Box::new(forbidden("has role auditor"))),
         (Requested, Reject, &bob, Box::new(ok)),
         (Requested, Cancel, &alice, Box::new(ok)),
@@ -250,13 +253,60 @@ fn lifecycle_rules() {
         (Cancelled, Close, &alice, Box::new(conflict)),
     ];
     for (status, action, actor, expect) in cases {
-        let result = check(&window(status), action, actor);
+        let result = check(&window(status), action, actor, &[]);
         assert!(
             expect(result.clone()),
             "{status} {action} by {}: {result:?}",
             actor.name
         );
     }
+}
+
+#[test]
+fn the_requester_cannot_decide_under_another_spelling_or_through_a_token_they_issued() {
+    let requested = window(WindowStatus::Requested);
+    for alias in [
+        "Alice",
+        "alice ",
+        " ALICE",
+        "\u{430}lice",
+        "alice\u{200b}",
+        "ａｌｉｃｅ",
+    ] {
+        let result = check(
+            &requested,
+            Action::Approve,
+            &person(alias, Role::ChangeManager),
+            &[],
+        );
+        assert!(
+            matches!(&result, Err(Refusal::Forbidden(m)) if m.contains("segregation of duties: alice requested")),
+            "{alias:?}: {result:?}"
+        );
+    }
+    let bob = person("bob", Role::ChangeManager);
+    // bob's token was issued by alice (or by someone alice issued a token to).
+    for issuers in [
+        vec!["alice".to_owned()],
+        vec!["mallory".into(), "Alice".into()],
+    ] {
+        let result = check(&requested, Action::Approve, &bob, &issuers);
+        assert!(
+            matches!(&result, Err(Refusal::Forbidden(m)) if m.contains("token was issued by")),
+            "{issuers:?}: {result:?}"
+        );
+    }
+    assert!(
+        check(
+            &requested,
+            Action::Approve,
+            &bob,
+            &["local:root".into(), "root".into()]
+        )
+        .is_ok()
+    );
+    // Cancelling and closing are not decisions: the issuer does not matter.
+    assert!(check(&requested, Action::Cancel, &bob, &["alice".into()]).is_ok());
 }
 
 #[test]

@@ -6,11 +6,10 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id};
 use crate::api::model::{
-    CreateEnrollmentToken, CreateToken, IssuedEnrollmentToken, IssuedToken, TokenView,
+    CreateEnrollmentToken, CreatePerson, CreateToken, IssuedEnrollmentToken, IssuedToken,
+    PersonView, TokenView,
 };
-use crate::app::require;
 use crate::clock::rfc3339;
-use crate::identity::Role;
 use crate::store::Store;
 
 pub async fn create<S: Store>(
@@ -18,17 +17,18 @@ pub async fn create<S: Store>(
     Caller(caller): Caller,
     Body(request): Body<CreateToken>,
 ) -> Result<(StatusCode, Json<IssuedToken>), ApiError> {
-    require(&caller, &[Role::Admin], "issuing tokens")?;
-    let (record, token) = app
-        .create_token(&caller.name, &request.name, request.role)
+    let issued = app
+        .create_token(&caller, &request.person, request.role)
         .await?;
     Ok((
         StatusCode::CREATED,
         Json(IssuedToken {
-            id: record.id,
-            name: record.name,
-            role: record.role,
-            token,
+            id: issued.record.id,
+            name: issued.record.name,
+            role: issued.record.role,
+            token: issued.text,
+            person_id: issued.record.person_id,
+            person_created: issued.person_created,
         }),
     ))
 }
@@ -37,9 +37,25 @@ pub async fn list<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
-    require(&caller, &[Role::Admin, Role::Auditor], "listing tokens")?;
-    let tokens = app.store.tokens().await.map_err(crate::app::Error::from)?;
+    let tokens = app.tokens(&caller).await?;
     Ok(Json(tokens.iter().map(TokenView::from).collect()))
+}
+
+pub async fn create_person<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Body(request): Body<CreatePerson>,
+) -> Result<(StatusCode, Json<PersonView>), ApiError> {
+    let person = app.create_person(&caller, &request.name).await?;
+    Ok((StatusCode::CREATED, Json(PersonView::from(&person))))
+}
+
+pub async fn people<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<PersonView>>, ApiError> {
+    let people = app.people(&caller).await?;
+    Ok(Json(people.iter().map(PersonView::from).collect()))
 }
 
 pub async fn revoke<S: Store>(

@@ -6,9 +6,23 @@ use super::rows::{Digest, Id, Json, Named, id, opt_id};
 use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::identity::constant_time_eq;
+use crate::people::Person;
 use crate::store::{EnrollmentTokenRecord, Host, Result, StoreError, TokenRecord};
 
-const TOKEN_COLUMNS: &str = "id, name, role, host_id, digest, created_at, created_by, revoked_at";
+const TOKEN_COLUMNS: &str = "id, name, role, host_id, digest, created_at, created_by, revoked_at, \
+                             person_id, created_by_token";
+
+/// The token columns (prefixed `t.`) and the person's name, from `tokens t LEFT JOIN people p`.
+fn token_select() -> String {
+    let columns: Vec<String> = TOKEN_COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT {}, p.name FROM tokens t LEFT JOIN people p ON p.id = t.person_id",
+        columns.join(", ")
+    )
+}
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
@@ -20,12 +34,17 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         created_at: r.get(5)?,
         created_by: r.get(6)?,
         revoked_at: r.get(7)?,
+        person_id: r.get::<_, Option<Id>>(8)?.map(|i| i.0),
+        created_by_token: r.get::<_, Option<Id>>(9)?.map(|i| i.0),
+        person: r.get(10)?,
     })
 }
 
 fn write_token(conn: &Connection, token: &TokenRecord) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        &format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
         params![
             id(token.id),
             token.name,
@@ -34,10 +53,88 @@ fn write_token(conn: &Connection, token: &TokenRecord) -> Result<()> {
             &token.digest[..],
             token.created_at,
             token.created_by,
-            token.revoked_at
+            token.revoked_at,
+            opt_id(token.person_id),
+            opt_id(token.created_by_token)
         ],
     )?;
     Ok(())
+}
+
+fn person_row(r: &Row<'_>) -> rusqlite::Result<Person> {
+    Ok(Person {
+        id: r.get::<_, Id>(0)?.0,
+        name: r.get(1)?,
+        canonical: r.get(2)?,
+        key: r.get(3)?,
+        created_at: r.get(4)?,
+        created_by: r.get(5)?,
+    })
+}
+
+pub fn people(conn: &Connection) -> Result<Vec<Person>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, name, canonical, confusable_key, created_at, created_by FROM people
+         ORDER BY name, id",
+    )?;
+    let rows = stmt.query_map([], person_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records a person; a name (or skeleton) already taken is a `Conflict` naming its holder.
+pub fn insert_person(conn: &Connection, person: &Person) -> Result<()> {
+    let taken: Option<String> = conn
+        .query_row(
+            "SELECT name FROM people WHERE canonical = ?1 OR confusable_key = ?2",
+            params![person.canonical, person.key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(name) = taken {
+        return Err(StoreError::Conflict(format!(
+            "person `{}` collides with the existing person `{name}`",
+            person.name
+        )));
+    }
+    conn.execute(
+        "INSERT INTO people (id, name, canonical, confusable_key, created_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id(person.id),
+            person.name,
+            person.canonical,
+            person.key,
+            person.created_at,
+            person.created_by
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn set_owners(conn: &Connection, owners: &[(Uuid, Uuid)]) -> Result<()> {
+    let mut stmt =
+        conn.prepare("UPDATE tokens SET person_id = ?2 WHERE id = ?1 AND person_id IS NULL")?;
+    for (token, person) in owners {
+        stmt.execute(params![id(*token), id(*person)])?;
+    }
+    Ok(())
+}
+
+/// The token and the chain of tokens that issued it (bounded: a cycle cannot be written,
+/// but a database edited by hand could hold one).
+pub fn token_lineage(conn: &Connection, token_id: Uuid) -> Result<Vec<TokenRecord>> {
+    let mut chain = vec![token(conn, token_id)?];
+    while let Some(parent) = chain.last().and_then(|t| t.created_by_token) {
+        if chain.len() > 1000 || chain.iter().any(|t| t.id == parent) {
+            break;
+        }
+        match token(conn, parent) {
+            Ok(record) => chain.push(record),
+            Err(StoreError::NotFound(_)) => break,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(chain)
 }
 
 pub fn insert_token(conn: &Connection, token: &TokenRecord, audit: &NewAudit) -> Result<()> {
@@ -48,7 +145,7 @@ pub fn insert_token(conn: &Connection, token: &TokenRecord, audit: &NewAudit) ->
 
 pub fn token(conn: &Connection, token_id: Uuid) -> Result<TokenRecord> {
     conn.query_row(
-        &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+        &format!("{} WHERE t.id = ?1", token_select()),
         [id(token_id)],
         token_row,
     )
@@ -57,9 +154,7 @@ pub fn token(conn: &Connection, token_id: Uuid) -> Result<TokenRecord> {
 }
 
 pub fn tokens(conn: &Connection) -> Result<Vec<TokenRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
-    ))?;
+    let mut stmt = conn.prepare(&format!("{} ORDER BY t.created_at, t.id", token_select()))?;
     let rows = stmt.query_map([], token_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

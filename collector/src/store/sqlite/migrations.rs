@@ -196,6 +196,22 @@ ALTER TABLE windows ADD COLUMN schedule TEXT;
 DROP INDEX events_review;
 CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
 "#,
+    // people (segregation of duties by person, `crate::people`): every person's token
+    // names one; names are unique once normalised and as confusable skeletons. Tokens
+    // record the token that created them, so an approval can see who minted the approver's
+    // token. Tokens issued before this get a person at start (`App::adopt_legacy_tokens`).
+    r#"
+CREATE TABLE people (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    canonical TEXT NOT NULL UNIQUE,
+    confusable_key TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+) STRICT;
+ALTER TABLE tokens ADD COLUMN person_id TEXT REFERENCES people(id);
+ALTER TABLE tokens ADD COLUMN created_by_token TEXT;
+"#,
 ];
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use super::*;
 use crate::audit::{AuditEntry, AuditHead, NewAudit};
 use crate::clock::Millis;
 use crate::matcher::Outcome;
+use crate::people::Person;
 use crate::windows::{Window, WindowStatus};
 
 /// A job for the database thread; `false` asks it to stop.
@@ -237,6 +238,59 @@ impl Store for SqliteStore {
         audit: NewAudit,
     ) -> impl Future<Output = Result<TokenRecord>> + Send {
         self.write(move |tx| identity::revoke_token(tx, id, at, &audit))
+    }
+
+    fn people(&self) -> impl Future<Output = Result<Vec<Person>>> + Send {
+        self.call(|conn| identity::people(conn))
+    }
+
+    fn insert_person(
+        &self,
+        person: Person,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| {
+            identity::insert_person(tx, &person)?;
+            audit::append(tx, &audit)?;
+            Ok(())
+        })
+    }
+
+    fn insert_person_token(
+        &self,
+        new_person: Option<(Person, NewAudit)>,
+        token: TokenRecord,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| {
+            if let Some((person, audit)) = &new_person {
+                identity::insert_person(tx, person)?;
+                audit::append(tx, audit)?;
+            }
+            identity::insert_token(tx, &token, &audit)
+        })
+    }
+
+    fn token_lineage(&self, id: Uuid) -> impl Future<Output = Result<Vec<TokenRecord>>> + Send {
+        self.call(move |conn| identity::token_lineage(conn, id))
+    }
+
+    fn adopt_tokens(
+        &self,
+        new_people: Vec<Person>,
+        owners: Vec<(Uuid, Uuid)>,
+        audits: Vec<NewAudit>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| {
+            for person in &new_people {
+                identity::insert_person(tx, person)?;
+            }
+            identity::set_owners(tx, &owners)?;
+            for audit in &audits {
+                audit::append(tx, audit)?;
+            }
+            Ok(())
+        })
     }
 
     fn insert_enrollment_token(

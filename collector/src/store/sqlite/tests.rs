@@ -68,6 +68,9 @@ async fn the_audit_table_refuses_edits_unless_its_guard_is_dropped() {
         created_at: 1,
         created_by: "test".into(),
         revoked_at: None,
+        person_id: None,
+        person: None,
+        created_by_token: None,
     };
     let audit = NewAudit::new(1, "root", "token.created", "token:x", serde_json::json!({}));
     store.insert_token(token, audit).await.unwrap();
