@@ -17,5 +17,6 @@ mod evidence;
 mod full_disk;
 mod integrity;
 mod matching;
+mod people;
 mod permissions;
 mod state;

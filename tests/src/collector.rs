@@ -212,10 +212,10 @@ impl Collector {
         run(cmd, Duration::from_secs(60))
     }
 
-    /// A token made offline with `token create`.
+    /// A token for the person `name` made offline with `token create`.
     #[track_caller]
     pub fn token(&self, role: &str, name: &str) -> String {
-        let run = self.cli(&["token", "create", "--role", role, "--name", name]);
+        let run = self.cli(&["token", "create", "--role", role, "--person", name]);
         run.expect(0);
         run.stdout.trim().to_owned()
     }

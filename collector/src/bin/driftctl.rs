@@ -679,11 +679,12 @@ fn deliver(body: &str, output: Option<&std::path::Path>) -> anyhow::Result<u8> {
 
 /// JSON text with every unsafe character (DEL, C1 controls, bidi and zero-width
 /// characters: JSON itself escapes only C0) written as a `\uXXXX` escape. Outside strings
-/// JSON is ASCII, so this only rewrites string contents, to the same values.
+/// JSON is ASCII, and a raw C0 character can only be layout whitespace, so this only
+/// rewrites string contents, to the same values.
 fn json_for_terminal(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if is_unsafe_char(c) {
+        if is_unsafe_char(c) && !c.is_ascii_whitespace() {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 out.push_str(&format!("\\u{unit:04x}"));
