@@ -1047,7 +1047,9 @@ async fn tokens_enrollment_and_the_audit_trail() {
     assert_eq!(
         actions,
         [
+            "person.created",
             "token.created",
+            "person.created",
             "token.created",
             "token.revoked",
             "enrollment_token.created",
@@ -1057,7 +1059,7 @@ async fn tokens_enrollment_and_the_audit_trail() {
     let (_, report) = server.get("/api/v1/audit/verify", &server.admin).await;
     assert_eq!(
         (&report["ok"], &report["entries"]),
-        (&json!(true), &json!(5))
+        (&json!(true), &json!(7))
     );
 }
 

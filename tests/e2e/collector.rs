@@ -146,7 +146,7 @@ fn collector_authorizes_drift_in_approved_windows_and_alerts_on_the_rest() {
     collector
         .driftctl(&eve, &["windows", "approve", &id])
         .expect(2)
-        .stderr_has("needs the change-manager or admin role");
+        .stderr_has("needs the change-manager role");
     collector
         .driftctl(&bob, &["windows", "approve", &id, "--comment", "CAB ok"])
         .expect(0)
@@ -277,33 +277,34 @@ fn audit_verify_detects_an_edit_and_a_deletion_made_with_raw_sql() {
     collector
         .cli(&["audit", "verify"])
         .expect(0)
-        .stdout_has("audit log intact: 5 entries");
+        .stdout_has("audit log intact: 9 entries");
 
+    // Entry 4: person `alice` created by root (1: alert sinks, 2-3: root's person and token).
     // Someone with write access to the file: the triggers stop a careless edit, not them.
     let db = rusqlite::Connection::open(collector.db()).unwrap();
-    let refused = db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3", []);
+    let refused = db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 4", []);
     assert!(refused.unwrap_err().to_string().contains("append-only"));
     db.execute_batch(
-        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 3;",
+        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 4;",
     )
     .unwrap();
 
     let report = collector.get("/api/v1/audit/verify", &admin).expect(200);
     assert_eq!(report["ok"], false, "{report:#}");
-    assert_eq!(report["findings"][0]["seq"], 3);
+    assert_eq!(report["findings"][0]["seq"], 4);
     collector
         .driftctl(&admin, &["audit", "verify"])
         .expect(1)
         .stdout_has("audit log ALTERED")
-        .stdout_has("entry 3: content does not match its hash");
+        .stdout_has("entry 4: content does not match its hash");
     collector
         .cli(&["audit", "verify"])
         .expect(1)
-        .stdout_has("entry 3");
+        .stdout_has("entry 4");
 
     db.execute_batch(
-        "DROP TRIGGER audit_no_delete; UPDATE audit SET actor = 'root' WHERE seq = 3; \
-         DELETE FROM audit WHERE seq = 4;",
+        "DROP TRIGGER audit_no_delete; UPDATE audit SET actor = 'root' WHERE seq = 4; \
+         DELETE FROM audit WHERE seq = 5;",
     )
     .unwrap();
     drop(db);

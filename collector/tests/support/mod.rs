@@ -80,7 +80,11 @@ impl Server {
             .await
             .unwrap(),
         );
-        let (_, admin) = app.create_token("test", "root", Role::Admin).await.unwrap();
+        let admin = app
+            .create_token_offline("test", "root", Role::Admin)
+            .await
+            .unwrap()
+            .text;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let scheme = match transport {
@@ -116,7 +120,11 @@ impl Server {
     }
 
     pub async fn token(&self, role: Role, name: &str) -> String {
-        self.app.create_token("test", name, role).await.unwrap().1
+        self.app
+            .create_token_offline("test", name, role)
+            .await
+            .unwrap()
+            .text
     }
 
     /// Sends `body` (JSON, or raw bytes with extra headers) and returns status and JSON answer.
