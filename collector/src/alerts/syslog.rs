@@ -180,11 +180,9 @@ pub fn format_message(header: &Header<'_>, alert: &Alert, limit: usize) -> Vec<u
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{} alert", alert.kind));
-    // Control characters would end the line on receivers that split on newlines.
-    let summary: String = summary
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    // Control characters would end the line on receivers that split on newlines (and
+    // they, and bidi controls, would reach whoever reads the log on a terminal): escaped.
+    let summary = driftwatch_common::pathbytes::escape_text(&summary);
     let room = limit.saturating_sub(head.len());
     let mut message = head.into_bytes();
     message.extend_from_slice(truncate(&summary, room).as_bytes());
@@ -318,7 +316,14 @@ mod tests {
         // Newlines in a summary do not split the message.
         let text =
             String::from_utf8(format_message(&HEADER, &alert("chain", "h", "a\nb"), 512)).unwrap();
-        assert!(text.ends_with("a b"), "{text}");
+        assert!(text.ends_with("a\\x0ab"), "{text}");
+        let text = String::from_utf8(format_message(
+            &HEADER,
+            &alert("chain", "h", "x\u{1b}[2J\u{202e}y"),
+            512,
+        ))
+        .unwrap();
+        assert!(text.ends_with("x\\x1b[2J\\xe2\\x80\\xaey"), "{text}");
     }
 
     #[test]

@@ -239,9 +239,10 @@ pub fn slack_payload(alert: &Alert) -> Value {
     json!({ "text": text, "blocks": blocks })
 }
 
-/// Slack's three control characters.
+/// Slack's three control characters (as entities), and control and bidi characters as `\xNN` (people read it).
 fn escape_mrkdwn(text: &str) -> String {
-    text.replace('&', "&amp;")
+    driftwatch_common::pathbytes::escape_text(text)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
