@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod conformance_evidence;
+pub mod conformance_people;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
