@@ -186,7 +186,7 @@ impl<S: Store> App<S> {
             ]
             .into_iter()
             .flatten()
-            .any(|name| *name == actor.name);
+            .any(|name| crate::people::same_person(name, &actor.name));
             if !involved {
                 return Err(Error::Forbidden(format!(
                     "a change manager fetches the evidence of windows they requested, decided \
