@@ -742,7 +742,12 @@ impl<S: Store> App<S> {
             &actor.name,
             &format!("window.{}", action.outcome()),
             format!("window:{id}"),
-            json!({ "ticket": window.ticket, "comment": comment, "requester": window.requester }),
+            json!({
+                "ticket": window.ticket, "comment": comment, "requester": window.requester,
+                // Which token decided, and who issued it (an admin who issues someone a
+                // token can act as them: the log says so).
+                "token": actor.token_id, "token_issuers": issuers,
+            }),
         );
         let mut decision = Decision {
             window: updated.clone(),
@@ -780,12 +785,17 @@ impl<S: Store> App<S> {
             Err(StoreError::NotFound(_)) => return Ok(Vec::new()),
             Err(err) => return Err(err.into()),
         };
-        let mut names = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         for (i, token) in lineage.iter().enumerate() {
-            names.push(token.created_by.clone());
+            let mut add = |name: String| {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            };
             if i > 0 {
-                names.push(token.person.clone().unwrap_or_else(|| token.name.clone()));
+                add(token.person.clone().unwrap_or_else(|| token.name.clone()));
             }
+            add(token.created_by.clone());
         }
         Ok(names)
     }

@@ -163,6 +163,23 @@ fn a_person_cannot_approve_their_own_window_through_any_token_or_spelling() {
         log.stdout
     );
     assert!(log.stdout.contains("token.created"), "{}", log.stdout);
+    // The approval names the token and who issued it.
+    let entries = collector.get("/api/v1/audit", &root).expect(200);
+    let approval = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "window.approved")
+        .expect("the approval is audited");
+    assert_eq!(approval["actor"], "bob", "{approval}");
+    // root, then whoever ran the offline bootstrap (`local:USER`).
+    let issuers = approval["details"]["token_issuers"].as_array().unwrap();
+    assert_eq!(issuers.len(), 2, "{approval}");
+    assert_eq!(issuers[0], "root", "{approval}");
+    assert!(
+        issuers[1].as_str().unwrap().starts_with("local:"),
+        "{approval}"
+    );
     let listed = collector.driftctl(&root, &["tokens", "list"]);
     listed.expect(0).stdout_has("issued by root (token ");
 }
