@@ -150,6 +150,7 @@ mod tests {
             observed_at: OffsetDateTime::UNIX_EPOCH,
             provenance: None,
             related: None,
+            mac: None,
         }
     }
 

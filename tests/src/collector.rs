@@ -348,7 +348,9 @@ impl FakeAgent {
             observed_at: time::OffsetDateTime::now_utc(),
             provenance: None,
             related: None,
+            mac: None,
         })
+        mac: None,
     }
 
     /// `event` as this agent's next one: its host id, sequence number and chain link.

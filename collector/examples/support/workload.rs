@@ -151,6 +151,7 @@ impl Chain {
                     }),
                     related: None,
                     summary: None,
+                    mac: None,
                 };
                 self.prev = event.chain_hash();
                 event

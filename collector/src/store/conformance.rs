@@ -63,9 +63,11 @@ impl Agent {
             observed_at: time::OffsetDateTime::from_unix_timestamp(T0 / 1000).unwrap(),
             provenance: None,
             related: None,
+            mac: None,
         };
         self.prev = event.chain_hash();
         event
+        mac: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn event(host_id: Uuid, prev: Option<&DriftEvent>, subject: &str, at: Millis) ->
         provenance: None,
         related: None,
         summary: None,
+        mac: None,
     }
 }
 

@@ -268,9 +268,11 @@ impl Agent {
             .unwrap(),
             provenance: None,
             related: None,
+            mac: None,
         };
         self.prev.set(event.chain_hash());
         event
+        mac: None,
     }
 }
 
