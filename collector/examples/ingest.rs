@@ -118,7 +118,7 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
             role: Role::Agent,
             host_id: Some(enrolled.host_id),
         };
-        agents.push((agent, Chain::new(enrolled.host_id)));
+        agents.push((agent, Chain::new(enrolled.host_id, enrolled.chain_key)));
     }
 
     let mut latencies: Vec<Duration> = Vec::new();

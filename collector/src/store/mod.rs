@@ -10,6 +10,7 @@ pub mod sqlite;
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::api::v1::{
     AgentCommand, AgentHealth, CommandOutcome, CommandResult, DriftEvent, Inventory, SubjectState,
 };
@@ -88,6 +89,10 @@ pub struct Host {
     pub reported_seq: u64,
     /// The last sequence number stored.
     pub stored_seq: u64,
+    /// The host was enrolled with a chain key: its events are authenticated (false for
+    /// hosts enrolled before chain keys existed: "chain unauthenticated").
+    #[serde(default)]
+    pub chain_keyed: bool,
 }
 
 /// An event and the matcher's decision on it.
@@ -105,6 +110,8 @@ pub struct IngestOutcome {
     pub duplicates: u32,
     pub last_seq: u64,
     pub chain_problems: Vec<ChainProblem>,
+    /// Events refused as forgeries (not stored; each is among `chain_problems`).
+    pub rejected: u32,
 }
 
 /// A stored event with what the collector decided about it.
@@ -114,7 +121,8 @@ pub struct StoredEvent {
     pub received_at: Millis,
     pub event_time: Millis,
     pub outcome: Outcome,
-    /// `ok`, `gap`, `fork`, `late`, `conflict`.
+    /// `ok`, `gap`, `fork`, `late`, `conflict`, `splice`; `unauthenticated` for an event
+    /// that extends the chain of a host without a chain key.
     pub chain: String,
     pub drift_id: Option<Uuid>,
 }
@@ -350,13 +358,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         audit: NewAudit,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Spends one use of the enrollment token `token_id` (its digest must be `digest`,
-    /// unexpired at `host.enrolled_at`) and records the host with its credential.
+    /// unexpired at `host.enrolled_at`) and records the host with its credential and the
+    /// chain key of its sequence number 1 (`None`: its chain stays unauthenticated).
     fn enroll(
         &self,
         token_id: Uuid,
         digest: [u8; 32],
         host: Host,
         credential: TokenRecord,
+        chain_key: Option<ChainKey>,
         audit: NewAudit,
     ) -> impl Future<Output = Result<()>> + Send;
 

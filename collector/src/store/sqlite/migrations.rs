@@ -196,6 +196,15 @@ ALTER TABLE windows ADD COLUMN schedule TEXT;
 DROP INDEX events_review;
 CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
 "#,
+    // 6: forward-secure chain keys (issue 8): the key of the lowest sequence number not yet
+    // received and the key after the highest stored one (`chain::ChainKeys`). All NULL for a
+    // host enrolled before chain keys: its chain is shown as unauthenticated.
+    r#"
+ALTER TABLE hosts ADD COLUMN chain_key_floor_seq INTEGER;
+ALTER TABLE hosts ADD COLUMN chain_key_floor BLOB;
+ALTER TABLE hosts ADD COLUMN chain_key_next_seq INTEGER;
+ALTER TABLE hosts ADD COLUMN chain_key_next BLOB;
+"#,
 ];
 
 #[cfg(test)]
