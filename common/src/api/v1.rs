@@ -289,9 +289,14 @@ pub struct IngestAck {
     /// Events refused as forgeries (missing or wrong `mac` from a host with a chain key,
     /// or a sequence number no longer verifiable): not stored, each recorded in a chain
     /// alert. Sending them again cannot change that, so the agent deletes them like the
-    /// accepted ones. `accepted + duplicates + rejected` is the batch's length.
-    #[serde(default)]
+    /// accepted ones. `accepted + duplicates + rejected` is the batch's length. Left out
+    /// when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub rejected: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
