@@ -57,9 +57,9 @@ const MIGRATIONS: &[&str] = &[
     // by subject key; `state` is the postcard of `Option<Fields>`. Files stay in
     // `reported`, keyed by their exact bytes.
     "CREATE TABLE reported_subjects (subject TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;",
-    // 3: the forward-secure chain key of the next sequence number (`last_seq + 1`), NULL
-    // before enrollment or for an agent enrolled before chain keys existed.
-    "ALTER TABLE state ADD COLUMN chain_key BLOB;",
+    // 3: the forward-secure chain key and the sequence number it is the key of (the next,
+    // `last_seq + 1`), NULL before enrollment or for an agent enrolled before chain keys.
+    "ALTER TABLE state ADD COLUMN chain_key BLOB; ALTER TABLE state ADD COLUMN chain_key_seq INTEGER;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +274,22 @@ impl Spool {
         let host_id = read_host(&tx, &db)?;
         let (mut seq, mut prev) = read_chain(&tx, &db)?;
         let mut key = read_key(&tx, &db)?;
+        if let Some((key, key_seq)) = &mut key {
+            if *key_seq > seq + 1 {
+                // Numbers went back under the key (someone rewrote the spool): continue
+                // from the key's number, so the collector sees the skipped ones as a gap.
+                tracing::warn!(
+                    last_seq = seq,
+                    key_seq = *key_seq,
+                    "the spool's sequence numbers are behind its chain key: it was edited"
+                );
+                seq = *key_seq - 1;
+            }
+            while *key_seq < seq + 1 {
+                key.advance();
+                *key_seq += 1;
+            }
+        }
         let mut depth = read_depth(&tx).map_err(sql)?;
         let mut committed = Committed::default();
         for (index, event) in pending.iter().enumerate() {
@@ -291,7 +307,7 @@ impl Spool {
                 wire.related = None;
             }
             let encoded = match &key {
-                Some(key) => wire.seal(key),
+                Some((key, _)) => wire.seal(key),
                 None => wire.encode(),
             };
             let body = encoded.json.as_str();
@@ -309,8 +325,9 @@ impl Spool {
             event.remember(&tx).map_err(sql)?;
             seq = wire.seq;
             prev = encoded.chain_hash();
-            if let Some(key) = &mut key {
+            if let Some((key, key_seq)) = &mut key {
                 key.advance();
+                *key_seq += 1;
             }
             depth.events += 1;
             depth.bytes += body.len() as u64;
@@ -319,14 +336,16 @@ impl Spool {
         }
         // The key of the next number replaces the used ones in this same transaction.
         tx.execute(
-            "UPDATE state SET last_seq = ?1, last_hash = ?2, depth = ?3, bytes = ?4, chain_key = ?5
+            "UPDATE state SET last_seq = ?1, last_hash = ?2, depth = ?3, bytes = ?4, chain_key = ?5,
+                 chain_key_seq = ?6
              WHERE id = 1",
             params![
                 seq as i64,
                 prev.to_hex(),
                 depth.events as i64,
                 depth.bytes as i64,
-                key.as_ref().map(|k| &k.as_bytes()[..])
+                key.as_ref().map(|(k, _)| &k.as_bytes()[..]),
+                key.as_ref().map(|(_, n)| *n as i64)
             ],
         )
         .map_err(sql)?;
@@ -436,8 +455,12 @@ impl Spool {
             });
         match result {
             Ok(0) => {}
-            Ok(_) => tracing::debug!("spool checkpoint postponed by a reader: replaced chain keys stay in the WAL until the next"),
-            Err(err) => tracing::warn!(error = %err, "spool checkpoint failed: replaced chain keys stay in the WAL until the next"),
+            Ok(_) => tracing::debug!(
+                "spool checkpoint postponed by a reader: replaced chain keys stay in the WAL until the next"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "spool checkpoint failed: replaced chain keys stay in the WAL until the next")
+            }
         }
     }
 
@@ -502,13 +525,14 @@ impl Spool {
         }
         tx.execute(
             "UPDATE state SET host_id = ?1, last_seq = ?2, last_hash = ?3, depth = ?2, bytes = ?4,
-                 acked_seq = 0, chain_key = ?5 WHERE id = 1",
+                 acked_seq = 0, chain_key = ?5, chain_key_seq = ?6 WHERE id = 1",
             params![
                 host_id.to_string(),
                 seq as i64,
                 prev.to_hex(),
                 bytes as i64,
-                key.as_ref().map(|k| &k.as_bytes()[..])
+                key.as_ref().map(|k| &k.as_bytes()[..]),
+                key.as_ref().map(|_| seq as i64 + 1)
             ],
         )
         .map_err(sql)?;
@@ -605,23 +629,31 @@ fn read_chain(conn: &Connection, db: &Path) -> Result<(u64, ContentHash)> {
     Ok((seq as u64, hash))
 }
 
-/// The chain key of the next sequence number, if the spool has one.
-fn read_key(conn: &Connection, db: &Path) -> Result<Option<ChainKey>> {
-    let bytes: Option<Vec<u8>> = conn
-        .query_row("SELECT chain_key FROM state WHERE id = 1", [], |row| {
-            row.get(0)
-        })
+/// The chain key, and the sequence number it is the key of, if the spool has one.
+fn read_key(conn: &Connection, db: &Path) -> Result<Option<(ChainKey, u64)>> {
+    let (bytes, key_seq): (Option<Vec<u8>>, Option<i64>) = conn
+        .query_row(
+            "SELECT chain_key, chain_key_seq FROM state WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .map_err(|cause| sqlite(db, cause))?;
-    bytes
-        .map(|bytes| {
-            <[u8; 32]>::try_from(bytes.as_slice())
+    let damaged = |detail: String| SpoolError::Damaged {
+        db: db.to_owned(),
+        detail,
+    };
+    match (bytes, key_seq) {
+        (None, _) => Ok(None),
+        (Some(bytes), Some(key_seq)) if key_seq >= 1 => {
+            let key = <[u8; 32]>::try_from(bytes.as_slice())
                 .map(ChainKey::from_bytes)
-                .map_err(|_| SpoolError::Damaged {
-                    db: db.to_owned(),
-                    detail: format!("the chain key has {} bytes, not 32", bytes.len()),
-                })
-        })
-        .transpose()
+                .map_err(|_| damaged(format!("the chain key has {} bytes, not 32", bytes.len())))?;
+            Ok(Some((key, key_seq as u64)))
+        }
+        (Some(_), key_seq) => Err(damaged(format!(
+            "the chain key's sequence number is {key_seq:?}"
+        ))),
+    }
 }
 
 fn read_depth(conn: &Connection) -> rusqlite::Result<Depth> {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftwatch_common::api::v1::MAX_SEQ_AHEAD;
 use driftwatch_common::api::v1::{
     EnrollRequest, EnrollResponse, EventBatch, Heartbeat, HeartbeatResponse, IngestAck,
 };
-use driftwatch_common::api::v1::MAX_SEQ_AHEAD;
 use driftwatch_common::chain_key::ChainKey;
 use driftwatch_config::collector::CollectorConfig;
 use serde::{Deserialize, Serialize};

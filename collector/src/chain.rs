@@ -364,7 +364,10 @@ mod tests {
         let first = event(1, DriftEvent::GENESIS);
         assert_eq!(judge(None, &first, Neighbours::default()), Verdict::Next);
         let second = event(2, first.chain_hash());
-        assert_eq!(judge(head(&first), &second, Neighbours::default()), Verdict::Next);
+        assert_eq!(
+            judge(head(&first), &second, Neighbours::default()),
+            Verdict::Next
+        );
     }
 
     #[test]
@@ -376,7 +379,10 @@ mod tests {
             Verdict::Gap { from: 2, to: 4 }
         );
         // An agent whose first event the collector sees is not 1.
-        assert_eq!(judge(None, &fifth, Neighbours::default()), Verdict::Gap { from: 1, to: 4 });
+        assert_eq!(
+            judge(None, &fifth, Neighbours::default()),
+            Verdict::Gap { from: 1, to: 4 }
+        );
     }
 
     #[test]
@@ -404,11 +410,24 @@ mod tests {
     fn old_numbers_fill_holes_or_conflict() {
         let third = event(3, ContentHash([3; 32]));
         let second = event(2, ContentHash([2; 32]));
-        assert_eq!(judge(head(&third), &second, Neighbours::default()), Verdict::Late);
-        assert_eq!(judge(head(&third), &second, Neighbours::default()).problem(&second), None);
+        assert_eq!(
+            judge(head(&third), &second, Neighbours::default()),
+            Verdict::Late
+        );
+        assert_eq!(
+            judge(head(&third), &second, Neighbours::default()).problem(&second),
+            None
+        );
         let other = ContentHash([9; 32]);
         assert_eq!(
-            judge(head(&third), &second, Neighbours { holder: Some(other), ..Default::default() }),
+            judge(
+                head(&third),
+                &second,
+                Neighbours {
+                    holder: Some(other),
+                    ..Default::default()
+                }
+            ),
             Verdict::Conflict { existing: other }
         );
     }
@@ -441,7 +460,14 @@ mod tests {
         // Linked to something else than the stored predecessor.
         let astray = event(2, ContentHash([8; 32]));
         assert_eq!(
-            judge(head(&third), &astray, Neighbours { successor_prev: None, ..around }),
+            judge(
+                head(&third),
+                &astray,
+                Neighbours {
+                    successor_prev: None,
+                    ..around
+                }
+            ),
             Verdict::Splice {
                 predecessor_differs: true,
                 successor_differs: false
@@ -511,7 +537,10 @@ mod tests {
             "below the floor"
         );
         assert!(keys.key_for(6 + MAX_SEQ_AHEAD).is_some());
-        assert!(keys.key_for(7 + MAX_SEQ_AHEAD).is_none(), "absurdly far ahead");
+        assert!(
+            keys.key_for(7 + MAX_SEQ_AHEAD).is_none(),
+            "absurdly far ahead"
+        );
         // A floor never trails next by more than the bound: old holes are given up.
         keys.next_seq += 3 * MAX_SEQ_AHEAD;
         keys.next = first.forward(keys.next_seq - 1);

@@ -18,4 +18,5 @@ mod full_disk;
 mod integrity;
 mod matching;
 mod permissions;
+mod spool_chain;
 mod state;

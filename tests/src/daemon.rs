@@ -224,7 +224,12 @@ impl TestCollector {
             assert_eq!(event.prev_hash, prev, "broken chain at seq {}", event.seq);
             let encoded = event.encode();
             if event.mac.is_some() {
-                assert_eq!(event.mac, Some(encoded.mac_with(&key)), "bad mac at seq {}", event.seq);
+                assert_eq!(
+                    event.mac,
+                    Some(encoded.mac_with(&key)),
+                    "bad mac at seq {}",
+                    event.seq
+                );
             }
             key.advance();
             prev = encoded.chain_hash();

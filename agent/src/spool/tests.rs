@@ -208,13 +208,19 @@ fn enrollment_keys_the_chain_and_each_commit_ratchets_and_erases_the_used_keys()
     // Only the key of the next number (4) is left; the used ones are gone from the files.
     assert!(on_disk(&dir, key.as_bytes()), "the next key is kept");
     for used in [first.clone(), first.next(), first.next().next()] {
-        assert!(!on_disk(&dir, used.as_bytes()), "a used key is still on disk");
+        assert!(
+            !on_disk(&dir, used.as_bytes()),
+            "a used key is still on disk"
+        );
     }
     drop(spool);
     let mut spool = open(&dir);
     let next = commit(&mut spool, &[drift("/d", 4)], ROOMY);
     assert_eq!(next.events[0].seq, 4);
-    assert_eq!(next.events[0].mac, Some(next.events[0].encode().mac_with(&key)));
+    assert_eq!(
+        next.events[0].mac,
+        Some(next.events[0].encode().mac_with(&key))
+    );
 }
 
 #[test]

@@ -18,8 +18,8 @@ use super::*;
 use crate::audit::NewAudit;
 use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::matcher::Outcome;
-use driftwatch_common::chain_key::ChainKey;
 use crate::windows::{HostScope, Window, WindowKind, WindowStatus};
+use driftwatch_common::chain_key::ChainKey;
 
 const T0: Millis = 1_800_000_000_000;
 

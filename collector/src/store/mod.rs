@@ -10,10 +10,10 @@ pub mod sqlite;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::api::v1::{
     AgentCommand, AgentHealth, CommandOutcome, CommandResult, DriftEvent, Inventory, SubjectState,
 };
+use driftwatch_common::chain_key::ChainKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

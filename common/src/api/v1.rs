@@ -232,12 +232,18 @@ impl DriftEvent {
         let json = serde_json::to_string(self).expect("events always serialize");
         let Some(mac) = &self.mac else {
             let canonical_end = json.len();
-            return EncodedEvent { json, canonical_end };
+            return EncodedEvent {
+                json,
+                canonical_end,
+            };
         };
         let suffix = mac_suffix(mac);
         if json.ends_with(&suffix) {
             let canonical_end = json.len() - suffix.len();
-            return EncodedEvent { json, canonical_end };
+            return EncodedEvent {
+                json,
+                canonical_end,
+            };
         }
         // Not expected (serde_json writes fields in order, compactly): take the long way.
         let mut bare = self.clone();
@@ -517,8 +523,16 @@ mod tests {
         let bare_hash = sealed.chain_hash();
         let encoded = sealed.seal(&key);
         let mac = sealed.mac.expect("sealed");
-        assert!(encoded.json.ends_with(&format!(",\"mac\":\"{}\"}}", mac.to_hex())));
-        assert_eq!(encoded.chain_hash(), bare_hash, "mac is not part of the link");
+        assert!(
+            encoded
+                .json
+                .ends_with(&format!(",\"mac\":\"{}\"}}", mac.to_hex()))
+        );
+        assert_eq!(
+            encoded.chain_hash(),
+            bare_hash,
+            "mac is not part of the link"
+        );
         // What the collector does with the JSON it received.
         let received: DriftEvent = serde_json::from_str(&encoded.json).unwrap();
         let again = received.encode();
@@ -528,7 +542,11 @@ mod tests {
         assert_ne!(again.mac_with(&key.next()), mac, "the key of another seq");
         let mut edited = received.clone();
         edited.seq = 2;
-        assert_ne!(edited.encode().mac_with(&key), mac, "an edit breaks the mac");
+        assert_ne!(
+            edited.encode().mac_with(&key),
+            mac,
+            "an edit breaks the mac"
+        );
     }
 
     #[test]

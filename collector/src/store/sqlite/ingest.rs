@@ -210,11 +210,11 @@ fn stored_link(
     column: &str,
 ) -> Result<Option<ContentHash>> {
     let sql = match column {
-        "chain_hash" => {
-            "SELECT chain_hash FROM events WHERE host_id = ?1 AND seq = ?2 LIMIT 1"
+        "chain_hash" => "SELECT chain_hash FROM events WHERE host_id = ?1 AND seq = ?2 LIMIT 1",
+        _ => {
+            "SELECT unhex(json_extract(body, '$.prev_hash')) FROM events
+              WHERE host_id = ?1 AND seq = ?2 LIMIT 1"
         }
-        _ => "SELECT unhex(json_extract(body, '$.prev_hash')) FROM events
-              WHERE host_id = ?1 AND seq = ?2 LIMIT 1",
     };
     let mut stmt = conn.prepare_cached(sql)?;
     Ok(stmt
