@@ -337,3 +337,27 @@ fn a_version_1_spool_keeps_its_events_and_gains_the_state_subjects_table() {
     assert!(spool.reported_state().unwrap().is_empty());
     assert_eq!(spool.reported().unwrap().len(), 1);
 }
+
+#[test]
+fn numbers_rewound_under_the_key_continue_from_the_key_so_the_collector_sees_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    let first = ChainKey::from_bytes([9; 32]);
+    spool
+        .adopt_identity(Uuid::now_v7(), Some(first.clone()))
+        .unwrap();
+    commit(
+        &mut spool,
+        &[drift("/a", 1), drift("/b", 2), drift("/c", 3)],
+        ROOMY,
+    );
+    // Root deletes seq 3 and winds the numbers back; the key (of seq 4) stays.
+    spool
+        .conn
+        .execute_batch("DELETE FROM events WHERE seq = 3; UPDATE state SET last_seq = 2;")
+        .unwrap();
+    let next = commit(&mut spool, &[drift("/d", 4)], ROOMY);
+    let event = &next.events[0];
+    assert_eq!(event.seq, 4, "never re-uses a number under a later key");
+    assert_eq!(event.mac, Some(event.encode().mac_with(&first.forward(3))));
+}

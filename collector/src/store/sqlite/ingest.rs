@@ -36,7 +36,7 @@ pub fn ingest(
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no host {host_id}")))?;
-    let mut keys = stored_keys.clone();
+    let mut keys = stored_keys;
     let mut head = Head {
         seq: chain_seq as u64,
         hash: ContentHash(chain_hash.0),
@@ -151,29 +151,35 @@ pub fn ingest(
         outcome.accepted += 1;
     }
 
-    conn.execute(
-        "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1",
-        params![id(host_id), seq(head.seq), &head.hash.0[..]],
-    )?;
-    if let Some(keys) = &mut keys {
-        let mut floor = keys.floor_seq;
-        for stored in &stored_seqs {
-            if *stored == floor {
+    match &mut keys {
+        None => {
+            conn.execute(
+                "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1",
+                params![id(host_id), seq(head.seq), &head.hash.0[..]],
+            )?;
+        }
+        Some(keys) => {
+            let mut floor = keys.floor_seq;
+            for stored in &stored_seqs {
+                if *stored == floor {
+                    floor += 1;
+                }
+            }
+            // Events stored before this batch may follow a hole just filled.
+            while floor <= head.seq && stored_link(conn, host_id, floor, "chain_hash")?.is_some() {
                 floor += 1;
             }
-        }
-        // Events stored before this batch may follow a hole just filled.
-        while floor <= head.seq && stored_link(conn, host_id, floor, "chain_hash")?.is_some() {
-            floor += 1;
-        }
-        keys.raise_floor(floor);
-        if Some(&*keys) != stored_keys.as_ref() {
+            keys.raise_floor(floor);
+            // One statement per batch, as before keys: the head and the keys together.
             conn.execute(
-                "UPDATE hosts SET chain_key_floor_seq = ?2, chain_key_floor = ?3,
-                        chain_key_next_seq = ?4, chain_key_next = ?5
+                "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3,
+                        chain_key_floor_seq = ?4, chain_key_floor = ?5,
+                        chain_key_next_seq = ?6, chain_key_next = ?7
                  WHERE id = ?1",
                 params![
                     id(host_id),
+                    seq(head.seq),
+                    &head.hash.0[..],
                     seq(keys.floor_seq),
                     &keys.floor.as_bytes()[..],
                     seq(keys.next_seq),
