@@ -644,11 +644,13 @@ fn read_key(conn: &Connection, db: &Path) -> Result<Option<(ChainKey, u64)>> {
     };
     match (bytes, key_seq) {
         (None, _) => Ok(None),
-        (Some(bytes), Some(key_seq)) if key_seq >= 1 => {
+        (Some(mut bytes), Some(key_seq)) if key_seq >= 1 => {
             let key = <[u8; 32]>::try_from(bytes.as_slice())
                 .map(ChainKey::from_bytes)
-                .map_err(|_| damaged(format!("the chain key has {} bytes, not 32", bytes.len())))?;
-            Ok(Some((key, key_seq as u64)))
+                .map_err(|_| damaged(format!("the chain key has {} bytes, not 32", bytes.len())));
+            // The copy SQLite handed over is wiped too (ChainKey wipes itself on drop).
+            zeroize::Zeroize::zeroize(&mut bytes);
+            Ok(Some((key?, key_seq as u64)))
         }
         (Some(_), key_seq) => Err(damaged(format!(
             "the chain key's sequence number is {key_seq:?}"

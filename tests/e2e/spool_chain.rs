@@ -368,7 +368,9 @@ fn an_absurd_seq_is_refused_and_the_chain_stays_checked() {
     let admin = collector.token("admin", "root");
     let agent = FakeAgent::enroll(&collector, &admin, "web-1");
     let first = agent.event("package:a", "1");
-    agent.report(&collector, std::slice::from_ref(&first)).expect(200);
+    agent
+        .report(&collector, std::slice::from_ref(&first))
+        .expect(200);
     // seq = 2^63-1: refused with a clear error, nothing stored, the head does not move.
     agent.jump_to(i64::MAX as u64, ContentHash([1; 32]));
     let absurd = agent.event("package:evil", "1");
