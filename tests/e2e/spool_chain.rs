@@ -455,6 +455,28 @@ fn a_missing_or_wrong_mac_from_a_keyed_host_is_a_forgery_never_plain() {
     let honest = agent.event("package:b", "2");
     let ack = agent.report(&collector, &[honest]).expect(200);
     assert_eq!(ack["accepted"], 1, "{ack}");
+    // Another event at a number already stored, properly MAC'd (root with the key of
+    // seq 1 would need it from before it took the host): a conflict, refused, and the
+    // drift it claims to restore stays open.
+    agent.jump_to(1, DriftEvent::GENESIS);
+    let mut rival = agent.event("package:a", "0");
+    rival.kind = ChangeKind::Restored;
+    agent.seal(&mut rival);
+    let ack = agent.report(&collector, &[rival]).expect(200);
+    assert_eq!(ack["rejected"], 1, "{ack}");
+    assert!(
+        chain_alerts(&collector, &admin)
+            .iter()
+            .any(|(p, b)| p == "conflict" && b["seq"] == 1)
+    );
+    let drift = collector.get("/api/v1/drift", &admin).expect(200);
+    let item = drift
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["subject"] == "package:a")
+        .unwrap();
+    assert_eq!(item["status"], "open", "{item:#}");
 }
 
 #[test]

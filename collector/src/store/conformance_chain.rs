@@ -143,6 +143,15 @@ pub async fn story<S: Store>(store: S) {
         stored_chain(&store, host.id, "package:p3").await.as_deref(),
         Some("splice")
     );
+    // Another event at a number already held: a conflict, refused (it must not move drift).
+    let mut rival = event(host.id, 1, DriftEvent::GENESIS, Some(&key));
+    rival.kind = ChangeKind::Restored;
+    let outcome = store
+        .ingest(host.id, untraced(&[&rival]), T0)
+        .await
+        .unwrap();
+    assert_eq!((outcome.accepted, outcome.rejected), (0, 1));
+    assert_eq!(outcome.chain_problems, [ChainProblem::Conflict { seq: 1 }]);
     // The holes are filled: the next number still verifies from the stored keys.
     let five = event(host.id, 5, four.chain_hash(), Some(&key));
     let outcome = store.ingest(host.id, untraced(&[&five]), T0).await.unwrap();

@@ -292,9 +292,9 @@ pub struct IngestAck {
     pub duplicates: u32,
     /// The highest sequence number stored for this host.
     pub last_seq: u64,
-    /// Events refused as forgeries (missing or wrong `mac` from a host with a chain key,
-    /// or a sequence number no longer verifiable): not stored, each recorded in a chain
-    /// alert. Sending them again cannot change that, so the agent deletes them like the
+    /// Events refused as forgeries (missing or wrong `mac` from a host with a chain key, a
+    /// sequence number no longer verifiable, or another event at a number already stored):
+    /// not stored, each recorded in a chain alert. Sending them again cannot change that, so the agent deletes them like the
     /// accepted ones. `accepted + duplicates + rejected` is the batch's length. Left out
     /// when 0.
     #[serde(default, skip_serializing_if = "is_zero")]

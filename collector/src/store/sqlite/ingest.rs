@@ -72,10 +72,17 @@ pub fn ingest(
             None
         };
         // A host with a chain key: every event proves it was spooled with the key of its
-        // number, or it is refused. A number already held is a conflict whatever its MAC.
+        // number, or it is refused. Another event at a number already held (the stored one
+        // was verified) is a conflict, refused too: it must not move drift (a "restored").
         let authenticity = match (&mut keys, holder) {
             (None, _) => Authenticity::Unauthenticated,
-            (Some(_), Some(_)) => Authenticity::Authentic,
+            (Some(_), Some(_)) => {
+                outcome
+                    .chain_problems
+                    .push(ChainProblem::Conflict { seq: event.seq });
+                outcome.rejected += 1;
+                continue;
+            }
             (Some(keys), None) => keys.authenticate(event, &encoded),
         };
         if let Authenticity::Forged(reason) = authenticity {
