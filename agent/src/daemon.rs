@@ -55,9 +55,12 @@ pub fn run(config_path: &Path, config: AgentConfig) -> anyhow::Result<Exit> {
     let credential_path = config.daemon.credential_file(&state_dir);
     let credential = Credential::read(&credential_path)?;
     if let Some(credential) = &credential {
-        let restamped = spool.adopt_identity(credential.host_id)?;
+        let restamped = spool.adopt_identity(credential.host_id, None)?;
         if restamped > 0 {
             info!(events = restamped, host_id = %credential.host_id, "spooled events stamped with this host's id");
+        }
+        if !spool.chain_keyed()? {
+            warn!(host_id = %credential.host_id, "the spool holds no chain key for this host: its events are not authenticated (a collector that issued a key refuses them as forgeries); enroll again to get one");
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

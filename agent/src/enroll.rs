@@ -1,7 +1,8 @@
 //! Enrollment: `driftwatch-agent enroll --collector URL --token T` exchanges
 //! a one-time enrollment token for this agent's own credential and host id,
 //! stored 0600 in the credential file (default `state_dir/credential.json`).
-//! Events already spooled are then stamped with the new host id.
+//! Events already spooled are then stamped with the new host id and MAC'd with the
+//! forward-secure chain key that came with it, which is kept in the spool only.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -154,14 +155,24 @@ pub async fn enroll(config: &AgentConfig, args: EnrollArgs) -> anyhow::Result<Ex
         collector_url: url.clone(),
         enrolled_at: OffsetDateTime::now_utc(),
     };
-    credential.write(&path)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&config.state_dir)
         .with_context(|| format!("cannot create {}", config.state_dir.display()))?;
+    // The chain key goes into the spool only (it is ratcheted there, the old key erased),
+    // never beside the credential; the spool first, so a credential never names a host
+    // whose key was not kept.
     let mut spool = Spool::open(&config.state_dir.join(spool::FILE_NAME))?;
-    let restamped = spool.adopt_identity(credential.host_id)?;
+    let keyed = response.chain_key.is_some();
+    let restamped = spool.adopt_identity(credential.host_id, response.chain_key)?;
+    credential.write(&path)?;
+    if !keyed {
+        eprintln!(
+            "warning: the collector issued no chain key (an older collector): events from this \
+             host are hash-chained but not authenticated"
+        );
+    }
     println!(
         "enrolled {hostname} with {url} as host {}\ncredential: {} (0600)",
         credential.host_id,

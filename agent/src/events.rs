@@ -134,6 +134,7 @@ impl WireEvent for Pending {
             observed_at: stamp.observed_at,
             provenance: self.provenance.clone(),
             related: self.related,
+            mac: None,
         }
     }
 }
@@ -179,6 +180,7 @@ impl WireEvent for StatePending {
             observed_at: stamp.observed_at,
             provenance: None,
             related: None,
+            mac: None,
         }
     }
 }

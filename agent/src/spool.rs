@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use driftwatch_common::api::v1::{DriftEvent, SeenBy, SubjectKey};
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
 use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_common::state::FileState;
@@ -56,6 +57,9 @@ const MIGRATIONS: &[&str] = &[
     // by subject key; `state` is the postcard of `Option<Fields>`. Files stay in
     // `reported`, keyed by their exact bytes.
     "CREATE TABLE reported_subjects (subject TEXT PRIMARY KEY, state BLOB NOT NULL) WITHOUT ROWID;",
+    // 3: the forward-secure chain key and the sequence number it is the key of (the next,
+    // `last_seq + 1`), NULL before enrollment or for an agent enrolled before chain keys.
+    "ALTER TABLE state ADD COLUMN chain_key BLOB; ALTER TABLE state ADD COLUMN chain_key_seq INTEGER;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +143,9 @@ impl Spool {
                 // cache_size: 256 KiB instead of SQLite's 2 MiB default; the daemon keeps the
                 // connection for its lifetime and its reads are sequential or by key (measured:
                 // with 100k files, the daemon at rest went from 45.6 to 40.9 MiB).
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA cache_size=-256;",
+                // secure_delete: a replaced chain key (or a deleted event) is zeroed in its
+                // page, not left in free space (see `erase_old_keys` for the WAL).
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; PRAGMA cache_size=-256; PRAGMA secure_delete=ON;",
             )
             .map_err(|cause| spool.sqlite(cause))?;
         spool.migrate()?;
@@ -267,6 +273,23 @@ impl Spool {
             .map_err(sql)?;
         let host_id = read_host(&tx, &db)?;
         let (mut seq, mut prev) = read_chain(&tx, &db)?;
+        let mut key = read_key(&tx, &db)?;
+        if let Some((key, key_seq)) = &mut key {
+            if *key_seq > seq + 1 {
+                // Numbers went back under the key (someone rewrote the spool): continue
+                // from the key's number, so the collector sees the skipped ones as a gap.
+                tracing::warn!(
+                    last_seq = seq,
+                    key_seq = *key_seq,
+                    "the spool's sequence numbers are behind its chain key: it was edited"
+                );
+                seq = *key_seq - 1;
+            }
+            while *key_seq < seq + 1 {
+                key.advance();
+                *key_seq += 1;
+            }
+        }
         let mut depth = read_depth(&tx).map_err(sql)?;
         let mut committed = Committed::default();
         for (index, event) in pending.iter().enumerate() {
@@ -283,7 +306,11 @@ impl Spool {
             {
                 wire.related = None;
             }
-            let body = serde_json::to_string(&wire).expect("events always serialize");
+            let encoded = match &key {
+                Some((key, _)) => wire.seal(key),
+                None => wire.encode(),
+            };
+            let body = encoded.json.as_str();
             if depth.events + 1 > limits.max_events
                 || depth.bytes + body.len() as u64 > limits.max_bytes
             {
@@ -297,25 +324,36 @@ impl Spool {
             .map_err(sql)?;
             event.remember(&tx).map_err(sql)?;
             seq = wire.seq;
-            prev = ContentHash::of(body.as_bytes());
-            debug_assert_eq!(prev, wire.chain_hash());
+            prev = encoded.chain_hash();
+            if let Some((key, key_seq)) = &mut key {
+                key.advance();
+                *key_seq += 1;
+            }
             depth.events += 1;
             depth.bytes += body.len() as u64;
             depth.last_seq = seq;
             committed.events.push(wire);
         }
+        // The key of the next number replaces the used ones in this same transaction.
         tx.execute(
-            "UPDATE state SET last_seq = ?1, last_hash = ?2, depth = ?3, bytes = ?4 WHERE id = 1",
+            "UPDATE state SET last_seq = ?1, last_hash = ?2, depth = ?3, bytes = ?4, chain_key = ?5,
+                 chain_key_seq = ?6
+             WHERE id = 1",
             params![
                 seq as i64,
                 prev.to_hex(),
                 depth.events as i64,
-                depth.bytes as i64
+                depth.bytes as i64,
+                key.as_ref().map(|(k, _)| &k.as_bytes()[..]),
+                key.as_ref().map(|(_, n)| *n as i64)
             ],
         )
         .map_err(sql)?;
         tx.commit().map_err(sql)?;
         committed.depth = depth;
+        if !committed.events.is_empty() {
+            self.erase_old_keys();
+        }
         Ok(committed)
     }
 
@@ -393,21 +431,55 @@ impl Spool {
         .map_err(sql)?;
         let depth = read_depth(&tx).map_err(sql)?;
         tx.commit().map_err(sql)?;
+        self.erase_old_keys();
         Ok(depth)
     }
 
-    /// Stamps the spool with a (new) host identity. Events not yet delivered
-    /// are re-stamped with it and re-chained from the start (sequence 1, the
-    /// genesis hash): none of them ever left the host under the old identity
-    /// in a form the new one would continue. Returns how many were re-stamped.
-    pub fn adopt_identity(&mut self, host_id: Uuid) -> Result<u64> {
+    /// Whether events are MAC'd with a chain key (false before enrollment, or for an agent
+    /// enrolled before chain keys existed: its chain is unauthenticated until it enrolls again).
+    pub fn chain_keyed(&self) -> Result<bool> {
+        Ok(read_key(&self.conn, &self.db)?.is_some())
+    }
+
+    /// Keys replaced by a commit live on in the WAL's older frames (each commit appends
+    /// the `state` page with the key of its time) and, until a checkpoint, in the main
+    /// file's copy of that page. A TRUNCATE checkpoint copies the newest page into the
+    /// main file (over the old one; secure_delete zeroes freed cells) and truncates the
+    /// WAL to nothing. It does not finish while the other connection reads: then the old
+    /// frames stay until the next commit's try. Failure only delays erasure.
+    fn erase_old_keys(&self) {
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        match result {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!(
+                "spool checkpoint postponed by a reader: replaced chain keys stay in the WAL until the next"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "spool checkpoint failed: replaced chain keys stay in the WAL until the next")
+            }
+        }
+    }
+
+    /// Stamps the spool with a (new) host identity and, from enrollment, the chain key of
+    /// sequence number 1. Events not yet delivered are re-stamped with it and re-chained
+    /// from the start (sequence 1, the genesis hash), each MAC'd with its key when there is
+    /// one: none of them ever left the host under the old identity in a form the new one
+    /// would continue. The key left in the spool is the one of the next number. Without a
+    /// key (the daemon, when the spool's host differs from the credential's: the key that
+    /// came with it is lost) the events go unauthenticated and a keyed collector refuses
+    /// them; enrolling again is the remedy. Returns how many events were re-stamped.
+    pub fn adopt_identity(&mut self, host_id: Uuid, chain_key: Option<ChainKey>) -> Result<u64> {
         let db = self.db.clone();
         let sql = |cause| sqlite(&db, cause);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
-        if read_host(&tx, &db)? == host_id {
+        if read_host(&tx, &db)? == host_id && chain_key.is_none() {
             return Ok(0);
         }
         let bodies: Vec<String> = {
@@ -420,6 +492,7 @@ impl Spool {
                 .map_err(sql)?
         };
         tx.execute("DELETE FROM events", []).map_err(sql)?;
+        let mut key = chain_key;
         let mut prev = DriftEvent::GENESIS;
         let mut seq = 0u64;
         let mut bytes = 0u64;
@@ -433,22 +506,38 @@ impl Spool {
             event.host_id = host_id;
             event.seq = seq;
             event.prev_hash = prev;
-            let body = serde_json::to_string(&event).expect("events always serialize");
-            prev = ContentHash::of(body.as_bytes());
-            bytes += body.len() as u64;
+            event.mac = None;
+            let encoded = match &mut key {
+                Some(key) => {
+                    let encoded = event.seal(key);
+                    key.advance();
+                    encoded
+                }
+                None => event.encode(),
+            };
+            prev = encoded.chain_hash();
+            bytes += encoded.json.len() as u64;
             tx.execute(
                 "INSERT INTO events (seq, id, body) VALUES (?1, ?2, ?3)",
-                params![seq as i64, event.id.to_string(), body],
+                params![seq as i64, event.id.to_string(), encoded.json],
             )
             .map_err(sql)?;
         }
         tx.execute(
             "UPDATE state SET host_id = ?1, last_seq = ?2, last_hash = ?3, depth = ?2, bytes = ?4,
-                 acked_seq = 0 WHERE id = 1",
-            params![host_id.to_string(), seq as i64, prev.to_hex(), bytes as i64],
+                 acked_seq = 0, chain_key = ?5, chain_key_seq = ?6 WHERE id = 1",
+            params![
+                host_id.to_string(),
+                seq as i64,
+                prev.to_hex(),
+                bytes as i64,
+                key.as_ref().map(|k| &k.as_bytes()[..]),
+                key.as_ref().map(|_| seq as i64 + 1)
+            ],
         )
         .map_err(sql)?;
         tx.commit().map_err(sql)?;
+        self.erase_old_keys();
         Ok(seq)
     }
 
@@ -538,6 +627,35 @@ fn read_chain(conn: &Connection, db: &Path) -> Result<(u64, ContentHash)> {
         detail: format!("chain hash `{hash}` is not 64 hex digits"),
     })?;
     Ok((seq as u64, hash))
+}
+
+/// The chain key, and the sequence number it is the key of, if the spool has one.
+fn read_key(conn: &Connection, db: &Path) -> Result<Option<(ChainKey, u64)>> {
+    let (bytes, key_seq): (Option<Vec<u8>>, Option<i64>) = conn
+        .query_row(
+            "SELECT chain_key, chain_key_seq FROM state WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(|cause| sqlite(db, cause))?;
+    let damaged = |detail: String| SpoolError::Damaged {
+        db: db.to_owned(),
+        detail,
+    };
+    match (bytes, key_seq) {
+        (None, _) => Ok(None),
+        (Some(mut bytes), Some(key_seq)) if key_seq >= 1 => {
+            let key = <[u8; 32]>::try_from(bytes.as_slice())
+                .map(ChainKey::from_bytes)
+                .map_err(|_| damaged(format!("the chain key has {} bytes, not 32", bytes.len())));
+            // The copy SQLite handed over is wiped too (ChainKey wipes itself on drop).
+            zeroize::Zeroize::zeroize(&mut bytes);
+            Ok(Some((key?, key_seq as u64)))
+        }
+        (Some(_), key_seq) => Err(damaged(format!(
+            "the chain key's sequence number is {key_seq:?}"
+        ))),
+    }
 }
 
 fn read_depth(conn: &Connection) -> rusqlite::Result<Depth> {

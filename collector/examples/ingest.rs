@@ -118,7 +118,7 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
             role: Role::Agent,
             host_id: Some(enrolled.host_id),
         };
-        agents.push((agent, Chain::new(enrolled.host_id)));
+        agents.push((agent, Chain::new(enrolled.host_id, enrolled.chain_key)));
     }
 
     let mut latencies: Vec<Duration> = Vec::new();
@@ -136,11 +136,18 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
         if sample.len() < SAMPLE {
             sample.extend(batch.iter().map(|e| (host, e.clone())));
         }
+        let count = batch.len();
         let t = Instant::now();
-        app.ingest(agent, EventBatch { events: batch })
+        let ack = app
+            .ingest(agent, EventBatch { events: batch })
             .await
             .map_err(err)?;
         latencies.push(t.elapsed());
+        // Every event MAC'd with its chain key and linked: all stored, none refused.
+        anyhow::ensure!(
+            ack.accepted as usize == count && ack.rejected == 0,
+            "batch not fully accepted: {ack:?}"
+        );
     }
     let elapsed = started.elapsed();
     latencies.sort();

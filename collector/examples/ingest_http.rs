@@ -188,7 +188,9 @@ async fn run(
             .as_str()
             .context("a credential")?
             .to_owned();
-        chains.push((credential, Chain::new(host_id)));
+        let key = serde_json::from_value(enrolled["chain_key"].clone())
+            .context("a chain key in the enrollment answer")?;
+        chains.push((credential, Chain::new(host_id, key)));
     }
 
     // Sender `c` owns hosts c, c + clients, ...; batches go to its hosts in turn.

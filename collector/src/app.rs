@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftwatch_common::api::v1::MAX_SEQ_AHEAD;
 use driftwatch_common::api::v1::{
     EnrollRequest, EnrollResponse, EventBatch, Heartbeat, HeartbeatResponse, IngestAck,
 };
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_config::collector::CollectorConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -444,7 +446,11 @@ impl<S: Store> App<S> {
             health: None,
             reported_seq: 0,
             stored_seq: 0,
+            chain_keyed: true,
         };
+        let mut chain_key = [0u8; 32];
+        getrandom::fill(&mut chain_key).expect("the operating system provides randomness");
+        let chain_key = ChainKey::from_bytes(chain_key);
         let minted = identity::mint(TokenKind::Agent);
         let credential = TokenRecord {
             id: minted.id,
@@ -473,6 +479,7 @@ impl<S: Store> App<S> {
                 identity::digest(&request.token),
                 host.clone(),
                 credential,
+                Some(chain_key.clone()),
                 audit,
             )
             .await
@@ -485,6 +492,7 @@ impl<S: Store> App<S> {
         Ok(EnrollResponse {
             host_id: host.id,
             credential: minted.text,
+            chain_key: Some(chain_key),
         })
     }
 
@@ -518,6 +526,32 @@ impl<S: Store> App<S> {
             )));
         }
         let host = self.store.host(host_id).await?;
+        // An absurd `seq` is refused, never trusted: taken as the head, it would make every
+        // later event "late" and switch the chain check off for the host.
+        let mut problems = Vec::new();
+        let mut previous = 0;
+        for (i, event) in batch.events.iter().enumerate() {
+            if event.seq > host.stored_seq.saturating_add(MAX_SEQ_AHEAD) {
+                problems.push(format!(
+                    "events[{i}].seq {} is more than {MAX_SEQ_AHEAD} beyond the highest sequence \
+                     number stored for this host ({})",
+                    event.seq, host.stored_seq
+                ));
+            } else if event.seq < previous {
+                problems.push(format!(
+                    "events[{i}].seq {} is below the one before it ({previous}): send events in order",
+                    event.seq
+                ));
+            }
+            previous = event.seq;
+        }
+        if !problems.is_empty() {
+            tracing::warn!(host = %host_id, problems = %problems.join("; "), "batch refused: sequence numbers out of bounds");
+            return Err(Error::BadRequest(format!(
+                "{}; nothing was stored",
+                problems.join("; ")
+            )));
+        }
         let received_at = self.now();
         let index = self.index.read().await;
         let decided: Vec<Decided> = batch
@@ -562,10 +596,15 @@ impl<S: Store> App<S> {
             tracing::warn!(host = %host_id, problems = outcome.chain_problems.len(), "event chain broken");
         }
         tracing::debug!(host = %host_id, accepted = outcome.accepted, duplicates = outcome.duplicates, untraced, "batch ingested");
+        if outcome.rejected > 0 {
+            metrics::counter!("driftwatch_events_ingested_total", "result" => "forged")
+                .increment(outcome.rejected.into());
+        }
         Ok(IngestAck {
             accepted: outcome.accepted,
             duplicates: outcome.duplicates,
             last_seq: outcome.last_seq,
+            rejected: outcome.rejected,
         })
     }
 

@@ -1,8 +1,12 @@
 //! Each agent's events form a hash chain (`seq` counting from 1, `prev_hash` = the previous
-//! event's `chain_hash`). Checking it per event proves nothing was dropped, reordered or
-//! forged between host and collector. Pure: the store hands in what it has.
+//! event's `chain_hash`), and each event of a host enrolled with a chain key carries a MAC
+//! made with the forward-secure key of its `seq` ([`ChainKey`]). Checking both per event
+//! proves nothing was dropped, reordered, edited or forged between the moment the agent
+//! spooled it and the store, even by root on the host who holds the key of today.
+//! Pure: the store hands in what it has.
 
-use driftwatch_common::api::v1::DriftEvent;
+use driftwatch_common::api::v1::{DriftEvent, EncodedEvent, MAX_SEQ_AHEAD};
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +27,16 @@ pub enum Verdict {
     /// The right sequence number, but `prev_hash` is not the stored head: the agent's
     /// history diverged from what the collector holds.
     Fork { expected: ContentHash },
-    /// Below the head and filling a hole left by a gap: stored, nothing to report.
+    /// Below the head and filling a hole left by a gap, agreeing with the stored events on
+    /// both sides: stored, nothing to report.
     Late,
+    /// Below the head and filling a hole, but its `prev_hash` is not the stored
+    /// predecessor's hash, or the stored successor's `prev_hash` is not its hash: an event
+    /// spliced into the hole.
+    Splice {
+        predecessor_differs: bool,
+        successor_differs: bool,
+    },
     /// Below the head where another event already holds this sequence number.
     Conflict { existing: ContentHash },
 }
@@ -51,6 +63,43 @@ pub enum ChainProblem {
         seq: u64,
         event_id: uuid::Uuid,
     },
+    /// A gap-filling event that does not fit between its stored neighbours.
+    Splice {
+        seq: u64,
+        event_id: uuid::Uuid,
+        predecessor_differs: bool,
+        successor_differs: bool,
+    },
+    /// An event from a host with a chain key whose MAC is missing or wrong (or whose
+    /// number can no longer be verified): refused, not stored.
+    Forged {
+        seq: u64,
+        event_id: uuid::Uuid,
+        reason: Forgery,
+    },
+}
+
+/// Why an event's authentication failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forgery {
+    /// No `mac`, from a host that has a chain key: never accepted as plain.
+    MissingMac,
+    /// A `mac` that the key of its `seq` did not make.
+    WrongMac,
+    /// A `seq` below the oldest key the collector kept (a hole given up on) or too far
+    /// ahead: the MAC cannot be checked, so the event cannot be trusted.
+    Unverifiable,
+}
+
+impl Forgery {
+    pub fn name(self) -> &'static str {
+        match self {
+            Forgery::MissingMac => "missing mac",
+            Forgery::WrongMac => "wrong mac",
+            Forgery::Unverifiable => "unverifiable sequence number",
+        }
+    }
 }
 
 impl ChainProblem {
@@ -60,22 +109,48 @@ impl ChainProblem {
             ChainProblem::Fork { .. } => "fork",
             ChainProblem::Conflict { .. } => "conflict",
             ChainProblem::Replay { .. } => "replay",
+            ChainProblem::Splice { .. } => "splice",
+            ChainProblem::Forged { .. } => "forged",
         }
     }
 }
 
-/// Judges `event` against the host's `head`; `holder` is the chain hash of a stored event
-/// with the same sequence number, if any.
-pub fn check(head: Option<Head>, event: &DriftEvent, holder: Option<ContentHash>) -> Verdict {
+/// What the store holds around a sequence number below the head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Neighbours {
+    /// The chain hash of a stored event with the same sequence number.
+    pub holder: Option<ContentHash>,
+    /// The chain hash of the stored event just before (the genesis hash for seq 1).
+    pub predecessor: Option<ContentHash>,
+    /// The `prev_hash` of the stored event just after.
+    pub successor_prev: Option<ContentHash>,
+}
+
+/// Judges `event` (whose chain hash is `hash`) against the host's `head`; below the head,
+/// against what the store holds around its number.
+pub fn check(
+    head: Option<Head>,
+    event: &DriftEvent,
+    hash: ContentHash,
+    around: Neighbours,
+) -> Verdict {
     let head = head.unwrap_or(Head {
         seq: 0,
         hash: DriftEvent::GENESIS,
     });
     if event.seq <= head.seq {
-        return match holder {
-            Some(existing) => Verdict::Conflict { existing },
-            None => Verdict::Late,
-        };
+        if let Some(existing) = around.holder {
+            return Verdict::Conflict { existing };
+        }
+        let predecessor_differs = around.predecessor.is_some_and(|p| p != event.prev_hash);
+        let successor_differs = around.successor_prev.is_some_and(|p| p != hash);
+        if predecessor_differs || successor_differs {
+            return Verdict::Splice {
+                predecessor_differs,
+                successor_differs,
+            };
+        }
+        return Verdict::Late;
     }
     if event.seq > head.seq + 1 {
         return Verdict::Gap {
@@ -106,6 +181,15 @@ impl Verdict {
                 got_prev: event.prev_hash.to_hex(),
             }),
             Verdict::Conflict { .. } => Some(ChainProblem::Conflict { seq: event.seq }),
+            Verdict::Splice {
+                predecessor_differs,
+                successor_differs,
+            } => Some(ChainProblem::Splice {
+                seq: event.seq,
+                event_id: event.id,
+                predecessor_differs: *predecessor_differs,
+                successor_differs: *successor_differs,
+            }),
         }
     }
 
@@ -116,7 +200,117 @@ impl Verdict {
             Verdict::Fork { .. } => "fork",
             Verdict::Late => "late",
             Verdict::Conflict { .. } => "conflict",
+            Verdict::Splice { .. } => "splice",
         }
+    }
+}
+
+/// What the collector keeps of a host's chain key: the key of the lowest sequence number
+/// not yet received (`floor`: every number below it is stored, or was given up on) and the
+/// key of the number after the highest stored one (`next`). Any number it may still
+/// receive is at or above `floor`, so its key is derived forward from one of them, at most
+/// [`MAX_SEQ_AHEAD`] steps (plus a batch) away. Read and written once per batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainKeys {
+    pub floor_seq: u64,
+    pub floor: ChainKey,
+    pub next_seq: u64,
+    pub next: ChainKey,
+    /// The last key derived while checking a batch: events come in order, so the next one
+    /// is usually one step on.
+    cursor: Option<(u64, ChainKey)>,
+}
+
+/// The result of authenticating one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authenticity {
+    /// Its MAC is the one the key of its `seq` makes.
+    Authentic,
+    /// The host has no chain key (enrolled before chain keys existed).
+    Unauthenticated,
+    Forged(Forgery),
+}
+
+impl ChainKeys {
+    /// A freshly enrolled host: `first` is the key of sequence number 1.
+    pub fn enrolled(first: ChainKey) -> ChainKeys {
+        ChainKeys::stored(1, first.clone(), 1, first)
+    }
+
+    pub fn stored(floor_seq: u64, floor: ChainKey, next_seq: u64, next: ChainKey) -> ChainKeys {
+        ChainKeys {
+            floor_seq,
+            floor,
+            next_seq,
+            next,
+            cursor: None,
+        }
+    }
+
+    /// The key of `seq`, if it can still be derived within bounds.
+    pub fn key_for(&mut self, seq: u64) -> Option<ChainKey> {
+        if seq < self.floor_seq || seq > self.next_seq.saturating_add(MAX_SEQ_AHEAD) {
+            return None;
+        }
+        let (mut at, mut key) = if seq >= self.next_seq {
+            (self.next_seq, self.next.clone())
+        } else {
+            (self.floor_seq, self.floor.clone())
+        };
+        if let Some((cursor_seq, cursor_key)) = &self.cursor
+            && *cursor_seq <= seq
+            && *cursor_seq > at
+        {
+            (at, key) = (*cursor_seq, cursor_key.clone());
+        }
+        while at < seq {
+            key.advance();
+            at += 1;
+        }
+        self.cursor = Some((seq, key.clone()));
+        Some(key)
+    }
+
+    /// Checks `event`'s MAC against the key of its `seq`.
+    pub fn authenticate(&mut self, event: &DriftEvent, encoded: &EncodedEvent) -> Authenticity {
+        let Some(mac) = event.mac else {
+            return Authenticity::Forged(Forgery::MissingMac);
+        };
+        match self.key_for(event.seq) {
+            None => Authenticity::Forged(Forgery::Unverifiable),
+            Some(key) if encoded.mac_with(&key) == mac => Authenticity::Authentic,
+            Some(_) => Authenticity::Forged(Forgery::WrongMac),
+        }
+    }
+
+    /// Moves `next` past `seq`, an event just stored above the previous head.
+    pub fn stored_up_to(&mut self, seq: u64) {
+        if seq < self.next_seq {
+            return;
+        }
+        let mut key = self
+            .key_for(seq)
+            .expect("a stored number was verifiable, so its key derives");
+        key.advance();
+        self.next_seq = seq + 1;
+        self.next = key;
+    }
+
+    /// Raises `floor` to `seq` (every number below it is stored) and never lets it trail
+    /// `next` by more than [`MAX_SEQ_AHEAD`]: a hole older than that is given up on, and an
+    /// event claiming it later is unverifiable.
+    pub fn raise_floor(&mut self, seq: u64) {
+        let seq = seq
+            .max(self.next_seq.saturating_sub(MAX_SEQ_AHEAD))
+            .min(self.next_seq);
+        if seq <= self.floor_seq {
+            return;
+        }
+        let key = self
+            .key_for(seq)
+            .expect("a number between floor and next derives");
+        self.floor_seq = seq;
+        self.floor = key;
     }
 }
 
@@ -150,7 +344,12 @@ mod tests {
             observed_at: OffsetDateTime::UNIX_EPOCH,
             provenance: None,
             related: None,
+            mac: None,
         }
+    }
+
+    fn judge(head: Option<Head>, event: &DriftEvent, around: Neighbours) -> Verdict {
+        check(head, event, event.chain_hash(), around)
     }
 
     fn head(event: &DriftEvent) -> Option<Head> {
@@ -163,9 +362,12 @@ mod tests {
     #[test]
     fn a_well_formed_chain_extends() {
         let first = event(1, DriftEvent::GENESIS);
-        assert_eq!(check(None, &first, None), Verdict::Next);
+        assert_eq!(judge(None, &first, Neighbours::default()), Verdict::Next);
         let second = event(2, first.chain_hash());
-        assert_eq!(check(head(&first), &second, None), Verdict::Next);
+        assert_eq!(
+            judge(head(&first), &second, Neighbours::default()),
+            Verdict::Next
+        );
     }
 
     #[test]
@@ -173,18 +375,21 @@ mod tests {
         let first = event(1, DriftEvent::GENESIS);
         let fifth = event(5, ContentHash([7; 32]));
         assert_eq!(
-            check(head(&first), &fifth, None),
+            judge(head(&first), &fifth, Neighbours::default()),
             Verdict::Gap { from: 2, to: 4 }
         );
         // An agent whose first event the collector sees is not 1.
-        assert_eq!(check(None, &fifth, None), Verdict::Gap { from: 1, to: 4 });
+        assert_eq!(
+            judge(None, &fifth, Neighbours::default()),
+            Verdict::Gap { from: 1, to: 4 }
+        );
     }
 
     #[test]
     fn a_wrong_previous_hash_is_a_fork() {
         let first = event(1, DriftEvent::GENESIS);
         let forged = event(2, ContentHash([1; 32]));
-        let verdict = check(head(&first), &forged, None);
+        let verdict = judge(head(&first), &forged, Neighbours::default());
         assert_eq!(
             verdict,
             Verdict::Fork {
@@ -196,7 +401,7 @@ mod tests {
             Some(ChainProblem::Fork { seq: 2, .. })
         ));
         assert_eq!(
-            check(None, &event(1, ContentHash([1; 32])), None).name(),
+            judge(None, &event(1, ContentHash([1; 32])), Neighbours::default()).name(),
             "fork"
         );
     }
@@ -205,12 +410,142 @@ mod tests {
     fn old_numbers_fill_holes_or_conflict() {
         let third = event(3, ContentHash([3; 32]));
         let second = event(2, ContentHash([2; 32]));
-        assert_eq!(check(head(&third), &second, None), Verdict::Late);
-        assert_eq!(check(head(&third), &second, None).problem(&second), None);
+        assert_eq!(
+            judge(head(&third), &second, Neighbours::default()),
+            Verdict::Late
+        );
+        assert_eq!(
+            judge(head(&third), &second, Neighbours::default()).problem(&second),
+            None
+        );
         let other = ContentHash([9; 32]);
         assert_eq!(
-            check(head(&third), &second, Some(other)),
+            judge(
+                head(&third),
+                &second,
+                Neighbours {
+                    holder: Some(other),
+                    ..Default::default()
+                }
+            ),
             Verdict::Conflict { existing: other }
         );
+    }
+
+    #[test]
+    fn a_gap_filler_must_fit_both_neighbours() {
+        let first = event(1, DriftEvent::GENESIS);
+        let second = event(2, first.chain_hash());
+        let third = event(3, second.chain_hash());
+        let around = Neighbours {
+            holder: None,
+            predecessor: Some(first.chain_hash()),
+            successor_prev: Some(third.prev_hash),
+        };
+        assert_eq!(judge(head(&third), &second, around), Verdict::Late);
+        // A forged filler: linked to the predecessor, but not what the successor names.
+        let forged = event(2, first.chain_hash());
+        let verdict = judge(head(&third), &forged, around);
+        assert_eq!(
+            verdict,
+            Verdict::Splice {
+                predecessor_differs: false,
+                successor_differs: true
+            }
+        );
+        assert!(matches!(
+            verdict.problem(&forged),
+            Some(ChainProblem::Splice { seq: 2, .. })
+        ));
+        // Linked to something else than the stored predecessor.
+        let astray = event(2, ContentHash([8; 32]));
+        assert_eq!(
+            judge(
+                head(&third),
+                &astray,
+                Neighbours {
+                    successor_prev: None,
+                    ..around
+                }
+            ),
+            Verdict::Splice {
+                predecessor_differs: true,
+                successor_differs: false
+            }
+        );
+        // Neighbours not stored (a wider hole) cannot be compared yet.
+        assert_eq!(
+            judge(head(&third), &astray, Neighbours::default()),
+            Verdict::Late
+        );
+    }
+
+    fn sealed(keys: &ChainKey, seq: u64) -> (DriftEvent, EncodedEvent) {
+        let mut event = event(seq, ContentHash([seq as u8; 32]));
+        let encoded = event.seal(&keys.forward(seq - 1));
+        (event, encoded)
+    }
+
+    #[test]
+    fn macs_verify_with_the_key_of_their_number_only() {
+        let first = ChainKey::from_bytes([3; 32]);
+        let mut keys = ChainKeys::enrolled(first.clone());
+        let (one, encoded) = sealed(&first, 1);
+        assert_eq!(keys.authenticate(&one, &encoded), Authenticity::Authentic);
+        keys.stored_up_to(1);
+        assert_eq!((keys.next_seq, &keys.next), (2, &first.next()));
+        // Made with the key of 1 but claiming 2 (what root holding an old key would do).
+        let mut replayed = event(2, one.chain_hash());
+        let replayed_json = replayed.seal(&first);
+        assert_eq!(
+            keys.authenticate(&replayed, &replayed_json),
+            Authenticity::Forged(Forgery::WrongMac)
+        );
+        let (mut bare, _) = sealed(&first, 2);
+        bare.mac = None;
+        assert_eq!(
+            keys.authenticate(&bare, &bare.encode()),
+            Authenticity::Forged(Forgery::MissingMac)
+        );
+        // An edit after sealing.
+        let (mut edited, _) = sealed(&first, 2);
+        edited.changed.push("mode".into());
+        assert_eq!(
+            keys.authenticate(&edited, &edited.encode()),
+            Authenticity::Forged(Forgery::WrongMac)
+        );
+    }
+
+    #[test]
+    fn keys_derive_forward_within_bounds_and_never_below_the_floor() {
+        let first = ChainKey::from_bytes([4; 32]);
+        let mut keys = ChainKeys::enrolled(first.clone());
+        // A gap: 5 arrives first; 2..=4 are holes, still verifiable from the floor.
+        let (five, encoded) = sealed(&first, 5);
+        assert_eq!(keys.authenticate(&five, &encoded), Authenticity::Authentic);
+        keys.stored_up_to(5);
+        keys.raise_floor(1);
+        assert_eq!((keys.floor_seq, keys.next_seq), (1, 6));
+        let (three, encoded) = sealed(&first, 3);
+        assert_eq!(keys.authenticate(&three, &encoded), Authenticity::Authentic);
+        keys.raise_floor(3);
+        assert_eq!(keys.floor, first.forward(2));
+        let (one, encoded) = sealed(&first, 1);
+        assert_eq!(
+            keys.authenticate(&one, &encoded),
+            Authenticity::Forged(Forgery::Unverifiable),
+            "below the floor"
+        );
+        assert!(keys.key_for(6 + MAX_SEQ_AHEAD).is_some());
+        assert!(
+            keys.key_for(7 + MAX_SEQ_AHEAD).is_none(),
+            "absurdly far ahead"
+        );
+        // A floor never trails next by more than the bound: old holes are given up.
+        keys.next_seq += 3 * MAX_SEQ_AHEAD;
+        keys.next = first.forward(keys.next_seq - 1);
+        keys.raise_floor(3);
+        assert_eq!(keys.floor_seq, keys.next_seq - MAX_SEQ_AHEAD);
+        assert_eq!(keys.floor, first.forward(keys.floor_seq - 1));
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod attrs;
+pub mod chain_key;
 pub mod hash;
 pub mod pathbytes;
 pub mod pattern;

@@ -19,4 +19,5 @@ mod integrity;
 mod matching;
 mod people;
 mod permissions;
+mod spool_chain;
 mod state;

@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use driftwatch_common::api::v1::{ChangeKind, DriftEvent, SeenBy, SubjectKey, SubjectState};
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -301,6 +302,8 @@ pub struct FakeAgent {
     pub credential: String,
     seq: Cell<u64>,
     prev: Cell<ContentHash>,
+    /// The chain key of seq 1 issued at enrollment (`None` from a collector without keys).
+    pub chain_key: Option<ChainKey>,
 }
 
 impl FakeAgent {
@@ -326,6 +329,8 @@ impl FakeAgent {
             credential: answer["credential"].as_str().unwrap().to_owned(),
             seq: Cell::new(0),
             prev: Cell::new(DriftEvent::GENESIS),
+            chain_key: serde_json::from_value(answer["chain_key"].clone())
+                .expect("a chain key or none"),
         }
     }
 
@@ -348,17 +353,41 @@ impl FakeAgent {
             observed_at: time::OffsetDateTime::now_utc(),
             provenance: None,
             related: None,
+            mac: None,
         })
     }
 
-    /// `event` as this agent's next one: its host id, sequence number and chain link.
+    /// `event` as this agent's next one: its host id, sequence number and chain link, and
+    /// its MAC with the chain key of its number.
     pub fn chain(&self, mut event: DriftEvent) -> DriftEvent {
         self.seq.set(self.seq.get() + 1);
         event.host_id = self.id;
         event.seq = self.seq.get();
         event.prev_hash = self.prev.get();
+        self.seal(&mut event);
         self.prev.set(event.chain_hash());
         event
+    }
+
+    /// (Re)computes `event`'s MAC with the key of its `seq`, as the real agent does.
+    pub fn seal(&self, event: &mut DriftEvent) {
+        match &self.chain_key {
+            // Beyond a million the derivation is too long for a test (and such a number is
+            // refused before any MAC is looked at): any key will do.
+            Some(first) if event.seq > 1 << 20 => {
+                event.seal(first);
+            }
+            Some(first) => {
+                event.seal(&first.forward(event.seq - 1));
+            }
+            None => event.mac = None,
+        }
+    }
+
+    /// Skips sequence numbers: the next event made is `seq`.
+    pub fn jump_to(&self, seq: u64, prev: ContentHash) {
+        self.seq.set(seq - 1);
+        self.prev.set(prev);
     }
 
     /// The sequence number of the last event made.

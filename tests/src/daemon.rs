@@ -28,6 +28,7 @@ use driftwatch_common::api::v1::{
     AgentCommand, ApiError, ApiErrorBody, CommandResult, DriftEvent, EnrollRequest, EnrollResponse,
     EventBatch, Heartbeat, HeartbeatResponse, IngestAck,
 };
+use driftwatch_common::chain_key::ChainKey;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -37,6 +38,8 @@ use crate::{HostDir, agent_bin, p};
 pub const TOKEN: &str = "enroll-me";
 /// The credential it issues.
 pub const CREDENTIAL: &str = "agent-credential-0123456789";
+/// The chain key of sequence number 1 this collector issues at enrollment.
+pub const CHAIN_KEY: [u8; 32] = [0x5a; 32];
 
 /// How the test collector answers `POST /api/v1/events`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,12 +207,14 @@ impl TestCollector {
     }
 
     /// Checks the agent's hash chain over every distinct event: sequence numbers 1..=n
-    /// without a gap, each `prev_hash` the hash of the one before. Returns n.
+    /// without a gap, each `prev_hash` the hash of the one before, each `mac` made with
+    /// the key of its number (when the agent enrolled here). Returns n.
     #[track_caller]
     pub fn verify_chain(&self) -> u64 {
         let mut events = self.events();
         events.sort_by_key(|e| e.seq);
         let mut prev = DriftEvent::GENESIS;
+        let mut key = ChainKey::from_bytes(CHAIN_KEY);
         for (index, event) in events.iter().enumerate() {
             assert_eq!(
                 event.seq,
@@ -217,7 +222,17 @@ impl TestCollector {
                 "gap or duplicate seq: {events:#?}"
             );
             assert_eq!(event.prev_hash, prev, "broken chain at seq {}", event.seq);
-            prev = event.chain_hash();
+            let encoded = event.encode();
+            if event.mac.is_some() {
+                assert_eq!(
+                    event.mac,
+                    Some(encoded.mac_with(&key)),
+                    "bad mac at seq {}",
+                    event.seq
+                );
+            }
+            key.advance();
+            prev = encoded.chain_hash();
         }
         events.len() as u64
     }
@@ -278,6 +293,7 @@ async fn enroll(State(shared): State<Arc<Shared>>, Json(request): Json<EnrollReq
     Json(EnrollResponse {
         host_id,
         credential: CREDENTIAL.into(),
+        chain_key: Some(ChainKey::from_bytes(CHAIN_KEY)),
     })
     .into_response()
 }
@@ -322,6 +338,7 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                 accepted,
                 duplicates,
                 last_seq,
+                rejected: 0,
             })
             .into_response()
         }
@@ -329,6 +346,7 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             accepted,
             duplicates,
             last_seq,
+            rejected: 0,
         })
         .into_response(),
     }

@@ -128,11 +128,24 @@ impl Shipper {
             .post::<IngestAck>("events", batch_json(&batch), true)
             .await;
         let outcome = match result {
-            Ok(ack) if ack.accepted as usize + ack.duplicates as usize == batch.len() => Ok(ack),
+            Ok(ack)
+                if ack.accepted as usize + ack.duplicates as usize + ack.rejected as usize
+                    == batch.len() =>
+            {
+                if ack.rejected > 0 {
+                    // The collector found them forged (edited in this spool): it has alerted.
+                    error!(
+                        rejected = ack.rejected,
+                        "the collector refused events as forgeries (the spool was tampered with)"
+                    );
+                }
+                Ok(ack)
+            }
             Ok(ack) => Err(ShipError::BadAnswer(format!(
-                "acknowledged {} + {} duplicate(s) of {} events",
+                "acknowledged {} + {} duplicate(s) + {} refused of {} events",
                 ack.accepted,
                 ack.duplicates,
+                ack.rejected,
                 batch.len()
             ))),
             Err(err) => Err(err),

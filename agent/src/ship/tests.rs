@@ -49,12 +49,14 @@ async fn events(
             accepted: n,
             duplicates: 0,
             last_seq: 0,
+            rejected: 0,
         })
         .into_response(),
         Answer::PartialAck => axum::Json(IngestAck {
             accepted: n - 1,
             duplicates: 0,
             last_seq: 0,
+            rejected: 0,
         })
         .into_response(),
         Answer::Error => (

@@ -166,6 +166,63 @@ fn peek_respects_both_bounds_and_ack_deletes_only_its_range() {
     assert_eq!(spool.depth().unwrap().events, 3);
 }
 
+/// Whether `needle` occurs anywhere in the spool's files (database and WAL).
+fn on_disk(dir: &tempfile::TempDir, needle: &[u8]) -> bool {
+    ["spool.db", "spool.db-wal"].iter().any(|name| {
+        std::fs::read(dir.path().join(name))
+            .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn enrollment_keys_the_chain_and_each_commit_ratchets_and_erases_the_used_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    commit(&mut spool, &[drift("/a", 1)], ROOMY);
+    assert!(!spool.chain_keyed().unwrap());
+    let first = ChainKey::from_bytes([42; 32]);
+    let host = Uuid::now_v7();
+    assert_eq!(spool.adopt_identity(host, Some(first.clone())).unwrap(), 1);
+    assert!(spool.chain_keyed().unwrap());
+    commit(&mut spool, &[drift("/b", 2), drift("/c", 3)], ROOMY);
+    let events: Vec<(String, DriftEvent)> = spool
+        .peek(10, u64::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let event = serde_json::from_str(&s.body).unwrap();
+            (s.body, event)
+        })
+        .collect();
+    let mut key = first.clone();
+    let mut prev = DriftEvent::GENESIS;
+    for (body, event) in &events {
+        let encoded = event.encode();
+        assert_eq!(&encoded.json, body, "spooled bytes are the wire bytes");
+        assert_eq!(event.prev_hash, prev);
+        assert_eq!(event.mac, Some(encoded.mac_with(&key)), "seq {}", event.seq);
+        prev = encoded.chain_hash();
+        key.advance();
+    }
+    // Only the key of the next number (4) is left; the used ones are gone from the files.
+    assert!(on_disk(&dir, key.as_bytes()), "the next key is kept");
+    for used in [first.clone(), first.next(), first.next().next()] {
+        assert!(
+            !on_disk(&dir, used.as_bytes()),
+            "a used key is still on disk"
+        );
+    }
+    drop(spool);
+    let mut spool = open(&dir);
+    let next = commit(&mut spool, &[drift("/d", 4)], ROOMY);
+    assert_eq!(next.events[0].seq, 4);
+    assert_eq!(
+        next.events[0].mac,
+        Some(next.events[0].encode().mac_with(&key))
+    );
+}
+
 #[test]
 fn adopting_an_identity_restamps_and_rechains_undelivered_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,8 +235,8 @@ fn adopting_an_identity_restamps_and_rechains_undelivered_events() {
     );
     spool.ack(1, 1).unwrap();
     let host = Uuid::now_v7();
-    assert_eq!(spool.adopt_identity(host).unwrap(), 2);
-    assert_eq!(spool.adopt_identity(host).unwrap(), 0, "idempotent");
+    assert_eq!(spool.adopt_identity(host, None).unwrap(), 2);
+    assert_eq!(spool.adopt_identity(host, None).unwrap(), 0, "idempotent");
     let events: Vec<DriftEvent> = spool
         .peek(10, u64::MAX)
         .unwrap()
@@ -279,4 +336,28 @@ fn a_version_1_spool_keeps_its_events_and_gains_the_state_subjects_table() {
     spool.forget_subject(&eve).unwrap();
     assert!(spool.reported_state().unwrap().is_empty());
     assert_eq!(spool.reported().unwrap().len(), 1);
+}
+
+#[test]
+fn numbers_rewound_under_the_key_continue_from_the_key_so_the_collector_sees_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    let first = ChainKey::from_bytes([9; 32]);
+    spool
+        .adopt_identity(Uuid::now_v7(), Some(first.clone()))
+        .unwrap();
+    commit(
+        &mut spool,
+        &[drift("/a", 1), drift("/b", 2), drift("/c", 3)],
+        ROOMY,
+    );
+    // Root deletes seq 3 and winds the numbers back; the key (of seq 4) stays.
+    spool
+        .conn
+        .execute_batch("DELETE FROM events WHERE seq = 3; UPDATE state SET last_seq = 2;")
+        .unwrap();
+    let next = commit(&mut spool, &[drift("/d", 4)], ROOMY);
+    let event = &next.events[0];
+    assert_eq!(event.seq, 4, "never re-uses a number under a later key");
+    assert_eq!(event.mac, Some(event.encode().mac_with(&first.forward(3))));
 }

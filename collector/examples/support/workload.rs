@@ -10,6 +10,7 @@ use driftwatch_collector::windows::{HostScope, WindowKind};
 use driftwatch_common::api::v1::{
     Actor, ChangeKind, DriftEvent, Provenance, SeenBy, SubjectKey, SubjectState,
 };
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
 
 pub const BATCH: usize = 500;
@@ -99,19 +100,23 @@ fn actor(n: u64) -> Option<Actor> {
     })
 }
 
-/// One agent's chain: its host id, last seq and chain hash.
+/// One agent's chain: its host id, last seq and chain hash, and the chain key of the next
+/// seq (each event is MAC'd like a real agent's, and the key ratcheted).
 pub struct Chain {
     pub host_id: uuid::Uuid,
     pub seq: u64,
     pub prev: ContentHash,
+    pub key: Option<ChainKey>,
 }
 
 impl Chain {
-    pub fn new(host_id: uuid::Uuid) -> Chain {
+    /// `key`: the chain key the enrollment answer carried.
+    pub fn new(host_id: uuid::Uuid, key: Option<ChainKey>) -> Chain {
         Chain {
             host_id,
             seq: 0,
             prev: DriftEvent::GENESIS,
+            key,
         }
     }
 
@@ -123,7 +128,7 @@ impl Chain {
                 self.seq += 1;
                 let seq = self.seq;
                 let file = i.is_multiple_of(2);
-                let event = DriftEvent {
+                let mut event = DriftEvent {
                     id: uuid::Uuid::now_v7(),
                     host_id: self.host_id,
                     seq,
@@ -151,8 +156,16 @@ impl Chain {
                     }),
                     related: None,
                     summary: None,
+                    mac: None,
                 };
-                self.prev = event.chain_hash();
+                self.prev = match &mut self.key {
+                    Some(key) => {
+                        let sealed = event.seal(key);
+                        key.advance();
+                        sealed.chain_hash()
+                    }
+                    None => event.chain_hash(),
+                };
                 event
             })
             .collect()

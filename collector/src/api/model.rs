@@ -145,6 +145,11 @@ pub struct HostView {
     pub health: Option<AgentHealth>,
     pub reported_seq: u64,
     pub stored_seq: u64,
+    /// `authenticated`: events carry MACs from the forward-secure chain key issued at
+    /// enrollment. `unauthenticated`: enrolled before chain keys; only hash-chained, so
+    /// root on the host can delete or edit spooled events unseen. Enroll it again.
+    #[serde(default)]
+    pub chain: String,
 }
 
 impl HostView {
@@ -162,6 +167,12 @@ impl HostView {
             health: h.health.clone(),
             reported_seq: h.reported_seq,
             stored_seq: h.stored_seq,
+            chain: if h.chain_keyed {
+                "authenticated"
+            } else {
+                "unauthenticated"
+            }
+            .into(),
         }
     }
 }

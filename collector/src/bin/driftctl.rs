@@ -592,8 +592,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             client.list(&hosts, |h| {
                 let seen = h.last_seen_at.as_deref().unwrap_or("never");
                 let silent = if h.silent { "  SILENT" } else { "" };
+                // Hosts enrolled before chain keys: their spool can be edited unseen.
+                let unkeyed = if h.chain == "unauthenticated" {
+                    "  CHAIN UNAUTHENTICATED (enroll again)"
+                } else {
+                    ""
+                };
                 format!(
-                    "{}  {:<24} last heartbeat {seen}, skew {} ms{silent}",
+                    "{}  {:<24} last heartbeat {seen}, skew {} ms{silent}{unkeyed}",
                     h.id, h.hostname, h.skew_ms
                 )
             });

@@ -598,6 +598,7 @@ mod tests {
                         provenance: None,
                         related: None,
                         summary: None,
+                        mac: None,
                     },
                     received_at: 10,
                     event_time: 5,

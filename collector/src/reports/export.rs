@@ -412,6 +412,7 @@ mod tests {
                     provenance: None,
                     related: None,
                     summary: None,
+                    mac: None,
                 },
                 received_at: 1000,
                 event_time: 900,

@@ -41,12 +41,14 @@ struct Agent {
     host_id: Uuid,
     seq: u64,
     prev: ContentHash,
+    /// The chain key of seq 1 the host was enrolled with, if any.
+    key: Option<ChainKey>,
 }
 
 impl Agent {
     fn event(&mut self, subject: &str, kind: ChangeKind, version: &str) -> DriftEvent {
         self.seq += 1;
-        let event = DriftEvent {
+        let mut event = DriftEvent {
             id: Uuid::now_v7(),
             host_id: self.host_id,
             seq: self.seq,
@@ -63,11 +65,17 @@ impl Agent {
             observed_at: time::OffsetDateTime::from_unix_timestamp(T0 / 1000).unwrap(),
             provenance: None,
             related: None,
+            mac: None,
         };
+        if let Some(first) = &self.key {
+            event.seal(&first.forward(self.seq - 1));
+        }
         self.prev = event.chain_hash();
         event
     }
 }
+
+const WEB_KEY: [u8; 32] = [11; 32];
 
 fn decided(event: DriftEvent, outcome: Outcome) -> Decided {
     Decided {
@@ -145,6 +153,7 @@ pub async fn story<S: Store>(store: S) {
         health: None,
         reported_seq: 0,
         stored_seq: 0,
+        chain_keyed: false,
     };
     let credential = |host: &Host| TokenRecord {
         host_id: Some(host.id),
@@ -162,6 +171,7 @@ pub async fn story<S: Store>(store: S) {
                 digest,
                 late.clone(),
                 credential(&late),
+                Some(ChainKey::from_bytes(WEB_KEY)),
                 audit("host.enrolled"),
             )
             .await;
@@ -173,6 +183,7 @@ pub async fn story<S: Store>(store: S) {
             [9; 32],
             web.clone(),
             credential(&web),
+            Some(ChainKey::from_bytes(WEB_KEY)),
             audit("host.enrolled"),
         )
         .await
@@ -186,6 +197,7 @@ pub async fn story<S: Store>(store: S) {
                     [9; 32],
                     again.clone(),
                     credential(&again),
+                    None,
                     audit("host.enrolled")
                 )
                 .await,
@@ -205,6 +217,7 @@ pub async fn story<S: Store>(store: S) {
         host_id: web.id,
         seq: 0,
         prev: DriftEvent::GENESIS,
+        key: Some(ChainKey::from_bytes(WEB_KEY)),
     };
     let first = agent.event("package:nginx", ChangeKind::Content, "1.24");
     let second = agent.event("package:nginx", ChangeKind::Content, "1.25");
@@ -300,6 +313,7 @@ pub async fn story<S: Store>(store: S) {
         host_id: Uuid::now_v7(),
         seq: 0,
         prev: DriftEvent::GENESIS,
+        key: None,
     };
     let refused = store
         .ingest(

@@ -19,6 +19,7 @@ use crate::audit::NewAudit;
 use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::matcher::Outcome;
 use crate::windows::{HostScope, Window, WindowKind, WindowStatus};
+use driftwatch_common::chain_key::ChainKey;
 
 const T0: Millis = 1_800_000_000_000;
 
@@ -26,10 +27,15 @@ fn audit(action: &str) -> NewAudit {
     NewAudit::new(T0, "auditor", action, "test", json!({}))
 }
 
-/// The event after `prev` in its host's chain (`None`: the first).
+/// The chain key of seq 1 a test host is enrolled with.
+pub fn key_of(host_id: Uuid) -> ChainKey {
+    ChainKey::from_bytes(driftwatch_common::hash::ContentHash::of(host_id.as_bytes()).0)
+}
+
+/// The event after `prev` in its host's chain (`None`: the first), MAC'd with its key.
 fn event(host_id: Uuid, prev: Option<&DriftEvent>, subject: &str, at: Millis) -> DriftEvent {
     let seq = prev.map_or(1, |p| p.seq + 1);
-    DriftEvent {
+    let mut event = DriftEvent {
         id: Uuid::now_v7(),
         host_id,
         seq,
@@ -48,7 +54,10 @@ fn event(host_id: Uuid, prev: Option<&DriftEvent>, subject: &str, at: Millis) ->
         provenance: None,
         related: None,
         summary: None,
-    }
+        mac: None,
+    };
+    event.seal(&key_of(host_id).forward(seq - 1));
+    event
 }
 
 /// Enrolls `name` through a fresh one-time enrollment token (`digest` tells tokens apart);
@@ -78,6 +87,7 @@ pub async fn enroll<S: Store>(store: &S, name: &str, digest: u8) -> Host {
         health: None,
         reported_seq: 0,
         stored_seq: 0,
+        chain_keyed: true,
     };
     let credential = TokenRecord {
         id: Uuid::now_v7(),
@@ -98,6 +108,7 @@ pub async fn enroll<S: Store>(store: &S, name: &str, digest: u8) -> Host {
             [digest; 32],
             host.clone(),
             credential,
+            Some(key_of(host.id)),
             audit("host.enrolled"),
         )
         .await

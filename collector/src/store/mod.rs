@@ -4,6 +4,7 @@
 //! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
 
 pub mod conformance;
+pub mod conformance_chain;
 pub mod conformance_evidence;
 pub mod conformance_people;
 pub mod sqlite;
@@ -14,6 +15,7 @@ use std::future::Future;
 use driftwatch_common::api::v1::{
     AgentCommand, AgentHealth, CommandOutcome, CommandResult, DriftEvent, Inventory, SubjectState,
 };
+use driftwatch_common::chain_key::ChainKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -97,6 +99,10 @@ pub struct Host {
     pub reported_seq: u64,
     /// The last sequence number stored.
     pub stored_seq: u64,
+    /// The host was enrolled with a chain key: its events are authenticated (false for
+    /// hosts enrolled before chain keys existed: "chain unauthenticated").
+    #[serde(default)]
+    pub chain_keyed: bool,
 }
 
 /// An event and the matcher's decision on it.
@@ -114,6 +120,8 @@ pub struct IngestOutcome {
     pub duplicates: u32,
     pub last_seq: u64,
     pub chain_problems: Vec<ChainProblem>,
+    /// Events refused as forgeries (not stored; each is among `chain_problems`).
+    pub rejected: u32,
 }
 
 /// A stored event with what the collector decided about it.
@@ -123,7 +131,8 @@ pub struct StoredEvent {
     pub received_at: Millis,
     pub event_time: Millis,
     pub outcome: Outcome,
-    /// `ok`, `gap`, `fork`, `late`, `conflict`.
+    /// `ok`, `gap`, `fork`, `late`, `conflict`, `splice`; `unauthenticated` for an event
+    /// that extends the chain of a host without a chain key.
     pub chain: String,
     pub drift_id: Option<Uuid>,
 }
@@ -385,13 +394,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         audit: NewAudit,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Spends one use of the enrollment token `token_id` (its digest must be `digest`,
-    /// unexpired at `host.enrolled_at`) and records the host with its credential.
+    /// unexpired at `host.enrolled_at`) and records the host with its credential and the
+    /// chain key of its sequence number 1 (`None`: its chain stays unauthenticated).
     fn enroll(
         &self,
         token_id: Uuid,
         digest: [u8; 32],
         host: Host,
         credential: TokenRecord,
+        chain_key: Option<ChainKey>,
         audit: NewAudit,
     ) -> impl Future<Output = Result<()>> + Send;
 

@@ -14,6 +14,7 @@ use driftwatch_collector::store::SqliteStore;
 use driftwatch_common::api::v1::{
     ChangeKind, DriftEvent, EnrollResponse, EventBatch, SeenBy, SubjectKey, SubjectState,
 };
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
 use driftwatch_config::collector::{AlertSink, SinkTarget, Transport};
 use reqwest::{Method, StatusCode};
@@ -190,6 +191,7 @@ impl Server {
             credential: answer.credential,
             seq: Cell::new(0),
             prev: Cell::new(DriftEvent::GENESIS),
+            key: answer.chain_key.expect("a chain key at enrollment"),
         }
     }
 
@@ -238,6 +240,8 @@ pub struct Agent {
     /// Interior mutability so that `server.report(&agent, &[agent.event(..)])` reads well.
     pub seq: Cell<u64>,
     pub prev: Cell<ContentHash>,
+    /// The chain key of seq 1: each event is MAC'd with the key of its seq.
+    pub key: ChainKey,
 }
 
 impl Agent {
@@ -254,7 +258,7 @@ impl Agent {
         at: Millis,
     ) -> DriftEvent {
         self.seq.set(self.seq.get() + 1);
-        let event = DriftEvent {
+        let mut event = DriftEvent {
             id: Uuid::now_v7(),
             host_id: self.host_id,
             seq: self.seq.get(),
@@ -276,7 +280,9 @@ impl Agent {
             .unwrap(),
             provenance: None,
             related: None,
+            mac: None,
         };
+        event.seal(&self.key.forward(self.seq.get() - 1));
         self.prev.set(event.chain_hash());
         event
     }

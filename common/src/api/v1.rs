@@ -18,12 +18,19 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::chain_key::{ChainKey, Mac};
 use crate::hash::ContentHash;
 use crate::pathbytes;
 use crate::state::FileState;
 
 /// The URL prefix of this version.
 pub const PREFIX: &str = "/api/v1";
+
+/// How far beyond the highest stored sequence number of a host an event's `seq` may be.
+/// An honest agent never skips numbers (it deletes only what was acknowledged); the bound
+/// keeps one absurd `seq` from moving the chain's head out of reach, and bounds the key
+/// derivations the collector does to verify an event.
+pub const MAX_SEQ_AHEAD: u64 = 100_000;
 
 /// What is tracked: `file:/etc/ssh/sshd_config` (the path escaped as in
 /// [`pathbytes::escape`]) or a state key such as `package:openssh-server`,
@@ -129,7 +136,11 @@ pub struct Provenance {
 /// Events form a per-agent hash chain: `seq` counts up from 1 and
 /// `prev_hash` is the [`DriftEvent::chain_hash`] of the previous event (all
 /// zeros for the first), so the collector can prove nothing was dropped,
-/// reordered or forged between host and collector.
+/// reordered or forged between host and collector. Each event is also
+/// authenticated by `mac` with a forward-secure per-agent key, so even root on
+/// the host cannot re-link or edit events spooled before it took the host.
+/// The collector refuses (400) a `seq` more than [`MAX_SEQ_AHEAD`] beyond the
+/// highest it stored for the host, and a batch whose `seq`s go down.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftEvent {
     /// Globally unique (UUIDv7, time-ordered).
@@ -161,19 +172,111 @@ pub struct DriftEvent {
     /// The other half of a rename (its event id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub related: Option<Uuid>,
+    /// The event's authentication tag: BLAKE3 keyed with the agent's chain key of this
+    /// `seq` ([`ChainKey`], issued at enrollment and ratcheted forward once per event) over
+    /// `0x01` and the canonical JSON (every field above, so `prev_hash` too, never `mac`
+    /// itself). Required from every host enrolled with a chain key: missing or wrong, the
+    /// event is refused as a forgery and raises a chain alert. Hosts enrolled before chain
+    /// keys existed send none and are shown as "chain unauthenticated". Always the last field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+}
+
+/// An event's JSON (exactly what is sent, spooled and stored) and where its canonical
+/// form, the JSON without `mac`, ends.
+#[derive(Clone, Debug)]
+pub struct EncodedEvent {
+    pub json: String,
+    canonical_end: usize,
+}
+
+impl EncodedEvent {
+    /// The canonical bytes in two pieces (no copy): `mac` is the last field, so the
+    /// canonical JSON is the JSON cut before `,"mac":...` and closed again.
+    pub fn canonical(&self) -> [&[u8]; 2] {
+        if self.canonical_end == self.json.len() {
+            [self.json.as_bytes(), b""]
+        } else {
+            [&self.json.as_bytes()[..self.canonical_end], b"}"]
+        }
+    }
+
+    /// The chain link: BLAKE3 over the canonical bytes.
+    pub fn chain_hash(&self) -> ContentHash {
+        let mut hasher = blake3::Hasher::new();
+        for piece in self.canonical() {
+            hasher.update(piece);
+        }
+        hasher.finalize().into()
+    }
+
+    /// The MAC `key` gives these canonical bytes.
+    pub fn mac_with(&self, key: &ChainKey) -> Mac {
+        key.mac(&self.canonical())
+    }
 }
 
 impl DriftEvent {
     /// The chain link: BLAKE3 over the event's canonical JSON (which includes
-    /// `prev_hash`). Canonical = this struct serialized by serde_json, fields
-    /// in declaration order.
+    /// `prev_hash` but not `mac`). Canonical = this struct serialized by serde_json,
+    /// fields in declaration order, `mac` left out.
     pub fn chain_hash(&self) -> ContentHash {
-        let bytes = serde_json::to_vec(self).expect("events always serialize");
-        ContentHash::of(&bytes)
+        self.encode().chain_hash()
     }
 
     /// `prev_hash` of the first event of an agent.
     pub const GENESIS: ContentHash = ContentHash([0; 32]);
+
+    /// The event's JSON, with its canonical part marked.
+    pub fn encode(&self) -> EncodedEvent {
+        let json = serde_json::to_string(self).expect("events always serialize");
+        let Some(mac) = &self.mac else {
+            let canonical_end = json.len();
+            return EncodedEvent {
+                json,
+                canonical_end,
+            };
+        };
+        let suffix = mac_suffix(mac);
+        if json.ends_with(&suffix) {
+            let canonical_end = json.len() - suffix.len();
+            return EncodedEvent {
+                json,
+                canonical_end,
+            };
+        }
+        // Not expected (serde_json writes fields in order, compactly): take the long way.
+        let mut bare = self.clone();
+        bare.mac = None;
+        let canonical = bare.encode();
+        let canonical_end = canonical.json.len() - 1;
+        let json = format!("{}{suffix}", &canonical.json[..canonical_end]);
+        EncodedEvent {
+            json,
+            canonical_end,
+        }
+    }
+
+    /// Sets `mac` to the MAC of this event under `key` (the key of its `seq`) and returns
+    /// the JSON to spool and send.
+    pub fn seal(&mut self, key: &ChainKey) -> EncodedEvent {
+        self.mac = None;
+        let bare = self.encode();
+        let mac = bare.mac_with(key);
+        let canonical_end = bare.json.len() - 1;
+        let mut json = bare.json;
+        json.truncate(canonical_end);
+        json.push_str(&mac_suffix(&mac));
+        self.mac = Some(mac);
+        EncodedEvent {
+            json,
+            canonical_end,
+        }
+    }
+}
+
+fn mac_suffix(mac: &Mac) -> String {
+    format!(",\"mac\":\"{}\"}}", mac.to_hex())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +292,17 @@ pub struct IngestAck {
     pub duplicates: u32,
     /// The highest sequence number stored for this host.
     pub last_seq: u64,
+    /// Events refused as forgeries (missing or wrong `mac` from a host with a chain key, a
+    /// sequence number no longer verifiable, or another event at a number already stored):
+    /// not stored, each recorded in a chain alert. Sending them again cannot change that, so the agent deletes them like the
+    /// accepted ones. `accepted + duplicates + rejected` is the batch's length. Left out
+    /// when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +320,12 @@ pub struct EnrollResponse {
     pub host_id: Uuid,
     /// The agent's own credential: it can only report and read its commands.
     pub credential: String,
+    /// The chain key of sequence number 1 (64 hex digits): the agent MACs each event with
+    /// the key of its `seq` and ratchets it forward, erasing the old one (see
+    /// [`DriftEvent::mac`]). Keep it only in the spool, never beside the credential.
+    /// Absent from collectors older than chain keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_key: Option<ChainKey>,
 }
 
 /// Host inventory, from sysinfo.
@@ -392,7 +512,41 @@ mod tests {
             observed_at: OffsetDateTime::UNIX_EPOCH,
             provenance: None,
             related: None,
+            mac: None,
         }
+    }
+
+    #[test]
+    fn sealed_events_keep_their_chain_hash_and_verify() {
+        let key = ChainKey::from_bytes([5; 32]);
+        let mut sealed = event(1, DriftEvent::GENESIS);
+        let bare_hash = sealed.chain_hash();
+        let encoded = sealed.seal(&key);
+        let mac = sealed.mac.expect("sealed");
+        assert!(
+            encoded
+                .json
+                .ends_with(&format!(",\"mac\":\"{}\"}}", mac.to_hex()))
+        );
+        assert_eq!(
+            encoded.chain_hash(),
+            bare_hash,
+            "mac is not part of the link"
+        );
+        // What the collector does with the JSON it received.
+        let received: DriftEvent = serde_json::from_str(&encoded.json).unwrap();
+        let again = received.encode();
+        assert_eq!(again.json, encoded.json);
+        assert_eq!(again.chain_hash(), bare_hash);
+        assert_eq!(again.mac_with(&key), mac);
+        assert_ne!(again.mac_with(&key.next()), mac, "the key of another seq");
+        let mut edited = received.clone();
+        edited.seq = 2;
+        assert_ne!(
+            edited.encode().mac_with(&key),
+            mac,
+            "an edit breaks the mac"
+        );
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use driftwatch_common::chain_key::ChainKey;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
@@ -207,6 +208,7 @@ pub fn enroll(
     digest: &[u8; 32],
     host: &Host,
     credential: &TokenRecord,
+    chain_key: Option<&ChainKey>,
     audit: &NewAudit,
 ) -> Result<()> {
     let found: Option<(Digest, Millis, u32)> = conn
@@ -240,13 +242,23 @@ pub fn enroll(
             &driftwatch_common::api::v1::DriftEvent::GENESIS.0[..]
         ],
     )?;
+    if let Some(key) = chain_key {
+        // Sequence number 1 is both the lowest not yet received and the next.
+        conn.execute(
+            "UPDATE hosts SET chain_key_floor_seq = 1, chain_key_floor = ?2,
+                    chain_key_next_seq = 1, chain_key_next = ?2
+             WHERE id = ?1",
+            params![id(host.id), &key.as_bytes()[..]],
+        )?;
+    }
     write_token(conn, credential)?;
     audit::append(conn, audit)?;
     Ok(())
 }
 
 const HOST_COLUMNS: &str = "id, hostname, labels, agent_version, enrolled_at, last_seen_at, \
-                            skew_ms, inventory, health, reported_seq, chain_seq";
+                            skew_ms, inventory, health, reported_seq, chain_seq, \
+                            chain_key_next IS NOT NULL";
 
 pub fn host_row(r: &Row<'_>) -> rusqlite::Result<Host> {
     host_row_at(r, 0)
@@ -266,6 +278,7 @@ pub fn host_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Host> {
         health: r.get::<_, Option<Json<_>>>(at + 8)?.map(|j| j.0),
         reported_seq: r.get::<_, i64>(at + 9)? as u64,
         stored_seq: r.get::<_, i64>(at + 10)? as u64,
+        chain_keyed: r.get(at + 11)?,
     })
 }
 

@@ -1,11 +1,12 @@
 use driftwatch_common::api::v1::{AgentCommand, CommandOutcome, DriftEvent};
+use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::alerts::insert_alert;
 use super::rows::{Digest, Id, Json, Named, id, json, opt_id, seq};
-use crate::chain::{self, ChainProblem, Head};
+use crate::chain::{self, Authenticity, ChainKeys, ChainProblem, Head, Neighbours, Verdict};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus, ResolutionCategory, Step};
 use crate::store::{
@@ -18,23 +19,35 @@ pub fn ingest(
     events: &[Decided],
     received_at: Millis,
 ) -> Result<IngestOutcome> {
-    let (hostname, chain_seq, chain_hash): (String, i64, Digest) = conn
+    let (hostname, chain_seq, chain_hash, stored_keys) = conn
         .query_row(
-            "SELECT hostname, chain_seq, chain_hash FROM hosts WHERE id = ?1",
+            "SELECT hostname, chain_seq, chain_hash, chain_key_floor_seq, chain_key_floor,
+                    chain_key_next_seq, chain_key_next
+             FROM hosts WHERE id = ?1",
             [id(host_id)],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Digest>(2)?,
+                    chain_keys(r, 3)?,
+                ))
+            },
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no host {host_id}")))?;
+    let mut keys = stored_keys;
     let mut head = Head {
         seq: chain_seq as u64,
         hash: ContentHash(chain_hash.0),
     };
     let mut outcome = IngestOutcome::default();
+    let mut stored_seqs = Vec::new();
 
     for decided in events {
         let event = &decided.event;
-        let hash = event.chain_hash();
+        let encoded = event.encode();
+        let hash = encoded.chain_hash();
         let known: Option<Digest> = conn
             .query_row(
                 "SELECT chain_hash FROM events WHERE id = ?1",
@@ -54,17 +67,50 @@ pub fn ingest(
             continue;
         }
         let holder = if event.seq <= head.seq {
-            conn.query_row(
-                "SELECT chain_hash FROM events WHERE host_id = ?1 AND seq = ?2 LIMIT 1",
-                params![id(host_id), seq(event.seq)],
-                |r| r.get::<_, Digest>(0),
-            )
-            .optional()?
-            .map(|d| ContentHash(d.0))
+            stored_link(conn, host_id, event.seq, "chain_hash")?
         } else {
             None
         };
-        let verdict = chain::check(Some(head), event, holder);
+        // A host with a chain key: every event proves it was spooled with the key of its
+        // number, or it is refused. Another event at a number already held (the stored one
+        // was verified) is a conflict, refused too: it must not move drift (a "restored").
+        let authenticity = match (&mut keys, holder) {
+            (None, _) => Authenticity::Unauthenticated,
+            (Some(_), Some(_)) => {
+                outcome
+                    .chain_problems
+                    .push(ChainProblem::Conflict { seq: event.seq });
+                outcome.rejected += 1;
+                continue;
+            }
+            (Some(keys), None) => keys.authenticate(event, &encoded),
+        };
+        if let Authenticity::Forged(reason) = authenticity {
+            outcome.chain_problems.push(ChainProblem::Forged {
+                seq: event.seq,
+                event_id: event.id,
+                reason,
+            });
+            outcome.rejected += 1;
+            continue;
+        }
+        let around = if event.seq <= head.seq && holder.is_none() {
+            Neighbours {
+                holder,
+                predecessor: if event.seq == 1 {
+                    Some(DriftEvent::GENESIS)
+                } else {
+                    stored_link(conn, host_id, event.seq - 1, "chain_hash")?
+                },
+                successor_prev: stored_link(conn, host_id, event.seq + 1, "prev_hash")?,
+            }
+        } else {
+            Neighbours {
+                holder,
+                ..Neighbours::default()
+            }
+        };
+        let verdict = chain::check(Some(head), event, hash, around);
         if let Some(problem) = verdict.problem(event) {
             outcome.chain_problems.push(problem);
         }
@@ -74,6 +120,17 @@ pub fn ingest(
                 hash,
             };
         }
+        if let Some(keys) = &mut keys
+            && holder.is_none()
+        {
+            keys.stored_up_to(event.seq);
+            stored_seqs.push(event.seq);
+        }
+        // What the evidence shows: the chain's verdict, and whether it was authenticated.
+        let chain_word = match (&verdict, authenticity) {
+            (Verdict::Next, Authenticity::Unauthenticated) => "unauthenticated",
+            _ => verdict.name(),
+        };
 
         let drift_id = move_drift(conn, host_id, decided, received_at)?;
         conn.execute(
@@ -85,7 +142,7 @@ pub fn ingest(
                 id(host_id),
                 seq(event.seq),
                 &hash.0[..],
-                verdict.name(),
+                chain_word,
                 event.subject.0,
                 json(&event.kind).trim_matches('"'),
                 crate::clock::from_offset(event.observed_at),
@@ -95,16 +152,49 @@ pub fn ingest(
                 json(&decided.outcome),
                 opt_id(decided.outcome.window_id()),
                 opt_id(drift_id),
-                json(event)
+                encoded.json
             ],
         )?;
         outcome.accepted += 1;
     }
 
-    conn.execute(
-        "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1",
-        params![id(host_id), seq(head.seq), &head.hash.0[..]],
-    )?;
+    match &mut keys {
+        None => {
+            conn.execute(
+                "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1",
+                params![id(host_id), seq(head.seq), &head.hash.0[..]],
+            )?;
+        }
+        Some(keys) => {
+            let mut floor = keys.floor_seq;
+            for stored in &stored_seqs {
+                if *stored == floor {
+                    floor += 1;
+                }
+            }
+            // Events stored before this batch may follow a hole just filled.
+            while floor <= head.seq && stored_link(conn, host_id, floor, "chain_hash")?.is_some() {
+                floor += 1;
+            }
+            keys.raise_floor(floor);
+            // One statement per batch, as before keys: the head and the keys together.
+            conn.execute(
+                "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3,
+                        chain_key_floor_seq = ?4, chain_key_floor = ?5,
+                        chain_key_next_seq = ?6, chain_key_next = ?7
+                 WHERE id = ?1",
+                params![
+                    id(host_id),
+                    seq(head.seq),
+                    &head.hash.0[..],
+                    seq(keys.floor_seq),
+                    &keys.floor.as_bytes()[..],
+                    seq(keys.next_seq),
+                    &keys.next.as_bytes()[..]
+                ],
+            )?;
+        }
+    }
     for problem in &outcome.chain_problems {
         insert_alert(
             conn,
@@ -125,6 +215,47 @@ pub fn ingest(
     Ok(outcome)
 }
 
+/// `column` (`chain_hash`, or the `prev_hash` in the body) of the host's stored event `seq`.
+fn stored_link(
+    conn: &Connection,
+    host_id: Uuid,
+    number: u64,
+    column: &str,
+) -> Result<Option<ContentHash>> {
+    let sql = match column {
+        "chain_hash" => "SELECT chain_hash FROM events WHERE host_id = ?1 AND seq = ?2 LIMIT 1",
+        _ => {
+            "SELECT unhex(json_extract(body, '$.prev_hash')) FROM events
+              WHERE host_id = ?1 AND seq = ?2 LIMIT 1"
+        }
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    Ok(stmt
+        .query_row(params![id(host_id), seq(number)], |r| {
+            r.get::<_, Option<Digest>>(0)
+        })
+        .optional()?
+        .flatten()
+        .map(|d| ContentHash(d.0)))
+}
+
+/// The host's chain keys from four columns starting at `at` (all NULL: no key).
+fn chain_keys(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<ChainKeys>> {
+    let floor_seq: Option<i64> = r.get(at)?;
+    let floor: Option<Digest> = r.get(at + 1)?;
+    let next_seq: Option<i64> = r.get(at + 2)?;
+    let next: Option<Digest> = r.get(at + 3)?;
+    Ok(match (floor_seq, floor, next_seq, next) {
+        (Some(floor_seq), Some(floor), Some(next_seq), Some(next)) => Some(ChainKeys::stored(
+            floor_seq as u64,
+            ChainKey::from_bytes(floor.0),
+            next_seq as u64,
+            ChainKey::from_bytes(next.0),
+        )),
+        _ => None,
+    })
+}
+
 fn chain_summary(problem: &ChainProblem, hostname: &str) -> String {
     match problem {
         ChainProblem::Gap { from, to } => {
@@ -138,6 +269,17 @@ fn chain_summary(problem: &ChainProblem, hostname: &str) -> String {
         }
         ChainProblem::Replay { seq, event_id } => format!(
             "event {event_id} (seq {seq}) from {hostname} was sent again with different content"
+        ),
+        ChainProblem::Splice { seq, .. } => format!(
+            "event {seq} from {hostname} fills a gap but does not fit its stored neighbours (forged)"
+        ),
+        ChainProblem::Forged {
+            seq,
+            event_id,
+            reason,
+        } => format!(
+            "event {event_id} (seq {seq}) from {hostname} was refused as a forgery ({}): the host's spool was edited or the event made elsewhere",
+            reason.name()
         ),
     }
 }

@@ -196,7 +196,7 @@ ALTER TABLE windows ADD COLUMN schedule TEXT;
 DROP INDEX events_review;
 CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
 "#,
-    // people (segregation of duties by person, `crate::people`): every person's token
+    // 6: people (segregation of duties by person, `crate::people`): every person's token
     // names one; names are unique once normalised and as confusable skeletons. Tokens
     // record the token that created them, so an approval can see who minted the approver's
     // token. Tokens issued before this get a person at start (`App::adopt_legacy_tokens`).
@@ -211,6 +211,15 @@ CREATE TABLE people (
 ) STRICT;
 ALTER TABLE tokens ADD COLUMN person_id TEXT REFERENCES people(id);
 ALTER TABLE tokens ADD COLUMN created_by_token TEXT;
+"#,
+    // 7: forward-secure chain keys (issue 8): the key of the lowest sequence number not yet
+    // received and the key after the highest stored one (`chain::ChainKeys`). All NULL for a
+    // host enrolled before chain keys: its chain is shown as unauthenticated.
+    r#"
+ALTER TABLE hosts ADD COLUMN chain_key_floor_seq INTEGER;
+ALTER TABLE hosts ADD COLUMN chain_key_floor BLOB;
+ALTER TABLE hosts ADD COLUMN chain_key_next_seq INTEGER;
+ALTER TABLE hosts ADD COLUMN chain_key_next BLOB;
 "#,
 ];
 

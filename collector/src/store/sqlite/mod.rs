@@ -307,9 +307,20 @@ impl Store for SqliteStore {
         digest: [u8; 32],
         host: Host,
         credential: TokenRecord,
+        chain_key: Option<ChainKey>,
         audit: NewAudit,
     ) -> impl Future<Output = Result<()>> + Send {
-        self.write(move |tx| identity::enroll(tx, token_id, &digest, &host, &credential, &audit))
+        self.write(move |tx| {
+            identity::enroll(
+                tx,
+                token_id,
+                &digest,
+                &host,
+                &credential,
+                chain_key.as_ref(),
+                &audit,
+            )
+        })
     }
 
     fn host(&self, id: Uuid) -> impl Future<Output = Result<Host>> + Send {

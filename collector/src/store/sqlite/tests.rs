@@ -98,3 +98,8 @@ async fn the_audit_table_refuses_edits_unless_its_guard_is_dropped() {
     assert!(report.findings[0].problem.contains("edited"), "{report:?}");
     store.close();
 }
+
+#[tokio::test]
+async fn sqlite_passes_the_keyed_chain_story() {
+    crate::store::conformance_chain::story(SqliteStore::open_in_memory().unwrap()).await;
+}
