@@ -19,6 +19,7 @@ pub mod identity;
 pub mod matcher;
 pub mod reports;
 pub mod serve;
+pub mod spool_time;
 pub mod store;
 pub mod telemetry;
 pub mod windows;

@@ -57,6 +57,15 @@ pub struct ExportRow {
     pub chain: String,
     /// Rank in the sample, when one was asked for and this row is in it.
     pub sample_rank: Option<u32>,
+    /// When the event reached the agent's spool, proven on the collector's clock
+    /// (authorization rests on these, not on `observed_at`).
+    #[serde(default)]
+    pub spooled_after: String,
+    #[serde(default)]
+    pub spooled_before: String,
+    /// `consistent`, or `before_bounds` / `after_bounds`: the agent's clock claim is false.
+    #[serde(default)]
+    pub clock_claim: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,6 +166,9 @@ pub fn build(
             resolved_at: None,
             chain: stored.chain.clone(),
             sample_rank: None,
+            spooled_after: rfc3339(stored.spool.spooled_after),
+            spooled_before: rfc3339(stored.spool.spooled_before),
+            clock_claim: stored.spool.clock_claim.name().to_owned(),
         };
         let mut resolved_at = None;
         if let Some(resolution) = drift.and_then(|d| d.resolution.as_ref()) {
@@ -244,7 +256,7 @@ fn summarize(rows: &[ExportRow], observations: &[Observation]) -> Summary {
     }
 }
 
-pub const CSV_HEADER: [&str; 24] = [
+pub const CSV_HEADER: [&str; 27] = [
     "event_id",
     "host",
     "host_id",
@@ -269,6 +281,9 @@ pub const CSV_HEADER: [&str; 24] = [
     "chain",
     "sample_rank",
     "in_sample",
+    "spooled_after",
+    "spooled_before",
+    "clock_claim",
 ];
 
 /// A comment line: `#`, no comma, quote or line break.
@@ -373,6 +388,9 @@ pub fn to_csv(export: &Export) -> String {
             r.chain.clone(),
             r.sample_rank.map(|n| n.to_string()).unwrap_or_default(),
             if r.sample_rank.is_some() { "yes" } else { "" }.to_owned(),
+            r.spooled_after.clone(),
+            r.spooled_before.clone(),
+            r.clock_claim.clone(),
         ]));
     }
     out
@@ -415,6 +433,7 @@ mod tests {
                 outcome,
                 chain: "ok".into(),
                 drift_id: None,
+                spool: Default::default(),
             },
         }
     }

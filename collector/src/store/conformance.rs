@@ -70,8 +70,14 @@ impl Agent {
 }
 
 fn decided(event: DriftEvent, outcome: Outcome) -> Decided {
+    let at = crate::clock::from_offset(event.observed_at);
     Decided {
-        event_time: crate::clock::from_offset(event.observed_at),
+        event_time: at,
+        spool: crate::spool_time::SpoolTime {
+            spooled_after: at,
+            spooled_before: at,
+            ..Default::default()
+        },
         event,
         outcome,
     }
