@@ -279,11 +279,11 @@ pub const CSV_HEADER: [&str; 27] = [
     "resolved_by",
     "resolved_at",
     "chain",
-    "sample_rank",
-    "in_sample",
     "spooled_after",
     "spooled_before",
     "clock_claim",
+    "sample_rank",
+    "in_sample",
 ];
 
 /// A comment line: `#`, no comma, quote or line break.
@@ -386,11 +386,11 @@ pub fn to_csv(export: &Export) -> String {
             text(&r.resolved_by),
             text(&r.resolved_at),
             r.chain.clone(),
-            r.sample_rank.map(|n| n.to_string()).unwrap_or_default(),
-            if r.sample_rank.is_some() { "yes" } else { "" }.to_owned(),
             r.spooled_after.clone(),
             r.spooled_before.clone(),
             r.clock_claim.clone(),
+            r.sample_rank.map(|n| n.to_string()).unwrap_or_default(),
+            if r.sample_rank.is_some() { "yes" } else { "" }.to_owned(),
         ]));
     }
     out
