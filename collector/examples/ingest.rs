@@ -120,6 +120,9 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
             role: Role::Agent,
             host_id: Some(enrolled.host_id),
         };
+        app.heartbeat(&agent, workload::heartbeat(enrolled.host_id))
+            .await
+            .map_err(err)?;
         agents.push((agent, Chain::new(enrolled.host_id)));
     }
 

@@ -188,6 +188,12 @@ async fn run(
             .as_str()
             .context("a credential")?
             .to_owned();
+        api.post(
+            "/api/v1/heartbeat",
+            Some(&credential),
+            &serde_json::to_value(workload::heartbeat(host_id))?,
+        )
+        .await?;
         chains.push((credential, Chain::new(host_id)));
     }
 
