@@ -291,6 +291,9 @@ impl WindowIndex {
         found
             .into_iter()
             .map(|at| &*self.windows[at])
-            .filter(move |w| w.open_during(from, to) && w.covers_host(host))
+            // A recurring window's occurrences are tested once, by the matcher (`contains`).
+            .filter(move |w| {
+                (w.recurrence.is_some() || w.open_during(from, to)) && w.covers_host(host)
+            })
     }
 }

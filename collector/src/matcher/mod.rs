@@ -198,11 +198,14 @@ pub fn judge(
     let mut straddled = None;
     let spooled = event.spooled;
     for window in index.candidates(host, spooled, tolerance_ms) {
-        let covers_subject = window.subjects.covers(event.subject)
-            || package.is_some_and(|p| window.subjects.covers_package(&p.package));
         if !window.contains(spooled, tolerance_ms) {
-            if covers_subject && window.meets(spooled, tolerance_ms) {
-                straddled.get_or_insert(window.id);
+            // Only worth naming when nothing authorizes; the first one found is kept.
+            if straddled.is_none()
+                && (window.subjects.covers(event.subject)
+                    || package.is_some_and(|p| window.subjects.covers_package(&p.package)))
+                && window.meets(spooled, tolerance_ms)
+            {
+                straddled = Some(window.id);
             }
             continue;
         }
