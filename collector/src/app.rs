@@ -861,6 +861,10 @@ fn clock_claim_alert(host: &Host, decided: &[Decided], tolerance: Millis) -> Opt
     let claimed = from_offset(first.event.observed_at);
     let direction = match first.spool.clock_claim {
         spool_time::ClockClaim::AfterBounds => "its clock runs ahead or was set forward",
+        // No heartbeat preceded it: the enrollment is the earliest the collector vouches for.
+        _ if first.spool.spooled_after == host.enrolled_at => {
+            "its clock runs behind or was set back, or the agent spooled it before it enrolled"
+        }
         _ => "its clock runs behind or was set back",
     };
     let summary = format!(

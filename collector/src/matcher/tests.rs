@@ -585,6 +585,132 @@ fn recurring_windows_authorize_only_during_their_occurrences() {
     );
 }
 
+/// The matcher's full answer for one spool interval, in hours after DAY.
+fn judged(windows: &[Window], subject: &str, after_h: f64, before_h: f64) -> Judgement {
+    let labels = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
+    judge(
+        &WindowIndex::build(windows).unwrap(),
+        HostFacts {
+            hostname: "web-1",
+            labels: &labels,
+        },
+        EventFacts {
+            subject,
+            kind: ChangeKind::Content,
+            after: None,
+            spooled: SpoolBounds {
+                after: hours(after_h),
+                before: hours(before_h),
+            },
+            actor: None,
+            provenance: None,
+        },
+        60_000,
+    )
+}
+
+#[test]
+fn the_whole_spool_interval_must_be_covered() {
+    let windows = [window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4)];
+    let second = 1.0 / 3600.0;
+    // An outage of hours inside the window: authorized.
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 2.5, 3.9).outcome,
+        authorized(1)
+    );
+    // Straddling its start or its end (beyond the tolerance): untraced, naming it.
+    for (after, before) in [(1.5, 2.5), (3.5, 4.5), (1.0, 5.0)] {
+        assert_eq!(
+            judged(&windows, "file:/etc/a", after, before),
+            Judgement {
+                outcome: Outcome::Untraced,
+                not_provably_in: Some(Uuid::from_u128(1)),
+            },
+            "[{after}, {before}]"
+        );
+    }
+    // Wholly outside: untraced, nothing to name; another subject: nothing to name.
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 5.0, 5.5).not_provably_in,
+        None
+    );
+    assert_eq!(
+        judged(&windows, "file:/usr/a", 1.5, 2.5).not_provably_in,
+        None
+    );
+    // Within the tolerance of the start and of the planned end: authorized.
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 2.0 - 59.0 * second, 2.1).outcome,
+        authorized(1)
+    );
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 3.9, 4.0 + 59.0 * second).outcome,
+        authorized(1)
+    );
+}
+
+#[test]
+fn a_closed_or_cancelled_window_covers_nothing_spooled_after_it_ended() {
+    let second = 1.0 / 3600.0;
+    for status in [WindowStatus::Closed, WindowStatus::Cancelled] {
+        let mut w = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+        w.status = status;
+        w.ended_at = Some(hours(3.0));
+        let windows = [w];
+        // Before the close: authorized.
+        assert_eq!(
+            judged(&windows, "file:/etc/a", 2.9, 3.0).outcome,
+            authorized(1)
+        );
+        // 3 s after the close, whatever the tolerance: untraced; with a heartbeat before
+        // the close, the interval straddles it and the window is named.
+        let late = judged(&windows, "file:/etc/a", 2.99, 3.0 + 3.0 * second);
+        assert_eq!(late.outcome, Outcome::Untraced, "{status:?}");
+        assert_eq!(late.not_provably_in, Some(Uuid::from_u128(1)));
+        let after = judged(&windows, "file:/etc/a", 3.0 + second, 3.0 + 3.0 * second);
+        assert_eq!(after.outcome, Outcome::Untraced, "{status:?}");
+        assert_eq!(after.not_provably_in, None);
+    }
+    // Closed after its planned end: the tolerance still extends the end up to the close.
+    let mut w = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    w.status = WindowStatus::Closed;
+    w.ended_at = Some(hours(4.0) + 30_000);
+    let windows = [w];
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 3.9, 4.0 + 20.0 * second).outcome,
+        authorized(1)
+    );
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 3.9, 4.0 + 40.0 * second).outcome,
+        Outcome::Untraced
+    );
+}
+
+#[test]
+fn a_recurring_window_must_hold_the_interval_in_one_occurrence() {
+    // Every day 01:00-03:00Z, valid for a week from DAY - 1 day.
+    let mut daily = window(1, labels(&[("role", "web")]), &["package:*"], -24, 6 * 24);
+    daily.kind = WindowKind::Standard;
+    daily.schedule = Some(Schedule {
+        weekdays: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(str::to_owned)
+            .to_vec(),
+        start: "01:00".into(),
+        duration_minutes: 120,
+    });
+    let windows = [daily];
+    assert_eq!(
+        judged(&windows, "package:nginx", 1.2, 2.8).outcome,
+        authorized(1)
+    );
+    // From one occurrence into the gap, or across two of them: not provable.
+    for (after, before) in [(2.5, 3.5), (2.5, 24.0 + 1.5)] {
+        let j = judged(&windows, "package:nginx", after, before);
+        assert_eq!(j.outcome, Outcome::Untraced, "[{after}, {before}]");
+        assert_eq!(j.not_provably_in, Some(Uuid::from_u128(1)));
+    }
+}
+
 /// The reference: every window, one by one, with the same rules.
 struct Probe<'a> {
     host: &'a str,
