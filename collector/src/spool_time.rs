@@ -354,6 +354,8 @@ mod tests {
             seq in 1u64..40,
             arrived in 0i64..4000,
         ) {
+            // Bounds are computed when a batch arrives: after every mark received so far.
+            let arrived = arrived + marks.last().map_or(0, |m| m.received_at);
             let kept = retained(&marks, stored);
             let all = brute_bounds(&marks, 0, seq, arrived);
             let pruned = brute_bounds(&kept, 0, seq, arrived);
