@@ -303,3 +303,64 @@ async fn a_window_approved_after_the_fact_covers_only_what_was_spooled_inside_it
     let c = detail(&server, "file:/etc/app/c.conf").await;
     assert_eq!(c["drift"]["status"], "open", "{c:#} (window {late})");
 }
+
+#[tokio::test]
+async fn normal_operation_raises_no_clock_alarm_and_authorizes_inside_the_window() {
+    let server = Server::start().await;
+    let web = server.enroll("web-1", &[]).await;
+    let id = approved(&server, "CHG-1", &["file:/etc/**"], NOW - HOUR, NOW + HOUR).await;
+    // The first events after enrollment: bounded by the enrollment, no heartbeat needed.
+    server.clock.set(NOW + 2000);
+    server
+        .report(&web, &[web.event("file:/etc/first", "1", NOW + 2000)])
+        .await;
+    // Heartbeats every 60 s (and a clock 30 s ahead: within the tolerance); changes 1 s
+    // and 59 s after a heartbeat.
+    let mut seq = 1;
+    for minute in 1..5 {
+        let beat = NOW + minute * MINUTE;
+        server.clock.set(beat);
+        server.heartbeat(&web, seq, beat + 30_000).await;
+        for (offset, name) in [(1000, "early"), (59_000, "late")] {
+            server.clock.set(beat + offset);
+            server
+                .report(
+                    &web,
+                    &[web.event(
+                        &format!("file:/etc/{name}-{minute}"),
+                        "1",
+                        beat + offset + 30_000,
+                    )],
+                )
+                .await;
+            seq += 1;
+        }
+    }
+    // An agent restart: 90 s without heartbeats, then the startup scan's findings.
+    server.clock.set(NOW + 6 * MINUTE + 30_000);
+    server
+        .report(
+            &web,
+            &[web.event("file:/etc/after-restart", "1", NOW + 6 * MINUTE + 30_000)],
+        )
+        .await;
+
+    let reader = server.token(Role::Auditor, "audrey").await;
+    let (_, drift) = server.get("/api/v1/drift", &reader).await;
+    let drift = drift.as_array().unwrap();
+    assert_eq!(drift.len(), 10, "{drift:#?}");
+    for item in drift {
+        assert_eq!(
+            (&item["status"], &item["window_id"]),
+            (&json!("authorized"), &json!(id)),
+            "{item:#}"
+        );
+        let detail = detail(&server, item["subject"].as_str().unwrap()).await;
+        assert_eq!(
+            detail["events"][0]["clock_claim"], "consistent",
+            "{detail:#}"
+        );
+    }
+    server.app.tick().await.unwrap();
+    assert!(server.alert_lines("clock_claim").is_empty());
+}
