@@ -46,6 +46,8 @@ impl Heartbeats {
                 sent_at: OffsetDateTime::now_utc(),
                 inventory: probe.inventory(),
                 health: probe.health(&self.status.snapshot()),
+                // The last seq committed to the spool when this heartbeat is built: the
+                // collector bounds each event's spool time with it (read after commit).
                 last_seq: self.status.snapshot().spool.last_seq,
                 results: results.clone(),
             };

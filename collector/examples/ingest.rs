@@ -23,6 +23,7 @@ use driftwatch_collector::app::{App, Settings};
 use driftwatch_collector::clock::{Clock, SystemClock};
 use driftwatch_collector::identity::{Principal, Role};
 use driftwatch_collector::matcher::{self, EventFacts, HostFacts, WindowIndex};
+use driftwatch_collector::spool_time::SpoolBounds;
 use driftwatch_collector::store::{SqliteStore, Store};
 use driftwatch_collector::windows::lifecycle::Action;
 use driftwatch_common::api::v1::{DriftEvent, EnrollRequest, EventBatch};
@@ -98,6 +99,7 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
         ..person("root")
     };
     let mut agents = Vec::new();
+    let enrolled_at = SystemClock.now();
     for h in 0..hosts {
         let (_, token) = app
             .create_enrollment_token(&admin, 3600, 1)
@@ -118,6 +120,9 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
             role: Role::Agent,
             host_id: Some(enrolled.host_id),
         };
+        app.heartbeat(&agent, workload::heartbeat(enrolled.host_id))
+            .await
+            .map_err(err)?;
         agents.push((agent, Chain::new(enrolled.host_id, enrolled.chain_key)));
     }
 
@@ -171,13 +176,16 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
             HostFacts {
                 hostname: &format!("host-{host}"),
                 labels: &host_labels[*host],
-                skew_ms: 0,
             },
             EventFacts {
                 subject: &event.subject.0,
                 kind: event.kind,
                 after: event.after.as_ref(),
-                observed_at: (event.observed_at.unix_timestamp_nanos() / 1_000_000) as i64,
+                // As ingest bounds it: spooled since enrollment, before it arrived.
+                spooled: SpoolBounds {
+                    after: enrolled_at,
+                    before: (event.observed_at.unix_timestamp_nanos() / 1_000_000) as i64,
+                },
                 actor: event.actor.as_ref(),
                 provenance: event.provenance.as_ref(),
             },

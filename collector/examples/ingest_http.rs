@@ -190,6 +190,12 @@ async fn run(
             .to_owned();
         let key = serde_json::from_value(enrolled["chain_key"].clone())
             .context("a chain key in the enrollment answer")?;
+        api.post(
+            "/api/v1/heartbeat",
+            Some(&credential),
+            &serde_json::to_value(workload::heartbeat(host_id))?,
+        )
+        .await?;
         chains.push((credential, Chain::new(host_id, key)));
     }
 

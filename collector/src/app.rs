@@ -25,6 +25,7 @@ use crate::drift::ResolutionCategory;
 use crate::identity::{self, Principal, Role, TokenKind};
 use crate::matcher::{self, EventFacts, HostFacts, Outcome, WindowIndex};
 use crate::people::{self, Clash, Merge, Person, PersonName};
+use crate::spool_time::{self, Bounder, SpoolTime};
 use crate::store::{
     Alert, CloseOutcome, Decided, DeliveryState, DriftFilter, DriftItem, EnrollmentTokenRecord,
     HeartbeatRecord, Host, NewAlert, Resolution, ReviewOutcome, SinkDelivery, Store, StoreError,
@@ -552,7 +553,11 @@ impl<S: Store> App<S> {
                 problems.join("; ")
             )));
         }
+        // When each event can have been spooled, from what this collector saw (one query
+        // per batch): authorization rests on that, never on the agent's clock.
+        let bounder = Bounder::new(self.store.spool_marks(host_id).await?, host.enrolled_at);
         let received_at = self.now();
+        let tolerance = self.settings.tolerance_ms;
         let index = self.index.read().await;
         let decided: Vec<Decided> = batch
             .events
@@ -560,31 +565,47 @@ impl<S: Store> App<S> {
             .map(|event| {
                 let started = Instant::now();
                 let observed_at = from_offset(event.observed_at);
-                let outcome = matcher::match_event(
+                let spooled = bounder.bounds(event.seq, received_at);
+                let judgement = matcher::judge(
                     &index,
                     host_facts(&host),
                     EventFacts {
                         subject: &event.subject.0,
                         kind: event.kind,
                         after: event.after.as_ref(),
-                        observed_at,
+                        spooled,
                         actor: event.actor.as_ref(),
                         provenance: event.provenance.as_ref(),
                     },
-                    self.settings.tolerance_ms,
+                    tolerance,
                 );
                 metrics::histogram!("driftwatch_match_seconds")
                     .record(started.elapsed().as_secs_f64());
                 Decided {
-                    event_time: observed_at.saturating_sub(host.skew_ms),
+                    event_time: spooled.clamp(observed_at.saturating_sub(host.skew_ms)),
+                    spool: SpoolTime {
+                        spooled_after: spooled.after,
+                        spooled_before: spooled.before,
+                        clock_claim: spool_time::check_claim(observed_at, spooled, tolerance),
+                        not_provably_in: judgement.not_provably_in,
+                    },
                     event,
-                    outcome,
+                    outcome: judgement.outcome,
                 }
             })
             .collect();
         let untraced = decided.iter().filter(|d| d.outcome.needs_review()).count();
+        let false_claim = clock_claim_alert(&host, &decided, tolerance);
         let outcome = self.store.ingest(host_id, decided, received_at).await?;
         drop(index);
+        if let Some(alert) = false_claim.filter(|_| outcome.false_claims > 0) {
+            metrics::counter!("driftwatch_clock_claims_false_total")
+                .increment(u64::from(outcome.false_claims));
+            tracing::warn!(host = %host_id, events = outcome.false_claims, "events claim times outside what the collector saw");
+            self.store
+                .raise_clock_alert(alert, received_at, self.settings.burst_ms)
+                .await?;
+        }
 
         metrics::counter!("driftwatch_events_ingested_total", "result" => "accepted")
             .increment(outcome.accepted.into());
@@ -844,25 +865,23 @@ impl<S: Store> App<S> {
         let tolerance = self.settings.tolerance_ms;
         let single = WindowIndex::build(std::slice::from_ref(window))
             .map_err(|(_, why)| Error::Store(StoreError::other(why)))?;
+        // Candidates are pre-selected by spool bounds within the widest span the window
+        // can cover; the matcher applies the rule exactly (close time, occurrences).
         let candidates = self
             .store
-            .review_candidates(window.start - tolerance, window.effective_end() + tolerance)
+            .review_candidates(window.start - tolerance, window.end + tolerance)
             .await?;
         let decisions: Vec<(Uuid, Outcome)> = candidates
             .iter()
             .filter_map(|c| {
-                // `event_time` is already corrected for the host's skew.
                 let outcome = matcher::match_event(
                     &single,
-                    HostFacts {
-                        skew_ms: 0,
-                        ..host_facts(&c.host)
-                    },
+                    host_facts(&c.host),
                     EventFacts {
                         subject: &c.event.subject.0,
                         kind: c.event.kind,
                         after: c.event.after.as_ref(),
-                        observed_at: c.event_time,
+                        spooled: c.spooled,
                         actor: c.event.actor.as_ref(),
                         provenance: c.event.provenance.as_ref(),
                     },
@@ -1087,8 +1106,60 @@ fn host_facts(host: &Host) -> HostFacts<'_> {
     HostFacts {
         hostname: &host.hostname,
         labels: &host.labels,
-        skew_ms: host.skew_ms,
     }
+}
+
+/// The alert for a batch whose events claim times their spool bounds disprove (`None`
+/// when every claim agrees); raised once per host and burst.
+fn clock_claim_alert(host: &Host, decided: &[Decided], tolerance: Millis) -> Option<NewAlert> {
+    let false_claims: Vec<&Decided> = decided
+        .iter()
+        .filter(|d| d.spool.clock_claim.is_false())
+        .collect();
+    let first = false_claims.first()?;
+    let claimed = from_offset(first.event.observed_at);
+    let direction = match first.spool.clock_claim {
+        spool_time::ClockClaim::AfterBounds => "its clock runs ahead or was set forward",
+        // No heartbeat preceded it: the enrollment is the earliest the collector vouches for.
+        _ if first.spool.spooled_after == host.enrolled_at => {
+            "its clock runs behind or was set back, or the agent spooled it before it enrolled"
+        }
+        _ => "its clock runs behind or was set back",
+    };
+    let summary = format!(
+        "{} event(s) from {} claim times the collector can disprove ({direction}; tolerance          {} s): event {} ({}) claims {} but reached the agent's spool between {} and {}, by          the collector's clock. Such events are judged on the collector's clock only.",
+        false_claims.len(),
+        host.hostname,
+        tolerance / 1000,
+        first.event.seq,
+        first.event.subject,
+        rfc3339(claimed),
+        rfc3339(first.spool.spooled_after),
+        rfc3339(first.spool.spooled_before),
+    );
+    let events: Vec<_> = false_claims
+        .iter()
+        .take(20)
+        .map(|d| {
+            json!({
+                "event_id": d.event.id, "seq": d.event.seq, "subject": d.event.subject,
+                "observed_at": rfc3339(from_offset(d.event.observed_at)),
+                "spooled_after": rfc3339(d.spool.spooled_after),
+                "spooled_before": rfc3339(d.spool.spooled_before),
+                "clock_claim": d.spool.clock_claim, "outcome": d.outcome.name(),
+            })
+        })
+        .collect();
+    Some(NewAlert {
+        kind: "clock_claim".into(),
+        host_id: Some(host.id),
+        body: json!({
+            "kind": "clock_claim",
+            "host": { "id": host.id, "hostname": host.hostname },
+            "summary": summary,
+            "events": events,
+        }),
+    })
 }
 
 /// Fails unless `actor` has one of `roles`.

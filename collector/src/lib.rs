@@ -20,6 +20,7 @@ pub mod matcher;
 pub mod people;
 pub mod reports;
 pub mod serve;
+pub mod spool_time;
 pub mod store;
 pub mod telemetry;
 pub mod windows;

@@ -514,7 +514,9 @@ async fn drift_inside_an_approved_window_is_authorized_and_outside_is_untraced()
         .post(&format!("/api/v1/windows/{id}/approve"), &bob, json!({}))
         .await;
 
+    // Judged on the collector's clock: the events arrive at `t`.
     let t = NOW + 10 * MINUTE;
+    server.clock.set(t);
     server
         .report(
             &web,
@@ -530,13 +532,6 @@ async fn drift_inside_an_approved_window_is_authorized_and_outside_is_untraced()
     server
         .report(&db, &[db.event("package:nginx", "1.25", t)])
         .await;
-    server
-        .report(
-            &web,
-            &[web.event("package:nginx-extras", "1", NOW + 90 * MINUTE)],
-        )
-        .await;
-
     let (_, drift) = server.get("/api/v1/drift", &alice).await;
     let status_of = |host: &str, subject: &str| -> (String, Value) {
         let item = drift
@@ -566,12 +561,9 @@ async fn drift_inside_an_approved_window_is_authorized_and_outside_is_untraced()
         status_of("db-1", "package:nginx"),
         ("open".into(), json!("untraced"))
     );
-    assert_eq!(
-        status_of("web-1", "package:nginx-extras"),
-        ("open".into(), json!("untraced"))
-    );
 
     // The window approved version 1.25 only: 1.26 inside the window is flagged.
+    server.clock.set(t + MINUTE);
     server
         .report(&web, &[web.event("package:nginx", "1.26", t + MINUTE)])
         .await;
@@ -602,6 +594,26 @@ async fn drift_inside_an_approved_window_is_authorized_and_outside_is_untraced()
         .collect();
     assert_eq!(outcomes, ["authorized", "unexpected_state"]);
     assert_eq!(detail["events"][1]["outcome"]["expected"], "version 1.25");
+
+    // After the window, on the collector's clock.
+    server.clock.set(NOW + 90 * MINUTE);
+    server
+        .report(
+            &web,
+            &[web.event("package:nginx-extras", "1", NOW + 90 * MINUTE)],
+        )
+        .await;
+    let (_, drift) = server.get("/api/v1/drift", &alice).await;
+    let extras = drift
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["subject"] == "package:nginx-extras")
+        .unwrap();
+    assert_eq!(
+        (&extras["status"], &extras["reason"]),
+        (&json!("open"), &json!("untraced"))
+    );
 }
 
 #[tokio::test]

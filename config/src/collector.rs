@@ -145,6 +145,8 @@ pub struct CollectorConfig {
     pub hold: Duration,
     /// One host's untraced drift first seen within this of the first goes into one alert.
     pub burst: Duration,
+    /// Widens a window's start and planned end (never its close) around an event's spool
+    /// interval; and how far an agent's claimed time may lie outside that interval.
     pub clock_skew_tolerance: Duration,
     /// No heartbeat for this long: the agent is silent.
     pub silent_after: Duration,

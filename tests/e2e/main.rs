@@ -8,6 +8,7 @@ mod bad_input;
 mod baseline;
 mod churn;
 mod cli;
+mod clock;
 mod collector;
 mod config;
 mod daemon;

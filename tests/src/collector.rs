@@ -336,6 +336,16 @@ impl FakeAgent {
 
     /// The next event: `subject` now has `version`, seen by the watch just now.
     pub fn event(&self, subject: &str, version: &str) -> DriftEvent {
+        self.event_at(subject, version, time::OffsetDateTime::now_utc())
+    }
+
+    /// The next event, claiming it was observed at `observed_at` (agent clock).
+    pub fn event_at(
+        &self,
+        subject: &str,
+        version: &str,
+        observed_at: time::OffsetDateTime,
+    ) -> DriftEvent {
         self.chain(DriftEvent {
             id: Uuid::now_v7(),
             host_id: self.id,
@@ -350,11 +360,34 @@ impl FakeAgent {
             summary: None,
             actor: None,
             seen_by: SeenBy::Watch,
-            observed_at: time::OffsetDateTime::now_utc(),
+            observed_at,
             provenance: None,
             related: None,
             mac: None,
         })
+    }
+
+    /// A heartbeat reporting `last_seq` as the last event spooled, with an agent clock of
+    /// now; returns the collector's answer.
+    pub fn heartbeat(&self, collector: &Collector, last_seq: u64) -> http::Response {
+        let sent_at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("now formats");
+        collector.post(
+            "/api/v1/heartbeat",
+            Some(&self.credential),
+            &json!({
+                "host_id": self.id, "sent_at": sent_at,
+                "inventory": {"hostname": "fake", "os": "Debian 12", "kernel": "6.1",
+                              "uptime_secs": 5, "cpus": 2, "memory_bytes": 1},
+                "health": {"agent_version": "e2e", "cpu_percent": 0.5, "rss_bytes": 1,
+                           "spool_depth": 0, "spool_full": false, "baseline_entries": 10,
+                           "baseline_tampered": false,
+                           "coverage": {"dropped_event_batches": 0, "unreadable": 0,
+                                        "attribution_unavailable": null}},
+                "last_seq": last_seq,
+            }),
+        )
     }
 
     /// `event` as this agent's next one: its host id, sequence number and chain link, and

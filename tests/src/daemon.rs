@@ -486,7 +486,13 @@ impl DaemonHost {
     /// Starts `run` and waits (bounded) until it is ready.
     #[track_caller]
     pub fn start(&self) -> Daemon {
-        let daemon = Daemon::spawn(&self.config, self.host.state());
+        self.start_with_env(&[])
+    }
+
+    /// Starts `run` with extra environment variables (e.g. libfaketime's) and waits.
+    #[track_caller]
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let daemon = Daemon::spawn_with_env(&self.config, self.host.state(), env);
         daemon.wait_ready();
         daemon
     }
@@ -502,6 +508,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon without waiting for it.
     pub fn spawn(config: &Path, state: &Path) -> Daemon {
+        Daemon::spawn_with_env(config, state, &[])
+    }
+
+    /// Starts the daemon with extra environment variables, without waiting for it.
+    pub fn spawn_with_env(config: &Path, state: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = unique(
             state
                 .parent()
@@ -516,6 +527,7 @@ impl Daemon {
             .env_remove("DRIFTWATCH_CONFIG")
             .env_remove("NOTIFY_SOCKET")
             .env("DRIFTWATCH_LOG", "info,driftwatch_agent=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -170,7 +170,12 @@ impl Shipper {
                 let now = OffsetDateTime::now_utc();
                 let was_full = self.status.snapshot().spool_full;
                 self.status.update(|s| {
+                    // The detector may have spooled more since `depth` was read: the last
+                    // spooled seq only grows (heartbeats report it; a lower one would
+                    // make the collector think later events were spooled after it).
+                    let last_seq = s.spool.last_seq.max(depth.last_seq);
                     s.spool = depth;
+                    s.spool.last_seq = last_seq;
                     s.delivery.batches_acked += 1;
                     // Duplicates were delivered too (an earlier ack was lost).
                     s.delivery.events_acked += u64::from(ack.accepted) + u64::from(ack.duplicates);

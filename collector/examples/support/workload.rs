@@ -8,7 +8,7 @@ use driftwatch_collector::windows::schedule::Schedule;
 use driftwatch_collector::windows::validate::WindowRequest;
 use driftwatch_collector::windows::{HostScope, WindowKind};
 use driftwatch_common::api::v1::{
-    Actor, ChangeKind, DriftEvent, Provenance, SeenBy, SubjectKey, SubjectState,
+    Actor, ChangeKind, DriftEvent, Heartbeat, Provenance, SeenBy, SubjectKey, SubjectState,
 };
 use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
@@ -173,6 +173,20 @@ impl Chain {
 }
 
 /// p-th percentile of sorted latencies.
+/// A heartbeat from a freshly enrolled agent (nothing spooled yet), as every agent sends
+/// one when it starts: the collector bounds the spool time of the events that follow by
+/// its arrival, so matching runs on collector-side bounds as in production.
+pub fn heartbeat(host_id: uuid::Uuid) -> Heartbeat {
+    Heartbeat {
+        host_id,
+        sent_at: time::OffsetDateTime::now_utc(),
+        inventory: Default::default(),
+        health: Default::default(),
+        last_seq: 0,
+        results: Vec::new(),
+    }
+}
+
 pub fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }

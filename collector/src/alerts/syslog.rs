@@ -142,11 +142,12 @@ pub struct Header<'a> {
 }
 
 /// RFC 5424 severity by alert kind: a broken event chain is tampering (critical); drift
-/// nobody approved and a silent agent need someone now (error); the rest is a warning.
+/// nobody approved, a silent agent and a host clock that lies about event times need
+/// someone now (error); the rest is a warning.
 pub fn severity(kind: &str) -> u8 {
     match kind {
         "chain" => 2,
-        "untraced_drift" | "agent_silent" => 3,
+        "untraced_drift" | "agent_silent" | "clock_claim" => 3,
         "agent_health" | "emergency_unapproved" => 4,
         _ => 5,
     }

@@ -331,10 +331,24 @@ impl From<&DriftItem> for DriftView {
 pub struct EventView {
     pub event: DriftEvent,
     pub received_at: String,
-    /// The agent's time corrected by its measured clock skew.
+    /// The agent's time corrected by its measured clock skew, moved inside the spool
+    /// bounds (never a time the collector can disprove).
     pub event_time: String,
     pub outcome: Outcome,
     pub chain: String,
+    /// When the event reached the agent's spool, on the collector's clock: authorization
+    /// needs a window covering all of it.
+    #[serde(default)]
+    pub spooled_after: String,
+    #[serde(default)]
+    pub spooled_before: String,
+    /// `consistent`; `before_bounds` / `after_bounds`: `event.observed_at` is false.
+    #[serde(default)]
+    pub clock_claim: String,
+    /// A window covering the host and subject that was open during part of the spool
+    /// interval only: "spool time not provably inside the window".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_provably_in: Option<uuid::Uuid>,
 }
 
 impl From<&StoredEvent> for EventView {
@@ -345,6 +359,10 @@ impl From<&StoredEvent> for EventView {
             event_time: time(e.event_time),
             outcome: e.outcome.clone(),
             chain: e.chain.clone(),
+            spooled_after: time(e.spool.spooled_after),
+            spooled_before: time(e.spool.spooled_before),
+            clock_claim: e.spool.clock_claim.name().to_owned(),
+            not_provably_in: e.spool.not_provably_in,
         }
     }
 }

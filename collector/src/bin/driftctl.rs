@@ -965,6 +965,25 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
                     e.chain,
                     actor_text(e.event.actor.as_ref())
                 ));
+                client.say(format!(
+                    "         spooled between {} and {} (collector clock); claimed {}{}",
+                    e.spooled_after,
+                    e.spooled_before,
+                    e.event
+                        .observed_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_else(|_| e.event.observed_at.to_string()),
+                    match e.clock_claim.as_str() {
+                        "" | "consistent" => String::new(),
+                        claim => format!(" — FALSE CLAIM ({claim}): clock tampered or skewed"),
+                    }
+                ));
+                if let Some(window) = e.not_provably_in {
+                    client.say(format!(
+                        "         spool time not provably inside window {window}: it was open \
+                         during part of that interval only"
+                    ));
+                }
             }
         }
         DriftCommand::Resolve {

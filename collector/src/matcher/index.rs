@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::HostFacts;
 use crate::clock::Millis;
+use crate::spool_time::SpoolBounds;
 use crate::windows::schedule::Recurrence;
 use crate::windows::validate::SubjectGlobs;
 use crate::windows::{ExpectedState, HostScope, Window};
@@ -31,7 +32,10 @@ use crate::windows::{ExpectedState, HostScope, Window};
 pub(super) struct Compiled {
     pub id: Uuid,
     pub start: Millis,
+    /// The planned end (the tolerance may extend it).
     pub end: Millis,
+    /// When it was closed or cancelled: nothing spooled later is covered, tolerance or not.
+    pub ended_at: Option<Millis>,
     hosts: HostScope,
     host_globs: GlobList,
     pub subjects: SubjectGlobs,
@@ -44,12 +48,48 @@ pub(super) struct Compiled {
 }
 
 impl Compiled {
-    /// Whether it is open at some time in `[from, to]`.
+    /// The latest spool time it covers: the planned end plus the tolerance, never past
+    /// its close or cancel time.
+    fn latest(&self, tolerance: Millis) -> Millis {
+        let planned = self.end.saturating_add(tolerance);
+        self.ended_at.map_or(planned, |ended| ended.min(planned))
+    }
+
+    /// Whether it is planned open at some time in `[from, to]` (closing is not looked at:
+    /// a superset of the windows that cover or meet an interval).
     fn open_during(&self, from: Millis, to: Millis) -> bool {
         match &self.recurrence {
             None => self.start <= to && self.end >= from,
             Some(recurrence) => recurrence.overlaps(from, to, self.start, self.end),
         }
+    }
+
+    /// Whether it covers the whole of `spooled` (one occurrence of a recurring window),
+    /// its start and planned end widened by `tolerance`, its close never.
+    pub(super) fn contains(&self, spooled: SpoolBounds, tolerance: Millis) -> bool {
+        if spooled.before > self.latest(tolerance) {
+            return false;
+        }
+        match &self.recurrence {
+            None => self.start.saturating_sub(tolerance) <= spooled.after,
+            Some(recurrence) => recurrence.contains(
+                spooled.after,
+                spooled.before,
+                self.start,
+                self.end,
+                tolerance,
+            ),
+        }
+    }
+
+    /// Whether it was open (widened by `tolerance`, never past its close) during some of
+    /// `spooled`.
+    pub(super) fn meets(&self, spooled: SpoolBounds, tolerance: Millis) -> bool {
+        spooled.after <= self.latest(tolerance)
+            && self.open_during(
+                spooled.after.saturating_sub(tolerance),
+                spooled.before.saturating_add(tolerance),
+            )
     }
 
     fn covers_host(&self, host: HostFacts<'_>) -> bool {
@@ -157,7 +197,8 @@ fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
     Ok(Arc::new(Compiled {
         id: window.id,
         start: window.start,
-        end: window.effective_end(),
+        end: window.end,
+        ended_at: window.ended_at,
         hosts: window.hosts.clone(),
         host_globs: GlobList::new(&window.hosts.globs)
             .map_err(|err| (window.id, err.to_string()))?,
@@ -225,14 +266,18 @@ impl WindowIndex {
         self.windows.is_empty()
     }
 
-    /// Windows covering `host` at `at` ± `tolerance`, earliest created first.
+    /// Windows covering `host` open at some time of `spooled` ± `tolerance`, earliest
+    /// created first.
     pub(super) fn candidates(
         &self,
         host: HostFacts<'_>,
-        at: Millis,
+        spooled: SpoolBounds,
         tolerance: Millis,
     ) -> impl Iterator<Item = &Compiled> {
-        let (from, to) = (at.saturating_sub(tolerance), at.saturating_add(tolerance));
+        let (from, to) = (
+            spooled.after.saturating_sub(tolerance),
+            spooled.before.saturating_add(tolerance),
+        );
         let mut found: Vec<usize> = Vec::new();
         for list in self
             .once
@@ -246,6 +291,9 @@ impl WindowIndex {
         found
             .into_iter()
             .map(|at| &*self.windows[at])
-            .filter(move |w| w.open_during(from, to) && w.covers_host(host))
+            // A recurring window's occurrences are tested once, by the matcher (`contains`).
+            .filter(move |w| {
+                (w.recurrence.is_some() || w.open_during(from, to)) && w.covers_host(host)
+            })
     }
 }

@@ -3,8 +3,15 @@
 //! window.
 //!
 //! An event is authorized by an approved window that covers its host, its subject and its
-//! time: the agent's clock corrected by the skew measured from heartbeats, give or take the
-//! configured tolerance. A window that names the expected end state of the subject
+//! time. The time is never the agent's claim (`observed_at`: root on the host sets that
+//! clock) but the interval in which the collector can prove the event reached the agent's
+//! spool ([`SpoolBounds`], from heartbeats and the batch's arrival: `crate::spool_time`).
+//! The window must cover that whole interval: the tolerance widens its start and its
+//! planned end, never past its close or cancel time (a window closed at T authorizes
+//! nothing spooled after T). When a window that covers the host and subject was open for
+//! part of the interval only, the event is untraced and the window is named
+//! ([`Judgement::not_provably_in`]: "spool time not provably inside the window"). A
+//! window that names the expected end state of the subject
 //! authorizes only that state ("in window, unexpected state" otherwise). When several
 //! windows authorize, the earliest created wins, so the choice is stable.
 //!
@@ -37,15 +44,13 @@ use uuid::Uuid;
 use index::Compiled;
 pub use index::WindowIndex;
 
-use crate::clock::Millis;
+use crate::spool_time::SpoolBounds;
 
 /// What the collector knows about the host an event came from.
 #[derive(Clone, Copy, Debug)]
 pub struct HostFacts<'a> {
     pub hostname: &'a str,
     pub labels: &'a BTreeMap<String, String>,
-    /// Agent clock minus collector clock, from the last heartbeat.
-    pub skew_ms: i64,
 }
 
 /// The parts of an event the matcher looks at.
@@ -54,8 +59,8 @@ pub struct EventFacts<'a> {
     pub subject: &'a str,
     pub kind: ChangeKind,
     pub after: Option<&'a SubjectState>,
-    /// Agent clock.
-    pub observed_at: Millis,
+    /// When the event can have been spooled, on the collector's clock.
+    pub spooled: SpoolBounds,
     /// Who made the change, when the agent could tell.
     pub actor: Option<&'a Actor>,
     /// What the package manager says about a changed file.
@@ -152,6 +157,14 @@ impl Outcome {
     }
 }
 
+/// The matcher's answer: the outcome, and for an event no window authorizes, a window
+/// that covers its host and subject but was open for part of its spool interval only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    pub outcome: Outcome,
+    pub not_provably_in: Option<Uuid>,
+}
+
 /// Decides one event.
 pub fn match_event(
     index: &WindowIndex,
@@ -159,17 +172,43 @@ pub fn match_event(
     event: EventFacts<'_>,
     tolerance_ms: i64,
 ) -> Outcome {
+    judge(index, host, event, tolerance_ms).outcome
+}
+
+/// Decides one event and says which window its spool interval straddles, if any.
+pub fn judge(
+    index: &WindowIndex,
+    host: HostFacts<'_>,
+    event: EventFacts<'_>,
+    tolerance_ms: i64,
+) -> Judgement {
+    let mut judgement = Judgement {
+        outcome: Outcome::Restored,
+        not_provably_in: None,
+    };
     if event.kind == ChangeKind::Restored {
-        return Outcome::Restored;
+        return judgement;
     }
-    let at = event.observed_at.saturating_sub(host.skew_ms);
     let who = person(event.actor);
     // The package a changed file belongs to, per the agent's package manager.
     let package = event
         .provenance
         .filter(|_| event.subject.starts_with("file:"));
     let mut flagged = None;
-    for window in index.candidates(host, at, tolerance_ms) {
+    let mut straddled = None;
+    let spooled = event.spooled;
+    for window in index.candidates(host, spooled, tolerance_ms) {
+        if !window.contains(spooled, tolerance_ms) {
+            // Only worth naming when nothing authorizes; the first one found is kept.
+            if straddled.is_none()
+                && (window.subjects.covers(event.subject)
+                    || package.is_some_and(|p| window.subjects.covers_package(&p.package)))
+                && window.meets(spooled, tolerance_ms)
+            {
+                straddled = Some(window.id);
+            }
+            continue;
+        }
         if !window.subjects.covers(event.subject) {
             match package {
                 Some(p) if window.subjects.covers_package(&p.package) => {
@@ -186,16 +225,19 @@ pub fn match_event(
         }
         match check_window(window, event, who) {
             None => {
-                return Outcome::Authorized {
+                judgement.outcome = Outcome::Authorized {
                     window_id: window.id,
                 };
+                return judgement;
             }
             Some(flag) => {
                 flagged.get_or_insert(flag);
             }
         }
     }
-    flagged.unwrap_or(Outcome::Untraced)
+    judgement.outcome = flagged.unwrap_or(Outcome::Untraced);
+    judgement.not_provably_in = straddled;
+    judgement
 }
 
 /// What is wrong with `event` inside `window`, which covers its host, subject and time;

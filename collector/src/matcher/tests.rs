@@ -85,7 +85,8 @@ fn file(hash: u8) -> SubjectState {
 struct Case<'a> {
     host: &'a str,
     labels: &'a [(&'a str, &'a str)],
-    skew_ms: i64,
+    /// Hours after DAY: the end of the spool interval (`None`: the interval is `at_h`).
+    until_h: Option<f64>,
     subject: &'a str,
     kind: ChangeKind,
     after: Option<SubjectState>,
@@ -100,7 +101,7 @@ fn case<'a>(host: &'a str, subject: &'a str, at_h: f64, expected: Outcome) -> Ca
     Case {
         host,
         labels: &[],
-        skew_ms: 0,
+        until_h: None,
         subject,
         kind: ChangeKind::Content,
         after: Some(file(1)),
@@ -115,6 +116,10 @@ fn authorized(id: u128) -> Outcome {
     Outcome::Authorized {
         window_id: Uuid::from_u128(id),
     }
+}
+
+fn hours(h: f64) -> i64 {
+    DAY + (h * HOUR as f64) as i64
 }
 
 /// Runs each case against `windows` with a one-minute tolerance.
@@ -132,13 +137,15 @@ fn check(windows: &[Window], cases: &[Case<'_>]) {
             HostFacts {
                 hostname: c.host,
                 labels: &labels,
-                skew_ms: c.skew_ms,
             },
             EventFacts {
                 subject: c.subject,
                 kind: c.kind,
                 after: c.after.as_ref(),
-                observed_at: DAY + (c.at_h * HOUR as f64) as i64,
+                spooled: SpoolBounds {
+                    after: hours(c.at_h),
+                    before: hours(c.until_h.unwrap_or(c.at_h)),
+                },
                 actor: c.actor.as_ref(),
                 provenance: c.provenance.as_ref(),
             },
@@ -189,17 +196,9 @@ fn host_subject_and_time_must_all_be_covered() {
 }
 
 #[test]
-fn the_tolerance_and_the_measured_skew_apply_at_the_edges() {
+fn the_tolerance_applies_at_the_edges() {
     let windows = [window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4)];
     let minute = 1.0 / 60.0;
-    let mut ahead = case(
-        "web-1",
-        "file:/etc/hosts",
-        4.0 + 30.0 * minute,
-        authorized(1),
-    );
-    // The agent's clock runs 30 minutes ahead: its 04:30 is 04:00 here.
-    ahead.skew_ms = 30 * 60_000;
     check(
         &windows,
         &[
@@ -227,7 +226,6 @@ fn the_tolerance_and_the_measured_skew_apply_at_the_edges() {
                 4.0 + 1.1 * minute,
                 Outcome::Untraced,
             ),
-            ahead,
         ],
     );
 }
@@ -587,12 +585,140 @@ fn recurring_windows_authorize_only_during_their_occurrences() {
     );
 }
 
+/// The matcher's full answer for one spool interval, in hours after DAY.
+fn judged(windows: &[Window], subject: &str, after_h: f64, before_h: f64) -> Judgement {
+    let labels = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
+    judge(
+        &WindowIndex::build(windows).unwrap(),
+        HostFacts {
+            hostname: "web-1",
+            labels: &labels,
+        },
+        EventFacts {
+            subject,
+            kind: ChangeKind::Content,
+            after: None,
+            spooled: SpoolBounds {
+                after: hours(after_h),
+                before: hours(before_h),
+            },
+            actor: None,
+            provenance: None,
+        },
+        60_000,
+    )
+}
+
+#[test]
+fn the_whole_spool_interval_must_be_covered() {
+    let windows = [window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4)];
+    let second = 1.0 / 3600.0;
+    // An outage of hours inside the window: authorized.
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 2.5, 3.9).outcome,
+        authorized(1)
+    );
+    // Straddling its start or its end (beyond the tolerance): untraced, naming it.
+    for (after, before) in [(1.5, 2.5), (3.5, 4.5), (1.0, 5.0)] {
+        assert_eq!(
+            judged(&windows, "file:/etc/a", after, before),
+            Judgement {
+                outcome: Outcome::Untraced,
+                not_provably_in: Some(Uuid::from_u128(1)),
+            },
+            "[{after}, {before}]"
+        );
+    }
+    // Wholly outside: untraced, nothing to name; another subject: nothing to name.
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 5.0, 5.5).not_provably_in,
+        None
+    );
+    assert_eq!(
+        judged(&windows, "file:/usr/a", 1.5, 2.5).not_provably_in,
+        None
+    );
+    // Within the tolerance of the start and of the planned end: authorized.
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 2.0 - 59.0 * second, 2.1).outcome,
+        authorized(1)
+    );
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 3.9, 4.0 + 59.0 * second).outcome,
+        authorized(1)
+    );
+}
+
+#[test]
+fn a_closed_or_cancelled_window_covers_nothing_spooled_after_it_ended() {
+    let second = 1.0 / 3600.0;
+    for status in [WindowStatus::Closed, WindowStatus::Cancelled] {
+        let mut w = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+        w.status = status;
+        w.ended_at = Some(hours(3.0));
+        let windows = [w];
+        // Before the close: authorized.
+        assert_eq!(
+            judged(&windows, "file:/etc/a", 2.9, 3.0).outcome,
+            authorized(1)
+        );
+        // 3 s after the close, whatever the tolerance: untraced; with a heartbeat before
+        // the close, the interval straddles it and the window is named.
+        let late = judged(&windows, "file:/etc/a", 2.99, 3.0 + 3.0 * second);
+        assert_eq!(late.outcome, Outcome::Untraced, "{status:?}");
+        assert_eq!(late.not_provably_in, Some(Uuid::from_u128(1)));
+        let after = judged(&windows, "file:/etc/a", 3.0 + second, 3.0 + 3.0 * second);
+        assert_eq!(after.outcome, Outcome::Untraced, "{status:?}");
+        assert_eq!(after.not_provably_in, None);
+    }
+    // Closed after its planned end: the tolerance still extends the end up to the close.
+    let mut w = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    w.status = WindowStatus::Closed;
+    w.ended_at = Some(hours(4.0) + 30_000);
+    let windows = [w];
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 3.9, 4.0 + 20.0 * second).outcome,
+        authorized(1)
+    );
+    assert_eq!(
+        judged(&windows, "file:/etc/a", 3.9, 4.0 + 40.0 * second).outcome,
+        Outcome::Untraced
+    );
+}
+
+#[test]
+fn a_recurring_window_must_hold_the_interval_in_one_occurrence() {
+    // Every day 01:00-03:00Z, valid for a week from DAY - 1 day.
+    let mut daily = window(1, labels(&[("role", "web")]), &["package:*"], -24, 6 * 24);
+    daily.kind = WindowKind::Standard;
+    daily.schedule = Some(Schedule {
+        weekdays: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(str::to_owned)
+            .to_vec(),
+        start: "01:00".into(),
+        duration_minutes: 120,
+    });
+    let windows = [daily];
+    assert_eq!(
+        judged(&windows, "package:nginx", 1.2, 2.8).outcome,
+        authorized(1)
+    );
+    // From one occurrence into the gap, or across two of them: not provable.
+    for (after, before) in [(2.5, 3.5), (2.5, 24.0 + 1.5)] {
+        let j = judged(&windows, "package:nginx", after, before);
+        assert_eq!(j.outcome, Outcome::Untraced, "[{after}, {before}]");
+        assert_eq!(j.not_provably_in, Some(Uuid::from_u128(1)));
+    }
+}
+
 /// The reference: every window, one by one, with the same rules.
 struct Probe<'a> {
     host: &'a str,
     labels: &'a BTreeMap<String, String>,
     subject: &'a str,
-    at: i64,
+    /// The spool interval.
+    after: i64,
+    before: i64,
     actor: Option<&'a Actor>,
     provenance: Option<&'a Provenance>,
 }
@@ -602,10 +728,13 @@ fn brute_force(windows: &[Window], probe: &Probe<'_>, tol: i64) -> Outcome {
         host,
         labels,
         subject,
-        at,
+        after,
+        before,
         actor,
         provenance,
     } = *probe;
+    // The tolerance never reaches past a close or cancellation.
+    let closed_by = |w: &Window| w.ended_at.is_none_or(|ended| before <= ended);
     let who = actor.and_then(|a| match (&a.login_user, a.login_uid) {
         (Some(login), _) => Some(login.clone()),
         (None, Some(_)) => None,
@@ -615,12 +744,13 @@ fn brute_force(windows: &[Window], probe: &Probe<'_>, tol: i64) -> Outcome {
     sorted.sort_by_key(|w| w.id);
     let mut flagged = None;
     for w in sorted {
-        let in_time = match &w.schedule {
-            None => w.start - tol <= at && at <= w.effective_end() + tol,
-            Some(schedule) => occurrences(w, schedule)
-                .into_iter()
-                .any(|(s, e)| s - tol <= at && at <= e + tol),
-        };
+        let in_time = closed_by(w)
+            && match &w.schedule {
+                None => w.start - tol <= after && before <= w.end + tol,
+                Some(schedule) => occurrences(w, schedule)
+                    .into_iter()
+                    .any(|(s, e)| s - tol <= after && before <= e + tol),
+            };
         let host_ok = w.hosts.names.iter().any(|n| n == host)
             || driftwatch_common::pattern::GlobList::new(&w.hosts.globs)
                 .unwrap()
@@ -667,8 +797,8 @@ fn brute_force(windows: &[Window], probe: &Probe<'_>, tol: i64) -> Outcome {
     flagged.unwrap_or(Outcome::Untraced)
 }
 
-/// Every occurrence of a recurring window, expanded day by day over its validity and cut
-/// to it (the index never does this).
+/// Every occurrence of a recurring window, expanded day by day over its planned validity
+/// and cut to it (the index never does this).
 fn occurrences(w: &Window, schedule: &Schedule) -> Vec<(i64, i64)> {
     let tz = jiff::tz::TimeZone::get(&w.time_zone).unwrap();
     let (h, m) = schedule.start.split_once(':').unwrap();
@@ -680,7 +810,7 @@ fn occurrences(w: &Window, schedule: &Schedule) -> Vec<(i64, i64)> {
             .date()
     };
     let names = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-    let (valid_from, valid_until) = (w.start, w.effective_end());
+    let (valid_from, valid_until) = (w.start, w.end);
     let mut found = Vec::new();
     let mut date = day(valid_from - 2 * 86_400_000);
     while date <= day(valid_until) {
@@ -772,10 +902,20 @@ fn arb_window() -> impl Strategy<Value = Window> {
         (0i64..48, 1i64..12),
         (implementers, approver),
         prop::option::weighted(0.3, arb_schedule()),
+        prop::option::weighted(0.3, (0i64..(14 * 60), any::<bool>())),
     )
         .prop_map(
-            |((id, hosts, subjects), (start, len), (implementers, approver), recurring)| {
+            |((id, hosts, subjects), (start, len), (implementers, approver), recurring, ended)| {
                 let mut w = window(u128::from(id), hosts, &subjects, start, start + len);
+                if let Some((after_min, closed)) = ended {
+                    // Closed or cancelled some minutes after its start (maybe past its end).
+                    w.status = if closed {
+                        WindowStatus::Closed
+                    } else {
+                        WindowStatus::Cancelled
+                    };
+                    w.ended_at = Some(w.start + after_min * 60_000);
+                }
                 w.implementers = implementers.iter().map(|s| s.to_string()).collect();
                 w.decided_by = Some(approver.to_owned());
                 if let Some((schedule, zone, valid_hours)) = recurring {
@@ -831,6 +971,8 @@ proptest! {
         role in prop::sample::select(vec!["web", "db", "none"]),
         subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/etc/x/y", "file:/usr/sbin/nginx", "package:nginx", "package:vim", "user:bob"]),
         at_min in 0i64..(60 * 62),
+        // Mostly a heartbeat interval or less; sometimes an outage of hours.
+        spread_s in prop::sample::select(vec![0i64, 1, 30, 59, 60, 61, 90, 600, 7200, 36_000]),
         actor in arb_actor(),
         provenance in arb_provenance(),
     ) {
@@ -839,13 +981,14 @@ proptest! {
         windows.sort_by_key(|w| w.id);
         windows.dedup_by_key(|w| w.id);
         let labels = BTreeMap::from([("role".to_owned(), role.to_owned())]);
-        let at = DAY + at_min * 60_000;
-        let probe = Probe { host, labels: &labels, subject, at, actor: actor.as_ref(), provenance: provenance.as_ref() };
+        let after = DAY + at_min * 60_000;
+        let before = after + spread_s * 1000;
+        let probe = Probe { host, labels: &labels, subject, after, before, actor: actor.as_ref(), provenance: provenance.as_ref() };
         let expected = brute_force(&windows, &probe, 60_000);
         let decide = |index: &WindowIndex| match_event(
             index,
-            HostFacts { hostname: host, labels: &labels, skew_ms: 0 },
-            EventFacts { subject, kind: ChangeKind::Content, after: None, observed_at: at, actor: actor.as_ref(), provenance: provenance.as_ref() },
+            HostFacts { hostname: host, labels: &labels },
+            EventFacts { subject, kind: ChangeKind::Content, after: None, spooled: SpoolBounds { after, before }, actor: actor.as_ref(), provenance: provenance.as_ref() },
             60_000,
         );
         prop_assert_eq!(decide(&WindowIndex::build(&windows).unwrap()), expected.clone());

@@ -46,6 +46,13 @@ pub struct Change {
     pub received_at: String,
     pub drift_id: Option<Uuid>,
     pub chain: String,
+    /// When it reached the agent's spool, on the collector's clock: what the window had
+    /// to cover for it to be authorized.
+    #[serde(default)]
+    pub spooled_between: String,
+    /// `consistent`, or the agent's clock claim is false (`before_bounds`, `after_bounds`).
+    #[serde(default)]
+    pub clock_claim: String,
 }
 
 /// Something an auditor should look at.
@@ -131,6 +138,12 @@ pub fn build(
                 received_at: rfc3339(stored.received_at),
                 drift_id: stored.drift_id,
                 chain: stored.chain.clone(),
+                spooled_between: format!(
+                    "{} and {}",
+                    rfc3339(stored.spool.spooled_after),
+                    rfc3339(stored.spool.spooled_before)
+                ),
+                clock_claim: stored.spool.clock_claim.name().to_owned(),
             }
         })
         .collect();
@@ -336,6 +349,10 @@ pub fn to_markdown(bundle: &Bundle) -> String {
             "- Kind: {}; seen by: {}; at {} (received {})",
             ch.kind, ch.seen_by, ch.observed_at, ch.received_at
         ));
+        line(format!(
+            "- Spooled between {} (collector clock); clock claim: {}",
+            ch.spooled_between, ch.clock_claim
+        ));
         line(format!("- Actor: {}", md_text(&ch.actor)));
         line(format!("- Before: {}", md_code(&ch.before)));
         line(format!("- After: {}", md_code(&ch.after)));
@@ -505,6 +522,12 @@ pub fn to_html(bundle: &Bundle) -> String {
         row(&mut out, "Seen by", &ch.seen_by);
         row(&mut out, "Observed at", &ch.observed_at);
         row(&mut out, "Received at", &ch.received_at);
+        row(
+            &mut out,
+            "Spooled between (collector clock)",
+            &ch.spooled_between,
+        );
+        row(&mut out, "Clock claim", &ch.clock_claim);
         row(&mut out, "Actor", &ch.actor);
         row(&mut out, "Before", &ch.before);
         row(&mut out, "After", &ch.after);
@@ -608,6 +631,7 @@ mod tests {
                     },
                     chain: "ok".into(),
                     drift_id: None,
+                    spool: Default::default(),
                 },
             }],
             drift: vec![],

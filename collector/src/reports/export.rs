@@ -58,6 +58,15 @@ pub struct ExportRow {
     pub chain: String,
     /// Rank in the sample, when one was asked for and this row is in it.
     pub sample_rank: Option<u32>,
+    /// When the event reached the agent's spool, proven on the collector's clock
+    /// (authorization rests on these, not on `observed_at`).
+    #[serde(default)]
+    pub spooled_after: String,
+    #[serde(default)]
+    pub spooled_before: String,
+    /// `consistent`, or `before_bounds` / `after_bounds`: the agent's clock claim is false.
+    #[serde(default)]
+    pub clock_claim: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,6 +167,9 @@ pub fn build(
             resolved_at: None,
             chain: stored.chain.clone(),
             sample_rank: None,
+            spooled_after: rfc3339(stored.spool.spooled_after),
+            spooled_before: rfc3339(stored.spool.spooled_before),
+            clock_claim: stored.spool.clock_claim.name().to_owned(),
         };
         let mut resolved_at = None;
         if let Some(resolution) = drift.and_then(|d| d.resolution.as_ref()) {
@@ -245,7 +257,7 @@ fn summarize(rows: &[ExportRow], observations: &[Observation]) -> Summary {
     }
 }
 
-pub const CSV_HEADER: [&str; 24] = [
+pub const CSV_HEADER: [&str; 27] = [
     "event_id",
     "host",
     "host_id",
@@ -268,6 +280,9 @@ pub const CSV_HEADER: [&str; 24] = [
     "resolved_by",
     "resolved_at",
     "chain",
+    "spooled_after",
+    "spooled_before",
+    "clock_claim",
     "sample_rank",
     "in_sample",
 ];
@@ -374,6 +389,9 @@ pub fn to_csv(export: &Export) -> String {
             text(&r.resolved_by),
             text(&r.resolved_at),
             r.chain.clone(),
+            r.spooled_after.clone(),
+            r.spooled_before.clone(),
+            r.clock_claim.clone(),
             r.sample_rank.map(|n| n.to_string()).unwrap_or_default(),
             if r.sample_rank.is_some() { "yes" } else { "" }.to_owned(),
         ]));
@@ -419,6 +437,7 @@ mod tests {
                 outcome,
                 chain: "ok".into(),
                 drift_id: None,
+                spool: Default::default(),
             },
         }
     }

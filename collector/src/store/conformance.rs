@@ -78,8 +78,14 @@ impl Agent {
 const WEB_KEY: [u8; 32] = [11; 32];
 
 fn decided(event: DriftEvent, outcome: Outcome) -> Decided {
+    let at = crate::clock::from_offset(event.observed_at);
     Decided {
-        event_time: crate::clock::from_offset(event.observed_at),
+        event_time: at,
+        spool: crate::spool_time::SpoolTime {
+            spooled_after: at,
+            spooled_before: at,
+            ..Default::default()
+        },
         event,
         outcome,
     }
@@ -810,4 +816,192 @@ pub async fn story<S: Store>(store: S) {
         "the changes after the alert, together"
     );
     assert_eq!(raise(later + 5 * hold).await.unwrap(), 0, "once");
+}
+
+/// Spool marks, spool bounds on events and clock alerts (authorization on the collector's
+/// clock): what a backend must keep and return.
+pub async fn clock_story<S: Store>(store: S) {
+    use crate::spool_time::{ClockClaim, SpoolMark, SpoolTime};
+    let enrollment = EnrollmentTokenRecord {
+        id: Uuid::now_v7(),
+        digest: [5; 32],
+        created_by: "root".into(),
+        created_at: T0,
+        expires_at: T0 + 60_000,
+        uses_left: 1,
+    };
+    store
+        .insert_enrollment_token(enrollment.clone(), audit("enrollment_token.created"))
+        .await
+        .unwrap();
+    let host = Host {
+        id: Uuid::now_v7(),
+        hostname: "web-9".into(),
+        labels: BTreeMap::new(),
+        agent_version: "0.1.0".into(),
+        enrolled_at: T0,
+        last_seen_at: None,
+        skew_ms: 0,
+        inventory: None,
+        health: None,
+        reported_seq: 0,
+        stored_seq: 0,
+        chain_keyed: false,
+    };
+    let credential = TokenRecord {
+        host_id: Some(host.id),
+        ..token(Role::Agent, "web-9", 3)
+    };
+    store
+        .enroll(
+            enrollment.id,
+            [5; 32],
+            host.clone(),
+            credential,
+            None,
+            audit("host.enrolled"),
+        )
+        .await
+        .unwrap();
+    let heartbeat = |at: Millis, last_seq: u64| HeartbeatRecord {
+        host_id: host.id,
+        received_at: at,
+        skew_ms: 0,
+        inventory: Inventory::default(),
+        health: AgentHealth::default(),
+        reported_seq: last_seq,
+        results: vec![],
+    };
+    // Idle: one mark kept, the latest.
+    for i in 0..5 {
+        store
+            .heartbeat(heartbeat(T0 + i * 60_000, 0), vec![])
+            .await
+            .unwrap();
+    }
+    let mark = |received_at, last_seq| SpoolMark {
+        received_at,
+        last_seq,
+    };
+    assert_eq!(
+        store.spool_marks(host.id).await.unwrap(),
+        vec![mark(T0 + 240_000, 0)]
+    );
+    // Events 1 and 2 spooled, not delivered: the first report of 2 and the last are kept.
+    for i in 5..8 {
+        store
+            .heartbeat(heartbeat(T0 + i * 60_000, 2), vec![])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.spool_marks(host.id).await.unwrap(),
+        vec![
+            mark(T0 + 240_000, 0),
+            mark(T0 + 300_000, 2),
+            mark(T0 + 420_000, 2)
+        ]
+    );
+
+    // Ingest keeps each event's spool time; false claims are counted.
+    let mut agent = Agent {
+        host_id: host.id,
+        seq: 0,
+        prev: DriftEvent::GENESIS,
+        key: None,
+    };
+    let spool = |claim| SpoolTime {
+        spooled_after: T0 + 240_000,
+        spooled_before: T0 + 300_000,
+        clock_claim: claim,
+        not_provably_in: None,
+    };
+    let mut honest = decided(
+        agent.event("file:/etc/a", ChangeKind::Content, "1"),
+        Outcome::Untraced,
+    );
+    honest.spool = spool(ClockClaim::Consistent);
+    // The caller moves event times inside the bounds.
+    honest.event_time = T0 + 250_000;
+    let mut forged = decided(
+        agent.event("file:/etc/b", ChangeKind::Content, "1"),
+        Outcome::Untraced,
+    );
+    forged.spool = SpoolTime {
+        not_provably_in: Some(Uuid::nil()),
+        ..spool(ClockClaim::AfterBounds)
+    };
+    forged.event_time = T0 + 300_000;
+    let outcome = store
+        .ingest(host.id, vec![honest, forged.clone()], T0 + 480_000)
+        .await
+        .unwrap();
+    assert_eq!((outcome.accepted, outcome.false_claims), (2, 1));
+    let again = store
+        .ingest(host.id, vec![forged.clone()], T0 + 490_000)
+        .await
+        .unwrap();
+    assert_eq!((again.duplicates, again.false_claims), (1, 0), "a retry");
+    let drift = store
+        .drift_items(DriftFilter {
+            host_id: Some(host.id),
+            ..DriftFilter::default()
+        })
+        .await
+        .unwrap();
+    let b = drift.iter().find(|d| d.subject == "file:/etc/b").unwrap();
+    assert_eq!(store.events(b.id).await.unwrap()[0].spool, forged.spool);
+    // Events are stored: marks at or below the head collapse to the latest.
+    store
+        .heartbeat(heartbeat(T0 + 540_000, 2), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.spool_marks(host.id).await.unwrap(),
+        vec![mark(T0 + 540_000, 2)]
+    );
+
+    // Review candidates are chosen by their spool bounds.
+    let in_range = store
+        .review_candidates(T0 + 240_000, T0 + 300_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_range
+            .iter()
+            .filter(|c| c.host.id == host.id)
+            .map(|c| c.spooled)
+            .collect::<Vec<_>>(),
+        vec![forged.spool.bounds(); 2]
+    );
+    let narrower = store
+        .review_candidates(T0 + 250_000, T0 + 300_000)
+        .await
+        .unwrap();
+    assert!(narrower.iter().all(|c| c.host.id != host.id));
+
+    // Clock alerts: one per host and burst.
+    let alert = NewAlert {
+        kind: "clock_claim".into(),
+        host_id: Some(host.id),
+        body: json!({"kind": "clock_claim"}),
+    };
+    assert!(
+        store
+            .raise_clock_alert(alert.clone(), T0 + 1_000_000, 10_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .raise_clock_alert(alert.clone(), T0 + 1_005_000, 10_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .raise_clock_alert(alert, T0 + 1_011_000, 10_000)
+            .await
+            .unwrap()
+    );
 }

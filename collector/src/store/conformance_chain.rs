@@ -52,6 +52,11 @@ fn untraced(events: &[&DriftEvent]) -> Vec<Decided> {
             event: (*e).clone(),
             outcome: Outcome::Untraced,
             event_time: T0,
+            spool: SpoolTime {
+                spooled_after: T0,
+                spooled_before: T0,
+                ..SpoolTime::default()
+            },
         })
         .collect()
 }

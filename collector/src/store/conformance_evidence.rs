@@ -155,6 +155,11 @@ pub async fn story<S: Store>(store: S) {
     let stray = event(db.id, None, "package:vim", T0 + 3000);
     let decided = |event: &DriftEvent, outcome: Outcome| Decided {
         event_time: crate::clock::from_offset(event.observed_at),
+        spool: crate::spool_time::SpoolTime {
+            spooled_after: crate::clock::from_offset(event.observed_at),
+            spooled_before: crate::clock::from_offset(event.observed_at),
+            ..Default::default()
+        },
         event: event.clone(),
         outcome,
     };

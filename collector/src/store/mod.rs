@@ -26,6 +26,7 @@ use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
 use crate::matcher::Outcome;
 use crate::people::Person;
+use crate::spool_time::{SpoolBounds, SpoolMark, SpoolTime};
 use crate::windows::{Window, WindowStatus};
 
 pub use sqlite::SqliteStore;
@@ -110,8 +111,10 @@ pub struct Host {
 pub struct Decided {
     pub event: DriftEvent,
     pub outcome: Outcome,
-    /// Agent time corrected by the host's measured skew.
+    /// Agent time corrected by the host's measured skew, moved inside the spool bounds.
     pub event_time: Millis,
+    /// When the collector can prove it was spooled, and whether the agent's claim agrees.
+    pub spool: SpoolTime,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -122,6 +125,8 @@ pub struct IngestOutcome {
     pub chain_problems: Vec<ChainProblem>,
     /// Events refused as forgeries (not stored; each is among `chain_problems`).
     pub rejected: u32,
+    /// Accepted events whose `observed_at` lies outside their spool bounds.
+    pub false_claims: u32,
 }
 
 /// A stored event with what the collector decided about it.
@@ -135,6 +140,10 @@ pub struct StoredEvent {
     /// that extends the chain of a host without a chain key.
     pub chain: String,
     pub drift_id: Option<Uuid>,
+    /// Spool bounds on the collector's clock and the verdict on the agent's claim (events
+    /// stored before bounds existed: from the host's enrollment to their arrival).
+    #[serde(default)]
+    pub spool: SpoolTime,
 }
 
 /// An event waiting for review that a newly approved window may cover.
@@ -143,6 +152,8 @@ pub struct ReviewCandidate {
     pub event: DriftEvent,
     pub event_time: Millis,
     pub host: Host,
+    /// When it can have been spooled: what a window must cover.
+    pub spooled: SpoolBounds,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -418,7 +429,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         received_at: Millis,
     ) -> impl Future<Output = Result<IngestOutcome>> + Send;
     fn events(&self, drift_id: Uuid) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
-    /// Records a heartbeat and returns the host's pending commands.
+    /// The host's heartbeat marks (arrival, reported seq) still kept to bound its events.
+    fn spool_marks(&self, host_id: Uuid) -> impl Future<Output = Result<Vec<SpoolMark>>> + Send;
+    /// Records `alert` (a false clock claim) unless one of its kind was raised for its host
+    /// less than `burst_ms` before `at`: one per host and burst. Returns whether it was.
+    fn raise_clock_alert(
+        &self,
+        alert: NewAlert,
+        at: Millis,
+        burst_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Records a heartbeat (and its spool mark, pruning those that can no longer bound an
+    /// event: `spool_time::retained`) and returns the host's pending commands.
     fn heartbeat(
         &self,
         record: HeartbeatRecord,
@@ -450,7 +472,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         window: Window,
         audit: NewAudit,
     ) -> impl Future<Output = Result<CloseOutcome>> + Send;
-    /// Events still needing review whose corrected time lies in `[from, to]`.
+    /// Events still needing review whose spool bounds (and so corrected time) lie in
+    /// `[from, to]`.
     fn review_candidates(
         &self,
         from: Millis,

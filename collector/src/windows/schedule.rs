@@ -165,6 +165,44 @@ impl Recurrence {
         false
     }
 
+    /// Whether one occurrence, cut to the validity `[valid_from, valid_until]` and widened
+    /// by `tolerance` on both sides, holds the whole of `[from, to]`.
+    pub fn contains(
+        &self,
+        from: Millis,
+        to: Millis,
+        valid_from: Millis,
+        valid_until: Millis,
+        tolerance: Millis,
+    ) -> bool {
+        if from > to {
+            return false;
+        }
+        // Such an occurrence starts in [to - duration - tolerance, from + tolerance].
+        let (Some(first), Some(last)) = (
+            self.local_date(to - self.duration_ms - tolerance - DAY_MS),
+            self.local_date(from + tolerance + DAY_MS),
+        ) else {
+            return false;
+        };
+        let mut date = first;
+        while date <= last {
+            if let Some(start) = self.occurrence_on(date) {
+                let opens = start.max(valid_from) - tolerance;
+                let closes = (start + self.duration_ms).min(valid_until) + tolerance;
+                let cut = start <= valid_until && start + self.duration_ms >= valid_from;
+                if cut && opens <= from && to <= closes {
+                    return true;
+                }
+            }
+            match date.checked_add(1.day()) {
+                Ok(next) => date = next,
+                Err(_) => break,
+            }
+        }
+        false
+    }
+
     fn local_date(&self, at: Millis) -> Option<Date> {
         Timestamp::from_millisecond(at)
             .ok()

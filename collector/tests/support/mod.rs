@@ -208,6 +208,23 @@ impl Server {
         .await
     }
 
+    /// A heartbeat from `agent` received now (the test clock), reporting `last_seq`
+    /// spooled and an agent clock of `sent_at`.
+    pub async fn heartbeat(&self, agent: &Agent, last_seq: u64, sent_at: Millis) {
+        let heartbeat = json!({
+            "host_id": agent.host_id, "sent_at": at(sent_at),
+            "inventory": {"hostname": "h", "os": "Debian 12", "kernel": "6.1", "uptime_secs": 5, "cpus": 2, "memory_bytes": 1},
+            "health": {"agent_version": "0.1.0", "cpu_percent": 0.5, "rss_bytes": 1, "spool_depth": 0, "spool_full": false,
+                       "baseline_entries": 10, "baseline_tampered": false,
+                       "coverage": {"dropped_event_batches": 0, "unreadable": 0, "attribution_unavailable": null}},
+            "last_seq": last_seq,
+        });
+        let (status, answer) = self
+            .post("/api/v1/heartbeat", &agent.credential, heartbeat)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
     /// The alerts of `kind` the JSON-lines sink received.
     pub fn alert_lines(&self, kind: &str) -> Vec<Value> {
         std::fs::read_to_string(self.dir.path().join("alerts.jsonl"))

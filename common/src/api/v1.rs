@@ -421,7 +421,9 @@ pub struct Heartbeat {
     pub sent_at: OffsetDateTime,
     pub inventory: Inventory,
     pub health: AgentHealth,
-    /// The last sequence number the agent has emitted.
+    /// The last sequence number the agent has committed to its spool when it built this
+    /// heartbeat. The collector bounds the spool time of each event with it, on its own
+    /// clock: authorization never rests on `observed_at`.
     pub last_seq: u64,
     /// Outcomes of commands received earlier.
     #[serde(default)]

@@ -9,6 +9,7 @@ use super::rows::{Digest, Id, Json, Named, id, json, opt_id, seq};
 use crate::chain::{self, Authenticity, ChainKeys, ChainProblem, Head, Neighbours, Verdict};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus, ResolutionCategory, Step};
+use crate::spool_time::{self, ClockClaim, SpoolMark, SpoolTime};
 use crate::store::{
     Decided, HeartbeatRecord, IngestOutcome, NewAlert, Resolution, Result, StoreError, StoredEvent,
 };
@@ -135,8 +136,9 @@ pub fn ingest(
         let drift_id = move_drift(conn, host_id, decided, received_at)?;
         conn.execute(
             "INSERT INTO events (id, host_id, seq, chain_hash, chain, subject, kind, observed_at,
-                                 event_time, received_at, outcome, decision, window_id, drift_id, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                 event_time, received_at, outcome, decision, window_id, drift_id, body,
+                                 spooled_after, spooled_before, spool)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 id(event.id),
                 id(host_id),
@@ -152,10 +154,16 @@ pub fn ingest(
                 json(&decided.outcome),
                 opt_id(decided.outcome.window_id()),
                 opt_id(drift_id),
-                encoded.json
+                encoded.json,
+                decided.spool.spooled_after,
+                decided.spool.spooled_before,
+                json(&decided.spool)
             ],
         )?;
         outcome.accepted += 1;
+        if decided.spool.clock_claim.is_false() {
+            outcome.false_claims += 1;
+        }
     }
 
     match &mut keys {
@@ -454,17 +462,92 @@ pub fn history(
 }
 
 pub fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let received_at = r.get(1)?;
+    // Events stored before spool bounds existed: enrollment to arrival (the migration).
+    let spool = match r.get::<_, Option<Json<SpoolTime>>>(6)? {
+        Some(spool) => spool.0,
+        None => SpoolTime {
+            spooled_after: r.get::<_, Option<i64>>(7)?.unwrap_or(i64::MIN),
+            spooled_before: r.get::<_, Option<i64>>(8)?.unwrap_or(received_at),
+            clock_claim: ClockClaim::Consistent,
+            not_provably_in: None,
+        },
+    };
     Ok(StoredEvent {
         event: r.get::<_, Json<DriftEvent>>(0)?.0,
-        received_at: r.get(1)?,
+        received_at,
         event_time: r.get(2)?,
         outcome: r.get::<_, Json<_>>(3)?.0,
         chain: r.get(4)?,
         drift_id: r.get::<_, Option<Id>>(5)?.map(|i| i.0),
+        spool,
     })
 }
 
-pub const EVENT_COLUMNS: &str = "body, received_at, event_time, decision, chain, drift_id";
+pub const EVENT_COLUMNS: &str = "body, received_at, event_time, decision, chain, drift_id, spool, spooled_after, spooled_before";
+
+pub fn spool_marks(conn: &Connection, host_id: Uuid) -> Result<Vec<SpoolMark>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT received_at, last_seq FROM spool_marks WHERE host_id = ?1 ORDER BY received_at",
+    )?;
+    let rows = stmt.query_map([id(host_id)], |r| {
+        Ok(SpoolMark {
+            received_at: r.get(0)?,
+            last_seq: r.get::<_, i64>(1)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Adds the mark of a heartbeat and drops the marks that can no longer bound an event
+/// (events up to the stored head have arrived).
+fn add_spool_mark(conn: &Connection, host_id: Uuid, mark: SpoolMark) -> Result<()> {
+    conn.execute(
+        "INSERT INTO spool_marks (host_id, received_at, last_seq) VALUES (?1, ?2, ?3)",
+        params![id(host_id), mark.received_at, seq(mark.last_seq)],
+    )?;
+    let stored: i64 = conn.query_row(
+        "SELECT chain_seq FROM hosts WHERE id = ?1",
+        [id(host_id)],
+        |r| r.get(0),
+    )?;
+    let marks = spool_marks(conn, host_id)?;
+    let kept = spool_time::retained(&marks, stored.max(0) as u64);
+    if kept.len() < marks.len() {
+        conn.execute("DELETE FROM spool_marks WHERE host_id = ?1", [id(host_id)])?;
+        for mark in kept {
+            conn.execute(
+                "INSERT INTO spool_marks (host_id, received_at, last_seq) VALUES (?1, ?2, ?3)",
+                params![id(host_id), mark.received_at, seq(mark.last_seq)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn raise_clock_alert(
+    conn: &Connection,
+    alert: &NewAlert,
+    at: Millis,
+    burst_ms: i64,
+) -> Result<bool> {
+    let recent: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM alerts WHERE kind = ?1 AND host_id IS ?2 AND created_at > ?3 LIMIT 1",
+            params![
+                alert.kind,
+                opt_id(alert.host_id),
+                at.saturating_sub(burst_ms)
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if recent.is_some() {
+        return Ok(false);
+    }
+    insert_alert(conn, alert, at)?;
+    Ok(true)
+}
 
 pub fn events_of(conn: &Connection, drift_id: Uuid) -> Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare(&format!(
@@ -495,6 +578,14 @@ pub fn heartbeat(
     if updated == 0 {
         return Err(StoreError::NotFound(format!("no host {}", record.host_id)));
     }
+    add_spool_mark(
+        conn,
+        record.host_id,
+        SpoolMark {
+            received_at: record.received_at,
+            last_seq: record.reported_seq,
+        },
+    )?;
     for result in &record.results {
         let status = match result.outcome {
             CommandOutcome::Applied => "applied",

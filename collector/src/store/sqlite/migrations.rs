@@ -221,6 +221,23 @@ ALTER TABLE hosts ADD COLUMN chain_key_floor BLOB;
 ALTER TABLE hosts ADD COLUMN chain_key_next_seq INTEGER;
 ALTER TABLE hosts ADD COLUMN chain_key_next BLOB;
 "#,
+    // 8: authorization on the collector's clock. Heartbeat marks (arrival, reported
+    // last seq) per host, pruned to those that can still bound an event; each event's
+    // spool bounds and the verdict on its claimed time. Events stored before: bounded by
+    // their host's enrollment and their arrival, all the collector can vouch for.
+    r#"
+CREATE TABLE spool_marks (
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    received_at INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+) STRICT;
+CREATE INDEX spool_marks_host ON spool_marks(host_id, received_at);
+ALTER TABLE events ADD COLUMN spooled_after INTEGER;
+ALTER TABLE events ADD COLUMN spooled_before INTEGER;
+ALTER TABLE events ADD COLUMN spool TEXT;
+UPDATE events SET spooled_before = received_at,
+    spooled_after = (SELECT enrolled_at FROM hosts WHERE hosts.id = events.host_id);
+"#,
 ];
 
 #[cfg(test)]

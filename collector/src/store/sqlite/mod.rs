@@ -344,6 +344,19 @@ impl Store for SqliteStore {
         self.call(move |conn| ingest::events_of(conn, drift_id))
     }
 
+    fn spool_marks(&self, host_id: Uuid) -> impl Future<Output = Result<Vec<SpoolMark>>> + Send {
+        self.call(move |conn| ingest::spool_marks(conn, host_id))
+    }
+
+    fn raise_clock_alert(
+        &self,
+        alert: NewAlert,
+        at: Millis,
+        burst_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        self.write(move |tx| ingest::raise_clock_alert(tx, &alert, at, burst_ms))
+    }
+
     fn heartbeat(
         &self,
         record: HeartbeatRecord,

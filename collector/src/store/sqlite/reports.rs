@@ -19,7 +19,8 @@ use crate::store::{
 fn host_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostEvent> {
     Ok(HostEvent {
         stored: event_row(r)?,
-        hostname: r.get(6)?,
+        // The column after the event's.
+        hostname: r.get(EVENT_COLUMNS.split(", ").count())?,
     })
 }
 

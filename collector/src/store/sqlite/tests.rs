@@ -13,6 +13,11 @@ async fn sqlite_passes_the_people_story() {
 }
 
 #[tokio::test]
+async fn sqlite_keeps_spool_marks_and_bounds() {
+    crate::store::conformance::clock_story(SqliteStore::open_in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn a_file_database_is_migrated_once_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collector.db");

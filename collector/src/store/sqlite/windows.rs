@@ -10,6 +10,7 @@ use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::drift::DriftStatus;
 use crate::matcher::{Outcome, REVIEW_OUTCOMES};
+use crate::spool_time::SpoolBounds;
 use crate::store::{CloseOutcome, Result, ReviewCandidate, ReviewOutcome, StoreError};
 use crate::windows::{Window, WindowStatus};
 
@@ -189,8 +190,10 @@ pub fn review_candidates(
     to: Millis,
 ) -> Result<Vec<ReviewCandidate>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT e.body, e.event_time, {} FROM events e JOIN hosts h ON h.id = e.host_id
+        "SELECT e.body, e.event_time, e.spooled_after, e.spooled_before, {}
+         FROM events e JOIN hosts h ON h.id = e.host_id
          WHERE e.outcome IN ({}) AND e.event_time BETWEEN ?1 AND ?2
+           AND e.spooled_after >= ?1 AND e.spooled_before <= ?2
          ORDER BY e.event_time",
         host_columns("h"),
         review_outcomes()
@@ -199,7 +202,11 @@ pub fn review_candidates(
         Ok(ReviewCandidate {
             event: r.get::<_, Json<DriftEvent>>(0)?.0,
             event_time: r.get(1)?,
-            host: host_row_at(r, 2)?,
+            spooled: SpoolBounds {
+                after: r.get(2)?,
+                before: r.get(3)?,
+            },
+            host: host_row_at(r, 4)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
