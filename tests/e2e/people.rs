@@ -312,6 +312,7 @@ fn control_and_bidi_characters_from_a_host_are_shown_escaped() {
         login_user: Some(format!("mallory{HOSTILE}")),
         ..Actor::default()
     });
+    web.seal(&mut event);
     web.report(&collector, &[event]).expect(200);
     let escaped = "\\x1b[2J\\x1b]0;title\\x07\\x0dX\\x0a0190d3b4";
 
