@@ -1,16 +1,55 @@
 use serde::{Deserialize, Serialize};
 
+use super::signing::{Checkpoint, PublicKey};
 use super::{AuditEntry, AuditHead, GENESIS, entry_hash};
 use crate::identity::hex;
 
 /// The outcome of checking the whole chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
+    /// No problem was found. What that proves is in `assurance`: without checkpoints held
+    /// outside the database it does not prove the log complete.
     pub ok: bool,
     pub entries: u64,
     /// The last entry's hash (hex): keep it elsewhere to detect a rewrite of everything.
     pub head_hash: String,
     pub findings: Vec<Finding>,
+    /// The key entries and checkpoints were checked with (none: signatures not checked).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Entries whose signature verified.
+    #[serde(default)]
+    pub signed_entries: u64,
+    /// Valid checkpoints the verifier brought (held outside the database).
+    #[serde(default)]
+    pub checkpoints_held: u64,
+    /// Valid checkpoints found in the database itself.
+    #[serde(default)]
+    pub checkpoints_stored: u64,
+    /// The log is proven unchanged up to this entry by a held checkpoint.
+    #[serde(default)]
+    pub anchored_through: Option<u64>,
+    /// One sentence: what this verification proves and what it cannot.
+    #[serde(default)]
+    pub assurance: String,
+    /// The checkpoint signed for this export (evidence only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl VerifyReport {
+    /// Adds problems found outside the chain (evidence that disagrees with it).
+    pub fn add_findings(&mut self, findings: Vec<Finding>) {
+        if findings.is_empty() {
+            return;
+        }
+        self.findings.extend(findings);
+        self.ok = false;
+        self.assurance = format!(
+            "ALTERED: {} problem(s); the records or the log cannot be trusted",
+            self.findings.len()
+        );
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,8 +59,170 @@ pub struct Finding {
     pub problem: String,
 }
 
-/// Checks `entries` (in storage order by sequence number) against `head`.
+/// What a verifier holds besides the log: the public key, the checkpoints it kept outside
+/// the database (`held`), and those the database itself lists (`stored`, which whoever
+/// edits the database can delete, but not forge).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Anchors<'a> {
+    pub key: Option<&'a PublicKey>,
+    pub held: &'a [Checkpoint],
+    pub stored: &'a [Checkpoint],
+}
+
+/// Checks `entries` (in storage order by sequence number) against `head`, unanchored.
 pub fn verify(entries: &[AuditEntry], head: Option<AuditHead>) -> VerifyReport {
+    verify_anchored(entries, head, Anchors::default())
+}
+
+/// Checks the chain, then with a key every entry's signature and every checkpoint: each
+/// must verify, and the log must still hold each checkpointed head at its position.
+pub fn verify_anchored(
+    entries: &[AuditEntry],
+    head: Option<AuditHead>,
+    anchors: Anchors<'_>,
+) -> VerifyReport {
+    let mut findings = chain_findings(entries, head);
+    let last = entries.last().map(|e| AuditHead {
+        seq: e.seq,
+        hash: e.hash,
+    });
+    let mut report = VerifyReport {
+        entries: entries.len() as u64,
+        head_hash: hex(&last.map_or(GENESIS, |h| h.hash)),
+        ..VerifyReport::default()
+    };
+    if let Some(key) = anchors.key {
+        report.key_id = Some(key.key_id.clone());
+        let mut covered_by_stored = 0;
+        for (held, list) in [(true, anchors.held), (false, anchors.stored)] {
+            for checkpoint in list {
+                let place = if held {
+                    "held checkpoint"
+                } else {
+                    "checkpoint in the database"
+                };
+                if let Err(why) = key.verify_checkpoint(checkpoint) {
+                    findings.push(Finding {
+                        seq: checkpoint.entries,
+                        problem: format!(
+                            "{place} of entry {} at {}: {why}",
+                            checkpoint.entries, checkpoint.at
+                        ),
+                    });
+                    continue;
+                }
+                match still_holds(entries, checkpoint) {
+                    Err(problem) => findings.push(Finding {
+                        seq: checkpoint.entries,
+                        problem: format!("{place} signed at {}: {problem}", checkpoint.at),
+                    }),
+                    Ok(()) if held => {
+                        report.checkpoints_held += 1;
+                        report.anchored_through =
+                            report.anchored_through.max(Some(checkpoint.entries));
+                    }
+                    Ok(()) => {
+                        report.checkpoints_stored += 1;
+                        covered_by_stored = covered_by_stored.max(checkpoint.entries);
+                    }
+                }
+            }
+        }
+        let covered = report.anchored_through.unwrap_or(0).max(covered_by_stored);
+        for entry in entries {
+            match &entry.signature {
+                Some(signature) if key.verify_entry(&entry.hash, signature) => {
+                    report.signed_entries += 1;
+                }
+                Some(_) => findings.push(Finding {
+                    seq: entry.seq,
+                    problem: "its signature does not verify with the collector's key: the \
+                              entry was forged or rewritten"
+                        .into(),
+                }),
+                None if entry.seq > covered => findings.push(Finding {
+                    seq: entry.seq,
+                    problem: "not signed, and no checkpoint covers it: the entry was added \
+                              without the collector's key (forged)"
+                        .into(),
+                }),
+                // Written before entries were signed, and vouched for by a checkpoint.
+                None => {}
+            }
+        }
+    }
+    report.ok = findings.is_empty();
+    report.findings = findings;
+    report.assurance = assurance(&report, anchors);
+    report
+}
+
+/// Whether the log still holds `checkpoint`'s head at its position.
+fn still_holds(entries: &[AuditEntry], checkpoint: &Checkpoint) -> Result<(), String> {
+    if checkpoint.entries == 0 {
+        return Ok(());
+    }
+    let Ok(at) = entries.binary_search_by_key(&checkpoint.entries, |e| e.seq) else {
+        let last = entries.last().map_or(0, |e| e.seq);
+        return Err(if last < checkpoint.entries {
+            format!(
+                "it vouches for {} entries but the log ends at entry {last}: entries were \
+                 removed (truncated or wiped)",
+                checkpoint.entries
+            )
+        } else {
+            format!(
+                "entry {} is missing from the log: entries were deleted",
+                checkpoint.entries
+            )
+        });
+    };
+    if checkpoint.head() != Some(entries[at].hash) {
+        return Err(format!(
+            "entry {} is no longer the entry that was checkpointed: the log was rewritten",
+            checkpoint.entries
+        ));
+    }
+    Ok(())
+}
+
+fn assurance(report: &VerifyReport, anchors: Anchors<'_>) -> String {
+    if !report.ok {
+        return format!(
+            "ALTERED: {} problem(s); the log cannot be trusted from the first one on",
+            report.findings.len()
+        );
+    }
+    let Some(key_id) = &report.key_id else {
+        return format!(
+            "the hash chain of {} entries is consistent with itself; NOT proven intact: \
+             without the collector's public key and checkpoints held outside the database, \
+             a rewritten, truncated or wiped log reads the same",
+            report.entries
+        );
+    };
+    match report.anchored_through {
+        Some(through) => format!(
+            "entries 1 to {through} are exactly those of {} signed checkpoint(s) held \
+             outside the database; {} later entries are chained and signed by key {key_id} \
+             (entries removed after the latest checkpoint would not show until the next)",
+            report.checkpoints_held,
+            report.entries.saturating_sub(through)
+        ),
+        None if anchors.held.is_empty() => format!(
+            "every entry is chained and signed by key {key_id}, so none was edited or forged \
+             without that key; NOT proven complete: without checkpoints held outside the \
+             database (--checkpoints FILE), entries removed from the end, or a wiped log, \
+             cannot be detected"
+        ),
+        None => format!(
+            "every entry is chained and signed by key {key_id}; the held checkpoints are all \
+             of an empty log"
+        ),
+    }
+}
+
+fn chain_findings(entries: &[AuditEntry], head: Option<AuditHead>) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut prev = GENESIS;
     let mut expected_seq = 1;
@@ -77,12 +278,7 @@ pub fn verify(entries: &[AuditEntry], head: Option<AuditHead>) -> VerifyReport {
             ),
         });
     }
-    VerifyReport {
-        ok: findings.is_empty(),
-        entries: entries.len() as u64,
-        head_hash: hex(&last.map_or(GENESIS, |h| h.hash)),
-        findings,
-    }
+    findings
 }
 
 #[cfg(test)]
@@ -112,6 +308,7 @@ mod tests {
                 details,
                 prev_hash: prev,
                 hash,
+                signature: None,
             });
             prev = hash;
         }

@@ -195,6 +195,17 @@ ALTER TABLE windows ADD COLUMN implementers TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE windows ADD COLUMN schedule TEXT;
 DROP INDEX events_review;
 CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
+"#,    // (audit) the audit trail anchored outside the database: each entry's Ed25519 signature
+    // by the collector's key (NULL for entries written before), and the signed checkpoints
+    // of the head (also sent to the alert sinks; verifiers keep their own copies).
+    r#"
+ALTER TABLE audit ADD COLUMN signature BLOB;
+CREATE TABLE audit_checkpoints (
+    id INTEGER PRIMARY KEY,
+    entries INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+) STRICT;
 "#,
 ];
 

@@ -1,0 +1,211 @@
+//! The audit operations of [`App`]: signed checkpoints (periodic and at every export),
+//! verification anchored with the collector's key and checkpoints, the public key, sealed
+//! evidence documents, and the log in its exact stored form for offline verifiers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::signing::{PublicKeyView, unhex};
+use super::{
+    Anchors, AuditEntry, AuditHead, AuditKey, Checkpoint, GENESIS, VerifyReport, verify_anchored,
+};
+use crate::app::{App, Result};
+use crate::clock::{Millis, rfc3339};
+use crate::identity::hex;
+use crate::store::Store;
+
+/// The collector's signing key and when it last signed a checkpoint.
+pub struct Anchor {
+    key: Arc<AuditKey>,
+    interval_ms: i64,
+    /// `(signed at, entries)` of the last checkpoint this process signed.
+    last: Mutex<Option<(Millis, u64)>>,
+}
+
+impl Anchor {
+    pub fn new(key: Arc<AuditKey>, interval: Duration) -> Anchor {
+        Anchor {
+            key,
+            interval_ms: i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
+            last: Mutex::new(None),
+        }
+    }
+}
+
+/// `GET /api/v1/audit/entries`: the log exactly as stored (details as the hashed text,
+/// hashes and signatures in hex) and the recorded head, so that `driftctl` verifies it
+/// itself instead of trusting the collector's verdict.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EntriesView {
+    pub entries: Vec<RawEntry>,
+    /// `(seq, hash)` of the head recorded beside the chain.
+    pub head: Option<(u64, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RawEntry {
+    pub seq: u64,
+    /// Milliseconds since the epoch, as hashed.
+    pub at_ms: Millis,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: String,
+    pub prev_hash: String,
+    pub hash: String,
+    pub signature: Option<String>,
+}
+
+impl EntriesView {
+    pub fn new(entries: &[AuditEntry], head: Option<AuditHead>) -> EntriesView {
+        EntriesView {
+            entries: entries
+                .iter()
+                .map(|e| RawEntry {
+                    seq: e.seq,
+                    at_ms: e.at,
+                    actor: e.actor.clone(),
+                    action: e.action.clone(),
+                    target: e.target.clone(),
+                    details: e.details.clone(),
+                    prev_hash: hex(&e.prev_hash),
+                    hash: hex(&e.hash),
+                    signature: e.signature.as_deref().map(hex),
+                })
+                .collect(),
+            head: head.map(|h| (h.seq, hex(&h.hash))),
+        }
+    }
+
+    /// Back to entries; a malformed hash becomes one no chain produces (so it is reported).
+    pub fn into_log(self) -> (Vec<AuditEntry>, Option<AuditHead>) {
+        let hash = |text: &str| -> [u8; 32] {
+            unhex(text)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0xff; 32])
+        };
+        let entries = self
+            .entries
+            .into_iter()
+            .map(|e| AuditEntry {
+                seq: e.seq,
+                at: e.at_ms,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                details: e.details,
+                prev_hash: hash(&e.prev_hash),
+                hash: hash(&e.hash),
+                signature: e.signature.map(|s| unhex(&s).unwrap_or_default()),
+            })
+            .collect();
+        let head = self.head.map(|(seq, h)| AuditHead {
+            seq,
+            hash: hash(&h),
+        });
+        (entries, head)
+    }
+}
+
+impl<S: Store> App<S> {
+    fn anchor(&self) -> Option<&Anchor> {
+        self.audit_anchor.as_ref()
+    }
+
+    /// The public key of the audit trail (none when the collector runs without a key).
+    pub fn audit_public_key(&self) -> Option<PublicKeyView> {
+        self.anchor().map(|a| a.key.public().view())
+    }
+
+    /// Signs a checkpoint of the current head, keeps it and queues it for every alert sink.
+    /// `None` without a key.
+    pub async fn checkpoint_audit(&self) -> Result<Option<Checkpoint>> {
+        let Some(anchor) = self.anchor() else {
+            return Ok(None);
+        };
+        let head = self.store.audit_head().await?;
+        let (entries, hash) = head.map_or((0, GENESIS), |h| (h.seq, h.hash));
+        let now = self.now();
+        let checkpoint = anchor.key.checkpoint(entries, hash, rfc3339(now));
+        self.store
+            .insert_checkpoint(checkpoint.clone(), now)
+            .await?;
+        *anchor.last.lock().expect("checkpoint lock") = Some((now, entries));
+        tracing::info!(entries, head = %checkpoint.head_hash, "audit checkpoint signed");
+        Ok(Some(checkpoint))
+    }
+
+    /// A checkpoint when the interval has passed and the head moved since the last one
+    /// (at the first round: unless the latest kept checkpoint is of the current head).
+    pub async fn checkpoint_audit_if_due(&self) -> Result<Option<Checkpoint>> {
+        let Some(anchor) = self.anchor() else {
+            return Ok(None);
+        };
+        let last = *anchor.last.lock().expect("checkpoint lock");
+        let entries = self.store.audit_head().await?.map_or(0, |h| h.seq);
+        let due = match last {
+            Some((at, signed)) => signed != entries && self.now() - at >= anchor.interval_ms,
+            None => {
+                let kept = self.store.audit_checkpoints().await?;
+                let head = self.store.audit_head().await?.map_or(GENESIS, |h| h.hash);
+                !kept.last().is_some_and(|k| {
+                    k.entries == entries
+                        && k.head() == Some(head)
+                        && anchor.key.public().verify_checkpoint(k).is_ok()
+                })
+            }
+        };
+        if !due {
+            if last.is_none() {
+                *anchor.last.lock().expect("checkpoint lock") = Some((self.now(), entries));
+            }
+            return Ok(None);
+        }
+        self.checkpoint_audit().await
+    }
+
+    /// The checkpoints the database keeps (verifiers should keep their own copies, from a
+    /// sink: whoever edits the database can delete these, though not forge them).
+    pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        Ok(self.store.audit_checkpoints().await?)
+    }
+
+    /// The log as stored, for offline verification.
+    pub async fn audit_entries(&self) -> Result<EntriesView> {
+        let (entries, head) = self.store.audit_log().await?;
+        Ok(EntriesView::new(&entries, head))
+    }
+
+    /// Verifies the log with the collector's key, its kept checkpoints and `held` ones;
+    /// returns the entries too, for the checks of evidence against them.
+    pub async fn verify_audit_log(
+        &self,
+        held: &[Checkpoint],
+    ) -> Result<(VerifyReport, Vec<AuditEntry>)> {
+        let (entries, head) = self.store.audit_log().await?;
+        let stored = self.store.audit_checkpoints().await?;
+        let report = verify_anchored(
+            &entries,
+            head,
+            Anchors {
+                key: self.anchor().map(|a| a.key.public()),
+                held,
+                stored: &stored,
+            },
+        );
+        Ok((report, entries))
+    }
+
+    /// `body` with its signature: for JSON, a last member `"signature"` over every byte of
+    /// the document without it; for text formats, a last line over every byte before it.
+    /// Without a key (tests of the operations alone) the document goes out unsigned, and
+    /// `driftctl verify` refuses it.
+    pub fn seal_document(&self, body: String, kind: crate::reports::seal::DocKind) -> String {
+        match self.anchor() {
+            Some(anchor) => crate::reports::seal::seal(&anchor.key, body, kind),
+            None => body,
+        }
+    }
+}
