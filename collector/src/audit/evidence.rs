@@ -57,8 +57,7 @@ impl<'a> Log<'a> {
     fn new(entries: &'a [AuditEntry]) -> Self {
         let mut by_target: HashMap<&str, Vec<_>> = HashMap::new();
         for entry in entries {
-            if WINDOW_ACTIONS.contains(&entry.action.as_str()) || entry.action == "drift.resolved"
-            {
+            if WINDOW_ACTIONS.contains(&entry.action.as_str()) || entry.action == "drift.resolved" {
                 let details = serde_json::from_str(&entry.details).unwrap_or(Value::Null);
                 by_target
                     .entry(entry.target.as_str())
@@ -255,7 +254,10 @@ impl<'a> Log<'a> {
         match (person, logged) {
             (Some(r), None) if item.status == DriftStatus::Resolved => problem(
                 0,
-                format!("the record says resolved by {} but no resolution is logged", r.by),
+                format!(
+                    "the record says resolved by {} but no resolution is logged",
+                    r.by
+                ),
             ),
             (Some(r), Some((entry, details))) => {
                 let same = entry.actor == r.by
@@ -291,5 +293,192 @@ impl<'a> Log<'a> {
             ),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{GENESIS, entry_hash};
+    use crate::drift::DriftStatus;
+    use crate::store::Resolution;
+    use crate::windows::{HostScope, WindowKind};
+
+    fn window() -> Window {
+        Window {
+            id: Uuid::from_u128(7),
+            ticket: "CHG-7".into(),
+            title: "nginx".into(),
+            kind: WindowKind::Normal,
+            status: WindowStatus::Closed,
+            requester: "alice".into(),
+            decided_by: Some("bob".into()),
+            decided_at: Some(2_000),
+            decision_comment: Some("ok".into()),
+            hosts: HostScope {
+                names: vec!["web-1".into()],
+                ..HostScope::default()
+            },
+            subjects: vec!["file:/etc/nginx/**".into()],
+            start: 0,
+            end: 3_600_000,
+            time_zone: "UTC".into(),
+            expected: vec![],
+            implementers: vec![],
+            schedule: None,
+            created_at: 1_000,
+            ended_at: Some(3_000),
+            ended_by: Some("carol".into()),
+        }
+    }
+
+    fn drift(status: DriftStatus) -> DriftItem {
+        DriftItem {
+            id: Uuid::from_u128(9),
+            host_id: Uuid::from_u128(1),
+            hostname: "web-1".into(),
+            subject: "file:/etc/nginx/nginx.conf".into(),
+            status,
+            reason: None,
+            window_id: Some(Uuid::from_u128(7)),
+            opened_at: 0,
+            untraced_since: None,
+            events: 1,
+            last_event_id: Uuid::nil(),
+            last_event_at: 0,
+            alerted_at: None,
+            resolution: None,
+            updated_at: 0,
+        }
+    }
+
+    /// The entries the collector writes for `window()` and its accepted drift.
+    fn log(w: &Window) -> Vec<AuditEntry> {
+        let target = format!("window:{}", w.id);
+        let accepted = json!([{ "drift": Uuid::from_u128(9), "subject": "x" }]);
+        let rows = [
+            (1_000, "alice", "window.requested", request_details(w)),
+            (2_000, "bob", "window.approved", json!({ "comment": "ok" })),
+            (
+                3_000,
+                "carol",
+                "window.closed",
+                json!({ "comment": null, "accepted": accepted }),
+            ),
+        ];
+        let mut prev = GENESIS;
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, (at, actor, action, details))| {
+                let details = details.to_string();
+                let seq = i as u64 + 1;
+                let hash = entry_hash(&prev, seq, at, actor, action, &target, &details);
+                let entry = AuditEntry {
+                    seq,
+                    at,
+                    actor: actor.into(),
+                    action: action.into(),
+                    target: target.clone(),
+                    details,
+                    prev_hash: prev,
+                    hash,
+                    signature: None,
+                };
+                prev = hash;
+                entry
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_that_match_their_entries_pass() {
+        let w = window();
+        let accepted = drift(DriftStatus::Accepted);
+        assert_eq!(check(&log(&w), &[&w], &[&accepted]), vec![]);
+    }
+
+    #[test]
+    fn an_edited_record_disagrees_with_the_log() {
+        let w = window();
+        let entries = log(&w);
+        let accepted = drift(DriftStatus::Accepted);
+        let mut erin = w.clone();
+        erin.decided_by = Some("erin".into());
+        let found = check(&entries, &[&erin], &[&accepted]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].problem.contains("decided by erin") && found[0].problem.contains("says bob")
+        );
+        assert_eq!(found[0].seq, 2);
+
+        let mut wider = w.clone();
+        wider.subjects = vec!["file:/**".into()];
+        let found = check(&entries, &[&wider], &[&accepted]);
+        assert!(found[0].problem.contains("its subjects"), "{found:?}");
+
+        let mut reopened = w.clone();
+        reopened.status = WindowStatus::Approved;
+        reopened.ended_by = None;
+        reopened.ended_at = None;
+        assert_eq!(check(&entries, &[&reopened], &[]).len(), 2);
+
+        // Drift the close-out accepted, turned back to authorized in the table.
+        let authorized = drift(DriftStatus::Authorized);
+        let found = check(&entries, &[&w], &[&authorized]);
+        assert!(found[0].problem.contains("accepted it"), "{found:?}");
+
+        // Nothing logged at all: a window inserted by hand.
+        assert!(
+            check(&[], &[&w], &[])[0]
+                .problem
+                .contains("not requested through")
+        );
+    }
+
+    #[test]
+    fn resolutions_are_checked_against_their_entry() {
+        let mut item = drift(DriftStatus::Resolved);
+        item.window_id = None;
+        item.resolution = Some(Resolution {
+            category: ResolutionCategory::FalsePositive,
+            comment: "noise".into(),
+            ticket: None,
+            by: "sam".into(),
+            at: 5_000,
+        });
+        let target = format!("drift:{}", item.id);
+        let details =
+            json!({ "category": "false_positive", "comment": "noise", "ticket": null }).to_string();
+        let entry = AuditEntry {
+            seq: 1,
+            at: 5_000,
+            actor: "sam".into(),
+            action: "drift.resolved".into(),
+            target: target.clone(),
+            hash: entry_hash(
+                &GENESIS,
+                1,
+                5_000,
+                "sam",
+                "drift.resolved",
+                &target,
+                &details,
+            ),
+            details,
+            prev_hash: GENESIS,
+            signature: None,
+        };
+        assert_eq!(check(std::slice::from_ref(&entry), &[], &[&item]), vec![]);
+        let mut forged = item.clone();
+        forged.resolution.as_mut().unwrap().by = "erin".into();
+        assert_eq!(
+            check(std::slice::from_ref(&entry), &[], &[&forged]).len(),
+            1
+        );
+        assert_eq!(
+            check(&[], &[], &[&item]).len(),
+            1,
+            "resolved without an entry"
+        );
     }
 }

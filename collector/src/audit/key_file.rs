@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use driftwatch_config::collector::AUDIT_KEY_CREDENTIAL;
 
-use super::signing::{AuditKey, unhex};
+use super::signing::{AuditKey, PublicKey, unhex};
 use crate::identity::hex;
 
 /// Where the key was found.
@@ -103,9 +103,25 @@ fn check_permissions(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A public key given on a command line: its hex digits, or a file holding them (or the
+/// API's JSON).
+pub fn read_public_key(arg: &str) -> Result<PublicKey, String> {
+    let path = Path::new(arg);
+    let text = if path.is_file() {
+        fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?
+    } else {
+        arg.to_owned()
+    };
+    PublicKey::parse(&text)
+}
+
 fn read_seed(path: &Path) -> Result<AuditKey, String> {
-    let text = fs::read_to_string(path)
-        .map_err(|err| format!("cannot read the audit signing key {}: {err}", path.display()))?;
+    let text = fs::read_to_string(path).map_err(|err| {
+        format!(
+            "cannot read the audit signing key {}: {err}",
+            path.display()
+        )
+    })?;
     let seed: [u8; 32] = unhex(text.trim())
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| {
@@ -142,7 +158,10 @@ mod tests {
         generate(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = load(&path, true).unwrap_err();
-        assert!(err.contains("mode 0644") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("mode 0644") && err.contains("chmod 600"),
+            "{err}"
+        );
         fs::write(&path, "nope\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(load(&path, false).unwrap_err().contains("64 hex digits"));

@@ -302,7 +302,12 @@ mod tests {
         assert_eq!(k.public().verify_checkpoint(&cp), Ok(()));
         let mut moved = cp.clone();
         moved.entries = 4;
-        assert!(k.public().verify_checkpoint(&moved).unwrap_err().contains("forged"));
+        assert!(
+            k.public()
+                .verify_checkpoint(&moved)
+                .unwrap_err()
+                .contains("forged")
+        );
         let mut later = cp.clone();
         later.at = "2026-12-07T03:00:00Z".into();
         assert!(k.public().verify_checkpoint(&later).is_err());
@@ -329,7 +334,11 @@ mod tests {
         assert_eq!(&parsed, k.public());
         let json = serde_json::to_string(&k.public().view()).unwrap();
         assert_eq!(&PublicKey::parse(&json).unwrap(), k.public());
-        assert!(PublicKey::parse("abcd").unwrap_err().contains("64 hex digits"));
+        assert!(
+            PublicKey::parse("abcd")
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
         assert_eq!(k.public().key_id.len(), 16);
     }
 
@@ -344,6 +353,10 @@ mod tests {
         assert_eq!(parse_checkpoints(&array).unwrap().len(), 2);
         let hook = format!("{{\"version\":1,\"alert\":{{\"body\":{line}}}}}");
         assert_eq!(parse_checkpoints(&hook).unwrap(), vec![cp]);
-        assert!(parse_checkpoints("not json").unwrap_err().contains("line 1"));
+        assert!(
+            parse_checkpoints("not json")
+                .unwrap_err()
+                .contains("line 1")
+        );
     }
 }

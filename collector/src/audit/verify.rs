@@ -396,4 +396,159 @@ mod tests {
                 .contains("ends at entry 3 but the recorded head is entry 5")
         );
     }
+
+    mod anchored {
+        use super::*;
+        use crate::audit::AuditKey;
+
+        fn signed(n: u64, key: &AuditKey) -> Vec<AuditEntry> {
+            let (mut entries, _) = chain(n);
+            for e in &mut entries {
+                e.signature = Some(key.sign_entry(&e.hash));
+            }
+            entries
+        }
+
+        fn head_of(entries: &[AuditEntry]) -> Option<AuditHead> {
+            entries.last().map(|e| AuditHead {
+                seq: e.seq,
+                hash: e.hash,
+            })
+        }
+
+        /// Re-links every entry from `from` on, as someone with the database but not the
+        /// key would after an edit.
+        fn relink(entries: &mut [AuditEntry], from: usize) {
+            for i in from..entries.len() {
+                let prev = if i == 0 { GENESIS } else { entries[i - 1].hash };
+                let e = &mut entries[i];
+                e.prev_hash = prev;
+                e.hash = entry_hash(
+                    &prev, e.seq, e.at, &e.actor, &e.action, &e.target, &e.details,
+                );
+            }
+        }
+
+        fn check(entries: &[AuditEntry], key: &AuditKey, held: &[Checkpoint]) -> VerifyReport {
+            verify_anchored(
+                entries,
+                head_of(entries),
+                Anchors {
+                    key: Some(key.public()),
+                    held,
+                    stored: &[],
+                },
+            )
+        }
+
+        #[test]
+        fn an_untouched_log_is_anchored_through_the_checkpoint() {
+            let key = AuditKey::from_seed([1; 32]);
+            let entries = signed(5, &key);
+            let cp = key.checkpoint(3, entries[2].hash, "t".into());
+            let report = check(&entries, &key, std::slice::from_ref(&cp));
+            assert!(report.ok, "{report:?}");
+            assert_eq!(
+                (
+                    report.signed_entries,
+                    report.checkpoints_held,
+                    report.anchored_through
+                ),
+                (5, 1, Some(3))
+            );
+            assert!(
+                report.assurance.contains("entries 1 to 3"),
+                "{}",
+                report.assurance
+            );
+            // Without checkpoints: signed, but not proven complete.
+            let bare = check(&entries, &key, &[]);
+            assert!(
+                bare.ok && bare.assurance.contains("NOT proven complete"),
+                "{bare:?}"
+            );
+            // Without the key: nothing but the chain.
+            let chain_only = verify(&entries, head_of(&entries));
+            assert!(chain_only.assurance.contains("NOT proven intact"));
+        }
+
+        #[test]
+        fn each_database_attack_after_a_checkpoint_is_caught() {
+            let key = AuditKey::from_seed([2; 32]);
+            let entries = signed(5, &key);
+            let cp = key.checkpoint(4, entries[3].hash, "t".into());
+            let held = std::slice::from_ref(&cp);
+
+            let mut rewritten = entries.clone();
+            rewritten[1].actor = "mallory".into();
+            relink(&mut rewritten, 1);
+            let report = check(&rewritten, &key, held);
+            assert!(!report.ok);
+            assert!(
+                report
+                    .findings
+                    .iter()
+                    .any(|f| f.problem.contains("rewritten")),
+                "{report:?}"
+            );
+
+            let truncated = &entries[..2];
+            let report = check(truncated, &key, held);
+            assert!(
+                report
+                    .findings
+                    .iter()
+                    .any(|f| f.problem.contains("truncated or wiped"))
+            );
+
+            let report = check(&[], &key, held);
+            assert!(!report.ok && report.findings[0].problem.contains("log ends at entry 0"));
+
+            let mut forged = entries.clone();
+            let mut extra = forged[4].clone();
+            extra.seq = 6;
+            extra.actor = "mallory".into();
+            extra.signature = None;
+            forged.push(extra);
+            relink(&mut forged, 5);
+            let report = check(&forged, &key, held);
+            assert_eq!(report.findings.len(), 1, "{report:?}");
+            assert_eq!(report.findings[0].seq, 6);
+            assert!(report.findings[0].problem.contains("forged"));
+
+            // Signed with another key: neither the entry nor a checkpoint passes.
+            let other = AuditKey::from_seed([3; 32]);
+            forged[5].signature = Some(other.sign_entry(&forged[5].hash));
+            assert!(!check(&forged, &key, held).ok);
+            let foreign = other.checkpoint(4, entries[3].hash, "t".into());
+            let report = check(&entries, &key, &[foreign]);
+            assert!(
+                report.findings[0]
+                    .problem
+                    .contains("not by this collector's key")
+            );
+        }
+
+        #[test]
+        fn unsigned_entries_from_before_signing_pass_only_under_a_checkpoint() {
+            let key = AuditKey::from_seed([4; 32]);
+            let mut entries = signed(4, &key);
+            entries[0].signature = None;
+            entries[1].signature = None;
+            let stored = [key.checkpoint(2, entries[1].hash, "t".into())];
+            let with = verify_anchored(
+                &entries,
+                head_of(&entries),
+                Anchors {
+                    key: Some(key.public()),
+                    held: &[],
+                    stored: &stored,
+                },
+            );
+            assert!(with.ok, "{with:?}");
+            assert_eq!(with.checkpoints_stored, 1);
+            let without = check(&entries, &key, &[]);
+            assert_eq!(without.findings.len(), 2, "{without:?}");
+        }
+    }
 }

@@ -195,7 +195,7 @@ ALTER TABLE windows ADD COLUMN implementers TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE windows ADD COLUMN schedule TEXT;
 DROP INDEX events_review;
 CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
-"#,    // (audit) the audit trail anchored outside the database: each entry's Ed25519 signature
+"#, // (audit) the audit trail anchored outside the database: each entry's Ed25519 signature
     // by the collector's key (NULL for entries written before), and the signed checkpoints
     // of the head (also sent to the alert sinks; verifiers keep their own copies).
     r#"
