@@ -137,30 +137,40 @@ impl<S: Store> App<S> {
         Ok(Some(checkpoint))
     }
 
-    /// A checkpoint when the interval has passed and the head moved since the last one
-    /// (at the first round: unless the latest kept checkpoint is of the current head).
+    /// A checkpoint when the interval has passed and the head moved since the last one.
+    /// At the first round, one at once only if the log holds unsigned entries (written
+    /// before entries were signed) that no checkpoint covers yet, so they are anchored.
     pub async fn checkpoint_audit_if_due(&self) -> Result<Option<Checkpoint>> {
         let Some(anchor) = self.anchor() else {
             return Ok(None);
         };
         let last = *anchor.last.lock().expect("checkpoint lock");
-        let entries = self.store.audit_head().await?.map_or(0, |h| h.seq);
         let due = match last {
-            Some((at, signed)) => signed != entries && self.now() - at >= anchor.interval_ms,
+            Some((at, signed)) => {
+                let entries = self.store.audit_head().await?.map_or(0, |h| h.seq);
+                signed != entries && self.now() - at >= anchor.interval_ms
+            }
             None => {
-                let kept = self.store.audit_checkpoints().await?;
-                let head = self.store.audit_head().await?.map_or(GENESIS, |h| h.hash);
-                !kept.last().is_some_and(|k| {
-                    k.entries == entries
-                        && k.head() == Some(head)
-                        && anchor.key.public().verify_checkpoint(k).is_ok()
-                })
+                let (log, _) = self.store.audit_log().await?;
+                let covered = self
+                    .store
+                    .audit_checkpoints()
+                    .await?
+                    .iter()
+                    .filter(|k| anchor.key.public().verify_checkpoint(k).is_ok())
+                    .map(|k| k.entries)
+                    .max()
+                    .unwrap_or(0);
+                let unanchored = log
+                    .iter()
+                    .any(|e| e.signature.is_none() && e.seq > covered);
+                if !unanchored {
+                    *anchor.last.lock().expect("checkpoint lock") = Some((self.now(), covered));
+                }
+                unanchored
             }
         };
         if !due {
-            if last.is_none() {
-                *anchor.last.lock().expect("checkpoint lock") = Some((self.now(), entries));
-            }
             return Ok(None);
         }
         self.checkpoint_audit().await
