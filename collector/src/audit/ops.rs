@@ -161,9 +161,7 @@ impl<S: Store> App<S> {
                     .map(|k| k.entries)
                     .max()
                     .unwrap_or(0);
-                let unanchored = log
-                    .iter()
-                    .any(|e| e.signature.is_none() && e.seq > covered);
+                let unanchored = log.iter().any(|e| e.signature.is_none() && e.seq > covered);
                 if !unanchored {
                     *anchor.last.lock().expect("checkpoint lock") = Some((self.now(), covered));
                 }

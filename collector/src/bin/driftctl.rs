@@ -1126,12 +1126,14 @@ fn evidence_verdict(text: &str) -> Option<Vec<String>> {
             problems
         });
     }
+    let warned = text.contains("WARNING: this evidence disagrees with the audit log");
     let altered = text
         .lines()
         .filter(|l| {
             l.starts_with("# audit log verification: ALTERED")
                 || l.starts_with("# audit log entry ")
-                || l.contains("WARNING: this evidence disagrees with the audit log")
+                // Markdown and HTML: the warning, then the audit section's problems.
+                || (warned && (l.contains("WARNING: this evidence") || l.contains("ALTERED: ")))
         })
         .map(|l| l.trim_start_matches("# ").to_owned())
         .collect();

@@ -416,7 +416,8 @@ fn audit_sentence(log: &VerifyReport) -> String {
 /// A loud first line when the evidence cannot be trusted.
 fn warning(log: &VerifyReport) -> Option<&'static str> {
     (!log.ok).then_some(
-        "WARNING: this evidence disagrees with the audit log, or the log was altered:          see the audit log section; do not rely on the decisions shown",
+        "WARNING: this evidence disagrees with the audit log, or the log was altered: \
+         see the audit log section; do not rely on the decisions shown",
     )
 }
 
