@@ -69,6 +69,12 @@ fn wait_for_checkpoint_of_head(collector: &Collector, token: &str) -> String {
 
 // ----- what an attacker with the database file (not the key) does -----
 
+/// `seq, at, actor, action, target, details, prev_hash` of one stored entry.
+type StoredEntry = (i64, i64, String, String, String, String, Vec<u8>);
+
+/// An attack on the database, named, with what verification must say about it.
+type Attack<'a> = (&'a str, &'a dyn Fn(&Connection), &'a str);
+
 fn entry_hash(prev: &[u8], seq: i64, at: i64, fields: [&str; 4]) -> Vec<u8> {
     let mut hasher = Sha256::new();
     hasher.update(b"driftwatch audit v1\0");
@@ -85,7 +91,7 @@ fn entry_hash(prev: &[u8], seq: i64, at: i64, fields: [&str; 4]) -> Vec<u8> {
 /// Re-links every entry from `from` on and records the new head, as the collector would
 /// have; `keep_signatures` leaves the old signatures beside the new hashes.
 fn forge_chain(db: &Connection, from: i64, keep_signatures: bool) {
-    let rows: Vec<(i64, i64, String, String, String, String, Vec<u8>)> = db
+    let rows: Vec<StoredEntry> = db
         .prepare(
             "SELECT seq, at, actor, action, target, details, prev_hash FROM audit ORDER BY seq",
         )
@@ -239,7 +245,7 @@ fn every_database_attack_made_after_a_checkpoint_fails_verification() {
     let (code, log) = collector.stop();
     assert_eq!(code, Some(0), "{log}");
     let work = tempfile::tempdir().unwrap();
-    let attacks: [(&str, &dyn Fn(&Connection), &str); 5] =
+    let attacks: [Attack<'_>; 5] =
         [
             (
                 "rewrite",

@@ -932,37 +932,6 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_schedule;
-
-    #[test]
-    fn schedules_read_days_and_a_clock_interval() {
-        let sunday = parse_schedule("sun 02:00-04:00").unwrap();
-        assert_eq!(
-            (sunday.weekdays, sunday.start, sunday.duration_minutes),
-            (vec!["sun".to_owned()], "02:00".to_owned(), 120)
-        );
-        let overnight = parse_schedule("sat,sun 23:00-01:00").unwrap();
-        assert_eq!(overnight.weekdays, ["sat", "sun"]);
-        assert_eq!(overnight.duration_minutes, 120);
-        assert_eq!(
-            parse_schedule("daily 03:00-03:30").unwrap().weekdays.len(),
-            7
-        );
-        for bad in [
-            "sun",
-            "sun 02:00",
-            "sun 2-4",
-            "sun 25:00-26:00",
-            "sun 02:00-02:00",
-        ] {
-            let err = parse_schedule(bad).unwrap_err().to_string();
-            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
-        }
-    }
-}
-
 async fn audit_verify(
     client: &Client,
     checkpoints: Option<PathBuf>,
@@ -1138,4 +1107,35 @@ fn evidence_verdict(text: &str) -> Option<Vec<String>> {
         .map(|l| l.trim_start_matches("# ").to_owned())
         .collect();
     Some(altered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_schedule;
+
+    #[test]
+    fn schedules_read_days_and_a_clock_interval() {
+        let sunday = parse_schedule("sun 02:00-04:00").unwrap();
+        assert_eq!(
+            (sunday.weekdays, sunday.start, sunday.duration_minutes),
+            (vec!["sun".to_owned()], "02:00".to_owned(), 120)
+        );
+        let overnight = parse_schedule("sat,sun 23:00-01:00").unwrap();
+        assert_eq!(overnight.weekdays, ["sat", "sun"]);
+        assert_eq!(overnight.duration_minutes, 120);
+        assert_eq!(
+            parse_schedule("daily 03:00-03:30").unwrap().weekdays.len(),
+            7
+        );
+        for bad in [
+            "sun",
+            "sun 02:00",
+            "sun 2-4",
+            "sun 25:00-26:00",
+            "sun 02:00-02:00",
+        ] {
+            let err = parse_schedule(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+    }
 }
