@@ -588,3 +588,65 @@ fn a_signing_key_others_can_read_is_refused() {
         .expect(2)
         .stderr_has("already exists");
 }
+
+#[test]
+fn the_running_collector_alerts_on_a_rewritten_log_and_signs_no_checkpoint_over_it() {
+    let keys = tempfile::tempdir().unwrap();
+    let collector = start(keys.path());
+    let admin = collector.token("admin", "root");
+    collector
+        .post(
+            "/api/v1/tokens",
+            Some(&admin),
+            &json!({"name": "alice", "role": "auditor"}),
+        )
+        .expect(201);
+    wait_for_checkpoint_of_head(&collector, &admin);
+
+    // While it runs: entry 2 rewritten, the chain and head re-linked, its checkpoints gone.
+    let db = Connection::open(collector.db()).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch(NO_GUARDS).unwrap();
+    db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2", [])
+        .unwrap();
+    db.execute("DELETE FROM audit_checkpoints", []).unwrap();
+    forge_chain(&db, 2, false);
+    drop(db);
+    // The head moves: the next round would checkpoint it.
+    collector
+        .post(
+            "/api/v1/tokens",
+            Some(&admin),
+            &json!({"name": "bob", "role": "auditor"}),
+        )
+        .expect(201);
+    let head = audit_entries(&collector, &admin);
+    let alerted = wait_until(Duration::from_secs(30), || {
+        collector
+            .alerts()
+            .iter()
+            .any(|a| a["kind"] == "audit_tampered")
+    });
+    assert!(alerted, "no audit_tampered alert:\n{}", collector.log());
+    let alert = collector
+        .alerts()
+        .into_iter()
+        .find(|a| a["kind"] == "audit_tampered")
+        .unwrap();
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap()
+            .contains("audit log altered"),
+        "{alert:#}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !sink_checkpoints(&collector)
+            .iter()
+            .any(|c| c["entries"].as_u64() == Some(head)),
+        "a checkpoint vouched for the rewritten log"
+    );
+    let report = collector.get("/api/v1/audit/verify", &admin).expect(200);
+    assert_eq!(report["ok"], false, "{report:#}");
+}

@@ -146,7 +146,7 @@ pub struct Header<'a> {
 /// except an audit checkpoint, which is only kept (informational).
 pub fn severity(kind: &str) -> u8 {
     match kind {
-        "chain" => 2,
+        "chain" | crate::audit::ops::TAMPERED_KIND => 2,
         "untraced_drift" | "agent_silent" => 3,
         "agent_health" | "emergency_unapproved" => 4,
         crate::audit::CHECKPOINT_KIND => 6,

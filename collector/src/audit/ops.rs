@@ -16,12 +16,20 @@ use crate::clock::{Millis, rfc3339};
 use crate::identity::hex;
 use crate::store::Store;
 
+/// The alert kind raised when the collector finds its own log altered.
+pub const TAMPERED_KIND: &str = "audit_tampered";
+
 /// The collector's signing key and when it last signed a checkpoint.
 pub struct Anchor {
     key: Arc<AuditKey>,
     interval_ms: i64,
     /// `(signed at, entries)` of the last checkpoint this process signed.
     last: Mutex<Option<(Millis, u64)>>,
+    /// That checkpoint itself: held in memory, where editing the database cannot reach it,
+    /// so the next checkpoint is only signed over a log that still holds it.
+    signed: Mutex<Option<Checkpoint>>,
+    /// The findings last alerted, so one alteration raises one alert.
+    alerted: Mutex<Vec<String>>,
 }
 
 impl Anchor {
@@ -30,8 +38,18 @@ impl Anchor {
             key,
             interval_ms: i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
             last: Mutex::new(None),
+            signed: Mutex::new(None),
+            alerted: Mutex::new(Vec::new()),
         }
     }
+}
+
+/// What one checkpoint attempt found: the log as read, its verification, and the
+/// checkpoint signed over it (`None`: no key, or the log is altered and none was signed).
+pub struct Checked {
+    pub checkpoint: Option<Checkpoint>,
+    pub report: VerifyReport,
+    pub entries: Vec<AuditEntry>,
 }
 
 /// `GET /api/v1/audit/entries`: the log exactly as stored (details as the hashed text,
@@ -119,36 +137,106 @@ impl<S: Store> App<S> {
         self.anchor().map(|a| a.key.public().view())
     }
 
-    /// Signs a checkpoint of the current head, keeps it and queues it for every alert sink.
-    /// `None` without a key.
-    pub async fn checkpoint_audit(&self) -> Result<Option<Checkpoint>> {
+    /// Verifies the log (with the key, the kept checkpoints and the last one this process
+    /// signed), then signs a checkpoint of the head it verified, keeps it and queues it for
+    /// every alert sink. An altered log gets no checkpoint, so a rewrite is never vouched
+    /// for; an `audit_tampered` alert goes out instead.
+    pub async fn checkpoint_audit(&self) -> Result<Checked> {
+        self.checkpoint_checked(false).await
+    }
+
+    /// `legacy`: the log's unsigned entries predate signing (the first start with a key).
+    async fn checkpoint_checked(&self, legacy: bool) -> Result<Checked> {
+        let (report, entries) = self.verify_audit_log(&[]).await?;
         let Some(anchor) = self.anchor() else {
-            return Ok(None);
+            return Ok(Checked {
+                checkpoint: None,
+                report,
+                entries,
+            });
         };
-        let head = self.store.audit_head().await?;
-        let (entries, hash) = head.map_or((0, GENESIS), |h| (h.seq, h.hash));
+        let unsigned_only = report
+            .findings
+            .iter()
+            .all(|f| f.problem.starts_with("not signed"));
+        if !report.ok && !(legacy && unsigned_only) {
+            self.alert_tampered(anchor, &report).await?;
+            return Ok(Checked {
+                checkpoint: None,
+                report,
+                entries,
+            });
+        }
+        let (count, hash) = entries.last().map_or((0, GENESIS), |e| (e.seq, e.hash));
         let now = self.now();
-        let checkpoint = anchor.key.checkpoint(entries, hash, rfc3339(now));
+        let checkpoint = anchor.key.checkpoint(count, hash, rfc3339(now));
         self.store
             .insert_checkpoint(checkpoint.clone(), now)
             .await?;
-        *anchor.last.lock().expect("checkpoint lock") = Some((now, entries));
-        tracing::info!(entries, head = %checkpoint.head_hash, "audit checkpoint signed");
-        Ok(Some(checkpoint))
+        *anchor.last.lock().expect("checkpoint lock") = Some((now, count));
+        *anchor.signed.lock().expect("checkpoint lock") = Some(checkpoint.clone());
+        tracing::info!(entries = count, head = %checkpoint.head_hash, "audit checkpoint signed");
+        Ok(Checked {
+            checkpoint: Some(checkpoint),
+            report,
+            entries,
+        })
+    }
+
+    async fn alert_tampered(&self, anchor: &Anchor, report: &VerifyReport) -> Result<()> {
+        let problems: Vec<String> = report
+            .findings
+            .iter()
+            .map(|f| format!("entry {}: {}", f.seq, f.problem))
+            .collect();
+        tracing::error!(problems = problems.len(), first = %problems.first().map_or("", |p| p.as_str()), "the audit log was altered; no checkpoint signed");
+        {
+            let mut alerted = anchor.alerted.lock().expect("checkpoint lock");
+            if *alerted == problems {
+                return Ok(());
+            }
+            alerted.clone_from(&problems);
+        }
+        let body = serde_json::json!({
+            "kind": TAMPERED_KIND,
+            "summary": format!(
+                "audit log altered: {} problem(s); first: {}",
+                problems.len(),
+                problems.first().map_or("", |p| p.as_str())
+            ),
+            "entries": report.entries,
+            "head_hash": report.head_hash,
+            "problems": problems.iter().take(20).collect::<Vec<_>>(),
+        });
+        self.store
+            .insert_alert(
+                crate::store::NewAlert {
+                    kind: TAMPERED_KIND.into(),
+                    host_id: None,
+                    body,
+                },
+                self.now(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// A checkpoint when the interval has passed and the head moved since the last one.
-    /// At the first round, one at once only if the log holds unsigned entries (written
-    /// before entries were signed) that no checkpoint covers yet, so they are anchored.
+    /// At the first round, one at once only if the log starts with unsigned entries
+    /// (written before entries were signed) that no checkpoint covers yet, so they get
+    /// anchored; unsigned entries after signed ones are forgeries, not history.
     pub async fn checkpoint_audit_if_due(&self) -> Result<Option<Checkpoint>> {
         let Some(anchor) = self.anchor() else {
             return Ok(None);
         };
         let last = *anchor.last.lock().expect("checkpoint lock");
-        let due = match last {
+        match last {
             Some((at, signed)) => {
                 let entries = self.store.audit_head().await?.map_or(0, |h| h.seq);
-                signed != entries && self.now() - at >= anchor.interval_ms
+                if signed == entries || self.now() - at < anchor.interval_ms {
+                    return Ok(None);
+                }
+                Ok(self.checkpoint_audit().await?.checkpoint)
             }
             None => {
                 let (log, _) = self.store.audit_log().await?;
@@ -159,19 +247,26 @@ impl<S: Store> App<S> {
                     .iter()
                     .filter(|k| anchor.key.public().verify_checkpoint(k).is_ok())
                     .map(|k| k.entries)
-                    .max()
-                    .unwrap_or(0);
-                let unanchored = log.iter().any(|e| e.signature.is_none() && e.seq > covered);
+                    .max();
+                let first_signed = log
+                    .iter()
+                    .position(|e| e.signature.is_some())
+                    .unwrap_or(log.len());
+                let unsigned_prefix = log[first_signed..].iter().all(|e| e.signature.is_some());
+                let unanchored = log
+                    .iter()
+                    .any(|e| e.signature.is_none() && e.seq > covered.unwrap_or(0));
+                *anchor.last.lock().expect("checkpoint lock") =
+                    Some((self.now(), covered.unwrap_or(0)));
                 if !unanchored {
-                    *anchor.last.lock().expect("checkpoint lock") = Some((self.now(), covered));
+                    return Ok(None);
                 }
-                unanchored
+                // History from before signing, never checkpointed: anchor it now. Anything
+                // else unsigned is found by the verification and alerted.
+                let legacy = covered.is_none() && unsigned_prefix;
+                Ok(self.checkpoint_checked(legacy).await?.checkpoint)
             }
-        };
-        if !due {
-            return Ok(None);
         }
-        self.checkpoint_audit().await
     }
 
     /// The checkpoints the database keeps (verifiers should keep their own copies, from a
@@ -193,7 +288,13 @@ impl<S: Store> App<S> {
         held: &[Checkpoint],
     ) -> Result<(VerifyReport, Vec<AuditEntry>)> {
         let (entries, head) = self.store.audit_log().await?;
-        let stored = self.store.audit_checkpoints().await?;
+        let mut stored = self.store.audit_checkpoints().await?;
+        // The last checkpoint this process signed, from memory: deleting it from the
+        // database does not make the log pass.
+        stored.extend(
+            self.anchor()
+                .and_then(|a| a.signed.lock().expect("checkpoint lock").clone()),
+        );
         let report = verify_anchored(
             &entries,
             head,

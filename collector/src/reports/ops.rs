@@ -126,10 +126,10 @@ impl<S: Store> App<S> {
         windows: &[&Window],
         drift: &[&DriftItem],
     ) -> Result<VerifyReport> {
-        let checkpoint = self.checkpoint_audit().await?;
-        let (mut report, entries) = self.verify_audit_log(&[]).await?;
-        report.add_findings(evidence::check(&entries, windows, drift));
-        report.checkpoint = checkpoint;
+        let checked = self.checkpoint_audit().await?;
+        let mut report = checked.report;
+        report.add_findings(evidence::check(&checked.entries, windows, drift));
+        report.checkpoint = checked.checkpoint;
         Ok(report)
     }
 

@@ -508,6 +508,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Every checkpoint kept, oldest first.
     fn audit_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+    /// Queues an alert raised outside ingest and heartbeats (an altered audit log).
+    fn insert_alert(&self, alert: NewAlert, at: Millis) -> impl Future<Output = Result<()>> + Send;
 
     fn stats(
         &self,

@@ -466,6 +466,10 @@ impl Store for SqliteStore {
         self.call(|conn| audit::checkpoints(conn))
     }
 
+    fn insert_alert(&self, alert: NewAlert, at: Millis) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| alerts::insert_alert(tx, &alert, at).map(|_| ()))
+    }
+
     fn stats(
         &self,
         now: Millis,
