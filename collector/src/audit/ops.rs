@@ -320,3 +320,91 @@ impl<S: Store> App<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::Sinks;
+    use crate::app::Settings;
+    use crate::audit::NewAudit;
+    use crate::clock::ManualClock;
+    use crate::store::SqliteStore;
+
+    const T0: Millis = 1_795_428_000_000;
+
+    fn settings() -> Settings {
+        Settings {
+            hold_ms: 1,
+            burst_ms: 1,
+            tolerance_ms: 1,
+            silent_after_ms: 60_000,
+            emergency_approval_ms: 60_000,
+            max_body_bytes: 1 << 16,
+            max_export_rows: 10,
+        }
+    }
+
+    async fn note(store: &SqliteStore, n: u32) {
+        let audit = NewAudit::new(T0, "ops", "config.test", "x", serde_json::json!({ "n": n }));
+        store
+            .note_config("k".into(), n.to_string(), audit)
+            .await
+            .unwrap();
+    }
+
+    async fn app(store: &SqliteStore, key: &Arc<AuditKey>) -> App<SqliteStore> {
+        store.set_audit_key(Arc::clone(key)).await.unwrap();
+        App::new(
+            store.clone(),
+            settings(),
+            Arc::new(ManualClock::at(T0)),
+            Sinks::none(),
+        )
+        .await
+        .unwrap()
+        .with_audit_key(Arc::clone(key), Duration::from_secs(3600))
+    }
+
+    #[tokio::test]
+    async fn history_from_before_signing_is_anchored_at_the_first_round() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        note(&store, 1).await;
+        note(&store, 2).await;
+        let key = Arc::new(AuditKey::from_seed([1; 32]));
+        let app = app(&store, &key).await;
+        note(&store, 3).await;
+        let checkpoint = app.checkpoint_audit_if_due().await.unwrap().unwrap();
+        assert_eq!(checkpoint.entries, 3);
+        assert!(app.verify_audit().await.unwrap().ok);
+        // Nothing moved: no second one, even when due.
+        assert!(app.checkpoint_audit_if_due().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_entry_after_signed_ones_is_alerted_not_vouched_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let key = Arc::new(AuditKey::from_seed([2; 32]));
+        let app = app(&store, &key).await;
+        note(&store, 1).await;
+        note(&store, 2).await;
+        // Entry 2 as someone without the key leaves it: unsigned.
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "DROP TRIGGER audit_no_update; UPDATE audit SET signature = NULL WHERE seq = 2;",
+        )
+        .unwrap();
+        drop(raw);
+        assert!(app.checkpoint_audit_if_due().await.unwrap().is_none());
+        let alerts = store.alerts(10).await.unwrap();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, TAMPERED_KIND);
+        assert!(store.audit_checkpoints().await.unwrap().is_empty());
+        // The same alteration is alerted once.
+        let checked = app.checkpoint_audit().await.unwrap();
+        assert!(checked.checkpoint.is_none() && !checked.report.ok);
+        assert_eq!(store.alerts(10).await.unwrap().len(), 1);
+        store.close();
+    }
+}
