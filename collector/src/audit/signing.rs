@@ -231,8 +231,9 @@ fn checkpoint_message(entries: u64, head: &[u8; 32], at: &str) -> Vec<u8> {
 }
 
 /// The checkpoints in `text`: JSON lines as the JSON-lines sink writes them (other alerts
-/// on other lines are skipped), a JSON array as the API returns, or webhook payloads
-/// (`{"version": 1, "alert": {"body": ...}}`) one per line.
+/// on other lines are skipped), a JSON array as the API returns (checkpoints, or alerts
+/// with their `body`), or webhook payloads (`{"version": 1, "alert": {"body": ...}}`) one
+/// per line.
 pub fn parse_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
     let values: Vec<serde_json::Value> = if text.trim_start().starts_with('[') {
         serde_json::from_str(text).map_err(|err| format!("not a JSON array: {err}"))?
@@ -248,9 +249,14 @@ pub fn parse_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
     };
     let mut checkpoints = Vec::new();
     for value in values {
-        let value = match value.get("alert").and_then(|a| a.get("body")) {
-            Some(body) => body.clone(),
-            None => value,
+        // A webhook payload (`alert.body`), an alert of `GET /api/v1/alerts` (`body`), or
+        // the checkpoint itself.
+        let value = match (
+            value.get("alert").and_then(|a| a.get("body")),
+            value.get("body"),
+        ) {
+            (Some(body), _) | (None, Some(body)) => body.clone(),
+            (None, None) => value,
         };
         if value.get("kind").and_then(|k| k.as_str()) != Some(CHECKPOINT_KIND) {
             continue;
@@ -352,7 +358,9 @@ mod tests {
         let array = serde_json::to_string(&vec![cp.clone(), cp.clone()]).unwrap();
         assert_eq!(parse_checkpoints(&array).unwrap().len(), 2);
         let hook = format!("{{\"version\":1,\"alert\":{{\"body\":{line}}}}}");
-        assert_eq!(parse_checkpoints(&hook).unwrap(), vec![cp]);
+        assert_eq!(parse_checkpoints(&hook).unwrap(), vec![cp.clone()]);
+        let alerts = format!("[{{\"kind\":\"audit_checkpoint\",\"body\":{line}}}]");
+        assert_eq!(parse_checkpoints(&alerts).unwrap(), vec![cp]);
         assert!(
             parse_checkpoints("not json")
                 .unwrap_err()
