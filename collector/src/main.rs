@@ -86,10 +86,11 @@ enum TokenCommand {
 enum AuditCommand {
     /// Check the hash chain, every entry's signature and the checkpoints (exit code 1 if
     /// the log was altered). Only checkpoints kept outside the database (--checkpoints)
-    /// prove that nothing was removed from the end or rewritten with the key.
+    /// prove that nothing was removed from the end, and that nothing they cover was
+    /// rewritten even by someone holding the key.
     Verify {
         /// Signed checkpoints kept elsewhere: JSON lines as the jsonl alert sink writes
-        /// them (other alerts are skipped), or the JSON array of `driftctl audit checkpoints`.
+        /// them (other alerts are skipped), or what `driftctl audit checkpoints` prints.
         #[arg(long, value_name = "FILE")]
         checkpoints: Option<PathBuf>,
         /// The public key (64 hex digits, or a file holding it or the API's JSON); default:

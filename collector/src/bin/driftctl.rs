@@ -90,6 +90,7 @@ enum Command {
     /// the collector's public key, and whether it reports its records consistent with the
     /// audit log (exit code 1 if not, or if it was altered).
     Verify {
+        /// An export or bundle as fetched (json, csv, md or html).
         file: PathBuf,
         /// The collector's public key: 64 hex digits, or a file holding them (from
         /// `driftctl audit public-key` or `driftwatch-collector audit public-key`).
@@ -260,7 +261,8 @@ enum DriftCommand {
 enum AuditCommand {
     /// Fetch the audit log and check it here: the hash chain, every entry's signature, and
     /// the checkpoints (exit code 1 if altered). Only checkpoints you kept yourself
-    /// (--checkpoints) prove that nothing was removed from the end or rewritten.
+    /// (--checkpoints) prove that nothing was removed from the end, and that nothing they
+    /// cover was rewritten even by someone holding the key.
     Verify {
         /// Signed checkpoints kept elsewhere: JSON lines as the jsonl alert sink writes
         /// them, or what `driftctl audit checkpoints` printed.
