@@ -207,13 +207,20 @@ fn assurance(report: &VerifyReport, anchors: Anchors<'_>) -> String {
         );
     };
     match report.anchored_through {
-        Some(through) => format!(
-            "entries 1 to {through} are exactly those of {} signed checkpoint(s) held \
-             outside the database; {} later entries are chained and signed by key {key_id} \
-             (entries removed after the latest checkpoint would not show until the next)",
-            report.checkpoints_held,
-            report.entries.saturating_sub(through)
-        ),
+        Some(through) => {
+            let later = report.entries.saturating_sub(through);
+            format!(
+                "entries 1 to {through} are exactly those of {} signed checkpoint(s) held \
+                 outside the database; {} (entries removed after the latest checkpoint \
+                 would not show until the next one)",
+                report.checkpoints_held,
+                if later == 0 {
+                    "no entry follows the latest".to_owned()
+                } else {
+                    format!("the {later} later entries are chained and signed by key {key_id}")
+                }
+            )
+        }
         None if anchors.held.is_empty() => format!(
             "every entry is chained and signed by key {key_id}, so none was edited or forged \
              without that key; NOT proven complete: without checkpoints held outside the \
