@@ -107,6 +107,8 @@ pub struct App<S: Store> {
     /// decision holds it for writing while it rebuilds and re-evaluates, so no event is
     /// matched against a stale index and then missed by the re-evaluation.
     index: RwLock<Arc<WindowIndex>>,
+    /// The audit signing key (`crate::audit::ops`); `None` in tests of the operations alone.
+    pub(crate) audit_anchor: Option<crate::audit::ops::Anchor>,
 }
 
 impl<S: Store> App<S> {
@@ -125,9 +127,17 @@ impl<S: Store> App<S> {
             clock,
             sinks,
             index: RwLock::new(Arc::new(index)),
+            audit_anchor: None,
         };
         app.adopt_legacy_tokens().await?;
         Ok(app)
+    }
+
+    /// Signs audit checkpoints with `key`, one every `interval` while the head moves (the
+    /// store signs the entries themselves: `SqliteStore::set_audit_key`).
+    pub fn with_audit_key(mut self, key: Arc<audit::AuditKey>, interval: Duration) -> Self {
+        self.audit_anchor = Some(crate::audit::ops::Anchor::new(key, interval));
+        self
     }
 
     pub fn now(&self) -> Millis {
@@ -742,13 +752,7 @@ impl<S: Store> App<S> {
             &actor.name,
             "window.requested",
             format!("window:{}", window.id),
-            json!({
-                "ticket": window.ticket, "kind": window.kind, "hosts": window.hosts,
-                "subjects": window.subjects, "start": rfc3339(window.start),
-                "end": rfc3339(window.end), "time_zone": window.time_zone,
-                "expected": window.expected, "implementers": window.implementers,
-                "schedule": window.schedule,
-            }),
+            audit::evidence::request_details(&window),
         );
         self.store.insert_window(window.clone(), audit).await?;
         tracing::info!(window = %window.id, ticket = %Shown(&window.ticket), by = %Shown(&actor.name), "window requested");
@@ -973,9 +977,9 @@ impl<S: Store> App<S> {
 
     // ----- audit, alerts, health -----
 
+    /// The log checked with the collector's key and the checkpoints it kept.
     pub async fn verify_audit(&self) -> Result<VerifyReport> {
-        let (entries, head) = self.store.audit_log().await?;
-        Ok(audit::verify(&entries, head))
+        Ok(self.verify_audit_log(&[]).await?.0)
     }
 
     /// One round of the background work: alerts due after their hold, newly silent agents,
@@ -997,6 +1001,7 @@ impl<S: Store> App<S> {
         if raised + silent + emergency > 0 {
             tracing::info!(untraced = raised, silent, emergency, "alerts raised");
         }
+        self.checkpoint_audit_if_due().await?;
         alerts::deliver_pending(&self.store, &self.sinks, Arc::clone(&self.clock)).await?;
         Ok(())
     }

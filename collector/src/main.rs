@@ -86,9 +86,29 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain end to end (exit code 1 if it was altered).
+    /// Check the hash chain, every entry's signature and the checkpoints (exit code 1 if
+    /// the log was altered). Only checkpoints kept outside the database (--checkpoints)
+    /// prove that nothing was removed from the end, and that nothing they cover was
+    /// rewritten even by someone holding the key.
     Verify {
+        /// Signed checkpoints kept elsewhere: JSON lines as the jsonl alert sink writes
+        /// them (other alerts are skipped), or what `driftctl audit checkpoints` prints.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+        /// The public key (64 hex digits, or a file holding it or the API's JSON); default:
+        /// derived from the signing key the configuration names.
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the signing key named by `[audit] signing_key_file` (0600; refuses to
+    /// replace one) and print its public key.
+    Keygen,
+    /// Print the public key of the signing key, for verifiers.
+    PublicKey {
+        /// Print {"algorithm", "public_key", "key_id"}.
         #[arg(long)]
         json: bool,
     },
@@ -124,8 +144,38 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Token(TokenCommand::Create { role, person }) => {
             runtime.block_on(token_create(&config, role, &person))
         }
-        Command::Audit(AuditCommand::Verify { json }) => {
-            runtime.block_on(audit_verify(&config, json))
+        Command::Audit(AuditCommand::Verify {
+            checkpoints,
+            public_key,
+            json,
+        }) => runtime.block_on(audit_verify(
+            &config,
+            checkpoints.as_deref(),
+            public_key.as_deref(),
+            json,
+        )),
+        Command::Audit(AuditCommand::Keygen) => {
+            let path = config.audit_key_path();
+            let key = audit::key_file::generate(&path).map_err(|why| anyhow::anyhow!(why))?;
+            println!("{}", key.public().hex());
+            eprintln!(
+                "created the audit signing key {} (key id {}); keep a copy of the public key \
+                 where evidence is verified",
+                path.display(),
+                key.public().key_id
+            );
+            Ok(EXIT_OK)
+        }
+        Command::Audit(AuditCommand::PublicKey { json }) => {
+            let (key, source) = audit::key_file::load(&config.audit_key_path(), false)
+                .map_err(|why| anyhow::anyhow!(why))?;
+            if json {
+                println!("{}", serde_json::to_string(&key.public().view())?);
+            } else {
+                println!("{}", key.public().hex());
+                eprintln!("key id {} ({source})", key.public().key_id);
+            }
+            Ok(EXIT_OK)
         }
     }
 }
@@ -153,14 +203,25 @@ fn open_store(config: &CollectorConfig) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
 }
 
+/// The service's operations, with the audit signing key (created on first use): every
+/// audit entry written from here on is signed.
 async fn app(
     config: &CollectorConfig,
     store: SqliteStore,
     sinks: alerts::Sinks,
 ) -> anyhow::Result<Arc<App<SqliteStore>>> {
+    let (key, source) = audit::key_file::load(&config.audit_key_path(), true)
+        .map_err(|why| anyhow::anyhow!(why))?;
+    tracing::info!(key_id = %key.public().key_id, %source, "audit signing key loaded");
+    let key = Arc::new(key);
+    store
+        .set_audit_key(Arc::clone(&key))
+        .await
+        .context("cannot hand the audit key to the database")?;
     let app = App::new(store, Settings::from(config), Arc::new(SystemClock), sinks)
         .await
-        .context("cannot load the change windows")?;
+        .context("cannot load the change windows")?
+        .with_audit_key(key, config.audit.checkpoint_interval);
     Ok(Arc::new(app))
 }
 
@@ -274,14 +335,48 @@ fn local_user() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-async fn audit_verify(config: &CollectorConfig, json: bool) -> anyhow::Result<u8> {
+async fn audit_verify(
+    config: &CollectorConfig,
+    checkpoints: Option<&Path>,
+    public_key: Option<&str>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let key = match public_key {
+        Some(text) => audit::key_file::read_public_key(text).map_err(|why| anyhow::anyhow!(why))?,
+        None => {
+            let (key, _) =
+                audit::key_file::load(&config.audit_key_path(), false).map_err(|why| {
+                    anyhow::anyhow!("{why}; or name the public key with --public-key KEY")
+                })?;
+            key.public().clone()
+        }
+    };
+    let held = match checkpoints {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            audit::signing::parse_checkpoints(&text)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?
+        }
+    };
     let path = config.db_path();
     let store = SqliteStore::open_read_only(&path)
         .with_context(|| format!("cannot open the database {}", path.display()))?;
     let log = driftwatch_collector::store::Store::audit_log(&store).await;
+    let stored = driftwatch_collector::store::Store::audit_checkpoints(&store).await;
     store.close();
     let (entries, head) = log.context("cannot read the audit log")?;
-    let report = audit::verify(&entries, head);
+    let stored = stored.context("cannot read the checkpoints")?;
+    let report = audit::verify_anchored(
+        &entries,
+        head,
+        audit::Anchors {
+            key: Some(&key),
+            held: &held,
+            stored: &stored,
+        },
+    );
     print_report(&report, json);
     Ok(if report.ok {
         EXIT_OK
@@ -300,9 +395,10 @@ fn print_report(report: &VerifyReport, json: bool) {
     }
     if report.ok {
         println!(
-            "audit log intact: {} entries, head {}",
+            "audit log: no problem found in {} entries, head {}",
             report.entries, report.head_hash
         );
+        println!("  {}", report.assurance);
     } else {
         println!(
             "audit log ALTERED: {} problem(s) in {} entries",

@@ -16,6 +16,12 @@
 //! silent_after_secs = 300            # 10..=604800; no heartbeat for this long = silent agent
 //! emergency_approval_secs = 86400    # 60..=2592000; an emergency window not approved by then alerts
 //!
+//! [audit]                            # the audit trail's anchor outside collector.db
+//! signing_key_file = "/etc/driftwatch/audit-signing.key"  # absolute; 0600, created at first
+//!                                    # start; default state_dir/audit-signing.key; the systemd
+//!                                    # credential `driftwatch-audit-key` wins when present
+//! checkpoint_interval_secs = 3600    # 1..=86400; a signed checkpoint of the head this often
+//!
 //! [tls]                              # PEM files, absolute paths
 //! cert = "/etc/driftwatch/collector.crt"
 //! key = "/etc/driftwatch/collector.key"
@@ -101,6 +107,13 @@ pub const DEFAULT_RETRY_MAX_SECS: u64 = 300;
 pub const MAX_RETRY_MAX_SECS: u64 = 86_400;
 pub const DEFAULT_SINK_TIMEOUT_SECS: u64 = 10;
 pub const MAX_SINK_TIMEOUT_SECS: u64 = 300;
+/// The audit signing key inside `state_dir` when `[audit] signing_key_file` is not set.
+pub const DEFAULT_AUDIT_KEY_FILE_NAME: &str = "audit-signing.key";
+/// The systemd credential (`LoadCredential=`) that holds the audit signing key; when
+/// `$CREDENTIALS_DIRECTORY` has it, it wins over the file.
+pub const AUDIT_KEY_CREDENTIAL: &str = "driftwatch-audit-key";
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 3_600;
+pub const MAX_CHECKPOINT_INTERVAL_SECS: u64 = 86_400;
 pub const DEFAULT_SYSLOG_APP_NAME: &str = "driftwatch";
 /// `auth` (security and authorization messages).
 pub const DEFAULT_SYSLOG_FACILITY: u8 = 4;
@@ -154,6 +167,28 @@ pub struct CollectorConfig {
     /// recorded raises an alert.
     pub emergency_approval: Duration,
     pub alerts: Vec<AlertSink>,
+    /// `[audit]`: where the checkpoint signing key lives and how often the head is signed.
+    pub audit: AuditSettings,
+}
+
+/// The audit trail's anchor outside the database: an Ed25519 key that signs every entry
+/// and, periodically and at every export, a checkpoint of the head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The key file (0600, created at first start); `None`: [`DEFAULT_AUDIT_KEY_FILE_NAME`]
+    /// in `state_dir`.
+    pub signing_key_file: Option<PathBuf>,
+    /// A checkpoint is signed this often when the head moved.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            signing_key_file: None,
+            checkpoint_interval: Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL_SECS),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,6 +299,15 @@ impl CollectorConfig {
     /// The SQLite database.
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join(DB_FILE_NAME)
+    }
+
+    /// The audit signing key file (the systemd credential, when present, is looked up by
+    /// the collector at start: see [`AUDIT_KEY_CREDENTIAL`]).
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join(DEFAULT_AUDIT_KEY_FILE_NAME))
     }
 
     /// Whether this configuration may listen on `addr` (the file's `listen`, or an override

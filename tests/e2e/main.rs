@@ -4,6 +4,7 @@
 
 mod alerts;
 mod attribution;
+mod audit;
 mod bad_input;
 mod baseline;
 mod churn;

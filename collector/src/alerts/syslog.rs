@@ -143,12 +143,14 @@ pub struct Header<'a> {
 
 /// RFC 5424 severity by alert kind: a broken event chain is tampering (critical); drift
 /// nobody approved, a silent agent and a host clock that lies about event times need
-/// someone now (error); the rest is a warning.
+/// someone now (error); the rest is a warning, except an audit checkpoint, which is only
+/// kept (informational).
 pub fn severity(kind: &str) -> u8 {
     match kind {
-        "chain" => 2,
+        "chain" | crate::audit::ops::TAMPERED_KIND => 2,
         "untraced_drift" | "agent_silent" | "clock_claim" => 3,
         "agent_health" | "emergency_unapproved" => 4,
+        crate::audit::CHECKPOINT_KIND => 6,
         _ => 5,
     }
 }
@@ -293,6 +295,7 @@ mod tests {
         assert_eq!(pri(16, "agent_health"), 132);
         assert_eq!(pri(23, "emergency_unapproved"), 188);
         assert_eq!(pri(23, "something_new"), 189);
+        assert_eq!(pri(4, "audit_checkpoint"), 38);
     }
 
     #[test]

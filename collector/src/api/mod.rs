@@ -90,6 +90,17 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         ("get", "/api/v1/alerts", get(fleet::alerts::<S>)),
         ("get", "/api/v1/audit", get(audit::log::<S>)),
         ("get", "/api/v1/audit/verify", get(audit::verify::<S>)),
+        ("get", "/api/v1/audit/entries", get(audit::entries::<S>)),
+        (
+            "get",
+            "/api/v1/audit/checkpoints",
+            get(audit::checkpoints::<S>),
+        ),
+        (
+            "get",
+            "/api/v1/audit/public-key",
+            get(audit::public_key::<S>),
+        ),
         ("get", "/api/v1/reports/export", get(reports::export::<S>)),
         (
             "get",

@@ -5,16 +5,28 @@
 //! details)` (fields length-prefixed, `hash_0` = 32 zero bytes). [`verify`] recomputes the
 //! chain: an edited entry breaks its own hash, a deleted or reordered one breaks the
 //! sequence or the link to its predecessor, and a truncated tail no longer matches the
-//! head recorded beside the chain. Someone able to rewrite the whole database can rewrite
-//! the head too; the verify result prints the head hash so it can be kept elsewhere.
+//! head recorded beside the chain.
+//!
+//! Someone able to edit the database can rewrite the chain and the head too, so the chain
+//! is anchored outside it ([`signing`]): the collector's Ed25519 key (a file or systemd
+//! credential, [`key_file`]) signs every entry's hash and, periodically and at every export,
+//! a checkpoint (entries, head, time) that goes to the alert sinks. [`verify_anchored`]
+//! with the public key and checkpoints kept elsewhere detects a rewrite, a truncation, a
+//! wipe or a forged entry made after a checkpoint. [`evidence`] checks the decisions that
+//! evidence reports (window and drift records) against the entries that recorded them.
 
 mod chain;
+pub mod evidence;
+pub mod key_file;
+pub mod ops;
+pub mod signing;
 mod verify;
 
 use serde::{Deserialize, Serialize};
 
 pub use chain::{GENESIS, entry_hash};
-pub use verify::{Finding, VerifyReport, verify};
+pub use signing::{AuditKey, CHECKPOINT_KIND, Checkpoint, PublicKey, Seal};
+pub use verify::{Anchors, Finding, VerifyReport, verify, verify_anchored};
 
 use crate::clock::Millis;
 
@@ -61,6 +73,10 @@ pub struct AuditEntry {
     pub details: String,
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
+    /// Ed25519 over the hash by the collector's key (`None`: written before entries were
+    /// signed; then only a checkpoint vouches for it).
+    #[serde(default)]
+    pub signature: Option<Vec<u8>>,
 }
 
 /// The last entry, as recorded beside the chain.

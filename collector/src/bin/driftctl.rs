@@ -11,7 +11,9 @@ use driftwatch_collector::api::model::{
     DecisionView, DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
     ResolveDrift, TokenView, WindowView,
 };
-use driftwatch_collector::audit::VerifyReport;
+use driftwatch_collector::audit::ops::EntriesView;
+use driftwatch_collector::audit::signing::{PublicKeyView, parse_checkpoints};
+use driftwatch_collector::audit::{Anchors, Checkpoint, PublicKey, VerifyReport, key_file};
 use driftwatch_collector::drift::{DriftStatus, ResolutionCategory};
 use driftwatch_collector::identity::Role;
 use driftwatch_collector::reports::actor_text;
@@ -90,6 +92,17 @@ enum Command {
     Alerts {
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Check an evidence file (export or bundle, any format) offline: its signature with
+    /// the collector's public key, and whether it reports its records consistent with the
+    /// audit log (exit code 1 if not, or if it was altered).
+    Verify {
+        /// An export or bundle as fetched (json, csv, md or html).
+        file: PathBuf,
+        /// The collector's public key: 64 hex digits, or a file holding them (from
+        /// `driftctl audit public-key` or `driftwatch-collector audit public-key`).
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
     },
 }
 
@@ -253,10 +266,27 @@ enum DriftCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the audit log's hash chain end to end (exit code 1 if altered).
-    Verify,
+    /// Fetch the audit log and check it here: the hash chain, every entry's signature, and
+    /// the checkpoints (exit code 1 if altered). Only checkpoints you kept yourself
+    /// (--checkpoints) prove that nothing was removed from the end, and that nothing they
+    /// cover was rewritten even by someone holding the key.
+    Verify {
+        /// Signed checkpoints kept elsewhere: JSON lines as the jsonl alert sink writes
+        /// them, or what `driftctl audit checkpoints` printed.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+        /// The collector's public key (64 hex digits or a file); default: asked from the
+        /// collector, which only a pinned key makes independent of it.
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+    },
     /// Print the audit log.
     Log,
+    /// Print the signed checkpoints the collector keeps, one JSON object per line (a file
+    /// `audit verify --checkpoints` reads).
+    Checkpoints,
+    /// Print the collector's audit public key.
+    PublicKey,
 }
 
 #[derive(Subcommand)]
@@ -443,6 +473,10 @@ impl Client {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Offline: no collector, no token.
+    if let Command::Verify { file, public_key } = &cli.command {
+        return verify_document(file, public_key, cli.json);
+    }
     let client = Client::new(&cli)?;
     match cli.command {
         Command::Windows(command) => windows(&client, command).await,
@@ -476,25 +510,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             deliver(&body, output.as_deref())
         }
         Command::Drift(command) => drift(&client, command).await,
-        Command::Audit(AuditCommand::Verify) => {
-            let report: VerifyReport = client.get("/api/v1/audit/verify").await?;
-            if report.ok {
-                client.say(format!(
-                    "audit log intact: {} entries, head {}",
-                    report.entries, report.head_hash
-                ));
-                Ok(EXIT_OK)
+        Command::Audit(AuditCommand::Verify {
+            checkpoints,
+            public_key,
+        }) => audit_verify(&client, checkpoints, public_key).await,
+        Command::Audit(AuditCommand::Checkpoints) => {
+            let text = client
+                .send(Method::GET, "/api/v1/audit/checkpoints", None::<&()>)
+                .await?;
+            let checkpoints: Vec<Checkpoint> =
+                serde_json::from_str(&text).context("unexpected answer from the collector")?;
+            if client.json {
+                println!("{text}");
             } else {
-                client.say(format!(
-                    "audit log ALTERED: {} problem(s) in {} entries",
-                    report.findings.len(),
-                    report.entries
-                ));
-                for finding in &report.findings {
-                    client.say(format!("  entry {}: {}", finding.seq, finding.problem));
+                for checkpoint in &checkpoints {
+                    println!("{}", serde_json::to_string(checkpoint)?);
                 }
-                Ok(EXIT_AUDIT_BROKEN)
             }
+            Ok(EXIT_OK)
+        }
+        Command::Audit(AuditCommand::PublicKey) => {
+            let key: PublicKeyView = client.get("/api/v1/audit/public-key").await?;
+            client.say(&key.public_key);
+            if !client.json {
+                eprintln!("key id {}", key.key_id);
+            }
+            Ok(EXIT_OK)
         }
         Command::Audit(AuditCommand::Log) => {
             let entries: Vec<AuditEntryView> = client.get("/api/v1/audit").await?;
@@ -605,6 +646,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             });
             Ok(EXIT_OK)
         }
+        Command::Verify { file, public_key } => verify_document(&file, &public_key, client.json),
         Command::Alerts { limit } => {
             let alerts: Vec<AlertView> =
                 client.get(&format!("/api/v1/alerts?limit={limit}")).await?;
@@ -1008,6 +1050,183 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+async fn audit_verify(
+    client: &Client,
+    checkpoints: Option<PathBuf>,
+    public_key: Option<String>,
+) -> anyhow::Result<u8> {
+    let key = match &public_key {
+        Some(arg) => key_file::read_public_key(arg).map_err(|why| anyhow!(why))?,
+        None => {
+            let view: PublicKeyView = serde_json::from_str(
+                &client
+                    .send(Method::GET, "/api/v1/audit/public-key", None::<&()>)
+                    .await?,
+            )
+            .context("unexpected answer from the collector")?;
+            eprintln!(
+                "driftctl: the public key (id {}) was taken from the collector itself; pin it \
+                 with --public-key for a verification that does not trust the collector",
+                view.key_id
+            );
+            PublicKey::parse(&view.public_key).map_err(|why| anyhow!(why))?
+        }
+    };
+    let held = match &checkpoints {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            parse_checkpoints(&text).map_err(|why| anyhow!("{}: {why}", path.display()))?
+        }
+    };
+    let log: EntriesView = serde_json::from_str(
+        &client
+            .send(Method::GET, "/api/v1/audit/entries", None::<&()>)
+            .await?,
+    )
+    .context("unexpected answer from the collector")?;
+    let stored: Vec<Checkpoint> = serde_json::from_str(
+        &client
+            .send(Method::GET, "/api/v1/audit/checkpoints", None::<&()>)
+            .await?,
+    )
+    .context("unexpected answer from the collector")?;
+    let (entries, head) = log.into_log();
+    let report = driftwatch_collector::audit::verify_anchored(
+        &entries,
+        head,
+        Anchors {
+            key: Some(&key),
+            held: &held,
+            stored: &stored,
+        },
+    );
+    print_verify_report(&report, client.json)?;
+    Ok(if report.ok {
+        EXIT_OK
+    } else {
+        EXIT_AUDIT_BROKEN
+    })
+}
+
+fn print_verify_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else if report.ok {
+        println!(
+            "audit log: no problem found in {} entries, head {}",
+            report.entries, report.head_hash
+        );
+        println!("  {}", report.assurance);
+    } else {
+        println!(
+            "audit log ALTERED: {} problem(s) in {} entries",
+            report.findings.len(),
+            report.entries
+        );
+        for finding in &report.findings {
+            println!("  entry {}: {}", finding.seq, finding.problem);
+        }
+    }
+    Ok(())
+}
+
+/// `driftctl verify FILE --public-key KEY`: offline.
+fn verify_document(file: &std::path::Path, key: &str, json: bool) -> anyhow::Result<u8> {
+    let key = key_file::read_public_key(key).map_err(|why| anyhow!(why))?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{} is not UTF-8 text: not an evidence file", file.display()))?;
+    let (signature, verdict) = match driftwatch_collector::reports::seal::verify(&text, &key) {
+        Err(why) => (Err(why), None),
+        Ok(seal) => (Ok(seal), evidence_verdict(&text)),
+    };
+    let ok = signature.is_ok() && verdict.as_ref().is_none_or(|v| v.is_empty());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": ok,
+                "signature": signature.as_ref().map(|s| s.key_id.clone()).map_err(Clone::clone),
+                "audit_problems": verdict,
+            })
+        );
+    } else {
+        match &signature {
+            Ok(seal) => println!(
+                "{}: signature valid (key {}): the file is exactly as the collector signed it",
+                file.display(),
+                seal.key_id
+            ),
+            Err(why) => println!("{}: signature INVALID: {why}", file.display()),
+        }
+        match &verdict {
+            Some(problems) if !problems.is_empty() => {
+                println!(
+                    "{}: the evidence reports that its records DISAGREE with the audit log or \
+                     that the log was altered:",
+                    file.display()
+                );
+                for problem in problems {
+                    println!("  {problem}");
+                }
+            }
+            Some(_) => println!(
+                "{}: its decisions agreed with the audit log when it was exported",
+                file.display()
+            ),
+            None => {}
+        }
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_AUDIT_BROKEN })
+}
+
+/// The audit problems a signed document reports about itself (empty: none).
+fn evidence_verdict(text: &str) -> Option<Vec<String>> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        let log = value
+            .get("audit_log")
+            .or_else(|| value.get("content").and_then(|c| c.get("audit_log")))?;
+        if log.get("ok").and_then(|ok| ok.as_bool()) == Some(true) {
+            return Some(Vec::new());
+        }
+        let problems = log
+            .get("findings")
+            .and_then(|f| f.as_array())
+            .map(|findings| {
+                findings
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "entry {}: {}",
+                            f.get("seq").unwrap_or(&serde_json::Value::Null),
+                            f.get("problem").and_then(|p| p.as_str()).unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        return Some(if problems.is_empty() {
+            vec!["the audit log was reported altered".into()]
+        } else {
+            problems
+        });
+    }
+    let warned = text.contains("WARNING: this evidence disagrees with the audit log");
+    let altered = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("# audit log verification: ALTERED")
+                || l.starts_with("# audit log entry ")
+                // Markdown and HTML: the warning, then the audit section's problems.
+                || (warned && (l.contains("WARNING: this evidence") || l.contains("ALTERED: ")))
+        })
+        .map(|l| l.trim_start_matches("# ").to_owned())
+        .collect();
+    Some(altered)
 }
 
 #[cfg(test)]

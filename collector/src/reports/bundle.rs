@@ -267,6 +267,10 @@ pub fn to_markdown(bundle: &Bundle) -> String {
         md_text(&w.title)
     ));
     line(String::new());
+    if let Some(warning) = warning(&c.audit_log) {
+        line(format!("**{warning}**"));
+        line(String::new());
+    }
     line(format!("- Window: {}", md_code(&w.id.to_string())));
     line(format!("- Kind: {}; status: {}", w.kind, w.status));
     line(format!("- Requested by: {}", md_text(&w.requester)));
@@ -399,10 +403,10 @@ fn out_block(line: &mut impl FnMut(String), diff: &str) {
 }
 
 fn audit_sentence(log: &VerifyReport) -> String {
-    if log.ok {
+    let mut text = if log.ok {
         format!(
-            "Verified intact at export: {} entries, head {}.",
-            log.entries, log.head_hash
+            "No problem found at export in {} entries (head {}): {}.",
+            log.entries, log.head_hash, log.assurance
         )
     } else {
         let problems: Vec<String> = log
@@ -416,7 +420,22 @@ fn audit_sentence(log: &VerifyReport) -> String {
             log.entries,
             problems.join("; ")
         )
+    };
+    if let Some(cp) = &log.checkpoint {
+        text.push_str(&format!(
+            " Checkpoint signed at export: entries {}, head {}, at {}, key {}, signature {}.",
+            cp.entries, cp.head_hash, cp.at, cp.key_id, cp.signature
+        ));
     }
+    text
+}
+
+/// A loud first line when the evidence cannot be trusted.
+fn warning(log: &VerifyReport) -> Option<&'static str> {
+    (!log.ok).then_some(
+        "WARNING: this evidence disagrees with the audit log, or the log was altered: \
+         see the audit log section; do not rely on the decisions shown",
+    )
 }
 
 /// A standalone HTML page; every value is escaped.
@@ -437,10 +456,14 @@ pub fn to_html(bundle: &Bundle) -> String {
          .flag{color:#a00}</style>\n</head><body>\n",
     );
     out.push_str(&format!(
-        "<h1>Change window {} — {}</h1>\n<table>\n",
+        "<h1>Change window {} — {}</h1>\n",
         html(&w.ticket),
         html(&w.title)
     ));
+    if let Some(warning) = warning(&c.audit_log) {
+        out.push_str(&format!("<p class=\"flag\"><b>{}</b></p>\n", html(warning)));
+    }
+    out.push_str("<table>\n");
     let row = |out: &mut String, name: &str, value: &str| {
         out.push_str(&format!(
             "<tr><th>{name}</th><td>{}</td></tr>\n",
@@ -645,6 +668,7 @@ mod tests {
             entries: 9,
             head_hash: "cafe".into(),
             findings: vec![],
+            ..VerifyReport::default()
         }
     }
 

@@ -324,10 +324,23 @@ pub fn to_csv(export: &Export) -> String {
     let log = &export.audit_log;
     out.push_str(&comment(&format!(
         "audit log verification: {} ({} entries; head {})",
-        if log.ok { "intact" } else { "ALTERED" },
+        if log.ok {
+            "no problem found"
+        } else {
+            "ALTERED"
+        },
         log.entries,
         log.head_hash
     )));
+    if !log.assurance.is_empty() {
+        out.push_str(&comment(&format!("audit log assurance: {}", log.assurance)));
+    }
+    if let Some(cp) = &log.checkpoint {
+        out.push_str(&comment(&format!(
+            "audit checkpoint signed at export: entries {} head {} at {} key {} signature {}",
+            cp.entries, cp.head_hash, cp.at, cp.key_id, cp.signature
+        )));
+    }
     for finding in &log.findings {
         out.push_str(&comment(&format!(
             "audit log entry {}: {}",
@@ -448,6 +461,7 @@ mod tests {
             entries: 3,
             head_hash: "ab".into(),
             findings: vec![],
+            ..VerifyReport::default()
         }
     }
 
@@ -474,7 +488,7 @@ mod tests {
             assert!(line.starts_with("# "), "{line}");
             assert!(!line.contains([',', '"']), "{line}");
         }
-        assert!(comments.contains("audit log verification: intact (3 entries; head ab)"));
+        assert!(comments.contains("audit log verification: no problem found (3 entries; head ab)"));
         assert!(comments.contains("host: web;1"));
         assert!(comments.contains("changes: 1; authorized: 0 (0%); untraced: 1"));
         let mut lines = table.split("\r\n");

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod export;
 pub mod metrics;
 pub mod ops;
+pub mod seal;
 pub mod text;
 
 use std::fmt;

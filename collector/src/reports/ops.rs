@@ -13,10 +13,11 @@ use uuid::Uuid;
 use super::export::{Export, ExportRequest};
 use super::{BundleFormat, ExportFormat, bundle, export};
 use crate::app::{App, Error, Result, require};
-use crate::audit::NewAudit;
+use crate::audit::{NewAudit, VerifyReport, evidence};
 use crate::clock::{parse_instant, rfc3339};
 use crate::identity::{Principal, Role};
-use crate::store::{ExportQuery, Store};
+use crate::store::{DriftItem, ExportQuery, Store};
+use crate::windows::Window;
 
 /// Roles that export periods and fetch any window's bundle.
 pub const EXPORT_ROLES: [Role; 3] = [Role::Auditor, Role::Security, Role::Admin];
@@ -117,6 +118,21 @@ pub fn parse_export(params: &ExportParams) -> Result<(ExportRequest, ExportForma
 }
 
 impl<S: Store> App<S> {
+    /// At an export: a checkpoint of the head (which now holds the export's own entry),
+    /// the log verified with it, and the decisions of `windows` and `drift` checked
+    /// against their entries: a record that disagrees with the log makes the report fail.
+    async fn verified_evidence(
+        &self,
+        windows: &[&Window],
+        drift: &[&DriftItem],
+    ) -> Result<VerifyReport> {
+        let checked = self.checkpoint_audit().await?;
+        let mut report = checked.report;
+        report.add_findings(evidence::check(&checked.entries, windows, drift));
+        report.checkpoint = checked.checkpoint;
+        Ok(report)
+    }
+
     /// The evidence of a period, audited.
     pub async fn export(
         &self,
@@ -149,7 +165,12 @@ impl<S: Store> App<S> {
                 audit,
             )
             .await?;
-        let verification = self.verify_audit().await?;
+        let verification = self
+            .verified_evidence(
+                &records.windows.values().collect::<Vec<_>>(),
+                &records.drift.values().collect::<Vec<_>>(),
+            )
+            .await?;
         tracing::info!(by = %driftwatch_common::pathbytes::Shown(&actor.name), rows = records.events.len(), %format, "evidence exported");
         Ok((
             export::build(&request, &records, verification, &actor.name, now),
@@ -207,7 +228,9 @@ impl<S: Store> App<S> {
             .store
             .window_records(id, self.settings.max_export_rows, audit)
             .await?;
-        let verification = self.verify_audit().await?;
+        let verification = self
+            .verified_evidence(&[&window], &records.drift.iter().collect::<Vec<_>>())
+            .await?;
         Ok((
             bundle::build(&window, &records, verification, &actor.name, now),
             format,

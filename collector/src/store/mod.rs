@@ -19,7 +19,7 @@ use driftwatch_common::chain_key::ChainKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::audit::{AuditEntry, AuditHead, NewAudit};
+use crate::audit::{AuditEntry, AuditHead, Checkpoint, NewAudit};
 use crate::chain::ChainProblem;
 use crate::clock::Millis;
 use crate::drift::{DriftStatus, ResolutionCategory};
@@ -566,6 +566,19 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn audit_log(
         &self,
     ) -> impl Future<Output = Result<(Vec<AuditEntry>, Option<AuditHead>)>> + Send;
+    /// The recorded head alone (cheap: for checkpoints).
+    fn audit_head(&self) -> impl Future<Output = Result<Option<AuditHead>>> + Send;
+    /// Keeps a signed checkpoint and queues it as an alert (kind `audit_checkpoint`) for
+    /// every sink, in one transaction.
+    fn insert_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+        at: Millis,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Every checkpoint kept, oldest first.
+    fn audit_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+    /// Queues an alert raised outside ingest and heartbeats (an altered audit log).
+    fn insert_alert(&self, alert: NewAlert, at: Millis) -> impl Future<Output = Result<()>> + Send;
 
     fn stats(
         &self,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{AlertToml, CollectorToml};
+use super::raw::{AlertToml, AuditToml, CollectorToml};
 use super::*;
 use crate::diagnostics::{Diagnostics, parse};
 use crate::error::ConfigErrors;
@@ -142,6 +142,7 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
     );
 
     let alerts = compile_alerts(&raw.alert, diag);
+    let audit = compile_audit(raw.audit.as_ref(), diag);
 
     let config = CollectorConfig {
         source: source.to_path_buf(),
@@ -157,6 +158,7 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         silent_after: Duration::from_secs(silent),
         emergency_approval: Duration::from_secs(emergency),
         alerts,
+        audit,
     };
     if let Err(why) = config.check_listen(listen) {
         match (&raw.plain_http, &raw.listen) {
@@ -166,6 +168,26 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         }
     }
     config
+}
+
+fn compile_audit(raw: Option<&AuditToml>, diag: &mut Diagnostics<'_>) -> AuditSettings {
+    let Some(raw) = raw else {
+        return AuditSettings::default();
+    };
+    let signing_key_file = raw
+        .signing_key_file
+        .as_ref()
+        .map(|path| diag.absolute(path, "audit.signing_key_file"));
+    let interval = diag.in_range_or(
+        &raw.checkpoint_interval_secs,
+        "audit.checkpoint_interval_secs",
+        1..=MAX_CHECKPOINT_INTERVAL_SECS,
+        DEFAULT_CHECKPOINT_INTERVAL_SECS,
+    );
+    AuditSettings {
+        signing_key_file,
+        checkpoint_interval: Duration::from_secs(interval),
+    }
 }
 
 const ALERT_TYPES: &str = "jsonl, webhook, syslog";

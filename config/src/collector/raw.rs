@@ -25,6 +25,15 @@ pub(super) struct CollectorToml {
     /// `[[alert]]` tables; the span of each element is its header.
     #[serde(default)]
     pub alert: Vec<Spanned<AlertToml>>,
+    /// `[audit]`: the signing key of the audit trail's checkpoints.
+    pub audit: Option<AuditToml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditToml {
+    pub signing_key_file: Option<Spanned<String>>,
+    pub checkpoint_interval_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

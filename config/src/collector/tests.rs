@@ -420,3 +420,32 @@ fn sink_names_are_unique() {
     let names: Vec<&str> = named.alerts.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["jsonl", "second"]);
 }
+
+#[test]
+fn the_audit_section_names_the_key_file_and_the_interval() {
+    let defaults = valid("plain_http = true\nstate_dir = \"/srv/dw\"\n");
+    assert_eq!(defaults.audit, AuditSettings::default());
+    assert_eq!(
+        defaults.audit_key_path(),
+        Path::new("/srv/dw").join(DEFAULT_AUDIT_KEY_FILE_NAME)
+    );
+    let set = valid(
+        "plain_http = true\n[audit]\nsigning_key_file = \"/etc/driftwatch/audit.key\"\n\
+         checkpoint_interval_secs = 60\n",
+    );
+    assert_eq!(set.audit_key_path(), Path::new("/etc/driftwatch/audit.key"));
+    assert_eq!(set.audit.checkpoint_interval, Duration::from_secs(60));
+    check(
+        "plain_http = true\n[audit]\nsigning_key_file = \"audit.key\"\n",
+        &[(3, 20, "audit.signing_key_file", "must be an absolute path")],
+    );
+    check(
+        "plain_http = true\n[audit]\ncheckpoint_interval_secs = 0\n",
+        &[(
+            3,
+            28,
+            "audit.checkpoint_interval_secs",
+            "must be between 1 and 86400, got 0",
+        )],
+    );
+}

@@ -6,7 +6,9 @@ use crate::api::error::ApiError;
 use crate::api::extract::Caller;
 use crate::api::model::AuditEntryView;
 use crate::app::require;
-use crate::audit::VerifyReport;
+use crate::audit::ops::EntriesView;
+use crate::audit::signing::PublicKeyView;
+use crate::audit::{Checkpoint, VerifyReport};
 use crate::clock::rfc3339;
 use crate::identity::{Role, hex};
 use crate::store::Store;
@@ -43,4 +45,34 @@ pub async fn log<S: Store>(
             })
             .collect(),
     ))
+}
+
+/// The checkpoint signing key, for offline verifiers (`driftctl verify`, `audit verify`).
+pub async fn public_key<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+) -> Result<Json<PublicKeyView>, ApiError> {
+    require(&caller, &Role::PEOPLE, "reading the audit public key")?;
+    let key = app.audit_public_key().ok_or_else(|| {
+        crate::app::Error::NotFound("this collector runs without an audit signing key".into())
+    })?;
+    Ok(Json(key))
+}
+
+/// The signed checkpoints the database keeps, oldest first.
+pub async fn checkpoints<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<Checkpoint>>, ApiError> {
+    require(&caller, &Role::PEOPLE, "reading the audit checkpoints")?;
+    Ok(Json(app.audit_checkpoints().await?))
+}
+
+/// The log exactly as stored, for verification by the caller.
+pub async fn entries<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+) -> Result<Json<EntriesView>, ApiError> {
+    require(&caller, &Role::PEOPLE, "reading the audit log")?;
+    Ok(Json(app.audit_entries().await?))
 }

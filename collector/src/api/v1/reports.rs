@@ -8,6 +8,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Caller, Id, Params};
 use crate::reports::ops::{BundleParams, ExportParams};
+use crate::reports::seal::DocKind;
 use crate::reports::{BundleFormat, ExportFormat, bundle, export};
 use crate::store::Store;
 
@@ -50,12 +51,15 @@ pub async fn export<S: Store>(
         ExportFormat::Csv => document(
             "text/csv; charset=utf-8; header=present",
             Some(name("csv")),
-            export::to_csv(&export),
+            app.seal_document(export::to_csv(&export), DocKind::Csv),
         ),
         ExportFormat::Json => document(
             "application/json",
             None,
-            serde_json::to_string(&export).expect("exports serialize"),
+            app.seal_document(
+                serde_json::to_string(&export).expect("exports serialize"),
+                DocKind::Json,
+            ),
         ),
     })
 }
@@ -84,16 +88,20 @@ pub async fn window_evidence<S: Store>(
         format!("evidence-{ticket}-{id}.{ext}")
     };
     Ok(match format {
-        BundleFormat::Json => document("application/json", None, bundle::to_json(&bundle)),
+        BundleFormat::Json => document(
+            "application/json",
+            None,
+            app.seal_document(bundle::to_json(&bundle), DocKind::Json),
+        ),
         BundleFormat::Markdown => document(
             "text/markdown; charset=utf-8",
             Some(name("md")),
-            bundle::to_markdown(&bundle),
+            app.seal_document(bundle::to_markdown(&bundle), DocKind::Markup),
         ),
         BundleFormat::Html => document(
             "text/html; charset=utf-8",
             Some(name("html")),
-            bundle::to_html(&bundle),
+            app.seal_document(bundle::to_html(&bundle), DocKind::Markup),
         ),
     })
 }

@@ -1,9 +1,27 @@
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::audit::{AuditEntry, AuditHead, GENESIS, NewAudit, entry_hash};
-use crate::store::Result;
+use crate::audit::{AuditEntry, AuditHead, AuditKey, Checkpoint, GENESIS, NewAudit, entry_hash};
+use crate::clock::Millis;
+use crate::store::{NewAlert, Result};
 
 const HEAD_KEY: &str = "audit_head";
+
+thread_local! {
+    /// The key that signs entries appended on this thread: the store's one database
+    /// thread, so it is per store. Set by `SqliteStore::set_audit_key`.
+    static SIGNER: RefCell<Option<Arc<AuditKey>>> = const { RefCell::new(None) };
+}
+
+pub fn set_signer(key: Arc<AuditKey>) {
+    SIGNER.with(|signer| *signer.borrow_mut() = Some(key));
+}
+
+fn sign(hash: &[u8; 32]) -> Option<Vec<u8>> {
+    SIGNER.with(|signer| signer.borrow().as_ref().map(|key| key.sign_entry(hash)))
+}
 
 /// Appends `audit` to the chain (inside the caller's transaction).
 pub fn append(conn: &Connection, audit: &NewAudit) -> Result<AuditEntry> {
@@ -20,9 +38,10 @@ pub fn append(conn: &Connection, audit: &NewAudit) -> Result<AuditEntry> {
         &audit.target,
         &details,
     );
+    let signature = sign(&hash);
     conn.execute(
-        "INSERT INTO audit (seq, at, actor, action, target, details, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (seq, at, actor, action, target, details, prev_hash, hash, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             seq as i64,
             audit.at,
@@ -31,7 +50,8 @@ pub fn append(conn: &Connection, audit: &NewAudit) -> Result<AuditEntry> {
             audit.target,
             details,
             &prev_hash[..],
-            &hash[..]
+            &hash[..],
+            signature
         ],
     )?;
     let mut value = Vec::with_capacity(40);
@@ -51,10 +71,11 @@ pub fn append(conn: &Connection, audit: &NewAudit) -> Result<AuditEntry> {
         details,
         prev_hash,
         hash,
+        signature,
     })
 }
 
-fn head(conn: &Connection) -> Result<Option<AuditHead>> {
+pub fn head(conn: &Connection) -> Result<Option<AuditHead>> {
     let value: Option<Vec<u8>> = conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [HEAD_KEY], |r| {
             r.get(0)
@@ -69,7 +90,8 @@ fn head(conn: &Connection) -> Result<Option<AuditHead>> {
 
 pub fn log(conn: &Connection) -> Result<(Vec<AuditEntry>, Option<AuditHead>)> {
     let mut stmt = conn.prepare(
-        "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit ORDER BY seq",
+        "SELECT seq, at, actor, action, target, details, prev_hash, hash, signature
+         FROM audit ORDER BY seq",
     )?;
     let entries = stmt
         .query_map([], |r| {
@@ -82,6 +104,7 @@ pub fn log(conn: &Connection) -> Result<(Vec<AuditEntry>, Option<AuditHead>)> {
                 details: r.get(5)?,
                 prev_hash: tolerant(r.get(6)?),
                 hash: tolerant(r.get(7)?),
+                signature: r.get(8)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -112,4 +135,36 @@ pub fn note_config(conn: &Connection, key: &str, value: &str, audit: &NewAudit) 
     )?;
     append(conn, audit)?;
     Ok(true)
+}
+
+/// Keeps a signed checkpoint and queues it for the alert sinks, in one transaction.
+pub fn insert_checkpoint(conn: &Connection, checkpoint: &Checkpoint, at: Millis) -> Result<()> {
+    let body = serde_json::to_value(checkpoint)?;
+    conn.execute(
+        "INSERT INTO audit_checkpoints (entries, created_at, body) VALUES (?1, ?2, ?3)",
+        params![checkpoint.entries as i64, at, body.to_string()],
+    )?;
+    super::alerts::insert_alert(
+        conn,
+        &NewAlert {
+            kind: crate::audit::CHECKPOINT_KIND.into(),
+            host_id: None,
+            body,
+        },
+        at,
+    )?;
+    Ok(())
+}
+
+/// The checkpoints kept, oldest first; a row that does not parse (tampering) is skipped:
+/// verification only trusts checkpoints whose signature verifies anyway.
+pub fn checkpoints(conn: &Connection) -> Result<Vec<Checkpoint>> {
+    let mut stmt = conn.prepare("SELECT body FROM audit_checkpoints ORDER BY id")?;
+    let bodies = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(bodies
+        .iter()
+        .filter_map(|body| serde_json::from_str(body).ok())
+        .collect())
 }

@@ -238,6 +238,18 @@ ALTER TABLE events ADD COLUMN spool TEXT;
 UPDATE events SET spooled_before = received_at,
     spooled_after = (SELECT enrolled_at FROM hosts WHERE hosts.id = events.host_id);
 "#,
+    // 9: the audit trail anchored outside the database: each entry's Ed25519 signature
+    // by the collector's key (NULL for entries written before), and the signed checkpoints
+    // of the head (also sent to the alert sinks; verifiers keep their own copies).
+    r#"
+ALTER TABLE audit ADD COLUMN signature BLOB;
+CREATE TABLE audit_checkpoints (
+    id INTEGER PRIMARY KEY,
+    entries INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+) STRICT;
+"#,
 ];
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::*;
-use crate::audit::{AuditEntry, AuditHead, NewAudit};
+use crate::audit::{AuditEntry, AuditHead, AuditKey, Checkpoint, NewAudit};
 use crate::clock::Millis;
 use crate::matcher::Outcome;
 use crate::people::Person;
@@ -128,6 +128,16 @@ impl SqliteStore {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
+    }
+
+    /// Every audit entry appended from now on is signed with `key` (on the database
+    /// thread, in the entry's own transaction).
+    pub async fn set_audit_key(&self, key: Arc<AuditKey>) -> Result<()> {
+        self.call(move |_| {
+            audit::set_signer(key);
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` on the database thread.
@@ -516,6 +526,26 @@ impl Store for SqliteStore {
         &self,
     ) -> impl Future<Output = Result<(Vec<AuditEntry>, Option<AuditHead>)>> + Send {
         self.call(|conn| audit::log(conn))
+    }
+
+    fn audit_head(&self) -> impl Future<Output = Result<Option<AuditHead>>> + Send {
+        self.call(|conn| audit::head(conn))
+    }
+
+    fn insert_checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+        at: Millis,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| audit::insert_checkpoint(tx, &checkpoint, at))
+    }
+
+    fn audit_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send {
+        self.call(|conn| audit::checkpoints(conn))
+    }
+
+    fn insert_alert(&self, alert: NewAlert, at: Millis) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| alerts::insert_alert(tx, &alert, at).map(|_| ()))
     }
 
     fn stats(

@@ -108,3 +108,45 @@ async fn the_audit_table_refuses_edits_unless_its_guard_is_dropped() {
 async fn sqlite_passes_the_keyed_chain_story() {
     crate::store::conformance_chain::story(SqliteStore::open_in_memory().unwrap()).await;
 }
+
+#[tokio::test]
+async fn entries_are_signed_once_a_key_is_set_and_checkpoints_become_alerts() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let record = |name: &str| NewAudit::new(1, name, "config.test", "x", serde_json::json!({}));
+    store
+        .note_config("a".into(), "1".into(), record("before"))
+        .await
+        .unwrap();
+    let key = Arc::new(AuditKey::from_seed([5; 32]));
+    store.set_audit_key(Arc::clone(&key)).await.unwrap();
+    store
+        .note_config("a".into(), "2".into(), record("after"))
+        .await
+        .unwrap();
+    let (entries, head) = store.audit_log().await.unwrap();
+    assert_eq!(entries[0].signature, None, "written before the key");
+    let signature = entries[1].signature.as_deref().unwrap();
+    assert!(key.public().verify_entry(&entries[1].hash, signature));
+    assert_eq!(store.audit_head().await.unwrap(), head);
+
+    let checkpoint = key.checkpoint(2, entries[1].hash, "t".into());
+    store
+        .insert_checkpoint(checkpoint.clone(), 7)
+        .await
+        .unwrap();
+    assert_eq!(store.audit_checkpoints().await.unwrap(), vec![checkpoint]);
+    let alerts = store.alerts(10).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, "audit_checkpoint");
+    assert_eq!(alerts[0].body["entries"], 2);
+    let verified = crate::audit::verify_anchored(
+        &entries,
+        head,
+        crate::audit::Anchors {
+            key: Some(key.public()),
+            held: &[],
+            stored: &store.audit_checkpoints().await.unwrap(),
+        },
+    );
+    assert!(verified.ok, "{verified:?}");
+}

@@ -123,7 +123,6 @@ pub fn update(conn: &Connection, w: &Window, from: WindowStatus, audit: &NewAudi
 }
 
 pub fn close(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<CloseOutcome> {
-    update(conn, w, WindowStatus::Approved, audit)?;
     let at = w.ended_at.unwrap_or(w.decided_at.unwrap_or(0));
     let by = w.ended_by.clone().unwrap_or_default();
     let items: Vec<(Id, Id, String, Json<DriftEvent>)> = {
@@ -137,6 +136,18 @@ pub fn close(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<CloseOut
         })?
         .collect::<rusqlite::Result<_>>()?
     };
+    // The close-out's entry names the drift it accepts, so evidence can be checked against it.
+    let mut audit = audit.clone();
+    if let Some(details) = audit.details.as_object_mut() {
+        let accepted: Vec<serde_json::Value> = items
+            .iter()
+            .map(|(Id(drift), Id(host), subject, _)| {
+                serde_json::json!({ "drift": drift, "host": host, "subject": subject })
+            })
+            .collect();
+        details.insert("accepted".into(), accepted.into());
+    }
+    update(conn, w, WindowStatus::Approved, &audit)?;
     let mut outcome = CloseOutcome::default();
     for (Id(drift_id), Id(host_id), subject, Json(last)) in items {
         conn.execute(
