@@ -48,6 +48,7 @@ impl Heartbeats {
                 health: probe.health(&self.status.snapshot()),
                 last_seq: self.status.snapshot().spool.last_seq,
                 results: results.clone(),
+                baseline: self.status.snapshot().baseline,
             };
             let body = serde_json::to_vec(&heartbeat).expect("heartbeats always serialize");
             let mut again_now = false;

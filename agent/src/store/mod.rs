@@ -284,6 +284,12 @@ impl BaselineStore {
                 expected
             )));
         }
+        baseline.anchor = integrity::anchor(
+            &baseline.entries_digest,
+            &history_digest,
+            state_digest.as_ref(),
+            &meta,
+        );
         baseline.meta = meta;
         Ok(baseline)
     }

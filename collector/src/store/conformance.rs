@@ -685,6 +685,7 @@ pub async fn story<S: Store>(store: S) {
     let done = CommandResult {
         command_id: *command_id,
         outcome: CommandOutcome::Applied,
+        baseline: None,
     };
     assert!(
         store
