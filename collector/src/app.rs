@@ -61,6 +61,8 @@ impl From<StoreError> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+mod anchor;
+
 /// The configuration values the operations need, in the units they use.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -304,6 +306,9 @@ impl<S: Store> App<S> {
             Err(StoreError::NotFound(_)) => return Err(refused()),
             Err(err) => return Err(err.into()),
         }
+        if let Some(baseline) = &request.baseline {
+            self.anchor_enrollment(&host, baseline, now).await?;
+        }
         tracing::info!(host = %host.id, hostname = %host.hostname, "host enrolled");
         Ok(EnrollResponse {
             host_id: host.id,
@@ -342,6 +347,13 @@ impl<S: Store> App<S> {
         }
         let host = self.store.host(host_id).await?;
         let received_at = self.now();
+        // Local re-baselines move the anchored root once stored (rare: off the common path).
+        let rebaselines: Vec<_> = batch
+            .events
+            .iter()
+            .filter(|e| e.subject.0 == driftwatch_common::api::v1::BASELINE_SUBJECT)
+            .cloned()
+            .collect();
         let index = self.index.read().await;
         let decided: Vec<Decided> = batch
             .events
@@ -374,6 +386,10 @@ impl<S: Store> App<S> {
         let untraced = decided.iter().filter(|d| d.outcome.needs_review()).count();
         let outcome = self.store.ingest(host_id, decided, received_at).await?;
         drop(index);
+        if !rebaselines.is_empty() {
+            self.anchor_rebaselines(&host, &rebaselines, received_at)
+                .await?;
+        }
 
         metrics::counter!("driftwatch_events_ingested_total", "result" => "accepted")
             .increment(outcome.accepted.into());
@@ -461,6 +477,8 @@ impl<S: Store> App<S> {
                 ),
             );
         }
+        // Before the results are recorded: an accept moves the anchor only while pending.
+        self.anchor_heartbeat(&before, &heartbeat, now).await?;
         let commands = self
             .store
             .heartbeat(

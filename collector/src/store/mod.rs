@@ -13,9 +13,11 @@ use std::future::Future;
 use driftwatch_common::api::v1::{
     AgentCommand, AgentHealth, CommandOutcome, CommandResult, DriftEvent, Inventory, SubjectState,
 };
+use driftwatch_common::hash::ContentHash;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::anchor::{AnchorState, Expected};
 use crate::audit::{AuditEntry, AuditHead, NewAudit};
 use crate::chain::ChainProblem;
 use crate::clock::Millis;
@@ -327,6 +329,28 @@ pub struct WindowRecords {
     pub commands: Vec<CloseOutCommand>,
 }
 
+/// What the store knows about a host's anchored baseline (`crate::anchor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AnchorView {
+    pub state: AnchorState,
+    /// Of the roots asked about, those this host was expected to run on at some time.
+    pub known_roots: Vec<ContentHash>,
+    /// Of the commands asked about, those still pending for this host.
+    pub pending_commands: Vec<Uuid>,
+}
+
+/// A judgement to store (`crate::anchor::Judgement`), made on the state `judged`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnchorChange {
+    pub host_id: Uuid,
+    pub judged: AnchorState,
+    pub state: AnchorState,
+    /// Roots newly expected, appended to the host's root history.
+    pub moved: Vec<Expected>,
+    pub alert: Option<NewAlert>,
+    pub at: Millis,
+}
+
 pub trait Store: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
@@ -378,6 +402,19 @@ pub trait Store: Clone + Send + Sync + 'static {
         record: HeartbeatRecord,
         alerts: Vec<NewAlert>,
     ) -> impl Future<Output = Result<Vec<AgentCommand>>> + Send;
+
+    /// The host's anchored baseline; which of `roots` it was expected to run on before;
+    /// which of `commands` are its pending commands.
+    fn anchor(
+        &self,
+        host_id: Uuid,
+        roots: Vec<ContentHash>,
+        commands: Vec<Uuid>,
+    ) -> impl Future<Output = Result<AnchorView>> + Send;
+    /// Stores a judgement with its alert, if the stored state is still `change.judged`
+    /// (else `Conflict`, nothing written) and no root in `change.moved` was recorded from
+    /// the same source before (then `Ok(false)`, nothing written: a retry).
+    fn save_anchor(&self, change: AnchorChange) -> impl Future<Output = Result<bool>> + Send;
 
     // Change windows.
     fn insert_window(

@@ -196,6 +196,26 @@ ALTER TABLE windows ADD COLUMN schedule TEXT;
 DROP INDEX events_review;
 CREATE INDEX events_review ON events(event_time) WHERE outcome IN ('untraced', 'unexpected_state', 'wrong_implementer', 'made_by_approver', 'actor_unknown', 'package_mismatch');
 "#,
+    // 6: the baseline anchored at the collector (`anchor.rs`): per host, the root it is
+    // expected to run on and a differing root reported (JSON `AnchorState`), and every root
+    // it was ever expected to run on with what put it there (tells a rollback; dedupes
+    // accepts and re-baseline events by source).
+    r#"
+CREATE TABLE baseline_anchors (
+    host_id TEXT PRIMARY KEY REFERENCES hosts(id),
+    state TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE baseline_roots (
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    root BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX baseline_roots_root ON baseline_roots(host_id, root);
+CREATE UNIQUE INDEX baseline_roots_source ON baseline_roots(host_id, source);
+"#,
 ];
 
 #[cfg(test)]
