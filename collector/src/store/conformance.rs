@@ -67,6 +67,18 @@ impl Agent {
         self.prev = event.chain_hash();
         event
     }
+
+    /// A `restored` event back to the state before the drift the helper opens (absent:
+    /// its events have no `before`).
+    fn restored(&mut self, subject: &str) -> DriftEvent {
+        let prev = self.prev;
+        let mut event = self.event(subject, ChangeKind::Restored, "");
+        event.prev_hash = prev;
+        event.changed.clear();
+        event.after = None;
+        self.prev = event.chain_hash();
+        event
+    }
 }
 
 fn decided(event: DriftEvent, outcome: Outcome) -> Decided {
@@ -471,7 +483,7 @@ pub async fn story<S: Store>(store: S) {
     ));
 
     // A restored subject resolves its drift automatically.
-    let restore = agent.event("file:/etc/hosts", ChangeKind::Restored, "x");
+    let restore = agent.restored("file:/etc/hosts");
     store
         .ingest(web.id, vec![decided(restore, Outcome::Restored)], T0 + 9000)
         .await
