@@ -183,33 +183,13 @@ fn refuse<T>(state_dir: &Path, doing: &str) -> anyhow::Result<T> {
     )
 }
 
-/// Who ran the command: the process's user and uid, the login user behind sudo.
+/// Who ran the command, as /proc tells it (not the environment): the process's user and
+/// uid, and the audit login user behind sudo where the kernel keeps it.
 fn command_actor() -> Actor {
-    let uid = std::fs::metadata("/proc/self")
-        .ok()
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok();
-    let login_user = std::env::var("SUDO_USER").ok().or_else(|| user.clone());
+    let mut users = crate::attribution::UserNames::load();
     Actor {
         source: "command".into(),
-        pid: Some(std::process::id()),
-        comm: Some("driftwatch-agent".into()),
-        exe: std::env::current_exe()
-            .ok()
-            .map(|p| p.display().to_string()),
-        uid,
-        user,
-        login_uid: None,
-        login_user,
-        session: None,
-        exited: false,
-        reason: Some(
-            "a local baseline command: the user is the one the command ran as, from its \
-             environment"
-                .into(),
-        ),
-        tty: None,
+        reason: Some("a local baseline command (the agent's own process)".into()),
+        ..crate::attribution::process_actor(std::process::id(), &mut users)
     }
 }

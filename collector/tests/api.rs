@@ -834,10 +834,7 @@ async fn security_resolves_untraced_drift_and_restores_resolve_themselves() {
     );
 
     server
-        .report(
-            &web,
-            &[web.restored("file:/etc/motd", NOW + 1000)],
-        )
+        .report(&web, &[web.restored("file:/etc/motd", NOW + 1000)])
         .await;
     let (_, detail) = server.get(&format!("/api/v1/drift/{motd}"), &eve).await;
     assert_eq!(detail["drift"]["status"], "resolved");
