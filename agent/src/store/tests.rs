@@ -285,6 +285,49 @@ fn recording_a_full_hash_keeps_the_root_valid() {
 }
 
 #[test]
+fn the_anchor_moves_with_decisions_but_not_with_a_full_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let mut store = BaselineStore::open(&paths).unwrap();
+    let mut baseline = store.load().unwrap();
+    let first = baseline.anchor();
+    assert_eq!(first.created_at, meta().created_at);
+    // A paranoid check re-seals the root: the anchor stays (no alarm at the collector).
+    store
+        .record_full_hash(&mut baseline, "2026-12-01T00:00:00Z")
+        .unwrap();
+    assert_eq!(store.load().unwrap().anchor(), first);
+    // An accept (entries and a history row) moves it.
+    store
+        .accept(
+            &[AcceptedChange {
+                path: PathBytes(b"/b".to_vec()),
+                record: Some(record(20)),
+                snapshot: None,
+            }],
+            history("accept"),
+        )
+        .unwrap();
+    let accepted = store.load().unwrap().anchor();
+    assert_ne!(accepted.root, first.root);
+    // So does a state entry, and a history row alone.
+    store
+        .accept_with_state(
+            &[],
+            &[AcceptedState {
+                subject: SubjectKey("package:vim".into()),
+                fields: Some(fields("9")),
+            }],
+            history("accept"),
+        )
+        .unwrap();
+    let with_state = store.load().unwrap().anchor();
+    assert_ne!(with_state.root, accepted.root);
+    store.accept(&[], history("accept")).unwrap();
+    assert_ne!(store.load().unwrap().anchor().root, with_state.root);
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let paths = make(dir.path());
