@@ -17,7 +17,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use driftwatch_common::api::v1::{DriftEvent, SubjectState};
+use driftwatch_common::api::v1::{BASELINE_SUBJECT, DriftEvent, SubjectState};
 use driftwatch_common::attrs::{Attribute, AttributeSet};
 use driftwatch_common::state::FileState;
 use serde::{Deserialize, Serialize};
@@ -126,6 +126,13 @@ pub fn step(active: Option<DriftStatus>, outcome: &Outcome) -> Step {
         // An authorized change does not cover an earlier untraced one.
         (Some(status), _) => Step::Update(status),
     }
+}
+
+/// Whether accepting drift on `subject` at close-out sends the agent a baseline-accept
+/// command. Not for the agent's own baseline ([`BASELINE_SUBJECT`]): a reported
+/// re-baseline is already the baseline the agent runs on; accepting it records the approval.
+pub fn accept_needs_command(subject: &str) -> bool {
+    subject != BASELINE_SUBJECT
 }
 
 /// The reason of drift kept open because a `restored` event did not bring the subject back

@@ -445,6 +445,20 @@ fn a_re_baseline_an_approved_window_covers_is_authorized_and_moves_the_root() {
         d["status"] == "authorized"
     });
     assert_eq!(item["window_id"], window["id"], "{item:#}");
+    // Its close-out records the approval; the agent already runs on that baseline, so no
+    // accept command is sent for it.
+    let closed = collector
+        .post(
+            &format!("/api/v1/windows/{id}/close"),
+            Some(&alice),
+            &json!({}),
+        )
+        .expect(200);
+    assert_eq!(
+        (&closed["drift_accepted"], &closed["commands_queued"]),
+        (&json!(1), &json!(0)),
+        "{closed:#}"
+    );
     heartbeats_settle(&collector, &admin, &daemon);
     assert!(
         anchor_alerts(&collector).is_empty(),

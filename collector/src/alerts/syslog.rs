@@ -141,11 +141,12 @@ pub struct Header<'a> {
     pub procid: u32,
 }
 
-/// RFC 5424 severity by alert kind: a broken event chain is tampering (critical); drift
+/// RFC 5424 severity by alert kind: a broken event chain or a baseline other than the
+/// anchored one is tampering (critical); drift
 /// nobody approved and a silent agent need someone now (error); the rest is a warning.
 pub fn severity(kind: &str) -> u8 {
     match kind {
-        "chain" => 2,
+        "chain" | "baseline_anchor" => 2,
         "untraced_drift" | "agent_silent" => 3,
         "agent_health" | "emergency_unapproved" => 4,
         _ => 5,
@@ -289,6 +290,7 @@ mod tests {
             text[1..text.find('>').unwrap()].parse::<u32>().unwrap()
         };
         assert_eq!(pri(0, "chain"), 2);
+        assert_eq!(pri(0, "baseline_anchor"), 2);
         assert_eq!(pri(4, "untraced_drift"), 35);
         assert_eq!(pri(10, "agent_silent"), 83);
         assert_eq!(pri(16, "agent_health"), 132);

@@ -184,7 +184,8 @@ pub struct CloseOutcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: Uuid,
-    /// `untraced_drift`, `chain`, `agent_silent`, `agent_health`, `emergency_unapproved`.
+    /// `untraced_drift`, `chain`, `agent_silent`, `agent_health`, `emergency_unapproved`,
+    /// `baseline_anchor`.
     pub kind: String,
     pub host_id: Option<Uuid>,
     pub created_at: Millis,
