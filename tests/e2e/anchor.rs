@@ -13,6 +13,9 @@ use driftwatch_tests::daemon::{Daemon, DaemonHost, wait_until};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// From a ready daemon to a stored anchor alert: its first heartbeats (every second here;
+/// debug builds on a busy machine are slower).
+const WITHIN_HEARTBEATS: Duration = Duration::from_secs(10);
 const BASELINE_SUBJECT: &str = "driftwatch:baseline";
 
 fn in_minutes(minutes: i64) -> String {
@@ -45,8 +48,30 @@ fn anchor_alerts(collector: &Collector) -> Vec<Value> {
         .collect()
 }
 
+/// Waits for the alert: stored within a few heartbeats of the daemon being ready, then
+/// delivered to the sink.
 #[track_caller]
-fn wait_for_anchor_alert(collector: &Collector, daemon: &Daemon, problem: &str) -> Value {
+fn wait_for_anchor_alert(
+    collector: &Collector,
+    admin: &str,
+    daemon: &Daemon,
+    problem: &str,
+) -> Value {
+    let stored = wait_until(WITHIN_HEARTBEATS, || {
+        collector
+            .get("/api/v1/alerts", admin)
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "baseline_anchor" && a["body"]["problem"] == problem)
+    });
+    assert!(
+        stored,
+        "no baseline_anchor alert `{problem}` within {WITHIN_HEARTBEATS:?}\nagent log:\n{}\ncollector log:\n{}",
+        daemon.log(),
+        collector.log()
+    );
     let mut found = None;
     let ok = wait_until(WAIT, || {
         found = anchor_alerts(collector)
@@ -244,9 +269,9 @@ fn a_local_reinit_is_reported_and_cannot_turn_open_drift_into_restored() {
 
 #[test]
 fn a_baseline_swapped_with_its_key_for_one_made_by_the_attacker_is_alerted() {
-    let (collector, _admin, host) = enrolled_host();
+    let (collector, admin, host) = enrolled_host();
     let daemon = host.start();
-    heartbeats_settle(&collector, &_admin, &daemon);
+    heartbeats_settle(&collector, &admin, &daemon);
     daemon.stop();
 
     // The attacker drops a file and makes a baseline that includes it, elsewhere, with
@@ -263,7 +288,7 @@ fn a_baseline_swapped_with_its_key_for_one_made_by_the_attacker_is_alerted() {
     host.cli(["check", "--quiet"]).run().expect(0);
 
     let daemon = host.start();
-    let alert = wait_for_anchor_alert(&collector, &daemon, "replaced");
+    let alert = wait_for_anchor_alert(&collector, &admin, &daemon, "replaced");
     assert_ne!(
         alert["expected"]["anchor"]["root"],
         alert["reported"]["root"]
@@ -273,7 +298,7 @@ fn a_baseline_swapped_with_its_key_for_one_made_by_the_attacker_is_alerted() {
         "{alert:#}"
     );
     // Once per condition, not every heartbeat.
-    heartbeats_settle(&collector, &_admin, &daemon);
+    heartbeats_settle(&collector, &admin, &daemon);
     assert_eq!(
         anchor_alerts(&collector).len(),
         1,
@@ -352,7 +377,7 @@ fn a_close_out_moves_the_expected_root_quietly_and_a_rollback_past_it_is_alerted
     // Rolling back to the older copy drops that accept: alerted as a rollback.
     copy_baseline(&old, host.host.state());
     let daemon = host.start();
-    let alert = wait_for_anchor_alert(&collector, &daemon, "rolled_back");
+    let alert = wait_for_anchor_alert(&collector, &admin, &daemon, "rolled_back");
     assert_eq!(alert["reported"]["root"], root_before, "{alert:#}");
     daemon.stop();
 }
@@ -396,7 +421,7 @@ fn a_baseline_edited_with_its_key_is_alerted_and_an_unreportable_accept_changes_
     host.cli(["check", "--quiet"]).run().expect(0);
 
     let daemon = host.start();
-    let alert = wait_for_anchor_alert(&collector, &daemon, "edited");
+    let alert = wait_for_anchor_alert(&collector, &admin, &daemon, "edited");
     assert!(
         alert["summary"].as_str().unwrap().contains("edited"),
         "{alert:#}"

@@ -5,7 +5,8 @@
 //! adds, deletes or reorders a row without the key changes a digest and the
 //! root no longer matches. The key is 32 random bytes in a 0600 file created
 //! at init. (An attacker who can read the key, i.e. root on the host, can
-//! forge a baseline; shipping the root to the collector closes that gap.)
+//! forge a baseline; the collector anchors the unkeyed [`anchor`] it reports and
+//! alerts when it changes without a decision the collector knows of.)
 
 use std::fs;
 use std::io::{Read, Write};

@@ -153,7 +153,8 @@ pub struct DriftItem {
     pub hostname: String,
     pub subject: String,
     pub status: DriftStatus,
-    /// Why it needs review: one of `matcher::REVIEW_OUTCOMES` (none when authorized).
+    /// Why it needs review: one of `matcher::REVIEW_OUTCOMES`, or `drift::RESTORE_MISMATCH`
+    /// (none when authorized).
     pub reason: Option<String>,
     pub window_id: Option<Uuid>,
     pub opened_at: Millis,
