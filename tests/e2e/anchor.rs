@@ -309,6 +309,39 @@ fn a_baseline_swapped_with_its_key_for_one_made_by_the_attacker_is_alerted() {
 }
 
 #[test]
+fn a_baseline_replaced_under_the_running_daemon_is_alerted_without_a_restart() {
+    let (collector, admin, host) = enrolled_host();
+    let daemon = host.start();
+    heartbeats_settle(&collector, &admin, &daemon);
+    host.host.write("etc/backdoor.conf", "evil\n");
+    let forged = host.host.root().join("forged");
+    fs::create_dir_all(&forged).unwrap();
+    host.cli(["baseline", "init", "--quiet", "--db"])
+        .arg(forged.join("baseline.db"))
+        .run()
+        .expect(0);
+    // Renamed into place, key first, as `baseline init --force` would do.
+    let state = host.host.state();
+    fs::copy(forged.join("baseline.db.key"), state.join("key.tmp")).unwrap();
+    fs::rename(state.join("key.tmp"), state.join("baseline.key")).unwrap();
+    fs::copy(forged.join("baseline.db"), state.join("db.tmp")).unwrap();
+    fs::rename(state.join("db.tmp"), state.join("baseline.db")).unwrap();
+
+    let alert = wait_for_anchor_alert(&collector, &admin, &daemon, "replaced");
+    // The detector still runs on the baseline it verified; the one on disk is reported.
+    let running = daemon.status().unwrap()["baseline"]["root"].clone();
+    assert_ne!(alert["reported"]["root"], running, "{alert:#}");
+    assert!(
+        daemon
+            .log()
+            .contains("the baseline on disk is not the one the agent runs on"),
+        "{}",
+        daemon.log()
+    );
+    daemon.stop();
+}
+
+#[test]
 fn a_close_out_moves_the_expected_root_quietly_and_a_rollback_past_it_is_alerted() {
     let (collector, admin, host) = enrolled_host();
     let alice = collector.token("change-manager", "alice");

@@ -324,7 +324,17 @@ fn the_anchor_moves_with_decisions_but_not_with_a_full_hash() {
     let with_state = store.load().unwrap().anchor();
     assert_ne!(with_state.root, accepted.root);
     store.accept(&[], history("accept")).unwrap();
-    assert_ne!(store.load().unwrap().anchor().root, with_state.root);
+    let last = store.load().unwrap().anchor();
+    assert_ne!(last.root, with_state.root);
+    // The streaming check gives the same anchor, and refuses an edited database.
+    assert_eq!(store.verify_anchor().unwrap(), last);
+    raw(&paths)
+        .execute("UPDATE history SET detail = 'x' WHERE id = 1", [])
+        .unwrap();
+    assert!(matches!(
+        store.verify_anchor(),
+        Err(StoreError::Tampered { .. })
+    ));
 }
 
 #[test]
