@@ -139,6 +139,17 @@ pub fn accept_needs_command(subject: &str) -> bool {
 /// to the state the collector accepted.
 pub const RESTORE_MISMATCH: &str = "restore_mismatch";
 
+/// The status of an active item after a `restored` event that [`restore_verdict`] refused:
+/// open drift stays open and is alerted again (reason [`RESTORE_MISMATCH`]); drift an
+/// approved window covers stays authorized, waiting for its close-out (the local
+/// re-baseline behind the claim is reported, and judged, on its own subject).
+pub fn after_refused_restore(active: DriftStatus) -> DriftStatus {
+    match active {
+        DriftStatus::Authorized => DriftStatus::Authorized,
+        _ => DriftStatus::Open,
+    }
+}
+
 /// Whether a `restored` event really brings its subject back to the state the collector
 /// last accepted for it: the `before` of the event that opened the active drift item (the
 /// baseline at that time: the initial one, or the state a close-out accepted). `restored`
@@ -316,6 +327,13 @@ mod tests {
             Ok(())
         );
         assert!(restore_verdict(&added, &restored(file("a", 0o644, 9))).is_err());
+    }
+
+    #[test]
+    fn a_refused_restore_keeps_the_item_as_it_was() {
+        use DriftStatus::*;
+        assert_eq!(after_refused_restore(Open), Open);
+        assert_eq!(after_refused_restore(Authorized), Authorized);
     }
 
     #[test]

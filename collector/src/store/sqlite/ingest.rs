@@ -319,9 +319,14 @@ fn restore_refused(
         [id(drift_id)],
         |r| r.get(0),
     )?;
+    let status = drift::after_refused_restore(before.0);
+    let review = status == DriftStatus::Open;
     conn.execute(
-        "UPDATE drift SET status = 'open', reason = ?2,
-                untraced_since = ?3, needs_alert = 1, alerted_at = NULL,
+        "UPDATE drift SET status = ?6,
+                reason = CASE WHEN ?7 THEN ?2 ELSE reason END,
+                untraced_since = CASE WHEN ?7 THEN ?3 ELSE untraced_since END,
+                needs_alert = CASE WHEN ?7 THEN 1 ELSE needs_alert END,
+                alerted_at = CASE WHEN ?7 THEN NULL ELSE alerted_at END,
                 events = events + 1, last_event_id = ?4, last_event_at = ?5, updated_at = ?3
          WHERE id = ?1",
         params![
@@ -329,7 +334,9 @@ fn restore_refused(
             drift::RESTORE_MISMATCH,
             received_at,
             id(event.id),
-            decided.event_time
+            decided.event_time,
+            status.name(),
+            review
         ],
     )?;
     history(
@@ -337,7 +344,7 @@ fn restore_refused(
         drift_id,
         received_at,
         Some(before.0),
-        DriftStatus::Open,
+        status,
         "collector",
         &format!(
             "event {} claims the subject is restored, but it is not in the state the \
