@@ -4,6 +4,7 @@
 //! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
 
 pub mod conformance;
+pub mod conformance_anchor;
 pub mod conformance_evidence;
 pub mod sqlite;
 

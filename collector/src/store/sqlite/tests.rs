@@ -8,6 +8,11 @@ async fn sqlite_passes_the_store_story() {
 }
 
 #[tokio::test]
+async fn sqlite_keeps_anchored_baselines() {
+    crate::store::conformance_anchor::story(SqliteStore::open_in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn a_file_database_is_migrated_once_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collector.db");
