@@ -12,6 +12,7 @@ use crate::Exit;
 use crate::check::{CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff};
 use crate::clock;
 use crate::progress::Progress;
+use crate::rebaseline::Guard;
 use crate::report::{self, CheckReport, Format, InitReport, StateFindings};
 use crate::scan::read::read_subject;
 use crate::scan::{Policy, ScanError, ScanEvent};
@@ -58,6 +59,14 @@ pub fn create_baseline(
     progress: &Progress,
 ) -> anyhow::Result<InitReport> {
     let started = Instant::now();
+    let mut guard = Guard::acquire(
+        target,
+        if force {
+            "baseline init --force"
+        } else {
+            "baseline init"
+        },
+    )?;
     let policy = Policy::new(&target.config);
     let previous = force.then(|| previous_baseline(&target.store)).flatten();
     let replaced = previous.as_ref().map(|p| p.description.clone());
@@ -140,10 +149,19 @@ pub fn create_baseline(
         actor: clock::actor(),
         detail,
     };
-    let carried = previous.map(|p| p.history).unwrap_or_default();
+    let action = history.action;
+    let history_detail = history.detail.clone();
+    let (carried, before) = match previous {
+        Some(p) => (p.history, p.anchor),
+        None => (Vec::new(), Ok(None)),
+    };
     writer
         .finish(&meta, &carried, &[history])
         .context("baseline init failed; any previous baseline is unchanged")?;
+    if let Some(guard) = guard.as_mut().filter(|g| g.reports()) {
+        let after = BaselineStore::open(&target.store)?.load()?.anchor();
+        guard.report(before, after, action, &history_detail)?;
+    }
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(InitReport {
         db: target.store.db.clone(),
@@ -167,6 +185,8 @@ struct PreviousBaseline {
     description: String,
     /// Its history, carried over when it verifies (an unverifiable history is not evidence).
     history: Vec<HistoryEntry>,
+    /// Its anchor for the collector, or why it has none it can vouch for.
+    anchor: Result<Option<driftwatch_common::api::v1::BaselineAnchor>, String>,
 }
 
 fn previous_baseline(paths: &StorePaths) -> Option<PreviousBaseline> {
@@ -183,12 +203,14 @@ fn previous_baseline(paths: &StorePaths) -> Option<PreviousBaseline> {
                 baseline.len()
             ),
             history,
+            anchor: Ok(Some(baseline.anchor())),
         },
         Err(err) => PreviousBaseline {
             description: format!(
                 "a baseline that failed to load or verify, history dropped ({err})"
             ),
             history: Vec::new(),
+            anchor: Err(format!("the replaced baseline did not verify: {err}")),
         },
     })
 }
@@ -355,6 +377,7 @@ pub fn accept(
         .iter()
         .map(|p| absolute(p).map(PathBytes::from))
         .collect::<anyhow::Result<_>>()?;
+    let mut guard = Guard::acquire(target, "baseline accept")?;
     let mut store = BaselineStore::open(&target.store)?;
     let baseline = store.load()?;
 
@@ -418,9 +441,13 @@ pub fn accept(
             NewHistory {
                 action: "accept",
                 actor: clock::actor(),
-                detail,
+                detail: detail.clone(),
             },
         )?;
+        if let Some(guard) = guard.as_mut().filter(|g| g.reports()) {
+            let after = store.load()?.anchor();
+            guard.report(Ok(Some(baseline.anchor())), after, "accept", &detail)?;
+        }
     }
     let scope_names: Vec<String> = scopes
         .iter()

@@ -438,6 +438,7 @@ impl Generation {
                     status: status.clone(),
                     engine: engine_tx.clone(),
                     sources: Arc::clone(&poller),
+                    baseline: crate::store::StorePaths::in_state_dir(&config.state_dir),
                 }
                 .run(cancel.clone()),
             ));

@@ -653,7 +653,9 @@ impl Engine {
         };
         let open = self.open_drift();
         let entries = (self.baseline.len() + self.baseline_state.len()) as u64;
+        let anchor = self.baseline.anchor();
         self.status.update(|s| {
+            s.baseline = Some(anchor);
             s.watches = watches;
             s.coverage.unwatched = unwatched;
             s.open_drift = open;
@@ -683,6 +685,8 @@ impl Engine {
                 CommandResult {
                     command_id,
                     outcome,
+                    // After an applied accept, the root the collector expects from now on.
+                    baseline: Some(self.baseline.anchor()),
                 }
             }
         }

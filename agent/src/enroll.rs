@@ -91,6 +91,20 @@ impl Credential {
 
 use std::os::unix::fs::DirBuilderExt;
 
+/// The baseline's anchor, so the collector knows it from the start (none yet: `None`,
+/// and the collector takes the first heartbeat's). A baseline that does not verify is
+/// an error: enrolling would anchor a tampered baseline.
+fn baseline_at_enrollment(
+    state_dir: &Path,
+) -> anyhow::Result<Option<driftwatch_common::api::v1::BaselineAnchor>> {
+    let paths = crate::store::StorePaths::in_state_dir(state_dir);
+    if !paths.db.exists() {
+        return Ok(None);
+    }
+    let store = crate::store::BaselineStore::open(&paths)?;
+    Ok(Some(store.load()?.anchor()))
+}
+
 /// What `enroll` was asked.
 pub struct EnrollArgs {
     pub collector: Option<String>,
@@ -137,6 +151,7 @@ pub async fn enroll(config: &AgentConfig, args: EnrollArgs) -> anyhow::Result<Ex
         hostname: hostname.clone(),
         labels: args.labels.into_iter().collect(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        baseline: baseline_at_enrollment(&config.state_dir)?,
     };
     let client = Client::new(&config.daemon.collector, &url, None)?;
     let body = serde_json::to_vec(&request).expect("requests always serialize");

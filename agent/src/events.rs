@@ -185,6 +185,93 @@ impl WireEvent for StatePending {
     }
 }
 
+/// A change of the agent's own baseline made on the host without a collector command
+/// (`baseline init [--force]`, `baseline accept` on an enrolled host), reported on the
+/// reserved subject [`BASELINE_SUBJECT`](driftwatch_common::api::v1::BASELINE_SUBJECT) so the
+/// collector judges it like any drift (untraced unless a window covers that subject) and
+/// moves the root it expects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebaselinePending {
+    pub id: Uuid,
+    /// The baseline before (`None`: there was none, or it did not verify; see `before_note`).
+    pub before: Option<driftwatch_common::api::v1::BaselineAnchor>,
+    /// Why there is no `before` root, if there is none.
+    pub before_note: Option<String>,
+    pub after: driftwatch_common::api::v1::BaselineAnchor,
+    /// `init`, `reinit` or `accept`.
+    pub action: String,
+    /// The history row's detail (reason, subjects...).
+    pub detail: String,
+    pub actor: Actor,
+}
+
+impl RebaselinePending {
+    fn fields(
+        anchor: &driftwatch_common::api::v1::BaselineAnchor,
+    ) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([
+            ("root".to_owned(), anchor.root.to_hex()),
+            ("created_at".to_owned(), anchor.created_at.clone()),
+        ])
+    }
+}
+
+impl WireEvent for RebaselinePending {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn finalize(&self, stamp: Stamp) -> DriftEvent {
+        let before = match (&self.before, &self.before_note) {
+            (Some(anchor), _) => Some(Self::fields(anchor)),
+            (None, Some(note)) => Some(std::collections::BTreeMap::from([(
+                "unverified".to_owned(),
+                note.clone(),
+            )])),
+            (None, None) => None,
+        };
+        let mut after = Self::fields(&self.after);
+        after.insert("action".into(), self.action.clone());
+        let who = self
+            .actor
+            .login_user
+            .as_deref()
+            .or(self.actor.user.as_deref())
+            .unwrap_or("unknown");
+        DriftEvent {
+            id: self.id,
+            host_id: stamp.host_id,
+            seq: stamp.seq,
+            prev_hash: stamp.prev_hash,
+            subject: SubjectKey(driftwatch_common::api::v1::BASELINE_SUBJECT.to_owned()),
+            kind: if before.is_some() {
+                ChangeKind::Content
+            } else {
+                ChangeKind::Added
+            },
+            changed: vec!["root".into()],
+            before: before.map(|fields| SubjectState::Fields { fields }),
+            after: Some(SubjectState::Fields { fields: after }),
+            diff: None,
+            summary: Some(format!(
+                "baseline {} on the host by {who} without a collector command: {}",
+                match self.action.as_str() {
+                    "accept" => "accept",
+                    "reinit" => "re-initialised",
+                    _ => "initialised",
+                },
+                self.detail
+            )),
+            actor: Some(self.actor.clone()),
+            seen_by: stamp.seen_by,
+            observed_at: stamp.observed_at,
+            provenance: None,
+            related: None,
+            mac: None,
+        }
+    }
+}
+
 /// State sources are polled, not watched: nobody can be named as the author.
 pub fn polled_state_actor() -> Actor {
     Actor {

@@ -10,20 +10,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use driftwatch_common::api::v1::BaselineAnchor;
 use driftwatch_common::api::v1::{
     AgentCommand, AgentHealth, CommandResult, Heartbeat, HeartbeatResponse, Inventory,
 };
+use driftwatch_common::hash::ContentHash;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::engine::EngineMsg;
 use crate::ship::Client;
 use crate::sources::poll::{Poll, Poller};
 use crate::status::{Status, StatusHandle};
+use crate::store::{BaselineStore, StorePaths};
 
 pub struct Heartbeats {
     pub client: Client,
@@ -33,14 +36,21 @@ pub struct Heartbeats {
     pub engine: mpsc::Sender<EngineMsg>,
     /// The enabled state sources, for accepts of state subjects.
     pub sources: Arc<Poller>,
+    /// The baseline files, checked under the running detector.
+    pub baseline: StorePaths,
 }
 
 impl Heartbeats {
     pub async fn run(self, cancel: CancellationToken) {
         let mut probe = Probe::new();
+        let mut on_disk = DiskBaseline::new(self.baseline.clone());
         // Results not yet acknowledged by a successful heartbeat.
         let mut results: Vec<CommandResult> = Vec::new();
         loop {
+            let (baseline, disk_tampered) = on_disk.judge(self.status.snapshot().baseline).await;
+            if disk_tampered {
+                self.status.update(|s| s.baseline_tampered = true);
+            }
             let heartbeat = Heartbeat {
                 host_id: self.host_id,
                 sent_at: OffsetDateTime::now_utc(),
@@ -50,6 +60,7 @@ impl Heartbeats {
                 // collector bounds each event's spool time with it (read after commit).
                 last_seq: self.status.snapshot().spool.last_seq,
                 results: results.clone(),
+                baseline,
             };
             let body = serde_json::to_vec(&heartbeat).expect("heartbeats always serialize");
             let mut again_now = false;
@@ -122,6 +133,111 @@ impl Heartbeats {
             .await
             .ok()
             .map(Box::new)
+    }
+}
+
+/// The baseline on disk, under the running detector. The detector keeps the baseline it
+/// verified at start (its connection stays on that file even if another is renamed over
+/// it), and local commands that change it are refused while the daemon runs, so a baseline
+/// that changes on disk without the detector is a replacement, a rollback or an edit made
+/// outside driftwatch. Its anchor is what heartbeats then report, so the collector alerts
+/// without waiting for a restart. Only a difference that holds for two heartbeats counts
+/// (the detector's own accept commits before it publishes the new anchor, and a
+/// replacement renames key and database one after the other).
+struct DiskBaseline {
+    paths: StorePaths,
+    /// The files' identity when last read, and what was read.
+    last: Option<(Vec<FileIdentity>, Result<BaselineAnchor, String>)>,
+    /// A difference seen at the previous heartbeat (the disk root, or the error).
+    pending: Option<Result<ContentHash, String>>,
+    warned: bool,
+}
+
+/// Enough of `stat` to tell that a file was replaced or written.
+type FileIdentity = Option<(u64, u64, u64, i64)>;
+
+impl DiskBaseline {
+    fn new(paths: StorePaths) -> Self {
+        DiskBaseline {
+            paths,
+            last: None,
+            pending: None,
+            warned: false,
+        }
+    }
+
+    fn identity(&self) -> Vec<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        // Commits land in the write-ahead log first: it is part of what changed.
+        let mut wal = self.paths.db.as_os_str().to_owned();
+        wal.push("-wal");
+        [
+            &self.paths.db,
+            &self.paths.key,
+            &std::path::PathBuf::from(wal),
+        ]
+        .iter()
+        .map(|path| {
+            std::fs::metadata(path).ok().map(|m| {
+                (
+                    m.dev(),
+                    m.ino(),
+                    m.size(),
+                    m.mtime_nsec() + m.mtime() * 1_000_000_000,
+                )
+            })
+        })
+        .collect()
+    }
+
+    /// What to report: the detector's anchor, or the one on disk when it differs; `true`
+    /// when the baseline on disk does not verify.
+    async fn judge(&mut self, running: Option<BaselineAnchor>) -> (Option<BaselineAnchor>, bool) {
+        let Some(running) = running else {
+            return (None, false);
+        };
+        let identity = self.identity();
+        let disk = match &self.last {
+            Some((seen, disk)) if *seen == identity => disk.clone(),
+            _ => {
+                let paths = self.paths.clone();
+                let disk = tokio::task::spawn_blocking(move || {
+                    BaselineStore::open(&paths)
+                        .and_then(|store| store.verify_anchor())
+                        .map_err(|err| err.to_string())
+                })
+                .await
+                .unwrap_or_else(|err| Err(err.to_string()));
+                self.last = Some((identity, disk.clone()));
+                disk
+            }
+        };
+        let difference = match &disk {
+            Ok(anchor) if anchor.root == running.root => None,
+            Ok(anchor) => Some(Ok(anchor.root)),
+            Err(why) => Some(Err(why.clone())),
+        };
+        let held = difference.is_some() && difference == self.pending;
+        self.pending = difference;
+        if !held {
+            return (Some(running), false);
+        }
+        if !self.warned {
+            self.warned = true;
+            match &disk {
+                Ok(anchor) => error!(
+                    running = %running.root,
+                    on_disk = %anchor.root,
+                    "the baseline on disk is not the one the agent runs on: it was replaced, \
+                     rolled back or edited outside driftwatch; reporting it to the collector"
+                ),
+                Err(why) => error!(error = %why, "the baseline on disk no longer verifies"),
+            }
+        }
+        match disk {
+            Ok(anchor) => (Some(anchor), false),
+            Err(_) => (Some(running), true),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod events;
 pub mod heartbeat;
 pub mod progress;
 pub mod provenance;
+pub mod rebaseline;
 pub mod redact;
 pub mod report;
 pub mod scan;

@@ -382,12 +382,15 @@ pub fn print_summary(
             "policy_changed": policy_changed,
             "last_full_hash_at": baseline.meta.last_full_hash_at,
             "integrity": "verified",
+            "anchor": baseline.anchor().root,
             "history": history,
         }));
     }
     let mut out = io::stdout().lock();
     writeln!(out, "baseline     {}", db.display())?;
     writeln!(out, "integrity    verified")?;
+    // What the collector compares with the root it expects for this host.
+    writeln!(out, "anchor       {}", baseline.anchor().root)?;
     writeln!(out, "created      {}", baseline.meta.created_at)?;
     writeln!(out, "entries      {}", baseline.len())?;
     writeln!(out, "full hash    {}", baseline.meta.last_full_hash_at)?;

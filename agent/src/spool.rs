@@ -581,6 +581,13 @@ impl Spoolable for Pending {
     }
 }
 
+/// The agent's own baseline is no subject the detector tracks: nothing to remember.
+impl Spoolable for crate::events::RebaselinePending {
+    fn remember(&self, _tx: &Connection) -> rusqlite::Result<()> {
+        Ok(())
+    }
+}
+
 impl Spoolable for StatePending {
     fn remember(&self, tx: &Connection) -> rusqlite::Result<()> {
         match &self.remember {

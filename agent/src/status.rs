@@ -40,6 +40,9 @@ pub struct Status {
     pub collector_url: Option<String>,
     pub baseline_entries: u64,
     pub baseline_tampered: bool,
+    /// The root of the baseline the detector runs on (reported in heartbeats).
+    #[serde(default)]
+    pub baseline: Option<driftwatch_common::api::v1::BaselineAnchor>,
     pub spool: Depth,
     pub spool_max_events: u64,
     pub spool_max_bytes: u64,

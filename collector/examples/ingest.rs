@@ -111,6 +111,7 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
                 hostname: format!("host-{h}"),
                 labels: labels(h),
                 agent_version: "bench".into(),
+                baseline: None,
             })
             .await
             .map_err(err)?;

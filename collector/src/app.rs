@@ -66,6 +66,8 @@ impl From<StoreError> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+mod anchor;
+
 /// The configuration values the operations need, in the units they use.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -499,6 +501,9 @@ impl<S: Store> App<S> {
             Err(StoreError::NotFound(_)) => return Err(refused()),
             Err(err) => return Err(err.into()),
         }
+        if let Some(baseline) = &request.baseline {
+            self.anchor_enrollment(&host, baseline, now).await?;
+        }
         tracing::info!(host = %host.id, hostname = %Shown(&host.hostname), "host enrolled");
         Ok(EnrollResponse {
             host_id: host.id,
@@ -568,6 +573,13 @@ impl<S: Store> App<S> {
         let bounder = Bounder::new(self.store.spool_marks(host_id).await?, host.enrolled_at);
         let received_at = self.now();
         let tolerance = self.settings.tolerance_ms;
+        // Local re-baselines move the anchored root once stored (rare: off the common path).
+        let rebaselines: Vec<_> = batch
+            .events
+            .iter()
+            .filter(|e| e.subject.0 == driftwatch_common::api::v1::BASELINE_SUBJECT)
+            .cloned()
+            .collect();
         let index = self.index.read().await;
         let decided: Vec<Decided> = batch
             .events
@@ -614,6 +626,15 @@ impl<S: Store> App<S> {
             tracing::warn!(host = %host_id, events = outcome.false_claims, "events claim times outside what the collector saw");
             self.store
                 .raise_clock_alert(alert, received_at, self.settings.burst_ms)
+                .await?;
+        }
+        // A re-baseline refused (a forgery, a conflict) was not stored: it moves nothing.
+        let rebaselines: Vec<_> = rebaselines
+            .into_iter()
+            .filter(|e| !outcome.chain_problems.iter().any(|p| p.refused(e)))
+            .collect();
+        if !rebaselines.is_empty() {
+            self.anchor_rebaselines(&host, &rebaselines, received_at)
                 .await?;
         }
 
@@ -708,6 +729,8 @@ impl<S: Store> App<S> {
                 ),
             );
         }
+        // Before the results are recorded: an accept moves the anchor only while pending.
+        self.anchor_heartbeat(&before, &heartbeat, now).await?;
         let commands = self
             .store
             .heartbeat(

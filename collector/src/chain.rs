@@ -79,6 +79,18 @@ pub enum ChainProblem {
     },
 }
 
+impl ChainProblem {
+    /// Whether this problem may have refused (not stored) `event`: a forgery names it, a
+    /// conflict only its number.
+    pub fn refused(&self, event: &DriftEvent) -> bool {
+        match self {
+            ChainProblem::Forged { event_id, .. } => *event_id == event.id,
+            ChainProblem::Conflict { seq } => *seq == event.seq,
+            _ => false,
+        }
+    }
+}
+
 /// Why an event's authentication failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -17,6 +17,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use driftwatch_common::api::v1::{BASELINE_SUBJECT, DriftEvent, SubjectState};
+use driftwatch_common::attrs::{Attribute, AttributeSet};
+use driftwatch_common::state::FileState;
 use serde::{Deserialize, Serialize};
 
 use crate::matcher::Outcome;
@@ -125,8 +128,97 @@ pub fn step(active: Option<DriftStatus>, outcome: &Outcome) -> Step {
     }
 }
 
+/// Whether accepting drift on `subject` at close-out sends the agent a baseline-accept
+/// command. Not for the agent's own baseline ([`BASELINE_SUBJECT`]): a reported
+/// re-baseline is already the baseline the agent runs on; accepting it records the approval.
+pub fn accept_needs_command(subject: &str) -> bool {
+    subject != BASELINE_SUBJECT
+}
+
+/// The reason of drift kept open because a `restored` event did not bring the subject back
+/// to the state the collector accepted.
+pub const RESTORE_MISMATCH: &str = "restore_mismatch";
+
+/// The status of an active item after a `restored` event that [`restore_verdict`] refused:
+/// open drift stays open and is alerted again (reason [`RESTORE_MISMATCH`]); drift an
+/// approved window covers stays authorized, waiting for its close-out (the local
+/// re-baseline behind the claim is reported, and judged, on its own subject).
+pub fn after_refused_restore(active: DriftStatus) -> DriftStatus {
+    match active {
+        DriftStatus::Authorized => DriftStatus::Authorized,
+        _ => DriftStatus::Open,
+    }
+}
+
+/// Whether a `restored` event really brings its subject back to the state the collector
+/// last accepted for it: the `before` of the event that opened the active drift item (the
+/// baseline at that time: the initial one, or the state a close-out accepted). `restored`
+/// is the agent's word for "back to MY baseline", and the agent's baseline can move on the
+/// host (a local re-init or accept); the collector takes it only when it can see the
+/// state is the accepted one. `Err` says what differs.
+///
+/// Files compare their type, content hash, link target and device number, and every
+/// attribute the opening event named as changed (a drift on `mode` must see the mode back);
+/// other attributes are the rule's business (a rewrite that keeps the content may move
+/// times). A content hash known on only one side does not prove a return. A subject under
+/// a `growing` rule compares without its content (it may legitimately have grown).
+/// State subjects compare every field.
+pub fn restore_verdict(opening: &DriftEvent, restored: &DriftEvent) -> Result<(), String> {
+    let accepted = opening.before.as_ref();
+    let reported = restored.after.as_ref();
+    match (accepted, reported) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err("the subject did not exist in the accepted state".into()),
+        (Some(_), None) => Err("the subject exists in the accepted state but is gone".into()),
+        (Some(SubjectState::Fields { fields: a }), Some(SubjectState::Fields { fields: b })) => {
+            if a == b {
+                Ok(())
+            } else {
+                let differ: Vec<&str> = a
+                    .keys()
+                    .chain(b.keys())
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .map(String::as_str)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                Err(format!("fields differ: {}", differ.join(", ")))
+            }
+        }
+        (Some(SubjectState::File(a)), Some(SubjectState::File(b))) => {
+            let growing = opening.changed.iter().any(|c| c == "growing");
+            let mut set =
+                AttributeSet::of(&[Attribute::Type, Attribute::LinkTarget, Attribute::Rdev]);
+            if !growing {
+                set = set.with(Attribute::Hash);
+                if a.content_hash.is_some() != b.content_hash.is_some() {
+                    return Err("the content hash is known on one side only".into());
+                }
+            }
+            for name in &opening.changed {
+                if let Ok(attr) = name.parse::<Attribute>()
+                    && !(growing && matches!(attr, Attribute::Hash | Attribute::Size))
+                {
+                    set = set.with(attr);
+                }
+            }
+            let differ = FileState::changed_attributes(a, b, set, None);
+            if differ.is_empty() {
+                Ok(())
+            } else {
+                let names: Vec<&str> = differ.iter().map(|a| a.name()).collect();
+                Err(format!("{} differ", names.join(", ")))
+            }
+        }
+        _ => Err("the subject's kind of state changed".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use driftwatch_common::api::v1::{ChangeKind, SeenBy, SubjectKey};
+    use driftwatch_common::hash::ContentHash;
+    use driftwatch_common::state::FileKind;
     use uuid::Uuid;
 
     use super::*;
@@ -158,6 +250,110 @@ mod tests {
         for (active, outcome, expected) in cases {
             assert_eq!(step(active, outcome), expected, "{active:?} + {outcome:?}");
         }
+    }
+
+    fn file_event(kind: ChangeKind, changed: &[&str], state: Option<FileState>) -> DriftEvent {
+        DriftEvent {
+            id: Uuid::now_v7(),
+            host_id: Uuid::nil(),
+            seq: 1,
+            prev_hash: DriftEvent::GENESIS,
+            subject: SubjectKey::file(b"/etc/app.conf"),
+            kind,
+            changed: changed.iter().map(ToString::to_string).collect(),
+            before: state.clone().map(SubjectState::File),
+            after: state.map(SubjectState::File),
+            diff: None,
+            summary: None,
+            actor: None,
+            seen_by: SeenBy::Watch,
+            observed_at: time::OffsetDateTime::UNIX_EPOCH,
+            provenance: None,
+            related: None,
+            mac: None,
+        }
+    }
+
+    fn file(content: &str, mode: u32, ctime: i64) -> FileState {
+        FileState {
+            kind: FileKind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            mtime_ns: ctime,
+            ctime_ns: ctime,
+            inode: ctime as u64,
+            device: 1,
+            nlink: 1,
+            rdev: None,
+            link_target: None,
+            content_hash: Some(ContentHash::of(content.as_bytes())),
+            xattrs: None,
+        }
+    }
+
+    #[test]
+    fn a_restore_counts_only_back_in_the_accepted_state() {
+        // Opened on content: its `before` is the accepted state.
+        let opening = file_event(
+            ChangeKind::Content,
+            &["hash", "size"],
+            Some(file("a", 0o644, 1)),
+        );
+        let restored = |state| file_event(ChangeKind::Restored, &[], Some(state));
+        // Rewritten with the accepted content (new times, new inode): restored.
+        assert_eq!(
+            restore_verdict(&opening, &restored(file("a", 0o644, 9))),
+            Ok(())
+        );
+        // The local baseline moved to the drifted content: not a return.
+        let moved = restore_verdict(&opening, &restored(file("x", 0o644, 9)));
+        assert!(moved.unwrap_err().contains("hash"));
+        // A mode the opening drift did not name is the rule's business.
+        assert_eq!(
+            restore_verdict(&opening, &restored(file("a", 0o600, 9))),
+            Ok(())
+        );
+        let on_mode = file_event(ChangeKind::Attributes, &["mode"], Some(file("a", 0o644, 1)));
+        assert!(restore_verdict(&on_mode, &restored(file("a", 0o600, 9))).is_err());
+        // A hash known on one side only proves nothing.
+        let mut unread = file("a", 0o644, 9);
+        unread.content_hash = None;
+        assert!(restore_verdict(&opening, &restored(unread)).is_err());
+        // Added, then removed again: back to "absent".
+        let added = file_event(ChangeKind::Added, &[], None);
+        assert_eq!(
+            restore_verdict(&added, &file_event(ChangeKind::Restored, &[], None)),
+            Ok(())
+        );
+        assert!(restore_verdict(&added, &restored(file("a", 0o644, 9))).is_err());
+    }
+
+    #[test]
+    fn a_refused_restore_keeps_the_item_as_it_was() {
+        use DriftStatus::*;
+        assert_eq!(after_refused_restore(Open), Open);
+        assert_eq!(after_refused_restore(Authorized), Authorized);
+    }
+
+    #[test]
+    fn state_subjects_restore_on_every_field() {
+        let fields = |v: &str| {
+            Some(SubjectState::Fields {
+                fields: [("version".to_owned(), v.to_owned())].into(),
+            })
+        };
+        let mut opening = file_event(ChangeKind::Content, &["version"], None);
+        opening.before = fields("1");
+        let mut restored = file_event(ChangeKind::Restored, &[], None);
+        restored.after = fields("1");
+        assert_eq!(restore_verdict(&opening, &restored), Ok(()));
+        restored.after = fields("2");
+        assert_eq!(
+            restore_verdict(&opening, &restored),
+            Err("fields differ: version".into())
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`alerts`], [`audit`]: the outbox and its sinks; the hash-chained audit trail.
 
 pub mod alerts;
+pub mod anchor;
 pub mod api;
 pub mod app;
 pub mod audit;

@@ -6,7 +6,7 @@ mod support;
 use std::io::Write;
 
 use driftwatch_collector::identity::Role;
-use driftwatch_common::api::v1::{ChangeKind, DriftEvent};
+use driftwatch_common::api::v1::DriftEvent;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{Body, MINUTE, NOW, Server, at};
@@ -846,10 +846,7 @@ async fn security_resolves_untraced_drift_and_restores_resolve_themselves() {
     );
 
     server
-        .report(
-            &web,
-            &[web.event_of("file:/etc/motd", ChangeKind::Restored, "0", NOW + 1000)],
-        )
+        .report(&web, &[web.restored("file:/etc/motd", NOW + 1000)])
         .await;
     let (_, detail) = server.get(&format!("/api/v1/drift/{motd}"), &eve).await;
     assert_eq!(detail["drift"]["status"], "resolved");

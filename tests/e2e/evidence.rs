@@ -56,6 +56,7 @@ fn heartbeat(
         health: AgentHealth::default(),
         last_seq: agent.last_seq(),
         results,
+        baseline: None,
     };
     let answer = collector
         .post(
@@ -176,6 +177,7 @@ fn evidence_exports_and_close_out_bundles_for_auditors() {
         vec![CommandResult {
             command_id: *command_id,
             outcome: CommandOutcome::Applied,
+            baseline: None,
         }],
     );
     let period_to = in_minutes(10);

@@ -3,6 +3,7 @@
 //! Build the binaries first: `cargo build --workspace --bins`.
 
 mod alerts;
+mod anchor;
 mod attribution;
 mod audit;
 mod bad_input;

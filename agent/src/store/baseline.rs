@@ -114,6 +114,8 @@ pub struct Baseline {
     pub meta: Meta,
     /// Digest of the entries, kept so the root can be re-sealed after a meta update.
     pub(super) entries_digest: ContentHash,
+    /// What the collector anchors: see [`super::integrity::anchor`].
+    pub(super) anchor: ContentHash,
 }
 
 /// Why an entry could not be added while loading.
@@ -143,6 +145,7 @@ impl Baseline {
             entries: Vec::with_capacity(entries),
             meta: Meta::default(),
             entries_digest: ContentHash([0; 32]),
+            anchor: ContentHash([0; 32]),
         }
     }
 
@@ -183,6 +186,14 @@ impl Baseline {
         self.paths.shrink_to_fit();
         self.entries.shrink_to_fit();
         self.records.finish()
+    }
+
+    /// The root the collector anchors, with the creation time (as of the last load).
+    pub fn anchor(&self) -> driftwatch_common::api::v1::BaselineAnchor {
+        driftwatch_common::api::v1::BaselineAnchor {
+            root: self.anchor,
+            created_at: self.meta.created_at.clone(),
+        }
     }
 
     pub fn len(&self) -> usize {

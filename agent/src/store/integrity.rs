@@ -5,7 +5,8 @@
 //! adds, deletes or reorders a row without the key changes a digest and the
 //! root no longer matches. The key is 32 random bytes in a 0600 file created
 //! at init. (An attacker who can read the key, i.e. root on the host, can
-//! forge a baseline; shipping the root to the collector closes that gap.)
+//! forge a baseline; the collector anchors the unkeyed [`anchor`] it reports and
+//! alerts when it changes without a decision the collector knows of.)
 
 use std::fs;
 use std::io::{Read, Write};
@@ -115,6 +116,36 @@ impl Key {
         }
         hasher.finalize().into()
     }
+}
+
+/// The baseline's root as reported to the collector, which anchors it (issue 8): an unkeyed
+/// BLAKE3 over the same digests as the keyed root (every entry, every history row, the
+/// state entries) and the baseline's creation time and policy digest, but NOT the time of
+/// the last full re-hash, which `check` re-seals without any decision (a paranoid check
+/// must not look like an edit). Unkeyed so anyone holding the database can recompute it;
+/// it changes with any entry, state entry or history row, so a replaced baseline, an
+/// older copy (fewer history rows) or an edit made with the key all give another root.
+pub fn anchor(
+    entries: &ContentHash,
+    history: &ContentHash,
+    state: Option<&ContentHash>,
+    meta: &Meta,
+) -> ContentHash {
+    let mut hasher = blake3::Hasher::new_derive_key("driftwatch baseline anchor v1");
+    hasher.update(&entries.0);
+    hasher.update(&history.0);
+    match state {
+        Some(state) => {
+            hasher.update(b"state\0");
+            hasher.update(&state.0);
+        }
+        None => {
+            hasher.update(b"nostate\0");
+        }
+    }
+    add_field(&mut hasher, meta.created_at.as_bytes());
+    add_field(&mut hasher, meta.policy_digest.as_bytes());
+    hasher.finalize().into()
 }
 
 /// Unkeyed digest over a stream of rows; the key enters only at the root.

@@ -284,8 +284,50 @@ impl BaselineStore {
                 expected
             )));
         }
+        baseline.anchor = integrity::anchor(
+            &baseline.entries_digest,
+            &history_digest,
+            state_digest.as_ref(),
+            &meta,
+        );
         baseline.meta = meta;
         Ok(baseline)
+    }
+
+    /// Verifies the keyed root and returns the anchor without keeping any record: the
+    /// daemon's check that the baseline on disk is still the one it runs on.
+    pub fn verify_anchor(&self) -> Result<driftwatch_common::api::v1::BaselineAnchor> {
+        let meta = self.read_meta()?;
+        let mut digest = RootHasher::entries();
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT path, record FROM entries ORDER BY path")
+                .map_err(|e| self.tamper_or_sqlite(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.tamper_or_sqlite(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.tamper_or_sqlite(e))? {
+                let blob = |i| row.get_ref(i).and_then(|v| v.as_blob().map_err(Into::into));
+                let path = blob(0).map_err(|e| self.tamper_or_sqlite(e))?;
+                let record = blob(1).map_err(|e| self.tamper_or_sqlite(e))?;
+                digest.add(path, record);
+            }
+        }
+        let entries = digest.finish();
+        let history = self.history_digest()?;
+        let state = state_digest(&self.conn).map_err(|e| self.tamper_or_sqlite(e))?;
+        let expected = self.key.root(&entries, &history, state.as_ref(), &meta);
+        let stored = self.read_meta_value("root")?;
+        if stored.as_deref() != Some(expected.to_hex().as_str()) {
+            return Err(self.tampered(format!(
+                "integrity root mismatch (stored {}, computed {})",
+                stored.as_deref().unwrap_or("nothing"),
+                expected
+            )));
+        }
+        Ok(driftwatch_common::api::v1::BaselineAnchor {
+            root: integrity::anchor(&entries, &history, state.as_ref(), &meta),
+            created_at: meta.created_at,
+        })
     }
 
     /// The snapshot of a subject's content, checked against the baseline hash.

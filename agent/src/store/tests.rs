@@ -285,6 +285,59 @@ fn recording_a_full_hash_keeps_the_root_valid() {
 }
 
 #[test]
+fn the_anchor_moves_with_decisions_but_not_with_a_full_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let mut store = BaselineStore::open(&paths).unwrap();
+    let mut baseline = store.load().unwrap();
+    let first = baseline.anchor();
+    assert_eq!(first.created_at, meta().created_at);
+    // A paranoid check re-seals the root: the anchor stays (no alarm at the collector).
+    store
+        .record_full_hash(&mut baseline, "2026-12-01T00:00:00Z")
+        .unwrap();
+    assert_eq!(store.load().unwrap().anchor(), first);
+    // An accept (entries and a history row) moves it.
+    store
+        .accept(
+            &[AcceptedChange {
+                path: PathBytes(b"/b".to_vec()),
+                record: Some(record(20)),
+                snapshot: None,
+            }],
+            history("accept"),
+        )
+        .unwrap();
+    let accepted = store.load().unwrap().anchor();
+    assert_ne!(accepted.root, first.root);
+    // So does a state entry, and a history row alone.
+    store
+        .accept_with_state(
+            &[],
+            &[AcceptedState {
+                subject: SubjectKey("package:vim".into()),
+                fields: Some(fields("9")),
+            }],
+            history("accept"),
+        )
+        .unwrap();
+    let with_state = store.load().unwrap().anchor();
+    assert_ne!(with_state.root, accepted.root);
+    store.accept(&[], history("accept")).unwrap();
+    let last = store.load().unwrap().anchor();
+    assert_ne!(last.root, with_state.root);
+    // The streaming check gives the same anchor, and refuses an edited database.
+    assert_eq!(store.verify_anchor().unwrap(), last);
+    raw(&paths)
+        .execute("UPDATE history SET detail = 'x' WHERE id = 1", [])
+        .unwrap();
+    assert!(matches!(
+        store.verify_anchor(),
+        Err(StoreError::Tampered { .. })
+    ));
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let paths = make(dir.path());

@@ -172,7 +172,6 @@ impl Chain {
     }
 }
 
-/// p-th percentile of sorted latencies.
 /// A heartbeat from a freshly enrolled agent (nothing spooled yet), as every agent sends
 /// one when it starts: the collector bounds the spool time of the events that follow by
 /// its arrival, so matching runs on collector-side bounds as in production.
@@ -184,9 +183,11 @@ pub fn heartbeat(host_id: uuid::Uuid) -> Heartbeat {
         health: Default::default(),
         last_seq: 0,
         results: Vec::new(),
+        baseline: None,
     }
 }
 
+/// p-th percentile of sorted latencies.
 pub fn percentile(sorted: &[std::time::Duration], p: usize) -> std::time::Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }

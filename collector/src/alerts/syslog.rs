@@ -141,13 +141,13 @@ pub struct Header<'a> {
     pub procid: u32,
 }
 
-/// RFC 5424 severity by alert kind: a broken event chain is tampering (critical); drift
-/// nobody approved, a silent agent and a host clock that lies about event times need
-/// someone now (error); the rest is a warning, except an audit checkpoint, which is only
-/// kept (informational).
+/// RFC 5424 severity by alert kind: a broken event chain, a baseline other than the
+/// anchored one or an altered audit log is tampering (critical); drift nobody approved, a
+/// silent agent and a host clock that lies about event times need someone now (error); the
+/// rest is a warning, except an audit checkpoint, which is only kept (informational).
 pub fn severity(kind: &str) -> u8 {
     match kind {
-        "chain" | crate::audit::ops::TAMPERED_KIND => 2,
+        "chain" | "baseline_anchor" | crate::audit::ops::TAMPERED_KIND => 2,
         "untraced_drift" | "agent_silent" | "clock_claim" => 3,
         "agent_health" | "emergency_unapproved" => 4,
         crate::audit::CHECKPOINT_KIND => 6,
@@ -290,6 +290,7 @@ mod tests {
             text[1..text.find('>').unwrap()].parse::<u32>().unwrap()
         };
         assert_eq!(pri(0, "chain"), 2);
+        assert_eq!(pri(0, "baseline_anchor"), 2);
         assert_eq!(pri(4, "untraced_drift"), 35);
         assert_eq!(pri(10, "agent_silent"), 83);
         assert_eq!(pri(16, "agent_health"), 132);

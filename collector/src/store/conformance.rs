@@ -73,6 +73,18 @@ impl Agent {
         self.prev = event.chain_hash();
         event
     }
+
+    /// A `restored` event back to the state before the drift the helper opens (absent:
+    /// its events have no `before`).
+    fn restored(&mut self, subject: &str) -> DriftEvent {
+        let prev = self.prev;
+        let mut event = self.event(subject, ChangeKind::Restored, "");
+        event.prev_hash = prev;
+        event.changed.clear();
+        event.after = None;
+        self.prev = event.chain_hash();
+        event
+    }
 }
 
 const WEB_KEY: [u8; 32] = [11; 32];
@@ -494,7 +506,7 @@ pub async fn story<S: Store>(store: S) {
     ));
 
     // A restored subject resolves its drift automatically.
-    let restore = agent.event("file:/etc/hosts", ChangeKind::Restored, "x");
+    let restore = agent.restored("file:/etc/hosts");
     store
         .ingest(web.id, vec![decided(restore, Outcome::Restored)], T0 + 9000)
         .await
@@ -708,6 +720,7 @@ pub async fn story<S: Store>(store: S) {
     let done = CommandResult {
         command_id: *command_id,
         outcome: CommandOutcome::Applied,
+        baseline: None,
     };
     assert!(
         store

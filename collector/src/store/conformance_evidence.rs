@@ -248,6 +248,7 @@ pub async fn story<S: Store>(store: S) {
                 results: vec![CommandResult {
                     command_id: *command_id,
                     outcome: CommandOutcome::Applied,
+                    baseline: None,
                 }],
             },
             vec![],

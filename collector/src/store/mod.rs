@@ -4,6 +4,7 @@
 //! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
 
 pub mod conformance;
+pub mod conformance_anchor;
 pub mod conformance_chain;
 pub mod conformance_evidence;
 pub mod conformance_people;
@@ -16,9 +17,11 @@ use driftwatch_common::api::v1::{
     AgentCommand, AgentHealth, CommandOutcome, CommandResult, DriftEvent, Inventory, SubjectState,
 };
 use driftwatch_common::chain_key::ChainKey;
+use driftwatch_common::hash::ContentHash;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::anchor::{AnchorState, Expected};
 use crate::audit::{AuditEntry, AuditHead, Checkpoint, NewAudit};
 use crate::chain::ChainProblem;
 use crate::clock::Millis;
@@ -180,7 +183,8 @@ pub struct DriftItem {
     pub hostname: String,
     pub subject: String,
     pub status: DriftStatus,
-    /// Why it needs review: one of `matcher::REVIEW_OUTCOMES` (none when authorized).
+    /// Why it needs review: one of `matcher::REVIEW_OUTCOMES`, or `drift::RESTORE_MISMATCH`
+    /// (none when authorized).
     pub reason: Option<String>,
     pub window_id: Option<Uuid>,
     pub opened_at: Millis,
@@ -211,7 +215,8 @@ pub struct CloseOutcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: Uuid,
-    /// `untraced_drift`, `chain`, `agent_silent`, `agent_health`, `emergency_unapproved`.
+    /// `untraced_drift`, `chain`, `agent_silent`, `agent_health`, `emergency_unapproved`,
+    /// `baseline_anchor`.
     pub kind: String,
     pub host_id: Option<Uuid>,
     pub created_at: Millis,
@@ -356,6 +361,28 @@ pub struct WindowRecords {
     pub commands: Vec<CloseOutCommand>,
 }
 
+/// What the store knows about a host's anchored baseline (`crate::anchor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AnchorView {
+    pub state: AnchorState,
+    /// Of the roots asked about, those this host was expected to run on at some time.
+    pub known_roots: Vec<ContentHash>,
+    /// Of the commands asked about, those still pending for this host.
+    pub pending_commands: Vec<Uuid>,
+}
+
+/// A judgement to store (`crate::anchor::Judgement`), made on the state `judged`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnchorChange {
+    pub host_id: Uuid,
+    pub judged: AnchorState,
+    pub state: AnchorState,
+    /// Roots newly expected, appended to the host's root history.
+    pub moved: Vec<Expected>,
+    pub alert: Option<NewAlert>,
+    pub at: Millis,
+}
+
 pub trait Store: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
@@ -446,6 +473,19 @@ pub trait Store: Clone + Send + Sync + 'static {
         record: HeartbeatRecord,
         alerts: Vec<NewAlert>,
     ) -> impl Future<Output = Result<Vec<AgentCommand>>> + Send;
+
+    /// The host's anchored baseline; which of `roots` it was expected to run on before;
+    /// which of `commands` are its pending commands.
+    fn anchor(
+        &self,
+        host_id: Uuid,
+        roots: Vec<ContentHash>,
+        commands: Vec<Uuid>,
+    ) -> impl Future<Output = Result<AnchorView>> + Send;
+    /// Stores a judgement with its alert, if the stored state is still `change.judged`
+    /// (else `Conflict`, nothing written) and no root in `change.moved` was recorded from
+    /// the same source before (then `Ok(false)`, nothing written: a retry).
+    fn save_anchor(&self, change: AnchorChange) -> impl Future<Output = Result<bool>> + Send;
 
     // Change windows.
     fn insert_window(

@@ -303,6 +303,18 @@ impl Agent {
         self.prev.set(event.chain_hash());
         event
     }
+
+    /// A `restored` event back to the state before this helper's drift (which names no
+    /// `before`: absent).
+    pub fn restored(&self, subject: &str, at: Millis) -> DriftEvent {
+        let prev = self.prev.get();
+        let mut event = self.event_of(subject, ChangeKind::Restored, "", at);
+        event.prev_hash = prev;
+        event.changed.clear();
+        event.after = None;
+        self.prev.set(event.chain_hash());
+        event
+    }
 }
 
 /// RFC 3339 of a test time.

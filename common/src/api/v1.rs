@@ -32,6 +32,22 @@ pub const PREFIX: &str = "/api/v1";
 /// derivations the collector does to verify an event.
 pub const MAX_SEQ_AHEAD: u64 = 100_000;
 
+/// The reserved subject of the agent's own baseline: a local re-baseline (`baseline init`,
+/// `baseline accept` run on an enrolled host without a collector command) is reported as a
+/// drift event on it, `before`/`after` carrying the old and new [`BaselineAnchor`] fields.
+pub const BASELINE_SUBJECT: &str = "driftwatch:baseline";
+
+/// What the agent says about its baseline, so the collector can anchor it: the root (an
+/// unkeyed BLAKE3 digest over every entry, history row and state entry and the baseline's
+/// creation time and policy digest; not the time of the last full re-hash) and when the
+/// baseline was created (tells a replaced baseline from one edited in place).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineAnchor {
+    pub root: ContentHash,
+    /// RFC 3339, the baseline's `created_at`.
+    pub created_at: String,
+}
+
 /// What is tracked: `file:/etc/ssh/sshd_config` (the path escaped as in
 /// [`pathbytes::escape`]) or a state key such as `package:openssh-server`,
 /// `sysctl:net.ipv4.ip_forward`, `port:tcp/22`, `user:deploy`, `module:br_netfilter`.
@@ -313,6 +329,9 @@ pub struct EnrollRequest {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
+    /// The baseline as it is at enrollment (absent: none yet, or an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineAnchor>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +447,9 @@ pub struct Heartbeat {
     /// Outcomes of commands received earlier.
     #[serde(default)]
     pub results: Vec<CommandResult>,
+    /// The baseline the agent runs on now (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineAnchor>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,6 +479,10 @@ pub enum AgentCommand {
 pub struct CommandResult {
     pub command_id: Uuid,
     pub outcome: CommandOutcome,
+    /// The baseline after the command was handled: for an `applied` accept, the root the
+    /// collector expects from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineAnchor>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

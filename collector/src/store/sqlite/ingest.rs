@@ -314,10 +314,26 @@ fn move_drift(
         .then(|| decided.outcome.name());
     let window = opt_id(decided.outcome.window_id());
     let because = format!("event {} ({})", event.id, decided.outcome.name());
-    match (
-        drift::step(active.as_ref().map(|a| a.1.0), &decided.outcome),
-        active,
-    ) {
+    let step = drift::step(active.as_ref().map(|a| a.1.0), &decided.outcome);
+    if let (Step::AutoResolve, Some((Id(drift_id), _))) = (step, &active) {
+        // Only restores the collector can check against the accepted state resolve (the
+        // opening event is read for restores only, off the common path).
+        let opening: Option<Json<DriftEvent>> = conn
+            .query_row(
+                "SELECT body FROM events WHERE drift_id = ?1 ORDER BY received_at, seq LIMIT 1",
+                [id(*drift_id)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let verdict = match &opening {
+            Some(Json(opening)) => drift::restore_verdict(opening, event),
+            None => Err("the event that opened the drift is not stored".into()),
+        };
+        if let Err(differs) = verdict {
+            return restore_refused(conn, *drift_id, decided, received_at, &differs);
+        }
+    }
+    match (step, active) {
         (Step::Nothing, _) => Ok(None),
         (Step::Open(status), _) => {
             let drift_id = Uuid::now_v7();
@@ -435,6 +451,58 @@ fn move_drift(
             active.is_some()
         ))),
     }
+}
+
+/// A `restored` event whose state is not the one the collector accepted: the drift stays
+/// open, the mismatch is recorded in its history and it is alerted again (like a further
+/// untraced change of the subject).
+fn restore_refused(
+    conn: &Connection,
+    drift_id: Uuid,
+    decided: &Decided,
+    received_at: Millis,
+    differs: &str,
+) -> Result<Option<Uuid>> {
+    let event = &decided.event;
+    let before: Named<DriftStatus> = conn.query_row(
+        "SELECT status FROM drift WHERE id = ?1",
+        [id(drift_id)],
+        |r| r.get(0),
+    )?;
+    let status = drift::after_refused_restore(before.0);
+    let review = status == DriftStatus::Open;
+    conn.execute(
+        "UPDATE drift SET status = ?6,
+                reason = CASE WHEN ?7 THEN ?2 ELSE reason END,
+                untraced_since = CASE WHEN ?7 THEN ?3 ELSE untraced_since END,
+                needs_alert = CASE WHEN ?7 THEN 1 ELSE needs_alert END,
+                alerted_at = CASE WHEN ?7 THEN NULL ELSE alerted_at END,
+                events = events + 1, last_event_id = ?4, last_event_at = ?5, updated_at = ?3
+         WHERE id = ?1",
+        params![
+            id(drift_id),
+            drift::RESTORE_MISMATCH,
+            received_at,
+            id(event.id),
+            decided.event_time,
+            status.name(),
+            review
+        ],
+    )?;
+    history(
+        conn,
+        drift_id,
+        received_at,
+        Some(before.0),
+        status,
+        "collector",
+        &format!(
+            "event {} claims the subject is restored, but it is not in the state the \
+             collector accepted ({differs}): the agent's baseline moved on the host",
+            event.id
+        ),
+    )?;
+    Ok(Some(drift_id))
 }
 
 pub fn history(

@@ -250,6 +250,26 @@ CREATE TABLE audit_checkpoints (
     body TEXT NOT NULL
 ) STRICT;
 "#,
+    // 10: the baseline anchored at the collector (`anchor.rs`): per host, the root it is
+    // expected to run on and a differing root reported (JSON `AnchorState`), and every root
+    // it was ever expected to run on with what put it there (tells a rollback; dedupes
+    // accepts and re-baseline events by source).
+    r#"
+CREATE TABLE baseline_anchors (
+    host_id TEXT PRIMARY KEY REFERENCES hosts(id),
+    state TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE baseline_roots (
+    host_id TEXT NOT NULL REFERENCES hosts(id),
+    root BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX baseline_roots_root ON baseline_roots(host_id, root);
+CREATE UNIQUE INDEX baseline_roots_source ON baseline_roots(host_id, source);
+"#,
 ];
 
 #[cfg(test)]

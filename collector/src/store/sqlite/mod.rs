@@ -6,6 +6,7 @@
 //! (agents delete what the collector acknowledged, I1).
 
 mod alerts;
+mod anchor;
 mod audit;
 mod drift;
 mod identity;
@@ -373,6 +374,19 @@ impl Store for SqliteStore {
         alerts: Vec<NewAlert>,
     ) -> impl Future<Output = Result<Vec<AgentCommand>>> + Send {
         self.write(move |tx| ingest::heartbeat(tx, &record, &alerts))
+    }
+
+    fn anchor(
+        &self,
+        host_id: Uuid,
+        roots: Vec<ContentHash>,
+        commands: Vec<Uuid>,
+    ) -> impl Future<Output = Result<AnchorView>> + Send {
+        self.call(move |conn| anchor::view(conn, host_id, &roots, &commands))
+    }
+
+    fn save_anchor(&self, change: AnchorChange) -> impl Future<Output = Result<bool>> + Send {
+        self.write(move |tx| anchor::save(tx, &change))
     }
 
     fn insert_window(

@@ -18,6 +18,11 @@ async fn sqlite_keeps_spool_marks_and_bounds() {
 }
 
 #[tokio::test]
+async fn sqlite_keeps_anchored_baselines() {
+    crate::store::conformance_anchor::story(SqliteStore::open_in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn a_file_database_is_migrated_once_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collector.db");

@@ -8,7 +8,7 @@ use super::ingest::history;
 use super::rows::{Id, Json, Named, id, json};
 use crate::audit::NewAudit;
 use crate::clock::Millis;
-use crate::drift::DriftStatus;
+use crate::drift::{self, DriftStatus};
 use crate::matcher::{Outcome, REVIEW_OUTCOMES};
 use crate::spool_time::SpoolBounds;
 use crate::store::{CloseOutcome, Result, ReviewCandidate, ReviewOutcome, StoreError};
@@ -163,6 +163,10 @@ pub fn close(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<CloseOut
             &by,
             &format!("close-out of window {} ({})", w.id, w.ticket),
         )?;
+        outcome.accepted += 1;
+        if !drift::accept_needs_command(&subject) {
+            continue;
+        }
         let command_id = Uuid::now_v7();
         let command = AgentCommand::BaselineAccept {
             command_id,
@@ -184,7 +188,6 @@ pub fn close(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<CloseOut
                 at
             ],
         )?;
-        outcome.accepted += 1;
         outcome.commands += 1;
     }
     Ok(outcome)
