@@ -82,6 +82,9 @@ impl Agent {
         event.prev_hash = prev;
         event.changed.clear();
         event.after = None;
+        if let Some(first) = &self.key {
+            event.seal(&first.forward(event.seq - 1));
+        }
         self.prev = event.chain_hash();
         event
     }

@@ -312,6 +312,7 @@ impl Agent {
         event.prev_hash = prev;
         event.changed.clear();
         event.after = None;
+        event.seal(&self.key.forward(event.seq - 1));
         self.prev.set(event.chain_hash());
         event
     }
