@@ -41,7 +41,7 @@ impl Heartbeats {
         // Results not yet acknowledged by a successful heartbeat.
         let mut results: Vec<CommandResult> = Vec::new();
         loop {
-            let heartbeat = Heartbeat {
+            let mut heartbeat = Heartbeat {
                 host_id: self.host_id,
                 sent_at: OffsetDateTime::now_utc(),
                 inventory: probe.inventory(),
@@ -49,6 +49,7 @@ impl Heartbeats {
                 last_seq: self.status.snapshot().spool.last_seq,
                 results: results.clone(),
             };
+            driftwatch_common::limits::fit_heartbeat(&mut heartbeat);
             let body = serde_json::to_vec(&heartbeat).expect("heartbeats always serialize");
             let mut again_now = false;
             match self

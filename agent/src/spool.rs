@@ -283,6 +283,8 @@ impl Spool {
             {
                 wire.related = None;
             }
+            // Never spool what the collector would refuse: a refused batch stalls delivery.
+            driftwatch_common::limits::fit_event(&mut wire);
             let body = serde_json::to_string(&wire).expect("events always serialize");
             if depth.events + 1 > limits.max_events
                 || depth.bytes + body.len() as u64 > limits.max_bytes

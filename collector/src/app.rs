@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use driftwatch_common::api::v1::{
     EnrollRequest, EnrollResponse, EventBatch, Heartbeat, HeartbeatResponse, IngestAck,
 };
+use driftwatch_common::limits;
 use driftwatch_config::collector::CollectorConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -44,6 +45,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A field over its documented maximum (`driftwatch_common::limits`).
+    #[error("{0}")]
+    FieldTooLarge(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -249,6 +253,7 @@ impl<S: Store> App<S> {
             identity::parse(&request.token, TokenKind::Enrollment).ok_or_else(refused)?;
         validate::check_hostname(&request.hostname)
             .map_err(|why| Error::BadRequest(format!("hostname: {why}")))?;
+        refuse_oversized(limits::check_enroll(&request), "nothing was enrolled")?;
         check_name("agent_version", &request.agent_version)?;
         for (key, value) in &request.labels {
             if key.is_empty() || key.len() > 128 || value.len() > 512 {
@@ -315,6 +320,13 @@ impl<S: Store> App<S> {
 
     pub async fn ingest(&self, agent: &Principal, batch: EventBatch) -> Result<IngestAck> {
         let host_id = agent_host(agent, "report events")?;
+        let oversized: Vec<_> = batch
+            .events
+            .iter()
+            .enumerate()
+            .flat_map(|(i, event)| limits::check_event(event, &format!("events[{i}]")))
+            .collect();
+        refuse_oversized(oversized, "nothing was stored")?;
         let mut problems = Vec::new();
         for (i, event) in batch.events.iter().enumerate() {
             if event.host_id != host_id {
@@ -398,6 +410,7 @@ impl<S: Store> App<S> {
         heartbeat: Heartbeat,
     ) -> Result<HeartbeatResponse> {
         let host_id = agent_host(agent, "send heartbeats")?;
+        refuse_oversized(limits::check_heartbeat(&heartbeat), "nothing was recorded")?;
         if heartbeat.host_id != host_id {
             return Err(Error::Forbidden(format!(
                 "heartbeat is for host {} but this credential belongs to host {host_id}",
@@ -854,6 +867,22 @@ fn agent_host(agent: &Principal, doing: &str) -> Result<Uuid> {
             agent.name, agent.role
         ))),
     }
+}
+
+/// Refuses a request holding any field over its maximum, naming each.
+fn refuse_oversized(found: Vec<limits::TooLarge>, outcome: &str) -> Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = found.iter().take(10).map(ToString::to_string).collect();
+    let more = match found.len() {
+        n if n > 10 => format!(" (and {} more)", n - 10),
+        _ => String::new(),
+    };
+    Err(Error::FieldTooLarge(format!(
+        "{}{more}; {outcome}",
+        shown.join("; ")
+    )))
 }
 
 fn check_name(field: &str, value: &str) -> Result<()> {

@@ -8,6 +8,7 @@ use driftwatch_common::api::v1::{AgentHealth, DriftEvent, Inventory};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::api::error::ApiError;
 use crate::clock::{Millis, rfc3339};
 use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
@@ -321,6 +322,25 @@ pub struct WindowQuery {
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     pub limit: Option<u32>,
+}
+
+/// Most drift items one `GET /api/v1/drift` returns (each item's fields are bounded by
+/// `driftwatch_common::limits`, so the answer is bounded too); the default is the same.
+pub const MAX_DRIFT_LIMIT: u32 = 1_000;
+/// Most alerts one `GET /api/v1/alerts` returns; the default is 100.
+pub const MAX_ALERTS_LIMIT: u32 = 10_000;
+pub const DEFAULT_ALERTS_LIMIT: u32 = 100;
+
+/// A listing's `limit`: `default` when unset; 0 or above `max` is refused (never clamped,
+/// so a caller never mistakes a cut listing for the whole).
+pub fn listing_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}, got {n}"
+        ))),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -145,7 +145,9 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
     let limits = super::limits::compile_limits(raw.limits.as_ref(), diag);
     let metrics = super::limits::compile_metrics(raw.metrics.as_ref(), listen, diag);
     let tls_client_ca = super::limits::compile_client_ca(
-        raw.tls.as_ref().and_then(|tls| tls.get_ref().client_ca.as_ref()),
+        raw.tls
+            .as_ref()
+            .and_then(|tls| tls.get_ref().client_ca.as_ref()),
         matches!(transport, Transport::Tls { .. }),
         diag,
     );

@@ -95,7 +95,14 @@ pub(super) fn compile_limits(raw: Option<&LimitsToml>, diag: &mut Diagnostics<'_
     let empty = LimitsToml::default();
     let raw = raw.unwrap_or(&empty);
     let mut get = |value: &Option<Spanned<i64>>, key: &str, min: u64, max: u64, default: u64| {
-        diag.between_or(value.as_ref(), &format!("limits.{key}"), min, max, default, "")
+        diag.between_or(
+            value.as_ref(),
+            &format!("limits.{key}"),
+            min,
+            max,
+            default,
+            "",
+        )
     };
     let header = get(
         &raw.header_read_timeout_secs,
@@ -171,8 +178,10 @@ pub(super) fn compile_metrics(
         };
     };
     let require_token = raw.require_token.as_ref().is_none_or(|b| *b.get_ref());
-    let listen = raw.listen.as_ref().and_then(|text| {
-        match text.get_ref().parse::<SocketAddr>() {
+    let listen = raw
+        .listen
+        .as_ref()
+        .and_then(|text| match text.get_ref().parse::<SocketAddr>() {
             Ok(addr) if addr == main_listen && addr.port() != 0 => {
                 diag.at(
                     text.span(),
@@ -193,8 +202,7 @@ pub(super) fn compile_metrics(
                 );
                 None
             }
-        }
-    });
+        });
     MetricsAccess {
         require_token,
         listen,

@@ -450,7 +450,10 @@ fn limits_metrics_and_client_ca_have_defaults_and_compile() {
         }
     );
     assert!(!config.metrics.require_token);
-    assert_eq!(config.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
     assert_eq!(
         config.tls_client_ca.as_deref(),
         Some(Path::new("/agents-ca.pem"))
@@ -463,7 +466,12 @@ fn bad_limits_metrics_and_client_ca_name_their_place() {
         "plain_http = true\n[limits]\nheader_read_timeout_secs = 0\nmax_connections = 1\n\
          lockout_secs = -1\n[metrics]\nlisten = \"nowhere\"\n",
         &[
-            (3, 28, "limits.header_read_timeout_secs", "between 1 and 300"),
+            (
+                3,
+                28,
+                "limits.header_read_timeout_secs",
+                "between 1 and 300",
+            ),
             (4, 19, "limits.max_connections", "between 8 and 65536"),
             (5, 16, "limits.lockout_secs", "between 1 and 86400"),
             (7, 10, "metrics.listen", "IP address and port"),
