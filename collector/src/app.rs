@@ -76,6 +76,11 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Most events in one evidence export or bundle (`crate::reports`).
     pub max_export_rows: u32,
+    /// Timeouts, connection cap, failed-authentication throttling (`crate::serve`,
+    /// `crate::guard`).
+    pub limits: driftwatch_config::collector::Limits,
+    /// Whether `/metrics` needs a token.
+    pub metrics: driftwatch_config::collector::MetricsAccess,
 }
 
 impl From<&CollectorConfig> for Settings {
@@ -89,6 +94,8 @@ impl From<&CollectorConfig> for Settings {
             emergency_approval_ms: ms(config.emergency_approval),
             max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
             max_export_rows: u32::try_from(config.max_export_rows).unwrap_or(u32::MAX),
+            limits: config.limits.clone(),
+            metrics: config.metrics.clone(),
         }
     }
 }

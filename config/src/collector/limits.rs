@@ -62,7 +62,7 @@ impl Default for Limits {
 }
 
 /// Who may read `/metrics` and where it is served.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsAccess {
     /// `/metrics` answers only a bearer token of the `metrics`, `admin` or `auditor` role.
     /// Default true.
@@ -70,6 +70,15 @@ pub struct MetricsAccess {
     /// Serve `/metrics` (and `/healthz`) on this address only, with the main listener's
     /// transport; unset: on the main listener.
     pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsAccess {
+    fn default() -> Self {
+        MetricsAccess {
+            require_token: true,
+            listen: None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,10 +181,7 @@ pub(super) fn compile_metrics(
     diag: &mut Diagnostics<'_>,
 ) -> MetricsAccess {
     let Some(raw) = raw else {
-        return MetricsAccess {
-            require_token: true,
-            listen: None,
-        };
+        return MetricsAccess::default();
     };
     let require_token = raw.require_token.as_ref().is_none_or(|b| *b.get_ref());
     let listen = raw

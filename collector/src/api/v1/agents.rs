@@ -9,12 +9,17 @@ use driftwatch_common::api::v1::{
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller};
+use crate::api::peer::PeerIdentity;
 use crate::store::Store;
 
 pub async fn enroll<S: Store>(
     State(app): State<AppState<S>>,
+    peer: PeerIdentity,
     Body(request): Body<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
+    // The certificate must name the host being enrolled, so a stolen enrollment token
+    // cannot enroll a name its holder has no certificate for.
+    peer.check_agent(&request.hostname)?;
     Ok(Json(app.enroll(request).await?))
 }
 
