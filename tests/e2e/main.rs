@@ -16,6 +16,7 @@ mod drift;
 mod evidence;
 mod full_disk;
 mod integrity;
+mod limits;
 mod matching;
 mod permissions;
 mod state;
