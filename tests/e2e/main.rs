@@ -18,5 +18,6 @@ mod full_disk;
 mod integrity;
 mod limits;
 mod matching;
+mod mtls;
 mod permissions;
 mod state;
