@@ -55,6 +55,8 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const GRACE: Duration = Duration::from_secs(20);
 /// File descriptors kept for everything but client connections (database, logs, sinks).
 pub const RESERVED_FDS: u64 = 64;
+/// Largest request head (request line and headers) read; hyper answers 431 beyond it.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Connections the separate metrics listener serves at once.
 pub const METRICS_CONNECTIONS: usize = 16;
 
@@ -228,7 +230,9 @@ async fn accept_loop(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(served.limits.header_read_timeout);
+        .header_read_timeout(served.limits.header_read_timeout)
+        // A request head larger than this is answered 431 (hyper's default is ~400 KiB).
+        .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
     loop {
         if *stop.borrow() {

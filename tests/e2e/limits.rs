@@ -69,6 +69,22 @@ fn healthz_answers_while_300_slow_connections_are_held_and_they_are_closed() {
 }
 
 #[test]
+fn an_oversized_request_head_is_refused_with_431() {
+    let collector = Collector::start("");
+    let huge = "h".repeat(70 * 1024);
+    let answer = http::request(
+        collector.addr,
+        "GET",
+        "/healthz",
+        None,
+        &[("x-padding", huge.as_str())],
+        b"",
+    );
+    assert_eq!(answer.status, 431, "{}", answer.body);
+    assert_eq!(http::get(collector.addr, "/healthz", None).status, 200);
+}
+
+#[test]
 fn an_idle_keep_alive_connection_is_closed() {
     let collector =
         Collector::start("[limits]\nheader_read_timeout_secs = 30\nidle_timeout_secs = 1\n");
