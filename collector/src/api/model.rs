@@ -324,6 +324,17 @@ pub struct LimitQuery {
     pub limit: Option<u32>,
 }
 
+/// `GET /api/v1/audit`: entries after `after` (a seq), at most `limit` of them, in order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub after: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+/// Most audit entries one `GET /api/v1/audit` returns (also the default): page with `after`.
+pub const MAX_AUDIT_LIMIT: u32 = 10_000;
+
 /// Most drift items one `GET /api/v1/drift` returns (each item's fields are bounded by
 /// `driftwatch_common::limits`, so the answer is bounded too); the default is the same.
 pub const MAX_DRIFT_LIMIT: u32 = 1_000;

@@ -472,7 +472,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Audit(AuditCommand::Log) => {
-            let entries: Vec<AuditEntryView> = client.get("/api/v1/audit").await?;
+            // Paged: the collector answers at most 10,000 entries at a time.
+            let mut entries: Vec<AuditEntryView> = Vec::new();
+            loop {
+                let after = entries.last().map_or(0, |e| e.seq);
+                let page: Vec<AuditEntryView> = client
+                    .get(&format!("/api/v1/audit?after={after}&limit=10000"))
+                    .await?;
+                let done = page.len() < 10_000;
+                entries.extend(page);
+                if done {
+                    break;
+                }
+            }
             client.list(&entries, |e| {
                 format!(
                     "{:>5}  {}  {:<16} {:<26} {}  {}",
