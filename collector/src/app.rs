@@ -331,7 +331,7 @@ impl<S: Store> App<S> {
             .events
             .iter()
             .enumerate()
-            .flat_map(|(i, event)| limits::check_event(event, &format!("events[{i}]")))
+            .flat_map(|(i, event)| limits::check_event(event, i))
             .collect();
         refuse_oversized(oversized, "nothing was stored")?;
         let mut problems = Vec::new();

@@ -69,6 +69,25 @@ impl fmt::Display for TooLarge {
     }
 }
 
+/// Where a field is, rendered only when it is reported (no allocation on the happy path).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root(&'a str),
+    Index(&'a str, usize),
+    Child(&'a At<'a>, &'a str),
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Root(name) => f.write_str(name),
+            At::Index(name, i) => write!(f, "{name}[{i}]"),
+            At::Child(At::Root(""), name) => f.write_str(name),
+            At::Child(parent, name) => write!(f, "{parent}.{name}"),
+        }
+    }
+}
+
 /// Collects every field over its limit.
 struct Check {
     found: Vec<TooLarge>,
@@ -97,13 +116,13 @@ impl Check {
         }
     }
 
-    fn text(&mut self, at: &str, name: &str, value: Option<&str>, limit: usize) {
+    fn text(&mut self, at: At<'_>, name: &str, value: Option<&str>, limit: usize) {
         if let Some(value) = value {
             self.bytes(|| format!("{at}.{name}"), value.len(), limit);
         }
     }
 
-    fn state(&mut self, at: &str, state: Option<&SubjectState>) {
+    fn state(&mut self, at: At<'_>, state: Option<&SubjectState>) {
         match state {
             None => {}
             Some(SubjectState::Fields { fields }) => {
@@ -151,7 +170,7 @@ impl Check {
         }
     }
 
-    fn actor(&mut self, at: &str, actor: &Actor) {
+    fn actor(&mut self, at: At<'_>, actor: &Actor) {
         for (name, value) in [
             ("source", Some(actor.source.as_str())),
             ("comm", actor.comm.as_deref()),
@@ -166,9 +185,10 @@ impl Check {
     }
 }
 
-/// Every field of `event` over its limit; `at` names the event (`events[3]`).
-pub fn check_event(event: &DriftEvent, at: &str) -> Vec<TooLarge> {
+/// Every field of `event` over its limit, named as in `events[index]`.
+pub fn check_event(event: &DriftEvent, index: usize) -> Vec<TooLarge> {
     let mut check = Check { found: Vec::new() };
+    let at = At::Index("events", index);
     check.bytes(
         || format!("{at}.subject"),
         event.subject.0.len(),
@@ -186,18 +206,18 @@ pub fn check_event(event: &DriftEvent, at: &str) -> Vec<TooLarge> {
             MAX_NAME_BYTES,
         );
     }
-    check.state(&format!("{at}.before"), event.before.as_ref());
-    check.state(&format!("{at}.after"), event.after.as_ref());
+    check.state(At::Child(&at, "before"), event.before.as_ref());
+    check.state(At::Child(&at, "after"), event.after.as_ref());
     check.text(at, "diff", event.diff.as_deref(), MAX_DIFF_BYTES);
     check.text(at, "summary", event.summary.as_deref(), MAX_SUMMARY_BYTES);
     if let Some(actor) = &event.actor {
-        check.actor(&format!("{at}.actor"), actor);
+        check.actor(At::Child(&at, "actor"), actor);
     }
     if let Some(p) = &event.provenance {
-        let at = format!("{at}.provenance");
-        check.text(&at, "manager", Some(&p.manager), MAX_SHORT_TEXT_BYTES);
-        check.text(&at, "package", Some(&p.package), MAX_SHORT_TEXT_BYTES);
-        check.text(&at, "version", Some(&p.version), MAX_SHORT_TEXT_BYTES);
+        let at = At::Child(&at, "provenance");
+        check.text(at, "manager", Some(&p.manager), MAX_SHORT_TEXT_BYTES);
+        check.text(at, "package", Some(&p.package), MAX_SHORT_TEXT_BYTES);
+        check.text(at, "version", Some(&p.version), MAX_SHORT_TEXT_BYTES);
     }
     check.found
 }
@@ -206,22 +226,19 @@ pub fn check_event(event: &DriftEvent, at: &str) -> Vec<TooLarge> {
 pub fn check_heartbeat(heartbeat: &Heartbeat) -> Vec<TooLarge> {
     let mut check = Check { found: Vec::new() };
     let inventory = &heartbeat.inventory;
+    let root = At::Root("");
+    let inv = At::Child(&root, "inventory");
     check.text(
-        "inventory",
+        inv,
         "hostname",
         Some(&inventory.hostname),
         MAX_HOSTNAME_BYTES,
     );
-    check.text("inventory", "os", Some(&inventory.os), MAX_SHORT_TEXT_BYTES);
-    check.text(
-        "inventory",
-        "kernel",
-        Some(&inventory.kernel),
-        MAX_SHORT_TEXT_BYTES,
-    );
+    check.text(inv, "os", Some(&inventory.os), MAX_SHORT_TEXT_BYTES);
+    check.text(inv, "kernel", Some(&inventory.kernel), MAX_SHORT_TEXT_BYTES);
     let health = &heartbeat.health;
     check.text(
-        "health",
+        At::Child(&root, "health"),
         "agent_version",
         Some(&health.agent_version),
         MAX_SHORT_TEXT_BYTES,
@@ -244,7 +261,7 @@ pub fn check_heartbeat(heartbeat: &Heartbeat) -> Vec<TooLarge> {
         );
     }
     check.text(
-        "health.coverage",
+        At::Child(&root, "health.coverage"),
         "attribution_unavailable",
         coverage.attribution_unavailable.as_deref(),
         MAX_MESSAGE_BYTES,
@@ -255,20 +272,21 @@ pub fn check_heartbeat(heartbeat: &Heartbeat) -> Vec<TooLarge> {
         MAX_LIST_ITEMS,
     );
     for (i, source) in coverage.sources.iter().enumerate() {
-        let at = format!("health.coverage.sources[{i}]");
-        check.text(&at, "name", Some(&source.name), MAX_NAME_BYTES);
-        check.text(&at, "detail", source.detail.as_deref(), MAX_MESSAGE_BYTES);
+        let at = At::Index("health.coverage.sources", i);
+        check.text(at, "name", Some(&source.name), MAX_NAME_BYTES);
+        check.text(at, "detail", source.detail.as_deref(), MAX_MESSAGE_BYTES);
     }
     check.items(|| "results".into(), heartbeat.results.len(), MAX_LIST_ITEMS);
     for (i, result) in heartbeat.results.iter().enumerate() {
-        let at = format!("results[{i}].outcome");
+        let result_at = At::Index("results", i);
+        let at = At::Child(&result_at, "outcome");
         match &result.outcome {
             CommandOutcome::Applied => {}
             CommandOutcome::Mismatch { current } => {
-                check.state(&format!("{at}.current"), current.as_ref())
+                check.state(At::Child(&at, "current"), current.as_ref())
             }
             CommandOutcome::Failed { message } => {
-                check.text(&at, "message", Some(message), MAX_MESSAGE_BYTES)
+                check.text(at, "message", Some(message), MAX_MESSAGE_BYTES)
             }
         }
     }
@@ -518,12 +536,12 @@ mod tests {
 
     #[test]
     fn a_plain_event_is_within_every_limit() {
-        assert!(check_event(&event(), "events[0]").is_empty());
+        assert!(check_event(&event(), 0).is_empty());
     }
 
     #[test]
     fn every_oversized_field_is_named_with_its_limit() {
-        let found = check_event(&oversized(), "events[2]");
+        let found = check_event(&oversized(), 2);
         let fields: Vec<&str> = found.iter().map(|t| t.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -549,7 +567,7 @@ mod tests {
         let mut e = oversized();
         let long_subject = e.subject.clone();
         fit_event(&mut e);
-        assert_eq!(check_event(&e, "e"), Vec::new());
+        assert_eq!(check_event(&e, 0), Vec::new());
         assert!(e.diff.as_deref().unwrap().ends_with("[diff truncated]\n"));
         assert!(e.summary.as_deref().unwrap().ends_with('…'));
         assert_eq!(e.changed.len(), MAX_LIST_ITEMS);
