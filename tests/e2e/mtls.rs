@@ -231,3 +231,89 @@ async fn agents_need_a_client_certificate_naming_their_host() {
         "{log}"
     );
 }
+
+#[test]
+fn the_real_agent_enrolls_and_reports_with_its_certificate() {
+    use driftwatch_tests::daemon::{DaemonHost, wait_until};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new();
+    let (server_cert, server_key) = server_ca.leaf("127.0.0.1");
+    let agents_ca = Ca::new();
+    let mine = agents_ca.leaf(&hostname);
+    let other = agents_ca.leaf("not-this-host");
+    let tls = format!(
+        "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        write(dir.path(), "server.crt", &server_cert),
+        write(dir.path(), "server.key", &server_key),
+        write(dir.path(), "agents-ca.pem", &agents_ca.pem()),
+    );
+    let collector = Collector::start_tls(&tls, "");
+    let admin = collector.token("admin", "root");
+    let base = format!("https://{}", collector.addr);
+    let people = client(&server_ca.pem(), None);
+    let (status, issued) = runtime
+        .block_on(post(
+            &people,
+            &format!("{base}/api/v1/enrollment-tokens"),
+            Some(&admin),
+            &json!({"uses": 2}),
+        ))
+        .unwrap();
+    assert_eq!(status, 201, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let ca_file = write(dir.path(), "server-ca.pem", &server_ca.pem());
+    let agent_config = |name: &str, (cert, key): &(String, String)| {
+        format!(
+            "[collector]\nca_file = \"{ca_file}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            write(dir.path(), &format!("{name}.pem"), cert),
+            write(dir.path(), &format!("{name}.key"), key),
+        )
+    };
+
+    // A certificate for another name cannot enroll this host.
+    let wrong = DaemonHost::new(Some(&base), &agent_config("other", &other));
+    wrong.init();
+    let run = wrong.cli(["enroll", "--token", &token]).run();
+    assert_ne!(run.code(), 0, "{}", run.stderr);
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+
+    // The right one enrolls, and the daemon's events arrive.
+    let host = DaemonHost::new(Some(&base), &agent_config("mine", &mine));
+    host.init();
+    host.cli(["enroll", "--token", &token])
+        .run()
+        .expect(driftwatch_tests::EXIT_CLEAN);
+    let daemon = host.start();
+    host.host.write("etc/app.conf", "port = 81\n");
+    let drift = || -> usize {
+        runtime.block_on(async {
+            let Ok(response) = people
+                .get(format!("{base}/api/v1/drift"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+            else {
+                return 0;
+            };
+            let items: Value = response.json().await.unwrap_or(Value::Null);
+            items.as_array().map_or(0, Vec::len)
+        })
+    };
+    let arrived = wait_until(std::time::Duration::from_secs(30), || drift() > 0);
+    assert!(
+        arrived,
+        "no drift arrived over mutual TLS\nagent log:\n{}\ncollector log:\n{}",
+        daemon.log(),
+        collector.log()
+    );
+    daemon.stop();
+}
