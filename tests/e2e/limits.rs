@@ -183,6 +183,35 @@ fn a_flood_of_bad_tokens_is_throttled_and_logged_and_honest_clients_go_on() {
 }
 
 #[test]
+fn guessing_enrollment_tokens_is_throttled_too() {
+    let collector = Collector::start("[limits]\nauth_failure_burst = 5\n");
+    let mut statuses = Vec::new();
+    for i in 0..20u32 {
+        let body = json!({"token": format!("dwe_{i:032x}_{}", "1".repeat(64)), "hostname": "h", "agent_version": "1"});
+        let answer = request_from(
+            ip("127.0.0.9"),
+            collector.addr,
+            "POST",
+            "/api/v1/enroll",
+            None,
+            body.to_string().as_bytes(),
+        );
+        statuses.push(answer.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        15,
+        "{statuses:?}"
+    );
+    assert!(collector.log().contains("127.0.0.9"));
+}
+
+#[test]
 fn a_token_id_locks_after_repeated_failures_and_unlocks_after_its_time() {
     let collector = Collector::start(
         "[limits]\nauth_failure_burst = 1000\nlockout_failures = 3\nlockout_secs = 2\n",

@@ -161,6 +161,51 @@ impl<S: Store> FromRequestParts<AppState<S>> for Caller {
     }
 }
 
+/// The client's address and the failed-authentication guard, for routes that check a
+/// secret of their own (enrollment tokens).
+pub struct Throttle {
+    client: Option<SocketAddr>,
+    guard: Option<Arc<AuthGuard>>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Throttle {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Throttle {
+            client: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            guard: parts.extensions.get::<Arc<AuthGuard>>().cloned(),
+        })
+    }
+}
+
+impl Throttle {
+    /// 429 when this address failed too often.
+    pub fn check(&self) -> Result<(), Response> {
+        match &self.guard {
+            Some(guard) => guard
+                .check(self.client.map(|c| c.ip()), None, Instant::now())
+                .map_err(throttled),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs and counts a refused secret.
+    pub fn failed(&self, what: &str) {
+        let shown = self
+            .client
+            .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+        tracing::warn!(client = %shown, "authentication failed: {what}");
+        metrics::counter!("driftwatch_auth_failures_total").increment(1);
+        if let Some(guard) = &self.guard {
+            guard.failed(self.client.map(|c| c.ip()), None, Instant::now());
+        }
+    }
+}
+
 /// 429 with `Retry-After` (whole seconds, rounded up).
 fn throttled(refusal: Refusal) -> Response {
     let secs = refusal.retry_after().as_secs_f64().ceil().max(1.0) as u64;
