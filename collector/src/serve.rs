@@ -7,7 +7,10 @@
 //! - at most `max_connections` connections are served at once; the loop takes a slot
 //!   before it accepts, so beyond the cap new connections wait in the kernel's accept
 //!   queue instead of taking file descriptors (the cap is lowered at start if the process's
-//!   descriptor limit could not hold it);
+//!   descriptor limit could not hold it). After [`QUEUE_WAIT`] the slot of a connection
+//!   not being served a request is taken back (one that never completed a request head
+//!   first, oldest first), so a flood of slow connections cannot keep `/healthz` or an
+//!   agent out; a connection whose request is being handled is never closed for room;
 //! - the TLS handshake and each request's headers must arrive within
 //!   `header_read_timeout` (hyper's own timer, which also runs while an HTTP/1.1
 //!   keep-alive connection waits for its next request);
@@ -161,6 +164,7 @@ pub async fn serve_with<S: Store>(
             policy,
             limits: limits.clone(),
             slots: Arc::new(Semaphore::new(slots)),
+            open: Arc::default(),
         },
         &graceful,
         stop_rx.clone(),
@@ -175,6 +179,7 @@ pub async fn serve_with<S: Store>(
                     policy,
                     limits: limits.clone(),
                     slots: Arc::new(Semaphore::new(METRICS_CONNECTIONS)),
+                    open: Arc::default(),
                 },
                 &graceful,
                 stop_rx.clone(),
@@ -218,6 +223,7 @@ struct Served {
     policy: ClientCertPolicy,
     limits: Limits,
     slots: Arc<Semaphore>,
+    open: Arc<OpenConnections>,
 }
 
 async fn accept_loop(
@@ -234,17 +240,48 @@ async fn accept_loop(
         // A request head larger than this is answered 431 (hyper's default is ~400 KiB).
         .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
+    let mut last_eviction: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             return;
         }
-        // A slot first: beyond the cap, connections wait in the kernel's queue.
-        let permit = tokio::select! {
-            permit = Arc::clone(&served.slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = stop.changed() => return,
+        // A slot first: beyond the cap, connections wait in the kernel's queue, briefly;
+        // then the slot of a connection that is not being served a request (a half-sent
+        // head first, oldest first) is taken back.
+        let permit = match Arc::clone(&served.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Under pressure already (a slot was taken back within the last second):
+                // take back another at once, so a queue of slow connections drains fast.
+                let pressed =
+                    last_eviction.is_some_and(|at: Instant| at.elapsed() < Duration::from_secs(1));
+                let waited = if pressed {
+                    None
+                } else {
+                    tokio::select! {
+                        permit = Arc::clone(&served.slots).acquire_owned() => Some(permit),
+                        _ = tokio::time::sleep(QUEUE_WAIT) => None,
+                        _ = stop.changed() => return,
+                    }
+                };
+                match waited {
+                    Some(Ok(permit)) => permit,
+                    Some(Err(_)) => return,
+                    None => {
+                        if served.open.evict_one() {
+                            last_eviction = Some(Instant::now());
+                            metrics::counter!("driftwatch_connections_evicted_total").increment(1);
+                        }
+                        tokio::select! {
+                            permit = Arc::clone(&served.slots).acquire_owned() => match permit {
+                                Ok(permit) => permit,
+                                Err(_) => return,
+                            },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+            }
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -278,12 +315,29 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
+    let registered = served.open.register(Arc::clone(&activity));
+    tokio::select! {
+        () = serve_one(stream, peer, &served, builder, watcher, activity) => {}
+        () = registered.evicted.notified() => {
+            tracing::debug!(client = %peer, "connection closed to make room: it was not being served a request");
+        }
+    }
+}
+
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    served: &Served,
+    builder: Builder<TokioExecutor>,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) {
     let io = Tracked {
         inner: stream,
         activity: Arc::clone(&activity),
     };
     match &served.tls {
-        None => drive(io, peer, None, &served, builder, watcher, activity).await,
+        None => drive(io, peer, None, served, builder, watcher, activity).await,
         Some(acceptor) => {
             let handshake = acceptor.accept(io);
             let stream =
@@ -308,7 +362,7 @@ async fn connection(
                 stream,
                 peer,
                 certificate,
-                &served,
+                served,
                 builder,
                 watcher,
                 activity,
@@ -374,11 +428,87 @@ async fn drive<I>(
     }
 }
 
+/// How long a new connection waits for a free slot before one is taken back.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(200);
+
+/// The connections of one listener, so that a slot can be taken back when all are taken.
+#[derive(Default)]
+struct OpenConnections {
+    next: AtomicU64,
+    entries: std::sync::Mutex<std::collections::HashMap<u64, Registered>>,
+}
+
+#[derive(Clone)]
+struct Registered {
+    activity: Arc<Activity>,
+    evicted: Arc<tokio::sync::Notify>,
+}
+
+/// Removes its connection from [`OpenConnections`] when the connection ends.
+struct Registration {
+    id: u64,
+    open: Arc<OpenConnections>,
+    evicted: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut entries = self.open.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(&self.id);
+    }
+}
+
+impl OpenConnections {
+    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(
+            id,
+            Registered {
+                activity,
+                evicted: Arc::clone(&evicted),
+            },
+        );
+        Registration {
+            id,
+            open: Arc::clone(self),
+            evicted,
+        }
+    }
+
+    /// Closes the connection with the least claim to its slot: none of its requests being
+    /// handled, never a request served (a half-sent head) before idle keep-alive, oldest
+    /// first. False when every connection is busy.
+    fn evict_one(&self) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let victim = entries
+            .iter()
+            .filter(|(_, r)| r.activity.in_flight() == 0)
+            .min_by_key(|(_, r)| {
+                (
+                    r.activity.served.load(Ordering::Relaxed) > 0,
+                    r.activity.start,
+                )
+            })
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| entries.remove(&id)) {
+            Some(registered) => {
+                registered.evicted.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// When a connection last moved a byte, and how many of its requests are being handled.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests whose handling started.
+    served: AtomicU64,
 }
 
 impl Activity {
@@ -387,6 +517,7 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
         }
     }
 
@@ -410,6 +541,7 @@ struct Handling(Arc<Activity>);
 impl Handling {
     fn start(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.served.fetch_add(1, Ordering::Relaxed);
         Handling(activity)
     }
 }

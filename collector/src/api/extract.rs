@@ -183,12 +183,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Throttle {
 }
 
 impl Throttle {
-    /// 429 when this address failed too often.
-    pub fn check(&self) -> Result<(), Response> {
+    /// Refused when this address failed too often (answer with [`throttled`]).
+    pub fn check(&self) -> Result<(), Refusal> {
         match &self.guard {
-            Some(guard) => guard
-                .check(self.client.map(|c| c.ip()), None, Instant::now())
-                .map_err(throttled),
+            Some(guard) => guard.check(self.client.map(|c| c.ip()), None, Instant::now()),
             None => Ok(()),
         }
     }
@@ -207,7 +205,7 @@ impl Throttle {
 }
 
 /// 429 with `Retry-After` (whole seconds, rounded up).
-fn throttled(refusal: Refusal) -> Response {
+pub fn throttled(refusal: Refusal) -> Response {
     let secs = refusal.retry_after().as_secs_f64().ceil().max(1.0) as u64;
     let message = match refusal {
         Refusal::Address(_) => {

@@ -10,7 +10,7 @@ use driftwatch_common::api::v1::{
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::api::extract::{Body, Caller, Throttle};
+use crate::api::extract::{Body, Caller, Throttle, throttled};
 use crate::api::peer::PeerIdentity;
 use crate::app::Error;
 use crate::store::Store;
@@ -21,7 +21,7 @@ pub async fn enroll<S: Store>(
     throttle: Throttle,
     Body(request): Body<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, Response> {
-    throttle.check()?;
+    throttle.check().map_err(throttled)?;
     // The certificate must name the host being enrolled, so a stolen enrollment token
     // cannot enroll a name its holder has no certificate for.
     peer.check_agent(&request.hostname)
