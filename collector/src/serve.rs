@@ -239,7 +239,10 @@ async fn accept_loop(
         .header_read_timeout(served.limits.header_read_timeout)
         // A request head larger than this is answered 431 (hyper's default is ~400 KiB).
         .max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     let mut last_eviction: Option<Instant> = None;
     loop {
         if *stop.borrow() {
