@@ -450,3 +450,26 @@ fn metrics_can_be_left_open_or_moved_to_their_own_address() {
     assert_eq!(http::get(addr, "/healthz", None).status, 200);
     assert_eq!(http::get(addr, "/api/v1/hosts", Some(&token)).status, 404);
 }
+
+#[test]
+fn a_drift_items_detail_shows_a_bounded_number_of_events() {
+    let collector = Collector::start("");
+    let admin = collector.token("admin", "root");
+    let agent = FakeAgent::enroll(&collector, &admin, "web-1");
+    // A flapping subject: 1001 events on one drift item.
+    let events: Vec<_> = (0..1001)
+        .map(|i| agent.event("package:nginx", &format!("1.{i}")))
+        .collect();
+    agent.report(&collector, &events).expect(200);
+    let drift = collector.get("/api/v1/drift", &admin).expect(200);
+    let id = drift[0]["id"].as_str().unwrap();
+    let detail = collector
+        .get(&format!("/api/v1/drift/{id}"), &admin)
+        .expect(200);
+    assert_eq!(detail["events"].as_array().unwrap().len(), 1000);
+    assert_eq!(detail["events_omitted"], 1);
+    assert_eq!(
+        detail["events"][999]["event"]["seq"], 1001,
+        "the latest are shown"
+    );
+}

@@ -297,8 +297,16 @@ impl From<&StoredEvent> for EventView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DriftDetail {
     pub drift: DriftView,
+    /// The latest [`MAX_DRIFT_DETAIL_EVENTS`] events, oldest first.
     pub events: Vec<EventView>,
+    /// Earlier events left out (a host can report any number on one subject).
+    #[serde(default)]
+    pub events_omitted: usize,
 }
+
+/// Most events one `GET /api/v1/drift/{id}` shows (each bounded by
+/// `driftwatch_common::limits`); earlier ones are counted in `events_omitted`.
+pub const MAX_DRIFT_DETAIL_EVENTS: usize = 1_000;
 
 /// `POST /api/v1/drift/{id}/resolve` is [`crate::app::ResolveRequest`].
 pub use crate::app::ResolveRequest as ResolveDrift;

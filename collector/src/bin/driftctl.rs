@@ -869,6 +869,12 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
                     r.at, r.by, r.category, r.comment
                 ));
             }
+            if detail.events_omitted > 0 {
+                client.say(format!(
+                    "  ({} earlier events not shown)",
+                    detail.events_omitted
+                ));
+            }
             for e in &detail.events {
                 client.say(format!(
                     "  seq {:<6} {:<10} {}  {}  chain {}",

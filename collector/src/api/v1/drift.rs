@@ -5,7 +5,8 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
-    DriftDetail, DriftQuery, DriftView, EventView, MAX_DRIFT_LIMIT, ResolveDrift, listing_limit,
+    DriftDetail, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS, MAX_DRIFT_LIMIT,
+    ResolveDrift, listing_limit,
 };
 use crate::app::require;
 use crate::identity::Role;
@@ -36,9 +37,11 @@ pub async fn get<S: Store>(
 ) -> Result<Json<DriftDetail>, ApiError> {
     require(&caller, &Role::PEOPLE, "reading drift")?;
     let (item, events) = app.drift_item(id).await?;
+    let omitted = events.len().saturating_sub(MAX_DRIFT_DETAIL_EVENTS);
     Ok(Json(DriftDetail {
         drift: DriftView::from(&item),
-        events: events.iter().map(EventView::from).collect(),
+        events: events[omitted..].iter().map(EventView::from).collect(),
+        events_omitted: omitted,
     }))
 }
 
