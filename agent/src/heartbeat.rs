@@ -51,7 +51,7 @@ impl Heartbeats {
             if disk_tampered {
                 self.status.update(|s| s.baseline_tampered = true);
             }
-            let heartbeat = Heartbeat {
+            let mut heartbeat = Heartbeat {
                 host_id: self.host_id,
                 sent_at: OffsetDateTime::now_utc(),
                 inventory: probe.inventory(),
@@ -62,6 +62,7 @@ impl Heartbeats {
                 results: results.clone(),
                 baseline,
             };
+            driftwatch_common::limits::fit_heartbeat(&mut heartbeat);
             let body = serde_json::to_vec(&heartbeat).expect("heartbeats always serialize");
             let mut again_now = false;
             match self

@@ -306,6 +306,8 @@ impl Spool {
             {
                 wire.related = None;
             }
+            // Never spool what the collector would refuse: a refused batch stalls delivery.
+            driftwatch_common::limits::fit_event(&mut wire);
             let encoded = match &key {
                 Some((key, _)) => wire.seal(key),
                 None => wire.encode(),

@@ -61,6 +61,8 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
         emergency_approval_ms: 86_400_000,
         max_body_bytes: 1 << 20,
         max_export_rows: 100_000,
+        limits: Default::default(),
+        metrics: Default::default(),
     };
     let app = Arc::new(
         App::new(

@@ -12,6 +12,7 @@ use driftwatch_common::api::v1::{
     EnrollRequest, EnrollResponse, EventBatch, Heartbeat, HeartbeatResponse, IngestAck,
 };
 use driftwatch_common::chain_key::ChainKey;
+use driftwatch_common::limits;
 use driftwatch_config::collector::CollectorConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -49,6 +50,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A field over its documented maximum (`driftwatch_common::limits`).
+    #[error("{0}")]
+    FieldTooLarge(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -79,6 +83,11 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Most events in one evidence export or bundle (`crate::reports`).
     pub max_export_rows: u32,
+    /// Timeouts, connection cap, failed-authentication throttling (`crate::serve`,
+    /// `crate::guard`).
+    pub limits: driftwatch_config::collector::Limits,
+    /// Whether `/metrics` needs a token.
+    pub metrics: driftwatch_config::collector::MetricsAccess,
 }
 
 impl From<&CollectorConfig> for Settings {
@@ -92,6 +101,8 @@ impl From<&CollectorConfig> for Settings {
             emergency_approval_ms: ms(config.emergency_approval),
             max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
             max_export_rows: u32::try_from(config.max_export_rows).unwrap_or(u32::MAX),
+            limits: config.limits.clone(),
+            metrics: config.metrics.clone(),
         }
     }
 }
@@ -438,6 +449,7 @@ impl<S: Store> App<S> {
             identity::parse(&request.token, TokenKind::Enrollment).ok_or_else(refused)?;
         validate::check_hostname(&request.hostname)
             .map_err(|why| Error::BadRequest(format!("hostname: {why}")))?;
+        refuse_oversized(limits::check_enroll(&request), "nothing was enrolled")?;
         check_name("agent_version", &request.agent_version)?;
         for (key, value) in &request.labels {
             if key.is_empty() || key.len() > 128 || value.len() > 512 {
@@ -516,6 +528,13 @@ impl<S: Store> App<S> {
 
     pub async fn ingest(&self, agent: &Principal, batch: EventBatch) -> Result<IngestAck> {
         let host_id = agent_host(agent, "report events")?;
+        let oversized: Vec<_> = batch
+            .events
+            .iter()
+            .enumerate()
+            .flat_map(|(i, event)| limits::check_event(event, i))
+            .collect();
+        refuse_oversized(oversized, "nothing was stored")?;
         let mut problems = Vec::new();
         for (i, event) in batch.events.iter().enumerate() {
             if event.host_id != host_id {
@@ -666,6 +685,7 @@ impl<S: Store> App<S> {
         heartbeat: Heartbeat,
     ) -> Result<HeartbeatResponse> {
         let host_id = agent_host(agent, "send heartbeats")?;
+        refuse_oversized(limits::check_heartbeat(&heartbeat), "nothing was recorded")?;
         if heartbeat.host_id != host_id {
             return Err(Error::Forbidden(format!(
                 "heartbeat is for host {} but this credential belongs to host {host_id}",
@@ -1212,6 +1232,22 @@ fn agent_host(agent: &Principal, doing: &str) -> Result<Uuid> {
             agent.name, agent.role
         ))),
     }
+}
+
+/// Refuses a request holding any field over its maximum, naming each.
+fn refuse_oversized(found: Vec<limits::TooLarge>, outcome: &str) -> Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = found.iter().take(10).map(ToString::to_string).collect();
+    let more = match found.len() {
+        n if n > 10 => format!(" (and {} more)", n - 10),
+        _ => String::new(),
+    };
+    Err(Error::FieldTooLarge(format!(
+        "{}{more}; {outcome}",
+        shown.join("; ")
+    )))
 }
 
 fn check_name(field: &str, value: &str) -> Result<()> {

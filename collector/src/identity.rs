@@ -25,16 +25,21 @@ pub enum Role {
     Auditor,
     /// A host's agent: reports events and heartbeats, nothing else.
     Agent,
+    /// A metrics scraper: reads `/metrics`, nothing else.
+    Metrics,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Admin,
         Role::ChangeManager,
         Role::Security,
         Role::Auditor,
         Role::Agent,
+        Role::Metrics,
     ];
+    /// Roles that may read `/metrics` when it requires a token.
+    pub const METRICS_READERS: [Role; 3] = [Role::Metrics, Role::Admin, Role::Auditor];
     /// Roles of people (every role but `agent`): they may read the collector's records.
     pub const PEOPLE: [Role; 4] = [
         Role::Admin,
@@ -50,6 +55,7 @@ impl Role {
             Role::Security => "security",
             Role::Auditor => "auditor",
             Role::Agent => "agent",
+            Role::Metrics => "metrics",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`store`]: persistence behind a trait; SQLite today.
 //! - [`matcher`], [`windows`], [`drift`], [`chain`], [`coverage`]: the pure rules.
 //! - [`alerts`], [`audit`]: the outbox and its sinks; the hash-chained audit trail.
+//! - [`serve`], [`guard`]: the accept loop (timeouts, connection cap, client certificates)
+//!   and the throttling of failed authentication.
 
 pub mod alerts;
 pub mod anchor;
@@ -16,6 +18,7 @@ pub mod chain;
 pub mod clock;
 pub mod coverage;
 pub mod drift;
+pub mod guard;
 pub mod identity;
 pub mod matcher;
 pub mod people;

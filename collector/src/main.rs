@@ -253,6 +253,21 @@ async fn serve_command(
         write_atomically(port_file, format!("{bound}\n").as_bytes())
             .with_context(|| format!("cannot write {}", port_file.display()))?;
     }
+    let metrics_listener = match config.metrics.listen {
+        None => None,
+        Some(metrics_addr) => {
+            if let Err(why) = config.check_listen(metrics_addr) {
+                bail!("metrics.listen: {why}");
+            }
+            let listener = TcpListener::bind(metrics_addr)
+                .with_context(|| format!("cannot listen on {metrics_addr} (metrics.listen)"))?;
+            let bound = listener
+                .local_addr()
+                .context("cannot read the bound metrics address")?;
+            tracing::info!(address = %bound, "metrics listening");
+            Some(listener)
+        }
+    };
     let scheme = match config.transport {
         driftwatch_config::collector::Transport::Tls { .. } => "https",
         driftwatch_config::collector::Transport::PlainHttp => "http",
@@ -264,7 +279,11 @@ async fn serve_command(
         stop_signal().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     };
-    let outcome = serve::serve(app, &config.transport, listener, stop).await;
+    let options = serve::ServeOptions {
+        transport: config.transport.clone(),
+        client_ca: config.tls_client_ca.clone(),
+    };
+    let outcome = serve::serve_with(app, &options, listener, metrics_listener, stop).await;
     store.close();
     tracing::info!("stopped");
     outcome.map(|()| EXIT_OK)

@@ -5,12 +5,14 @@
 //! ([`attrs::AttributeSet`]), how content is fingerprinted ([`hash::ContentHash`]),
 //! how byte-exact paths are shown to people and machines ([`pathbytes`]) and how
 //! path globs are matched ([`pattern::GlobList`]), and the versioned wire
-//! format between agents and the collector ([`api::v1`]).
+//! format between agents and the collector ([`api::v1`]) with the
+//! largest value each of its fields may hold ([`limits`]).
 
 pub mod api;
 pub mod attrs;
 pub mod chain_key;
 pub mod hash;
+pub mod limits;
 pub mod pathbytes;
 pub mod pattern;
 pub mod state;

@@ -25,6 +25,21 @@
 //! [tls]                              # PEM files, absolute paths
 //! cert = "/etc/driftwatch/collector.crt"
 //! key = "/etc/driftwatch/collector.key"
+//! client_ca = "/etc/driftwatch/agents-ca.pem"  # optional: agents must present a certificate
+//!                                    # from this CA whose DNS name (SAN) is their hostname
+//!
+//! [limits]
+//! header_read_timeout_secs = 10      # 1..=300; request headers and TLS handshake
+//! idle_timeout_secs = 60             # 1..=3600; no byte either way for this long closes
+//! max_connections = 1024             # 8..=65536; more wait in the accept queue
+//! auth_failures_per_minute = 30      # 1..=100000; per client address, sustained
+//! auth_failure_burst = 20            # 1..=100000; per client address, at once
+//! lockout_failures = 10              # 1..=1000; failures in a row that lock a token id
+//! lockout_secs = 300                 # 1..=86400
+//!
+//! [metrics]
+//! require_token = true               # default true: a metrics, admin or auditor token
+//! listen = "127.0.0.1:9464"          # optional: serve /metrics here only
 //!
 //! [[alert]]                          # any number of sinks, each delivered independently
 //! type = "jsonl"                     # jsonl | webhook | syslog
@@ -66,6 +81,7 @@
 //! (`alert[1].path`); syntax and type errors come alone.
 
 mod compile;
+mod limits;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -75,6 +91,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{ConfigError, ConfigErrors};
+pub use limits::*;
 
 /// The shipped configuration (installed by packaging as /etc/driftwatch/collector.toml).
 pub const DEFAULT_COLLECTOR_TOML: &str = include_str!("../examples/collector.toml");
@@ -167,6 +184,13 @@ pub struct CollectorConfig {
     /// recorded raises an alert.
     pub emergency_approval: Duration,
     pub alerts: Vec<AlertSink>,
+    /// `[limits]`: timeouts, connection cap, failed-authentication throttling.
+    pub limits: Limits,
+    /// `[metrics]`: who may read `/metrics`, and on which address.
+    pub metrics: MetricsAccess,
+    /// `[tls] client_ca`: agents must present a certificate from this CA (PEM) whose DNS
+    /// name is their enrolled hostname.
+    pub tls_client_ca: Option<PathBuf>,
     /// `[audit]`: where the checkpoint signing key lives and how often the head is signed.
     pub audit: AuditSettings,
 }

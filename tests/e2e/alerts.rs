@@ -217,7 +217,7 @@ fn a_failing_webhook_is_retried_until_it_accepts_without_holding_back_the_other_
     );
 
     // Metrics per sink.
-    let metrics = driftwatch_tests::collector::http::get(collector.addr, "/metrics", None);
+    let metrics = driftwatch_tests::collector::http::get(collector.addr, "/metrics", Some(&admin));
     let line = |needle: &[&str]| {
         metrics
             .body

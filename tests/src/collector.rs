@@ -97,18 +97,46 @@ pub struct Collector {
     dir: TempDir,
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Served over TLS: readiness is the port file, not a plain `/readyz`.
+    tls: bool,
+    /// Most file descriptors the process may open (`prlimit`), if limited.
+    fd_limit: Option<u64>,
 }
 
 impl Collector {
     /// Starts with a quick configuration (`hold_secs = 1`) plus `extra` TOML keys.
     #[track_caller]
     pub fn start(extra: &str) -> Collector {
+        Collector::start_configured("plain_http = true\n", extra, None)
+    }
+
+    /// Starts over TLS: `tls` is the `[tls]` table's keys (cert, key, client_ca...).
+    #[track_caller]
+    pub fn start_tls(tls: &str, extra: &str) -> Collector {
+        Collector::start_configured(&format!("[tls]\n{tls}\n"), extra, None)
+    }
+
+    /// Starts with at most `fd_limit` open file descriptors (soft and hard).
+    #[track_caller]
+    pub fn start_with_fd_limit(extra: &str, fd_limit: u64) -> Collector {
+        Collector::start_configured("plain_http = true\n", extra, Some(fd_limit))
+    }
+
+    #[track_caller]
+    fn start_configured(transport: &str, extra: &str, fd_limit: Option<u64>) -> Collector {
         let dir = tempfile::Builder::new()
             .prefix("driftwatch-collector-e2e-")
             .tempdir()
             .expect("create a temp dir");
+        let tls = transport.starts_with("[tls]");
+        // Top-level keys first: a [tls] table would take them as its own.
+        let (head, tail) = if tls {
+            (String::new(), transport.to_owned())
+        } else {
+            (transport.to_owned(), String::new())
+        };
         let config = format!(
-            "plain_http = true\nstate_dir = \"{}\"\nhold_secs = 1\nburst_secs = 5\n{extra}\n\
+            "{head}state_dir = \"{}\"\nhold_secs = 1\nburst_secs = 5\n{tail}{extra}\n\
              [[alert]]\ntype = \"jsonl\"\npath = \"{}\"\n",
             p(&dir.path().join("state")),
             p(&dir.path().join("alerts.jsonl")),
@@ -118,6 +146,8 @@ impl Collector {
             dir,
             child: None,
             addr: "127.0.0.1:0".parse().expect("an address"),
+            tls,
+            fd_limit,
         };
         collector.spawn();
         collector
@@ -133,7 +163,18 @@ impl Collector {
             .append(true)
             .open(self.log_path())
             .expect("open the collector log");
-        let child = Command::new(collector_bin())
+        let mut command = match self.fd_limit {
+            None => Command::new(collector_bin()),
+            Some(limit) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(collector_bin());
+                prlimit
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(self.config())
             .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
@@ -159,7 +200,11 @@ impl Collector {
         );
         self.addr = addr.expect("checked");
         let ready = wait_until(Duration::from_secs(30), || {
-            http::get(self.addr, "/readyz", None).status == 200
+            if self.tls {
+                TcpStream::connect(self.addr).is_ok()
+            } else {
+                http::get(self.addr, "/readyz", None).status == 200
+            }
         });
         assert!(ready, "the collector is not ready:\n{}", self.log());
     }
@@ -510,8 +555,55 @@ pub mod http {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        send(stream, addr, method, path, token, headers, body)
+    }
+
+    /// [`request`] from the local address `source` (any of 127.0.0.0/8 on loopback), so
+    /// that one test can play several clients.
+    #[track_caller]
+    pub fn request_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Response {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let stream = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(source, 0))?;
+                tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+            })
+            .and_then(|stream| stream.into_std())
+            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
+        stream.set_nonblocking(false).expect("blocking socket");
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("content-type", "application/json")]
+        };
+        send(stream, addr, method, path, token, headers, body)
+    }
+
+    #[track_caller]
+    fn send(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("read timeout");

@@ -361,3 +361,31 @@ fn numbers_rewound_under_the_key_continue_from_the_key_so_the_collector_sees_a_g
     assert_eq!(event.seq, 4, "never re-uses a number under a later key");
     assert_eq!(event.mac, Some(event.encode().mac_with(&first.forward(3))));
 }
+
+#[test]
+fn events_are_fitted_to_the_collectors_limits_before_they_are_spooled() {
+    use driftwatch_common::limits::{self, MAX_DIFF_BYTES, MAX_SUBJECT_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = open(&dir);
+    let deep = format!("/{}", "d/".repeat(6000));
+    let mut pending = drift(&deep, 1);
+    pending.diff = Some("+x\n".repeat(40_000));
+    pending.actor = Some(driftwatch_common::api::v1::Actor {
+        source: "audit".into(),
+        exe: Some(format!("/{}", "e".repeat(9000))),
+        ..Default::default()
+    });
+    let committed = commit(&mut spool, &[pending], ROOMY);
+    let spooled = spool.peek(10, u64::MAX).unwrap();
+    let sent: DriftEvent = serde_json::from_str(&spooled[0].body).unwrap();
+    assert_eq!(sent, committed.events[0]);
+    assert_eq!(limits::check_event(&sent, 0), Vec::new());
+    assert!(sent.subject.0.len() <= MAX_SUBJECT_BYTES);
+    assert_eq!(
+        sent.subject,
+        limits::shorten_subject(&SubjectKey::file(deep.as_bytes()))
+    );
+    let diff = sent.diff.unwrap();
+    assert!(diff.len() <= MAX_DIFF_BYTES && diff.ends_with("[diff truncated]\n"));
+    assert!(sent.actor.unwrap().exe.unwrap().ends_with('…'));
+}

@@ -61,6 +61,9 @@ impl From<Error> for ApiError {
             Error::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             Error::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
             Error::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            Error::FieldTooLarge(m) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "field_too_large", m)
+            }
             Error::Store(err) => {
                 tracing::error!(error = %driftwatch_common::pathbytes::Shown(&err.to_string()), "request failed in the store");
                 Self::for_status(StatusCode::INTERNAL_SERVER_ERROR)

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod model;
+pub mod peer;
 pub mod v1;
 
 use std::sync::Arc;
@@ -118,14 +119,35 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    All,
+    /// Everything but `/metrics` (served on its own address).
+    WithoutMetrics,
+    /// `/metrics` and `/healthz` (the metrics listener).
+    MetricsOnly,
+}
+
 pub fn router<S: Store>(app: AppState<S>) -> Router {
+    router_for(app, Endpoints::All)
+}
+
+pub fn router_for<S: Store>(app: AppState<S>, endpoints: Endpoints) -> Router {
     let max_body = app.settings.max_body_bytes;
+    let guard = std::sync::Arc::new(crate::guard::AuthGuard::new(&app.settings.limits));
     let router = routes::<S>()
         .into_iter()
+        .filter(|(_, path, _)| match endpoints {
+            Endpoints::All => true,
+            Endpoints::WithoutMetrics => *path != "/metrics",
+            Endpoints::MetricsOnly => matches!(*path, "/metrics" | "/healthz"),
+        })
         .fold(Router::new(), |router, (_, path, handler)| {
             router.route(path, handler)
         });
     router
+        .layer(axum::Extension(guard))
         .fallback(fallback)
         .method_not_allowed_fallback(|| async {
             ApiError::for_status(StatusCode::METHOD_NOT_ALLOWED)
@@ -191,7 +213,30 @@ async fn readyz<S: Store>(State(app): State<AppState<S>>) -> Response {
     }
 }
 
-async fn metrics<S: Store>(State(app): State<AppState<S>>) -> Response {
+async fn metrics<S: Store>(
+    State(app): State<AppState<S>>,
+    request: axum::extract::Request,
+) -> Response {
+    if app.settings.metrics.require_token {
+        // Only here does a missing token matter: the configuration may leave /metrics open.
+        let (mut parts, _) = request.into_parts();
+        let caller =
+            match <extract::Caller as axum::extract::FromRequestParts<_>>::from_request_parts(
+                &mut parts, &app,
+            )
+            .await
+            {
+                Ok(caller) => caller,
+                Err(refused) => return refused,
+            };
+        if let Err(err) = crate::app::require(
+            &caller.0,
+            &crate::identity::Role::METRICS_READERS,
+            "reading metrics",
+        ) {
+            return ApiError::from(err).into_response();
+        }
+    }
     if let Err(err) = app.refresh_gauges().await {
         tracing::warn!(error = %err, "cannot refresh the gauges");
     }

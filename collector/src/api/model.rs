@@ -8,6 +8,7 @@ use driftwatch_common::api::v1::{AgentHealth, DriftEvent, Inventory};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::api::error::ApiError;
 use crate::clock::{Millis, rfc3339};
 use crate::drift::{DriftStatus, ResolutionCategory};
 use crate::identity::Role;
@@ -370,8 +371,16 @@ impl From<&StoredEvent> for EventView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DriftDetail {
     pub drift: DriftView,
+    /// The latest [`MAX_DRIFT_DETAIL_EVENTS`] events, oldest first.
     pub events: Vec<EventView>,
+    /// Earlier events left out (a host can report any number on one subject).
+    #[serde(default)]
+    pub events_omitted: usize,
 }
+
+/// Most events one `GET /api/v1/drift/{id}` shows (each bounded by
+/// `driftwatch_common::limits`); earlier ones are counted in `events_omitted`.
+pub const MAX_DRIFT_DETAIL_EVENTS: usize = 1_000;
 
 /// `POST /api/v1/drift/{id}/resolve` is [`crate::app::ResolveRequest`].
 pub use crate::app::ResolveRequest as ResolveDrift;
@@ -395,6 +404,36 @@ pub struct WindowQuery {
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/audit`: entries after `after` (a seq), at most `limit` of them, in order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub after: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+/// Most audit entries one `GET /api/v1/audit` returns (also the default): page with `after`.
+pub const MAX_AUDIT_LIMIT: u32 = 10_000;
+
+/// Most drift items one `GET /api/v1/drift` returns (each item's fields are bounded by
+/// `driftwatch_common::limits`, so the answer is bounded too); the default is the same.
+pub const MAX_DRIFT_LIMIT: u32 = 1_000;
+/// Most alerts one `GET /api/v1/alerts` returns; the default is 100.
+pub const MAX_ALERTS_LIMIT: u32 = 10_000;
+pub const DEFAULT_ALERTS_LIMIT: u32 = 100;
+
+/// A listing's `limit`: `default` when unset; 0 or above `max` is refused (never clamped,
+/// so a caller never mistakes a cut listing for the whole).
+pub fn listing_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}, got {n}"
+        ))),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

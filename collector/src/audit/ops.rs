@@ -341,6 +341,8 @@ mod tests {
             emergency_approval_ms: 60_000,
             max_body_bytes: 1 << 16,
             max_export_rows: 10,
+            limits: Default::default(),
+            metrics: Default::default(),
         }
     }
 

@@ -538,7 +538,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Audit(AuditCommand::Log) => {
-            let entries: Vec<AuditEntryView> = client.get("/api/v1/audit").await?;
+            // Paged: the collector answers at most 10,000 entries at a time.
+            let mut entries: Vec<AuditEntryView> = Vec::new();
+            loop {
+                let after = entries.last().map_or(0, |e| e.seq);
+                let page: Vec<AuditEntryView> = client
+                    .get(&format!("/api/v1/audit?after={after}&limit=10000"))
+                    .await?;
+                let done = page.len() < 10_000;
+                entries.extend(page);
+                if done {
+                    break;
+                }
+            }
             client.list(&entries, |e| {
                 format!(
                     "{:>5}  {}  {:<16} {:<26} {}  {}",
@@ -995,6 +1007,12 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
                 client.say(format!(
                     "  resolved {} by {}: {:?} {}",
                     r.at, r.by, r.category, r.comment
+                ));
+            }
+            if detail.events_omitted > 0 {
+                client.say(format!(
+                    "  ({} earlier events not shown)",
+                    detail.events_omitted
                 ));
             }
             for e in &detail.events {

@@ -47,6 +47,12 @@ pub fn settings() -> Settings {
         emergency_approval_ms: 60 * MINUTE,
         max_body_bytes: 64 * 1024,
         max_export_rows: 1000,
+        limits: Default::default(),
+        // The API tests read /metrics without a token; tls.rs checks the default.
+        metrics: driftwatch_config::collector::MetricsAccess {
+            require_token: false,
+            listen: None,
+        },
     }
 }
 

@@ -143,6 +143,15 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
 
     let alerts = compile_alerts(&raw.alert, diag);
     let audit = compile_audit(raw.audit.as_ref(), diag);
+    let limits = super::limits::compile_limits(raw.limits.as_ref(), diag);
+    let metrics = super::limits::compile_metrics(raw.metrics.as_ref(), listen, diag);
+    let tls_client_ca = super::limits::compile_client_ca(
+        raw.tls
+            .as_ref()
+            .and_then(|tls| tls.get_ref().client_ca.as_ref()),
+        matches!(transport, Transport::Tls { .. }),
+        diag,
+    );
 
     let config = CollectorConfig {
         source: source.to_path_buf(),
@@ -159,6 +168,9 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         emergency_approval: Duration::from_secs(emergency),
         alerts,
         audit,
+        limits,
+        metrics,
+        tls_client_ca,
     };
     if let Err(why) = config.check_listen(listen) {
         match (&raw.plain_http, &raw.listen) {
@@ -632,7 +644,7 @@ impl Diagnostics<'_> {
     }
 
     /// An absolute path without `..`, normalised; anything else is reported.
-    fn absolute(&mut self, value: &Spanned<String>, key: &str) -> PathBuf {
+    pub(super) fn absolute(&mut self, value: &Spanned<String>, key: &str) -> PathBuf {
         let text = value.get_ref();
         let normal: PathBuf = Path::new(text).components().collect();
         if !text.starts_with('/') {

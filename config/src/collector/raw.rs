@@ -22,6 +22,8 @@ pub(super) struct CollectorToml {
     pub clock_skew_tolerance_secs: Option<Spanned<i64>>,
     pub silent_after_secs: Option<Spanned<i64>>,
     pub emergency_approval_secs: Option<Spanned<i64>>,
+    pub limits: Option<super::limits::LimitsToml>,
+    pub metrics: Option<super::limits::MetricsToml>,
     /// `[[alert]]` tables; the span of each element is its header.
     #[serde(default)]
     pub alert: Vec<Spanned<AlertToml>>,
@@ -41,6 +43,7 @@ pub(super) struct AuditToml {
 pub(super) struct TlsToml {
     pub cert: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
 }
 
 /// One sink. Every key of every sink type is accepted here, so that a key of another type

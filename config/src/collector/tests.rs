@@ -186,7 +186,7 @@ fn each_validation_error_names_its_place() {
         ("plain_http = true\n[[alert]]\ntype = \"jsonl\"\npath = \"/x\"\nurl = \"u\"\n",
             (5, 7, "alert[0].url", "does not apply to a jsonl sink (it takes path)")),
         ("[tls]\ncert = \"/c\"\nkey = \"/k\"\nallow_plain_http_on_network = true\n",
-            (4, 1, "tls.allow_plain_http_on_network", "unknown field `allow_plain_http_on_network`, expected `cert` or `key`")),
+            (4, 1, "tls.allow_plain_http_on_network", "unknown field `allow_plain_http_on_network`, expected one of `cert`, `key`, `client_ca`")),
     ];
     for (text, expected) in cases {
         check(text, &[*expected]);
@@ -447,5 +447,76 @@ fn the_audit_section_names_the_key_file_and_the_interval() {
             "audit.checkpoint_interval_secs",
             "must be between 1 and 86400, got 0",
         )],
+    );
+}
+
+#[test]
+fn limits_metrics_and_client_ca_have_defaults_and_compile() {
+    let config = valid("plain_http = true\n");
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
+    assert!(config.metrics.require_token);
+    assert_eq!(config.metrics.listen, None);
+    assert_eq!(config.tls_client_ca, None);
+
+    let config = valid(
+        "listen = \"127.0.0.1:8443\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n\
+         client_ca = \"/agents-ca.pem\"\n[limits]\nheader_read_timeout_secs = 2\n\
+         idle_timeout_secs = 5\nmax_connections = 64\nauth_failures_per_minute = 6\n\
+         auth_failure_burst = 3\nlockout_failures = 4\nlockout_secs = 9\n\
+         [metrics]\nrequire_token = false\nlisten = \"127.0.0.1:9464\"\n",
+    );
+    assert_eq!(
+        config.limits,
+        Limits {
+            header_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            auth_failures_per_minute: 6,
+            auth_failure_burst: 3,
+            lockout_failures: 4,
+            lockout: Duration::from_secs(9),
+        }
+    );
+    assert!(!config.metrics.require_token);
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(
+        config.tls_client_ca.as_deref(),
+        Some(Path::new("/agents-ca.pem"))
+    );
+}
+
+#[test]
+fn bad_limits_metrics_and_client_ca_name_their_place() {
+    check(
+        "plain_http = true\n[limits]\nheader_read_timeout_secs = 0\nmax_connections = 1\n\
+         lockout_secs = -1\n[metrics]\nlisten = \"nowhere\"\n",
+        &[
+            (
+                3,
+                28,
+                "limits.header_read_timeout_secs",
+                "between 1 and 300",
+            ),
+            (4, 19, "limits.max_connections", "between 8 and 65536"),
+            (5, 16, "limits.lockout_secs", "between 1 and 86400"),
+            (7, 10, "metrics.listen", "IP address and port"),
+        ],
+    );
+    check(
+        "plain_http = true\n[limits]\nsurprise = 1\n",
+        &[(3, 1, "limits.surprise", "unknown")],
+    );
+    check(
+        "listen = \"127.0.0.1:8443\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n\
+         client_ca = \"relative.pem\"\n",
+        &[(5, 13, "tls.client_ca", "absolute path")],
+    );
+    check(
+        "listen = \"127.0.0.1:8443\"\nplain_http = true\n[metrics]\nlisten = \"127.0.0.1:8443\"\n",
+        &[(4, 10, "metrics.listen", "main `listen`")],
     );
 }

@@ -3,8 +3,8 @@ use axum::extract::State;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::api::extract::Caller;
-use crate::api::model::AuditEntryView;
+use crate::api::extract::{Caller, Params};
+use crate::api::model::{AuditEntryView, AuditQuery, MAX_AUDIT_LIMIT, listing_limit};
 use crate::app::require;
 use crate::audit::ops::EntriesView;
 use crate::audit::signing::PublicKeyView;
@@ -24,8 +24,11 @@ pub async fn verify<S: Store>(
 pub async fn log<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
+    Params(query): Params<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
     require(&caller, &Role::PEOPLE, "reading the audit log")?;
+    let limit = listing_limit(query.limit, MAX_AUDIT_LIMIT, MAX_AUDIT_LIMIT)? as usize;
+    let after = query.after.unwrap_or(0);
     let (entries, _) = app
         .store
         .audit_log()
@@ -34,6 +37,8 @@ pub async fn log<S: Store>(
     Ok(Json(
         entries
             .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
             .map(|e| AuditEntryView {
                 seq: e.seq,
                 at: rfc3339(e.at),

@@ -4,7 +4,10 @@ use axum::extract::State;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
-use crate::api::model::{DriftDetail, DriftQuery, DriftView, EventView, ResolveDrift};
+use crate::api::model::{
+    DriftDetail, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS, MAX_DRIFT_LIMIT,
+    ResolveDrift, listing_limit,
+};
 use crate::app::require;
 use crate::identity::Role;
 use crate::store::{DriftFilter, Store};
@@ -15,12 +18,13 @@ pub async fn list<S: Store>(
     Params(query): Params<DriftQuery>,
 ) -> Result<Json<Vec<DriftView>>, ApiError> {
     require(&caller, &Role::PEOPLE, "reading drift")?;
+    let limit = listing_limit(query.limit, MAX_DRIFT_LIMIT, MAX_DRIFT_LIMIT)?;
     let items = app
         .drift_items(DriftFilter {
             status: query.status,
             host_id: query.host,
             window_id: query.window,
-            limit: Some(query.limit.unwrap_or(1000).min(10_000)),
+            limit: Some(limit),
         })
         .await?;
     Ok(Json(items.iter().map(DriftView::from).collect()))
@@ -33,9 +37,11 @@ pub async fn get<S: Store>(
 ) -> Result<Json<DriftDetail>, ApiError> {
     require(&caller, &Role::PEOPLE, "reading drift")?;
     let (item, events) = app.drift_item(id).await?;
+    let omitted = events.len().saturating_sub(MAX_DRIFT_DETAIL_EVENTS);
     Ok(Json(DriftDetail {
         drift: DriftView::from(&item),
-        events: events.iter().map(EventView::from).collect(),
+        events: events[omitted..].iter().map(EventView::from).collect(),
+        events_omitted: omitted,
     }))
 }
 

@@ -6,7 +6,9 @@ use axum::extract::State;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Caller, Params};
-use crate::api::model::{AlertView, HostView, LimitQuery};
+use crate::api::model::{
+    AlertView, DEFAULT_ALERTS_LIMIT, HostView, LimitQuery, MAX_ALERTS_LIMIT, listing_limit,
+};
 use crate::app::{Error, require};
 use crate::identity::Role;
 use crate::store::Store;
@@ -32,7 +34,7 @@ pub async fn alerts<S: Store>(
     Params(query): Params<LimitQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
     require(&caller, &Role::PEOPLE, "reading alerts")?;
-    let limit = query.limit.unwrap_or(100).min(10_000);
+    let limit = listing_limit(query.limit, DEFAULT_ALERTS_LIMIT, MAX_ALERTS_LIMIT)?;
     let alerts = app.alerts(limit).await?;
     Ok(Json(alerts.iter().map(AlertView::from).collect()))
 }
