@@ -42,6 +42,16 @@ pub struct Heartbeats {
 
 impl Heartbeats {
     pub async fn run(self, cancel: CancellationToken) {
+        // A process's first heartbeat waits until its startup scan is in the spool: a
+        // change that scan finds was made while the agent was down, and the collector then
+        // bounds its time from the last heartbeat of the previous run, not from this start
+        // (otherwise stop, change and restart inside a window would read as authorized).
+        while !self.status.snapshot().ready {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
         let mut probe = Probe::new();
         let mut on_disk = DiskBaseline::new(self.baseline.clone());
         // Results not yet acknowledged by a successful heartbeat.

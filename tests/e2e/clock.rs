@@ -320,6 +320,69 @@ fn events_delivered_after_an_outage_are_judged_by_the_interval_it_spans() {
     assert_eq!(s["events"][0]["not_provably_in"], json!(short));
 }
 
+#[test]
+fn a_change_made_while_the_agent_was_stopped_is_judged_from_its_last_heartbeat() {
+    let collector = Collector::start("clock_skew_tolerance_secs = 1");
+    let who = people(&collector);
+    let host = DaemonHost::new(Some(&collector.url()), "");
+    host.init();
+    let issued = collector
+        .post("/api/v1/enrollment-tokens", Some(&who.admin), &json!({}))
+        .expect(201);
+    host.cli(["enroll", "--token", issued["token"].as_str().unwrap()])
+        .run()
+        .expect(0);
+    let hosts = || collector.get("/api/v1/hosts", &who.admin).expect(200);
+    let hostname = hosts()[0]["hostname"].as_str().unwrap().to_owned();
+    let daemon = host.start();
+    assert!(
+        wait_until(Duration::from_secs(30), || !hosts()[0]["last_seen_at"]
+            .is_null()),
+        "no heartbeat\n{}",
+        daemon.log()
+    );
+    daemon.stop();
+
+    // Root stops the agent; a window opens; the change is made; the agent is started
+    // again inside the window. The change happened while nothing watched: it is not
+    // provably inside the window.
+    std::thread::sleep(Duration::from_secs(3));
+    let tree = host.host.tree().to_str().unwrap().to_owned();
+    let subjects = [format!("file:{tree}/etc/**")];
+    let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+    let window = approved(
+        &collector,
+        &who,
+        "CHG-AFTER-STOP",
+        &hostname,
+        &subjects,
+        (rfc3339(OffsetDateTime::now_utc()), in_minutes(60)),
+        "normal",
+    );
+    host.host.write("etc/app.conf", "port = 6666\n");
+    let daemon = host.start();
+    let subject = format!("file:{tree}/etc/app.conf");
+    let detail = drift_detail(&collector, &who.admin, &subject);
+    assert_eq!(
+        (&detail["drift"]["status"], &detail["drift"]["reason"]),
+        (&json!("open"), &json!("untraced")),
+        "{detail:#}\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        detail["events"][0]["event"]["seen_by"], "startup",
+        "{detail:#}"
+    );
+    assert_eq!(detail["events"][0]["not_provably_in"], json!(window));
+
+    // A change made while the agent runs, inside the window, is authorized.
+    host.host.write("etc/sub/other.conf", "x = 2\n");
+    let subject = format!("file:{tree}/etc/sub/other.conf");
+    let watched = drift_detail(&collector, &who.admin, &subject);
+    assert_eq!(watched["drift"]["status"], "authorized", "{watched:#}");
+    daemon.stop();
+}
+
 /// libfaketime's preload library, if installed (Debian package `faketime`).
 fn libfaketime() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("DRIFTWATCH_LIBFAKETIME") {
