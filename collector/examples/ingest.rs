@@ -53,6 +53,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(&dir.path().join("collector.db"))?;
+    // As in production: entries signed and event decisions sealed with the audit key.
+    let key = Arc::new(driftwatch_collector::audit::AuditKey::from_seed([42; 32]));
+    store.set_audit_key(Arc::clone(&key)).await.map_err(err)?;
     let settings = Settings {
         hold_ms: 300_000,
         burst_ms: 10_000,
@@ -72,7 +75,8 @@ async fn run(windows: usize, hosts: usize, events: usize) -> anyhow::Result<()> 
             driftwatch_collector::alerts::Sinks::none(),
         )
         .await
-        .map_err(err)?,
+        .map_err(err)?
+        .with_audit_key(key, std::time::Duration::from_secs(3600)),
     );
     let person = |name: &str| Principal {
         token_id: uuid::Uuid::nil(),

@@ -86,7 +86,7 @@ async fn run(
     let offline = Command::new(bin)
         .arg("--config")
         .arg(&config)
-        .args(["token", "create", "--name", "root", "--role", "admin"])
+        .args(["token", "create", "--person", "root", "--role", "admin"])
         .output()?;
     if !offline.status.success() {
         bail!(
@@ -259,10 +259,13 @@ async fn run(
         latencies[latencies.len() - 1],
     );
     let client = reqwest::Client::new();
+    // /metrics needs a reader's token (admin will do).
     let metrics = client
         .get(format!("{}/metrics", api.base))
+        .bearer_auth(&admin)
         .send()
         .await?
+        .error_for_status()?
         .text()
         .await?;
     for line in metrics.lines().filter(|l| {

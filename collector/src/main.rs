@@ -406,26 +406,11 @@ async fn audit_verify(
 
 fn print_report(report: &VerifyReport, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(report).expect("reports serialize")
-        );
+        let text = serde_json::to_string_pretty(report).expect("reports serialize");
+        println!("{text}");
         return;
     }
-    if report.ok {
-        println!(
-            "audit log: no problem found in {} entries, head {}",
-            report.entries, report.head_hash
-        );
-        println!("  {}", report.assurance);
-    } else {
-        println!(
-            "audit log ALTERED: {} problem(s) in {} entries",
-            report.findings.len(),
-            report.entries
-        );
-        for finding in &report.findings {
-            println!("  entry {}: {}", finding.seq, finding.problem);
-        }
+    for line in report.text_lines() {
+        println!("{}", driftwatch_common::pathbytes::escape_text(&line));
     }
 }

@@ -650,3 +650,110 @@ fn the_running_collector_alerts_on_a_rewritten_log_and_signs_no_checkpoint_over_
     let report = collector.get("/api/v1/audit/verify", &admin).expect(200);
     assert_eq!(report["ok"], false, "{report:#}");
 }
+
+#[test]
+fn an_event_decision_edited_in_the_database_makes_the_evidence_fail() {
+    let keys = tempfile::tempdir().unwrap();
+    let collector = start(keys.path());
+    let admin = collector.token("admin", "root");
+    let alice = collector.token("change-manager", "alice");
+    let bob = collector.token("change-manager", "bob");
+    let carol = collector.token("auditor", "carol");
+    let web = FakeAgent::enroll(&collector, &admin, "web-1");
+    let window = collector
+        .post(
+            "/api/v1/windows",
+            Some(&alice),
+            &serde_json::json!({
+                "ticket": "CHG-12", "title": "nginx", "kind": "normal",
+                "hosts": {"names": ["web-1"]}, "subjects": ["file:/etc/nginx/**"],
+                "start": in_minutes(-5), "end": in_minutes(55), "time_zone": "UTC",
+            }),
+        )
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    collector
+        .post(
+            &format!("/api/v1/windows/{window}/approve"),
+            Some(&bob),
+            &serde_json::json!({}),
+        )
+        .expect(200);
+    web.report(
+        &collector,
+        &[
+            web.event("file:/etc/nginx/nginx.conf", "2"),
+            web.event("file:/etc/cron.d/backdoor", "1"),
+        ],
+    )
+    .expect(200);
+    let export_path = format!(
+        "/api/v1/reports/export?from={}&to={}&format=json",
+        in_minutes(-60),
+        in_minutes(60)
+    );
+    let honest = collector.get(&export_path, &carol).expect(200);
+    assert_eq!(honest["audit_log"]["ok"], true, "{honest:#}");
+
+    // Someone with the database makes the backdoor read "authorized by CHG-12", copying
+    // the authorized event's decision; the drift item follows.
+    let db = Connection::open(collector.db()).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let forged = db
+        .execute(
+            "UPDATE events SET
+                 outcome = 'authorized', window_id = ?1,
+                 decision = (SELECT decision FROM events WHERE outcome = 'authorized')
+             WHERE subject = 'file:/etc/cron.d/backdoor'",
+            [&window],
+        )
+        .unwrap();
+    assert_eq!(forged, 1);
+    db.execute(
+        "UPDATE drift SET status = 'authorized' WHERE subject = 'file:/etc/cron.d/backdoor'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let export = collector.get(&export_path, &carol).expect(200);
+    let row = export["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["subject"] == "file:/etc/cron.d/backdoor")
+        .unwrap_or_else(|| panic!("{export:#}"));
+    assert_eq!(
+        row["authorization"], "authorized",
+        "the forged row is shown"
+    );
+    let log = &export["audit_log"];
+    assert_eq!(log["ok"], false, "{log:#}");
+    assert!(
+        log["findings"]
+            .to_string()
+            .contains("does not match its seal"),
+        "{log:#}"
+    );
+    // The window's bundle, which now lists the backdoor, says so too.
+    let bundle = collector
+        .get(&format!("/api/v1/windows/{window}/evidence"), &carol)
+        .expect(200);
+    assert_eq!(bundle["content"]["audit_log"]["ok"], false, "{bundle:#}");
+
+    // Removing the seal instead is no better.
+    let db = Connection::open(collector.db()).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE events SET decision_mac = NULL", [])
+        .unwrap();
+    drop(db);
+    let export = collector.get(&export_path, &carol).expect(200);
+    assert!(
+        export["audit_log"]["findings"]
+            .to_string()
+            .contains("has no seal"),
+        "{export:#}"
+    );
+}

@@ -16,6 +16,7 @@
 //! evidence reports (window and drift records) against the entries that recorded them.
 
 mod chain;
+pub mod decisions;
 pub mod evidence;
 pub mod key_file;
 pub mod ops;

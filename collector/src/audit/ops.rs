@@ -33,6 +33,11 @@ pub struct Anchor {
 }
 
 impl Anchor {
+    /// The key that seals event decisions (`super::decisions`).
+    pub fn decision_key(&self) -> [u8; 32] {
+        self.key.decision_key()
+    }
+
     pub fn new(key: Arc<AuditKey>, interval: Duration) -> Anchor {
         Anchor {
             key,
@@ -128,6 +133,11 @@ impl EntriesView {
 }
 
 impl<S: Store> App<S> {
+    /// The key that seals event decisions, when this collector has a signing key.
+    pub(crate) fn decision_key(&self) -> Option<[u8; 32]> {
+        self.audit_anchor.as_ref().map(Anchor::decision_key)
+    }
+
     fn anchor(&self) -> Option<&Anchor> {
         self.audit_anchor.as_ref()
     }

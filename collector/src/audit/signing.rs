@@ -42,6 +42,12 @@ impl AuditKey {
         &self.public
     }
 
+    /// The key that seals event decisions (`super::decisions`), derived one-way from the
+    /// signing key's secret: whoever lacks the signing key cannot make it.
+    pub fn decision_key(&self) -> [u8; 32] {
+        blake3::derive_key(super::decisions::KEY_CONTEXT, &self.signing.to_bytes())
+    }
+
     /// The signature of an audit entry's hash.
     pub fn sign_entry(&self, hash: &[u8; 32]) -> Vec<u8> {
         self.sign(&[ENTRY_DOMAIN, hash]).to_bytes().to_vec()

@@ -50,6 +50,32 @@ impl VerifyReport {
             self.findings.len()
         );
     }
+
+    /// The report for a person: the verdict, then what it proves or each problem.
+    pub fn text_lines(&self) -> Vec<String> {
+        if self.ok {
+            vec![
+                format!(
+                    "audit log: no problem found in {} entries, head {}",
+                    self.entries, self.head_hash
+                ),
+                format!("  {}", self.assurance),
+            ]
+        } else {
+            let verdict = format!(
+                "audit log ALTERED: {} problem(s) in {} entries",
+                self.findings.len(),
+                self.entries
+            );
+            std::iter::once(verdict)
+                .chain(
+                    self.findings
+                        .iter()
+                        .map(|f| format!("  entry {}: {}", f.seq, f.problem)),
+                )
+                .collect()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1122,7 +1122,7 @@ async fn audit_verify(
             stored: &stored,
         },
     );
-    print_verify_report(&report, client.json)?;
+    print_verify_report(&client, &report)?;
     Ok(if report.ok {
         EXIT_OK
     } else {
@@ -1130,24 +1130,12 @@ async fn audit_verify(
     })
 }
 
-fn print_verify_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
-    if json {
+fn print_verify_report(client: &Client, report: &VerifyReport) -> anyhow::Result<()> {
+    if client.json {
         println!("{}", serde_json::to_string_pretty(report)?);
-    } else if report.ok {
-        println!(
-            "audit log: no problem found in {} entries, head {}",
-            report.entries, report.head_hash
-        );
-        println!("  {}", report.assurance);
-    } else {
-        println!(
-            "audit log ALTERED: {} problem(s) in {} entries",
-            report.findings.len(),
-            report.entries
-        );
-        for finding in &report.findings {
-            println!("  entry {}: {}", finding.seq, finding.problem);
-        }
+    }
+    for line in report.text_lines() {
+        client.say(line);
     }
     Ok(())
 }

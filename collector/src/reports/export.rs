@@ -451,6 +451,7 @@ mod tests {
                 chain: "ok".into(),
                 drift_id: None,
                 spool: Default::default(),
+                decision_mac: None,
             },
         }
     }

@@ -13,10 +13,10 @@ use uuid::Uuid;
 use super::export::{Export, ExportRequest};
 use super::{BundleFormat, ExportFormat, bundle, export};
 use crate::app::{App, Error, Result, require};
-use crate::audit::{NewAudit, VerifyReport, evidence};
+use crate::audit::{NewAudit, VerifyReport, decisions, evidence};
 use crate::clock::{parse_instant, rfc3339};
 use crate::identity::{Principal, Role};
-use crate::store::{DriftItem, ExportQuery, Store};
+use crate::store::{DriftItem, ExportQuery, HostEvent, Store};
 use crate::windows::Window;
 
 /// Roles that export periods and fetch any window's bundle.
@@ -119,16 +119,21 @@ pub fn parse_export(params: &ExportParams) -> Result<(ExportRequest, ExportForma
 
 impl<S: Store> App<S> {
     /// At an export: a checkpoint of the head (which now holds the export's own entry),
-    /// the log verified with it, and the decisions of `windows` and `drift` checked
-    /// against their entries: a record that disagrees with the log makes the report fail.
+    /// the log verified with it, the decisions of `windows` and `drift` checked against
+    /// their entries, and each event's decision against its seal: a record that disagrees
+    /// makes the report fail.
     async fn verified_evidence(
         &self,
         windows: &[&Window],
         drift: &[&DriftItem],
+        events: &[HostEvent],
     ) -> Result<VerifyReport> {
         let checked = self.checkpoint_audit().await?;
         let mut report = checked.report;
         report.add_findings(evidence::check(&checked.entries, windows, drift));
+        if let Some(key) = self.decision_key() {
+            report.add_findings(decisions::check(&key, events.iter().map(|e| &e.stored)));
+        }
         report.checkpoint = checked.checkpoint;
         Ok(report)
     }
@@ -169,6 +174,7 @@ impl<S: Store> App<S> {
             .verified_evidence(
                 &records.windows.values().collect::<Vec<_>>(),
                 &records.drift.values().collect::<Vec<_>>(),
+                &records.events,
             )
             .await?;
         tracing::info!(by = %driftwatch_common::pathbytes::Shown(&actor.name), rows = records.events.len(), %format, "evidence exported");
@@ -229,7 +235,11 @@ impl<S: Store> App<S> {
             .window_records(id, self.settings.max_export_rows, audit)
             .await?;
         let verification = self
-            .verified_evidence(&[&window], &records.drift.iter().collect::<Vec<_>>())
+            .verified_evidence(
+                &[&window],
+                &records.drift.iter().collect::<Vec<_>>(),
+                &records.events,
+            )
             .await?;
         Ok((
             bundle::build(&window, &records, verification, &actor.name, now),

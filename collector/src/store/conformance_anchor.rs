@@ -2,8 +2,6 @@
 //! which roots a host was expected on, refuse a judgement made on a stale state, and record
 //! each source (an accept, a re-baseline event) once.
 
-use std::collections::BTreeMap;
-
 use driftwatch_common::api::v1::BaselineAnchor;
 use driftwatch_common::hash::ContentHash;
 use serde_json::json;
@@ -11,8 +9,6 @@ use uuid::Uuid;
 
 use super::*;
 use crate::anchor::{self, AnchorState};
-use crate::audit::NewAudit;
-use crate::identity::Role;
 
 const T0: Millis = 1_800_000_000_000;
 
@@ -24,57 +20,7 @@ fn root(n: u8) -> BaselineAnchor {
 }
 
 pub async fn story<S: Store>(store: S) {
-    let host = Host {
-        id: Uuid::now_v7(),
-        hostname: "web-1".into(),
-        labels: BTreeMap::new(),
-        agent_version: "0.1.0".into(),
-        enrolled_at: T0,
-        last_seen_at: None,
-        skew_ms: 0,
-        inventory: None,
-        health: None,
-        reported_seq: 0,
-        stored_seq: 0,
-        chain_keyed: false,
-    };
-    let enrollment = EnrollmentTokenRecord {
-        id: Uuid::now_v7(),
-        digest: [9; 32],
-        created_by: "root".into(),
-        created_at: T0,
-        expires_at: T0 + 60_000,
-        uses_left: 1,
-    };
-    let audit = |action: &str| NewAudit::new(T0, "root", action, "test", json!({}));
-    store
-        .insert_enrollment_token(enrollment.clone(), audit("enrollment_token.created"))
-        .await
-        .unwrap();
-    let credential = TokenRecord {
-        id: Uuid::now_v7(),
-        name: host.hostname.clone(),
-        role: Role::Agent,
-        host_id: Some(host.id),
-        digest: [7; 32],
-        created_at: T0,
-        created_by: "test".into(),
-        revoked_at: None,
-        person_id: None,
-        person: None,
-        created_by_token: None,
-    };
-    store
-        .enroll(
-            enrollment.id,
-            [9; 32],
-            host.clone(),
-            credential,
-            None,
-            audit("host.enrolled"),
-        )
-        .await
-        .unwrap();
+    let host = super::conformance_evidence::enroll(&store, "web-1", 9).await;
 
     // Nothing known yet.
     let view = store

@@ -147,6 +147,9 @@ pub struct StoredEvent {
     /// stored before bounds existed: from the host's enrollment to their arrival).
     #[serde(default)]
     pub spool: SpoolTime,
+    /// The collector's seal over its decision (`audit::decisions`), checked by evidence.
+    #[serde(skip)]
+    pub decision_mac: Option<[u8; 32]>,
 }
 
 /// An event waiting for review that a newly approved window may cover.

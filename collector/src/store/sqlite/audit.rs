@@ -19,6 +19,11 @@ pub fn set_signer(key: Arc<AuditKey>) {
     SIGNER.with(|signer| *signer.borrow_mut() = Some(key));
 }
 
+/// The key that seals event decisions on this thread, if the store has a signing key.
+pub fn decision_key() -> Option<[u8; 32]> {
+    SIGNER.with(|signer| signer.borrow().as_ref().map(|key| key.decision_key()))
+}
+
 fn sign(hash: &[u8; 32]) -> Option<Vec<u8>> {
     SIGNER.with(|signer| signer.borrow().as_ref().map(|key| key.sign_entry(hash)))
 }

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::alerts::insert_alert;
 use super::rows::{Digest, Id, Json, Named, id, json, opt_id, seq};
+use crate::audit::decisions::{self, DecisionFacts};
 use crate::chain::{self, Authenticity, ChainKeys, ChainProblem, Head, Neighbours, Verdict};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus, ResolutionCategory, Step};
@@ -44,6 +45,7 @@ pub fn ingest(
     };
     let mut outcome = IngestOutcome::default();
     let mut stored_seqs = Vec::new();
+    let decision_key = super::audit::decision_key();
 
     for decided in events {
         let event = &decided.event;
@@ -134,11 +136,26 @@ pub fn ingest(
         };
 
         let drift_id = move_drift(conn, host_id, decided, received_at)?;
+        let seal = decision_key.map(|key| {
+            decisions::mac(
+                &key,
+                &DecisionFacts {
+                    event_id: event.id,
+                    chain_hash: &hash,
+                    received_at,
+                    event_time: decided.event_time,
+                    outcome: &decided.outcome,
+                    chain: chain_word,
+                    drift_id,
+                    spool: &decided.spool,
+                },
+            )
+        });
         conn.execute(
             "INSERT INTO events (id, host_id, seq, chain_hash, chain, subject, kind, observed_at,
                                  event_time, received_at, outcome, decision, window_id, drift_id, body,
-                                 spooled_after, spooled_before, spool)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                                 spooled_after, spooled_before, spool, decision_mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             params![
                 id(event.id),
                 id(host_id),
@@ -157,7 +174,8 @@ pub fn ingest(
                 encoded.json,
                 decided.spool.spooled_after,
                 decided.spool.spooled_before,
-                json(&decided.spool)
+                json(&decided.spool),
+                seal.as_ref().map(|mac| &mac[..])
             ],
         )?;
         outcome.accepted += 1;
@@ -549,10 +567,51 @@ pub fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         chain: r.get(4)?,
         drift_id: r.get::<_, Option<Id>>(5)?.map(|i| i.0),
         spool,
+        decision_mac: r.get::<_, Option<Digest>>(9)?.map(|d| d.0),
     })
 }
 
-pub const EVENT_COLUMNS: &str = "body, received_at, event_time, decision, chain, drift_id, spool, spooled_after, spooled_before";
+pub const EVENT_COLUMNS: &str = "body, received_at, event_time, decision, chain, drift_id, spool, spooled_after, spooled_before, decision_mac";
+
+/// Seals the decision of `event_id` again after the collector changed it (a window approved
+/// after the fact re-judged it).
+pub fn reseal_decision(conn: &Connection, event_id: Uuid, key: &[u8; 32]) -> Result<()> {
+    let stored = conn.query_row(
+        &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"),
+        [id(event_id)],
+        event_row,
+    )?;
+    let seal = decisions::mac_of_stored(key, &stored);
+    conn.execute(
+        "UPDATE events SET decision_mac = ?2 WHERE id = ?1",
+        params![id(event_id), &seal[..]],
+    )?;
+    Ok(())
+}
+
+/// Seals the decision of every stored event that has none (stored before the collector had
+/// its signing key), so that from then on a missing seal is an alteration. Runs on the
+/// database thread once the key is set.
+pub fn seal_unsealed_decisions(conn: &Connection, key: &[u8; 32]) -> Result<u64> {
+    let tx = conn.unchecked_transaction()?;
+    let unsealed: Vec<(Id, StoredEvent)> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {EVENT_COLUMNS}, id FROM events WHERE decision_mac IS NULL"
+        ))?;
+        let id_column = EVENT_COLUMNS.split(", ").count();
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Id>(id_column)?, event_row(r)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (event_id, stored) in &unsealed {
+        let seal = decisions::mac_of_stored(key, stored);
+        tx.execute(
+            "UPDATE events SET decision_mac = ?2 WHERE id = ?1",
+            params![id(event_id.0), &seal[..]],
+        )?;
+    }
+    tx.commit()?;
+    Ok(unsealed.len() as u64)
+}
 
 pub fn spool_marks(conn: &Connection, host_id: Uuid) -> Result<Vec<SpoolMark>> {
     let mut stmt = conn.prepare_cached(

@@ -270,6 +270,12 @@ CREATE TABLE baseline_roots (
 CREATE INDEX baseline_roots_root ON baseline_roots(host_id, root);
 CREATE UNIQUE INDEX baseline_roots_source ON baseline_roots(host_id, source);
 "#,
+    // 11: each event's decision sealed with a key derived from the audit signing key
+    // (`audit::decisions`); NULL until sealed (events stored before: sealed at the first
+    // start with the key).
+    r#"
+ALTER TABLE events ADD COLUMN decision_mac BLOB;
+"#,
 ];
 
 #[cfg(test)]

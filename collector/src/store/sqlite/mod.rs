@@ -132,10 +132,21 @@ impl SqliteStore {
     }
 
     /// Every audit entry appended from now on is signed with `key` (on the database
-    /// thread, in the entry's own transaction).
+    /// thread, in the entry's own transaction), and every event decision sealed with a key
+    /// derived from it (`audit::decisions`).
     pub async fn set_audit_key(&self, key: Arc<AuditKey>) -> Result<()> {
-        self.call(move |_| {
+        self.call(move |conn| {
+            let decision_key = key.decision_key();
             audit::set_signer(key);
+            // Decisions stored before the key existed are sealed now: from here on, a
+            // decision without a seal was edited outside the collector.
+            let sealed = ingest::seal_unsealed_decisions(conn, &decision_key)?;
+            if sealed > 0 {
+                tracing::info!(
+                    events = sealed,
+                    "sealed the decisions of events stored before the signing key"
+                );
+            }
             Ok(())
         })
         .await

@@ -253,6 +253,9 @@ pub fn apply_review(
             )
             .optional()?;
         if let Some(drift_id) = drift_id {
+            if let Some(key) = super::audit::decision_key() {
+                super::ingest::reseal_decision(conn, *event_id, &key)?;
+            }
             outcome.events += 1;
             if let Some(Id(drift_id)) = drift_id {
                 touched.push(drift_id);
