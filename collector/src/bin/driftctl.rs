@@ -1122,7 +1122,7 @@ async fn audit_verify(
             stored: &stored,
         },
     );
-    print_verify_report(&client, &report)?;
+    print_verify_report(client, &report)?;
     Ok(if report.ok {
         EXIT_OK
     } else {
