@@ -58,10 +58,10 @@ path = "$demo/alerts.jsonl"
 EOF
 collector() { "$bin/driftwatch-collector" --config "$demo/collector.toml" "$@"; }
 # People: carol requests changes, dave approves them (never his own), sam is security.
-collector token create --role admin --name alice > "$demo/alice.token"
-collector token create --role change-manager --name carol > "$demo/carol.token"
-collector token create --role change-manager --name dave > "$demo/dave.token"
-collector token create --role security --name sam > "$demo/sam.token"
+collector token create --role admin --person alice > "$demo/alice.token"
+collector token create --role change-manager --person carol > "$demo/carol.token"
+collector token create --role change-manager --person dave > "$demo/dave.token"
+collector token create --role security --person sam > "$demo/sam.token"
 # exec: so the pid recorded is the service's own, and the trap stops it.
 (DRIFTWATCH_LOG=warn exec "$bin/driftwatch-collector" --config "$demo/collector.toml" \
     serve --port-file "$demo/collector.addr" 2> "$demo/collector.log") &

@@ -5,40 +5,51 @@
 //! (`UPDATE events SET decision = ...`) without the evidence saying so.
 
 use driftwatch_common::hash::ContentHash;
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::Finding;
 use crate::clock::Millis;
-use crate::matcher::Outcome;
-use crate::spool_time::SpoolTime;
 use crate::store::StoredEvent;
 
 /// Domain of the key derived from the audit signing key's secret.
 pub const KEY_CONTEXT: &str = "driftwatch collector 2026-12 event decision mac";
 
-/// Everything a decision rests on, by reference: the MAC covers exactly this.
-#[derive(Serialize)]
+/// Everything a decision rests on: the MAC covers exactly this. `outcome` and `spool` are
+/// their JSON as stored (ingest has just written them; a reader re-serializes what it
+/// parsed, which gives the same text).
 pub struct DecisionFacts<'a> {
     pub event_id: Uuid,
     /// The event's chain hash: its content as the host sent it.
     pub chain_hash: &'a ContentHash,
     pub received_at: Millis,
     pub event_time: Millis,
-    pub outcome: &'a Outcome,
+    pub outcome_json: &'a str,
     pub chain: &'a str,
     pub drift_id: Option<Uuid>,
-    pub spool: &'a SpoolTime,
+    pub spool_json: &'a str,
 }
 
-/// The MAC of `facts` under `key` (from `AuditKey::decision_key`).
+/// The MAC of `facts` under `key` (from `AuditKey::decision_key`): keyed BLAKE3 over the
+/// fixed-size fields and the length-prefixed texts, so no two fact sets share an input.
 pub fn mac(key: &[u8; 32], facts: &DecisionFacts<'_>) -> [u8; 32] {
-    let bytes = serde_json::to_vec(facts).expect("decision facts serialize");
-    *blake3::keyed_hash(key, &bytes).as_bytes()
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(facts.event_id.as_bytes());
+    hasher.update(&facts.chain_hash.0);
+    hasher.update(&facts.received_at.to_le_bytes());
+    hasher.update(&facts.event_time.to_le_bytes());
+    hasher.update(facts.drift_id.unwrap_or_default().as_bytes());
+    hasher.update(&[u8::from(facts.drift_id.is_some())]);
+    for text in [facts.outcome_json, facts.chain, facts.spool_json] {
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    *hasher.finalize().as_bytes()
 }
 
 /// The facts of a stored event (its chain hash recomputed from the stored body).
 pub fn mac_of_stored(key: &[u8; 32], stored: &StoredEvent) -> [u8; 32] {
+    let outcome_json = serde_json::to_string(&stored.outcome).expect("outcomes serialize");
+    let spool_json = serde_json::to_string(&stored.spool).expect("spool times serialize");
     mac(
         key,
         &DecisionFacts {
@@ -46,10 +57,10 @@ pub fn mac_of_stored(key: &[u8; 32], stored: &StoredEvent) -> [u8; 32] {
             chain_hash: &stored.event.chain_hash(),
             received_at: stored.received_at,
             event_time: stored.event_time,
-            outcome: &stored.outcome,
+            outcome_json: &outcome_json,
             chain: &stored.chain,
             drift_id: stored.drift_id,
-            spool: &stored.spool,
+            spool_json: &spool_json,
         },
     )
 }
@@ -86,6 +97,8 @@ mod tests {
     use driftwatch_common::api::v1::{ChangeKind, DriftEvent, SeenBy, SubjectKey};
 
     use super::*;
+    use crate::matcher::Outcome;
+    use crate::spool_time::SpoolTime;
 
     fn stored(outcome: Outcome) -> StoredEvent {
         StoredEvent {

@@ -136,6 +136,9 @@ pub fn ingest(
         };
 
         let drift_id = move_drift(conn, host_id, decided, received_at)?;
+        // The decision as stored, and its seal over exactly that text.
+        let outcome_json = json(&decided.outcome);
+        let spool_json = json(&decided.spool);
         let seal = decision_key.map(|key| {
             decisions::mac(
                 &key,
@@ -144,10 +147,10 @@ pub fn ingest(
                     chain_hash: &hash,
                     received_at,
                     event_time: decided.event_time,
-                    outcome: &decided.outcome,
+                    outcome_json: &outcome_json,
                     chain: chain_word,
                     drift_id,
-                    spool: &decided.spool,
+                    spool_json: &spool_json,
                 },
             )
         });
@@ -168,13 +171,13 @@ pub fn ingest(
                 decided.event_time,
                 received_at,
                 decided.outcome.name(),
-                json(&decided.outcome),
+                outcome_json,
                 opt_id(decided.outcome.window_id()),
                 opt_id(drift_id),
                 encoded.json,
                 decided.spool.spooled_after,
                 decided.spool.spooled_before,
-                json(&decided.spool),
+                spool_json,
                 seal.as_ref().map(|mac| &mac[..])
             ],
         )?;
