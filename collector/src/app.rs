@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftwatch_common::api::v1::MAX_SEQ_AHEAD;
 use driftwatch_common::api::v1::{
     EnrollRequest, EnrollResponse, EventBatch, Heartbeat, HeartbeatResponse, IngestAck,
 };
@@ -561,25 +560,8 @@ impl<S: Store> App<S> {
             )));
         }
         let host = self.store.host(host_id).await?;
-        // An absurd `seq` is refused, never trusted: taken as the head, it would make every
-        // later event "late" and switch the chain check off for the host.
-        let mut problems = Vec::new();
-        let mut previous = 0;
-        for (i, event) in batch.events.iter().enumerate() {
-            if event.seq > host.stored_seq.saturating_add(MAX_SEQ_AHEAD) {
-                problems.push(format!(
-                    "events[{i}].seq {} is more than {MAX_SEQ_AHEAD} beyond the highest sequence \
-                     number stored for this host ({})",
-                    event.seq, host.stored_seq
-                ));
-            } else if event.seq < previous {
-                problems.push(format!(
-                    "events[{i}].seq {} is below the one before it ({previous}): send events in order",
-                    event.seq
-                ));
-            }
-            previous = event.seq;
-        }
+        // An absurd `seq` is refused, never trusted.
+        let problems = crate::chain::batch_sequence_problems(&batch.events, host.stored_seq);
         if !problems.is_empty() {
             tracing::warn!(host = %host_id, problems = %problems.join("; "), "batch refused: sequence numbers out of bounds");
             return Err(Error::BadRequest(format!(

@@ -138,6 +138,31 @@ pub struct Neighbours {
     pub successor_prev: Option<ContentHash>,
 }
 
+/// Why a batch's sequence numbers cannot be taken at all (nothing of it is stored): a
+/// number more than [`MAX_SEQ_AHEAD`] beyond the highest stored one (taken as the head, it
+/// would make every later event "late" and switch the chain check off for the host), or
+/// numbers that go down within the batch.
+pub fn batch_sequence_problems(events: &[DriftEvent], stored_seq: u64) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut previous = 0;
+    for (i, event) in events.iter().enumerate() {
+        if event.seq > stored_seq.saturating_add(MAX_SEQ_AHEAD) {
+            problems.push(format!(
+                "events[{i}].seq {} is more than {MAX_SEQ_AHEAD} beyond the highest sequence \
+                 number stored for this host ({stored_seq})",
+                event.seq
+            ));
+        } else if event.seq < previous {
+            problems.push(format!(
+                "events[{i}].seq {} is below the one before it ({previous}): send events in order",
+                event.seq
+            ));
+        }
+        previous = event.seq;
+    }
+    problems
+}
+
 /// Judges `event` (whose chain hash is `hash`) against the host's `head`; below the head,
 /// against what the store holds around its number.
 pub fn check(
@@ -369,6 +394,26 @@ mod tests {
             seq: event.seq,
             hash: event.chain_hash(),
         })
+    }
+
+    #[test]
+    fn an_absurd_or_descending_seq_refuses_the_batch() {
+        let g = DriftEvent::GENESIS;
+        let honest = [event(11, g), event(12, g)];
+        assert!(batch_sequence_problems(&honest, 10).is_empty());
+        // At the bound is fine; one past it, or 2^63-1, is not.
+        assert!(batch_sequence_problems(&[event(10 + MAX_SEQ_AHEAD, g)], 10).is_empty());
+        let far = batch_sequence_problems(&[event(11 + MAX_SEQ_AHEAD, g)], 10);
+        assert_eq!(far.len(), 1);
+        assert!(far[0].contains("beyond the highest"), "{far:?}");
+        let huge = batch_sequence_problems(&[event(i64::MAX as u64, g)], u64::MAX - 1);
+        assert!(
+            huge.is_empty(),
+            "the bound saturates instead of overflowing"
+        );
+        let down = batch_sequence_problems(&[event(12, g), event(11, g)], 10);
+        assert_eq!(down.len(), 1);
+        assert!(down[0].contains("below the one before it"), "{down:?}");
     }
 
     #[test]
