@@ -31,12 +31,7 @@ fn enrolled_host() -> (Collector, String, DaemonHost) {
     let admin = collector.token("admin", "root");
     let host = DaemonHost::new(Some(&collector.url()), "");
     host.init();
-    let issued = collector
-        .post("/api/v1/enrollment-tokens", Some(&admin), &json!({}))
-        .expect(201);
-    host.cli(["enroll", "--token", issued["token"].as_str().unwrap()])
-        .run()
-        .expect(0);
+    host.enroll_at(&collector, &admin);
     (collector, admin, host)
 }
 

@@ -326,14 +326,8 @@ fn a_change_made_while_the_agent_was_stopped_is_judged_from_its_last_heartbeat()
     let who = people(&collector);
     let host = DaemonHost::new(Some(&collector.url()), "");
     host.init();
-    let issued = collector
-        .post("/api/v1/enrollment-tokens", Some(&who.admin), &json!({}))
-        .expect(201);
-    host.cli(["enroll", "--token", issued["token"].as_str().unwrap()])
-        .run()
-        .expect(0);
+    let hostname = host.enroll_at(&collector, &who.admin);
     let hosts = || collector.get("/api/v1/hosts", &who.admin).expect(200);
-    let hostname = hosts()[0]["hostname"].as_str().unwrap().to_owned();
     let daemon = host.start();
     assert!(
         wait_until(Duration::from_secs(30), || !hosts()[0]["last_seen_at"]
@@ -415,16 +409,7 @@ fn a_real_agent_whose_clock_is_set_forward_or_back_is_untraced_and_alerts() {
     let who = people(&collector);
     let host = DaemonHost::new(Some(&collector.url()), "");
     host.init();
-    let issued = collector
-        .post("/api/v1/enrollment-tokens", Some(&who.admin), &json!({}))
-        .expect(201);
-    host.cli(["enroll", "--token", issued["token"].as_str().unwrap()])
-        .run()
-        .expect(0);
-    let hostname = collector.get("/api/v1/hosts", &who.admin).expect(200)[0]["hostname"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hostname = host.enroll_at(&collector, &who.admin);
     let tree = host.host.tree().to_str().unwrap().to_owned();
     let now = OffsetDateTime::now_utc();
     let tomorrow = now + time::Duration::days(1);

@@ -132,12 +132,7 @@ impl Spooled {
         let admin = collector.token("admin", "root");
         let host = DaemonHost::new(Some(&collector.url()), "");
         host.init();
-        let issued = collector
-            .post("/api/v1/enrollment-tokens", Some(&admin), &json!({}))
-            .expect(201);
-        host.cli(["enroll", "--token", issued["token"].as_str().unwrap()])
-            .run()
-            .expect(0);
+        host.enroll_at(&collector, &admin);
         let hosts = collector.get("/api/v1/hosts", &admin).expect(200);
         assert_eq!(hosts[0]["chain"], "authenticated", "{hosts:#}");
         let daemon = host.start();

@@ -483,6 +483,26 @@ impl DaemonHost {
             .expect(crate::EXIT_CLEAN);
     }
 
+    /// Enrolls with the real `collector` through a one-time token `admin` issues; returns
+    /// the hostname it enrolled under.
+    #[track_caller]
+    pub fn enroll_at(&self, collector: &crate::collector::Collector, admin: &str) -> String {
+        let issued = collector
+            .post(
+                "/api/v1/enrollment-tokens",
+                Some(admin),
+                &serde_json::json!({}),
+            )
+            .expect(201);
+        self.cli(["enroll", "--token", issued["token"].as_str().unwrap()])
+            .run()
+            .expect(0);
+        collector.get("/api/v1/hosts", admin).expect(200)[0]["hostname"]
+            .as_str()
+            .expect("the host's name")
+            .to_owned()
+    }
+
     /// Starts `run` and waits (bounded) until it is ready.
     #[track_caller]
     pub fn start(&self) -> Daemon {

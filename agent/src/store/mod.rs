@@ -238,58 +238,25 @@ impl BaselineStore {
             record_bytes as usize,
             records,
         );
-        let mut digest = RootHasher::entries();
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT path, record FROM entries ORDER BY path")
-                .map_err(|e| self.tamper_or_sqlite(e))?;
-            let mut rows = stmt.query([]).map_err(|e| self.tamper_or_sqlite(e))?;
-            while let Some(row) = rows.next().map_err(|e| self.tamper_or_sqlite(e))? {
-                let blob = |i| row.get_ref(i).and_then(|v| v.as_blob().map_err(Into::into));
-                let path = blob(0).map_err(|e| self.tamper_or_sqlite(e))?;
-                let bytes = blob(1).map_err(|e| self.tamper_or_sqlite(e))?;
-                digest.add(path, bytes);
-                let record: Record = postcard::from_bytes(bytes).map_err(|err| {
-                    self.tampered(format!(
-                        "record for {} cannot be decoded ({err})",
-                        PathBytes(path.to_vec())
-                    ))
-                })?;
-                baseline
-                    .push(path, bytes, &record)
-                    .map_err(|err| match err {
-                        PushError::TooLarge => self.tampered(err.to_string()),
-                        PushError::Write(cause) => self.records_file_error(cause),
-                    })?;
-            }
-        }
+        let entries_digest = self.walk_entries(|path, bytes| {
+            let record: Record = postcard::from_bytes(bytes).map_err(|err| {
+                self.tampered(format!(
+                    "record for {} cannot be decoded ({err})",
+                    PathBytes(path.to_vec())
+                ))
+            })?;
+            baseline
+                .push(path, bytes, &record)
+                .map_err(|err| match err {
+                    PushError::TooLarge => self.tampered(err.to_string()),
+                    PushError::Write(cause) => self.records_file_error(cause),
+                })
+        })?;
         baseline
             .finish()
             .map_err(|cause| self.records_file_error(cause))?;
-        baseline.entries_digest = digest.finish();
-        let history_digest = self.history_digest()?;
-        let state_digest = state_digest(&self.conn).map_err(|e| self.tamper_or_sqlite(e))?;
-        let expected = self.key.root(
-            &baseline.entries_digest,
-            &history_digest,
-            state_digest.as_ref(),
-            &meta,
-        );
-        let stored = self.read_meta_value("root")?;
-        if stored.as_deref() != Some(expected.to_hex().as_str()) {
-            return Err(self.tampered(format!(
-                "integrity root mismatch (stored {}, computed {})",
-                stored.as_deref().unwrap_or("nothing"),
-                expected
-            )));
-        }
-        baseline.anchor = integrity::anchor(
-            &baseline.entries_digest,
-            &history_digest,
-            state_digest.as_ref(),
-            &meta,
-        );
+        baseline.entries_digest = entries_digest;
+        baseline.anchor = self.verify_root(&baseline.entries_digest, &meta)?;
         baseline.meta = meta;
         Ok(baseline)
     }
@@ -298,24 +265,41 @@ impl BaselineStore {
     /// daemon's check that the baseline on disk is still the one it runs on.
     pub fn verify_anchor(&self) -> Result<driftwatch_common::api::v1::BaselineAnchor> {
         let meta = self.read_meta()?;
+        let entries = self.walk_entries(|_, _| Ok(()))?;
+        Ok(driftwatch_common::api::v1::BaselineAnchor {
+            root: self.verify_root(&entries, &meta)?,
+            created_at: meta.created_at,
+        })
+    }
+
+    /// Hands every entry (path, encoded record) to `each` in path order and returns the
+    /// entries' digest.
+    fn walk_entries(
+        &self,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<ContentHash> {
         let mut digest = RootHasher::entries();
-        {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT path, record FROM entries ORDER BY path")
-                .map_err(|e| self.tamper_or_sqlite(e))?;
-            let mut rows = stmt.query([]).map_err(|e| self.tamper_or_sqlite(e))?;
-            while let Some(row) = rows.next().map_err(|e| self.tamper_or_sqlite(e))? {
-                let blob = |i| row.get_ref(i).and_then(|v| v.as_blob().map_err(Into::into));
-                let path = blob(0).map_err(|e| self.tamper_or_sqlite(e))?;
-                let record = blob(1).map_err(|e| self.tamper_or_sqlite(e))?;
-                digest.add(path, record);
-            }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path, record FROM entries ORDER BY path")
+            .map_err(|e| self.tamper_or_sqlite(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.tamper_or_sqlite(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.tamper_or_sqlite(e))? {
+            let blob = |i| row.get_ref(i).and_then(|v| v.as_blob().map_err(Into::into));
+            let path = blob(0).map_err(|e| self.tamper_or_sqlite(e))?;
+            let record = blob(1).map_err(|e| self.tamper_or_sqlite(e))?;
+            digest.add(path, record);
+            each(path, record)?;
         }
-        let entries = digest.finish();
+        Ok(digest.finish())
+    }
+
+    /// Checks the keyed root over `entries`, the history, the state entries and `meta`
+    /// (tampered when it differs) and returns the unkeyed anchor the collector keeps.
+    fn verify_root(&self, entries: &ContentHash, meta: &Meta) -> Result<ContentHash> {
         let history = self.history_digest()?;
         let state = state_digest(&self.conn).map_err(|e| self.tamper_or_sqlite(e))?;
-        let expected = self.key.root(&entries, &history, state.as_ref(), &meta);
+        let expected = self.key.root(entries, &history, state.as_ref(), meta);
         let stored = self.read_meta_value("root")?;
         if stored.as_deref() != Some(expected.to_hex().as_str()) {
             return Err(self.tampered(format!(
@@ -324,10 +308,7 @@ impl BaselineStore {
                 expected
             )));
         }
-        Ok(driftwatch_common::api::v1::BaselineAnchor {
-            root: integrity::anchor(&entries, &history, state.as_ref(), &meta),
-            created_at: meta.created_at,
-        })
+        Ok(integrity::anchor(entries, &history, state.as_ref(), meta))
     }
 
     /// The snapshot of a subject's content, checked against the baseline hash.

@@ -838,47 +838,7 @@ pub async fn story<S: Store>(store: S) {
 /// clock): what a backend must keep and return.
 pub async fn clock_story<S: Store>(store: S) {
     use crate::spool_time::{ClockClaim, SpoolMark, SpoolTime};
-    let enrollment = EnrollmentTokenRecord {
-        id: Uuid::now_v7(),
-        digest: [5; 32],
-        created_by: "root".into(),
-        created_at: T0,
-        expires_at: T0 + 60_000,
-        uses_left: 1,
-    };
-    store
-        .insert_enrollment_token(enrollment.clone(), audit("enrollment_token.created"))
-        .await
-        .unwrap();
-    let host = Host {
-        id: Uuid::now_v7(),
-        hostname: "web-9".into(),
-        labels: BTreeMap::new(),
-        agent_version: "0.1.0".into(),
-        enrolled_at: T0,
-        last_seen_at: None,
-        skew_ms: 0,
-        inventory: None,
-        health: None,
-        reported_seq: 0,
-        stored_seq: 0,
-        chain_keyed: false,
-    };
-    let credential = TokenRecord {
-        host_id: Some(host.id),
-        ..token(Role::Agent, "web-9", 3)
-    };
-    store
-        .enroll(
-            enrollment.id,
-            [5; 32],
-            host.clone(),
-            credential,
-            None,
-            audit("host.enrolled"),
-        )
-        .await
-        .unwrap();
+    let host = super::conformance_evidence::enroll(&store, "web-9", 5).await;
     let heartbeat = |at: Millis, last_seq: u64| HeartbeatRecord {
         host_id: host.id,
         received_at: at,
@@ -924,7 +884,7 @@ pub async fn clock_story<S: Store>(store: S) {
         host_id: host.id,
         seq: 0,
         prev: DriftEvent::GENESIS,
-        key: None,
+        key: Some(super::conformance_evidence::key_of(host.id)),
     };
     let spool = |claim| SpoolTime {
         spooled_after: T0 + 240_000,

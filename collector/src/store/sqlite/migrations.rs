@@ -272,9 +272,11 @@ CREATE UNIQUE INDEX baseline_roots_source ON baseline_roots(host_id, source);
 "#,
     // 11: each event's decision sealed with a key derived from the audit signing key
     // (`audit::decisions`); NULL until sealed (events stored before: sealed at the first
-    // start with the key).
+    // start with the key, found through a partial index so later starts read nothing).
     r#"
 ALTER TABLE events ADD COLUMN decision_mac BLOB;
+-- Finds what is still unsealed at start without reading every event (empty once sealed).
+CREATE INDEX events_unsealed ON events(id) WHERE decision_mac IS NULL;
 "#,
 ];
 
