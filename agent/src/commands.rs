@@ -518,7 +518,7 @@ pub fn validate_config(path: &Path, output: Output) -> anyhow::Result<Exit> {
         }
         Err(errors) => {
             report::print_config_errors(path, &errors, output.format)?;
-            Ok(Exit::Error)
+            Ok(Exit::Config)
         }
     }
 }
@@ -544,6 +544,9 @@ pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 
 /// Maps an error to its exit code: integrity failures get their own.
 pub fn exit_for_error(err: &anyhow::Error) -> Exit {
+    if driftwatch_common::logging::is_config_refused(err.as_ref()) {
+        return Exit::Config;
+    }
     match err.downcast_ref::<StoreError>() {
         Some(store_err) if store_err.is_integrity_failure() => Exit::Integrity,
         _ => Exit::Error,

@@ -42,4 +42,7 @@ pub enum Exit {
     Incomplete = 3,
     /// The baseline failed its integrity check: it was modified outside driftwatch.
     Integrity = 4,
+    /// The configuration was refused (`EX_CONFIG`): nothing was done. The unit does not
+    /// restart on it (`RestartPreventExitStatus=78`): a person must fix the file.
+    Config = 78,
 }

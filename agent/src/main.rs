@@ -1,24 +1,25 @@
 //! `driftwatch-agent`: the host agent's command-line interface.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
 use driftwatch_agent::Exit;
 use driftwatch_agent::commands::{self, Output, Target};
 use driftwatch_agent::report::Format;
 use driftwatch_agent::store::StorePaths;
+use driftwatch_common::logging::{ConfigRefused, LogFormat, LogOutput};
 use driftwatch_config::AgentConfig;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  no drift: every subject matches the baseline
   1  drift found
-  2  error: nothing was compared (bad configuration, no baseline, I/O failure...)
+  2  error: nothing was compared (no baseline, I/O failure...)
   3  no drift found, but some subjects could not be read or checked
-  4  the baseline failed its integrity check (modified outside driftwatch)";
+  4  the baseline failed its integrity check (modified outside driftwatch)
+ 78  the configuration was refused (each problem with file, line and key): nothing was done";
 
 /// Detects configuration drift and unauthorized change on this host.
 #[derive(Parser)]
@@ -37,18 +38,13 @@ struct Cli {
     #[arg(long, global = true, env = "DRIFTWATCH_LOG", default_value = "info")]
     log_level: String,
 
-    /// Log line format on stderr.
+    /// Log line format on stderr, fatal errors included (under systemd's journal: no
+    /// timestamp of our own and a priority per line).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -109,19 +105,23 @@ enum Command {
 const RUN_EXIT_CODES: &str = "\
 Exit codes:
   0  stopped cleanly (SIGTERM or SIGINT); undelivered events stay in the spool
-  2  error: could not start (bad configuration, no baseline, another agent running...)
-  4  the baseline failed its integrity check (modified outside driftwatch): not started";
+  2  error: could not start (no baseline, another agent running...)
+  4  the baseline failed its integrity check (modified outside driftwatch): not started
+ 78  the configuration was refused: not started, and systemd does not restart it
+SIGHUP reloads the configuration; a refused file keeps the running one (error logged).";
 
 const ENROLL_EXIT_CODES: &str = "\
 Exit codes:
   0  enrolled: the credential is stored (0600) in the state directory
-  2  error: nothing was stored (collector unreachable, token refused or used, already enrolled...)";
+  2  error: nothing was stored (collector unreachable, token refused or used, already enrolled...)
+ 78  the configuration was refused: nothing was stored";
 
 const STATUS_EXIT_CODES: &str = "\
 Exit codes:
   0  the daemon runs and reports no problem
   2  the daemon is not running (or its state cannot be read)
-  3  the daemon runs, with problems (spool full, delivery failing, unwatched subtrees...)";
+  3  the daemon runs, with problems (spool full, delivery failing, unwatched subtrees...)
+ 78  the configuration was refused";
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -217,8 +217,9 @@ impl OutputArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = init_logging(&cli.log_level, cli.log_format) {
-        eprintln!("error: {err:#}");
+    let log = LogOutput::detect(cli.log_format);
+    if let Err(err) = init_logging(&cli.log_level, log) {
+        log.fatal(LOG_TARGET, "", &format!("{err:#}"));
         return ExitCode::from(Exit::Error as u8);
     }
     let exit = match run(&cli) {
@@ -226,7 +227,7 @@ fn main() -> ExitCode {
         // A reader that went away (`check | head`) is not worth an error message.
         Err(err) if is_broken_pipe(&err) => Exit::Error,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            log.fatal(LOG_TARGET, "", &format!("{err:#}"));
             commands::exit_for_error(&err)
         }
     };
@@ -337,24 +338,21 @@ fn resolve(cli: &Cli, args: &TargetArgs, workers: Option<u16>) -> anyhow::Result
     Ok(Target { config, store })
 }
 
+/// Fatal errors' `target` under `--log-format json`, as the log lines name this crate.
+const LOG_TARGET: &str = "driftwatch_agent";
+
+/// The configuration, or a [`ConfigRefused`] error (exit 78) listing every problem.
 fn load_config(path: &Path) -> anyhow::Result<AgentConfig> {
     AgentConfig::load(path).map_err(|errors| {
-        anyhow!(
+        anyhow::Error::new(ConfigRefused(format!(
             "{errors}\n(fix the configuration, or use `--path DIR --db FILE` to check one tree without one)"
-        )
+        )))
     })
 }
 
-fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+fn init_logging(filter: &str, log: LogOutput) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid --log-level `{filter}`"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    log.init_tracing(filter);
     Ok(())
 }

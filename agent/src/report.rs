@@ -482,6 +482,17 @@ pub fn print_config_errors(path: &Path, errors: &ConfigErrors, format: Format) -
         return print_json(&json!({ "file": path, "valid": false, "errors": list }));
     }
     let mut err = io::stderr().lock();
+    // In the journal (`ExecReload=` validates first), one line with the err priority.
+    if driftwatch_common::logging::stderr_is_journal() {
+        let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        return writeln!(
+            err,
+            "<3>error: {}: {} error(s): {}",
+            path.display(),
+            errors.0.len(),
+            problems.join("; ")
+        );
+    }
     for error in &errors.0 {
         writeln!(err, "error: {error}")?;
     }

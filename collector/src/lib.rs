@@ -22,6 +22,7 @@ pub mod guard;
 pub mod identity;
 pub mod matcher;
 pub mod people;
+pub mod reload;
 pub mod reports;
 pub mod serve;
 pub mod spool_time;

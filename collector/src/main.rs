@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use driftwatch_collector::app::{App, Settings};
 use driftwatch_collector::audit::VerifyReport;
 use driftwatch_collector::clock::SystemClock;
 use driftwatch_collector::identity::Role;
 use driftwatch_collector::store::SqliteStore;
-use driftwatch_collector::{alerts, audit, serve, telemetry};
+use driftwatch_collector::{alerts, audit, reload, serve};
+use driftwatch_common::logging::{ConfigRefused, EXIT_CONFIG, LogFormat, LogOutput};
 use driftwatch_config::collector::CollectorConfig;
 use driftwatch_config::collector::DEFAULT_COLLECTOR_CONFIG_PATH;
 
@@ -23,6 +24,7 @@ use driftwatch_config::collector::DEFAULT_COLLECTOR_CONFIG_PATH;
 const EXIT_OK: u8 = 0;
 const EXIT_AUDIT_BROKEN: u8 = 1;
 const EXIT_ERROR: u8 = 2;
+// EXIT_CONFIG (78): the configuration was refused; the unit does not restart on it.
 
 #[derive(Parser)]
 #[command(
@@ -30,8 +32,14 @@ const EXIT_ERROR: u8 = 2;
     version,
     about = "The driftwatch collector: ingests drift from agents, matches it against approved \
              change windows and alerts on what no approval covers",
-    after_help = "Exit codes: 0 success, 1 `audit verify` found the audit log altered, 2 error.\n\
-                  Logs go to stderr; DRIFTWATCH_LOG sets the filter (e.g. `debug`)."
+    after_help = "Exit codes: 0 success, 1 `audit verify` found the audit log altered, 2 error,\n\
+                  78 the configuration was refused (every problem with file, line and key; \
+                  nothing was started or written).\n\
+                  Logs go to stderr; DRIFTWATCH_LOG sets the filter (e.g. `debug`). Under \
+                  systemd's journal (JOURNAL_STREAM) lines carry a priority and no timestamp.\n\
+                  `serve` reloads the TLS certificate, key and client CA on SIGHUP; other \
+                  changed settings are logged as needing a restart, and a refused file keeps \
+                  the running configuration."
 )]
 struct Cli {
     /// The configuration file.
@@ -42,6 +50,9 @@ struct Cli {
         default_value = DEFAULT_COLLECTOR_CONFIG_PATH
     )]
     config: PathBuf,
+    /// Log line format on stderr, fatal errors included.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,11 +67,12 @@ enum Command {
         /// Write the address actually listened on to this file once listening.
         #[arg(long)]
         port_file: Option<PathBuf>,
-        /// Log one JSON object per line instead of text.
-        #[arg(long)]
+        /// Deprecated: `--log-format json`.
+        #[arg(long, hide = true)]
         log_json: bool,
     },
-    /// Check the configuration file and print every problem with its place.
+    /// Check the configuration file and print every problem with its place; with TLS, also
+    /// load the certificate, key and client CA (what a reload would load).
     ValidateConfig,
     /// API tokens, offline (for the first admin token, or when the API is down).
     #[command(subcommand)]
@@ -116,15 +128,36 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_json = matches!(cli.command, Command::Serve { log_json: true, .. });
-    telemetry::init_logging(log_json);
+    let deprecated_json = matches!(cli.command, Command::Serve { log_json: true, .. });
+    let format = if deprecated_json {
+        LogFormat::Json
+    } else {
+        cli.log_format
+    };
+    let log = LogOutput::detect(format);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    log.init_tracing(filter);
+    if deprecated_json {
+        tracing::warn!("`serve --log-json` is deprecated: use `--log-format json`");
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("driftwatch-collector: error: {err:#}");
-            ExitCode::from(EXIT_ERROR)
+            log.fatal(
+                "driftwatch_collector",
+                "driftwatch-collector: ",
+                &format!("{err:#}"),
+            );
+            let refused = err.chain().any(|cause| cause.is::<ConfigRefused>());
+            ExitCode::from(if refused { EXIT_CONFIG } else { EXIT_ERROR })
         }
     }
+}
+
+/// `why` as a refused configuration (exit 78).
+fn refused(why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(ConfigRefused(why.to_string()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -135,12 +168,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::ValidateConfig => {
+            // What a reload would load too: `ExecReload=` runs this before the SIGHUP.
+            serve::LiveTls::for_transport(&config.transport, config.tls_client_ca.as_deref())
+                .map_err(|err| refused(format!("{}: {err:#}", config.source.display())))?;
             println!("{}: ok", config.source.display());
             Ok(EXIT_OK)
         }
         Command::Serve {
             listen, port_file, ..
-        } => runtime.block_on(serve_command(config, listen, port_file)),
+        } => runtime.block_on(serve_command(config, cli.config, listen, port_file)),
         Command::Token(TokenCommand::Create { role, person }) => {
             runtime.block_on(token_create(&config, role, &person))
         }
@@ -182,11 +218,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 
 fn load_config(path: &Path) -> anyhow::Result<CollectorConfig> {
     CollectorConfig::load(path).map_err(|errors| {
-        anyhow::anyhow!(
+        refused(format!(
             "invalid configuration ({} problem{}):\n{errors}",
             errors.0.len(),
             if errors.0.len() == 1 { "" } else { "s" }
-        )
+        ))
     })
 }
 
@@ -227,15 +263,22 @@ async fn app(
 
 async fn serve_command(
     config: CollectorConfig,
+    config_path: PathBuf,
     listen: Option<SocketAddr>,
     port_file: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
+    // From here on SIGHUP reloads instead of ending the process (a logrotate postrotate).
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     let addr = listen.unwrap_or(config.listen);
     if let Err(why) = config.check_listen(addr) {
-        bail!("{why}");
+        return Err(refused(why));
     }
-    // Sinks first: a missing secret or CA file stops the start before anything is written.
-    let sinks = alerts::Sinks::from_config(&config.alerts).map_err(|why| anyhow::anyhow!(why))?;
+    // Sinks and TLS files first: a missing secret, CA, certificate or key stops the start
+    // before anything is written.
+    let sinks = alerts::Sinks::from_config(&config.alerts).map_err(refused)?;
+    let tls = serve::LiveTls::for_transport(&config.transport, config.tls_client_ca.as_deref())
+        .map_err(|err| refused(format!("{err:#}")))?;
     let store = open_store(&config)?;
     let app = app(&config, store.clone(), sinks).await?;
     if app
@@ -257,7 +300,7 @@ async fn serve_command(
         None => None,
         Some(metrics_addr) => {
             if let Err(why) = config.check_listen(metrics_addr) {
-                bail!("metrics.listen: {why}");
+                return Err(refused(format!("metrics.listen: {why}")));
             }
             let listener = TcpListener::bind(metrics_addr)
                 .with_context(|| format!("cannot listen on {metrics_addr} (metrics.listen)"))?;
@@ -283,7 +326,19 @@ async fn serve_command(
         transport: config.transport.clone(),
         client_ca: config.tls_client_ca.clone(),
     };
-    let outcome = serve::serve_with(app, &options, listener, metrics_listener, stop).await;
+    let reloading = {
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                tracing::info!(config = %config_path.display(), "SIGHUP: reloading the configuration");
+                reload::reload(&config_path, &config, tls.as_deref());
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        })
+    };
+    let outcome = serve::serve_live(app, &options, tls, listener, metrics_listener, stop).await;
+    reloading.abort();
     store.close();
     tracing::info!("stopped");
     outcome.map(|()| EXIT_OK)

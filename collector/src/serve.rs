@@ -18,14 +18,18 @@
 //!   handled is closed (slow bodies, HTTP/2, idle keep-alive);
 //! - each request carries the client's address (`ConnectInfo`) and, over TLS, the client
 //!   certificate it presented ([`PeerCertificate`]), for `crate::api`.
+//!
+//! The TLS setup (certificate chain, key, client CA) is a [`LiveTls`]: each new connection
+//! takes the current one, and a reload (SIGHUP) replaces it without touching connections
+//! already open.
 
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -106,15 +110,22 @@ pub async fn serve_with<S: Store>(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = LiveTls::for_transport(&options.transport, options.client_ca.as_deref())?;
+    serve_live(app, options, tls, listener, metrics_listener, shutdown).await
+}
+
+/// [`serve_with`] on a TLS setup the caller keeps, to replace it while serving
+/// ([`LiveTls::replace`]); `None` for plain HTTP.
+pub async fn serve_live<S: Store>(
+    app: Arc<App<S>>,
+    options: &ServeOptions,
+    tls: Option<Arc<LiveTls>>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let limits = app.settings.limits.clone();
-    let tls = match &options.transport {
-        Transport::PlainHttp => None,
-        Transport::Tls { cert, key } => Some(TlsAcceptor::from(tls_config(
-            cert,
-            key,
-            options.client_ca.as_deref(),
-        )?)),
-    };
+    // Plain HTTP; over TLS each connection takes the policy of the setup it was accepted with.
     let policy = ClientCertPolicy {
         required_for_agents: options.client_ca.is_some(),
     };
@@ -219,7 +230,7 @@ fn to_tokio(listener: TcpListener) -> anyhow::Result<tokio::net::TcpListener> {
 #[derive(Clone)]
 struct Served {
     router: Router,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<LiveTls>>,
     policy: ClientCertPolicy,
     limits: Limits,
     slots: Arc<Semaphore>,
@@ -340,8 +351,12 @@ async fn serve_one(
         activity: Arc::clone(&activity),
     };
     match &served.tls {
-        None => drive(io, peer, None, served, builder, watcher, activity).await,
-        Some(acceptor) => {
+        None => {
+            let policy = served.policy;
+            drive(io, peer, None, policy, served, builder, watcher, activity).await
+        }
+        Some(live) => {
+            let (acceptor, policy) = live.current();
             let handshake = acceptor.accept(io);
             let stream =
                 match tokio::time::timeout(served.limits.header_read_timeout, handshake).await {
@@ -365,6 +380,7 @@ async fn serve_one(
                 stream,
                 peer,
                 certificate,
+                policy,
                 served,
                 builder,
                 watcher,
@@ -375,10 +391,12 @@ async fn serve_one(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive<I>(
     io: I,
     peer: SocketAddr,
     certificate: Option<Arc<CertificateDer<'static>>>,
+    policy: ClientCertPolicy,
     served: &Served,
     builder: Builder<TokioExecutor>,
     watcher: Watcher,
@@ -386,7 +404,6 @@ async fn drive<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let policy = served.policy;
     let busy = Arc::clone(&activity);
     let service = served
         .router
@@ -627,6 +644,62 @@ fn connection_slots(configured: u32) -> usize {
         return usize::try_from(lowered).unwrap_or(1);
     }
     usize::try_from(configured).unwrap_or(usize::MAX)
+}
+
+/// The TLS setup new connections are accepted with: replaced whole (certificate chain, key,
+/// client CA and the policy that follows from it) by [`LiveTls::replace`]; connections
+/// already open keep the one they were accepted with.
+pub struct LiveTls {
+    current: RwLock<(TlsAcceptor, ClientCertPolicy)>,
+}
+
+impl LiveTls {
+    /// Loads the certificate chain, key and client CA (errors name the file).
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<LiveTls> {
+        Ok(LiveTls {
+            current: RwLock::new(Self::setup(cert, key, client_ca)?),
+        })
+    }
+
+    /// [`LiveTls::load`] for a TLS transport, `None` for plain HTTP.
+    pub fn for_transport(
+        transport: &Transport,
+        client_ca: Option<&Path>,
+    ) -> anyhow::Result<Option<Arc<LiveTls>>> {
+        match transport {
+            Transport::PlainHttp => Ok(None),
+            Transport::Tls { cert, key } => {
+                Ok(Some(Arc::new(LiveTls::load(cert, key, client_ca)?)))
+            }
+        }
+    }
+
+    /// Loads the files again and serves new connections with them; on an error the setup
+    /// in force stays.
+    pub fn replace(&self, cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<()> {
+        let setup = Self::setup(cert, key, client_ca)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = setup;
+        Ok(())
+    }
+
+    fn current(&self) -> (TlsAcceptor, ClientCertPolicy) {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn setup(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> anyhow::Result<(TlsAcceptor, ClientCertPolicy)> {
+        let config = tls_config(cert, key, client_ca)?;
+        let policy = ClientCertPolicy {
+            required_for_agents: client_ca.is_some(),
+        };
+        Ok((TlsAcceptor::from(config), policy))
+    }
 }
 
 /// rustls with the certificate chain and key; with a client CA, a client certificate is

@@ -1,4 +1,4 @@
-//! Logs (tracing to stderr, which journald captures) and the Prometheus recorder.
+//! The Prometheus recorder. (Logs: `driftwatch_common::logging`, set up by each binary.)
 
 use std::sync::OnceLock;
 
@@ -16,19 +16,4 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("no other metrics recorder is installed")
     })
-}
-
-/// Logs to stderr: `DRIFTWATCH_LOG` filters (default `info`), `json` = true for JSON lines.
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

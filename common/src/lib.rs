@@ -7,12 +7,18 @@
 //! path globs are matched ([`pattern::GlobList`]), and the versioned wire
 //! format between agents and the collector ([`api::v1`]) with the
 //! largest value each of its fields may hold ([`limits`]).
+//!
+//! The one exception to "no I/O" is [`logging`] (feature `logging`): how the binaries write
+//! their logs and fatal errors to stderr, shared so that agent, collector and `driftctl`
+//! behave alike under journald.
 
 pub mod api;
 pub mod attrs;
 pub mod chain_key;
 pub mod hash;
 pub mod limits;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod pathbytes;
 pub mod pattern;
 pub mod state;

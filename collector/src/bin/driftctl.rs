@@ -59,6 +59,9 @@ struct Cli {
     /// Print the collector's JSON answer instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Format of error messages on stderr (json: one JSON object per line).
+    #[arg(long, global = true, value_enum, default_value_t = driftwatch_common::logging::LogFormat::Text)]
+    log_format: driftwatch_common::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -332,20 +335,21 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log = driftwatch_common::logging::LogOutput::detect(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("driftctl: error: cannot start: {err}");
+            log.fatal("driftctl", "driftctl: ", &format!("cannot start: {err}"));
             return ExitCode::from(EXIT_ERROR);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("driftctl: error: {}", escape_text(&format!("{err:#}")));
+            log.fatal("driftctl", "driftctl: ", &escape_text(&format!("{err:#}")));
             ExitCode::from(EXIT_ERROR)
         }
     }
