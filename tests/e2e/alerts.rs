@@ -497,7 +497,7 @@ fn a_missing_webhook_secret_file_stops_the_start_with_a_clear_error() {
         .arg(&config)
         .args(["serve", "--listen", "127.0.0.1:0"]);
     driftwatch_tests::collector::run(cmd, Duration::from_secs(30))
-        .expect(2)
+        .expect(78)
         .stderr_has("alert sink `webhook`: cannot read secret_file")
         .stderr_has("no-such.secret");
     assert!(

@@ -367,7 +367,7 @@ fn configuration_errors_name_the_file_line_and_key() {
     let mut cmd = std::process::Command::new(driftwatch_tests::collector::collector_bin());
     cmd.arg("--config").arg(&bad).arg("validate-config");
     let run = driftwatch_tests::collector::run(cmd, Duration::from_secs(30));
-    run.expect(2)
+    run.expect(78)
         .stderr_has("3 problems")
         .stderr_has(
             "bad.toml:2:14: plain_http: plain HTTP on 0.0.0.0:8443 would send tokens in clear text",
@@ -376,7 +376,7 @@ fn configuration_errors_name_the_file_line_and_key() {
         .stderr_has("bad.toml:6:7: alert[0].url: unsupported URL scheme `ftp`");
     collector
         .cli(&["serve", "--listen", "0.0.0.0:0"])
-        .expect(2)
+        .expect(78)
         .stderr_has("would send tokens in clear text");
     collector
         .cli(&["validate-config"])
@@ -533,6 +533,6 @@ fn the_clis_explain_themselves_and_their_errors() {
         &["--config", "/nonexistent/collector.toml", "validate-config"],
         None,
     )
-    .expect(2)
+    .expect(78)
     .stderr_has("/nonexistent/collector.toml: cannot read the file");
 }

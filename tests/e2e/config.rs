@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use driftwatch_tests::{Agent, EXIT_CLEAN, EXIT_DRIFT, EXIT_ERROR, HostDir, drift_for, drifts, p};
+use driftwatch_tests::{
+    Agent, EXIT_CLEAN, EXIT_CONFIG, EXIT_DRIFT, EXIT_ERROR, HostDir, drift_for, drifts, p,
+};
 
 fn write_config(host: &HostDir, name: &str, text: &str) -> PathBuf {
     let path = host.root().join(name);
@@ -100,7 +102,7 @@ fn every_semantic_error_is_located() {
     let host = HostDir::new();
     let config = write_config(&host, "bad.toml", BAD_CONFIG);
     let run = with_config(&config, &["validate-config"]).run();
-    run.expect(EXIT_ERROR);
+    run.expect(EXIT_CONFIG);
     let file = p(&config);
     for (line, column, key) in [
         (1, 13, "state_dir"),
@@ -115,7 +117,7 @@ fn every_semantic_error_is_located() {
     assert!(run.stdout.is_empty(), "{run}");
 
     let run = with_config(&config, &["validate-config", "--json"]).run();
-    run.expect(EXIT_ERROR);
+    run.expect(EXIT_CONFIG);
     let json = run.json();
     assert_eq!(json["valid"], false);
     let errors = json["errors"].as_array().unwrap();
@@ -136,7 +138,7 @@ fn unknown_key_is_located() {
     );
     with_config(&config, &["validate-config"])
         .run()
-        .expect(EXIT_ERROR)
+        .expect(EXIT_CONFIG)
         .stderr_has(&format!("{}:5:1: rule[0].exlcude", p(&config)))
         .stderr_has("unknown field");
 }
@@ -147,7 +149,7 @@ fn syntax_error_is_located() {
     let config = write_config(&host, "syntax.toml", "[[rule]\npath = \"/etc\"\n");
     with_config(&config, &["validate-config"])
         .run()
-        .expect(EXIT_ERROR)
+        .expect(EXIT_CONFIG)
         .stderr_has(&format!("{}:1:", p(&config)));
 }
 
@@ -158,7 +160,7 @@ fn missing_config_file_is_named() {
     for args in [&["validate-config"][..], &["check"], &["baseline", "init"]] {
         with_config(&missing, args)
             .run()
-            .expect(EXIT_ERROR)
+            .expect(EXIT_CONFIG)
             .stderr_has(p(&missing))
             .stderr_has("cannot read");
     }
@@ -181,7 +183,7 @@ fn invalid_config_writes_nothing() {
     for args in [&["check"][..], &["baseline", "init"], &["baseline", "show"]] {
         with_config(&config, args)
             .run()
-            .expect(EXIT_ERROR)
+            .expect(EXIT_CONFIG)
             .stderr_has(&format!("{}:4:", p(&config)));
     }
     assert!(

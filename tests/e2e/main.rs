@@ -24,5 +24,6 @@ mod matching;
 mod mtls;
 mod people;
 mod permissions;
+mod service;
 mod spool_chain;
 mod state;

@@ -40,6 +40,8 @@ pub const EXIT_ERROR: i32 = 2;
 pub const EXIT_INCOMPLETE: i32 = 3;
 /// The baseline failed its integrity check.
 pub const EXIT_INTEGRITY: i32 = 4;
+/// The configuration was refused (`EX_CONFIG`), agent and collector alike.
+pub const EXIT_CONFIG: i32 = 78;
 
 /// The uid and gid the agent runs as under [`Agent::unprivileged`] (`nobody`).
 pub const NOBODY: u32 = 65534;
