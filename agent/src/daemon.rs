@@ -217,9 +217,11 @@ async fn reload(
     status: &StatusHandle,
 ) -> anyhow::Result<Generation> {
     let refuse = |errors: Vec<String>| {
-        for error in &errors {
-            error!(error = %error, "configuration reload refused; the running configuration stays in force");
-        }
+        // One line (one journal entry at priority err) naming every problem.
+        error!(
+            errors = %errors.join("; "),
+            "configuration reload refused; the running configuration stays in force"
+        );
         status.update(|s| {
             s.last_reload = Some(ReloadRecord {
                 at: OffsetDateTime::now_utc(),

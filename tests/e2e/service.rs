@@ -283,7 +283,7 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections() {
     collector.signal("HUP");
     wait_for_log(&collector, "configuration reload refused", 1);
     assert!(
-        collector.log().contains(&p(&cert)),
+        collector.log().contains(p(&cert)),
         "the refusal names the file:\n{}",
         collector.log()
     );
