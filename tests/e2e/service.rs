@@ -330,3 +330,72 @@ fn sighup_with_a_refused_file_keeps_the_running_configuration() {
     let (code, log) = collector.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// The `Key=` values of a unit file in packaging/systemd.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/systemd")
+        .join(unit);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_units_validate_in_the_main_process_and_before_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    for (unit, binary, bad, good) in [
+        (
+            "driftwatch-agent.service",
+            agent_bin(),
+            BAD_AGENT,
+            "state_dir = \"/var/lib/driftwatch\"\n[[rule]]\npath = \"/etc\"\n",
+        ),
+        (
+            "driftwatch-collector.service",
+            collector_bin(),
+            BAD_COLLECTOR,
+            "plain_http = true\n",
+        ),
+    ] {
+        // A failing ExecStartPre= is restarted whatever its code: validation is in ExecStart.
+        assert!(unit_values(unit, "ExecStartPre").is_empty(), "{unit}");
+        let prevent = unit_values(unit, "RestartPreventExitStatus").join(" ");
+        assert!(
+            prevent.split_whitespace().any(|code| code == "78"),
+            "{unit}: RestartPreventExitStatus={prevent}"
+        );
+        assert_eq!(unit_values(unit, "Restart"), ["on-failure"], "{unit}");
+        // ExecReload= validates, then signals: the first command, run on a refused and on a
+        // valid file, decides whether `systemctl reload` fails.
+        let reload = unit_values(unit, "ExecReload");
+        assert_eq!(reload.len(), 2, "{unit}: {reload:?}");
+        assert!(
+            reload[1].contains("kill -HUP $MAINPID"),
+            "{unit}: {reload:?}"
+        );
+        let words: Vec<&str> = reload[0].split_whitespace().collect();
+        assert!(words.contains(&"validate-config"), "{unit}: {reload:?}");
+        let config_at = words.iter().position(|w| *w == "--config").unwrap() + 1;
+        for (text, expected) in [(bad, EXIT_CONFIG), (good, 0)] {
+            let config = dir.path().join("unit.toml");
+            fs::write(&config, text).unwrap();
+            let mut command = Command::new(binary);
+            for (i, word) in words.iter().enumerate().skip(1) {
+                if i == config_at {
+                    command.arg(&config);
+                } else {
+                    command.arg(word);
+                }
+            }
+            let (code, stderr) = run_to_file(command, dir.path(), false);
+            assert_eq!(
+                code,
+                Some(expected),
+                "{unit}: {reload:?} on {text}: {stderr}"
+            );
+        }
+    }
+}
