@@ -72,6 +72,42 @@ fn sample(text: &str, line_start: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The `driftwatch_*` names in packaging/prometheus (rules and dashboard) are families
+/// the real binaries expose, so a renamed metric cannot leave a silent rule behind.
+#[track_caller]
+fn every_family_the_rules_and_dashboard_use_exists(expositions: &[&str]) {
+    let exposed: Vec<&str> = expositions
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    // Set by the dead-letter work in the alert sinks; absent until a delivery is refused.
+    let set_elsewhere = ["driftwatch_alert_dead_letters"];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus");
+    let mut checked = 0;
+    for file in ["driftwatch.rules.yml", "driftwatch-dashboard.json"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("read packaging/prometheus");
+        let names = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("driftwatch_") && word.len() > "driftwatch_".len());
+        for name in names {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                exposed.contains(&family) || set_elsewhere.contains(&family),
+                "{file} uses {name}, which neither binary exposes"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} names found in packaging/prometheus"
+    );
+}
+
 #[test]
 fn collector_and_agent_metrics_pass_promtool_after_ingest_delivery_and_heartbeat() {
     let promtool = promtool();
@@ -183,6 +219,8 @@ fn collector_and_agent_metrics_pass_promtool_after_ingest_delivery_and_heartbeat
     let file_text = std::fs::read_to_string(&textfile).unwrap();
     assert!(file_text.contains("driftwatch_agent_process_resident_memory_bytes"));
     assert!(!file_text.lines().any(|l| l.starts_with("process_")));
+
+    every_family_the_rules_and_dashboard_use_exists(&[&text, &agent_text]);
 
     if let Some(promtool) = &promtool {
         promtool_accepts(promtool, "the collector's /metrics", &text);

@@ -47,7 +47,35 @@ pub(super) fn install() -> PrometheusHandle {
         .map(|(k, v)| metrics::Label::new(*k, *v))
         .collect();
     metrics::gauge!("driftwatch_build_info", labels).set(1.0);
+    start_counters_at_zero();
     handle
+}
+
+/// Counters exist from the start, at 0: `increase()` then sees the first event (from a
+/// series that did not exist it sees nothing), and rules can tell "none" from "absent".
+fn start_counters_at_zero() {
+    use crate::anchor::Problem;
+    for name in [
+        "driftwatch_chain_alerts_total",
+        "driftwatch_clock_claims_false_total",
+        "driftwatch_auth_failures_total",
+        "driftwatch_auth_throttled_total",
+        "driftwatch_connections_evicted_total",
+        "driftwatch_alerts_delivered_total",
+        "driftwatch_alert_delivery_failures_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for result in ["accepted", "duplicate", "forged"] {
+        metrics::counter!("driftwatch_events_ingested_total", "result" => result).increment(0);
+    }
+    for reason in ["missing", "mismatch"] {
+        metrics::counter!("driftwatch_client_cert_refusals_total", "reason" => reason).increment(0);
+    }
+    for problem in [Problem::RolledBack, Problem::Edited, Problem::Replaced] {
+        metrics::counter!("driftwatch_baseline_anchor_alerts_total", "problem" => problem.name())
+            .increment(0);
+    }
 }
 
 /// The exposition of everything in the recorder, with the process figures read now.
