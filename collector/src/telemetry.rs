@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-pub use families::{ALERT_DELIVERY_SECONDS, INGEST_SECONDS, MATCH_SECONDS, render};
+pub use families::{
+    ALERT_DELIVERY_DELAY_SECONDS, ALERT_DELIVERY_SECONDS, INGEST_SECONDS, MATCH_SECONDS, render,
+};
 
 /// The process-wide recorder behind `/metrics`, installed on first use (every family
 /// described, `driftwatch_build_info` set: `families`).

@@ -151,6 +151,7 @@ fn collector_and_agent_metrics_pass_promtool_after_ingest_delivery_and_heartbeat
         "driftwatch_ingest_seconds_bucket{le=\"+Inf\"}",
         "driftwatch_match_seconds_bucket{le=\"+Inf\"}",
         "driftwatch_alert_delivery_seconds_bucket{sink=\"jsonl\",le=\"+Inf\"}",
+        "driftwatch_alert_delivery_delay_seconds_bucket{sink=\"jsonl\",le=\"+Inf\"}",
         "driftwatch_events_ingested_total{result=\"accepted\"}",
         "driftwatch_agent_heartbeat_age_hosts_omitted",
         "driftwatch_drift_untraced_oldest_age_seconds",

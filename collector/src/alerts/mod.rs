@@ -289,6 +289,8 @@ async fn deliver_to<S: Store>(
             None => {
                 metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "delivered")
                     .increment(1);
+                metrics::histogram!(crate::telemetry::ALERT_DELIVERY_DELAY_SECONDS, "sink" => name.clone())
+                    .record((at - alert.created_at).max(0) as f64 / 1000.0);
                 if done {
                     completed += 1;
                     metrics::counter!("driftwatch_alerts_delivered_total").increment(1);

@@ -17,7 +17,14 @@ pub const INGEST_SECONDS: &str = "driftwatch_ingest_seconds";
 pub const MATCH_SECONDS: &str = "driftwatch_match_seconds";
 /// Time of one delivery attempt to a sink (any outcome), seconds, by `sink`.
 pub const ALERT_DELIVERY_SECONDS: &str = "driftwatch_alert_delivery_seconds";
+/// From an alert's creation to its delivery by a sink (hold, grouping and retries
+/// included), seconds, by `sink`.
+pub const ALERT_DELIVERY_DELAY_SECONDS: &str = "driftwatch_alert_delivery_delay_seconds";
 
+/// Alerts wait `hold_secs` to group a burst, then retries back off up to `retry_max_secs`.
+const DELIVERY_DELAY_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0,
+];
 /// A batch is at most `batch_max_events` (default 500) events in one transaction.
 const INGEST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -96,6 +103,7 @@ fn builder() -> PrometheusBuilder {
         (INGEST_SECONDS, INGEST_BUCKETS),
         (MATCH_SECONDS, MATCH_BUCKETS),
         (ALERT_DELIVERY_SECONDS, DELIVERY_BUCKETS),
+        (ALERT_DELIVERY_DELAY_SECONDS, DELIVERY_DELAY_BUCKETS),
     ];
     buckets
         .into_iter()
@@ -127,6 +135,11 @@ fn describe() {
         ALERT_DELIVERY_SECONDS,
         Unit::Seconds,
         "Time of one alert delivery attempt to a sink, whatever its outcome"
+    );
+    describe_histogram!(
+        ALERT_DELIVERY_DELAY_SECONDS,
+        Unit::Seconds,
+        "Time from an alert's creation to its delivery by a sink (hold, grouping and retries included)"
     );
     describe_counter!(
         "driftwatch_events_ingested_total",
