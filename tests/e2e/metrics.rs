@@ -174,6 +174,10 @@ fn collector_and_agent_metrics_pass_promtool_after_ingest_delivery_and_heartbeat
         sample(&text, "driftwatch_agent_heartbeat_age_hosts_omitted"),
         Some(0.0)
     );
+    // The untraced change waited at least the hold (1 s) before its alert was delivered.
+    assert_eq!(sample(&text, "driftwatch_drift_open"), Some(1.0), "{text}");
+    let untraced_age = sample(&text, "driftwatch_drift_untraced_oldest_age_seconds").unwrap();
+    assert!((1.0..60.0).contains(&untraced_age), "{untraced_age}");
     let age_prefix = format!("driftwatch_agent_heartbeat_age_seconds{{host=\"{hostname}\",");
     let age_line = text
         .lines()
