@@ -77,6 +77,7 @@ pub fn run(config_path: &Path, config: AgentConfig) -> anyhow::Result<Exit> {
         config: config_path.to_owned(),
         ..Status::default()
     });
+    let textfile = config.metrics.textfile.clone();
     let outcome = runtime.block_on(supervise(
         config_path.to_owned(),
         config,
@@ -93,6 +94,9 @@ pub fn run(config_path: &Path, config: AgentConfig) -> anyhow::Result<Exit> {
         s.phase = "stopped".into();
     });
     let _ = status.write(&state_dir);
+    if let Some(path) = textfile {
+        crate::metrics::write_final(&path, &status.snapshot());
+    }
     runtime.shutdown_timeout(Duration::from_secs(2));
     outcome
 }
@@ -153,6 +157,19 @@ async fn supervise(
             .clone()
             .run_writer(config.state_dir.clone(), background.clone()),
     );
+    // The agent's own metrics ([metrics], off by default); an address that cannot be
+    // bound stops the start.
+    if let Some(addr) = config.metrics.listen {
+        crate::metrics::serve(addr, status.clone(), background.clone()).await?;
+    }
+    if let Some(path) = config.metrics.textfile.clone() {
+        tokio::spawn(crate::metrics::write_textfile(
+            path,
+            config.metrics.textfile_interval,
+            status.clone(),
+            background.clone(),
+        ));
+    }
     if let Some(interval) = sd_notify::watchdog_enabled() {
         tokio::spawn(watchdog(interval / 2, background.clone()));
     }
@@ -245,6 +262,9 @@ async fn reload(
             new.state_dir.display()
         )]);
         return Ok(generation);
+    }
+    if new.metrics != current.metrics {
+        warn!("[metrics] changed: the new settings take effect at the next restart");
     }
     let (store, baseline) = match load_baseline(&new.state_dir) {
         Ok(loaded) => loaded,

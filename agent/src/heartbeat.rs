@@ -114,6 +114,7 @@ impl Heartbeats {
                     let message = err.to_string();
                     self.status.update(|s| {
                         s.heartbeat.consecutive_failures += 1;
+                        s.heartbeat.failures_total += 1;
                         s.heartbeat.last_error = Some(message.clone());
                     });
                     warn!(error = %message, "heartbeat failed");

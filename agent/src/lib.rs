@@ -16,6 +16,7 @@ pub mod engine;
 pub mod enroll;
 pub mod events;
 pub mod heartbeat;
+pub mod metrics;
 pub mod progress;
 pub mod provenance;
 pub mod rebaseline;

@@ -70,6 +70,9 @@ pub struct Delivery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_ack_at: Option<OffsetDateTime>,
     pub consecutive_failures: u64,
+    /// Failed delivery attempts since the daemon started (for metrics).
+    #[serde(default)]
+    pub failures_total: u64,
     pub last_error: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub next_retry_at: Option<OffsetDateTime>,
@@ -80,6 +83,9 @@ pub struct Exchange {
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_ok_at: Option<OffsetDateTime>,
     pub consecutive_failures: u64,
+    /// Failed heartbeats since the daemon started (for metrics).
+    #[serde(default)]
+    pub failures_total: u64,
     pub last_error: Option<String>,
     /// Collector clock minus agent clock at the last exchange, in seconds.
     pub clock_skew_secs: Option<f64>,

@@ -527,6 +527,7 @@ impl<S: Store> App<S> {
 
     pub async fn ingest(&self, agent: &Principal, batch: EventBatch) -> Result<IngestAck> {
         let host_id = agent_host(agent, "report events")?;
+        let ingest_started = Instant::now();
         let oversized: Vec<_> = batch
             .events
             .iter()
@@ -582,11 +583,12 @@ impl<S: Store> App<S> {
             .cloned()
             .collect();
         let index = self.index.read().await;
+        // Timed per batch: an `Instant` per event would tax the hot path.
+        let matching_started = Instant::now();
         let decided: Vec<Decided> = batch
             .events
             .into_iter()
             .map(|event| {
-                let started = Instant::now();
                 let observed_at = from_offset(event.observed_at);
                 let spooled = bounder.bounds(event.seq, received_at);
                 let judgement = matcher::judge(
@@ -602,8 +604,6 @@ impl<S: Store> App<S> {
                     },
                     tolerance,
                 );
-                metrics::histogram!("driftwatch_match_seconds")
-                    .record(started.elapsed().as_secs_f64());
                 Decided {
                     event_time: spooled.clamp(observed_at.saturating_sub(host.skew_ms)),
                     spool: SpoolTime {
@@ -617,6 +617,8 @@ impl<S: Store> App<S> {
                 }
             })
             .collect();
+        metrics::histogram!(crate::telemetry::MATCH_SECONDS)
+            .record(matching_started.elapsed().as_secs_f64());
         let untraced = decided.iter().filter(|d| d.outcome.needs_review()).count();
         let false_claim = clock_claim_alert(&host, &decided, tolerance);
         let outcome = self.store.ingest(host_id, decided, received_at).await?;
@@ -653,6 +655,8 @@ impl<S: Store> App<S> {
             metrics::counter!("driftwatch_events_ingested_total", "result" => "forged")
                 .increment(outcome.rejected.into());
         }
+        metrics::histogram!(crate::telemetry::INGEST_SECONDS)
+            .record(ingest_started.elapsed().as_secs_f64());
         Ok(IngestAck {
             accepted: outcome.accepted,
             duplicates: outcome.duplicates,
@@ -1089,7 +1093,30 @@ impl<S: Store> App<S> {
                 .set(backlog.failing as f64);
         }
         metrics::gauge!("driftwatch_windows_indexed").set(self.index.read().await.len() as f64);
+        let untraced_age = stats
+            .oldest_untraced_since
+            .map_or(0.0, |since| (self.now() - since).max(0) as f64 / 1000.0);
+        metrics::gauge!("driftwatch_drift_untraced_oldest_age_seconds").set(untraced_age);
         Ok(())
+    }
+
+    /// The per-host heartbeat ages, bounded by `[metrics] heartbeat_age_hosts`, as
+    /// exposition text (`telemetry::heartbeat_age`).
+    pub async fn heartbeat_age_metrics(&self) -> Result<String> {
+        let hosts = self.store.hosts().await?;
+        let seen: Vec<_> = hosts
+            .iter()
+            .map(|h| crate::telemetry::heartbeat_age::HostSeen {
+                host_id: h.id.to_string(),
+                hostname: &h.hostname,
+                seen_at: h.last_seen_at.unwrap_or(h.enrolled_at),
+            })
+            .collect();
+        Ok(crate::telemetry::heartbeat_age::exposition(
+            &seen,
+            self.now(),
+            self.settings.metrics.heartbeat_age_hosts,
+        ))
     }
 }
 

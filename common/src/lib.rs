@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod attrs;
+pub mod build_info;
 pub mod chain_key;
 pub mod hash;
 pub mod limits;

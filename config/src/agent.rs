@@ -43,6 +43,7 @@
 
 mod compile;
 pub mod daemon;
+pub mod metrics;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -154,6 +155,8 @@ pub struct AgentConfig {
     pub rules: Vec<Rule>,
     /// What `driftwatch-agent run` needs beyond the policy (see [`daemon`]).
     pub daemon: daemon::DaemonSettings,
+    /// `[metrics]`: the agent's own metrics (see [`metrics`]); off by default.
+    pub metrics: metrics::MetricsSettings,
 }
 
 /// The state sources the agent knows, by policy name.
@@ -318,6 +321,7 @@ impl AgentConfig {
             snapshots: SnapshotSettings::default(),
             sources: SourceSettings::none(),
             daemon: daemon::DaemonSettings::default(),
+            metrics: metrics::MetricsSettings::default(),
             rules: vec![Rule {
                 path: path.components().collect(),
                 group: "content".to_owned(),

@@ -40,6 +40,7 @@
 //! [metrics]
 //! require_token = true               # default true: a metrics, admin or auditor token
 //! listen = "127.0.0.1:9464"          # optional: serve /metrics here only
+//! heartbeat_age_hosts = 500          # 0..=10000; the stalest hosts with a heartbeat age series
 //!
 //! [[alert]]                          # any number of sinks, each delivered independently
 //! type = "jsonl"                     # jsonl | webhook | syslog

@@ -21,6 +21,7 @@ mod full_disk;
 mod integrity;
 mod limits;
 mod matching;
+mod metrics;
 mod mtls;
 mod people;
 mod permissions;

@@ -202,6 +202,7 @@ impl Shipper {
                     let mut failures = 0;
                     self.status.update(|s| {
                         s.delivery.consecutive_failures += 1;
+                        s.delivery.failures_total += 1;
                         s.delivery.last_error = Some(message.clone());
                         failures = s.delivery.consecutive_failures;
                     });

@@ -260,9 +260,12 @@ async fn deliver_to<S: Store>(
         // A sink stops trying an alert once delivered: every earlier attempt failed.
         let failures = alert.deliveries.first().map_or(0, |d| d.attempts);
         let timeout = channel.sink.timeout() + Duration::from_secs(1);
+        let attempt_started = std::time::Instant::now();
         let outcome = tokio::time::timeout(timeout, channel.sink.deliver(&alert))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())));
+        metrics::histogram!(crate::telemetry::ALERT_DELIVERY_SECONDS, "sink" => name.clone())
+            .record(attempt_started.elapsed().as_secs_f64());
         let at = clock.now();
         let (error, next_attempt_at) = match &outcome {
             Ok(()) => (None, at),
@@ -286,6 +289,8 @@ async fn deliver_to<S: Store>(
             None => {
                 metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "delivered")
                     .increment(1);
+                metrics::histogram!(crate::telemetry::ALERT_DELIVERY_DELAY_SECONDS, "sink" => name.clone())
+                    .record((at - alert.created_at).max(0) as f64 / 1000.0);
                 if done {
                     completed += 1;
                     metrics::counter!("driftwatch_alerts_delivered_total").increment(1);

@@ -240,12 +240,17 @@ async fn metrics<S: Store>(
     if let Err(err) = app.refresh_gauges().await {
         tracing::warn!(error = %err, "cannot refresh the gauges");
     }
+    let mut body = crate::telemetry::render();
+    match app.heartbeat_age_metrics().await {
+        Ok(text) => body.push_str(&text),
+        Err(err) => tracing::warn!(error = %err, "cannot read the heartbeat ages"),
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::telemetry::prometheus().render(),
+        body,
     )
         .into_response()
 }

@@ -289,6 +289,9 @@ pub struct Stats {
     pub silent_hosts: u64,
     pub open_drift: u64,
     pub undelivered_alerts: u64,
+    /// Since when the oldest open untraced drift item waits for a person.
+    #[serde(default)]
+    pub oldest_untraced_since: Option<Millis>,
 }
 
 /// What a heartbeat changes on its host.

@@ -51,7 +51,7 @@ pub fn settings() -> Settings {
         // The API tests read /metrics without a token; tls.rs checks the default.
         metrics: driftwatch_config::collector::MetricsAccess {
             require_token: false,
-            listen: None,
+            ..Default::default()
         },
     }
 }

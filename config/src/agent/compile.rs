@@ -136,6 +136,7 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
         },
         diag,
     );
+    let metrics = super::metrics::compile(&raw.metrics, diag);
 
     AgentConfig {
         source: source.to_path_buf(),
@@ -145,6 +146,7 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
         sources,
         rules,
         daemon,
+        metrics,
     }
 }
 

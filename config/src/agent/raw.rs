@@ -27,6 +27,8 @@ pub(super) struct AgentToml {
     pub spool: super::daemon::SpoolToml,
     #[serde(default)]
     pub heartbeat: super::daemon::HeartbeatToml,
+    #[serde(default)]
+    pub metrics: super::metrics::MetricsToml,
     /// Custom attribute groups: name = [attribute names].
     #[serde(default)]
     pub groups: BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>,

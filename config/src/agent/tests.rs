@@ -783,3 +783,55 @@ fn loopback_http_is_allowed_for_local_collectors_and_tests() {
         assert_eq!(valid(&text).daemon.collector.url.as_deref(), Some(url));
     }
 }
+
+#[test]
+fn agent_metrics_are_off_by_default_and_compile() {
+    let config = valid("[[rule]]\npath = \"/etc\"\n");
+    assert_eq!(config.metrics, metrics::MetricsSettings::default());
+    assert_eq!(
+        (config.metrics.listen, config.metrics.textfile),
+        (None, None)
+    );
+    let config = valid(
+        "[[rule]]\npath = \"/etc\"\n[metrics]\nlisten = \"127.0.0.1:9465\"\n\
+         textfile = \"/var/lib/prometheus/node-exporter//driftwatch.prom\"\n\
+         textfile_interval_secs = 60\n",
+    );
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9465".parse().unwrap())
+    );
+    assert_eq!(
+        config.metrics.textfile.as_deref(),
+        Some(Path::new(
+            "/var/lib/prometheus/node-exporter/driftwatch.prom"
+        ))
+    );
+    assert_eq!(config.metrics.textfile_interval, Duration::from_secs(60));
+}
+
+#[test]
+fn bad_agent_metrics_name_their_place() {
+    check(
+        "[[rule]]\npath = \"/etc\"\n[metrics]\nlisten = \"localhost\"\n\
+         textfile = \"/var/lib/node/driftwatch.txt\"\ntextfile_interval_secs = 0\n",
+        &[
+            (4, 10, "metrics.listen", "IP address and port"),
+            (5, 12, "metrics.textfile", "`.prom`"),
+            (
+                6,
+                26,
+                "metrics.textfile_interval_secs",
+                "between 1 and 3600",
+            ),
+        ],
+    );
+    check(
+        "[[rule]]\npath = \"/etc\"\n[metrics]\ntextfile = \"driftwatch.prom\"\n",
+        &[(4, 12, "metrics.textfile", "absolute path")],
+    );
+    check(
+        "[[rule]]\npath = \"/etc\"\n[metrics]\nport = 9465\n",
+        &[(4, 1, "metrics.port", "unknown")],
+    );
+}

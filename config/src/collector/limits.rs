@@ -70,13 +70,22 @@ pub struct MetricsAccess {
     /// Serve `/metrics` (and `/healthz`) on this address only, with the main listener's
     /// transport; unset: on the main listener.
     pub listen: Option<SocketAddr>,
+    /// At most this many hosts get a `driftwatch_agent_heartbeat_age_seconds` series (the
+    /// stalest); the rest are counted. 0 = none. Default [`DEFAULT_HEARTBEAT_AGE_HOSTS`].
+    pub heartbeat_age_hosts: usize,
 }
+
+/// `metrics.heartbeat_age_hosts` when the file does not set it.
+pub const DEFAULT_HEARTBEAT_AGE_HOSTS: u64 = 500;
+/// Largest `metrics.heartbeat_age_hosts` accepted.
+pub const MAX_HEARTBEAT_AGE_HOSTS: u64 = 10_000;
 
 impl Default for MetricsAccess {
     fn default() -> Self {
         MetricsAccess {
             require_token: true,
             listen: None,
+            heartbeat_age_hosts: DEFAULT_HEARTBEAT_AGE_HOSTS as usize,
         }
     }
 }
@@ -98,6 +107,7 @@ pub(super) struct LimitsToml {
 pub(super) struct MetricsToml {
     pub require_token: Option<Spanned<bool>>,
     pub listen: Option<Spanned<String>>,
+    pub heartbeat_age_hosts: Option<Spanned<i64>>,
 }
 
 pub(super) fn compile_limits(raw: Option<&LimitsToml>, diag: &mut Diagnostics<'_>) -> Limits {
@@ -209,9 +219,18 @@ pub(super) fn compile_metrics(
                 None
             }
         });
+    let heartbeat_age_hosts = diag.between_or(
+        raw.heartbeat_age_hosts.as_ref(),
+        "metrics.heartbeat_age_hosts",
+        0,
+        MAX_HEARTBEAT_AGE_HOSTS,
+        DEFAULT_HEARTBEAT_AGE_HOSTS,
+        "hosts with a heartbeat age series; 0 = none",
+    );
     MetricsAccess {
         require_token,
         listen,
+        heartbeat_age_hosts: heartbeat_age_hosts as usize,
     }
 }
 

@@ -520,3 +520,21 @@ fn bad_limits_metrics_and_client_ca_name_their_place() {
         &[(4, 10, "metrics.listen", "main `listen`")],
     );
 }
+
+#[test]
+fn heartbeat_age_hosts_has_a_default_and_a_range() {
+    assert_eq!(
+        valid("plain_http = true\n").metrics.heartbeat_age_hosts,
+        500
+    );
+    let config = valid("plain_http = true\n[metrics]\nheartbeat_age_hosts = 0\n");
+    assert_eq!(config.metrics.heartbeat_age_hosts, 0);
+    assert!(
+        config.metrics.require_token,
+        "other keys keep their defaults"
+    );
+    check(
+        "plain_http = true\n[metrics]\nheartbeat_age_hosts = 10001\n",
+        &[(3, 23, "metrics.heartbeat_age_hosts", "between 0 and 10000")],
+    );
+}

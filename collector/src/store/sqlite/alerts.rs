@@ -353,5 +353,10 @@ pub fn stats(conn: &Connection, now: Millis, silent_after_ms: i64) -> Result<Sta
             "SELECT count(*) FROM alerts WHERE delivered_at IS NULL",
             None,
         )?,
+        oldest_untraced_since: conn.query_row(
+            "SELECT min(untraced_since) FROM drift WHERE status = 'open'",
+            [],
+            |r| r.get(0),
+        )?,
     })
 }
