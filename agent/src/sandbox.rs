@@ -29,7 +29,9 @@ pub fn hidden_paths() -> &'static [PathBuf] {
     static HIDDEN_PATHS: OnceLock<Vec<PathBuf>> = OnceLock::new();
     HIDDEN_PATHS.get_or_init(|| {
         let proc = Path::new("/proc");
-        if foreign_namespace(proc, "mnt") != Some(true) {
+        // Without CAP_SYS_PTRACE PID 1's namespace links cannot be read, but its
+        // mountinfo can: in one namespace the two lists are the same.
+        if foreign_namespace(proc, "mnt") == Some(false) {
             return Vec::new();
         }
         let read = |pid: &str| std::fs::read_to_string(proc.join(pid).join("mountinfo"));
@@ -53,11 +55,24 @@ pub fn hidden_paths() -> &'static [PathBuf] {
 /// than PID 1's, as `proc` (normally /proc) shows them; `None` when it cannot tell.
 pub fn foreign_namespace(proc: &Path, kind: &str) -> Option<bool> {
     let link = |pid: &str| std::fs::read_link(proc.join(pid).join("ns").join(kind)).ok();
-    differs(link("self"), link("1"))
+    differs(link("self"), link("1")).or_else(|| {
+        // The links need ptrace access to PID 1; /proc/PID/net does not, and each
+        // network namespace has its own /proc/net entries (inode numbers).
+        use std::os::unix::fs::MetadataExt;
+        let net_dev = |pid: &str| {
+            std::fs::metadata(proc.join(pid).join("net").join("dev"))
+                .ok()
+                .map(|m| m.ino())
+        };
+        (kind == "net")
+            .then(|| differs(net_dev("self"), net_dev("1")))
+            .flatten()
+    })
 }
 
-/// Two namespace links (`net:[4026531840]`) differ; `None` if either is unknown.
-pub fn differs(ours: Option<PathBuf>, init: Option<PathBuf>) -> Option<bool> {
+/// Two namespace identities (`net:[4026531840]` links, inode numbers) differ;
+/// `None` if either is unknown.
+pub fn differs<T: PartialEq>(ours: Option<T>, init: Option<T>) -> Option<bool> {
     Some(ours? != init?)
 }
 
@@ -227,6 +242,7 @@ mod tests {
         assert_eq!(differs(ns("net:[1]"), ns("net:[1]")), Some(false));
         assert_eq!(differs(ns("net:[2]"), ns("net:[1]")), Some(true));
         assert_eq!(differs(ns("net:[2]"), None), None);
+        assert_eq!(differs(Some(4026531874_u64), Some(4026532197)), Some(true));
     }
 
     #[test]

@@ -26,3 +26,4 @@ mod people;
 mod permissions;
 mod spool_chain;
 mod state;
+mod units;
