@@ -598,4 +598,9 @@ fn what_the_sandbox_hides_is_not_checked_never_drift() {
         .find(|e| fx.rel(&e.path) == "usr/lib/modules")
         .unwrap();
     assert_eq!(named.message, crate::sandbox::HIDDEN);
+    assert_eq!(
+        unchecked.iter().filter(|p| *p == "usr/lib/modules").count(),
+        1,
+        "reported once: {unchecked:?}"
+    );
 }
