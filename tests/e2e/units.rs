@@ -564,7 +564,7 @@ impl Host {
         fs::create_dir_all(&inaccessible_dir).unwrap();
         fs::write(&inaccessible_file, "").unwrap();
         for node in [&inaccessible_dir, &inaccessible_file] {
-            fs::set_permissions(node, fs::Permissions::from_mode(0)).unwrap();
+            fs::set_permissions(node, fs::Permissions::from_mode(0o000)).unwrap();
         }
         let host = |path: &str| p(&tree.join(path.trim_start_matches('/'))).to_owned();
         let mut script = String::from("set -e\n");

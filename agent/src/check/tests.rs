@@ -562,7 +562,11 @@ fn what_the_sandbox_hides_is_not_checked_never_drift() {
     // What a mount of systemd's inaccessible node shows: an empty mode-0000
     // directory; and a home hidden with its rule.
     fs::remove_dir_all(fx.path("usr/lib/modules/6.1")).unwrap();
-    fs::set_permissions(fx.path("usr/lib/modules"), fs::Permissions::from_mode(0)).unwrap();
+    fs::set_permissions(
+        fx.path("usr/lib/modules"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     fs::remove_dir_all(fx.path("home/alice")).unwrap();
     let hidden = vec![fx.path("usr/lib/modules"), fx.path("home")];
     let store = BaselineStore::open(&fx.target.store).unwrap();
