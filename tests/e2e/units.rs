@@ -80,11 +80,20 @@ const NOT_A_VIEW_CHANGE: &[(&str, &str)] = &[
     ("SuccessExitStatus", "service mechanics"),
     ("TimeoutStartSec", "service mechanics"),
     ("TimeoutStopSec", "service mechanics"),
+    ("ExecStartPost", "service mechanics"),
+    ("ExecStop", "service mechanics"),
+    ("ExecStopPost", "service mechanics"),
+    ("ExecCondition", "service mechanics"),
+    ("RestartSteps", "service mechanics"),
+    ("RestartMaxDelaySec", "service mechanics"),
+    ("RuntimeMaxSec", "service mechanics"),
     ("KillMode", "service mechanics"),
     ("KillSignal", "service mechanics"),
     ("SyslogIdentifier", "logging"),
     ("StandardOutput", "logging"),
     ("StandardError", "logging"),
+    ("LogLevelMax", "logging"),
+    ("LogExtraFields", "logging"),
     ("Environment", "service mechanics"),
     (
         "StateDirectory",
@@ -113,6 +122,7 @@ const NOT_A_VIEW_CHANGE: &[(&str, &str)] = &[
     ),
     ("LimitNOFILE", "descriptor limit"),
     ("TasksMax", "thread limit"),
+    ("OOMScoreAdjust", "who the kernel kills first"),
     // The sandbox already has a mount namespace of its own (unshare -m).
     ("PrivateMounts", "mount propagation out of the service only"),
     // Capabilities the bounding set above does not hold anyway.
@@ -684,6 +694,48 @@ fn check_json(host: &Host, sandbox: &Sandbox, name: &str) -> (i32, Value, String
     (code, report, stderr)
 }
 
+/// Runs the daemon in `sandbox` until it is ready and has compared two polls of the
+/// sources, then ends the host (its PID 1 takes the daemon along); the last status and log.
+fn run_daemon(host: &Host, sandbox: &Sandbox, name: &str) -> (Value, String) {
+    let log_path = host.dir.root().join(format!("{name}.log"));
+    let log = fs::File::create(&log_path).unwrap();
+    let mut cmd = host.sandboxed(sandbox, name, &["run"]);
+    cmd.env("DRIFTWATCH_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut daemon = cmd.spawn().expect("start the daemon");
+    let status_file = host.dir.state().join("status.json");
+    let status = || -> Value {
+        fs::read(&status_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let mut first_poll = Value::Null;
+    let polled_twice = wait_until(Duration::from_secs(60), || {
+        let now = status();
+        let at = &now["coverage"]["last_source_poll_at"];
+        if now["ready"] != true || at.is_null() {
+            return false;
+        }
+        if first_poll.is_null() {
+            first_poll = at.clone();
+        }
+        *at != first_poll
+    });
+    let last = status();
+    let log_text = fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = Command::new("kill")
+        .args(["-KILL", &host.init_pid.to_string()])
+        .status();
+    let _ = daemon.wait();
+    assert!(
+        polled_twice,
+        "{name}: the daemon did not get ready and poll twice: {last:#}\n{log_text}"
+    );
+    (last, log_text)
+}
+
 /// A kernel built without loadable modules has no /proc/modules: the module source is
 /// then rightly unavailable, on the host and in every sandbox alike.
 fn kernel_has_modules() -> bool {
@@ -752,47 +804,13 @@ fn baseline_from_a_root_shell_and_check_or_daemon_under_each_unit_agree() {
 
     // The daemon under the agent's unit: an unchanged host spools nothing.
     let sandbox = sandbox_of(&unit_text("driftwatch-agent.service")).unwrap();
-    let log = fs::File::create(host.dir.root().join("daemon.log")).unwrap();
-    let mut cmd = host.sandboxed(&sandbox, "daemon", &["run"]);
-    cmd.env("DRIFTWATCH_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    let mut daemon = cmd.spawn().expect("start the daemon");
-    let status_file = host.dir.state().join("status.json");
-    let status = || -> Value {
-        fs::read(&status_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    };
-    // Ready (startup scan done) and two polls of the sources compared.
-    let mut first_poll = Value::Null;
-    let polled_twice = wait_until(Duration::from_secs(60), || {
-        let now = status();
-        let at = &now["coverage"]["last_source_poll_at"];
-        if now["ready"] != true || at.is_null() {
-            return false;
-        }
-        if first_poll.is_null() {
-            first_poll = at.clone();
-        }
-        *at != first_poll
-    });
-    let last = status();
-    let log_text = fs::read_to_string(host.dir.root().join("daemon.log")).unwrap_or_default();
-    let _ = Command::new("kill")
-        .args(["-KILL", &host.init_pid.to_string()])
-        .status();
-    let _ = daemon.wait();
-    assert!(
-        polled_twice,
-        "the daemon did not get ready and poll twice: {last:#}\n{log_text}"
-    );
+    let (last, log_text) = run_daemon(&host, &sandbox, "daemon");
     assert_eq!(
         last["events_spooled"], 0,
         "drift from an unchanged host: {last:#}\n{log_text}"
     );
     assert_eq!(last["open_drift"], 0, "{last:#}");
+    assert_eq!(last["coverage"]["unreadable"], 0, "{last:#}");
     let sources = last["coverage"]["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 5, "{last:#}");
     for source in sources {
@@ -887,5 +905,37 @@ fn the_old_restrictions_are_caught_and_their_blind_spots_are_coverage_not_drift(
     assert!(
         unavailable.iter().any(|u| u.contains(&port)),
         "the unreadable owner is coverage: {unavailable:?}"
+    );
+
+    // The daemon under the agent's old unit: the same blind spots, as coverage.
+    let old_agent = sandbox_of(&old_unit(
+        &unit_text("driftwatch-agent.service"),
+        &["ProtectKernelModules=yes"],
+        false,
+    ))
+    .unwrap();
+    let (last, log_text) = run_daemon(&host, &old_agent, "old-daemon");
+    assert_eq!(
+        last["events_spooled"], 0,
+        "blind spots are not drift (I9): {last:#}\n{log_text}"
+    );
+    assert!(
+        last["coverage"]["unreadable"].as_u64().unwrap() > 0,
+        "the hidden module tree is unverified: {last:#}"
+    );
+    let ports = last["coverage"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "port")
+        .unwrap();
+    assert_eq!(ports["condition"], "ok", "{last:#}");
+    assert!(
+        ports["detail"].as_str().unwrap_or_default().contains(&port),
+        "the unreadable owner is in the coverage: {last:#}"
+    );
+    assert!(
+        log_text.contains("partly unreadable"),
+        "and said once in the log: {log_text}"
     );
 }
