@@ -177,6 +177,10 @@ pub fn run_check_with(
             continue;
         }
         let path = baseline.path_bytes(index);
+        if incomplete.contains(&path) && findings.errors.iter().any(|e| e.path == path) {
+            // Not looked at, and already reported with its own reason (the sandbox hides it).
+            continue;
+        }
         if incomplete.iter().any(|dir| is_within(&path, dir)) {
             findings.errors.push(ScanError {
                 path,

@@ -22,6 +22,7 @@ pub mod provenance;
 pub mod rebaseline;
 pub mod redact;
 pub mod report;
+pub mod sandbox;
 pub mod scan;
 pub mod ship;
 pub mod sources;

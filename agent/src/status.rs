@@ -391,8 +391,15 @@ fn print_text(report: &Report) -> std::io::Result<()> {
                 let _ = match source.condition {
                     SourceCondition::Ok => writeln!(
                         out,
-                        "                {}: ok, {} subject(s)",
-                        source.name, source.subjects
+                        "                {}: ok, {} subject(s){}",
+                        source.name,
+                        source.subjects,
+                        // Fields it could not read (coverage, I9).
+                        source
+                            .detail
+                            .as_deref()
+                            .map(|d| format!("; {d}"))
+                            .unwrap_or_default()
                     ),
                     condition => writeln!(
                         out,

@@ -28,3 +28,4 @@ mod permissions;
 mod service;
 mod spool_chain;
 mod state;
+mod units;

@@ -546,3 +546,65 @@ fn a_stopped_check_fails_instead_of_reporting_partial_findings() {
     );
     assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::Interrupted);
 }
+
+#[test]
+fn what_the_sandbox_hides_is_not_checked_never_drift() {
+    let fx = Fixture::with_policy(|root| {
+        policy(
+            root,
+            "[[rule]]\npath = \"ROOT\"\n[[rule]]\npath = \"ROOT/home/alice/.ssh\"\n",
+        )
+    });
+    fx.write("etc/app.conf", "a = 1\n");
+    fx.write("usr/lib/modules/6.1/kernel/foo.ko", "module");
+    fx.write("home/alice/.ssh/authorized_keys", "ssh-ed25519 AAAA\n");
+    fx.init();
+    // What a mount of systemd's inaccessible node shows: an empty mode-0000
+    // directory; and a home hidden with its rule.
+    fs::remove_dir_all(fx.path("usr/lib/modules/6.1")).unwrap();
+    fs::set_permissions(
+        fx.path("usr/lib/modules"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    fs::remove_dir_all(fx.path("home/alice")).unwrap();
+    let hidden = vec![fx.path("usr/lib/modules"), fx.path("home")];
+    let store = BaselineStore::open(&fx.target.store).unwrap();
+    let findings = run_check(
+        &Policy::hiding(&fx.target.config, hidden),
+        &store.load().unwrap(),
+        &CheckMode { paranoid: true },
+        &Progress::silent(),
+    )
+    .unwrap();
+    fs::set_permissions(
+        fx.path("usr/lib/modules"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    assert!(findings.drifts.is_empty(), "{:?}", findings.drifts);
+    let unchecked: Vec<String> = findings.errors.iter().map(|e| fx.rel(&e.path)).collect();
+    for path in [
+        "usr/lib/modules",
+        "usr/lib/modules/6.1/kernel/foo.ko",
+        "home",
+        "home/alice/.ssh",
+        "home/alice/.ssh/authorized_keys",
+    ] {
+        assert!(
+            unchecked.iter().any(|p| p == path),
+            "{path} in {unchecked:?}"
+        );
+    }
+    let named = findings
+        .errors
+        .iter()
+        .find(|e| fx.rel(&e.path) == "usr/lib/modules")
+        .unwrap();
+    assert_eq!(named.message, crate::sandbox::HIDDEN);
+    assert_eq!(
+        unchecked.iter().filter(|p| *p == "usr/lib/modules").count(),
+        1,
+        "reported once: {unchecked:?}"
+    );
+}

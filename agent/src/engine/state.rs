@@ -121,11 +121,16 @@ impl Engine {
         let coverage = poll.coverage();
         let before = self.status.snapshot().coverage.sources;
         for source in &coverage {
-            let was = before
-                .iter()
-                .find(|b| b.name == source.name)
-                .map(|b| b.condition);
+            let previous = before.iter().find(|b| b.name == source.name);
+            let was = previous.map(|b| b.condition);
             let detail = source.detail.as_deref().unwrap_or("");
+            if source.condition == SourceCondition::Ok
+                && source.detail.is_some()
+                && previous.is_none_or(|b| b.detail != source.detail)
+            {
+                // Answered, but some fields are out of the agent's sight (I9).
+                warn!(source = %source.name, reason = %detail, "state source partly unreadable: those fields are not compared");
+            }
             match (was, source.condition) {
                 (Some(was), now) if was == now => {}
                 (None, SourceCondition::Ok) => {}

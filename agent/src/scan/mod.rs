@@ -59,12 +59,32 @@ pub enum ScanEvent<T> {
 pub struct Policy<'a> {
     config: &'a AgentConfig,
     roots: HashSet<&'a Path>,
+    /// Paths the agent's own sandbox hides (see `sandbox`): reported as not
+    /// checked, never walked.
+    hidden: Vec<PathBuf>,
 }
 
 impl<'a> Policy<'a> {
     pub fn new(config: &'a AgentConfig) -> Self {
+        Self::hiding(config, crate::sandbox::hidden_paths().to_vec())
+    }
+
+    /// A policy whose walk stops at `hidden` paths and reports each as not checked.
+    pub fn hiding(config: &'a AgentConfig, hidden: Vec<PathBuf>) -> Self {
         let roots = config.rules.iter().map(|r| r.path.as_path()).collect();
-        Policy { config, roots }
+        Policy {
+            config,
+            roots,
+            hidden,
+        }
+    }
+
+    /// The hidden path at or above `path`, if any.
+    fn hidden_at(&self, path: &Path) -> Option<&Path> {
+        self.hidden
+            .iter()
+            .find(|hidden| path.starts_with(hidden))
+            .map(PathBuf::as_path)
     }
 
     pub fn config(&self) -> &'a AgentConfig {
@@ -283,7 +303,13 @@ impl<'a> Policy<'a> {
         start: PathBuf,
         max_depth: usize,
         scoped: bool,
-    ) -> impl Iterator<Item = Walked<'a>> + Send + '_ {
+    ) -> Box<dyn Iterator<Item = Walked<'a>> + Send + '_> {
+        if self.hidden_at(&start).is_some() {
+            // A rule root at or below what the sandbox hides: one error, no walk.
+            let error = hidden_error(&start);
+            return Box::new(std::iter::once(Walked::Unreadable(error)))
+                as Box<dyn Iterator<Item = Walked<'a>> + Send + '_>;
+        }
         let walker = WalkDir::new(start)
             .follow_links(false)
             // A rule on /bin (a symlink on merged-/usr systems) records the link itself.
@@ -292,9 +318,14 @@ impl<'a> Policy<'a> {
             .max_depth(max_depth);
         let pruned = walker.into_iter().filter_entry(move |entry| {
             entry.depth() == 0
-                || !(self.roots.contains(entry.path()) || rule.exclude.is_match(entry.path()))
+                || !(self.roots.contains(entry.path())
+                    || rule.exclude.is_match(entry.path())
+                    || self.below_hidden(entry.path()))
         });
-        pruned.filter_map(move |item| match item {
+        Box::new(pruned.filter_map(move |item| match item {
+            Ok(entry) if !self.hidden.is_empty() && self.hidden_at(entry.path()).is_some() => {
+                Some(Walked::Unreadable(hidden_error(entry.path())))
+            }
             Ok(entry) => {
                 let recorded = if scoped {
                     // A scoped walk starts anywhere: the policy's own answer decides.
@@ -315,7 +346,22 @@ impl<'a> Policy<'a> {
                 }))
             }
             Err(err) => walk_error(err),
-        })
+        }))
+    }
+
+    /// Strictly below a hidden path (the hidden path itself is reported, not walked).
+    fn below_hidden(&self, path: &Path) -> bool {
+        self.hidden
+            .iter()
+            .any(|hidden| path != hidden && path.starts_with(hidden))
+    }
+}
+
+/// A path the agent's sandbox hides: its subtree is unverified, not removed.
+fn hidden_error(path: &Path) -> ScanError {
+    ScanError {
+        path: PathBytes::from(path),
+        message: crate::sandbox::HIDDEN.to_owned(),
     }
 }
 

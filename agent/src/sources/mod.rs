@@ -90,6 +90,55 @@ pub fn namespaces_of(source: &dyn StateSource) -> &'static [&'static str] {
     }
 }
 
+/// A reserved field: the names (comma-separated) of the fields a source could
+/// not read for this subject, e.g. a port's `process` when the agent may not
+/// look at other processes' file descriptors (no CAP_SYS_PTRACE). Sources pick
+/// field names, the host does not, so no observed value can pose as this marker.
+pub const UNREADABLE: &str = "!unreadable";
+
+/// Marks `field` of a subject as not readable by the agent (and drops its value).
+pub fn mark_unreadable(fields: &mut Fields, field: &str) {
+    fields.remove(field);
+    let mut names = unreadable_fields(fields);
+    names.insert(field.to_owned());
+    let joined = names.into_iter().collect::<Vec<_>>().join(",");
+    fields.insert(UNREADABLE.to_owned(), joined);
+}
+
+/// The fields a source could not read for this subject.
+pub fn unreadable_fields(fields: &Fields) -> std::collections::BTreeSet<String> {
+    fields
+        .get(UNREADABLE)
+        .map(|names| names.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// A coverage note for the subjects of `collection` with unreadable fields
+/// (invariant I9: what the agent cannot see is not compared, and says so).
+pub fn unreadable_note(source_name: &str, collection: &Collection) -> Option<String> {
+    let blind: Vec<String> = collection
+        .iter()
+        .filter(|(_, fields)| fields.contains_key(UNREADABLE))
+        .map(|(subject, fields)| {
+            let names = unreadable_fields(fields).into_iter().collect::<Vec<_>>();
+            format!("{subject} ({})", names.join(", "))
+        })
+        .collect();
+    if blind.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 5;
+    let more = match blind.len().saturating_sub(SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Some(format!(
+        "{source_name}: some fields are not readable by the agent here (its sandbox or a missing \
+         capability) and are not compared: {}{more}",
+        blind[..blind.len().min(SHOWN)].join(", ")
+    ))
+}
+
 /// What collecting every enabled source gave.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -115,6 +164,9 @@ pub fn collect_all(sources: &[Box<dyn StateSource>]) -> Collected {
     for source in sources {
         match source.collect() {
             Ok(state) => {
+                if let Some(note) = unreadable_note(source.namespace(), &state) {
+                    collected.unavailable.push(note);
+                }
                 collected.state.extend(state);
                 collected.namespaces.extend(namespaces_of(source.as_ref()));
             }
@@ -187,7 +239,7 @@ pub fn diff_states(before: &Collection, after: &Collection) -> Vec<StateChange> 
     for (subject, old) in before {
         match after.get(subject) {
             None => changes.push(change(subject, ChangeKind::Removed, Some(old), None)),
-            Some(new) if new != old => {
+            Some(new) if !comparable_changes(old, new).is_empty() => {
                 changes.push(change(subject, ChangeKind::Content, Some(old), Some(new)))
             }
             Some(_) => {}
@@ -209,14 +261,7 @@ fn change(
     after: Option<&Fields>,
 ) -> StateChange {
     let changed = match (before, after) {
-        (Some(old), Some(new)) => old
-            .keys()
-            .chain(new.keys())
-            .filter(|field| old.get(*field) != new.get(*field))
-            .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        (Some(old), Some(new)) => comparable_changes(old, new),
         _ => Vec::new(),
     };
     let summary = describe(subject, kind, before, after, &changed);
@@ -228,6 +273,21 @@ fn change(
         after: after.cloned(),
         summary,
     }
+}
+
+/// The fields that differ, leaving out those either side could not read: a
+/// blind spot is coverage, never drift (I9).
+fn comparable_changes(old: &Fields, new: &Fields) -> Vec<String> {
+    let mut blind = unreadable_fields(old);
+    blind.extend(unreadable_fields(new));
+    old.keys()
+        .chain(new.keys())
+        .filter(|field| *field != UNREADABLE && !blind.contains(*field))
+        .filter(|field| old.get(*field) != new.get(*field))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Words for a change. Users get their own phrasing, because "uid 0" is what
@@ -359,6 +419,54 @@ mod tests {
                 Err(err) => panic!("{err}"),
             }
         }
+    }
+
+    #[test]
+    fn a_field_the_agent_cannot_read_is_coverage_not_drift() {
+        let baseline = collection(&[(
+            "port:tcp/22",
+            fields([("addresses", "0.0.0.0"), ("process", "sshd"), ("uid", "0")]),
+        )]);
+        let mut blind = fields([("addresses", "0.0.0.0"), ("process", "sshd"), ("uid", "0")]);
+        mark_unreadable(&mut blind, "process");
+        assert!(!blind.contains_key("process"));
+        let now = collection(&[("port:tcp/22", blind.clone())]);
+        assert!(diff_states(&baseline, &now).is_empty());
+        // ...either way round: a baseline taken without the capability.
+        assert!(diff_states(&now, &baseline).is_empty());
+        let note = unreadable_note("port", &now).expect("a coverage note");
+        assert!(note.contains("port:tcp/22 (process)"), "{note}");
+        assert_eq!(unreadable_note("port", &baseline), None);
+        // What the agent can still read is still compared.
+        blind.insert("addresses".into(), "0.0.0.0,::".into());
+        let moved = collection(&[("port:tcp/22", blind)]);
+        let changes = diff_states(&baseline, &moved);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].changed, ["addresses"]);
+    }
+
+    #[test]
+    fn collect_all_reports_unreadable_fields_as_unavailable() {
+        struct Blind;
+        impl StateSource for Blind {
+            fn namespace(&self) -> &'static str {
+                "port"
+            }
+            fn collect(&self) -> Result<Collection, SourceError> {
+                let mut f = fields([("uid", "0")]);
+                mark_unreadable(&mut f, "process");
+                Ok(collection(&[("port:tcp/80", f)]))
+            }
+        }
+        let collected = collect_all(&[Box::new(Blind) as Box<dyn StateSource>]);
+        assert_eq!(collected.namespaces, ["port"]);
+        assert_eq!(
+            collected.unavailable.len(),
+            1,
+            "{:?}",
+            collected.unavailable
+        );
+        assert!(collected.errors.is_empty());
     }
 
     #[test]

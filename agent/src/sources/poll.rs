@@ -105,16 +105,23 @@ impl Poll {
             .iter()
             .map(|r| {
                 let (condition, subjects, detail) = match &r.outcome {
-                    Outcome::Collected(c) => (SourceCondition::Ok, c.len() as u64, None),
-                    Outcome::Unavailable(why) => (SourceCondition::Unavailable, 0, Some(why)),
-                    Outcome::Failed(why) => (SourceCondition::Failed, 0, Some(why)),
-                    Outcome::TimedOut(why) => (SourceCondition::TimedOut, 0, Some(why)),
+                    // Answered, but maybe blind to some fields: said in the detail (I9).
+                    Outcome::Collected(c) => (
+                        SourceCondition::Ok,
+                        c.len() as u64,
+                        super::unreadable_note(r.name, c),
+                    ),
+                    Outcome::Unavailable(why) => {
+                        (SourceCondition::Unavailable, 0, Some(why.clone()))
+                    }
+                    Outcome::Failed(why) => (SourceCondition::Failed, 0, Some(why.clone())),
+                    Outcome::TimedOut(why) => (SourceCondition::TimedOut, 0, Some(why.clone())),
                 };
                 SourceCoverage {
                     name: r.name.to_owned(),
                     condition,
                     subjects,
-                    detail: detail.cloned(),
+                    detail,
                 }
             })
             .collect()

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use super::{Collection, Fields, SourceError, StateSource, key, read_text, under};
+use super::{Collection, Fields, SourceError, StateSource, key, mark_unreadable, read_text, under};
 
 pub struct Ports {
     /// Normally /proc.
@@ -36,6 +36,14 @@ impl StateSource for Ports {
     }
 
     fn collect(&self) -> Result<Collection, SourceError> {
+        if crate::sandbox::foreign_namespace(&self.proc_root, "net") == Some(true) {
+            return Err(SourceError::Unavailable {
+                source_name: "port",
+                reason: "the agent runs in a network namespace of its own (a unit's \
+                         PrivateNetwork=?): the host's listening ports are not visible here"
+                    .into(),
+            });
+        }
         let mut listeners = Vec::new();
         for (file, proto, v6) in [
             ("tcp", "tcp", false),
@@ -52,6 +60,24 @@ impl StateSource for Ports {
         }
         let owners = socket_owners(&self.proc_root);
         Ok(group_by_port(&listeners, &owners))
+    }
+}
+
+/// Socket inodes and the name of the process owning each, from /proc/PID/fd.
+#[derive(Debug, Default)]
+pub struct Owners {
+    pub by_inode: HashMap<u64, String>,
+    /// Some process's descriptors could not be read (EACCES without
+    /// CAP_SYS_PTRACE): a socket with no owner found may be one of its.
+    pub incomplete: bool,
+}
+
+impl Owners {
+    pub fn complete(by_inode: HashMap<u64, String>) -> Self {
+        Owners {
+            by_inode,
+            incomplete: false,
+        }
     }
 }
 
@@ -100,8 +126,9 @@ fn decode_address(hex: &str, v6: bool) -> Option<String> {
 
 /// Socket inode -> name of the owning process (the lowest pid: the parent of
 /// forked workers). Processes we may not inspect are skipped.
-fn socket_owners(proc_root: &std::path::Path) -> HashMap<u64, String> {
+fn socket_owners(proc_root: &std::path::Path) -> Owners {
     let mut owners: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut incomplete = false;
     for entry in std::fs::read_dir(proc_root).into_iter().flatten().flatten() {
         let Some(pid) = entry
             .file_name()
@@ -110,17 +137,26 @@ fn socket_owners(proc_root: &std::path::Path) -> HashMap<u64, String> {
         else {
             continue;
         };
-        for fd in std::fs::read_dir(entry.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && let Some(inode) = target
-                    .to_str()
-                    .and_then(|t| t.strip_prefix("socket:["))
-                    .and_then(|t| t.strip_suffix(']'))
-                    .and_then(|t| t.parse().ok())
+        let fds = match std::fs::read_dir(entry.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(err) => {
+                incomplete |= denied(&err);
+                continue;
+            }
+        };
+        for fd in fds.flatten() {
+            let target = match std::fs::read_link(fd.path()) {
+                Ok(target) => target,
+                Err(err) => {
+                    incomplete |= denied(&err);
+                    continue;
+                }
+            };
+            if let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse().ok())
             {
                 owners.entry(pid).or_default().push(inode);
             }
@@ -135,40 +171,57 @@ fn socket_owners(proc_root: &std::path::Path) -> HashMap<u64, String> {
             by_inode.entry(inode).or_insert_with(|| comm.clone());
         }
     }
-    by_inode
+    Owners {
+        by_inode,
+        incomplete,
+    }
+}
+
+fn denied(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::PermissionDenied
 }
 
 /// One subject per protocol and port: the addresses it listens on, the owner.
-pub fn group_by_port(listeners: &[Listener], owners: &HashMap<u64, String>) -> Collection {
+/// A socket whose owner was not found while some processes could not be
+/// looked at has an unknown owner for want of sight, not for want of one: its
+/// port's `process` is marked unreadable (coverage), never "unknown" (drift).
+pub fn group_by_port(listeners: &[Listener], owners: &Owners) -> Collection {
     /// Addresses, owning processes and uids of one protocol and port.
     #[derive(Default)]
     struct Seen {
         addresses: BTreeSet<String>,
         processes: BTreeSet<String>,
         uids: BTreeSet<String>,
+        owner_unreadable: bool,
     }
     let mut ports: BTreeMap<(&str, u16), Seen> = BTreeMap::new();
     for l in listeners {
         let seen = ports.entry((l.proto, l.port)).or_default();
         seen.addresses.insert(l.address.clone());
-        seen.processes.insert(
-            owners
-                .get(&l.inode)
-                .cloned()
-                .unwrap_or_else(|| "unknown".into()),
-        );
+        match owners.by_inode.get(&l.inode) {
+            Some(name) => {
+                seen.processes.insert(name.clone());
+            }
+            None if owners.incomplete => seen.owner_unreadable = true,
+            None => {
+                seen.processes.insert("unknown".into());
+            }
+        }
         seen.uids.insert(l.uid.to_string());
     }
     let join = |set: BTreeSet<String>| set.into_iter().collect::<Vec<_>>().join(",");
     ports
         .into_iter()
         .map(|((proto, port), seen)| {
-            let fields: Fields = [
+            let mut fields: Fields = [
                 ("addresses".to_owned(), join(seen.addresses)),
                 ("process".to_owned(), join(seen.processes)),
                 ("uid".to_owned(), join(seen.uids)),
             ]
             .into();
+            if seen.owner_unreadable {
+                mark_unreadable(&mut fields, "process");
+            }
             (key("port", &format!("{proto}/{port}")), fields)
         })
         .collect()
@@ -210,7 +263,10 @@ mod tests {
     fn ports_group_addresses_and_name_their_owner() {
         let mut listeners = parse_proc_net(TCP, "tcp", false);
         listeners.extend(parse_proc_net(TCP6, "tcp", true));
-        let owners = HashMap::from([(1001, "sshd".to_owned()), (1004, "sshd".to_owned())]);
+        let owners = Owners::complete(HashMap::from([
+            (1001, "sshd".to_owned()),
+            (1004, "sshd".to_owned()),
+        ]));
         let ports = group_by_port(&listeners, &owners);
         let ssh = &ports[&SubjectKey("port:tcp/22".into())];
         assert_eq!(ssh["addresses"], "0.0.0.0,::");
@@ -219,6 +275,23 @@ mod tests {
             ports[&SubjectKey("port:tcp/3306".into())]["process"],
             "unknown"
         );
+    }
+
+    #[test]
+    fn an_owner_hidden_by_missing_privilege_is_unreadable_not_unknown() {
+        let listeners = parse_proc_net(TCP, "tcp", false);
+        let owners = Owners {
+            by_inode: HashMap::from([(1001, "sshd".to_owned())]),
+            incomplete: true,
+        };
+        let ports = group_by_port(&listeners, &owners);
+        let ssh = &ports[&SubjectKey("port:tcp/22".into())];
+        assert_eq!(ssh["process"], "sshd");
+        assert!(!ssh.contains_key(super::super::UNREADABLE));
+        let mysql = &ports[&SubjectKey("port:tcp/3306".into())];
+        assert!(!mysql.contains_key("process"), "{mysql:?}");
+        assert_eq!(mysql[super::super::UNREADABLE], "process");
+        assert_eq!(mysql["uid"], "108", "what /proc/net says is still there");
     }
 
     #[test]

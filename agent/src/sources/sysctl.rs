@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{Collection, SourceError, StateSource, fields, key, under};
+use super::{Collection, SourceError, StateSource, fields, key, mark_unreadable, under};
 
 /// Parameters worth watching on any server.
 pub const SECURITY_KEYS: &[&str] = &[
@@ -82,19 +82,38 @@ impl StateSource for Sysctl {
                 }
             }
         }
+        // Network parameters belong to the network namespace, the host and domain names
+        // to the UTS namespace: in namespaces of its own (PrivateNetwork=,
+        // ProtectHostname=) the agent reads its own copies, not the host's.
+        let proc = self.proc_sys.parent().unwrap_or(Path::new("/proc"));
+        let foreign_net = crate::sandbox::foreign_namespace(proc, "net") == Some(true);
+        let foreign_uts = crate::sandbox::foreign_namespace(proc, "uts") == Some(true);
         Ok(keys
             .into_iter()
             .filter_map(|name| {
                 // Absent (module not loaded, other kernel) or unreadable: not tracked.
                 let value =
                     std::fs::read_to_string(self.proc_sys.join(name.replace('.', "/"))).ok()?;
-                Some((
-                    key("sysctl", &name),
-                    fields([("value", &normalize(&value))]),
-                ))
+                let mut fields = fields([("value", &normalize(&value))]);
+                if (foreign_net && in_net_namespace(&name))
+                    || (foreign_uts && in_uts_namespace(&name))
+                {
+                    mark_unreadable(&mut fields, "value");
+                }
+                Some((key("sysctl", &name), fields))
             })
             .collect())
     }
+}
+
+/// Kernel parameters that each network namespace has its own copy of.
+pub fn in_net_namespace(name: &str) -> bool {
+    name.starts_with("net.")
+}
+
+/// Kernel parameters that each UTS namespace has its own copy of.
+pub fn in_uts_namespace(name: &str) -> bool {
+    matches!(name, "kernel.hostname" | "kernel.domainname")
 }
 
 fn config_files(path: &Path) -> Vec<PathBuf> {
