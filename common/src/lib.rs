@@ -6,11 +6,13 @@
 //! how byte-exact paths are shown to people and machines ([`pathbytes`]) and how
 //! path globs are matched ([`pattern::GlobList`]), and the versioned wire
 //! format between agents and the collector ([`api::v1`]) with the
-//! largest value each of its fields may hold ([`limits`]).
+//! largest value each of its fields may hold ([`limits`]). [`cli_docs`] renders the
+//! binaries' man pages and shell completions into memory.
 
 pub mod api;
 pub mod attrs;
 pub mod chain_key;
+pub mod cli_docs;
 pub mod hash;
 pub mod limits;
 pub mod pathbytes;
