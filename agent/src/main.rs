@@ -104,6 +104,12 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory, laid out as under /usr/share.
+        dir: PathBuf,
+    },
 }
 
 const RUN_EXIT_CODES: &str = "\
@@ -306,7 +312,27 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             let config = load_config(&cli.config)?;
             driftwatch_agent::status::print(&config.state_dir, output.output().format)
         }
+        Command::GenerateDocs { dir } => {
+            generate_docs(dir)?;
+            Ok(Exit::Clean)
+        }
     }
+}
+
+/// The man pages (section 8: a daemon and administration tool) and completions, from
+/// this parser.
+fn generate_docs(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    for file in driftwatch_common::cli_docs::render(Cli::command(), "8") {
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -357,4 +383,19 @@ fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_argument_and_subcommand_has_help_text() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            driftwatch_common::cli_docs::missing_help(Cli::command()),
+            Vec::<String>::new()
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use driftwatch_collector::app::{App, Settings};
 use driftwatch_collector::audit::VerifyReport;
 use driftwatch_collector::clock::SystemClock;
@@ -68,6 +68,12 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory, laid out as under /usr/share.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +134,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Needs no configuration: the packaging build runs it.
+    if let Command::GenerateDocs { dir } = &cli.command {
+        driftwatch_collector::cli_docs::write(Cli::command(), "8", dir)?;
+        return Ok(EXIT_OK);
+    }
     let config = load_config(&cli.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -166,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(EXIT_OK)
         }
+        Command::GenerateDocs { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Audit(AuditCommand::PublicKey { json }) => {
             let (key, source) = audit::key_file::load(&config.audit_key_path(), false)
                 .map_err(|why| anyhow::anyhow!(why))?;
@@ -412,5 +424,19 @@ fn print_report(report: &VerifyReport, json: bool) {
     }
     for line in report.text_lines() {
         println!("{}", driftwatch_common::pathbytes::escape_text(&line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_argument_and_subcommand_has_help_text() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            driftwatch_common::cli_docs::missing_help(Cli::command()),
+            Vec::<String>::new()
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use driftwatch_collector::api::model::{
     AlertView, AuditEntryView, CreateEnrollmentToken, CreatePerson, CreateToken, DecideWindow,
     DecisionView, DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
@@ -103,6 +103,12 @@ enum Command {
         /// `driftctl audit public-key` or `driftwatch-collector audit public-key`).
         #[arg(long, value_name = "KEY")]
         public_key: String,
+    },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory, laid out as under /usr/share.
+        dir: PathBuf,
     },
 }
 
@@ -477,6 +483,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Verify { file, public_key } = &cli.command {
         return verify_document(file, public_key, cli.json);
     }
+    // Needs no token nor collector either: the packaging build runs it.
+    if let Command::GenerateDocs { dir } = &cli.command {
+        driftwatch_collector::cli_docs::write(Cli::command(), "1", dir)?;
+        return Ok(EXIT_OK);
+    }
     let client = Client::new(&cli)?;
     match cli.command {
         Command::Windows(command) => windows(&client, command).await,
@@ -659,6 +670,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Verify { file, public_key } => verify_document(&file, &public_key, client.json),
+        Command::GenerateDocs { .. } => unreachable!("handled before the client is built"),
         Command::Alerts { limit } => {
             let alerts: Vec<AlertView> =
                 client.get(&format!("/api/v1/alerts?limit={limit}")).await?;
