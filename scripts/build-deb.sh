@@ -30,17 +30,29 @@ cargo deb --no-build -p driftwatch-agent --output "$out"
 cargo deb --no-build -p driftwatch-collector --output "$out"
 cargo deb --no-build -p driftwatch-collector --variant driftctl --output "$out"
 
-# A cargo-deb variant takes its synopsis (Description's first line) from the crate, the
-# collector's; driftctl gets its own by rewriting that one control field.
-set_synopsis() {
-    local deb=$1 synopsis=$2 tree
+# What cargo-deb leaves out: md5sums (what `dpkg --verify`, debsums and the agent's own
+# package provenance check compare installed files with), and, for a variant, a synopsis
+# (Description's first line) of its own: it takes the crate's, the collector's.
+finish() {
+    local deb=$1 synopsis=${2:-} tree
     tree=$(mktemp -d)
     dpkg-deb -R "$deb" "$tree"
-    sed -i "s|^Description: .*|Description: $synopsis|" "$tree/DEBIAN/control"
+    (cd "$tree" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
+        | xargs -0 md5sum >DEBIAN/md5sums)
+    if [ -n "$synopsis" ]; then
+        sed -i "s|^Description: .*|Description: $synopsis|" "$tree/DEBIAN/control"
+    fi
     dpkg-deb --root-owner-group -Zxz -b "$tree" "$deb" >/dev/null
     rm -rf "$tree"
 }
-set_synopsis "$(ls "$out"/driftctl_*_amd64.deb)" "command line for people working with a driftwatch collector"
+# (Not the -dbgsym packages: recompressing their 100 MB of debug information costs
+# minutes, and nothing verifies debug files against md5sums.)
+for deb in "$out"/*.deb; do
+    case "$(basename "$deb")" in
+    driftctl_*) finish "$deb" "command line for people working with a driftwatch collector" ;;
+    *) finish "$deb" ;;
+    esac
+done
 
 fail() { echo "package check failed: $*" >&2; exit 1; }
 only() {

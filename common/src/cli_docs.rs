@@ -45,7 +45,17 @@ pub fn render(cmd: Command, section: &str) -> Vec<DocFile> {
 }
 
 fn man_pages(cmd: &Command, section: &str, source: &str, files: &mut Vec<DocFile>) {
-    let man = clap_mangen::Man::new(cmd.clone())
+    let mut page = cmd.clone();
+    // A page's NAME line needs a description (whatis, apropos); the binaries' tests keep
+    // help text on every subcommand, this only keeps a missing one from breaking the page.
+    if page.get_about().is_none() {
+        let words = page
+            .get_display_name()
+            .unwrap_or(page.get_name())
+            .replace('-', " ");
+        page = page.about(words);
+    }
+    let man = clap_mangen::Man::new(page)
         .section(section)
         .source(source)
         .manual("driftwatch");
