@@ -104,12 +104,6 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Write the man pages and shell completions into DIR (for packaging).
-    #[command(hide = true)]
-    GenerateDocs {
-        /// Output directory, laid out as under /usr/share.
-        dir: PathBuf,
-    },
 }
 
 const RUN_EXIT_CODES: &str = "\
@@ -222,6 +216,17 @@ impl OutputArgs {
 }
 
 fn main() -> ExitCode {
+    // The packaging build's `driftwatch-agent generate-docs DIR`: read before clap, so it
+    // stays out of the documented interface (pages and completions).
+    if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
+        return match generate_docs(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(Exit::Error as u8)
+            }
+        };
+    }
     let cli = Cli::parse();
     if let Err(err) = init_logging(&cli.log_level, cli.log_format) {
         eprintln!("error: {err:#}");
@@ -311,10 +316,6 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Status { output } => {
             let config = load_config(&cli.config)?;
             driftwatch_agent::status::print(&config.state_dir, output.output().format)
-        }
-        Command::GenerateDocs { dir } => {
-            generate_docs(dir)?;
-            Ok(Exit::Clean)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Writes the man pages and shell completions of `driftwatch-collector` and `driftctl`
-//! (rendered by `driftwatch_common::cli_docs`) for their hidden `generate-docs DIR`.
+//! (rendered by `driftwatch_common::cli_docs`) for their `generate-docs DIR`, which the
+//! packaging build runs.
 
 use std::path::Path;
 

@@ -68,12 +68,6 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Write the man pages and shell completions into DIR (for packaging).
-    #[command(hide = true)]
-    GenerateDocs {
-        /// Output directory, laid out as under /usr/share.
-        dir: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +115,17 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    // The packaging build's `driftwatch-collector generate-docs DIR`: read before clap
+    // (and any configuration), so it stays out of the documented interface.
+    if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
+        return match driftwatch_collector::cli_docs::write(Cli::command(), "8", &dir) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(err) => {
+                eprintln!("driftwatch-collector: error: {err:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
     let cli = Cli::parse();
     let log_json = matches!(cli.command, Command::Serve { log_json: true, .. });
     telemetry::init_logging(log_json);
@@ -134,11 +139,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    // Needs no configuration: the packaging build runs it.
-    if let Command::GenerateDocs { dir } = &cli.command {
-        driftwatch_collector::cli_docs::write(Cli::command(), "8", dir)?;
-        return Ok(EXIT_OK);
-    }
     let config = load_config(&cli.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -177,7 +177,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(EXIT_OK)
         }
-        Command::GenerateDocs { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Audit(AuditCommand::PublicKey { json }) => {
             let (key, source) = audit::key_file::load(&config.audit_key_path(), false)
                 .map_err(|why| anyhow::anyhow!(why))?;

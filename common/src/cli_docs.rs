@@ -2,9 +2,12 @@
 //! check that every argument and subcommand of it carries help text.
 //!
 //! Pure: the files are returned in memory, laid out as under `/usr/share`; each binary's
-//! hidden `generate-docs DIR` subcommand writes them, and `scripts/build-deb.sh` packages
-//! them. Rendering from the parser itself keeps the pages and completions true to it.
+//! `generate-docs DIR` writes them, and `scripts/build-deb.sh` packages them. Rendering
+//! from the parser itself keeps the pages and completions true to it. `generate-docs` is
+//! recognised before clap parses ([`requested_dir`]), not declared as a hidden
+//! subcommand: clap_complete would still offer a hidden one.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::Command;
@@ -15,6 +18,15 @@ use clap_complete::Shell;
 pub struct DocFile {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
+}
+
+/// The `DIR` of a command line that is exactly `BIN generate-docs DIR`.
+pub fn requested_dir(args: impl IntoIterator<Item = OsString>) -> Option<PathBuf> {
+    let mut args = args.into_iter().skip(1);
+    match (args.next(), args.next(), args.next()) {
+        (Some(command), Some(dir), None) if command == "generate-docs" => Some(dir.into()),
+        _ => None,
+    }
 }
 
 /// The manual pages (one for the binary, one for every visible subcommand, in `section`:
@@ -147,6 +159,25 @@ mod tests {
         let bash = String::from_utf8(files[2].bytes.clone()).unwrap();
         assert!(bash.contains("complete -F _tool"), "{bash}");
         assert!(bash.contains("--config"), "{bash}");
+    }
+
+    #[test]
+    fn generate_docs_is_recognised_only_as_the_whole_command_line() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            requested_dir(args(&["tool", "generate-docs", "out"])),
+            Some(PathBuf::from("out"))
+        );
+        assert_eq!(requested_dir(args(&["tool", "generate-docs"])), None);
+        assert_eq!(
+            requested_dir(args(&["tool", "generate-docs", "a", "b"])),
+            None
+        );
+        assert_eq!(
+            requested_dir(args(&["tool", "check", "generate-docs"])),
+            None
+        );
+        assert_eq!(requested_dir(args(&["tool"])), None);
     }
 
     #[test]

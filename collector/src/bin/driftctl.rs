@@ -104,12 +104,6 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         public_key: String,
     },
-    /// Write the man pages and shell completions into DIR (for packaging).
-    #[command(hide = true)]
-    GenerateDocs {
-        /// Output directory, laid out as under /usr/share.
-        dir: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]
@@ -337,6 +331,17 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
+    // The packaging build's `driftctl generate-docs DIR`: read before clap (and any token),
+    // so it stays out of the documented interface (pages and completions).
+    if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
+        return match driftwatch_collector::cli_docs::write(Cli::command(), "1", &dir) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(err) => {
+                eprintln!("driftctl: error: {err:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -482,11 +487,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Offline: no collector, no token.
     if let Command::Verify { file, public_key } = &cli.command {
         return verify_document(file, public_key, cli.json);
-    }
-    // Needs no token nor collector either: the packaging build runs it.
-    if let Command::GenerateDocs { dir } = &cli.command {
-        driftwatch_collector::cli_docs::write(Cli::command(), "1", dir)?;
-        return Ok(EXIT_OK);
     }
     let client = Client::new(&cli)?;
     match cli.command {
@@ -670,7 +670,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Verify { file, public_key } => verify_document(&file, &public_key, client.json),
-        Command::GenerateDocs { .. } => unreachable!("handled before the client is built"),
         Command::Alerts { limit } => {
             let alerts: Vec<AlertView> =
                 client.get(&format!("/api/v1/alerts?limit={limit}")).await?;
