@@ -30,8 +30,12 @@ accepted_warnings=(
     non-standard-file-perm         # agent.toml 0640: the policy tells what is not watched
     uses-dpkg-database-directly    # the agent reads dpkg's status and md5sums, read-only
 )
-lint=$(lintian --no-cfg --display-level '>=warning' --tag-display-limit 0 "${debs[@]}" 2>&1) || true
+command -v lintian >/dev/null || fail "lintian is not installed (apt-get install lintian)"
+# Exit 1 is "tags found" (judged below); anything higher is lintian itself failing.
+status=0
+lint=$(lintian --no-cfg --display-level '>=warning' --tag-display-limit 0 "${debs[@]}" 2>&1) || status=$?
 echo "$lint"
+[ "$status" -le 1 ] || fail "lintian failed (exit $status)"
 if grep -q '^E: ' <<<"$lint"; then
     fail "lintian reports errors"
 fi
