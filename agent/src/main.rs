@@ -216,6 +216,17 @@ impl OutputArgs {
 }
 
 fn main() -> ExitCode {
+    // The packaging build's `driftwatch-agent generate-docs DIR`: read before clap, so it
+    // stays out of the documented interface (pages and completions).
+    if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
+        return match generate_docs(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(Exit::Error as u8)
+            }
+        };
+    }
     let cli = Cli::parse();
     let log = LogOutput::detect(cli.log_format);
     if let Err(err) = init_logging(&cli.log_level, log) {
@@ -310,6 +321,22 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// The man pages (section 8: a daemon and administration tool) and completions, from
+/// this parser.
+fn generate_docs(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    for file in driftwatch_common::cli_docs::render(Cli::command(), "8") {
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain()
         .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
@@ -355,4 +382,19 @@ fn init_logging(filter: &str, log: LogOutput) -> anyhow::Result<()> {
         .with_context(|| format!("invalid --log-level `{filter}`"))?;
     log.init_tracing(filter);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_argument_and_subcommand_has_help_text() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            driftwatch_common::cli_docs::missing_help(Cli::command()),
+            Vec::<String>::new()
+        );
+    }
 }

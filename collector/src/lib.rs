@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod chain;
+pub mod cli_docs;
 pub mod clock;
 pub mod coverage;
 pub mod drift;

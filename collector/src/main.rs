@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use driftwatch_collector::app::{App, Settings};
 use driftwatch_collector::audit::VerifyReport;
 use driftwatch_collector::clock::SystemClock;
@@ -127,6 +127,17 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    // The packaging build's `driftwatch-collector generate-docs DIR`: read before clap
+    // (and any configuration), so it stays out of the documented interface.
+    if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
+        return match driftwatch_collector::cli_docs::write(Cli::command(), "8", &dir) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(err) => {
+                eprintln!("driftwatch-collector: error: {err:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
     let cli = Cli::parse();
     let deprecated_json = matches!(cli.command, Command::Serve { log_json: true, .. });
     let format = if deprecated_json {
@@ -467,5 +478,19 @@ fn print_report(report: &VerifyReport, json: bool) {
     }
     for line in report.text_lines() {
         println!("{}", driftwatch_common::pathbytes::escape_text(&line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_argument_and_subcommand_has_help_text() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            driftwatch_common::cli_docs::missing_help(Cli::command()),
+            Vec::<String>::new()
+        );
     }
 }

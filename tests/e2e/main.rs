@@ -15,6 +15,7 @@ mod collector;
 mod config;
 mod daemon;
 mod daemon_sources;
+mod docs;
 mod drift;
 mod evidence;
 mod full_disk;

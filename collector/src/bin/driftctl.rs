@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use driftwatch_collector::api::model::{
     AlertView, AuditEntryView, CreateEnrollmentToken, CreatePerson, CreateToken, DecideWindow,
     DecisionView, DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
@@ -334,6 +334,17 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
+    // The packaging build's `driftctl generate-docs DIR`: read before clap (and any token),
+    // so it stays out of the documented interface (pages and completions).
+    if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
+        return match driftwatch_collector::cli_docs::write(Cli::command(), "1", &dir) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(err) => {
+                eprintln!("driftctl: error: {err:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
     let cli = Cli::parse();
     let log = driftwatch_common::logging::LogOutput::detect(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
