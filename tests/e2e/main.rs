@@ -16,6 +16,7 @@ mod config;
 mod daemon;
 mod daemon_sources;
 mod drift;
+mod driftctl;
 mod evidence;
 mod full_disk;
 mod integrity;
