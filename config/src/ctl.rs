@@ -295,6 +295,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let file = CtlFile::from_toml(
+            include_str!("../examples/driftctl.toml"),
+            Path::new("/etc/skel/driftctl.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            file.url.as_deref(),
+            Some("https://collector.example.org:8443")
+        );
+        assert_eq!(file.token_file.unwrap(), Path::new("/etc/skel/token"));
+    }
+
+    #[test]
     fn mistakes_are_located_by_line_and_key() {
         let err = parse("url = \"https://c\"\ntoken_file = 3\n").unwrap_err();
         assert!(
