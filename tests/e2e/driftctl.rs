@@ -400,3 +400,71 @@ fn listings_end_quietly_when_the_reader_goes_away() {
     cut_short(&collector, &admin, &["drift", "list"]);
     cut_short(&collector, &admin, &["--json", "drift", "list"]);
 }
+
+#[test]
+fn an_untrusted_certificate_is_unreachable_and_the_ca_comes_from_flag_or_file() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let cert_file = write_mode(&home.join("server.crt"), &cert.pem(), 0o644);
+    let key_file = write_mode(&home.join("server.key"), &key.serialize_pem(), 0o600);
+    let ca_file = write_mode(&home.join("ca.pem"), &ca.pem(), 0o644);
+    let collector = Collector::start_tls(
+        &format!(
+            "cert = \"{}\"\nkey = \"{}\"\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+        "",
+    );
+    let admin = collector.token("admin", "root");
+    let url = format!("https://{}", collector.addr);
+    let env = [("DRIFTWATCH_TOKEN", admin.as_str())];
+
+    // The system's roots do not know this CA: the TLS handshake fails.
+    ctl(home, &env, &["--url", &url, "hosts"])
+        .expect(69)
+        .stderr_has(&format!("cannot reach the collector at {url}"));
+    ctl(
+        home,
+        &env,
+        &[
+            "--url",
+            &url,
+            "--ca-cert",
+            ca_file.to_str().unwrap(),
+            "hosts",
+        ],
+    )
+    .expect(0);
+    // From the config file; DRIFTWATCH_CA_CERT and --ca-cert beat it.
+    write_mode(
+        &home.join("xdg/driftwatch/driftctl.toml"),
+        &format!("url = \"{url}\"\nca_cert = \"{}\"\n", ca_file.display()),
+        0o644,
+    );
+    ctl(home, &env, &["hosts"]).expect(0);
+    let not_pem = write_mode(&home.join("not.pem"), "hello\n", 0o644);
+    ctl(
+        home,
+        &[env[0], ("DRIFTWATCH_CA_CERT", not_pem.to_str().unwrap())],
+        &["hosts"],
+    )
+    .expect(78)
+    .stderr_has("not.pem is not a PEM certificate");
+    ctl(
+        home,
+        &env,
+        &["--ca-cert", not_pem.to_str().unwrap(), "hosts"],
+    )
+    .expect(78)
+    .stderr_has("not.pem is not a PEM certificate");
+}

@@ -438,10 +438,14 @@ impl Client {
                     ca.display()
                 ))
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|_| {
-                Failure::Config.error(format!("{} is not a PEM certificate", ca.display()))
-            })?;
-            builder = builder.tls_certs_only([cert]);
+            // A bundle may hold several; text without any is a mistake, not "trust nothing".
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| {
+                    Failure::Config.error(format!("{} is not a PEM certificate", ca.display()))
+                })?;
+            builder = builder.tls_certs_only(certs);
         }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
@@ -467,11 +471,17 @@ impl Client {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|err| {
-            Failure::Unreachable.error(format!(
+            let message = format!(
                 "cannot reach the collector at {}: {}",
                 self.url,
                 error_chain(&err)
-            ))
+            );
+            // A request that could not be built never left: not the network's fault.
+            if err.is_builder() {
+                anyhow!(message)
+            } else {
+                Failure::Unreachable.error(message)
+            }
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|err| {
