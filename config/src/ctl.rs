@@ -18,7 +18,8 @@
 //!
 //! # Precedence, setting by setting
 //!
-//! A flag beats an environment variable, which beats this file, which beats the default:
+//! A flag beats an environment variable (an empty one counts as unset), which beats this
+//! file, which beats the default:
 //!
 //! | setting | flag | environment | file | default |
 //! | --- | --- | --- | --- | --- |

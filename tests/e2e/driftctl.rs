@@ -161,6 +161,13 @@ fn settings_come_from_flags_then_environment_then_the_config_file_then_defaults(
         0o644,
     );
     ctl(home, &[], &["hosts"]).expect(0).stdout_has("(none)");
+    // An empty variable counts as unset.
+    ctl(
+        home,
+        &[("DRIFTWATCH_URL", ""), ("DRIFTWATCH_TOKEN", "")],
+        &["hosts"],
+    )
+    .expect(0);
 
     // URL: the environment beats the file; the flag beats the environment.
     ctl(home, &[("DRIFTWATCH_URL", &closed)], &["hosts"])

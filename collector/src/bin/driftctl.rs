@@ -46,26 +46,21 @@ const EXIT_ERROR: u8 = 2;
     after_help = after_help()
 )]
 struct Cli {
-    /// The collector's base URL [default: the config file's `url`, else
+    /// The collector's base URL [env: DRIFTWATCH_URL; else the config file's `url`; default:
     /// http://127.0.0.1:8443].
-    #[arg(long, global = true, env = "DRIFTWATCH_URL")]
+    #[arg(long, global = true)]
     url: Option<String>,
-    /// A file holding the API token, yours and 0600 [env: DRIFTWATCH_TOKEN_FILE; else
-    /// DRIFTWATCH_TOKEN holds the token itself; else the config file's `token_file`].
+    /// A file holding the API token, yours and 0600 [env: DRIFTWATCH_TOKEN_FILE, or
+    /// DRIFTWATCH_TOKEN holding the token itself; else the config file's `token_file`].
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// Trust only this CA (PEM) for the collector's certificate [default: the config
-    /// file's `ca_cert`, else the system's roots].
-    #[arg(long, global = true, env = "DRIFTWATCH_CA_CERT", value_name = "FILE")]
+    /// Trust only this CA (PEM) for the collector's certificate [env: DRIFTWATCH_CA_CERT;
+    /// else the config file's `ca_cert`; default: the system's roots].
+    #[arg(long, global = true, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
-    /// driftctl's config file [default: $XDG_CONFIG_HOME/driftwatch/driftctl.toml, else
-    /// ~/.config/driftwatch/driftctl.toml].
-    #[arg(
-        long,
-        global = true,
-        env = "DRIFTWATCH_CTL_CONFIG",
-        value_name = "FILE"
-    )]
+    /// driftctl's config file [env: DRIFTWATCH_CTL_CONFIG; default:
+    /// $XDG_CONFIG_HOME/driftwatch/driftctl.toml, else ~/.config/driftwatch/driftctl.toml].
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Print the collector's JSON answer instead of text.
     #[arg(long, global = true)]

@@ -14,8 +14,7 @@ pub struct Settings {
     pub ca_cert: Option<PathBuf>,
 }
 
-/// The flags that can override the file (`url` and `ca_cert` already merged with their
-/// environment variables by clap).
+/// The flags that override everything else.
 pub struct Overrides<'a> {
     pub config: Option<&'a Path>,
     pub url: Option<&'a str>,
@@ -23,25 +22,36 @@ pub struct Overrides<'a> {
     pub ca_cert: Option<&'a Path>,
 }
 
+/// An environment variable, unless unset or empty (an empty one counts as unset, as
+/// shells and most tools treat it).
+fn env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
 /// Resolves every setting; any problem is a [`Failure::Config`] naming its source.
 pub fn resolve(flags: Overrides<'_>) -> anyhow::Result<Settings> {
     let me = effective_uid();
-    let file = config_file(flags.config, me)?;
-    let url = match (flags.url, file.as_ref().and_then(|f| f.url.as_deref())) {
-        (Some(url), _) => {
-            ctl::check_url(url).map_err(|why| {
-                Failure::Config.error(format!("--url or {}: {why}", ctl::URL_ENV))
-            })?;
-            url.to_owned()
-        }
+    let named_config = flags
+        .config
+        .map(Path::to_path_buf)
+        .or_else(|| env(ctl::CONFIG_ENV).map(PathBuf::from));
+    let file = config_file(named_config, me)?;
+    let env_url = env(ctl::URL_ENV).map(|v| v.to_string_lossy().into_owned());
+    let url = match (
+        flags.url,
+        env_url,
+        file.as_ref().and_then(|f| f.url.clone()),
+    ) {
+        (Some(url), _, _) => checked_url(url, "--url")?,
+        (None, Some(url), _) => checked_url(&url, ctl::URL_ENV)?,
         // Checked when the file was read.
-        (None, Some(url)) => url.to_owned(),
-        (None, None) => ctl::DEFAULT_URL.to_owned(),
+        (None, None, Some(url)) => url,
+        (None, None, None) => ctl::DEFAULT_URL.to_owned(),
     };
-    let env_token = std::env::var_os(ctl::TOKEN_ENV).filter(|v| !v.is_empty());
+    let env_token = env(ctl::TOKEN_ENV);
     let source = ctl::resolve_token(
         flags.token_file,
-        std::env::var_os(ctl::TOKEN_FILE_ENV).as_deref(),
+        env(ctl::TOKEN_FILE_ENV).as_deref(),
         env_token.is_some(),
         file.as_ref(),
     )
@@ -57,6 +67,7 @@ pub fn resolve(flags: Overrides<'_>) -> anyhow::Result<Settings> {
     let ca_cert = flags
         .ca_cert
         .map(Path::to_path_buf)
+        .or_else(|| env(ctl::CA_CERT_ENV).map(PathBuf::from))
         .or_else(|| file.and_then(|f| f.ca_cert));
     Ok(Settings {
         url: url.trim_end_matches('/').to_owned(),
@@ -65,10 +76,16 @@ pub fn resolve(flags: Overrides<'_>) -> anyhow::Result<Settings> {
     })
 }
 
-/// `--config` / `DRIFTWATCH_CTL_CONFIG` (must exist), else the default place (may not).
-fn config_file(named: Option<&Path>, me: u32) -> anyhow::Result<Option<CtlFile>> {
+fn checked_url(url: &str, from: &str) -> anyhow::Result<String> {
+    ctl::check_url(url).map_err(|why| Failure::Config.error(format!("{from}: {why}")))?;
+    Ok(url.to_owned())
+}
+
+/// The file named by `--config` or `DRIFTWATCH_CTL_CONFIG` (must exist), else the one at
+/// the default place (may not).
+fn config_file(named: Option<PathBuf>, me: u32) -> anyhow::Result<Option<CtlFile>> {
     let path = match named {
-        Some(path) => path.to_path_buf(),
+        Some(path) => path,
         None => {
             let Some(path) = ctl::default_path(
                 std::env::var_os("XDG_CONFIG_HOME").as_deref(),
