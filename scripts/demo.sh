@@ -62,6 +62,8 @@ collector token create --role admin --person alice > "$demo/alice.token"
 collector token create --role change-manager --person carol > "$demo/carol.token"
 collector token create --role change-manager --person dave > "$demo/dave.token"
 collector token create --role security --person sam > "$demo/sam.token"
+# Readable by their owner alone: driftctl refuses any other token file.
+chmod 600 "$demo"/*.token
 # exec: so the pid recorded is the service's own, and the trap stops it.
 (DRIFTWATCH_LOG=warn exec "$bin/driftwatch-collector" --config "$demo/collector.toml" \
     serve --port-file "$demo/collector.addr" 2> "$demo/collector.log") &

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod collector;
+pub mod ctl;
 mod diagnostics;
 pub mod error;
 mod span;

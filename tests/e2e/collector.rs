@@ -141,11 +141,11 @@ fn collector_authorizes_drift_in_approved_windows_and_alerts_on_the_rest() {
 
     collector
         .driftctl(&alice, &["windows", "approve", &id])
-        .expect(2)
+        .expect(83)
         .stderr_has("segregation of duties: alice requested");
     collector
         .driftctl(&eve, &["windows", "approve", &id])
-        .expect(2)
+        .expect(83)
         .stderr_has("needs the change-manager role");
     collector
         .driftctl(&bob, &["windows", "approve", &id, "--comment", "CAB ok"])
@@ -230,7 +230,7 @@ fn collector_authorizes_drift_in_approved_windows_and_alerts_on_the_rest() {
                 "x",
             ],
         )
-        .expect(2)
+        .expect(83)
         .stderr_has("needs the security role");
     collector
         .driftctl(
@@ -512,21 +512,21 @@ fn the_clis_explain_themselves_and_their_errors() {
         .stdout_has("--role");
 
     cli(driftctl_bin(), &["drift", "list"], None)
-        .expect(2)
-        .stderr_has("no token: set DRIFTWATCH_TOKEN or pass --token-file");
+        .expect(78)
+        .stderr_has("no token: pass --token-file, set DRIFTWATCH_TOKEN_FILE or DRIFTWATCH_TOKEN");
     cli(
         driftctl_bin(),
         &["--url", "http://127.0.0.1:1", "drift", "list"],
         Some("dwt_x"),
     )
-    .expect(2)
+    .expect(69)
     .stderr_has("cannot reach the collector at http://127.0.0.1:1");
     cli(
         driftctl_bin(),
         &["windows", "list", "--status", "pending"],
         Some("dwt_x"),
     )
-    .expect(2)
+    .expect(64)
     .stderr_has("unknown window status `pending`, expected one of requested");
     cli(
         collector_bin(),

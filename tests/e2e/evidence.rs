@@ -372,7 +372,7 @@ fn evidence_exports_and_close_out_bundles_for_auditors() {
                 &period_to,
             ],
         )
-        .expect(2)
+        .expect(65)
         .stderr_has("400");
 
     // Roles: change managers and agents do not export.

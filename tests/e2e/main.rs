@@ -17,6 +17,7 @@ mod daemon;
 mod daemon_sources;
 mod docs;
 mod drift;
+mod driftctl;
 mod evidence;
 mod full_disk;
 mod integrity;

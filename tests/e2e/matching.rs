@@ -224,7 +224,7 @@ fn implementers_and_the_approver_are_checked_and_flagged_drift_alerts() {
             "car ol",
         ],
     );
-    bad.expect(2)
+    bad.expect(65)
         .stderr_has("implementers[0]: \"car ol\" contains spaces");
     let listed = collector.get("/api/v1/windows", &who.bob).expect(200);
     assert_eq!(listed.as_array().unwrap().len(), 1);
@@ -435,7 +435,8 @@ fn a_recurring_standard_window_authorizes_during_its_occurrences_even_after_the_
         "STD-2 recurs on another weekday"
     );
 
-    // Bad schedules are named; nothing is stored.
+    // Bad schedules are named; nothing is stored. The collector refuses what it checks
+    // (400: exit 65); driftctl what it parses itself (usage: exit 64).
     let refused = |extra: &[&str], fragment: &str| {
         let mut args = vec![
             "windows",
@@ -454,10 +455,9 @@ fn a_recurring_standard_window_authorizes_during_its_occurrences_even_after_the_
             &end,
         ];
         args.extend_from_slice(extra);
-        collector
-            .driftctl(&who.alice, &args)
-            .expect(2)
-            .stderr_has(fragment);
+        let run = collector.driftctl(&who.alice, &args);
+        let usage = fragment.contains("is not `DAYS HH:MM-HH:MM`");
+        run.expect(if usage { 64 } else { 65 }).stderr_has(fragment);
     };
     refused(
         &["--kind", "standard", "--schedule", "sunday 02:00-04:00"],

@@ -51,11 +51,11 @@ fn request_window(collector: &Collector, token: &str, ticket: &str) -> String {
     window["id"].as_str().unwrap().to_owned()
 }
 
-/// Approving `window` with `token` is refused (403, exit 2) with `fragment` in the error.
+/// Approving `window` with `token` is refused (403, exit 83) with `fragment` in the error.
 #[track_caller]
 fn refused(collector: &Collector, token: &str, window: &str, fragment: &str) {
     let run = collector.driftctl(token, &["windows", "approve", window]);
-    run.expect(2).stderr_has("403").stderr_has(fragment);
+    run.expect(83).stderr_has("403").stderr_has(fragment);
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn a_person_cannot_approve_their_own_window_through_any_token_or_spelling() {
     // driftctl says the same.
     collector
         .driftctl(&root, &["people", "create", "c\u{430}rol"])
-        .expect(2)
+        .expect(89)
         .stderr_has("carol");
 
     // The admin role does not approve.

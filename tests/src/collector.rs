@@ -60,6 +60,15 @@ pub fn driftctl_bin() -> &'static Path {
     BIN.get_or_init(|| workspace_bin("driftctl", "DRIFTCTL_BIN"))
 }
 
+/// Keeps a driftctl run from the settings of whoever runs the tests: no config file but
+/// one the test writes under `config_home`, no token file or CA from the environment.
+pub fn isolate_driftctl(cmd: &mut Command, config_home: &Path) {
+    cmd.env("XDG_CONFIG_HOME", config_home)
+        .env_remove("DRIFTWATCH_CTL_CONFIG")
+        .env_remove("DRIFTWATCH_TOKEN_FILE")
+        .env_remove("DRIFTWATCH_CA_CERT");
+}
+
 /// Runs a command to completion with a bound, capturing its output.
 #[track_caller]
 pub fn run(mut cmd: Command, timeout: Duration) -> Run {
@@ -275,6 +284,7 @@ impl Collector {
             .args(args)
             .env("DRIFTWATCH_TOKEN", token)
             .env_remove("DRIFTWATCH_URL");
+        isolate_driftctl(&mut cmd, self.dir.path());
         run(cmd, Duration::from_secs(60))
     }
 

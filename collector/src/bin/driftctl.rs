@@ -27,6 +27,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+#[path = "driftctl/exit.rs"]
+mod exit;
+#[path = "driftctl/settings.rs"]
+mod settings;
+
+use exit::Failure;
+
 const EXIT_OK: u8 = 0;
 const EXIT_AUDIT_BROKEN: u8 = 1;
 const EXIT_ERROR: u8 = 2;
@@ -36,26 +43,25 @@ const EXIT_ERROR: u8 = 2;
     name = "driftctl",
     version,
     about = "Change windows, drift and the audit trail of a driftwatch collector",
-    after_help = "The token comes from --token-file or DRIFTWATCH_TOKEN.\n\
-                  Text output shows control characters and bidi controls from hosts and \
-                  people as \\xNN; --json keeps exact strings (unsafe ones as \\u escapes).\n\
-                  Exit codes: 0 success, 1 `audit verify` found the audit log altered, 2 error."
+    after_help = after_help()
 )]
 struct Cli {
-    /// The collector's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "DRIFTWATCH_URL",
-        default_value = "http://127.0.0.1:8443"
-    )]
-    url: String,
-    /// A file holding the API token (else DRIFTWATCH_TOKEN).
+    /// The collector's base URL [env: DRIFTWATCH_URL; else the config file's `url`; default:
+    /// http://127.0.0.1:8443].
     #[arg(long, global = true)]
+    url: Option<String>,
+    /// A file holding the API token, yours and 0600 [env: DRIFTWATCH_TOKEN_FILE, or
+    /// DRIFTWATCH_TOKEN holding the token itself; else the config file's `token_file`].
+    #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// Trust only this CA (PEM) for the collector's certificate.
-    #[arg(long, global = true)]
+    /// Trust only this CA (PEM) for the collector's certificate [env: DRIFTWATCH_CA_CERT;
+    /// else the config file's `ca_cert`; default: the system's roots].
+    #[arg(long, global = true, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// driftctl's config file [env: DRIFTWATCH_CTL_CONFIG; default:
+    /// $XDG_CONFIG_HOME/driftwatch/driftctl.toml, else ~/.config/driftwatch/driftctl.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Print the collector's JSON answer instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -64,6 +70,18 @@ struct Cli {
     log_format: driftwatch_common::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--help`'s closing text: where the settings come from, how text is shown, exit codes.
+fn after_help() -> String {
+    format!(
+        "Settings: a flag beats its environment variable, which beats the config file, which \
+         beats the default. The config file (TOML) may hold `url`, `token_file` (relative to \
+         the file, or absolute) and `ca_cert`; it holds no token.\n\
+         Text output shows control characters and bidi controls from hosts and people as \
+         \\xNN; --json keeps exact strings (unsafe ones as \\u escapes).\n\n{}",
+        exit::EXIT_CODES
+    )
 }
 
 #[derive(Subcommand)]
@@ -93,6 +111,7 @@ enum Command {
     Hosts,
     /// Recent alerts and their delivery.
     Alerts {
+        /// How many of the newest alerts to show.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -120,15 +139,21 @@ enum WindowsCommand {
         status: Option<WindowStatus>,
     },
     /// Show one window.
-    Show { id: Uuid },
+    Show {
+        /// The window's id (from `windows list`).
+        id: Uuid,
+    },
     /// Approve a window requested by someone else; covers past untraced drift it spans.
     Approve {
+        /// The window's id.
         id: Uuid,
+        /// Why, for the audit trail (optional).
         #[arg(long)]
         comment: Option<String>,
     },
     /// Reject a window requested by someone else.
     Reject {
+        /// The window's id.
         id: Uuid,
         /// Why (required).
         #[arg(long)]
@@ -136,19 +161,24 @@ enum WindowsCommand {
     },
     /// Withdraw a requested window, or end an approved one early.
     Cancel {
+        /// The window's id.
         id: Uuid,
+        /// Why, for the audit trail (optional).
         #[arg(long)]
         comment: Option<String>,
     },
     /// Close out an approved window: accept its authorized drift as the new baseline.
     Close {
+        /// The window's id.
         id: Uuid,
+        /// A note for the audit trail (optional).
         #[arg(long)]
         comment: Option<String>,
     },
     /// The close-out evidence bundle of a window, to attach to its ticket (auditor,
     /// security, admin; a change manager for windows they requested, decided or closed).
     Evidence {
+        /// The window's id.
         id: Uuid,
         /// md (Markdown), html or json; all carry the same content digest.
         #[arg(long, default_value = "md", value_parser = ["md", "html", "json"])]
@@ -176,6 +206,7 @@ enum ReportCommand {
         /// End of the period, exclusive (RFC 3339).
         #[arg(long)]
         to: String,
+        /// csv (RFC 4180 with `#` comment lines) or json; both signed.
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
         /// Only the hosts with this name.
@@ -198,6 +229,7 @@ struct CreateWindow {
     /// The change ticket (e.g. CHG-1042).
     #[arg(long)]
     ticket: String,
+    /// A short description of the change.
     #[arg(long)]
     title: String,
     /// normal, standard or emergency (recorded after the fact).
@@ -218,6 +250,7 @@ struct CreateWindow {
     /// Start: local time in --time-zone (`2026-11-29T02:00`) or RFC 3339.
     #[arg(long)]
     start: String,
+    /// End: same forms as --start.
     #[arg(long)]
     end: String,
     /// IANA time zone of --start and --end.
@@ -246,19 +279,26 @@ enum DriftCommand {
         /// open, authorized, resolved or accepted.
         #[arg(long)]
         status: Option<DriftStatus>,
+        /// Only this host's drift (its id, from `driftctl hosts`).
         #[arg(long)]
         host: Option<Uuid>,
+        /// Only the drift this window authorized (its id).
         #[arg(long)]
         window: Option<Uuid>,
     },
     /// Show one drift item with its events.
-    Show { id: Uuid },
+    Show {
+        /// The drift item's id (from `drift list`).
+        id: Uuid,
+    },
     /// Resolve open (untraced) drift (security).
     Resolve {
+        /// The drift item's id.
         id: Uuid,
         /// confirmed_unauthorized, emergency_change or false_positive.
         #[arg(long)]
         category: String,
+        /// Why: what was found (required, kept in the audit trail).
         #[arg(long)]
         comment: String,
         /// The ticket of a retroactively approved emergency change.
@@ -310,8 +350,10 @@ enum PeopleCommand {
     /// Record a person. A name equal to an existing person's once normalised (case,
     /// whitespace, Unicode compatibility forms), or confusable with one, is refused.
     Create {
+        /// The person's name, as it will appear in the audit trail.
         name: String,
     },
+    /// List people and who recorded them.
     List,
 }
 
@@ -327,8 +369,11 @@ enum TokenCommand {
         #[arg(long)]
         role: Role,
     },
+    /// List tokens (never their secrets): role, person, state and issuer.
     List,
+    /// Revoke a token: it stops working at once.
     Revoke {
+        /// The token's id (from `token list`), not the token itself.
         id: Uuid,
     },
 }
@@ -345,7 +390,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cli = Cli::parse();
+    exit::die_quietly_on_closed_pipe();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // --help and --version are answers, not errors.
+            return ExitCode::from(if err.use_stderr() {
+                Failure::Usage.code()
+            } else {
+                EXIT_OK
+            });
+        }
+    };
     let log = driftwatch_common::logging::LogOutput::detect(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -361,7 +418,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             log.fatal("driftctl", "driftctl: ", &escape_text(&format!("{err:#}")));
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(exit::code_for(&err))
         }
     }
 }
@@ -375,26 +432,35 @@ struct Client {
 
 impl Client {
     fn new(cli: &Cli) -> anyhow::Result<Client> {
-        let token = match &cli.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?,
-            None => std::env::var("DRIFTWATCH_TOKEN")
-                .map_err(|_| anyhow!("no token: set DRIFTWATCH_TOKEN or pass --token-file"))?,
-        };
+        let settings = settings::resolve(settings::Overrides {
+            config: cli.config.as_deref(),
+            url: cli.url.as_deref(),
+            token_file: cli.token_file.as_deref(),
+            ca_cert: cli.ca_cert.as_deref(),
+        })?;
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10));
-        if let Some(ca) = &cli.ca_cert {
-            let pem = std::fs::read(ca)
-                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
-            builder = builder.tls_certs_only([cert]);
+        if let Some(ca) = &settings.ca_cert {
+            let pem = std::fs::read(ca).map_err(|err| {
+                Failure::Config.error(format!(
+                    "cannot read the CA certificate {}: {err}",
+                    ca.display()
+                ))
+            })?;
+            // A bundle may hold several; text without any is a mistake, not "trust nothing".
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| {
+                    Failure::Config.error(format!("{} is not a PEM certificate", ca.display()))
+                })?;
+            builder = builder.tls_certs_only(certs);
         }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
-            url: cli.url.trim_end_matches('/').to_owned(),
-            token: token.trim().to_owned(),
+            url: settings.url,
+            token: settings.token,
             json: cli.json,
         })
     }
@@ -414,15 +480,26 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the collector at {}", self.url))?;
+        let response = request.send().await.map_err(|err| {
+            let message = format!(
+                "cannot reach the collector at {}: {}",
+                self.url,
+                error_chain(&err)
+            );
+            // A request that could not be built never left: not the network's fault.
+            if err.is_builder() {
+                anyhow!(message)
+            } else {
+                Failure::Unreachable.error(message)
+            }
+        })?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .context("cannot read the collector's answer")?;
+        let text = response.text().await.map_err(|err| {
+            Failure::Unreachable.error(format!(
+                "cannot read the collector's answer: {}",
+                error_chain(&err)
+            ))
+        })?;
         if status.is_success() {
             return Ok(text);
         }
@@ -430,10 +507,12 @@ impl Client {
             .map(|body| format!("{}: {}", body.error.code, body.error.message))
             .unwrap_or_else(|_| text.trim().to_owned());
         let hint = match status {
-            StatusCode::UNAUTHORIZED => " (check DRIFTWATCH_TOKEN or --token-file)",
+            StatusCode::UNAUTHORIZED => {
+                " (check --token-file, DRIFTWATCH_TOKEN_FILE, DRIFTWATCH_TOKEN or the config file's token_file)"
+            }
             _ => "",
         };
-        bail!("{method} {path}: {status}: {detail}{hint}")
+        Err(Failure::for_status(status).error(format!("{method} {path}: {status}: {detail}{hint}")))
     }
 
     async fn call<T: DeserializeOwned>(
@@ -709,6 +788,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// An error and its causes, `: `-separated (reqwest keeps "connection refused" in a cause).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let next_text = next.to_string();
+        if !text.contains(&next_text) {
+            text = format!("{text}: {next_text}");
+        }
+        cause = next.source();
+    }
+    text
+}
+
 /// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
 fn encode(value: &str) -> String {
     value
@@ -792,7 +885,8 @@ async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8>
     };
     match command {
         WindowsCommand::Create(args) => {
-            let request = window_request(*args)?;
+            let request =
+                window_request(*args).map_err(|err| Failure::Usage.error(format!("{err:#}")))?;
             let window: WindowView = client.post("/api/v1/windows", &request).await?;
             client.say(show(&window));
             client.say(format!(
@@ -1068,7 +1162,7 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
             ticket,
         } => {
             let category: ResolutionCategory = serde_json::from_value(serde_json::Value::String(category.clone()))
-                .map_err(|_| anyhow!("--category `{category}`: expected confirmed_unauthorized, emergency_change or false_positive"))?;
+                .map_err(|_| Failure::Usage.error(format!("--category `{category}`: expected confirmed_unauthorized, emergency_change or false_positive")))?;
             let item: DriftView = client
                 .post(
                     &format!("/api/v1/drift/{id}/resolve"),
@@ -1253,6 +1347,31 @@ fn evidence_verdict(text: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::{json_for_terminal, parse_schedule};
+
+    /// Every argument and subcommand a person can see says what it is for (hidden ones,
+    /// such as a documentation generator, are exempt).
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        fn missing(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    out.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands().filter(|c| !c.is_hide_set()) {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    out.push(sub_path.clone());
+                }
+                missing(sub, &sub_path, out);
+            }
+        }
+        // Not built: clap's own `help` subcommands and `--help` flags are not ours to check.
+        let command = <super::Cli as clap::CommandFactory>::command();
+        let mut out = Vec::new();
+        missing(&command, "driftctl", &mut out);
+        assert!(out.is_empty(), "without help text:\n{}", out.join("\n"));
+    }
 
     #[test]
     fn json_for_a_terminal_escapes_what_json_leaves_raw_and_parses_the_same() {
