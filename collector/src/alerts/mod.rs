@@ -28,7 +28,7 @@ pub use syslog::Syslog;
 pub use webhook::Webhook;
 
 use crate::clock::{Clock, Millis, rfc3339};
-use crate::store::{Alert, DeliveryAttempt, DriftItem, Store, StoreError};
+use crate::store::{Alert, DeadLetter, DeliveryAttempt, DriftItem, Store, StoreError};
 use driftwatch_config::collector::{AlertSink as SinkConfig, SinkTarget};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,8 +51,48 @@ pub trait AlertSink: Send + Sync + 'static {
     fn timeout(&self) -> Duration {
         Duration::from_secs(30)
     }
-    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), String>>;
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>>;
 }
+
+/// Why one attempt failed, and whether trying again can help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// For people and the log: what happened (the receiver's answer included).
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Down, overloaded, slow or unreachable: retried with backoff, not before
+    /// `retry_after` when the receiver asked for a pause.
+    Transient { retry_after: Option<Duration> },
+    /// The receiver will never accept this alert (a 4xx other than 408 and 429): the
+    /// delivery is dead-lettered and the sink goes on with the next alert.
+    Permanent {
+        status: Option<u16>,
+        /// The start of the receiver's answer.
+        response: String,
+    },
+}
+
+impl DeliveryError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        DeliveryError {
+            message: message.into(),
+            kind: FailureKind::Transient { retry_after: None },
+        }
+    }
+}
+
+impl From<String> for DeliveryError {
+    fn from(message: String) -> Self {
+        DeliveryError::transient(message)
+    }
+}
+
+/// The longest pause a receiver's `Retry-After` can impose (the longest `retry_max_secs`).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// One configured sink and its in-memory pause (the persisted state is in the store).
 struct Channel {
@@ -262,16 +302,39 @@ async fn deliver_to<S: Store>(
         let timeout = channel.sink.timeout() + Duration::from_secs(1);
         let outcome = tokio::time::timeout(timeout, channel.sink.deliver(&alert))
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())));
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::transient(format!(
+                    "no answer within {} s",
+                    timeout.as_secs()
+                )))
+            });
         let at = clock.now();
-        let (error, next_attempt_at) = match &outcome {
-            Ok(()) => (None, at),
-            Err(error) => {
+        let (next_attempt_at, dead_letter) = match &outcome {
+            Ok(()) => (at, None),
+            Err(DeliveryError {
+                kind: FailureKind::Permanent { status, response },
+                ..
+            }) => (
+                at,
+                Some(DeadLetter {
+                    at,
+                    status: *status,
+                    response: response.clone(),
+                }),
+            ),
+            Err(DeliveryError {
+                kind: FailureKind::Transient { retry_after },
+                ..
+            }) => {
                 let random = getrandom::u64().unwrap_or(u64::from(alert.id.as_u128() as u32));
-                let wait = backoff::retry_delay(failures + 1, channel.retry_max, random);
-                (Some(error.clone()), at + wait.as_millis() as Millis)
+                let backoff = backoff::retry_delay(failures + 1, channel.retry_max, random);
+                // A receiver that asked for a pause gets at least that (bounded).
+                let wait =
+                    retry_after.map_or(backoff, |asked| backoff.max(asked.min(MAX_RETRY_AFTER)));
+                (at + wait.as_millis() as Millis, None)
             }
         };
+        let error = outcome.as_ref().err().map(|e| e.message.clone());
         let done = store
             .record_delivery(DeliveryAttempt {
                 alert_id: alert.id,
@@ -280,10 +343,11 @@ async fn deliver_to<S: Store>(
                 error: error.clone(),
                 next_attempt_at,
                 sinks: names.clone(),
+                dead_letter: dead_letter.clone(),
             })
             .await?;
-        match error {
-            None => {
+        match (error, dead_letter) {
+            (None, _) => {
                 metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "delivered")
                     .increment(1);
                 if done {
@@ -291,7 +355,20 @@ async fn deliver_to<S: Store>(
                     metrics::counter!("driftwatch_alerts_delivered_total").increment(1);
                 }
             }
-            Some(error) => {
+            (Some(error), Some(_)) => {
+                // Refused for good: set aside for an admin; the next alert is not held back.
+                metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "dead_letter")
+                    .increment(1);
+                metrics::counter!("driftwatch_alert_delivery_failures_total").increment(1);
+                tracing::error!(
+                    alert = %alert.id,
+                    sink = %name,
+                    attempt = failures + 1,
+                    error = %driftwatch_common::pathbytes::Shown(&error),
+                    "alert delivery refused for good; dead-lettered (driftctl alerts dead-letters)"
+                );
+            }
+            (Some(error), None) => {
                 metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "failed")
                     .increment(1);
                 metrics::counter!("driftwatch_alert_delivery_failures_total").increment(1);
@@ -337,10 +414,10 @@ mod tests {
         fn describe(&self) -> Value {
             json!({ "type": "test" })
         }
-        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), String>> {
+        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
             let n = self.tried.fetch_add(1, Ordering::SeqCst);
             let outcome = if n < self.failures {
-                Err(format!("down ({n})"))
+                Err(format!("down ({n})").into())
             } else {
                 Ok(())
             };

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{AlertSink, BoxFuture};
+use super::{AlertSink, BoxFuture, DeliveryError};
 use crate::store::Alert;
 use driftwatch_config::collector::{Syslog as Config, SyslogProtocol};
 
@@ -127,8 +127,8 @@ impl AlertSink for Syslog {
         self.config.timeout
     }
 
-    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.send(alert))
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move { self.send(alert).await.map_err(DeliveryError::from) })
     }
 }
 
