@@ -526,6 +526,7 @@ mod tests {
                     ca_file: None,
                     secret_file: None,
                     secret_header: None,
+                    signing_secret_file: None,
                     timeout: Duration::from_secs(5),
                 }),
             }]

@@ -64,8 +64,14 @@ impl SigningKey {
     }
 }
 
-/// Reads a secret file (trimmed, not empty, not open to every user on the host).
-fn read_secret_file(name: &str, key: &str, path: &std::path::Path) -> Result<String, String> {
+/// Reads a secret file (trimmed, not empty); `private`: refused when every user on the
+/// host may read it (0600 or 0640, or a systemd credential, are fine).
+fn read_secret_file(
+    name: &str,
+    key: &str,
+    path: &std::path::Path,
+    private: bool,
+) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
@@ -74,7 +80,7 @@ fn read_secret_file(name: &str, key: &str, path: &std::path::Path) -> Result<Str
         )
     })?;
     let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
-    if mode & 0o007 != 0 {
+    if private && mode & 0o007 != 0 {
         return Err(format!(
             "alert sink `{name}`: {key} {} is open to every user (mode {:o}): chmod 0600 (or 0640 for the service's group)",
             path.display(),
@@ -125,7 +131,7 @@ impl Webhook {
         let secret = match &config.secret_file {
             None => None,
             Some(path) => {
-                let secret = read_secret_file(&name, "secret_file", path)?;
+                let secret = read_secret_file(&name, "secret_file", path, false)?;
                 let (header, value) = match &config.secret_header {
                     None => (AUTHORIZATION, format!("Bearer {secret}")),
                     Some(header) => (
@@ -151,6 +157,7 @@ impl Webhook {
                 &name,
                 "signing_secret_file",
                 path,
+                true,
             )?)),
         };
         Ok(Webhook {
@@ -630,6 +637,7 @@ mod tests {
             ca_file: None,
             secret_file: Some(secret_file),
             secret_header: None,
+            signing_secret_file: None,
             timeout: Duration::from_secs(1),
         };
         let missing = Webhook::new("hook".into(), config(dir.path().join("none"))).err();
@@ -642,5 +650,312 @@ mod tests {
         let described = hook.describe().to_string();
         assert!(!described.contains("s3cret"), "{described}");
         assert!(format!("{:?}", hook.secret).contains("Sensitive"));
+    }
+
+    /// HMAC-SHA256 by RFC 2104's definition, from SHA-256 alone: an independent check of
+    /// the `hmac` crate as used here.
+    fn rfc2104_hmac_sha256(key: &[u8], message: &[u8]) -> String {
+        use sha2::Digest;
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let pad = |byte: u8| block.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(message)
+            .finalize();
+        let outer = Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize();
+        crate::identity::hex(&outer)
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_version_timestamp_and_body() {
+        // RFC 4231 test case 2 checks the reference itself.
+        assert_eq!(
+            rfc2104_hmac_sha256(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let body = br#"{"version":1,"alert":{"id":"x"}}"#;
+        for key in [&b"s3cret"[..], &[0xa5; 100][..]] {
+            let signed = SigningKey::new(key).sign(1_795_428_000, body);
+            let mut message = b"v0:1795428000:".to_vec();
+            message.extend_from_slice(body);
+            assert_eq!(
+                signed,
+                format!("v0={}", rfc2104_hmac_sha256(key, &message))
+            );
+        }
+        // Another timestamp or body, another signature.
+        let key = SigningKey::new("s3cret");
+        assert_ne!(key.sign(1, body), key.sign(2, body));
+        assert_ne!(key.sign(1, body), key.sign(1, b"{}"));
+    }
+
+    /// The fenced block in README.md that follows `marker` (the documented snippets).
+    fn readme_snippet(marker: &str, fence: &str) -> String {
+        let readme = include_str!("../../../README.md");
+        let after = &readme[readme.find(marker).expect("the README section")..];
+        let start = after.find(&format!("```{fence}\n")).expect("the snippet") + fence.len() + 4;
+        let end = start + after[start..].find("```").expect("its end");
+        after[start..end].to_owned()
+    }
+
+    /// Runs the README's shell and Python verification snippets (they need openssl and
+    /// python3, which `.ci/run` installs) on a signature made here.
+    #[test]
+    fn the_documented_verification_snippets_accept_our_signature_and_refuse_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("hook.key");
+        std::fs::write(&secret, "s3cret key\n").unwrap();
+        let body = dir.path().join("body.json");
+        let payload = br#"{"version":1,"alert":{"kind":"chain","body":{"summary":"a \"quoted\" $x"}}}"#;
+        std::fs::write(&body, payload).unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let key = SigningKey::new("s3cret key");
+        let shell = readme_snippet("Verifying webhook signatures", "sh");
+        let python = readme_snippet("Verifying webhook signatures", "python");
+        let run_shell = |timestamp: i64, signature: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&shell)
+                .arg("verify")
+                .arg(&secret)
+                .arg(&body)
+                .env("TS", timestamp.to_string())
+                .env("SIG", signature)
+                .output()
+                .expect("sh runs")
+        };
+        let good = run_shell(now, &key.sign(now, payload));
+        assert!(
+            good.status.success(),
+            "{}",
+            String::from_utf8_lossy(&good.stderr)
+        );
+        let forged = run_shell(now, &SigningKey::new("other").sign(now, payload));
+        assert!(!forged.status.success());
+        let replayed = run_shell(now - 301, &key.sign(now - 301, payload));
+        assert!(!replayed.status.success(), "older than 5 min");
+        assert!(String::from_utf8_lossy(&replayed.stderr).contains("timestamp"));
+
+        let program = format!(
+            "{python}\nimport sys\nok = verify(open(sys.argv[1], 'rb').read().strip(), sys.argv[2], sys.argv[3], open(sys.argv[4], 'rb').read())\nsys.exit(0 if ok else 1)\n"
+        );
+        let run_python = |timestamp: i64, signature: &str| {
+            std::process::Command::new("python3")
+                .arg("-c")
+                .arg(&program)
+                .arg(&secret)
+                .arg(timestamp.to_string())
+                .arg(signature)
+                .arg(&body)
+                .status()
+                .expect("python3 runs")
+                .success()
+        };
+        assert!(run_python(now, &key.sign(now, payload)));
+        assert!(!run_python(now, &key.sign(now + 1, payload)));
+        assert!(!run_python(now - 301, &key.sign(now - 301, payload)));
+    }
+
+    #[test]
+    fn a_4xx_but_408_and_429_is_permanent_and_retry_after_is_read() {
+        for status in [400, 401, 403, 404, 410, 413, 422] {
+            assert_eq!(
+                classify(status, None, "invalid_blocks".into()),
+                FailureKind::Permanent {
+                    status: Some(status),
+                    response: "invalid_blocks".into()
+                },
+                "{status}"
+            );
+        }
+        let pause = Some(Duration::from_secs(30));
+        for status in [408, 429, 500, 502, 503, 504, 301] {
+            assert_eq!(
+                classify(status, pause, String::new()),
+                FailureKind::Transient { retry_after: pause },
+                "{status}"
+            );
+        }
+        let now: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 10:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past: now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    fn alert_with_subjects(subjects: &[String], hostname: &str) -> Alert {
+        let mut alert = drift_alert(0);
+        let items: Vec<Value> = subjects.iter().map(|s| json!({ "subject": s })).collect();
+        alert.body = json!({
+            "kind": "untraced_drift",
+            "host": { "hostname": hostname },
+            "summary": format!("{} untraced changes on {hostname}: {}", subjects.len(), subjects.join(", ")),
+            "held_secs": 30,
+            "ticket": subjects.first(),
+            "items": items,
+        });
+        alert
+    }
+
+    /// Every text of a Slack message within Slack's limits.
+    fn assert_within_slack_limits(payload: &Value) {
+        let units = |v: &Value| v.as_str().unwrap().encode_utf16().count();
+        assert!(units(&payload["text"]) <= SLACK_SECTION_CHARS);
+        let blocks = payload["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= SLACK_MAX_BLOCKS);
+        for block in blocks {
+            match block["type"].as_str().unwrap() {
+                "header" => assert!(units(&block["text"]["text"]) <= SLACK_HEADER_CHARS),
+                "section" => assert!(
+                    units(&block["text"]["text"]) <= SLACK_SECTION_CHARS,
+                    "{} units",
+                    units(&block["text"]["text"])
+                ),
+                "context" => assert!(units(&block["elements"][0]["text"]) <= SLACK_SECTION_CHARS),
+                other => panic!("unexpected block {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_burst_of_long_paths_stays_within_slack_limits_and_counts_the_rest() {
+        // The incident: 14 paths of about 300 characters made a 4,487-character section.
+        let subjects: Vec<String> = (0..14)
+            .map(|i| format!("file:/srv/app/{}/{i}.conf", "deep/".repeat(60)))
+            .collect();
+        let payload = slack_payload(&alert_with_subjects(&subjects, "web-1"));
+        assert_within_slack_limits(&payload);
+        let blocks = payload["blocks"].as_array().unwrap();
+        let listed = blocks
+            .iter()
+            .map(|b| b["text"]["text"].as_str().unwrap_or(""))
+            .find(|t| t.starts_with("*Subjects:*"))
+            .unwrap();
+        let shown = listed.matches("\n• `").count();
+        assert!(shown >= 1 && shown < 14, "{shown}");
+        assert!(
+            listed.ends_with(&format!("…and {} more", 14 - shown)),
+            "{listed}"
+        );
+        // The header is plain text and cut; the whole summary follows in a section.
+        assert_eq!(blocks[0]["type"], "header");
+        assert!(blocks[0]["text"]["text"].as_str().unwrap().ends_with('…'));
+        assert!(
+            blocks[1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*driftwatch: 14 untraced changes on web-1")
+        );
+    }
+
+    #[test]
+    fn the_generic_payload_lists_a_bounded_number_of_items_and_counts_the_rest() {
+        let subjects: Vec<String> = (0..250).map(|i| format!("file:/etc/{i}")).collect();
+        let payload = generic_payload(&alert_with_subjects(&subjects, "web-1"));
+        let body = &payload["alert"]["body"];
+        assert_eq!(body["items"].as_array().unwrap().len(), GENERIC_ITEMS);
+        assert_eq!(body["items"][99]["subject"], "file:/etc/99");
+        assert_eq!(body["items_total"], 250);
+        assert_eq!(body["items_omitted"], 150);
+        let small = generic_payload(&drift_alert(3));
+        assert_eq!(small["alert"]["body"]["items"].as_array().unwrap().len(), 3);
+        assert!(small["alert"]["body"].get("items_omitted").is_none());
+    }
+
+    #[test]
+    fn a_world_readable_signing_secret_is_refused_and_a_private_one_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook.key");
+        std::fs::write(&path, "k3y\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = Config {
+            url: "https://hooks.example/".into(),
+            format: WebhookFormat::Json,
+            ca_file: None,
+            secret_file: None,
+            secret_header: None,
+            signing_secret_file: Some(path.clone()),
+            timeout: Duration::from_secs(1),
+        };
+        let refused = Webhook::new("hook".into(), config.clone()).err().unwrap();
+        assert!(refused.contains("open to every user (mode 644)"), "{refused}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let hook = Webhook::new("hook".into(), config).unwrap();
+        let key = hook.signing_key.as_ref().unwrap();
+        assert_eq!(key.sign(5, b"x"), SigningKey::new("k3y").sign(5, b"x"));
+        let described = hook.describe();
+        assert_eq!(described["signing_secret_file"], json!(path));
+        assert!(!described.to_string().contains("k3y"));
+    }
+
+    use proptest::prelude::*;
+
+    /// Subjects a hostile host could report: long, many, multibyte, mrkdwn and entity
+    /// characters, backticks, controls and bidi overrides.
+    fn hostile_subject() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z/._-]{1,40}",
+            "[`*_~<>&|\\\\:\"\\]\\[ ]{1,200}",
+            "[é漢字😀\u{202e}\u{200b}\u{1b}\n&<>]{1,400}",
+            "(file:/[a-zA-Z0-9&<>`*😀é]{1,60}){1,140}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn slack_messages_stay_within_limits_whatever_the_subjects(
+            subjects in prop::collection::vec(hostile_subject(), 0..300),
+            hostname in "[a-zé😀<>&`*\u{202e}]{1,253}",
+        ) {
+            let alert = alert_with_subjects(&subjects, &hostname);
+            let payload = slack_payload(&alert);
+            assert_within_slack_limits(&payload);
+            if !subjects.is_empty() {
+                let blocks = payload["blocks"].as_array().unwrap();
+                let listed = blocks
+                    .iter()
+                    .filter_map(|b| b["text"]["text"].as_str())
+                    .find(|t| t.starts_with("*Subjects:*"))
+                    .unwrap();
+                let shown = listed.matches("\n• `").count();
+                prop_assert!(shown >= 1, "the first subject is always named");
+                if shown < subjects.len() {
+                    let suffix = format!("…and {} more", subjects.len() - shown);
+                    prop_assert!(listed.ends_with(&suffix));
+                }
+            }
+            // The generic payload: bounded list, the rest counted.
+            let generic = generic_payload(&alert);
+            let items = generic["alert"]["body"]["items"].as_array().unwrap().len();
+            prop_assert_eq!(items, subjects.len().min(GENERIC_ITEMS));
+            if subjects.len() > GENERIC_ITEMS {
+                prop_assert_eq!(
+                    generic["alert"]["body"]["items_omitted"].as_u64(),
+                    Some((subjects.len() - GENERIC_ITEMS) as u64)
+                );
+            }
+        }
     }
 }
