@@ -396,7 +396,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::store::{DeliveryState, HeartbeatRecord, NewAlert, SqliteStore};
+    use crate::store::{DeliveryState, Dropped, HeartbeatRecord, NewAlert, SqliteStore};
 
     const T0: Millis = 1_795_428_000_000;
 
@@ -512,6 +512,205 @@ mod tests {
             ),
             (2, 4)
         );
+    }
+
+    /// A receiver that refuses `alert 0` for good until `fixed`, and asks for a pause of
+    /// `pause` on `alert 1` the first time.
+    struct Picky {
+        fixed: AtomicBool,
+        tried: Mutex<Vec<String>>,
+        pause: Duration,
+    }
+
+    impl AlertSink for Picky {
+        fn name(&self) -> &str {
+            "picky"
+        }
+        fn describe(&self) -> Value {
+            json!({ "type": "test" })
+        }
+        fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+            let summary = alert.body["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let mut tried = self.tried.lock().unwrap();
+            let first = !tried.contains(&summary);
+            tried.push(summary.clone());
+            let outcome = match summary.as_str() {
+                "alert 0" if !self.fixed.load(Ordering::SeqCst) => Err(DeliveryError {
+                    message: "answered HTTP 400: invalid_blocks".into(),
+                    kind: FailureKind::Permanent {
+                        status: Some(400),
+                        response: "invalid_blocks".into(),
+                    },
+                }),
+                "alert 1" if first => Err(DeliveryError {
+                    message: "answered HTTP 429".into(),
+                    kind: FailureKind::Transient {
+                        retry_after: Some(self.pause),
+                    },
+                }),
+                _ => Ok(()),
+            };
+            Box::pin(async move { outcome })
+        }
+    }
+
+    fn audit_entry(action: &str) -> crate::audit::NewAudit {
+        crate::audit::NewAudit::new(T0, "root", action, "alert", json!({}))
+    }
+
+    #[tokio::test]
+    async fn a_refused_alert_is_dead_lettered_and_the_next_one_still_goes_out() {
+        let store = store_with_alerts(3).await;
+        let clock = ManualClock::at(T0 + 10);
+        let picky = Arc::new(Picky {
+            fixed: AtomicBool::new(false),
+            tried: Mutex::new(Vec::new()),
+            pause: Duration::from_secs(120),
+        });
+        let sinks = Sinks::new(vec![(
+            picky.clone() as Arc<dyn AlertSink>,
+            Duration::from_secs(5),
+        )]);
+        let round = || deliver_pending(&store, &sinks, Arc::new(clock.clone()));
+
+        // Round 1: alert 0 refused for good, the sink goes on; alert 1 asks for a pause of
+        // 120 s (longer than the 5 s backoff cap): the sink waits that long.
+        assert_eq!(round().await.unwrap(), 0);
+        assert_eq!(*picky.tried.lock().unwrap(), ["alert 0", "alert 1"]);
+        let dead = store.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body["summary"], "alert 0");
+        let delivery = &dead[0].deliveries[0];
+        assert_eq!(delivery.state, DeliveryState::DeadLetter);
+        let letter = delivery.dead_letter.as_ref().unwrap();
+        assert_eq!(
+            (letter.status, letter.response.as_str()),
+            (Some(400), "invalid_blocks")
+        );
+        let listed = store.alerts(10).await.unwrap();
+        let second = listed
+            .iter()
+            .find(|a| a.body["summary"] == "alert 1")
+            .unwrap();
+        let wait = second.deliveries[0].next_attempt_at.unwrap() - clock.now();
+        assert!(wait >= 120_000, "Retry-After honoured: {wait} ms");
+        let backlog = store.delivery_backlog(vec!["picky".into()]).await.unwrap();
+        assert_eq!(
+            (
+                backlog[0].undelivered,
+                backlog[0].failing,
+                backlog[0].dead_letters
+            ),
+            (3, 1, 1)
+        );
+
+        // After the pause: alerts 1 and 2 go out; the dead letter is not tried again.
+        clock.set(clock.now() + 121_000);
+        assert_eq!(round().await.unwrap(), 2);
+        assert_eq!(picky.tried.lock().unwrap().len(), 4);
+        clock.set(clock.now() + 600_000);
+        round().await.unwrap();
+        assert_eq!(picky.tried.lock().unwrap().len(), 4, "a dead letter waits");
+
+        // An admin retries once the receiver is fixed: delivered at the next round.
+        picky.fixed.store(true, Ordering::SeqCst);
+        let id = dead[0].id;
+        let retried = store
+            .retry_dead_letter(
+                id,
+                "picky".into(),
+                clock.now(),
+                audit_entry("alert.retried"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(retried.deliveries[0].state, DeliveryState::Failing);
+        let again = store
+            .retry_dead_letter(
+                id,
+                "picky".into(),
+                clock.now(),
+                audit_entry("alert.retried"),
+            )
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        assert_eq!(round().await.unwrap(), 1);
+        assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
+        assert!(store.dead_letters(10).await.unwrap().is_empty());
+        let (log, _) = store.audit_log().await.unwrap();
+        assert_eq!(
+            log.iter().filter(|e| e.action == "alert.retried").count(),
+            1,
+            "the refused retry wrote nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_dead_letter_is_owed_no_more() {
+        let store = store_with_alerts(1).await;
+        let clock = ManualClock::at(T0 + 10);
+        let picky = Arc::new(Picky {
+            fixed: AtomicBool::new(false),
+            tried: Mutex::new(Vec::new()),
+            pause: Duration::ZERO,
+        });
+        let sinks = Sinks::new(vec![(
+            picky.clone() as Arc<dyn AlertSink>,
+            Duration::from_secs(5),
+        )]);
+        deliver_pending(&store, &sinks, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let id = store.dead_letters(10).await.unwrap()[0].id;
+        let missing = store
+            .drop_dead_letter(
+                id,
+                "other".into(),
+                Dropped {
+                    at: T0 + 20,
+                    by: "root".into(),
+                    reason: "x".into(),
+                },
+                vec!["picky".into()],
+                audit_entry("alert.dropped"),
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{missing:?}"
+        );
+        let dropped = store
+            .drop_dead_letter(
+                id,
+                "picky".into(),
+                Dropped {
+                    at: T0 + 20,
+                    by: "root".into(),
+                    reason: "payload bug, fixed in 0.2".into(),
+                },
+                vec!["picky".into()],
+                audit_entry("alert.dropped"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            dropped.delivered_at,
+            Some(T0 + 20),
+            "no sink owes it any more"
+        );
+        let delivery = &dropped.deliveries[0];
+        assert_eq!(delivery.state, DeliveryState::Dropped);
+        assert_eq!(
+            delivery.dropped.as_ref().unwrap().reason,
+            "payload bug, fixed in 0.2"
+        );
+        assert_eq!(delivery.dead_letter.as_ref().unwrap().status, Some(400));
+        assert!(store.dead_letters(10).await.unwrap().is_empty());
+        let backlog = store.delivery_backlog(vec!["picky".into()]).await.unwrap();
+        assert_eq!((backlog[0].undelivered, backlog[0].dead_letters), (0, 0));
     }
 
     #[test]

@@ -686,10 +686,7 @@ mod tests {
             let signed = SigningKey::new(key).sign(1_795_428_000, body);
             let mut message = b"v0:1795428000:".to_vec();
             message.extend_from_slice(body);
-            assert_eq!(
-                signed,
-                format!("v0={}", rfc2104_hmac_sha256(key, &message))
-            );
+            assert_eq!(signed, format!("v0={}", rfc2104_hmac_sha256(key, &message)));
         }
         // Another timestamp or body, another signature.
         let key = SigningKey::new("s3cret");
@@ -714,7 +711,8 @@ mod tests {
         let secret = dir.path().join("hook.key");
         std::fs::write(&secret, "s3cret key\n").unwrap();
         let body = dir.path().join("body.json");
-        let payload = br#"{"version":1,"alert":{"kind":"chain","body":{"summary":"a \"quoted\" $x"}}}"#;
+        let payload =
+            br#"{"version":1,"alert":{"kind":"chain","body":{"summary":"a \"quoted\" $x"}}}"#;
         std::fs::write(&body, payload).unwrap();
         let now = jiff::Timestamp::now().as_second();
         let key = SigningKey::new("s3cret key");
@@ -898,7 +896,10 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         let refused = Webhook::new("hook".into(), config.clone()).err().unwrap();
-        assert!(refused.contains("open to every user (mode 644)"), "{refused}");
+        assert!(
+            refused.contains("open to every user (mode 644)"),
+            "{refused}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let hook = Webhook::new("hook".into(), config).unwrap();
         let key = hook.signing_key.as_ref().unwrap();
