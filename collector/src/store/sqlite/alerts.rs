@@ -1,4 +1,4 @@
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::rows::{Id, Json, id, opt_id};
@@ -57,7 +57,20 @@ pub fn raise_due(conn: &Connection, now: Millis, hold_ms: i64, burst_ms: i64) ->
         let Some(first) = items.first() else {
             continue;
         };
-        let body = untraced_drift_body(host_id, &first.hostname, &items, now - oldest);
+        let mut body = untraced_drift_body(host_id, &first.hostname, &items, now - oldest);
+        // Drift flagged inside a window names that window's ticket (syslog and Slack show it).
+        let mut ticket_of = conn.prepare("SELECT ticket FROM windows WHERE id = ?1")?;
+        for (item, listed) in items
+            .iter()
+            .zip(body["items"].as_array_mut().into_iter().flatten())
+        {
+            if let Some(window_id) = item.window_id {
+                let ticket: Option<String> = ticket_of
+                    .query_row([id(window_id)], |r| r.get(0))
+                    .optional()?;
+                listed["ticket"] = serde_json::json!(ticket);
+            }
+        }
         let alert_id = insert_alert(
             conn,
             &NewAlert {
