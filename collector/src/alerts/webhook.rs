@@ -849,7 +849,7 @@ mod tests {
             .find(|t| t.starts_with("*Subjects:*"))
             .unwrap();
         let shown = listed.matches("\n• `").count();
-        assert!(shown >= 1 && shown < 14, "{shown}");
+        assert!((1..14).contains(&shown), "{shown}");
         assert!(
             listed.ends_with(&format!("…and {} more", 14 - shown)),
             "{listed}"
