@@ -1105,6 +1105,28 @@ impl<S: Store> App<S> {
         Ok(alert)
     }
 
+    /// An admin sends every dead letter of `sink` again (the receiver or its credentials
+    /// were fixed, after refusing everything with 401 or 404); one audit entry with the
+    /// count, none when there was nothing to retry.
+    pub async fn retry_dead_letters(&self, actor: &Principal, sink: &str) -> Result<u32> {
+        require(actor, &[Role::Admin], "retrying dead-lettered alerts")?;
+        self.configured_sink(sink)?;
+        let now = self.now();
+        let audit = NewAudit::new(
+            now,
+            &actor.name,
+            "alert.retried",
+            format!("alert_sink:{sink}"),
+            json!({ "sink": sink, "all": true }),
+        );
+        let retried = self
+            .store
+            .retry_dead_letters(sink.to_owned(), now, audit)
+            .await?;
+        tracing::info!(sink = %Shown(sink), retried, by = %Shown(&actor.name), "dead-lettered alerts queued again");
+        Ok(retried)
+    }
+
     /// An admin gives up on a dead-lettered delivery, saying why: that sink no longer
     /// owes the alert.
     pub async fn drop_dead_letter(

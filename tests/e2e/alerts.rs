@@ -746,6 +746,11 @@ fn a_refused_alert_is_dead_lettered_the_next_is_delivered_and_an_admin_retries_o
     assert_eq!(delivery(&dropped, "hook")["dropped"]["by"], "root");
     assert!(dropped["delivered_at"].is_string(), "{dropped:#}");
 
+    collector
+        .driftctl(&security, &["alerts", "retry", "--all", "--sink", "hook"])
+        .expect(2)
+        .stderr_has("403");
+
     // The receiver is fixed; retried: delivered.
     fixed.store(true, Ordering::SeqCst);
     collector
@@ -766,6 +771,10 @@ fn a_refused_alert_is_dead_lettered_the_next_is_delivered_and_an_admin_retries_o
         .driftctl(&admin, &["alerts", "dead-letters"])
         .expect(0)
         .stdout_has("(none)");
+    collector
+        .driftctl(&admin, &["alerts", "retry", "--all", "--sink", "hook"])
+        .expect(0)
+        .stdout_has("0 dead-lettered alert(s) queued again for sink hook");
     let answered: Vec<(String, u16)> = receiver
         .received()
         .iter()

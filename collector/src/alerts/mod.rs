@@ -648,6 +648,67 @@ mod tests {
         );
     }
 
+    /// A receiver that refuses everything for good (a rotated credential: 401) until fixed.
+    struct Refusing(AtomicBool);
+
+    impl AlertSink for Refusing {
+        fn name(&self) -> &str {
+            "hook"
+        }
+        fn describe(&self) -> Value {
+            json!({ "type": "test" })
+        }
+        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+            let outcome = if self.0.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(DeliveryError {
+                    message: "answered HTTP 401".into(),
+                    kind: FailureKind::Permanent {
+                        status: Some(401),
+                        response: String::new(),
+                    },
+                })
+            };
+            Box::pin(async move { outcome })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_dead_letter_of_a_sink_is_retried_at_once_with_one_audit_entry() {
+        let store = store_with_alerts(3).await;
+        let clock = ManualClock::at(T0 + 10);
+        let refusing = Arc::new(Refusing(AtomicBool::new(false)));
+        let sinks = Sinks::new(vec![(
+            refusing.clone() as Arc<dyn AlertSink>,
+            Duration::from_secs(5),
+        )]);
+        let round = || deliver_pending(&store, &sinks, Arc::new(clock.clone()));
+        assert_eq!(round().await.unwrap(), 0);
+        assert_eq!(store.dead_letters(10).await.unwrap().len(), 3);
+        refusing.0.store(true, Ordering::SeqCst);
+        let retried = store
+            .retry_dead_letters("hook".into(), clock.now(), audit_entry("alert.retried"))
+            .await
+            .unwrap();
+        assert_eq!(retried, 3);
+        assert_eq!(round().await.unwrap(), 3);
+        assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
+        let none = store
+            .retry_dead_letters("hook".into(), clock.now(), audit_entry("alert.retried"))
+            .await
+            .unwrap();
+        assert_eq!(none, 0);
+        let (log, _) = store.audit_log().await.unwrap();
+        let entries: Vec<_> = log.iter().filter(|e| e.action == "alert.retried").collect();
+        assert_eq!(entries.len(), 1, "nothing retried: no entry");
+        assert!(
+            entries[0].details.contains("\"retried\":3"),
+            "{}",
+            entries[0].details
+        );
+    }
+
     #[tokio::test]
     async fn a_dropped_dead_letter_is_owed_no_more() {
         let store = store_with_alerts(1).await;

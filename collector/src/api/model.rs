@@ -492,6 +492,12 @@ pub struct RetryDelivery {
     pub sink: String,
 }
 
+/// `POST /api/v1/alerts/dead-letters/retry`: how many dead letters are due again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetriedView {
+    pub retried: u32,
+}
+
 /// `POST /api/v1/alerts/{id}/drop`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

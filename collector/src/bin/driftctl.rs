@@ -11,7 +11,7 @@ use driftwatch_collector::api::model::{
     DecisionView, DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
     ResolveDrift, TokenView, WindowView,
 };
-use driftwatch_collector::api::model::{DropDelivery, RetryDelivery};
+use driftwatch_collector::api::model::{DropDelivery, RetriedView, RetryDelivery};
 use driftwatch_collector::audit::ops::EntriesView;
 use driftwatch_collector::audit::signing::{PublicKeyView, parse_checkpoints};
 use driftwatch_collector::audit::{Anchors, Checkpoint, PublicKey, VerifyReport, key_file};
@@ -313,10 +313,15 @@ enum AlertsCommand {
     /// (admin; audited).
     Retry {
         /// The alert's id.
-        id: Uuid,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<Uuid>,
         /// The sink that refused it.
         #[arg(long)]
         sink: String,
+        /// Every dead letter of the sink (after a rotated credential or a moved URL made
+        /// it refuse everything).
+        #[arg(long)]
+        all: bool,
     },
     /// Give up on a dead-lettered alert for one sink, saying why (admin; audited).
     Drop {
@@ -750,7 +755,21 @@ async fn alerts_command(client: &Client, command: AlertsCommand) -> anyhow::Resu
                 }
             }
         }
-        AlertsCommand::Retry { id, sink } => {
+        AlertsCommand::Retry { id: None, sink, .. } => {
+            let retried: RetriedView = client
+                .post(
+                    "/api/v1/alerts/dead-letters/retry",
+                    &RetryDelivery { sink: sink.clone() },
+                )
+                .await?;
+            client.say(format!(
+                "{} dead-lettered alert(s) queued again for sink {sink}",
+                retried.retried
+            ));
+        }
+        AlertsCommand::Retry {
+            id: Some(id), sink, ..
+        } => {
             let alert: AlertView = client
                 .post(
                     &format!("/api/v1/alerts/{id}/retry"),

@@ -640,6 +640,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         at: Millis,
         audit: NewAudit,
     ) -> impl Future<Output = Result<Alert>> + Send;
+    /// Makes every dead letter of `sink` due again at `at` and appends `audit` (which the
+    /// caller words with the count it expects), in one transaction; returns how many.
+    fn retry_dead_letters(
+        &self,
+        sink: String,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<u32>> + Send;
     /// Drops a dead-lettered delivery and appends `audit`, in one transaction; the alert
     /// counts as delivered once every sink in `sinks` has delivered or dropped it.
     fn drop_dead_letter(

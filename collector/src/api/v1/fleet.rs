@@ -8,7 +8,7 @@ use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
     AlertView, DEFAULT_ALERTS_LIMIT, DropDelivery, HostView, LimitQuery, MAX_ALERTS_LIMIT,
-    RetryDelivery, listing_limit,
+    RetriedView, RetryDelivery, listing_limit,
 };
 use crate::app::{Error, require};
 use crate::identity::Role;
@@ -58,6 +58,15 @@ pub async fn retry<S: Store>(
 ) -> Result<Json<AlertView>, ApiError> {
     let alert = app.retry_dead_letter(&caller, id, &request.sink).await?;
     Ok(Json(AlertView::from(&alert)))
+}
+
+pub async fn retry_all<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Body(request): Body<RetryDelivery>,
+) -> Result<Json<RetriedView>, ApiError> {
+    let retried = app.retry_dead_letters(&caller, &request.sink).await?;
+    Ok(Json(RetriedView { retried }))
 }
 
 pub async fn drop<S: Store>(

@@ -465,6 +465,27 @@ pub fn retry_dead_letter(
     get(conn, alert_id)
 }
 
+/// Every dead letter of `sink` due again; the audit entry records how many.
+pub fn retry_dead_letters(
+    conn: &Connection,
+    sink: &str,
+    at: Millis,
+    audit: &NewAudit,
+) -> Result<u32> {
+    let retried = conn.execute(
+        "UPDATE alert_deliveries SET dead_lettered_at = NULL, response_status = NULL,
+             response_body = NULL, next_attempt_at = ?2
+         WHERE sink = ?1 AND dead_lettered_at IS NOT NULL AND dropped_at IS NULL",
+        params![sink, at],
+    )?;
+    if retried > 0 {
+        let mut audit = audit.clone();
+        audit.details["retried"] = serde_json::json!(retried);
+        audit::append(conn, &audit)?;
+    }
+    Ok(retried as u32)
+}
+
 pub fn drop_dead_letter(
     conn: &Connection,
     alert_id: Uuid,

@@ -552,6 +552,15 @@ impl Store for SqliteStore {
         self.write(move |tx| alerts::retry_dead_letter(tx, alert_id, &sink, at, &audit))
     }
 
+    fn retry_dead_letters(
+        &self,
+        sink: String,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<u32>> + Send {
+        self.write(move |tx| alerts::retry_dead_letters(tx, &sink, at, &audit))
+    }
+
     fn drop_dead_letter(
         &self,
         alert_id: Uuid,
