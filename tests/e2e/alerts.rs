@@ -1,7 +1,9 @@
 //! The collector's alert channels against real receivers on 127.0.0.1: a webhook that fails
 //! before it accepts (retries with backoff, the other sink not held back, status through
 //! the API and /metrics, the secret sent but never logged or audited), a webhook that is
-//! down across a collector restart (Slack format), and syslog over UDP and TCP (the RFC 5424 line).
+//! down across a collector restart (Slack format), syslog over UDP and TCP (the RFC 5424 line,
+//! its structured data naming the subjects), and a receiver that refuses one alert for good
+//! (dead-lettered, the next delivered, retried or dropped by an admin, every request signed).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
