@@ -88,6 +88,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
         ca_file: ca_file.map(|name| dir.path().join(name)),
         secret_file: Some(dir.path().join("secret")),
         secret_header: Some("X-Hook-Token".into()),
+        signing_secret_file: None,
         timeout: Duration::from_secs(10),
     };
     let alert = alert();
@@ -102,7 +103,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
 
     for refused in [Some("other-ca.pem"), None] {
         let hook = Webhook::new("hook".into(), config(refused)).unwrap();
-        let err = hook.deliver(&alert).await.unwrap_err();
+        let err = hook.deliver(&alert).await.unwrap_err().message;
         assert!(err.contains("POST to https://127.0.0.1:"), "{err}");
         assert!(!err.contains("secret-path"), "the path leaked: {err}");
         assert!(

@@ -255,6 +255,9 @@ pub struct Webhook {
     pub secret_file: Option<PathBuf>,
     /// The header carrying the secret as is; unset: `Authorization: Bearer <secret>`.
     pub secret_header: Option<String>,
+    /// A file holding the key that signs every request (HMAC-SHA256 over the timestamp and
+    /// the body, in `X-Driftwatch-Signature`); read at start, never logged.
+    pub signing_secret_file: Option<PathBuf>,
     pub timeout: Duration,
 }
 

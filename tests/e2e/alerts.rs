@@ -1,7 +1,9 @@
 //! The collector's alert channels against real receivers on 127.0.0.1: a webhook that fails
 //! before it accepts (retries with backoff, the other sink not held back, status through
 //! the API and /metrics, the secret sent but never logged or audited), a webhook that is
-//! down across a collector restart (Slack format), and syslog over UDP and TCP (the RFC 5424 line).
+//! down across a collector restart (Slack format), syslog over UDP and TCP (the RFC 5424 line,
+//! its structured data naming the subjects), and a receiver that refuses one alert for good
+//! (dead-lettered, the next delivered, retried or dropped by an admin, every request signed).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -28,11 +30,25 @@ fn untraced_change(collector: &Collector, admin: &str, hostname: &str, subject: 
 #[derive(Clone, Debug)]
 struct Received {
     headers: Vec<(String, String)>,
+    /// Exactly the bytes received (what a signature covers).
+    raw: Vec<u8>,
     body: Value,
     answered: u16,
 }
 
-/// An HTTP receiver on 127.0.0.1 that answers 503 to the first `failures` requests, then 200.
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decides the answer to a request: (request number, body) -> (status, answer body).
+type Responder = Arc<dyn Fn(usize, &Value) -> (u16, String) + Send + Sync>;
+
+/// An HTTP receiver on 127.0.0.1.
 struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
@@ -40,11 +56,19 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// Answers 503 to the first `failures` requests, then 200.
     fn start(failures: usize) -> Receiver {
         Self::on(TcpListener::bind("127.0.0.1:0").unwrap(), failures)
     }
 
     fn on(listener: TcpListener, failures: usize) -> Receiver {
+        Self::answering(
+            listener,
+            Arc::new(move |seen, _| (if seen < failures { 503 } else { 200 }, String::new())),
+        )
+    }
+
+    fn answering(listener: TcpListener, responder: Responder) -> Receiver {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -55,13 +79,8 @@ impl Receiver {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let seen = log.lock().unwrap().len();
-                        let status = if seen < failures { 503 } else { 200 };
-                        if let Some((headers, body)) = read_request(stream, status) {
-                            log.lock().unwrap().push(Received {
-                                headers,
-                                body,
-                                answered: status,
-                            });
+                        if let Some(received) = read_request(stream, |body| responder(seen, body)) {
+                            log.lock().unwrap().push(received);
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -82,8 +101,11 @@ impl Drop for Receiver {
     }
 }
 
-/// Reads one request (headers, Content-Length body) and answers `status`.
-fn read_request(stream: TcpStream, status: u16) -> Option<(Vec<(String, String)>, Value)> {
+/// Reads one request (headers, Content-Length body) and answers what `answer` decides.
+fn read_request(
+    stream: TcpStream,
+    answer: impl FnOnce(&Value) -> (u16, String),
+) -> Option<Received> {
     stream.set_nonblocking(false).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -107,19 +129,27 @@ fn read_request(stream: TcpStream, status: u16) -> Option<(Vec<(String, String)>
         .iter()
         .find(|(n, _)| n == "content-length")
         .and_then(|(_, v)| v.parse().ok())?;
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    let reason = if status == 200 {
-        "OK"
-    } else {
-        "Service Unavailable"
+    let mut raw = vec![0; length];
+    reader.read_exact(&mut raw).ok()?;
+    let body: Value = serde_json::from_slice(&raw).ok()?;
+    let (status, text) = answer(&body);
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        _ => "Service Unavailable",
     };
     let mut stream = reader.into_inner();
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
     );
-    Some((headers, serde_json::from_slice(&body).ok()?))
+    Some(Received {
+        headers,
+        raw,
+        body,
+        answered: status,
+    })
 }
 
 fn webhook_sink(dir: &std::path::Path, addr: SocketAddr, format: &str) -> String {
@@ -373,7 +403,8 @@ fn syslog_sinks_send_rfc5424_over_udp_and_octet_counted_tcp() {
     );
     assert!(
         line.contains(&format!(
-            "[driftwatch@32473 alert_id=\"{id}\" kind=\"untraced_drift\" host=\"web-\\\"7\\\"\"]"
+            "[driftwatch@32473 alert_id=\"{id}\" kind=\"untraced_drift\" host=\"web-\\\"7\\\"\" \
+             subjects=\"1\" subject=\"user:mallory\"]"
         )),
         "escaped SD-PARAM: {line}"
     );
@@ -504,4 +535,313 @@ fn a_missing_webhook_secret_file_stops_the_start_with_a_clear_error() {
         !collector.dir().join("hook-state").exists(),
         "nothing written before the refusal"
     );
+}
+
+/// HMAC-SHA256 by RFC 2104's definition, from SHA-256 alone (independent of the
+/// collector's `hmac` crate), as hex.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first subject of a received generic payload.
+fn first_subject(body: &Value) -> &str {
+    body["alert"]["body"]["items"][0]["subject"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_refused_alert_is_dead_lettered_the_next_is_delivered_and_an_admin_retries_or_drops() {
+    use std::os::unix::fs::PermissionsExt;
+    const SIGNING: &str = "e2e-signing-key-0123456789";
+    // The receiver refuses subjects `user:poison*` for good until it is fixed.
+    let fixed = Arc::new(AtomicBool::new(false));
+    let is_fixed = Arc::clone(&fixed);
+    let receiver = Receiver::answering(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        Arc::new(move |_, body: &Value| {
+            if first_subject(body).starts_with("user:poison") && !is_fixed.load(Ordering::SeqCst) {
+                (400, "invalid_blocks".to_owned())
+            } else {
+                (200, "ok".to_owned())
+            }
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("hook.signing");
+    std::fs::write(&key_file, format!("{SIGNING}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let collector = Collector::start(&format!(
+        "[[alert]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"http://{}/in\"\n\
+         signing_secret_file = \"{}\"\nretry_max_secs = 2\ntimeout_secs = 5\n",
+        receiver.addr,
+        key_file.display()
+    ));
+    let admin = collector.token("admin", "root");
+    let security = collector.token("security", "sam");
+
+    // Three alerts (three hosts): the first and the third are refused for good.
+    untraced_change(&collector, &admin, "web-1", "user:poison");
+    untraced_change(&collector, &admin, "web-2", "user:fine");
+    untraced_change(&collector, &admin, "web-3", "user:poison-too");
+    let settled = wait_until(Duration::from_secs(30), || {
+        let alerts = api_alerts(&collector, &admin);
+        alerts.len() == 3
+            && alerts.iter().all(|a| {
+                let state = &delivery(a, "hook")["state"];
+                state == "delivered" || state == "dead_letter"
+            })
+    });
+    assert!(
+        settled,
+        "{:#?}\n{}",
+        api_alerts(&collector, &admin),
+        collector.log()
+    );
+    let by_subject = |subject: &str| -> Value {
+        api_alerts(&collector, &admin)
+            .into_iter()
+            .find(|a| a["body"]["items"][0]["subject"] == subject)
+            .unwrap_or_else(|| panic!("no alert for {subject}"))
+    };
+    let (poison, fine, poison_too) = (
+        by_subject("user:poison"),
+        by_subject("user:fine"),
+        by_subject("user:poison-too"),
+    );
+    // The refused alert did not hold the next one back.
+    assert!(fine["delivered_at"].is_string(), "{fine:#}");
+    let dead = delivery(&poison, "hook");
+    assert_eq!(dead["state"], "dead_letter", "{poison:#}");
+    assert_eq!(dead["attempts"], 1, "not retried: {poison:#}");
+    assert_eq!(dead["dead_letter"]["status"], 400);
+    assert_eq!(dead["dead_letter"]["response"], "invalid_blocks");
+    assert!(poison["delivered_at"].is_null());
+    assert_eq!(delivery(&poison, "jsonl")["state"], "delivered");
+    let poison_id = poison["id"].as_str().unwrap().to_owned();
+    let poison_too_id = poison_too["id"].as_str().unwrap().to_owned();
+
+    // Visible: the API, driftctl and /metrics.
+    let listed = collector
+        .get("/api/v1/alerts/dead-letters", &security)
+        .expect(200);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [poison_id.as_str(), poison_too_id.as_str()],
+        "oldest first"
+    );
+    collector
+        .driftctl(&admin, &["alerts", "dead-letters"])
+        .expect(0)
+        .stdout_has(&poison_id)
+        .stdout_has("untraced change on web-1: user:poison")
+        .stdout_has("sink hook: refused ")
+        .stdout_has("(HTTP 400, 1 attempts): invalid_blocks");
+    collector
+        .driftctl(&admin, &["alerts"])
+        .expect(0)
+        .stdout_has("hook dead_letter (1 attempts: POST to http://127.0.0.1:")
+        .stdout_has("answered HTTP 400 Bad Request: invalid_blocks)");
+    let metrics = driftwatch_tests::collector::http::get(collector.addr, "/metrics", Some(&admin));
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with("driftwatch_alert_dead_letters{")
+                && l.contains("sink=\"hook\"")
+                && l.ends_with(" 2")),
+        "{}",
+        metrics.body
+    );
+
+    // Only an admin retries or drops; a refusal writes nothing.
+    collector
+        .post(
+            &format!("/api/v1/alerts/{poison_id}/retry"),
+            Some(&security),
+            &serde_json::json!({ "sink": "hook" }),
+        )
+        .error(403, "forbidden", "needs the admin role");
+    collector
+        .driftctl(
+            &security,
+            &[
+                "alerts", "drop", &poison_id, "--sink", "hook", "--reason", "x",
+            ],
+        )
+        .expect(83)
+        .stderr_has("403");
+    collector
+        .post(
+            &format!("/api/v1/alerts/{poison_id}/drop"),
+            Some(&admin),
+            &serde_json::json!({ "sink": "hook", "reason": "  " }),
+        )
+        .error(400, "bad_request", "reason");
+    collector
+        .post(
+            &format!("/api/v1/alerts/{poison_id}/retry"),
+            Some(&admin),
+            &serde_json::json!({ "sink": "nope" }),
+        )
+        .error(400, "bad_request", "no alert sink `nope`");
+    collector
+        .post(
+            &format!("/api/v1/alerts/{}/retry", fine["id"].as_str().unwrap()),
+            Some(&admin),
+            &serde_json::json!({ "sink": "hook" }),
+        )
+        .error(409, "conflict", "not a dead letter");
+    assert_eq!(
+        delivery(&by_subject("user:poison"), "hook")["state"],
+        "dead_letter"
+    );
+
+    // Dropped, with a reason: the sink owes it no more.
+    collector
+        .driftctl(
+            &admin,
+            &[
+                "alerts",
+                "drop",
+                &poison_too_id,
+                "--sink",
+                "hook",
+                "--reason",
+                "known payload bug",
+            ],
+        )
+        .expect(0)
+        .stdout_has(&format!("alert {poison_too_id} dropped for sink hook"));
+    let dropped = by_subject("user:poison-too");
+    assert_eq!(
+        delivery(&dropped, "hook")["state"],
+        "dropped",
+        "{dropped:#}"
+    );
+    assert_eq!(
+        delivery(&dropped, "hook")["dropped"]["reason"],
+        "known payload bug"
+    );
+    assert_eq!(delivery(&dropped, "hook")["dropped"]["by"], "root");
+    assert!(dropped["delivered_at"].is_string(), "{dropped:#}");
+
+    collector
+        .driftctl(&security, &["alerts", "retry", "--all", "--sink", "hook"])
+        .expect(83)
+        .stderr_has("403");
+
+    // The receiver is fixed; retried: delivered.
+    fixed.store(true, Ordering::SeqCst);
+    collector
+        .driftctl(&admin, &["alerts", "retry", &poison_id, "--sink", "hook"])
+        .expect(0)
+        .stdout_has(&format!("alert {poison_id} queued again for sink hook"));
+    let delivered = wait_until(Duration::from_secs(30), || {
+        by_subject("user:poison")["delivered_at"].is_string()
+    });
+    assert!(
+        delivered,
+        "{:#}\n{}",
+        by_subject("user:poison"),
+        collector.log()
+    );
+    assert_eq!(delivery(&by_subject("user:poison"), "hook")["attempts"], 2);
+    collector
+        .driftctl(&admin, &["alerts", "dead-letters"])
+        .expect(0)
+        .stdout_has("(none)");
+    collector
+        .driftctl(&admin, &["alerts", "retry", "--all", "--sink", "hook"])
+        .expect(0)
+        .stdout_has("0 dead-lettered alert(s) queued again for sink hook");
+    let answered: Vec<(String, u16)> = receiver
+        .received()
+        .iter()
+        .map(|r| (first_subject(&r.body).to_owned(), r.answered))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            ("user:poison".to_owned(), 400),
+            ("user:fine".to_owned(), 200),
+            ("user:poison-too".to_owned(), 400),
+            ("user:poison".to_owned(), 200),
+        ]
+    );
+
+    // Both decisions are in the audit log, attributed, and the log verifies.
+    let audit = collector.get("/api/v1/audit", &admin).expect(200);
+    let entry = |action: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == action)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {action}: {audit:#}"))
+    };
+    let retried = entry("alert.retried");
+    assert_eq!(
+        (retried["actor"].as_str(), retried["target"].as_str()),
+        (Some("root"), Some(format!("alert:{poison_id}").as_str()))
+    );
+    assert_eq!(
+        entry("alert.dropped")["details"]["reason"],
+        "known payload bug"
+    );
+    assert_eq!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "alert.retried" || e["action"] == "alert.dropped")
+            .count(),
+        2,
+        "the refused requests wrote nothing"
+    );
+    collector.driftctl(&admin, &["audit", "verify"]).expect(0);
+
+    // Every request was signed: HMAC-SHA256 over "v0:{timestamp}:{body}", fresh.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for request in receiver.received() {
+        let timestamp = request
+            .header("x-driftwatch-timestamp")
+            .expect("a timestamp");
+        let at: i64 = timestamp.parse().unwrap();
+        assert!((now - at).abs() <= 300, "{timestamp} vs {now}");
+        let mut signed = format!("v0:{timestamp}:").into_bytes();
+        signed.extend_from_slice(&request.raw);
+        assert_eq!(
+            request.header("x-driftwatch-signature"),
+            Some(format!("v0={}", hmac_sha256(SIGNING.as_bytes(), &signed)).as_str())
+        );
+        assert_eq!(request.header("content-type"), Some("application/json"));
+    }
+    assert!(!collector.log().contains(SIGNING), "the key was logged");
 }

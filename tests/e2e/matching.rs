@@ -191,6 +191,11 @@ fn implementers_and_the_approver_are_checked_and_flagged_drift_alerts() {
             "{summary}"
         );
     }
+    // Each flagged item names its window's ticket (syslog and Slack show it).
+    for item in &items {
+        assert!(item["window_id"].is_string(), "{item:#}");
+        assert_eq!(item["ticket"], "CHG-7", "{item:#}");
+    }
     let mut reasons: Vec<&str> = items
         .iter()
         .map(|i| i["reason"].as_str().unwrap())

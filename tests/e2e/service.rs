@@ -133,7 +133,8 @@ fn a_refused_configuration_exits_78_with_one_error_line() {
         .args(["--log-format", "json", "drift", "list"])
         .env_remove("DRIFTWATCH_TOKEN");
     let (code, stderr) = run_to_file(driftctl, dir.path(), false);
-    assert_eq!(code, Some(2), "{stderr}");
+    // No token configured is a configuration error for driftctl too.
+    assert_eq!(code, Some(EXIT_CONFIG), "{stderr}");
     let line: Value = serde_json::from_str(&stderr).expect("one JSON object");
     assert!(
         line["fields"]["message"]

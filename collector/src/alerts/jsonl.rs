@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::{AlertSink, BoxFuture};
+use super::{AlertSink, BoxFuture, DeliveryError};
 use crate::store::Alert;
 
 /// Appends one JSON object per line and syncs it to disk. The file is opened for each
@@ -45,13 +45,14 @@ impl AlertSink for JsonLines {
         json!({ "type": "jsonl", "path": self.path })
     }
 
-    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), String>> {
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
         let (path, alert) = (self.path.clone(), alert.clone());
         Box::pin(async move {
             // Blocking file I/O (with fsync): off the async threads.
             tokio::task::spawn_blocking(move || Self::append(&path, &alert))
                 .await
                 .unwrap_or_else(|err| Err(format!("delivery task failed: {err}")))
+                .map_err(DeliveryError::from)
         })
     }
 }

@@ -28,7 +28,7 @@ pub use syslog::Syslog;
 pub use webhook::Webhook;
 
 use crate::clock::{Clock, Millis, rfc3339};
-use crate::store::{Alert, DeliveryAttempt, DriftItem, Store, StoreError};
+use crate::store::{Alert, DeadLetter, DeliveryAttempt, DriftItem, Store, StoreError};
 use driftwatch_config::collector::{AlertSink as SinkConfig, SinkTarget};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,8 +51,48 @@ pub trait AlertSink: Send + Sync + 'static {
     fn timeout(&self) -> Duration {
         Duration::from_secs(30)
     }
-    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), String>>;
+    fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>>;
 }
+
+/// Why one attempt failed, and whether trying again can help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// For people and the log: what happened (the receiver's answer included).
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Down, overloaded, slow or unreachable: retried with backoff, not before
+    /// `retry_after` when the receiver asked for a pause.
+    Transient { retry_after: Option<Duration> },
+    /// The receiver will never accept this alert (a 4xx other than 408 and 429): the
+    /// delivery is dead-lettered and the sink goes on with the next alert.
+    Permanent {
+        status: Option<u16>,
+        /// The start of the receiver's answer.
+        response: String,
+    },
+}
+
+impl DeliveryError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        DeliveryError {
+            message: message.into(),
+            kind: FailureKind::Transient { retry_after: None },
+        }
+    }
+}
+
+impl From<String> for DeliveryError {
+    fn from(message: String) -> Self {
+        DeliveryError::transient(message)
+    }
+}
+
+/// The longest pause a receiver's `Retry-After` can impose (the longest `retry_max_secs`).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// One configured sink and its in-memory pause (the persisted state is in the store).
 struct Channel {
@@ -263,18 +303,41 @@ async fn deliver_to<S: Store>(
         let attempt_started = std::time::Instant::now();
         let outcome = tokio::time::timeout(timeout, channel.sink.deliver(&alert))
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())));
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::transient(format!(
+                    "no answer within {} s",
+                    timeout.as_secs()
+                )))
+            });
         metrics::histogram!(crate::telemetry::ALERT_DELIVERY_SECONDS, "sink" => name.clone())
             .record(attempt_started.elapsed().as_secs_f64());
         let at = clock.now();
-        let (error, next_attempt_at) = match &outcome {
-            Ok(()) => (None, at),
-            Err(error) => {
+        let (next_attempt_at, dead_letter) = match &outcome {
+            Ok(()) => (at, None),
+            Err(DeliveryError {
+                kind: FailureKind::Permanent { status, response },
+                ..
+            }) => (
+                at,
+                Some(DeadLetter {
+                    at,
+                    status: *status,
+                    response: response.clone(),
+                }),
+            ),
+            Err(DeliveryError {
+                kind: FailureKind::Transient { retry_after },
+                ..
+            }) => {
                 let random = getrandom::u64().unwrap_or(u64::from(alert.id.as_u128() as u32));
-                let wait = backoff::retry_delay(failures + 1, channel.retry_max, random);
-                (Some(error.clone()), at + wait.as_millis() as Millis)
+                let backoff = backoff::retry_delay(failures + 1, channel.retry_max, random);
+                // A receiver that asked for a pause gets at least that (bounded).
+                let wait =
+                    retry_after.map_or(backoff, |asked| backoff.max(asked.min(MAX_RETRY_AFTER)));
+                (at + wait.as_millis() as Millis, None)
             }
         };
+        let error = outcome.as_ref().err().map(|e| e.message.clone());
         let done = store
             .record_delivery(DeliveryAttempt {
                 alert_id: alert.id,
@@ -283,10 +346,11 @@ async fn deliver_to<S: Store>(
                 error: error.clone(),
                 next_attempt_at,
                 sinks: names.clone(),
+                dead_letter: dead_letter.clone(),
             })
             .await?;
-        match error {
-            None => {
+        match (error, dead_letter) {
+            (None, _) => {
                 metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "delivered")
                     .increment(1);
                 metrics::histogram!(crate::telemetry::ALERT_DELIVERY_DELAY_SECONDS, "sink" => name.clone())
@@ -296,7 +360,20 @@ async fn deliver_to<S: Store>(
                     metrics::counter!("driftwatch_alerts_delivered_total").increment(1);
                 }
             }
-            Some(error) => {
+            (Some(error), Some(_)) => {
+                // Refused for good: set aside for an admin; the next alert is not held back.
+                metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "dead_letter")
+                    .increment(1);
+                metrics::counter!("driftwatch_alert_delivery_failures_total").increment(1);
+                tracing::error!(
+                    alert = %alert.id,
+                    sink = %name,
+                    attempt = failures + 1,
+                    error = %driftwatch_common::pathbytes::Shown(&error),
+                    "alert delivery refused for good; dead-lettered (driftctl alerts dead-letters)"
+                );
+            }
+            (Some(error), None) => {
                 metrics::counter!("driftwatch_alert_deliveries_total", "sink" => name.clone(), "outcome" => "failed")
                     .increment(1);
                 metrics::counter!("driftwatch_alert_delivery_failures_total").increment(1);
@@ -324,7 +401,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::store::{DeliveryState, HeartbeatRecord, NewAlert, SqliteStore};
+    use crate::store::{DeliveryState, Dropped, HeartbeatRecord, NewAlert, SqliteStore};
 
     const T0: Millis = 1_795_428_000_000;
 
@@ -342,10 +419,10 @@ mod tests {
         fn describe(&self) -> Value {
             json!({ "type": "test" })
         }
-        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), String>> {
+        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
             let n = self.tried.fetch_add(1, Ordering::SeqCst);
             let outcome = if n < self.failures {
-                Err(format!("down ({n})"))
+                Err(format!("down ({n})").into())
             } else {
                 Ok(())
             };
@@ -442,6 +519,266 @@ mod tests {
         );
     }
 
+    /// A receiver that refuses `alert 0` for good until `fixed`, and asks for a pause of
+    /// `pause` on `alert 1` the first time.
+    struct Picky {
+        fixed: AtomicBool,
+        tried: Mutex<Vec<String>>,
+        pause: Duration,
+    }
+
+    impl AlertSink for Picky {
+        fn name(&self) -> &str {
+            "picky"
+        }
+        fn describe(&self) -> Value {
+            json!({ "type": "test" })
+        }
+        fn deliver<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+            let summary = alert.body["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let mut tried = self.tried.lock().unwrap();
+            let first = !tried.contains(&summary);
+            tried.push(summary.clone());
+            let outcome = match summary.as_str() {
+                "alert 0" if !self.fixed.load(Ordering::SeqCst) => Err(DeliveryError {
+                    message: "answered HTTP 400: invalid_blocks".into(),
+                    kind: FailureKind::Permanent {
+                        status: Some(400),
+                        response: "invalid_blocks".into(),
+                    },
+                }),
+                "alert 1" if first => Err(DeliveryError {
+                    message: "answered HTTP 429".into(),
+                    kind: FailureKind::Transient {
+                        retry_after: Some(self.pause),
+                    },
+                }),
+                _ => Ok(()),
+            };
+            Box::pin(async move { outcome })
+        }
+    }
+
+    fn audit_entry(action: &str) -> crate::audit::NewAudit {
+        crate::audit::NewAudit::new(T0, "root", action, "alert", json!({}))
+    }
+
+    #[tokio::test]
+    async fn a_refused_alert_is_dead_lettered_and_the_next_one_still_goes_out() {
+        let store = store_with_alerts(3).await;
+        let clock = ManualClock::at(T0 + 10);
+        let picky = Arc::new(Picky {
+            fixed: AtomicBool::new(false),
+            tried: Mutex::new(Vec::new()),
+            pause: Duration::from_secs(120),
+        });
+        let sinks = Sinks::new(vec![(
+            picky.clone() as Arc<dyn AlertSink>,
+            Duration::from_secs(5),
+        )]);
+        let round = || deliver_pending(&store, &sinks, Arc::new(clock.clone()));
+
+        // Round 1: alert 0 refused for good, the sink goes on; alert 1 asks for a pause of
+        // 120 s (longer than the 5 s backoff cap): the sink waits that long.
+        assert_eq!(round().await.unwrap(), 0);
+        assert_eq!(*picky.tried.lock().unwrap(), ["alert 0", "alert 1"]);
+        let dead = store.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body["summary"], "alert 0");
+        let delivery = &dead[0].deliveries[0];
+        assert_eq!(delivery.state, DeliveryState::DeadLetter);
+        let letter = delivery.dead_letter.as_ref().unwrap();
+        assert_eq!(
+            (letter.status, letter.response.as_str()),
+            (Some(400), "invalid_blocks")
+        );
+        let listed = store.alerts(10).await.unwrap();
+        let second = listed
+            .iter()
+            .find(|a| a.body["summary"] == "alert 1")
+            .unwrap();
+        let wait = second.deliveries[0].next_attempt_at.unwrap() - clock.now();
+        assert!(wait >= 120_000, "Retry-After honoured: {wait} ms");
+        let backlog = store.delivery_backlog(vec!["picky".into()]).await.unwrap();
+        assert_eq!(
+            (
+                backlog[0].undelivered,
+                backlog[0].failing,
+                backlog[0].dead_letters
+            ),
+            (3, 1, 1)
+        );
+
+        // After the pause: alerts 1 and 2 go out; the dead letter is not tried again.
+        clock.set(clock.now() + 121_000);
+        assert_eq!(round().await.unwrap(), 2);
+        assert_eq!(picky.tried.lock().unwrap().len(), 4);
+        clock.set(clock.now() + 600_000);
+        round().await.unwrap();
+        assert_eq!(picky.tried.lock().unwrap().len(), 4, "a dead letter waits");
+
+        // An admin retries once the receiver is fixed: delivered at the next round.
+        picky.fixed.store(true, Ordering::SeqCst);
+        let id = dead[0].id;
+        let retried = store
+            .retry_dead_letter(
+                id,
+                "picky".into(),
+                clock.now(),
+                audit_entry("alert.retried"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(retried.deliveries[0].state, DeliveryState::Failing);
+        let again = store
+            .retry_dead_letter(
+                id,
+                "picky".into(),
+                clock.now(),
+                audit_entry("alert.retried"),
+            )
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        assert_eq!(round().await.unwrap(), 1);
+        assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
+        assert!(store.dead_letters(10).await.unwrap().is_empty());
+        let (log, _) = store.audit_log().await.unwrap();
+        assert_eq!(
+            log.iter().filter(|e| e.action == "alert.retried").count(),
+            1,
+            "the refused retry wrote nothing"
+        );
+    }
+
+    /// A receiver that refuses everything for good (a rotated credential: 401) until fixed.
+    struct Refusing(AtomicBool);
+
+    impl AlertSink for Refusing {
+        fn name(&self) -> &str {
+            "hook"
+        }
+        fn describe(&self) -> Value {
+            json!({ "type": "test" })
+        }
+        fn deliver<'a>(&'a self, _alert: &'a Alert) -> BoxFuture<'a, Result<(), DeliveryError>> {
+            let outcome = if self.0.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(DeliveryError {
+                    message: "answered HTTP 401".into(),
+                    kind: FailureKind::Permanent {
+                        status: Some(401),
+                        response: String::new(),
+                    },
+                })
+            };
+            Box::pin(async move { outcome })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_dead_letter_of_a_sink_is_retried_at_once_with_one_audit_entry() {
+        let store = store_with_alerts(3).await;
+        let clock = ManualClock::at(T0 + 10);
+        let refusing = Arc::new(Refusing(AtomicBool::new(false)));
+        let sinks = Sinks::new(vec![(
+            refusing.clone() as Arc<dyn AlertSink>,
+            Duration::from_secs(5),
+        )]);
+        let round = || deliver_pending(&store, &sinks, Arc::new(clock.clone()));
+        assert_eq!(round().await.unwrap(), 0);
+        assert_eq!(store.dead_letters(10).await.unwrap().len(), 3);
+        refusing.0.store(true, Ordering::SeqCst);
+        let retried = store
+            .retry_dead_letters("hook".into(), clock.now(), audit_entry("alert.retried"))
+            .await
+            .unwrap();
+        assert_eq!(retried, 3);
+        assert_eq!(round().await.unwrap(), 3);
+        assert!(store.undelivered_alerts(10).await.unwrap().is_empty());
+        let none = store
+            .retry_dead_letters("hook".into(), clock.now(), audit_entry("alert.retried"))
+            .await
+            .unwrap();
+        assert_eq!(none, 0);
+        let (log, _) = store.audit_log().await.unwrap();
+        let entries: Vec<_> = log.iter().filter(|e| e.action == "alert.retried").collect();
+        assert_eq!(entries.len(), 1, "nothing retried: no entry");
+        assert!(
+            entries[0].details.contains("\"retried\":3"),
+            "{}",
+            entries[0].details
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_dead_letter_is_owed_no_more() {
+        let store = store_with_alerts(1).await;
+        let clock = ManualClock::at(T0 + 10);
+        let picky = Arc::new(Picky {
+            fixed: AtomicBool::new(false),
+            tried: Mutex::new(Vec::new()),
+            pause: Duration::ZERO,
+        });
+        let sinks = Sinks::new(vec![(
+            picky.clone() as Arc<dyn AlertSink>,
+            Duration::from_secs(5),
+        )]);
+        deliver_pending(&store, &sinks, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let id = store.dead_letters(10).await.unwrap()[0].id;
+        let missing = store
+            .drop_dead_letter(
+                id,
+                "other".into(),
+                Dropped {
+                    at: T0 + 20,
+                    by: "root".into(),
+                    reason: "x".into(),
+                },
+                vec!["picky".into()],
+                audit_entry("alert.dropped"),
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{missing:?}"
+        );
+        let dropped = store
+            .drop_dead_letter(
+                id,
+                "picky".into(),
+                Dropped {
+                    at: T0 + 20,
+                    by: "root".into(),
+                    reason: "payload bug, fixed in 0.2".into(),
+                },
+                vec!["picky".into()],
+                audit_entry("alert.dropped"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            dropped.delivered_at,
+            Some(T0 + 20),
+            "no sink owes it any more"
+        );
+        let delivery = &dropped.deliveries[0];
+        assert_eq!(delivery.state, DeliveryState::Dropped);
+        assert_eq!(
+            delivery.dropped.as_ref().unwrap().reason,
+            "payload bug, fixed in 0.2"
+        );
+        assert_eq!(delivery.dead_letter.as_ref().unwrap().status, Some(400));
+        assert!(store.dead_letters(10).await.unwrap().is_empty());
+        let backlog = store.delivery_backlog(vec!["picky".into()]).await.unwrap();
+        assert_eq!((backlog[0].undelivered, backlog[0].dead_letters), (0, 0));
+    }
+
     #[test]
     fn the_description_is_secret_free_and_the_digest_follows_every_setting() {
         let config = |url: &str, retry: u64| {
@@ -454,6 +791,7 @@ mod tests {
                     ca_file: None,
                     secret_file: None,
                     secret_header: None,
+                    signing_secret_file: None,
                     timeout: Duration::from_secs(5),
                 }),
             }]

@@ -89,6 +89,18 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         // Fleet, alerts, audit, reports.
         ("get", "/api/v1/hosts", get(fleet::hosts::<S>)),
         ("get", "/api/v1/alerts", get(fleet::alerts::<S>)),
+        (
+            "get",
+            "/api/v1/alerts/dead-letters",
+            get(fleet::dead_letters::<S>),
+        ),
+        ("post", "/api/v1/alerts/{id}/retry", post(fleet::retry::<S>)),
+        (
+            "post",
+            "/api/v1/alerts/dead-letters/retry",
+            post(fleet::retry_all::<S>),
+        ),
+        ("post", "/api/v1/alerts/{id}/drop", post(fleet::drop::<S>)),
         ("get", "/api/v1/audit", get(audit::log::<S>)),
         ("get", "/api/v1/audit/verify", get(audit::verify::<S>)),
         ("get", "/api/v1/audit/entries", get(audit::entries::<S>)),

@@ -461,6 +461,49 @@ pub struct DeliveryView {
     pub last_attempt_at: Option<String>,
     pub next_attempt_at: Option<String>,
     pub delivered_at: Option<String>,
+    /// When the state is `dead_letter` or `dropped`: the receiver's refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterView>,
+    /// When the state is `dropped`: who gave up on it, when and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<DroppedView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeadLetterView {
+    pub at: String,
+    /// The receiver's HTTP status, when it has one.
+    pub status: Option<u16>,
+    /// The start of the receiver's answer (at most 1 KiB).
+    pub response: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DroppedView {
+    pub at: String,
+    pub by: String,
+    pub reason: String,
+}
+
+/// `POST /api/v1/alerts/{id}/retry`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDelivery {
+    pub sink: String,
+}
+
+/// `POST /api/v1/alerts/dead-letters/retry`: how many dead letters are due again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetriedView {
+    pub retried: u32,
+}
+
+/// `POST /api/v1/alerts/{id}/drop`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropDelivery {
+    pub sink: String,
+    pub reason: String,
 }
 
 impl From<&Alert> for AlertView {
@@ -484,6 +527,16 @@ impl From<&Alert> for AlertView {
                     last_attempt_at: opt_time(d.last_attempt_at),
                     next_attempt_at: opt_time(d.next_attempt_at),
                     delivered_at: opt_time(d.delivered_at),
+                    dead_letter: d.dead_letter.as_ref().map(|dead| DeadLetterView {
+                        at: time(dead.at),
+                        status: dead.status,
+                        response: dead.response.clone(),
+                    }),
+                    dropped: d.dropped.as_ref().map(|dropped| DroppedView {
+                        at: time(dropped.at),
+                        by: dropped.by.clone(),
+                        reason: dropped.reason.clone(),
+                    }),
                 })
                 .collect(),
             body: a.body.clone(),

@@ -11,6 +11,7 @@ use driftwatch_collector::api::model::{
     DecisionView, DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
     ResolveDrift, TokenView, WindowView,
 };
+use driftwatch_collector::api::model::{DropDelivery, RetriedView, RetryDelivery};
 use driftwatch_collector::audit::ops::EntriesView;
 use driftwatch_collector::audit::signing::{PublicKeyView, parse_checkpoints};
 use driftwatch_collector::audit::{Anchors, Checkpoint, PublicKey, VerifyReport, key_file};
@@ -109,11 +110,14 @@ enum Command {
     People(PeopleCommand),
     /// Enrolled hosts and whether they are silent.
     Hosts,
-    /// Recent alerts and their delivery.
+    /// Recent alerts and their delivery; dead letters, retried or dropped (admin).
+    #[command(args_conflicts_with_subcommands = true)]
     Alerts {
-        /// How many of the newest alerts to show.
+        /// How many of the most recent alerts to list.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(subcommand)]
+        command: Option<AlertsCommand>,
     },
     /// Check an evidence file (export or bundle, any format) offline: its signature with
     /// the collector's public key, and whether it reports its records consistent with the
@@ -330,6 +334,48 @@ enum AuditCommand {
     Checkpoints,
     /// Print the collector's audit public key.
     PublicKey,
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Recent alerts and their delivery (the default).
+    List {
+        /// How many of the most recent alerts to list.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Deliveries a receiver refused for good (a 4xx other than 408 and 429), with its
+    /// status and answer; the sink went on with the next alert.
+    DeadLetters {
+        /// How many alerts to list, oldest first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Send a dead-lettered alert to its sink again, e.g. once the receiver is fixed
+    /// (admin; audited).
+    Retry {
+        /// The alert's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<Uuid>,
+        /// The sink that refused it.
+        #[arg(long)]
+        sink: String,
+        /// Every dead letter of the sink (after a rotated credential or a moved URL made
+        /// it refuse everything).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Give up on a dead-lettered alert for one sink, saying why (admin; audited).
+    Drop {
+        /// The alert's id.
+        id: Uuid,
+        /// The sink that refused it.
+        #[arg(long)]
+        sink: String,
+        /// Why it is dropped (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -753,39 +799,120 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Verify { file, public_key } => verify_document(&file, &public_key, client.json),
-        Command::Alerts { limit } => {
+        Command::Alerts {
+            command: Some(command),
+            ..
+        } => alerts_command(&client, command).await,
+        Command::Alerts {
+            limit,
+            command: None,
+        } => alerts_command(&client, AlertsCommand::List { limit }).await,
+    }
+}
+
+/// `driftctl alerts list|dead-letters|retry|drop`.
+async fn alerts_command(client: &Client, command: AlertsCommand) -> anyhow::Result<u8> {
+    match command {
+        AlertsCommand::List { limit } => {
             let alerts: Vec<AlertView> =
                 client.get(&format!("/api/v1/alerts?limit={limit}")).await?;
-            client.list(&alerts, |a| {
-                let delivery = a.delivered_at.as_deref().map_or_else(
-                    || {
-                        // Which sink holds it back, and why.
-                        let sinks: Vec<String> = a
-                            .deliveries
-                            .iter()
-                            .map(|d| {
-                                let state = serde_json::to_value(d.state)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_owned))
-                                    .unwrap_or_default();
-                                match &d.last_error {
-                                    Some(e) if d.delivered_at.is_none() => {
-                                        format!("{} {state} ({} attempts: {e})", d.sink, d.attempts)
-                                    }
-                                    _ => format!("{} {state}", d.sink),
-                                }
-                            })
-                            .collect();
-                        format!("NOT DELIVERED: {}", sinks.join(", "))
+            client.list(&alerts, alert_line);
+        }
+        AlertsCommand::DeadLetters { limit } => {
+            let alerts: Vec<AlertView> = client
+                .get(&format!("/api/v1/alerts/dead-letters?limit={limit}"))
+                .await?;
+            if alerts.is_empty() {
+                client.say("(none)");
+            }
+            for alert in &alerts {
+                let summary = alert.body["summary"].as_str().unwrap_or("");
+                client.say(format!(
+                    "{}  {}  {:<15} {summary}",
+                    alert.id, alert.created_at, alert.kind
+                ));
+                for delivery in &alert.deliveries {
+                    let (Some(dead), None) = (&delivery.dead_letter, &delivery.dropped) else {
+                        continue;
+                    };
+                    let status = dead
+                        .status
+                        .map_or("no status".to_owned(), |s| format!("HTTP {s}"));
+                    client.say(format!(
+                        "    sink {}: refused {} ({status}, {} attempts): {}",
+                        delivery.sink,
+                        dead.at,
+                        delivery.attempts,
+                        dead.response.trim()
+                    ));
+                }
+            }
+        }
+        AlertsCommand::Retry { id: None, sink, .. } => {
+            let retried: RetriedView = client
+                .post(
+                    "/api/v1/alerts/dead-letters/retry",
+                    &RetryDelivery { sink: sink.clone() },
+                )
+                .await?;
+            client.say(format!(
+                "{} dead-lettered alert(s) queued again for sink {sink}",
+                retried.retried
+            ));
+        }
+        AlertsCommand::Retry {
+            id: Some(id), sink, ..
+        } => {
+            let alert: AlertView = client
+                .post(
+                    &format!("/api/v1/alerts/{id}/retry"),
+                    &RetryDelivery { sink: sink.clone() },
+                )
+                .await?;
+            client.say(format!("alert {} queued again for sink {sink}", alert.id));
+        }
+        AlertsCommand::Drop { id, sink, reason } => {
+            let alert: AlertView = client
+                .post(
+                    &format!("/api/v1/alerts/{id}/drop"),
+                    &DropDelivery {
+                        sink: sink.clone(),
+                        reason,
                     },
-                    |at| format!("delivered {at}"),
-                );
-                let summary = a.body["summary"].as_str().unwrap_or("");
-                format!("{}  {:<15} {}  {delivery}", a.created_at, a.kind, summary)
-            });
-            Ok(EXIT_OK)
+                )
+                .await?;
+            client.say(format!("alert {} dropped for sink {sink}", alert.id));
         }
     }
+    Ok(EXIT_OK)
+}
+
+/// One alert of `driftctl alerts list`: when, kind, summary, and which sink holds it back.
+fn alert_line(a: &AlertView) -> String {
+    let delivery = a.delivered_at.as_deref().map_or_else(
+        || {
+            let sinks: Vec<String> = a
+                .deliveries
+                .iter()
+                .map(|d| {
+                    let state = serde_json::to_value(d.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    match &d.last_error {
+                        Some(e) if d.delivered_at.is_none() => {
+                            format!("{} {state} ({} attempts: {e})", d.sink, d.attempts)
+                        }
+                        _ => format!("{} {state}", d.sink),
+                    }
+                })
+                .collect();
+            format!("NOT DELIVERED: {}", sinks.join(", "))
+        },
+        |at| format!("delivered {at}"),
+    );
+    let summary = a.body["summary"].as_str().unwrap_or("");
+    format!("{}  {:<15} {}  {delivery}", a.created_at, a.kind, summary)
 }
 
 /// An error and its causes, `: `-separated (reqwest keeps "connection refused" in a cause).

@@ -384,6 +384,7 @@ pub async fn story<S: Store>(store: S) {
         error: error.map(Into::into),
         next_attempt_at: next,
         sinks: sinks(),
+        dead_letter: None,
     };
     let due = |sink: &'static str, at: Millis| {
         let store = store.clone();

@@ -246,6 +246,31 @@ pub struct SinkDelivery {
     /// When a failing delivery is tried again.
     pub next_attempt_at: Option<Millis>,
     pub delivered_at: Option<Millis>,
+    /// Set when the receiver refused the alert for good (until an admin retries it).
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetter>,
+    /// Set when an admin dropped the dead-lettered delivery.
+    #[serde(default)]
+    pub dropped: Option<Dropped>,
+}
+
+/// A receiver's answer that will never change (a 4xx other than 408 and 429): the
+/// delivery stops and waits for an admin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub at: Millis,
+    /// The receiver's HTTP status, when it has one.
+    pub status: Option<u16>,
+    /// The start of the receiver's answer (bounded by the sink).
+    pub response: String,
+}
+
+/// An admin gave up on a dead-lettered delivery: the sink no longer owes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub at: Millis,
+    pub by: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +281,10 @@ pub enum DeliveryState {
     Delivered,
     /// Tried and failed; retried with backoff.
     Failing,
+    /// Refused for good by the receiver; not tried again unless an admin retries it.
+    DeadLetter,
+    /// A dead letter an admin dropped (with a reason); the sink owes it no more.
+    Dropped,
 }
 
 /// The outcome of one delivery attempt.
@@ -270,6 +299,8 @@ pub struct DeliveryAttempt {
     pub next_attempt_at: Millis,
     /// Every configured sink: the alert is done when all of them delivered it.
     pub sinks: Vec<String>,
+    /// A permanent refusal: the delivery is dead-lettered (`error` holds the message).
+    pub dead_letter: Option<DeadLetter>,
 }
 
 /// What one sink still owes.
@@ -280,6 +311,8 @@ pub struct SinkBacklog {
     pub undelivered: u64,
     /// Of those, the ones whose last attempt failed.
     pub failing: u64,
+    /// Of those, the dead letters (refused for good, waiting for an admin).
+    pub dead_letters: u64,
 }
 
 /// Figures for metrics and readiness.
@@ -598,6 +631,36 @@ pub trait Store: Clone + Send + Sync + 'static {
         sinks: Vec<String>,
     ) -> impl Future<Output = Result<Vec<SinkBacklog>>> + Send;
     fn alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
+    /// Alerts with a dead-lettered delivery no admin has dropped, oldest first, with their
+    /// deliveries.
+    fn dead_letters(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;
+    /// Makes a dead-lettered delivery due again at `at` and appends `audit`, in one
+    /// transaction (`NotFound` without that delivery, `Conflict` unless it is dead-lettered).
+    fn retry_dead_letter(
+        &self,
+        alert_id: Uuid,
+        sink: String,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<Alert>> + Send;
+    /// Makes every dead letter of `sink` due again at `at` and appends `audit` (which the
+    /// caller words with the count it expects), in one transaction; returns how many.
+    fn retry_dead_letters(
+        &self,
+        sink: String,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<u32>> + Send;
+    /// Drops a dead-lettered delivery and appends `audit`, in one transaction; the alert
+    /// counts as delivered once every sink in `sinks` has delivered or dropped it.
+    fn drop_dead_letter(
+        &self,
+        alert_id: Uuid,
+        sink: String,
+        dropped: Dropped,
+        sinks: Vec<String>,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<Alert>> + Send;
 
     /// Records a configuration value under `key`; when it differs from the last one
     /// recorded, appends `audit` in the same transaction. Returns whether it changed.

@@ -212,6 +212,7 @@ const WEBHOOK_KEYS: &[&str] = &[
     "ca_file",
     "secret_file",
     "secret_header",
+    "signing_secret_file",
     "timeout_secs",
 ];
 const SYSLOG_KEYS: &[&str] = &[
@@ -372,6 +373,7 @@ fn typed_keys(alert: &AlertToml) -> Vec<(&'static str, std::ops::Range<usize>)> 
         ("ca_file", &alert.ca_file),
         ("secret_file", &alert.secret_file),
         ("secret_header", &alert.secret_header),
+        ("signing_secret_file", &alert.signing_secret_file),
         ("address", &alert.address),
         ("protocol", &alert.protocol),
         ("facility", &alert.facility),
@@ -448,6 +450,10 @@ fn compile_webhook(
         }
         name.clone()
     });
+    let signing_secret_file = alert
+        .signing_secret_file
+        .as_ref()
+        .map(|path| diag.absolute(path, &format!("{key}.signing_secret_file")));
     if secret_file.is_some()
         && text.starts_with("http://")
         && host.as_deref().is_some_and(|h| !is_loopback_host(h))
@@ -464,6 +470,7 @@ fn compile_webhook(
         ca_file,
         secret_file,
         secret_header,
+        signing_secret_file,
         timeout,
     }))
 }

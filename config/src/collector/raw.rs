@@ -63,6 +63,7 @@ pub(super) struct AlertToml {
     pub ca_file: Option<Spanned<String>>,
     pub secret_file: Option<Spanned<String>>,
     pub secret_header: Option<Spanned<String>>,
+    pub signing_secret_file: Option<Spanned<String>>,
     // webhook and syslog over TCP
     pub timeout_secs: Option<Spanned<i64>>,
     // syslog

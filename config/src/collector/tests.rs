@@ -268,6 +268,7 @@ format = \"slack\"
 ca_file = \"/etc/driftwatch/ca.pem\"
 secret_file = \"/etc/driftwatch/hook.secret\"
 secret_header = \"X-Hook-Token\"
+signing_secret_file = \"/etc/driftwatch/hook.signing\"
 timeout_secs = 3
 retry_max_secs = 60
 
@@ -295,6 +296,7 @@ url = \"http://127.0.0.1:9000/\"
                     ca_file: Some("/etc/driftwatch/ca.pem".into()),
                     secret_file: Some("/etc/driftwatch/hook.secret".into()),
                     secret_header: Some("X-Hook-Token".into()),
+                    signing_secret_file: Some("/etc/driftwatch/hook.signing".into()),
                     timeout: Duration::from_secs(3),
                 }),
             },
@@ -318,6 +320,7 @@ url = \"http://127.0.0.1:9000/\"
                     ca_file: None,
                     secret_file: None,
                     secret_header: None,
+                    signing_secret_file: None,
                     timeout: Duration::from_secs(DEFAULT_SINK_TIMEOUT_SECS),
                 }),
             },
@@ -356,6 +359,8 @@ fn each_bad_sink_setting_names_its_place() {
             (5, 10, "alert[0].format", "unknown webhook format `teams`")),
         ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nsecret_file = \"hook.secret\"\n",
             (5, 15, "alert[0].secret_file", "must be an absolute path")),
+        ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nsigning_secret_file = \"hook.key\"\n",
+            (5, 23, "alert[0].signing_secret_file", "must be an absolute path")),
         ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nsecret_header = \"X-Token\"\n",
             (5, 17, "alert[0].secret_header", "needs `secret_file`")),
         ("[[alert]]\ntype = \"webhook\"\nurl = \"https://h/\"\nsecret_file = \"/s\"\nsecret_header = \"X Token\"\n",

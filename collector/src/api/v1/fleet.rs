@@ -5,9 +5,10 @@ use axum::extract::State;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::api::extract::{Caller, Params};
+use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
-    AlertView, DEFAULT_ALERTS_LIMIT, HostView, LimitQuery, MAX_ALERTS_LIMIT, listing_limit,
+    AlertView, DEFAULT_ALERTS_LIMIT, DropDelivery, HostView, LimitQuery, MAX_ALERTS_LIMIT,
+    RetriedView, RetryDelivery, listing_limit,
 };
 use crate::app::{Error, require};
 use crate::identity::Role;
@@ -37,4 +38,45 @@ pub async fn alerts<S: Store>(
     let limit = listing_limit(query.limit, DEFAULT_ALERTS_LIMIT, MAX_ALERTS_LIMIT)?;
     let alerts = app.alerts(limit).await?;
     Ok(Json(alerts.iter().map(AlertView::from).collect()))
+}
+
+pub async fn dead_letters<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Params(query): Params<LimitQuery>,
+) -> Result<Json<Vec<AlertView>>, ApiError> {
+    let limit = listing_limit(query.limit, DEFAULT_ALERTS_LIMIT, MAX_ALERTS_LIMIT)?;
+    let alerts = app.dead_letters(&caller, limit).await?;
+    Ok(Json(alerts.iter().map(AlertView::from).collect()))
+}
+
+pub async fn retry<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Id(id): Id,
+    Body(request): Body<RetryDelivery>,
+) -> Result<Json<AlertView>, ApiError> {
+    let alert = app.retry_dead_letter(&caller, id, &request.sink).await?;
+    Ok(Json(AlertView::from(&alert)))
+}
+
+pub async fn retry_all<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Body(request): Body<RetryDelivery>,
+) -> Result<Json<RetriedView>, ApiError> {
+    let retried = app.retry_dead_letters(&caller, &request.sink).await?;
+    Ok(Json(RetriedView { retried }))
+}
+
+pub async fn drop<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Id(id): Id,
+    Body(request): Body<DropDelivery>,
+) -> Result<Json<AlertView>, ApiError> {
+    let alert = app
+        .drop_dead_letter(&caller, id, &request.sink, &request.reason)
+        .await?;
+    Ok(Json(AlertView::from(&alert)))
 }

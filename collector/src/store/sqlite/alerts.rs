@@ -1,12 +1,14 @@
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-use super::drift;
 use super::rows::{Id, Json, id, opt_id};
+use super::{audit, drift};
 use crate::alerts::untraced_drift_body;
+use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::store::{
-    Alert, DeliveryAttempt, DeliveryState, NewAlert, Result, SinkBacklog, SinkDelivery, Stats,
+    Alert, DeadLetter, DeliveryAttempt, DeliveryState, Dropped, NewAlert, Result, SinkBacklog,
+    SinkDelivery, Stats, StoreError,
 };
 
 pub fn insert_alert(conn: &Connection, alert: &NewAlert, at: Millis) -> Result<Uuid> {
@@ -55,7 +57,20 @@ pub fn raise_due(conn: &Connection, now: Millis, hold_ms: i64, burst_ms: i64) ->
         let Some(first) = items.first() else {
             continue;
         };
-        let body = untraced_drift_body(host_id, &first.hostname, &items, now - oldest);
+        let mut body = untraced_drift_body(host_id, &first.hostname, &items, now - oldest);
+        // Drift flagged inside a window names that window's ticket (syslog and Slack show it).
+        let mut ticket_of = conn.prepare("SELECT ticket FROM windows WHERE id = ?1")?;
+        for (item, listed) in items
+            .iter()
+            .zip(body["items"].as_array_mut().into_iter().flatten())
+        {
+            if let Some(window_id) = item.window_id {
+                let ticket: Option<String> = ticket_of
+                    .query_row([id(window_id)], |r| r.get(0))
+                    .optional()?;
+                listed["ticket"] = serde_json::json!(ticket);
+            }
+        }
         let alert_id = insert_alert(
             conn,
             &NewAlert {
@@ -184,33 +199,92 @@ pub fn list(conn: &Connection, undelivered_only: bool, limit: u32) -> Result<Vec
     let mut alerts = stmt
         .query_map([limit], row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    with_deliveries(conn, &mut alerts)?;
+    Ok(alerts)
+}
+
+/// Alerts with a dead letter no admin dropped, oldest first.
+pub fn dead_letters(conn: &Connection, limit: u32) -> Result<Vec<Alert>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id IN (
+             SELECT alert_id FROM alert_deliveries
+             WHERE dead_lettered_at IS NOT NULL AND dropped_at IS NULL)
+         ORDER BY a.created_at, a.id LIMIT ?1"
+    ))?;
+    let mut alerts = stmt
+        .query_map([limit], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    with_deliveries(conn, &mut alerts)?;
+    Ok(alerts)
+}
+
+fn get(conn: &Connection, alert_id: Uuid) -> Result<Alert> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"
+    ))?;
+    let mut alerts = stmt
+        .query_map([id(alert_id)], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    with_deliveries(conn, &mut alerts)?;
+    alerts
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(format!("no alert {alert_id}")))
+}
+
+/// Each alert's delivery per sink that has tried it.
+fn with_deliveries(conn: &Connection, alerts: &mut [Alert]) -> Result<()> {
     let mut per_alert = conn.prepare(
-        "SELECT sink, attempts, last_error, last_attempt_at, next_attempt_at, delivered_at
+        "SELECT sink, attempts, last_error, last_attempt_at, next_attempt_at, delivered_at,
+                dead_lettered_at, response_status, response_body,
+                dropped_at, dropped_by, drop_reason
          FROM alert_deliveries WHERE alert_id = ?1 ORDER BY sink",
     )?;
-    for alert in &mut alerts {
+    for alert in alerts {
         alert.deliveries = per_alert
-            .query_map([id(alert.id)], |r| {
-                let delivered_at: Option<Millis> = r.get(5)?;
-                let last_error: Option<String> = r.get(2)?;
-                let state = match (delivered_at, &last_error) {
-                    (Some(_), _) => DeliveryState::Delivered,
-                    (None, Some(_)) => DeliveryState::Failing,
-                    (None, None) => DeliveryState::Pending,
-                };
-                Ok(SinkDelivery {
-                    sink: r.get(0)?,
-                    state,
-                    attempts: r.get(1)?,
-                    last_error,
-                    last_attempt_at: r.get(3)?,
-                    next_attempt_at: delivered_at.map_or(r.get(4)?, |_| None),
-                    delivered_at,
-                })
-            })?
+            .query_map([id(alert.id)], delivery_row)?
             .collect::<rusqlite::Result<_>>()?;
     }
-    Ok(alerts)
+    Ok(())
+}
+
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<SinkDelivery> {
+    let delivered_at: Option<Millis> = r.get(5)?;
+    let last_error: Option<String> = r.get(2)?;
+    let dead_letter = match r.get::<_, Option<Millis>>(6)? {
+        Some(at) => Some(DeadLetter {
+            at,
+            status: r.get(7)?,
+            response: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let dropped = match r.get::<_, Option<Millis>>(9)? {
+        Some(at) => Some(Dropped {
+            at,
+            by: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+            reason: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let state = match (delivered_at, &dropped, &dead_letter, &last_error) {
+        (Some(_), ..) => DeliveryState::Delivered,
+        (None, Some(_), ..) => DeliveryState::Dropped,
+        (None, None, Some(_), _) => DeliveryState::DeadLetter,
+        (None, None, None, Some(_)) => DeliveryState::Failing,
+        (None, None, None, None) => DeliveryState::Pending,
+    };
+    let waiting = state == DeliveryState::Failing;
+    Ok(SinkDelivery {
+        sink: r.get(0)?,
+        state,
+        attempts: r.get(1)?,
+        last_error,
+        last_attempt_at: r.get(3)?,
+        next_attempt_at: if waiting { r.get(4)? } else { None },
+        delivered_at,
+        dead_letter,
+        dropped,
+    })
 }
 
 /// Alerts `sink` owes and may try now: not delivered by it, never tried or past the backoff.
@@ -220,6 +294,7 @@ pub fn due_for(conn: &Connection, sink: &str, now: Millis, limit: u32) -> Result
          FROM alerts a
          LEFT JOIN alert_deliveries d ON d.alert_id = a.id AND d.sink = ?1
          WHERE a.delivered_at IS NULL AND d.delivered_at IS NULL
+           AND d.dead_lettered_at IS NULL AND d.dropped_at IS NULL
            AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?2)
          ORDER BY a.created_at, a.id LIMIT ?3"
     ))?;
@@ -235,6 +310,8 @@ pub fn due_for(conn: &Connection, sink: &str, now: Millis, limit: u32) -> Result
                 last_attempt_at: r.get(10)?,
                 next_attempt_at: r.get(11)?,
                 delivered_at: None,
+                dead_letter: None,
+                dropped: None,
             });
         }
         Ok(alert)
@@ -245,22 +322,30 @@ pub fn due_for(conn: &Connection, sink: &str, now: Millis, limit: u32) -> Result
 pub fn record_delivery(conn: &Connection, attempt: &DeliveryAttempt) -> Result<bool> {
     let alert = id(attempt.alert_id);
     let delivered = attempt.error.is_none();
+    let dead = attempt.dead_letter.as_ref();
     conn.execute(
         "INSERT INTO alert_deliveries
-             (alert_id, sink, attempts, last_error, last_attempt_at, next_attempt_at, delivered_at)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, CASE WHEN ?3 IS NULL THEN ?4 END)
+             (alert_id, sink, attempts, last_error, last_attempt_at, next_attempt_at, delivered_at,
+              dead_lettered_at, response_status, response_body)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, CASE WHEN ?3 IS NULL THEN ?4 END, ?6, ?7, ?8)
          ON CONFLICT (alert_id, sink) DO UPDATE SET
              attempts = attempts + 1,
              last_error = CASE WHEN ?3 IS NULL THEN last_error ELSE ?3 END,
              last_attempt_at = ?4,
              next_attempt_at = ?5,
-             delivered_at = coalesce(delivered_at, CASE WHEN ?3 IS NULL THEN ?4 END)",
+             delivered_at = coalesce(delivered_at, CASE WHEN ?3 IS NULL THEN ?4 END),
+             dead_lettered_at = ?6,
+             response_status = ?7,
+             response_body = ?8",
         params![
             alert,
             attempt.sink,
             attempt.error,
             attempt.at,
-            attempt.next_attempt_at
+            attempt.next_attempt_at,
+            dead.map(|d| d.at),
+            dead.and_then(|d| d.status),
+            dead.map(|d| d.response.as_str()),
         ],
     )?;
     let changed = conn.execute(
@@ -280,11 +365,13 @@ pub fn record_delivery(conn: &Connection, attempt: &DeliveryAttempt) -> Result<b
     complete_if_done(conn, &alert, &attempt.sinks, attempt.at)
 }
 
-/// Sets `delivered_at` when every sink in `sinks` has delivered the alert.
+/// Sets `delivered_at` when every sink in `sinks` has delivered the alert (or an admin
+/// dropped its dead letter).
 fn complete_if_done(conn: &Connection, alert: &str, sinks: &[String], at: Millis) -> Result<bool> {
     let mut done = conn.prepare(
         "SELECT count(*) FROM alert_deliveries
-         WHERE alert_id = ?1 AND sink = ?2 AND delivered_at IS NOT NULL",
+         WHERE alert_id = ?1 AND sink = ?2
+           AND (delivered_at IS NOT NULL OR dropped_at IS NOT NULL)",
     )?;
     for sink in sinks {
         let n: i64 = done.query_row(params![alert, sink], |r| r.get(0))?;
@@ -316,22 +403,106 @@ pub fn settle(conn: &Connection, sinks: &[String], at: Millis) -> Result<u32> {
 
 pub fn backlog(conn: &Connection, sinks: &[String]) -> Result<Vec<SinkBacklog>> {
     let mut stmt = conn.prepare(
-        "SELECT count(*), count(d.last_error) FROM alerts a
+        "SELECT count(*),
+                count(CASE WHEN d.dead_lettered_at IS NULL THEN d.last_error END),
+                count(d.dead_lettered_at)
+         FROM alerts a
          LEFT JOIN alert_deliveries d ON d.alert_id = a.id AND d.sink = ?1
-         WHERE a.delivered_at IS NULL AND d.delivered_at IS NULL",
+         WHERE a.delivered_at IS NULL AND d.delivered_at IS NULL AND d.dropped_at IS NULL",
     )?;
     sinks
         .iter()
         .map(|sink| {
-            let (undelivered, failing): (i64, i64) =
-                stmt.query_row([sink], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (undelivered, failing, dead): (i64, i64, i64) =
+                stmt.query_row([sink], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(SinkBacklog {
                 sink: sink.clone(),
                 undelivered: undelivered as u64,
                 failing: failing as u64,
+                dead_letters: dead as u64,
             })
         })
         .collect()
+}
+
+/// The state of `sink`'s delivery of `alert_id`, refusing anything but a dead letter.
+fn dead_letter_of(conn: &Connection, alert_id: Uuid, sink: &str) -> Result<SinkDelivery> {
+    let alert = get(conn, alert_id)?;
+    let delivery = alert
+        .deliveries
+        .into_iter()
+        .find(|d| d.sink == sink)
+        .ok_or_else(|| {
+            StoreError::NotFound(format!("sink `{sink}` has not tried alert {alert_id}"))
+        })?;
+    if delivery.state != DeliveryState::DeadLetter {
+        let state = serde_json::to_value(delivery.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Err(StoreError::Conflict(format!(
+            "sink `{sink}`'s delivery of alert {alert_id} is {state}, not a dead letter"
+        )));
+    }
+    Ok(delivery)
+}
+
+pub fn retry_dead_letter(
+    conn: &Connection,
+    alert_id: Uuid,
+    sink: &str,
+    at: Millis,
+    audit: &NewAudit,
+) -> Result<Alert> {
+    dead_letter_of(conn, alert_id, sink)?;
+    conn.execute(
+        "UPDATE alert_deliveries SET dead_lettered_at = NULL, response_status = NULL,
+             response_body = NULL, next_attempt_at = ?3
+         WHERE alert_id = ?1 AND sink = ?2",
+        params![id(alert_id), sink, at],
+    )?;
+    audit::append(conn, audit)?;
+    get(conn, alert_id)
+}
+
+/// Every dead letter of `sink` due again; the audit entry records how many.
+pub fn retry_dead_letters(
+    conn: &Connection,
+    sink: &str,
+    at: Millis,
+    audit: &NewAudit,
+) -> Result<u32> {
+    let retried = conn.execute(
+        "UPDATE alert_deliveries SET dead_lettered_at = NULL, response_status = NULL,
+             response_body = NULL, next_attempt_at = ?2
+         WHERE sink = ?1 AND dead_lettered_at IS NOT NULL AND dropped_at IS NULL",
+        params![sink, at],
+    )?;
+    if retried > 0 {
+        let mut audit = audit.clone();
+        audit.details["retried"] = serde_json::json!(retried);
+        audit::append(conn, &audit)?;
+    }
+    Ok(retried as u32)
+}
+
+pub fn drop_dead_letter(
+    conn: &Connection,
+    alert_id: Uuid,
+    sink: &str,
+    dropped: &Dropped,
+    sinks: &[String],
+    audit: &NewAudit,
+) -> Result<Alert> {
+    dead_letter_of(conn, alert_id, sink)?;
+    conn.execute(
+        "UPDATE alert_deliveries SET dropped_at = ?3, dropped_by = ?4, drop_reason = ?5
+         WHERE alert_id = ?1 AND sink = ?2",
+        params![id(alert_id), sink, dropped.at, dropped.by, dropped.reason],
+    )?;
+    complete_if_done(conn, &id(alert_id), sinks, dropped.at)?;
+    audit::append(conn, audit)?;
+    get(conn, alert_id)
 }
 
 pub fn stats(conn: &Connection, now: Millis, silent_after_ms: i64) -> Result<Stats> {

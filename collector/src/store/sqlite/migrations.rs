@@ -278,6 +278,20 @@ ALTER TABLE events ADD COLUMN decision_mac BLOB;
 -- Finds what is still unsealed at start without reading every event (empty once sealed).
 CREATE INDEX events_unsealed ON events(id) WHERE decision_mac IS NULL;
 "#,
+    // 12 (issue 9, alerts): dead letters. A receiver's permanent refusal (a 4xx other than
+    // 408/429) stops that sink's delivery of the alert with the receiver's status and the
+    // start of its answer, and the sink goes on with the next alert; an admin retries
+    // (the columns cleared, due again) or drops it (who, when, why: the sink owes it no more).
+    r#"
+ALTER TABLE alert_deliveries ADD COLUMN dead_lettered_at INTEGER;
+ALTER TABLE alert_deliveries ADD COLUMN response_status INTEGER;
+ALTER TABLE alert_deliveries ADD COLUMN response_body TEXT;
+ALTER TABLE alert_deliveries ADD COLUMN dropped_at INTEGER;
+ALTER TABLE alert_deliveries ADD COLUMN dropped_by TEXT;
+ALTER TABLE alert_deliveries ADD COLUMN drop_reason TEXT;
+CREATE INDEX alert_deliveries_dead ON alert_deliveries(dead_lettered_at)
+    WHERE dead_lettered_at IS NOT NULL AND dropped_at IS NULL;
+"#,
 ];
 
 #[cfg(test)]

@@ -538,6 +538,42 @@ impl Store for SqliteStore {
         self.call(move |conn| alerts::list(conn, false, limit))
     }
 
+    fn dead_letters(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send {
+        self.call(move |conn| alerts::dead_letters(conn, limit))
+    }
+
+    fn retry_dead_letter(
+        &self,
+        alert_id: Uuid,
+        sink: String,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<Alert>> + Send {
+        self.write(move |tx| alerts::retry_dead_letter(tx, alert_id, &sink, at, &audit))
+    }
+
+    fn retry_dead_letters(
+        &self,
+        sink: String,
+        at: Millis,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<u32>> + Send {
+        self.write(move |tx| alerts::retry_dead_letters(tx, &sink, at, &audit))
+    }
+
+    fn drop_dead_letter(
+        &self,
+        alert_id: Uuid,
+        sink: String,
+        dropped: Dropped,
+        sinks: Vec<String>,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<Alert>> + Send {
+        self.write(move |tx| {
+            alerts::drop_dead_letter(tx, alert_id, &sink, &dropped, &sinks, &audit)
+        })
+    }
+
     fn note_config(
         &self,
         key: String,
