@@ -8,6 +8,7 @@
 mod alerts;
 mod anchor;
 mod audit;
+mod backup;
 mod drift;
 mod identity;
 mod ingest;
@@ -26,6 +27,8 @@ use driftwatch_common::api::v1::AgentCommand;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+pub use backup::{CopyFacts, check_copy};
 
 use super::*;
 use crate::audit::{AuditEntry, AuditHead, AuditKey, Checkpoint, NewAudit};
