@@ -68,6 +68,18 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy the database consistently while `serve` runs (SQLite's online backup API) into
+    /// FILE (0600), checked with SQLite's integrity check before it takes FILE's name, and
+    /// recorded in the audit log. Run it as the collector's user. The audit signing key is
+    /// not in the copy: keep it as well (see the README's operations section).
+    Backup {
+        /// The copy; refused if it exists, unless --force.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             public_key.as_deref(),
             json,
         )),
+        Command::Backup { file, force } => runtime.block_on(backup(&config, &file, force)),
         Command::Audit(AuditCommand::Keygen) => {
             let path = config.audit_key_path();
             let key = audit::key_file::generate(&path).map_err(|why| anyhow::anyhow!(why))?;
@@ -413,4 +426,153 @@ fn print_report(report: &VerifyReport, json: bool) {
     for line in report.text_lines() {
         println!("{}", driftwatch_common::pathbytes::escape_text(&line));
     }
+}
+
+/// `backup FILE`: the copy goes to a temporary file beside FILE, is checked on its own, and
+/// only then takes FILE's name, so FILE is either a whole checked copy or untouched.
+async fn backup(config: &CollectorConfig, file: &Path, force: bool) -> anyhow::Result<u8> {
+    use driftwatch_collector::clock::Clock;
+    use std::os::unix::fs::PermissionsExt;
+
+    let db = config.db_path();
+    if !db.is_file() {
+        bail!(
+            "there is no database {} to back up (state_dir in {})",
+            db.display(),
+            config.source.display()
+        );
+    }
+    let target =
+        std::path::absolute(file).with_context(|| format!("cannot resolve {}", file.display()))?;
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        bail!("{} is not a file name", target.display());
+    };
+    let parent = parent
+        .canonicalize()
+        .with_context(|| format!("cannot use the directory {}", parent.display()))?;
+    let target = parent.join(name);
+    let live = db
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut busy = live.clone().into_os_string();
+        busy.push(suffix);
+        if target == Path::new(&busy) {
+            bail!(
+                "{} is the live database's own file: back up to another file",
+                target.display()
+            );
+        }
+    }
+    if !force && target.symlink_metadata().is_ok() {
+        bail!(
+            "{} exists: choose a new file, or --force to replace it",
+            target.display()
+        );
+    }
+
+    let source = SqliteStore::open_read_only(&db)
+        .with_context(|| format!("cannot open the database {}", db.display()))?;
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(&parent)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    // Removed on every early return below; SQLite opens it by name.
+    let temp = temp.into_temp_path();
+    let copied = source.backup_into(temp.to_path_buf()).await;
+    source.close();
+    copied.with_context(|| format!("cannot copy {}", db.display()))?;
+    let facts = driftwatch_collector::store::sqlite::check_copy(&temp)
+        .context("the copy failed its check; FILE was not written")?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .context("cannot make the copy 0600")?;
+    let (bytes, sha256) = file_digest(&temp)?;
+    std::fs::File::open(&temp)
+        .and_then(|f| f.sync_all())
+        .context("cannot flush the copy to disk")?;
+    let placed = if force {
+        temp.persist(&target).map_err(|e| e.error)
+    } else {
+        temp.persist_noclobber(&target).map_err(|e| e.error)
+    };
+    placed.with_context(|| {
+        format!(
+            "cannot name the copy {} (it exists, or the directory refuses it)",
+            target.display()
+        )
+    })?;
+    std::fs::File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot flush the directory {}", parent.display()))?;
+
+    let head = facts
+        .audit_head
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |h| identity_hex(&h.hash));
+    println!(
+        "{}: ok, {bytes} bytes, sha256 {sha256}, schema version {}, audit log of {} entries (head {head})",
+        Shown(&target.display().to_string()),
+        facts.schema_version,
+        facts.audit_entries,
+    );
+    // The entry goes into the live log (the copy cannot hold the record of itself). It is
+    // signed like every entry, so only where the signing key is readable.
+    match audit::key_file::load(&config.audit_key_path(), false) {
+        Ok((key, _)) => {
+            let entry = audit::NewAudit::new(
+                SystemClock.now(),
+                format!("local:{}", local_user()),
+                "collector.backup",
+                format!("backup:{}", target.display()),
+                serde_json::json!({
+                    "file": target.display().to_string(),
+                    "bytes": bytes,
+                    "sha256": sha256,
+                    "schema_version": facts.schema_version,
+                    "audit_entries": facts.audit_entries,
+                    "audit_head": head,
+                }),
+            );
+            let store = SqliteStore::open(&db)
+                .with_context(|| format!("cannot open the database {}", db.display()))?;
+            let recorded = store.append_signed_audit(Arc::new(key), entry).await;
+            store.close();
+            let seq =
+                recorded.context("the copy is made, but cannot record it in the audit log")?;
+            eprintln!("recorded in the audit log as entry {seq}");
+        }
+        Err(why) => eprintln!(
+            "warning: the copy is made but NOT recorded in the audit log: {why} (an entry \
+             must be signed; run the backup where the collector's signing key is readable)"
+        ),
+    }
+    Ok(EXIT_OK)
+}
+
+/// Size and SHA-256 (hex) of a file.
+fn file_digest(path: &Path) -> anyhow::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut bytes = 0u64;
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        hasher.update(&buffer[..n]);
+    }
+    Ok((bytes, identity_hex(&hasher.finalize())))
+}
+
+fn identity_hex(bytes: &[u8]) -> String {
+    driftwatch_collector::identity::hex(bytes)
 }

@@ -6,6 +6,7 @@ mod alerts;
 mod anchor;
 mod attribution;
 mod audit;
+mod backup;
 mod bad_input;
 mod baseline;
 mod churn;
