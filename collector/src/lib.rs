@@ -23,6 +23,7 @@ pub mod identity;
 pub mod matcher;
 pub mod people;
 pub mod reports;
+pub mod retention;
 pub mod serve;
 pub mod spool_time;
 pub mod store;

@@ -14,6 +14,7 @@ mod identity;
 mod ingest;
 mod migrations;
 mod reports;
+mod retention;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -599,5 +600,13 @@ impl Store for SqliteStore {
         audit: NewAudit,
     ) -> impl Future<Output = Result<WindowRecords>> + Send {
         self.write(move |tx| reports::window_records(tx, window_id, max_rows, &audit))
+    }
+
+    fn prune(
+        &self,
+        plan: crate::retention::PrunePlan,
+        at: Millis,
+    ) -> impl Future<Output = Result<crate::retention::PruneCounts>> + Send {
+        self.write(move |tx| retention::prune(tx, &plan, at))
     }
 }
