@@ -234,7 +234,8 @@ async fn app(
     let app = App::new(store, Settings::from(config), Arc::new(SystemClock), sinks)
         .await
         .context("cannot load the change windows")?
-        .with_audit_key(key, config.audit.checkpoint_interval);
+        .with_audit_key(key, config.audit.checkpoint_interval)
+        .with_retention(config.retention.clone());
     Ok(Arc::new(app))
 }
 

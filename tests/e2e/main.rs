@@ -25,5 +25,6 @@ mod matching;
 mod mtls;
 mod people;
 mod permissions;
+mod retention;
 mod spool_chain;
 mod state;
