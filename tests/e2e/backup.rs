@@ -109,7 +109,7 @@ fn a_backup_taken_while_events_arrive_restores_into_a_collector_that_verifies_an
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let run = live.cli(&["backup", &copy_arg]);
+        let run = live.cli(&["backup", copy_arg]);
         sender.join().unwrap();
         run
     });
@@ -142,13 +142,13 @@ fn a_backup_taken_while_events_arrive_restores_into_a_collector_that_verifies_an
     assert!(copied_entries < entry["seq"].as_u64().unwrap());
 
     // An existing file is not replaced without --force, and stays as it was.
-    let again = live.cli(&["backup", &copy_arg]);
+    let again = live.cli(&["backup", copy_arg]);
     again.expect(2);
     assert!(again.stderr.contains("exists"), "{}", again.stderr);
     assert_eq!(sha256_hex(&copy), digest);
     let forced = keep.path().join("forced.db");
     fs::write(&forced, b"an older file").unwrap();
-    live.cli(&["backup", "--force", &p(&forced)]).expect(0);
+    live.cli(&["backup", "--force", p(&forced)]).expect(0);
     assert_ne!(fs::read(&forced).unwrap(), b"an older file");
 
     let after: Vec<_> = (21..=25)
@@ -192,7 +192,7 @@ fn a_backup_taken_while_events_arrive_restores_into_a_collector_that_verifies_an
     assert!((10..=20).contains(&kept), "{seqs:?}");
 
     // The log verifies against the checkpoints held from before the backup...
-    let verified = restored.cli(&["audit", "verify", "--checkpoints", &p(&held_before)]);
+    let verified = restored.cli(&["audit", "verify", "--checkpoints", p(&held_before)]);
     verified.expect(0);
     assert!(
         verified.stdout.contains("no problem found"),
@@ -214,7 +214,7 @@ fn a_backup_taken_while_events_arrive_restores_into_a_collector_that_verifies_an
     );
     // ... and a checkpoint signed after the backup shows what the restore lost: a restore
     // cannot quietly drop audit entries.
-    let later = restored.cli(&["audit", "verify", "--checkpoints", &p(&held_after)]);
+    let later = restored.cli(&["audit", "verify", "--checkpoints", p(&held_after)]);
     later.expect(1);
     assert!(
         later.stdout.starts_with("audit log ALTERED")
@@ -256,11 +256,11 @@ fn a_backup_taken_while_events_arrive_restores_into_a_collector_that_verifies_an
 fn a_backup_of_nothing_or_onto_the_live_database_is_refused_and_writes_nothing() {
     let collector = Collector::start("");
     let db = collector.db();
-    let onto = collector.cli(&["backup", "--force", &p(&db)]);
+    let onto = collector.cli(&["backup", "--force", p(&db)]);
     onto.expect(2);
     assert!(onto.stderr.contains("live database"), "{}", onto.stderr);
     let missing_dir = collector.dir().join("no/such/dir/copy.db");
-    let refused = collector.cli(&["backup", &p(&missing_dir)]);
+    let refused = collector.cli(&["backup", p(&missing_dir)]);
     refused.expect(2);
     assert!(!missing_dir.exists());
 }
