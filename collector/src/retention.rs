@@ -26,6 +26,10 @@ pub const PRUNED_ACTION: &str = "retention.pruned";
 /// Who prunes: the collector itself, by its configuration.
 pub const PRUNE_ACTOR: &str = "collector:retention";
 
+/// Most drift items, and most alerts, one prune removes: each prune is one write
+/// transaction, and ingest waits for it, so a large backlog goes in several.
+pub const PRUNE_BATCH: u32 = 1_000;
+
 /// Rows older than these instants (collector clock, exclusive) are removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrunePlan {
@@ -33,6 +37,11 @@ pub struct PrunePlan {
     pub delivered_alerts_before: Option<Millis>,
     /// Resolved or accepted drift items last updated before this.
     pub resolved_drift_before: Option<Millis>,
+}
+
+/// Whether a prune that removed `counts` may have left more of what its plan names.
+pub fn more_left(counts: &PruneCounts) -> bool {
+    counts.drift >= u64::from(PRUNE_BATCH) || counts.alerts >= u64::from(PRUNE_BATCH)
 }
 
 /// How many rows one prune removed, per table.
@@ -191,6 +200,29 @@ mod tests {
         assert_eq!(
             plan(&both, NOW).unwrap().resolved_drift_before,
             Some(NOW - 365 * DAY)
+        );
+    }
+
+    #[test]
+    fn a_full_batch_may_have_left_more() {
+        let full = PruneCounts {
+            drift: u64::from(PRUNE_BATCH),
+            ..PruneCounts::default()
+        };
+        assert!(more_left(&full));
+        let alerts = PruneCounts {
+            alerts: u64::from(PRUNE_BATCH),
+            ..PruneCounts::default()
+        };
+        assert!(more_left(&alerts));
+        let partial = PruneCounts {
+            drift: u64::from(PRUNE_BATCH) - 1,
+            events: 50_000,
+            ..PruneCounts::default()
+        };
+        assert!(
+            !more_left(&partial),
+            "events do not count: they follow their items"
         );
     }
 

@@ -44,7 +44,22 @@ impl<S: Store> App<S> {
         let Some(plan) = retention::plan(&round.retention, now) else {
             return Ok(retention::PruneCounts::default());
         };
-        let counts = self.store.prune(plan, now).await?;
+        // Batch after batch (each its own transaction and audit entry), so ingest never
+        // waits for more than one.
+        let mut counts = retention::PruneCounts::default();
+        loop {
+            let batch = self.store.prune(plan, now).await?;
+            counts.alerts += batch.alerts;
+            counts.alert_deliveries += batch.alert_deliveries;
+            counts.drift += batch.drift;
+            counts.drift_history += batch.drift_history;
+            counts.events += batch.events;
+            counts.commands += batch.commands;
+            if !retention::more_left(&batch) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         if counts.total() > 0 {
             tracing::info!(
                 drift = counts.drift,

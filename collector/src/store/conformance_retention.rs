@@ -140,4 +140,24 @@ pub async fn story<S: Store>(store: S) {
         PruneCounts::default()
     );
     assert_eq!(store.audit_log().await.unwrap().0.len(), log.len());
+
+    // A backlog goes in batches of at most PRUNE_BATCH, each with its own entry.
+    let batch = u64::from(crate::retention::PRUNE_BATCH);
+    for n in 0..=batch {
+        store.insert_alert(alert(n as u32), T0).await.unwrap();
+    }
+    store.settle_alerts(vec![], T0 + 1000).await.unwrap();
+    let alerts_only = PrunePlan {
+        delivered_alerts_before: Some(T0 + 1001),
+        resolved_drift_before: None,
+    };
+    let first = store.prune(alerts_only, T0 + 50_000).await.unwrap();
+    assert_eq!(first.alerts, batch);
+    assert!(crate::retention::more_left(&first));
+    let second = store.prune(alerts_only, T0 + 50_000).await.unwrap();
+    assert_eq!(
+        second.alerts, 2,
+        "the rest, with the one undelivered before"
+    );
+    assert_eq!(store.audit_log().await.unwrap().0.len(), log.len() + 2);
 }

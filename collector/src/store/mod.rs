@@ -644,7 +644,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         audit: NewAudit,
     ) -> impl Future<Output = Result<WindowRecords>> + Send;
 
-    /// Retention (`crate::retention`): removes what `plan` names and, when a row went,
+    /// Retention (`crate::retention`): removes what `plan` names, at most
+    /// `retention::PRUNE_BATCH` drift items and as many alerts, and, when a row went,
     /// appends the `retention.pruned` entry with the counts, in one transaction. Never
     /// touches the audit log.
     fn prune(
