@@ -70,6 +70,7 @@ impl From<StoreError> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 mod anchor;
+mod retention;
 
 /// The configuration values the operations need, in the units they use.
 #[derive(Clone, Debug)]
@@ -121,6 +122,8 @@ pub struct App<S: Store> {
     index: RwLock<Arc<WindowIndex>>,
     /// The audit signing key (`crate::audit::ops`); `None` in tests of the operations alone.
     pub(crate) audit_anchor: Option<crate::audit::ops::Anchor>,
+    /// `[retention]` and when its round last ran (`app/retention.rs`); `None`: keep all.
+    retention: Option<retention::Round>,
 }
 
 impl<S: Store> App<S> {
@@ -140,6 +143,7 @@ impl<S: Store> App<S> {
             sinks,
             index: RwLock::new(Arc::new(index)),
             audit_anchor: None,
+            retention: None,
         };
         app.adopt_legacy_tokens().await?;
         Ok(app)
@@ -1030,6 +1034,7 @@ impl<S: Store> App<S> {
         if raised + silent + emergency > 0 {
             tracing::info!(untraced = raised, silent, emergency, "alerts raised");
         }
+        self.prune_if_due().await?;
         self.checkpoint_audit_if_due().await?;
         alerts::deliver_pending(&self.store, &self.sinks, Arc::clone(&self.clock)).await?;
         Ok(())

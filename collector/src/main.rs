@@ -80,6 +80,18 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy the database consistently while `serve` runs (SQLite's online backup API) into
+    /// FILE (0600), checked with SQLite's integrity check before it takes FILE's name, and
+    /// recorded in the audit log. Run it as the collector's user. The audit signing key is
+    /// not in the copy: keep it as well (see the README's operations section).
+    Backup {
+        /// The copy; refused if it exists, unless --force.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             public_key.as_deref(),
             json,
         )),
+        Command::Backup { file, force } => runtime.block_on(backup(&config, &file, force)),
         Command::Audit(AuditCommand::Keygen) => {
             let path = config.audit_key_path();
             let key = audit::key_file::generate(&path).map_err(|why| anyhow::anyhow!(why))?;
@@ -268,7 +281,8 @@ async fn app(
     let app = App::new(store, Settings::from(config), Arc::new(SystemClock), sinks)
         .await
         .context("cannot load the change windows")?
-        .with_audit_key(key, config.audit.checkpoint_interval);
+        .with_audit_key(key, config.audit.checkpoint_interval)
+        .with_retention(config.retention.clone());
     Ok(Arc::new(app))
 }
 
@@ -380,6 +394,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temp, path)
+}
+
+async fn backup(config: &CollectorConfig, file: &Path, force: bool) -> anyhow::Result<u8> {
+    let actor = format!("local:{}", local_user());
+    let done = driftwatch_collector::backup::backup(config, file, force, &actor).await?;
+    println!(
+        "{}: ok, {} bytes, sha256 {}, schema version {}, audit log of {} entries (head {})",
+        Shown(&done.file.display().to_string()),
+        done.bytes,
+        done.sha256,
+        done.schema_version,
+        done.audit_entries,
+        done.audit_head,
+    );
+    match done.recorded {
+        Ok(seq) => eprintln!("recorded in the audit log as entry {seq}"),
+        Err(why) => eprintln!(
+            "warning: the copy is made but NOT recorded in the audit log: {why} (an entry \
+             must be signed; run the backup where the collector's signing key is readable)"
+        ),
+    }
+    Ok(EXIT_OK)
 }
 
 async fn token_create(config: &CollectorConfig, role: Role, person: &str) -> anyhow::Result<u8> {

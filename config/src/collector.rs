@@ -42,6 +42,12 @@
 //! listen = "127.0.0.1:9464"          # optional: serve /metrics here only
 //! heartbeat_age_hosts = 500          # 0..=10000; the stalest hosts with a heartbeat age series
 //!
+//! [retention]                        # default: keep everything; the audit log is never pruned
+//! delivered_alerts_days = 90         # 1..=36500; alerts delivered to every sink this long ago
+//! resolved_drift_days = 365          # 1..=36500; resolved/accepted drift unchanged this long,
+//!                                    # with its events, history and finished commands
+//! interval_secs = 3600               # 1..=86400; pruning runs at start, then this often
+//!
 //! [[alert]]                          # any number of sinks, each delivered independently
 //! type = "jsonl"                     # jsonl | webhook | syslog
 //! name = "file"                      # default: the type; unique; [A-Za-z0-9_.-], at most 64
@@ -84,6 +90,7 @@
 mod compile;
 mod limits;
 mod raw;
+mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -93,6 +100,7 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, ConfigErrors};
 pub use limits::*;
+pub use retention::*;
 
 /// The shipped configuration (installed by packaging as /etc/driftwatch/collector.toml).
 pub const DEFAULT_COLLECTOR_TOML: &str = include_str!("../examples/collector.toml");
@@ -194,6 +202,8 @@ pub struct CollectorConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// `[audit]`: where the checkpoint signing key lives and how often the head is signed.
     pub audit: AuditSettings,
+    /// `[retention]`: what is pruned after how long (default: nothing).
+    pub retention: Retention,
 }
 
 /// The audit trail's anchor outside the database: an Ed25519 key that signs every entry

@@ -110,6 +110,8 @@ pub struct Collector {
     tls: bool,
     /// Most file descriptors the process may open (`prlimit`), if limited.
     fd_limit: Option<u64>,
+    /// Extra environment of the process (e.g. libfaketime's), from `restart_with_env`.
+    env: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -157,6 +159,7 @@ impl Collector {
             addr: "127.0.0.1:0".parse().expect("an address"),
             tls,
             fd_limit,
+            env: Vec::new(),
         };
         collector.spawn();
         collector
@@ -189,6 +192,7 @@ impl Collector {
             .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
             .env("DRIFTWATCH_LOG", "info,driftwatch_collector=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -332,6 +336,17 @@ impl Collector {
             assert_eq!(code, Some(0), "unclean stop:\n{log}");
         }
         self.spawn();
+    }
+
+    /// Starts again on the same state with `env` added to the process's environment
+    /// (kept for later restarts).
+    #[track_caller]
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.restart();
     }
 
     pub fn get(&self, path: &str, token: &str) -> http::Response {

@@ -398,6 +398,15 @@ mod tests {
     }
 
     #[test]
+    fn a_window_whose_accepted_drift_was_pruned_by_retention_still_passes() {
+        // Retention removes accepted drift; the close-out entry still names it. Only the
+        // records present are checked, so the absence is no finding (the report names the
+        // prune from its `retention.pruned` entry instead).
+        let w = window();
+        assert_eq!(check(&log(&w), &[&w], &[]), vec![]);
+    }
+
+    #[test]
     fn an_edited_record_disagrees_with_the_log() {
         let w = window();
         let entries = log(&w);

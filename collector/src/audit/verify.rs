@@ -35,6 +35,10 @@ pub struct VerifyReport {
     /// The checkpoint signed for this export (evidence only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
+    /// Prunes by retention that the log records (`retention.pruned`): records absent since
+    /// are explained by these, not by tampering. The log itself is never pruned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<crate::retention::Pruned>,
 }
 
 impl VerifyReport {
@@ -53,6 +57,16 @@ impl VerifyReport {
 
     /// The report for a person: the verdict, then what it proves or each problem.
     pub fn text_lines(&self) -> Vec<String> {
+        let mut lines = self.verdict_lines();
+        lines.extend(
+            self.pruned
+                .iter()
+                .map(|p| format!("  entry {} ({}): {}", p.seq, p.at, p.what)),
+        );
+        lines
+    }
+
+    fn verdict_lines(&self) -> Vec<String> {
         if self.ok {
             vec![
                 format!(
@@ -185,6 +199,7 @@ pub fn verify_anchored(
     report.ok = findings.is_empty();
     report.findings = findings;
     report.assurance = assurance(&report, anchors);
+    report.pruned = crate::retention::pruned(entries);
     report
 }
 

@@ -427,6 +427,12 @@ fn audit_sentence(log: &VerifyReport) -> String {
             cp.entries, cp.head_hash, cp.at, cp.key_id, cp.signature
         ));
     }
+    for pruned in &log.pruned {
+        text.push_str(&format!(
+            " Pruned by retention (audit entry {}, {}): {}.",
+            pruned.seq, pruned.at, pruned.what
+        ));
+    }
     text
 }
 

@@ -335,6 +335,12 @@ pub fn to_csv(export: &Export) -> String {
     if !log.assurance.is_empty() {
         out.push_str(&comment(&format!("audit log assurance: {}", log.assurance)));
     }
+    for pruned in &log.pruned {
+        out.push_str(&comment(&format!(
+            "pruned by retention (audit entry {}, {}): {}",
+            pruned.seq, pruned.at, pruned.what
+        )));
+    }
     if let Some(cp) = &log.checkpoint {
         out.push_str(&comment(&format!(
             "audit checkpoint signed at export: entries {} head {} at {} key {} signature {}",

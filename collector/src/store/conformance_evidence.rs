@@ -33,7 +33,7 @@ pub fn key_of(host_id: Uuid) -> ChainKey {
 }
 
 /// The event after `prev` in its host's chain (`None`: the first), MAC'd with its key.
-fn event(host_id: Uuid, prev: Option<&DriftEvent>, subject: &str, at: Millis) -> DriftEvent {
+pub fn event(host_id: Uuid, prev: Option<&DriftEvent>, subject: &str, at: Millis) -> DriftEvent {
     let seq = prev.map_or(1, |p| p.seq + 1);
     let mut event = DriftEvent {
         id: Uuid::now_v7(),

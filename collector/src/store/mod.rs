@@ -8,6 +8,7 @@ pub mod conformance_anchor;
 pub mod conformance_chain;
 pub mod conformance_evidence;
 pub mod conformance_people;
+pub mod conformance_retention;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -708,4 +709,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         max_rows: u32,
         audit: NewAudit,
     ) -> impl Future<Output = Result<WindowRecords>> + Send;
+
+    /// Retention (`crate::retention`): removes what `plan` names, at most
+    /// `retention::PRUNE_BATCH` drift items and as many alerts, and, when a row went,
+    /// appends the `retention.pruned` entry with the counts, in one transaction. Never
+    /// touches the audit log.
+    fn prune(
+        &self,
+        plan: crate::retention::PrunePlan,
+        at: Millis,
+    ) -> impl Future<Output = Result<crate::retention::PruneCounts>> + Send;
 }

@@ -29,6 +29,8 @@ pub(super) struct CollectorToml {
     pub alert: Vec<Spanned<AlertToml>>,
     /// `[audit]`: the signing key of the audit trail's checkpoints.
     pub audit: Option<AuditToml>,
+    /// `[retention]`: what is pruned after how long.
+    pub retention: Option<super::retention::RetentionToml>,
 }
 
 #[derive(Debug, Default, Deserialize)]

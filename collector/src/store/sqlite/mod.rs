@@ -8,11 +8,13 @@
 mod alerts;
 mod anchor;
 mod audit;
+mod backup;
 mod drift;
 mod identity;
 mod ingest;
 mod migrations;
 mod reports;
+mod retention;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -26,6 +28,8 @@ use driftwatch_common::api::v1::AgentCommand;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+pub use backup::{CopyFacts, check_copy};
 
 use super::*;
 use crate::audit::{AuditEntry, AuditHead, AuditKey, Checkpoint, NewAudit};
@@ -632,5 +636,13 @@ impl Store for SqliteStore {
         audit: NewAudit,
     ) -> impl Future<Output = Result<WindowRecords>> + Send {
         self.write(move |tx| reports::window_records(tx, window_id, max_rows, &audit))
+    }
+
+    fn prune(
+        &self,
+        plan: crate::retention::PrunePlan,
+        at: Millis,
+    ) -> impl Future<Output = Result<crate::retention::PruneCounts>> + Send {
+        self.write(move |tx| retention::prune(tx, &plan, at))
     }
 }
