@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use driftwatch_agent::Exit;
 use driftwatch_agent::commands::{self, Output, Target};
 use driftwatch_agent::report::Format;
@@ -219,7 +219,7 @@ fn main() -> ExitCode {
     // The packaging build's `driftwatch-agent generate-docs DIR`: read before clap, so it
     // stays out of the documented interface (pages and completions).
     if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
-        return match generate_docs(&dir) {
+        return match driftwatch_common::cli_docs::write(Cli::command(), "8", &dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -323,20 +323,6 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
 
 /// The man pages (section 8: a daemon and administration tool) and completions, from
 /// this parser.
-fn generate_docs(dir: &Path) -> anyhow::Result<()> {
-    use clap::CommandFactory;
-    for file in driftwatch_common::cli_docs::render(Cli::command(), "8") {
-        let path = dir.join(&file.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, &file.bytes)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
-}
-
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain()
         .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
@@ -387,7 +373,6 @@ fn init_logging(filter: &str, log: LogOutput) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn every_argument_and_subcommand_has_help_text() {

@@ -16,7 +16,6 @@ pub mod app;
 pub mod audit;
 pub mod backup;
 pub mod chain;
-pub mod cli_docs;
 pub mod clock;
 pub mod coverage;
 pub mod drift;

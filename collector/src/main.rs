@@ -142,7 +142,7 @@ fn main() -> ExitCode {
     // The packaging build's `driftwatch-collector generate-docs DIR`: read before clap
     // (and any configuration), so it stays out of the documented interface.
     if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
-        return match driftwatch_collector::cli_docs::write(Cli::command(), "8", &dir) {
+        return match driftwatch_common::cli_docs::write(Cli::command(), "8", &dir) {
             Ok(()) => ExitCode::from(EXIT_OK),
             Err(err) => {
                 eprintln!("driftwatch-collector: error: {err:#}");

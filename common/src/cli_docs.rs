@@ -1,14 +1,15 @@
 //! Manual pages and shell completions rendered from a binary's own clap definition, and the
 //! check that every argument and subcommand of it carries help text.
 //!
-//! Pure: the files are returned in memory, laid out as under `/usr/share`; each binary's
-//! `generate-docs DIR` writes them, and `scripts/build-deb.sh` packages them. Rendering
+//! Rendering is pure: the files are returned in memory, laid out as under `/usr/share`;
+//! [`write`] puts them under the `DIR` of each binary's `generate-docs DIR` (this module's
+//! one write), and `scripts/build-deb.sh` packages them. Rendering
 //! from the parser itself keeps the pages and completions true to it. `generate-docs` is
 //! recognised before clap parses ([`requested_dir`]), not declared as a hidden
 //! subcommand: clap_complete would still offer a hidden one.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Command;
 use clap_complete::Shell;
@@ -27,6 +28,26 @@ pub fn requested_dir(args: impl IntoIterator<Item = OsString>) -> Option<PathBuf
         (Some(command), Some(dir), None) if command == "generate-docs" => Some(dir.into()),
         _ => None,
     }
+}
+
+/// Renders `cmd`'s pages in man `section` and its completions ([`render`]) and writes them
+/// under `dir`, making the directories they need.
+pub fn write(cmd: Command, section: &str, dir: &Path) -> std::io::Result<()> {
+    for file in render(cmd, section) {
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| failed("create", parent, err))?;
+        }
+        std::fs::write(&path, &file.bytes).map_err(|err| failed("write", &path, err))?;
+    }
+    Ok(())
+}
+
+fn failed(doing: &str, path: &Path, err: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        err.kind(),
+        format!("cannot {doing} {}: {err}", path.display()),
+    )
 }
 
 /// The manual pages (one for the binary, one for every visible subcommand, in `section`:

@@ -428,7 +428,7 @@ fn main() -> ExitCode {
     // The packaging build's `driftctl generate-docs DIR`: read before clap (and any token),
     // so it stays out of the documented interface (pages and completions).
     if let Some(dir) = driftwatch_common::cli_docs::requested_dir(std::env::args_os()) {
-        return match driftwatch_collector::cli_docs::write(Cli::command(), "1", &dir) {
+        return match driftwatch_common::cli_docs::write(Cli::command(), "1", &dir) {
             Ok(()) => ExitCode::from(EXIT_OK),
             Err(err) => {
                 eprintln!("driftctl: error: {err:#}");
