@@ -138,6 +138,48 @@ pub struct Neighbours {
     pub successor_prev: Option<ContentHash>,
 }
 
+/// The body of the chain alert for `problem` on a host (the store queues it with the batch).
+pub fn alert_body(
+    host_id: uuid::Uuid,
+    hostname: &str,
+    problem: &ChainProblem,
+) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "chain",
+        "host": { "id": host_id, "hostname": hostname },
+        "summary": summary(problem, hostname),
+        "problem": problem,
+    })
+}
+
+fn summary(problem: &ChainProblem, hostname: &str) -> String {
+    match problem {
+        ChainProblem::Gap { from, to } => {
+            format!("events {from} to {to} from {hostname} never arrived")
+        }
+        ChainProblem::Fork { seq, .. } => {
+            format!("event {seq} from {hostname} does not continue the stored chain (fork)")
+        }
+        ChainProblem::Conflict { seq } => {
+            format!("two different events from {hostname} claim sequence number {seq}")
+        }
+        ChainProblem::Replay { seq, event_id } => format!(
+            "event {event_id} (seq {seq}) from {hostname} was sent again with different content"
+        ),
+        ChainProblem::Splice { seq, .. } => format!(
+            "event {seq} from {hostname} fills a gap but does not fit its stored neighbours (forged)"
+        ),
+        ChainProblem::Forged {
+            seq,
+            event_id,
+            reason,
+        } => format!(
+            "event {event_id} (seq {seq}) from {hostname} was refused as a forgery ({}): the host's spool was edited or the event made elsewhere",
+            reason.name()
+        ),
+    }
+}
+
 /// Why a batch's sequence numbers cannot be taken at all (nothing of it is stored): a
 /// number more than [`MAX_SEQ_AHEAD`] beyond the highest stored one (taken as the head, it
 /// would make every later event "late" and switch the chain check off for the host), or

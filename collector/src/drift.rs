@@ -128,6 +128,71 @@ pub fn step(active: Option<DriftStatus>, outcome: &Outcome) -> Step {
     }
 }
 
+/// What an event does to the alert hold of the active item it updates. The store writes
+/// it: [`HoldChange::Hold`] starts the hold again (`untraced_since` = the event's arrival,
+/// an alert due, no alert sent for it yet); [`HoldChange::Keep`] leaves all three as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldChange {
+    Keep,
+    Hold,
+}
+
+/// The hold after an event moved an item from `before` to `after`. Authorized drift that
+/// an untraced change reopens is held afresh; an unapproved change of a subject whose drift
+/// was already alerted on (`alerted`) is news: it is held and alerted on its own (a change
+/// before that alert joins it, so the hold is kept).
+pub fn hold_change(
+    before: DriftStatus,
+    after: DriftStatus,
+    alerted: bool,
+    outcome: &Outcome,
+) -> HoldChange {
+    let reopened = before == DriftStatus::Authorized && after == DriftStatus::Open;
+    if reopened || (outcome.needs_review() && alerted) {
+        HoldChange::Hold
+    } else {
+        HoldChange::Keep
+    }
+}
+
+/// The hold after a refused restore left the item `after` ([`after_refused_restore`]):
+/// open drift is alerted again, authorized drift keeps waiting for its close-out.
+pub fn hold_after_refused_restore(after: DriftStatus) -> HoldChange {
+    if after == DriftStatus::Open {
+        HoldChange::Hold
+    } else {
+        HoldChange::Keep
+    }
+}
+
+/// The history line of an item a refused restore kept: what differs, and why it matters.
+pub fn refused_restore_reason(event_id: uuid::Uuid, differs: &str) -> String {
+    format!(
+        "event {event_id} claims the subject is restored, but it is not in the state the \
+         collector accepted ({differs}): the agent's baseline moved on the host"
+    )
+}
+
+/// The comment of the resolution the collector records when `event_id` restored a subject.
+pub fn restored_comment(event_id: uuid::Uuid) -> String {
+    format!("the subject returned to its baseline state (event {event_id})")
+}
+
+/// Only open drift is resolved by a person; `Err` says why an item in `status` is not.
+pub fn check_resolvable(status: DriftStatus) -> Result<(), String> {
+    if status == DriftStatus::Open {
+        return Ok(());
+    }
+    Err(format!(
+        "{status}, only open drift is resolved by a person{}",
+        if status == DriftStatus::Authorized {
+            " (authorized drift is accepted when its window is closed)"
+        } else {
+            ""
+        }
+    ))
+}
+
 /// Whether accepting drift on `subject` at close-out sends the agent a baseline-accept
 /// command. Not for the agent's own baseline ([`BASELINE_SUBJECT`]): a reported
 /// re-baseline is already the baseline the agent runs on; accepting it records the approval.
@@ -222,6 +287,43 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+
+    #[test]
+    fn an_event_holds_the_item_again_only_when_it_is_news() {
+        use DriftStatus::*;
+        use HoldChange::{Hold, Keep};
+        let untraced = Outcome::Untraced;
+        let authorized = Outcome::Authorized {
+            window_id: Uuid::nil(),
+        };
+        // Reopened: an untraced change on authorized drift.
+        assert_eq!(hold_change(Authorized, Open, false, &untraced), Hold);
+        // Already alerted: a further unapproved change is alerted on its own.
+        assert_eq!(hold_change(Open, Open, true, &untraced), Hold);
+        // Not alerted yet: it joins the hold that runs.
+        assert_eq!(hold_change(Open, Open, false, &untraced), Keep);
+        // An approved change neither reopens nor re-alerts.
+        assert_eq!(hold_change(Open, Open, true, &authorized), Keep);
+        assert_eq!(hold_change(Authorized, Authorized, true, &authorized), Keep);
+        assert_eq!(hold_after_refused_restore(Open), Hold);
+        assert_eq!(hold_after_refused_restore(Authorized), Keep);
+    }
+
+    #[test]
+    fn only_open_drift_is_resolved_by_a_person() {
+        use DriftStatus::*;
+        assert_eq!(check_resolvable(Open), Ok(()));
+        let authorized = check_resolvable(Authorized).unwrap_err();
+        assert!(
+            authorized.contains("accepted when its window is closed"),
+            "{authorized}"
+        );
+        for status in [Resolved, Accepted] {
+            let refused = check_resolvable(status).unwrap_err();
+            assert!(refused.starts_with(status.name()), "{refused}");
+            assert!(!refused.contains("window"), "{refused}");
+        }
+    }
 
     #[test]
     fn each_event_moves_the_item_as_documented() {

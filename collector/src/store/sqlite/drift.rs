@@ -5,7 +5,7 @@ use super::audit;
 use super::ingest::history;
 use super::rows::{Id, Json, Named, id, json, opt_id};
 use crate::audit::NewAudit;
-use crate::drift::DriftStatus;
+use crate::drift::{self, DriftStatus};
 use crate::store::{DriftFilter, DriftItem, Resolution, Result, StoreError};
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
@@ -69,17 +69,9 @@ pub fn resolve(
     audit: &NewAudit,
 ) -> Result<DriftItem> {
     let item = get(conn, drift_id)?;
-    if item.status != DriftStatus::Open {
-        return Err(StoreError::Conflict(format!(
-            "drift item {drift_id} is {}, only open drift is resolved by a person{}",
-            item.status,
-            if item.status == DriftStatus::Authorized {
-                " (authorized drift is accepted when its window is closed)"
-            } else {
-                ""
-            }
-        )));
-    }
+    // The rule is the pure module's; the store checks it in the write's transaction.
+    drift::check_resolvable(item.status)
+        .map_err(|why| StoreError::Conflict(format!("drift item {drift_id} is {why}")))?;
     // A person looked at it: no alert is due any more.
     conn.execute(
         "UPDATE drift SET status = 'resolved', resolution = ?2, needs_alert = 0, updated_at = ?3

@@ -9,7 +9,7 @@ use super::rows::{Digest, Id, Json, Named, id, json, opt_id, seq};
 use crate::audit::decisions::{self, DecisionFacts};
 use crate::chain::{self, Authenticity, ChainKeys, ChainProblem, Head, Neighbours, Verdict};
 use crate::clock::Millis;
-use crate::drift::{self, DriftStatus, ResolutionCategory, Step};
+use crate::drift::{self, DriftStatus, HoldChange, ResolutionCategory, Step};
 use crate::spool_time::{self, ClockClaim, SpoolMark, SpoolTime};
 use crate::store::{
     Decided, HeartbeatRecord, IngestOutcome, NewAlert, Resolution, Result, StoreError, StoredEvent,
@@ -230,12 +230,7 @@ pub fn ingest(
             &NewAlert {
                 kind: "chain".into(),
                 host_id: Some(host_id),
-                body: serde_json::json!({
-                    "kind": "chain",
-                    "host": { "id": host_id, "hostname": hostname },
-                    "summary": chain_summary(problem, &hostname),
-                    "problem": problem,
-                }),
+                body: chain::alert_body(host_id, &hostname, problem),
             },
             received_at,
         )?;
@@ -285,34 +280,6 @@ fn chain_keys(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<ChainKeys>> {
     })
 }
 
-fn chain_summary(problem: &ChainProblem, hostname: &str) -> String {
-    match problem {
-        ChainProblem::Gap { from, to } => {
-            format!("events {from} to {to} from {hostname} never arrived")
-        }
-        ChainProblem::Fork { seq, .. } => {
-            format!("event {seq} from {hostname} does not continue the stored chain (fork)")
-        }
-        ChainProblem::Conflict { seq } => {
-            format!("two different events from {hostname} claim sequence number {seq}")
-        }
-        ChainProblem::Replay { seq, event_id } => format!(
-            "event {event_id} (seq {seq}) from {hostname} was sent again with different content"
-        ),
-        ChainProblem::Splice { seq, .. } => format!(
-            "event {seq} from {hostname} fills a gap but does not fit its stored neighbours (forged)"
-        ),
-        ChainProblem::Forged {
-            seq,
-            event_id,
-            reason,
-        } => format!(
-            "event {event_id} (seq {seq}) from {hostname} was refused as a forgery ({}): the host's spool was edited or the event made elsewhere",
-            reason.name()
-        ),
-    }
-}
-
 /// Applies one event to the drift item of its subject; returns the item it belongs to.
 fn move_drift(
     conn: &Connection,
@@ -321,12 +288,12 @@ fn move_drift(
     received_at: Millis,
 ) -> Result<Option<Uuid>> {
     let event = &decided.event;
-    let active: Option<(Id, Named<DriftStatus>)> = conn
+    let active: Option<(Id, Named<DriftStatus>, bool)> = conn
         .query_row(
-            "SELECT id, status FROM drift WHERE host_id = ?1 AND subject = ?2
-               AND status IN ('open', 'authorized')",
+            "SELECT id, status, alerted_at IS NOT NULL FROM drift
+             WHERE host_id = ?1 AND subject = ?2 AND status IN ('open', 'authorized')",
             params![id(host_id), event.subject.0],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     let reason = decided
@@ -336,7 +303,7 @@ fn move_drift(
     let window = opt_id(decided.outcome.window_id());
     let because = format!("event {} ({})", event.id, decided.outcome.name());
     let step = drift::step(active.as_ref().map(|a| a.1.0), &decided.outcome);
-    if let (Step::AutoResolve, Some((Id(drift_id), _))) = (step, &active) {
+    if let (Step::AutoResolve, Some((Id(drift_id), ..))) = (step, &active) {
         // Only restores the collector can check against the accepted state resolve (the
         // opening event is read for restores only, off the common path).
         let opening: Option<Json<DriftEvent>> = conn
@@ -389,21 +356,15 @@ fn move_drift(
             )?;
             Ok(Some(drift_id))
         }
-        (Step::Update(status), Some((Id(drift_id), Named(before)))) => {
-            let reopened = before == DriftStatus::Authorized && status == DriftStatus::Open;
-            // An unapproved change of a subject whose drift was already alerted on is news:
-            // it is held and alerted on its own (a change before that alert joins it).
-            let again = decided.outcome.needs_review();
+        (Step::Update(status), Some((Id(drift_id), Named(before), alerted))) => {
+            let hold = drift::hold_change(before, status, alerted, &decided.outcome);
             conn.execute(
                 "UPDATE drift SET status = ?2,
                         reason = coalesce(?3, reason),
                         window_id = coalesce(?4, window_id),
-                        untraced_since = CASE WHEN ?5 OR (?9 AND alerted_at IS NOT NULL)
-                                         THEN ?6 ELSE untraced_since END,
-                        needs_alert = CASE WHEN ?5 OR (?9 AND alerted_at IS NOT NULL)
-                                      THEN 1 ELSE needs_alert END,
-                        alerted_at = CASE WHEN ?5 OR (?9 AND alerted_at IS NOT NULL)
-                                     THEN NULL ELSE alerted_at END,
+                        untraced_since = CASE WHEN ?5 THEN ?6 ELSE untraced_since END,
+                        needs_alert = CASE WHEN ?5 THEN 1 ELSE needs_alert END,
+                        alerted_at = CASE WHEN ?5 THEN NULL ELSE alerted_at END,
                         events = events + 1, last_event_id = ?7, last_event_at = ?8,
                         updated_at = ?6
                  WHERE id = ?1",
@@ -412,11 +373,10 @@ fn move_drift(
                     status.name(),
                     reason,
                     window,
-                    reopened,
+                    hold == HoldChange::Hold,
                     received_at,
                     id(event.id),
-                    decided.event_time,
-                    again
+                    decided.event_time
                 ],
             )?;
             if before != status {
@@ -432,13 +392,10 @@ fn move_drift(
             }
             Ok(Some(drift_id))
         }
-        (Step::AutoResolve, Some((Id(drift_id), Named(before)))) => {
+        (Step::AutoResolve, Some((Id(drift_id), Named(before), _))) => {
             let resolution = Resolution {
                 category: ResolutionCategory::Restored,
-                comment: format!(
-                    "the subject returned to its baseline state (event {})",
-                    event.id
-                ),
+                comment: drift::restored_comment(event.id),
                 ticket: None,
                 by: "collector".into(),
                 at: received_at,
@@ -491,7 +448,7 @@ fn restore_refused(
         |r| r.get(0),
     )?;
     let status = drift::after_refused_restore(before.0);
-    let review = status == DriftStatus::Open;
+    let hold = drift::hold_after_refused_restore(status) == HoldChange::Hold;
     conn.execute(
         "UPDATE drift SET status = ?6,
                 reason = CASE WHEN ?7 THEN ?2 ELSE reason END,
@@ -507,7 +464,7 @@ fn restore_refused(
             id(event.id),
             decided.event_time,
             status.name(),
-            review
+            hold
         ],
     )?;
     history(
@@ -517,11 +474,7 @@ fn restore_refused(
         Some(before.0),
         status,
         "collector",
-        &format!(
-            "event {} claims the subject is restored, but it is not in the state the \
-             collector accepted ({differs}): the agent's baseline moved on the host",
-            event.id
-        ),
+        &drift::refused_restore_reason(event.id, differs),
     )?;
     Ok(Some(drift_id))
 }
