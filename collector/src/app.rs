@@ -1021,15 +1021,24 @@ impl<S: Store> App<S> {
         let now = self.now();
         let raised = self
             .store
-            .raise_due_alerts(now, self.settings.hold_ms, self.settings.burst_ms)
+            .raise_due_alerts(
+                now,
+                self.settings.hold_ms,
+                self.settings.burst_ms,
+                crate::alerts::WORDS,
+            )
             .await?;
         let silent = self
             .store
-            .raise_silent_alerts(now, self.settings.silent_after_ms)
+            .raise_silent_alerts(now, self.settings.silent_after_ms, crate::alerts::WORDS)
             .await?;
         let emergency = self
             .store
-            .raise_emergency_alerts(now, self.settings.emergency_approval_ms)
+            .raise_emergency_alerts(
+                now,
+                self.settings.emergency_approval_ms,
+                crate::alerts::WORDS,
+            )
             .await?;
         if raised + silent + emergency > 0 {
             tracing::info!(untraced = raised, silent, emergency, "alerts raised");

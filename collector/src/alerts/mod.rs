@@ -28,7 +28,10 @@ pub use syslog::Syslog;
 pub use webhook::Webhook;
 
 use crate::clock::{Clock, Millis, rfc3339};
-use crate::store::{Alert, DeadLetter, DeliveryAttempt, DriftItem, Store, StoreError};
+use crate::store::{
+    Alert, AlertWords, DeadLetter, DeliveryAttempt, DriftItem, LateEmergency, NewAlert, SilentHost,
+    Store, StoreError, UntracedBurst,
+};
 use driftwatch_config::collector::{AlertSink as SinkConfig, SinkTarget};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -188,13 +191,76 @@ impl Sinks {
     }
 }
 
+/// The words of the alerts the store raises in the background rounds (it calls them in the
+/// transaction that finds what is due).
+pub const WORDS: AlertWords = AlertWords {
+    untraced: untraced_drift,
+    silent: agent_silent,
+    emergency: emergency_unapproved,
+};
+
+/// One alert per host and burst of untraced drift.
+pub fn untraced_drift(burst: &UntracedBurst) -> NewAlert {
+    let mut body = untraced_drift_body(burst.host_id, &burst.hostname, &burst.items, burst.held_ms);
+    // Drift flagged inside a window names that window's ticket (syslog and Slack show it).
+    for (item, listed) in burst
+        .items
+        .iter()
+        .zip(body["items"].as_array_mut().into_iter().flatten())
+    {
+        if let Some(window_id) = item.window_id {
+            listed["ticket"] = json!(burst.tickets.get(&window_id).cloned().flatten());
+        }
+    }
+    NewAlert {
+        kind: "untraced_drift".into(),
+        host_id: Some(burst.host_id),
+        body,
+    }
+}
+
+/// A host not heard from for longer than the silence threshold.
+pub fn agent_silent(host: &SilentHost) -> NewAlert {
+    let hostname = &host.hostname;
+    NewAlert {
+        kind: "agent_silent".into(),
+        host_id: Some(host.host_id),
+        body: json!({
+            "kind": "agent_silent",
+            "host": { "id": host.host_id, "hostname": hostname },
+            "summary": format!(
+                "no heartbeat from {hostname} for more than {} s",
+                host.silent_after_ms / 1000
+            ),
+            "last_seen_at": host.last_seen_at.map(rfc3339),
+        }),
+    }
+}
+
+/// An emergency window still not approved past its deadline.
+pub fn emergency_unapproved(late: &LateEmergency) -> NewAlert {
+    let LateEmergency {
+        ticket, requester, ..
+    } = late;
+    NewAlert {
+        kind: "emergency_unapproved".into(),
+        host_id: None,
+        body: json!({
+            "kind": "emergency_unapproved",
+            "window_id": late.window_id,
+            "ticket": ticket,
+            "requester": requester,
+            "recorded_at": rfc3339(late.recorded_at),
+            "summary": format!(
+                "emergency change {ticket} (recorded by {requester}) is still not approved after {} h",
+                late.deadline_ms / 3_600_000
+            ),
+        }),
+    }
+}
+
 /// The body of an untraced-drift alert: one host, every item of the burst.
-pub fn untraced_drift_body(
-    host_id: Uuid,
-    hostname: &str,
-    items: &[DriftItem],
-    held_ms: i64,
-) -> Value {
+fn untraced_drift_body(host_id: Uuid, hostname: &str, items: &[DriftItem], held_ms: i64) -> Value {
     let listed: Vec<Value> = items
         .iter()
         .map(|item| {

@@ -26,6 +26,41 @@ use crate::windows::{HostScope, Window, WindowKind, WindowStatus};
 
 const T0: Millis = 1_800_000_000_000;
 
+/// Words that repeat what the store found due: the story checks those facts for every
+/// backend; the rules' wording of them is tested beside it (`alerts`).
+const FACTS: AlertWords = AlertWords {
+    untraced: |burst| NewAlert {
+        kind: "untraced_drift".into(),
+        host_id: Some(burst.host_id),
+        body: json!({
+            "hostname": burst.hostname,
+            "subjects": burst.items.iter().map(|i| i.subject.clone()).collect::<Vec<_>>(),
+            "tickets": burst.tickets.values().collect::<Vec<_>>(),
+            "held_ms": burst.held_ms,
+        }),
+    },
+    silent: |host| NewAlert {
+        kind: "agent_silent".into(),
+        host_id: Some(host.host_id),
+        body: json!({
+            "hostname": host.hostname,
+            "last_seen_at": host.last_seen_at,
+            "silent_after_ms": host.silent_after_ms,
+        }),
+    },
+    emergency: |late| NewAlert {
+        kind: "emergency_unapproved".into(),
+        host_id: None,
+        body: json!({
+            "window_id": late.window_id,
+            "ticket": late.ticket,
+            "requester": late.requester,
+            "recorded_at": late.recorded_at,
+            "deadline_ms": late.deadline_ms,
+        }),
+    },
+};
+
 fn audit(action: &str) -> NewAudit {
     NewAudit::new(T0, "alice", action, "test", json!({}))
 }
@@ -351,21 +386,21 @@ pub async fn story<S: Store>(store: S) {
     // Alerts: held, then one per host and burst; chain alerts go straight to the outbox.
     assert_eq!(
         store
-            .raise_due_alerts(T0 + 5000 + 299_000, 300_000, 10_000)
+            .raise_due_alerts(T0 + 5000 + 299_000, 300_000, 10_000, FACTS)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
         store
-            .raise_due_alerts(T0 + 5000 + 300_000, 300_000, 10_000)
+            .raise_due_alerts(T0 + 5000 + 300_000, 300_000, 10_000, FACTS)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .raise_due_alerts(T0 + 5000 + 900_000, 300_000, 10_000)
+            .raise_due_alerts(T0 + 5000 + 900_000, 300_000, 10_000, FACTS)
             .await
             .unwrap(),
         0,
@@ -374,6 +409,13 @@ pub async fn story<S: Store>(store: S) {
     let pending = store.undelivered_alerts(10).await.unwrap();
     let kinds: Vec<&str> = pending.iter().map(|a| a.kind.as_str()).collect();
     assert_eq!(kinds, ["chain", "chain", "untraced_drift"]);
+    // The rules were given the burst: its host, its items, how long it was held.
+    let burst = &pending[2].body;
+    assert_eq!(
+        (&burst["hostname"], &burst["subjects"], &burst["held_ms"]),
+        (&json!("web-1"), &json!(["package:nginx"]), &json!(300_000))
+    );
+    assert_eq!(pending[2].host_id, Some(web.id));
     // Delivery, per sink: a failing sink backs off alone, and an alert is delivered once
     // every sink has it.
     let sinks = || vec!["file".to_owned(), "hook".to_owned()];
@@ -555,21 +597,34 @@ pub async fn story<S: Store>(store: S) {
     // An emergency window left unapproved past its deadline alerts, once.
     assert_eq!(
         store
-            .raise_emergency_alerts(T0 + 59_000, 60_000)
+            .raise_emergency_alerts(T0 + 59_000, 60_000, FACTS)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
         store
-            .raise_emergency_alerts(T0 + 60_000, 60_000)
+            .raise_emergency_alerts(T0 + 60_000, 60_000, FACTS)
             .await
             .unwrap(),
         1
     );
+    let alerts = store.alerts(100).await.unwrap();
+    let late = alerts
+        .iter()
+        .find(|a| a.kind == "emergency_unapproved")
+        .expect("an emergency alert");
+    assert_eq!(
+        (
+            &late.body["window_id"],
+            &late.body["ticket"],
+            &late.body["recorded_at"]
+        ),
+        (&json!(window.id), &json!("CHG-1"), &json!(T0))
+    );
     assert_eq!(
         store
-            .raise_emergency_alerts(T0 + 99_000, 60_000)
+            .raise_emergency_alerts(T0 + 99_000, 60_000, FACTS)
             .await
             .unwrap(),
         0
@@ -672,7 +727,10 @@ pub async fn story<S: Store>(store: S) {
     assert_eq!(vim.len(), 1);
     assert_eq!(vim[0].status, DriftStatus::Authorized);
     assert_eq!(
-        store.raise_due_alerts(T0 + 10_000_000, 0, 0).await.unwrap(),
+        store
+            .raise_due_alerts(T0 + 10_000_000, 0, 0, FACTS)
+            .await
+            .unwrap(),
         0,
         "covered drift is not alerted"
     );
@@ -742,14 +800,30 @@ pub async fn story<S: Store>(store: S) {
     // Silence: one alert per host until it is heard from again.
     assert_eq!(
         store
-            .raise_silent_alerts(T0 + 13_000 + 301_000, 300_000)
+            .raise_silent_alerts(T0 + 13_000 + 301_000, 300_000, FACTS)
             .await
             .unwrap(),
         1
     );
+    let alerts = store.alerts(100).await.unwrap();
+    let silent = alerts
+        .iter()
+        .find(|a| a.kind == "agent_silent")
+        .expect("a silent alert");
+    assert_eq!(
+        (silent.kind.as_str(), silent.host_id),
+        ("agent_silent", Some(web.id))
+    );
+    assert_eq!(
+        (
+            &silent.body["last_seen_at"],
+            &silent.body["silent_after_ms"]
+        ),
+        (&json!(T0 + 13_000), &json!(300_000))
+    );
     assert_eq!(
         store
-            .raise_silent_alerts(T0 + 13_000 + 999_000, 300_000)
+            .raise_silent_alerts(T0 + 13_000 + 999_000, 300_000, FACTS)
             .await
             .unwrap(),
         0
@@ -822,7 +896,7 @@ pub async fn story<S: Store>(store: S) {
         }
     };
     report("1", later).await;
-    let raise = |at: Millis| store.raise_due_alerts(at, hold, 10_000);
+    let raise = |at: Millis| store.raise_due_alerts(at, hold, 10_000, FACTS);
     assert_eq!(raise(later + hold).await.unwrap(), 1, "the first change");
     report("2", later + hold + 1_000).await;
     report("3", later + hold + 2_000).await;

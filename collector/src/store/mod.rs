@@ -348,6 +348,49 @@ pub struct NewAlert {
     pub body: serde_json::Value,
 }
 
+/// A burst of untraced drift on one host the hold released: what its alert is about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UntracedBurst {
+    pub host_id: Uuid,
+    pub hostname: String,
+    /// The oldest due item and every one first seen within the burst after it.
+    pub items: Vec<DriftItem>,
+    /// The ticket of each window an item names (`None`: the window is not stored).
+    pub tickets: BTreeMap<Uuid, Option<String>>,
+    /// How long the oldest item was held.
+    pub held_ms: i64,
+}
+
+/// A host not heard from for `silent_after_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SilentHost {
+    pub host_id: Uuid,
+    pub hostname: String,
+    pub last_seen_at: Option<Millis>,
+    pub silent_after_ms: i64,
+}
+
+/// An emergency window still requested `deadline_ms` after it was recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateEmergency {
+    pub window_id: Uuid,
+    pub ticket: String,
+    pub requester: String,
+    pub recorded_at: Millis,
+    pub deadline_ms: i64,
+}
+
+/// The words of the alerts the background rounds raise, given by the rules
+/// (`alerts::WORDS`). The store calls them inside the transaction that finds what is due
+/// and marks it alerted, so that finding and raising stay one step (a second node or a
+/// concurrent ingest cannot slip between them) while the store holds no wording.
+#[derive(Clone, Copy, Debug)]
+pub struct AlertWords {
+    pub untraced: fn(&UntracedBurst) -> NewAlert,
+    pub silent: fn(&SilentHost) -> NewAlert,
+    pub emergency: fn(&LateEmergency) -> NewAlert,
+}
+
 /// The drift of a period, for an evidence export: `from` inclusive, `to` exclusive, on the
 /// event's corrected time; optionally of the hosts with one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -590,18 +633,21 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Millis,
         hold_ms: i64,
         burst_ms: i64,
+        words: AlertWords,
     ) -> impl Future<Output = Result<u32>> + Send;
     /// One alert per host that went silent (no heartbeat for `silent_after_ms`).
     fn raise_silent_alerts(
         &self,
         now: Millis,
         silent_after_ms: i64,
+        words: AlertWords,
     ) -> impl Future<Output = Result<u32>> + Send;
     /// One alert per emergency window still requested `deadline_ms` after it was recorded.
     fn raise_emergency_alerts(
         &self,
         now: Millis,
         deadline_ms: i64,
+        words: AlertWords,
     ) -> impl Future<Output = Result<u32>> + Send;
     /// Alerts not yet delivered to every sink, oldest first.
     fn undelivered_alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send;

@@ -1,12 +1,19 @@
+//! Drift items and their history, and the untraced-drift alerts they raise.
+
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
+use super::alerts::insert_alert;
 use super::audit;
-use super::ingest::history;
 use super::rows::{Id, Json, Named, id, json, opt_id};
 use crate::audit::NewAudit;
+use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
-use crate::store::{DriftFilter, DriftItem, Resolution, Result, StoreError};
+use crate::store::{
+    AlertWords, DriftFilter, DriftItem, Resolution, Result, StoreError, UntracedBurst,
+};
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
                            d.window_id, d.opened_at, d.untraced_since, d.events, \
@@ -89,4 +96,87 @@ pub fn resolve(
     )?;
     audit::append(conn, audit)?;
     get(conn, drift_id)
+}
+
+pub fn history(
+    conn: &Connection,
+    drift_id: Uuid,
+    at: Millis,
+    from: Option<DriftStatus>,
+    to: DriftStatus,
+    by: &str,
+    reason: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO drift_history (drift_id, at, from_status, to_status, by, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id(drift_id),
+            at,
+            from.map(|s| s.name()),
+            to.name(),
+            by,
+            reason
+        ],
+    )?;
+    Ok(())
+}
+
+/// Untraced drift held long enough becomes alerts: for each host, the oldest due item and
+/// every not yet alerted item first seen within `burst_ms` of it go into one alert, worded
+/// by the rules (`words`) inside this transaction.
+pub fn raise_due(
+    conn: &Connection,
+    now: Millis,
+    hold_ms: i64,
+    burst_ms: i64,
+    words: AlertWords,
+) -> Result<u32> {
+    let due: Vec<(Id, Millis)> = {
+        let mut stmt = conn.prepare(
+            "SELECT host_id, min(untraced_since) FROM drift
+             WHERE needs_alert = 1 AND untraced_since <= ?1 GROUP BY host_id",
+        )?;
+        stmt.query_map([now - hold_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let mut raised = 0;
+    for (Id(host_id), oldest) in due {
+        let items = {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id
+                 WHERE d.host_id = ?1 AND d.needs_alert = 1 AND d.untraced_since <= ?2
+                 ORDER BY d.untraced_since, d.id"
+            ))?;
+            stmt.query_map(params![id(host_id), oldest + burst_ms], row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let Some(first) = items.first() else {
+            continue;
+        };
+        let mut tickets = BTreeMap::new();
+        let mut ticket_of = conn.prepare("SELECT ticket FROM windows WHERE id = ?1")?;
+        for window_id in items.iter().filter_map(|item| item.window_id) {
+            let ticket: Option<String> = ticket_of
+                .query_row([id(window_id)], |r| r.get(0))
+                .optional()?;
+            tickets.insert(window_id, ticket);
+        }
+        let burst = UntracedBurst {
+            host_id,
+            hostname: first.hostname.clone(),
+            items,
+            tickets,
+            held_ms: now - oldest,
+        };
+        let alert_id = insert_alert(conn, &(words.untraced)(&burst), now)?;
+        for item in &burst.items {
+            conn.execute(
+                "UPDATE drift SET needs_alert = 0, alerted_at = ?2, alert_id = ?3 WHERE id = ?1",
+                params![id(item.id), now, id(alert_id)],
+            )?;
+        }
+        raised += 1;
+    }
+    Ok(raised)
 }

@@ -1,19 +1,18 @@
-use driftwatch_common::api::v1::{AgentCommand, CommandOutcome, DriftEvent};
+use driftwatch_common::api::v1::DriftEvent;
 use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use super::alerts::insert_alert;
+use super::drift::history;
 use super::rows::{Digest, Id, Json, Named, id, json, opt_id, seq};
 use crate::audit::decisions::{self, DecisionFacts};
 use crate::chain::{self, Authenticity, ChainKeys, ChainProblem, Head, Neighbours, Verdict};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus, HoldChange, ResolutionCategory, Step};
-use crate::spool_time::{self, ClockClaim, SpoolMark, SpoolTime};
-use crate::store::{
-    Decided, HeartbeatRecord, IngestOutcome, NewAlert, Resolution, Result, StoreError, StoredEvent,
-};
+use crate::spool_time::{ClockClaim, SpoolTime};
+use crate::store::{Decided, IngestOutcome, NewAlert, Resolution, Result, StoreError, StoredEvent};
 
 pub fn ingest(
     conn: &Connection,
@@ -479,30 +478,6 @@ fn restore_refused(
     Ok(Some(drift_id))
 }
 
-pub fn history(
-    conn: &Connection,
-    drift_id: Uuid,
-    at: Millis,
-    from: Option<DriftStatus>,
-    to: DriftStatus,
-    by: &str,
-    reason: &str,
-) -> Result<()> {
-    conn.execute(
-        "INSERT INTO drift_history (drift_id, at, from_status, to_status, by, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            id(drift_id),
-            at,
-            from.map(|s| s.name()),
-            to.name(),
-            by,
-            reason
-        ],
-    )?;
-    Ok(())
-}
-
 pub fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let received_at = r.get(1)?;
     // Events stored before spool bounds existed: enrollment to arrival (the migration).
@@ -569,134 +544,10 @@ pub fn seal_unsealed_decisions(conn: &Connection, key: &[u8; 32]) -> Result<u64>
     Ok(unsealed.len() as u64)
 }
 
-pub fn spool_marks(conn: &Connection, host_id: Uuid) -> Result<Vec<SpoolMark>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT received_at, last_seq FROM spool_marks WHERE host_id = ?1 ORDER BY received_at",
-    )?;
-    let rows = stmt.query_map([id(host_id)], |r| {
-        Ok(SpoolMark {
-            received_at: r.get(0)?,
-            last_seq: r.get::<_, i64>(1)?.max(0) as u64,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// Adds the mark of a heartbeat and drops the marks that can no longer bound an event
-/// (events up to the stored head have arrived).
-fn add_spool_mark(conn: &Connection, host_id: Uuid, mark: SpoolMark) -> Result<()> {
-    conn.execute(
-        "INSERT INTO spool_marks (host_id, received_at, last_seq) VALUES (?1, ?2, ?3)",
-        params![id(host_id), mark.received_at, seq(mark.last_seq)],
-    )?;
-    let stored: i64 = conn.query_row(
-        "SELECT chain_seq FROM hosts WHERE id = ?1",
-        [id(host_id)],
-        |r| r.get(0),
-    )?;
-    let marks = spool_marks(conn, host_id)?;
-    let kept = spool_time::retained(&marks, stored.max(0) as u64);
-    if kept.len() < marks.len() {
-        conn.execute("DELETE FROM spool_marks WHERE host_id = ?1", [id(host_id)])?;
-        for mark in kept {
-            conn.execute(
-                "INSERT INTO spool_marks (host_id, received_at, last_seq) VALUES (?1, ?2, ?3)",
-                params![id(host_id), mark.received_at, seq(mark.last_seq)],
-            )?;
-        }
-    }
-    Ok(())
-}
-
-pub fn raise_clock_alert(
-    conn: &Connection,
-    alert: &NewAlert,
-    at: Millis,
-    burst_ms: i64,
-) -> Result<bool> {
-    let recent: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM alerts WHERE kind = ?1 AND host_id IS ?2 AND created_at > ?3 LIMIT 1",
-            params![
-                alert.kind,
-                opt_id(alert.host_id),
-                at.saturating_sub(burst_ms)
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if recent.is_some() {
-        return Ok(false);
-    }
-    insert_alert(conn, alert, at)?;
-    Ok(true)
-}
-
 pub fn events_of(conn: &Connection, drift_id: Uuid) -> Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE drift_id = ?1 ORDER BY received_at, seq"
     ))?;
     let rows = stmt.query_map([id(drift_id)], event_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-pub fn heartbeat(
-    conn: &Connection,
-    record: &HeartbeatRecord,
-    alerts: &[NewAlert],
-) -> Result<Vec<AgentCommand>> {
-    let updated = conn.execute(
-        "UPDATE hosts SET last_seen_at = ?2, skew_ms = ?3, inventory = ?4, health = ?5,
-                reported_seq = ?6, silent_alerted = 0
-         WHERE id = ?1",
-        params![
-            id(record.host_id),
-            record.received_at,
-            record.skew_ms,
-            json(&record.inventory),
-            json(&record.health),
-            seq(record.reported_seq)
-        ],
-    )?;
-    if updated == 0 {
-        return Err(StoreError::NotFound(format!("no host {}", record.host_id)));
-    }
-    add_spool_mark(
-        conn,
-        record.host_id,
-        SpoolMark {
-            received_at: record.received_at,
-            last_seq: record.reported_seq,
-        },
-    )?;
-    for result in &record.results {
-        let status = match result.outcome {
-            CommandOutcome::Applied => "applied",
-            CommandOutcome::Mismatch { .. } => "mismatch",
-            CommandOutcome::Failed { .. } => "failed",
-        };
-        // Only this host's pending commands: a result for another host's command is ignored.
-        conn.execute(
-            "UPDATE commands SET status = ?3, result = ?4, result_at = ?5
-             WHERE id = ?1 AND host_id = ?2 AND status = 'pending'",
-            params![
-                id(result.command_id),
-                id(record.host_id),
-                status,
-                json(&result.outcome),
-                record.received_at
-            ],
-        )?;
-    }
-    for alert in alerts {
-        insert_alert(conn, alert, record.received_at)?;
-    }
-    let mut stmt = conn.prepare(
-        "SELECT body FROM commands WHERE host_id = ?1 AND status = 'pending' ORDER BY created_at, id",
-    )?;
-    let commands = stmt
-        .query_map([id(record.host_id)], |r| r.get::<_, Json<AgentCommand>>(0))?
-        .map(|c| c.map(|c| c.0))
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(commands)
 }

@@ -10,6 +10,7 @@ mod anchor;
 mod audit;
 mod backup;
 mod drift;
+mod hosts;
 mod identity;
 mod ingest;
 mod migrations;
@@ -371,7 +372,7 @@ impl Store for SqliteStore {
     }
 
     fn spool_marks(&self, host_id: Uuid) -> impl Future<Output = Result<Vec<SpoolMark>>> + Send {
-        self.call(move |conn| ingest::spool_marks(conn, host_id))
+        self.call(move |conn| hosts::spool_marks(conn, host_id))
     }
 
     fn raise_clock_alert(
@@ -380,7 +381,7 @@ impl Store for SqliteStore {
         at: Millis,
         burst_ms: i64,
     ) -> impl Future<Output = Result<bool>> + Send {
-        self.write(move |tx| ingest::raise_clock_alert(tx, &alert, at, burst_ms))
+        self.write(move |tx| hosts::raise_clock_alert(tx, &alert, at, burst_ms))
     }
 
     fn heartbeat(
@@ -388,7 +389,7 @@ impl Store for SqliteStore {
         record: HeartbeatRecord,
         alerts: Vec<NewAlert>,
     ) -> impl Future<Output = Result<Vec<AgentCommand>>> + Send {
-        self.write(move |tx| ingest::heartbeat(tx, &record, &alerts))
+        self.write(move |tx| hosts::heartbeat(tx, &record, &alerts))
     }
 
     fn anchor(
@@ -483,24 +484,27 @@ impl Store for SqliteStore {
         now: Millis,
         hold_ms: i64,
         burst_ms: i64,
+        words: AlertWords,
     ) -> impl Future<Output = Result<u32>> + Send {
-        self.write(move |tx| alerts::raise_due(tx, now, hold_ms, burst_ms))
+        self.write(move |tx| drift::raise_due(tx, now, hold_ms, burst_ms, words))
     }
 
     fn raise_silent_alerts(
         &self,
         now: Millis,
         silent_after_ms: i64,
+        words: AlertWords,
     ) -> impl Future<Output = Result<u32>> + Send {
-        self.write(move |tx| alerts::raise_silent(tx, now, silent_after_ms))
+        self.write(move |tx| hosts::raise_silent(tx, now, silent_after_ms, words))
     }
 
     fn raise_emergency_alerts(
         &self,
         now: Millis,
         deadline_ms: i64,
+        words: AlertWords,
     ) -> impl Future<Output = Result<u32>> + Send {
-        self.write(move |tx| alerts::raise_emergency(tx, now, deadline_ms))
+        self.write(move |tx| windows::raise_emergency(tx, now, deadline_ms, words))
     }
 
     fn undelivered_alerts(&self, limit: u32) -> impl Future<Output = Result<Vec<Alert>>> + Send {
@@ -618,7 +622,7 @@ impl Store for SqliteStore {
         now: Millis,
         silent_after_ms: i64,
     ) -> impl Future<Output = Result<Stats>> + Send {
-        self.call(move |conn| alerts::stats(conn, now, silent_after_ms))
+        self.call(move |conn| hosts::stats(conn, now, silent_after_ms))
     }
 
     fn export_records(

@@ -2,16 +2,19 @@ use driftwatch_common::api::v1::{AgentCommand, DriftEvent};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
+use super::alerts::insert_alert;
 use super::audit;
+use super::drift::history;
 use super::identity::{host_columns, host_row_at};
-use super::ingest::history;
 use super::rows::{Id, Json, Named, id, json};
 use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::matcher::{Outcome, REVIEW_OUTCOMES};
 use crate::spool_time::SpoolBounds;
-use crate::store::{CloseOutcome, Result, ReviewCandidate, ReviewOutcome, StoreError};
+use crate::store::{
+    AlertWords, CloseOutcome, LateEmergency, Result, ReviewCandidate, ReviewOutcome, StoreError,
+};
 use crate::windows::{Window, WindowStatus};
 
 const COLUMNS: &str = "id, ticket, title, kind, status, requester, decided_by, decided_at, \
@@ -300,4 +303,40 @@ pub fn apply_review(
         }
     }
     Ok(outcome)
+}
+
+/// One alert per emergency window still requested `deadline_ms` after it was recorded,
+/// worded by the rules (`words`).
+pub fn raise_emergency(
+    conn: &Connection,
+    now: Millis,
+    deadline_ms: i64,
+    words: AlertWords,
+) -> Result<u32> {
+    let late: Vec<(Id, String, String, Millis)> = {
+        let mut stmt = conn.prepare(
+            "SELECT id, ticket, requester, created_at FROM windows
+             WHERE kind = 'emergency' AND status = 'requested' AND deadline_alerted_at IS NULL
+               AND created_at <= ?1",
+        )?;
+        stmt.query_map([now - deadline_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    for (Id(window_id), ticket, requester, created_at) in &late {
+        let late = LateEmergency {
+            window_id: *window_id,
+            ticket: ticket.clone(),
+            requester: requester.clone(),
+            recorded_at: *created_at,
+            deadline_ms,
+        };
+        insert_alert(conn, &(words.emergency)(&late), now)?;
+        conn.execute(
+            "UPDATE windows SET deadline_alerted_at = ?2 WHERE id = ?1",
+            params![id(*window_id), now],
+        )?;
+    }
+    Ok(late.len() as u32)
 }
