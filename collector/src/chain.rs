@@ -647,4 +647,19 @@ mod tests {
         assert_eq!(keys.floor_seq, keys.next_seq - MAX_SEQ_AHEAD);
         assert_eq!(keys.floor, first.forward(keys.floor_seq - 1));
     }
+
+    #[test]
+    fn a_chain_alert_names_the_host_and_says_what_broke() {
+        let host = Uuid::from_u128(1);
+        let gap = alert_body(host, "web-1", &ChainProblem::Gap { from: 3, to: 4 });
+        assert_eq!(gap["kind"], "chain");
+        assert_eq!(gap["host"]["hostname"], "web-1");
+        assert_eq!(gap["summary"], "events 3 to 4 from web-1 never arrived");
+        assert_eq!(gap["problem"]["problem"], "gap");
+        let conflict = alert_body(host, "web-1", &ChainProblem::Conflict { seq: 9 });
+        assert_eq!(
+            conflict["summary"],
+            "two different events from web-1 claim sequence number 9"
+        );
+    }
 }

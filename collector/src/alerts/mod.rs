@@ -465,6 +465,8 @@ mod tests {
 
     use driftwatch_common::api::v1::{AgentHealth, Inventory};
 
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::clock::ManualClock;
     use crate::store::{DeliveryState, Dropped, HeartbeatRecord, NewAlert, SqliteStore};
@@ -877,5 +879,100 @@ mod tests {
         assert_ne!(describe("https://hooks.example/T0/B0/other", 60).0, digest);
         assert_ne!(describe("https://hooks.example/T0/B0/token", 61).0, digest);
         assert_ne!(Sinks::none().description().0, digest);
+    }
+
+    fn item(subject: &str, reason: &str, window_id: Option<Uuid>) -> DriftItem {
+        DriftItem {
+            id: Uuid::now_v7(),
+            host_id: Uuid::from_u128(1),
+            hostname: "web-1".into(),
+            subject: subject.into(),
+            status: crate::drift::DriftStatus::Open,
+            reason: Some(reason.into()),
+            window_id,
+            opened_at: T0,
+            untraced_since: Some(T0),
+            events: 1,
+            last_event_id: Uuid::nil(),
+            last_event_at: T0,
+            alerted_at: None,
+            resolution: None,
+            updated_at: T0,
+        }
+    }
+
+    #[test]
+    fn an_untraced_burst_is_summed_up_and_names_the_tickets_of_its_windows() {
+        let known = Uuid::from_u128(7);
+        let gone = Uuid::from_u128(8);
+        let burst = UntracedBurst {
+            host_id: Uuid::from_u128(1),
+            hostname: "web-1".into(),
+            items: vec![
+                item("file:/etc/hosts", "untraced", None),
+                item("package:nginx", "wrong_implementer", Some(known)),
+                item("user:deploy", "wrong_implementer", Some(gone)),
+            ],
+            tickets: BTreeMap::from([(known, Some("CHG-7".into())), (gone, None)]),
+            held_ms: 300_000,
+        };
+        let alert = (WORDS.untraced)(&burst);
+        assert_eq!(
+            (alert.kind.as_str(), alert.host_id),
+            ("untraced_drift", Some(burst.host_id))
+        );
+        assert_eq!(
+            alert.body["summary"],
+            "3 changes on web-1 need review (untraced, or flagged inside a window)"
+        );
+        assert_eq!(alert.body["held_secs"], 300);
+        let items = alert.body["items"].as_array().unwrap();
+        // Only items flagged inside a window carry a ticket (null when the window is gone).
+        assert!(items[0].get("ticket").is_none());
+        assert_eq!(items[1]["ticket"], "CHG-7");
+        assert!(items[2]["ticket"].is_null() && items[2].get("ticket").is_some());
+
+        let one = UntracedBurst {
+            items: vec![item("file:/etc/hosts", "untraced", None)],
+            tickets: BTreeMap::new(),
+            ..burst
+        };
+        assert_eq!(
+            (WORDS.untraced)(&one).body["summary"],
+            "untraced change on web-1: file:/etc/hosts"
+        );
+    }
+
+    #[test]
+    fn silent_hosts_and_late_emergencies_say_what_is_wrong() {
+        let silent = (WORDS.silent)(&SilentHost {
+            host_id: Uuid::from_u128(1),
+            hostname: "web-1".into(),
+            last_seen_at: None,
+            silent_after_ms: 300_000,
+        });
+        assert_eq!(silent.kind, "agent_silent");
+        assert_eq!(
+            silent.body["summary"],
+            "no heartbeat from web-1 for more than 300 s"
+        );
+        assert!(silent.body["last_seen_at"].is_null());
+
+        let late = (WORDS.emergency)(&LateEmergency {
+            window_id: Uuid::from_u128(7),
+            ticket: "CHG-9".into(),
+            requester: "bob".into(),
+            recorded_at: T0,
+            deadline_ms: 4 * 3_600_000,
+        });
+        assert_eq!(
+            (late.kind.as_str(), late.host_id),
+            ("emergency_unapproved", None)
+        );
+        assert_eq!(
+            late.body["summary"],
+            "emergency change CHG-9 (recorded by bob) is still not approved after 4 h"
+        );
+        assert_eq!(late.body["recorded_at"], rfc3339(T0));
     }
 }
