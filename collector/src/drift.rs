@@ -193,6 +193,34 @@ pub fn check_resolvable(status: DriftStatus) -> Result<(), String> {
     ))
 }
 
+/// Who the history names for what the collector did on its own (events, restores).
+pub const BY_COLLECTOR: &str = "collector";
+
+/// The history line of an event that moved an item.
+pub fn event_reason(event_id: uuid::Uuid, outcome: &Outcome) -> String {
+    format!("event {event_id} ({})", outcome.name())
+}
+
+/// The history line of drift accepted when its window was closed.
+pub fn close_out_reason(window_id: uuid::Uuid, ticket: &str) -> String {
+    format!("close-out of window {window_id} ({ticket})")
+}
+
+/// The status of an item once every event on it that needed review is covered by an
+/// approved window (an emergency approved after the fact): open drift becomes authorized
+/// and names that window; anything else stays as it is. No alert is due any more either way.
+pub fn after_covered(status: DriftStatus) -> DriftStatus {
+    match status {
+        DriftStatus::Open => DriftStatus::Authorized,
+        other => other,
+    }
+}
+
+/// The history line of drift [`after_covered`] authorized.
+pub fn covered_reason(window_id: uuid::Uuid) -> String {
+    format!("covered after the fact by window {window_id}")
+}
+
 /// Whether accepting drift on `subject` at close-out sends the agent a baseline-accept
 /// command. Not for the agent's own baseline ([`BASELINE_SUBJECT`]): a reported
 /// re-baseline is already the baseline the agent runs on; accepting it records the approval.
@@ -307,6 +335,15 @@ mod tests {
         assert_eq!(hold_change(Authorized, Authorized, true, &authorized), Keep);
         assert_eq!(hold_after_refused_restore(Open), Hold);
         assert_eq!(hold_after_refused_restore(Authorized), Keep);
+    }
+
+    #[test]
+    fn covered_drift_is_authorized_only_when_it_was_open() {
+        use DriftStatus::*;
+        assert_eq!(after_covered(Open), Authorized);
+        for status in [Authorized, Resolved, Accepted] {
+            assert_eq!(after_covered(status), status);
+        }
     }
 
     #[test]

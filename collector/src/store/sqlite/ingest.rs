@@ -300,7 +300,7 @@ fn move_drift(
         .needs_review()
         .then(|| decided.outcome.name());
     let window = opt_id(decided.outcome.window_id());
-    let because = format!("event {} ({})", event.id, decided.outcome.name());
+    let because = drift::event_reason(event.id, &decided.outcome);
     let step = drift::step(active.as_ref().map(|a| a.1.0), &decided.outcome);
     if let (Step::AutoResolve, Some((Id(drift_id), ..))) = (step, &active) {
         // Only restores the collector can check against the accepted state resolve (the
@@ -350,7 +350,7 @@ fn move_drift(
                 received_at,
                 None,
                 status,
-                "collector",
+                drift::BY_COLLECTOR,
                 &because,
             )?;
             Ok(Some(drift_id))
@@ -385,7 +385,7 @@ fn move_drift(
                     received_at,
                     Some(before),
                     status,
-                    "collector",
+                    drift::BY_COLLECTOR,
                     &because,
                 )?;
             }
@@ -396,7 +396,7 @@ fn move_drift(
                 category: ResolutionCategory::Restored,
                 comment: drift::restored_comment(event.id),
                 ticket: None,
-                by: "collector".into(),
+                by: drift::BY_COLLECTOR.into(),
                 at: received_at,
             };
             // needs_alert stays: an untraced change that was undone still happened.
@@ -418,7 +418,7 @@ fn move_drift(
                 received_at,
                 Some(before),
                 DriftStatus::Resolved,
-                "collector",
+                drift::BY_COLLECTOR,
                 &because,
             )?;
             Ok(Some(drift_id))
@@ -472,7 +472,7 @@ fn restore_refused(
         received_at,
         Some(before.0),
         status,
-        "collector",
+        drift::BY_COLLECTOR,
         &drift::refused_restore_reason(event.id, differs),
     )?;
     Ok(Some(drift_id))

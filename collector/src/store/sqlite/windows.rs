@@ -164,7 +164,7 @@ pub fn close(conn: &Connection, w: &Window, audit: &NewAudit) -> Result<CloseOut
             Some(DriftStatus::Authorized),
             DriftStatus::Accepted,
             &by,
-            &format!("close-out of window {} ({})", w.id, w.ticket),
+            &drift::close_out_reason(w.id, &w.ticket),
         )?;
         outcome.accepted += 1;
         if !drift::accept_needs_command(&subject) {
@@ -280,25 +280,36 @@ pub fn apply_review(
             continue;
         }
         // Every change on it is covered now: no alert is due any more.
-        let status: Named<DriftStatus> = conn.query_row(
-            "UPDATE drift SET needs_alert = 0, updated_at = ?2,
-                    status = CASE status WHEN 'open' THEN 'authorized' ELSE status END,
-                    window_id = CASE status WHEN 'open' THEN ?3 ELSE window_id END,
-                    reason = CASE status WHEN 'open' THEN NULL ELSE reason END
-             WHERE id = ?1 RETURNING status",
-            params![id(drift_id), at, id(window_id)],
+        let before: Named<DriftStatus> = conn.query_row(
+            "SELECT status FROM drift WHERE id = ?1",
+            [id(drift_id)],
             |r| r.get(0),
         )?;
-        if status.0 == DriftStatus::Authorized {
+        let status = drift::after_covered(before.0);
+        let newly_authorized = status != before.0;
+        conn.execute(
+            "UPDATE drift SET needs_alert = 0, updated_at = ?2, status = ?4,
+                    window_id = CASE WHEN ?5 THEN ?3 ELSE window_id END,
+                    reason = CASE WHEN ?5 THEN NULL ELSE reason END
+             WHERE id = ?1",
+            params![
+                id(drift_id),
+                at,
+                id(window_id),
+                status.name(),
+                newly_authorized
+            ],
+        )?;
+        if status == DriftStatus::Authorized {
             outcome.drift_authorized += 1;
             history(
                 conn,
                 drift_id,
                 at,
                 Some(DriftStatus::Open),
-                DriftStatus::Authorized,
+                status,
                 by,
-                &format!("covered after the fact by window {window_id}"),
+                &drift::covered_reason(window_id),
             )?;
         }
     }
