@@ -1,13 +1,12 @@
 //! The alert outbox: alerts as raised, and their delivery per sink. It knows no rule and
-//! imports no other aggregate; whoever raises an alert (drift, hosts, windows, ingest)
-//! calls [`insert_alert`] in its own transaction.
+//! imports no other aggregate: whoever raises an alert (drift, hosts, windows, ingest,
+//! audit checkpoints) calls [`insert_alert`] in its own transaction, and the admin actions
+//! on dead letters are audited by the caller (`mod.rs`) in the same transaction.
 
 use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
-use super::audit;
 use super::rows::{Id, Json, id, opt_id};
-use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::store::{
     Alert, DeadLetter, DeliveryAttempt, DeliveryState, Dropped, NewAlert, Result, SinkBacklog,
@@ -85,7 +84,7 @@ pub fn dead_letters(conn: &Connection, limit: u32) -> Result<Vec<Alert>> {
     Ok(alerts)
 }
 
-fn get(conn: &Connection, alert_id: Uuid) -> Result<Alert> {
+pub fn get(conn: &Connection, alert_id: Uuid) -> Result<Alert> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"
     ))?;
@@ -314,13 +313,8 @@ fn dead_letter_of(conn: &Connection, alert_id: Uuid, sink: &str) -> Result<SinkD
     Ok(delivery)
 }
 
-pub fn retry_dead_letter(
-    conn: &Connection,
-    alert_id: Uuid,
-    sink: &str,
-    at: Millis,
-    audit: &NewAudit,
-) -> Result<Alert> {
+/// Makes `sink`'s dead letter of `alert_id` due again at `at`.
+pub fn retry_dead_letter(conn: &Connection, alert_id: Uuid, sink: &str, at: Millis) -> Result<()> {
     dead_letter_of(conn, alert_id, sink)?;
     conn.execute(
         "UPDATE alert_deliveries SET dead_lettered_at = NULL, response_status = NULL,
@@ -328,39 +322,28 @@ pub fn retry_dead_letter(
          WHERE alert_id = ?1 AND sink = ?2",
         params![id(alert_id), sink, at],
     )?;
-    audit::append(conn, audit)?;
-    get(conn, alert_id)
+    Ok(())
 }
 
-/// Every dead letter of `sink` due again; the audit entry records how many.
-pub fn retry_dead_letters(
-    conn: &Connection,
-    sink: &str,
-    at: Millis,
-    audit: &NewAudit,
-) -> Result<u32> {
+/// Every dead letter of `sink` due again; returns how many.
+pub fn retry_dead_letters(conn: &Connection, sink: &str, at: Millis) -> Result<u32> {
     let retried = conn.execute(
         "UPDATE alert_deliveries SET dead_lettered_at = NULL, response_status = NULL,
              response_body = NULL, next_attempt_at = ?2
          WHERE sink = ?1 AND dead_lettered_at IS NOT NULL AND dropped_at IS NULL",
         params![sink, at],
     )?;
-    if retried > 0 {
-        let mut audit = audit.clone();
-        audit.details["retried"] = serde_json::json!(retried);
-        audit::append(conn, &audit)?;
-    }
     Ok(retried as u32)
 }
 
+/// Records that `sink` owes `alert_id` no more; the alert is delivered if no sink does.
 pub fn drop_dead_letter(
     conn: &Connection,
     alert_id: Uuid,
     sink: &str,
     dropped: &Dropped,
     sinks: &[String],
-    audit: &NewAudit,
-) -> Result<Alert> {
+) -> Result<()> {
     dead_letter_of(conn, alert_id, sink)?;
     conn.execute(
         "UPDATE alert_deliveries SET dropped_at = ?3, dropped_by = ?4, drop_reason = ?5
@@ -368,6 +351,5 @@ pub fn drop_dead_letter(
         params![id(alert_id), sink, dropped.at, dropped.by, dropped.reason],
     )?;
     complete_if_done(conn, &id(alert_id), sinks, dropped.at)?;
-    audit::append(conn, audit)?;
-    get(conn, alert_id)
+    Ok(())
 }

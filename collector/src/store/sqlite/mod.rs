@@ -557,7 +557,11 @@ impl Store for SqliteStore {
         at: Millis,
         audit: NewAudit,
     ) -> impl Future<Output = Result<Alert>> + Send {
-        self.write(move |tx| alerts::retry_dead_letter(tx, alert_id, &sink, at, &audit))
+        self.write(move |tx| {
+            alerts::retry_dead_letter(tx, alert_id, &sink, at)?;
+            audit::append(tx, &audit)?;
+            alerts::get(tx, alert_id)
+        })
     }
 
     fn retry_dead_letters(
@@ -566,7 +570,16 @@ impl Store for SqliteStore {
         at: Millis,
         audit: NewAudit,
     ) -> impl Future<Output = Result<u32>> + Send {
-        self.write(move |tx| alerts::retry_dead_letters(tx, &sink, at, &audit))
+        self.write(move |tx| {
+            let retried = alerts::retry_dead_letters(tx, &sink, at)?;
+            // The entry records how many; retrying nothing is not an action.
+            if retried > 0 {
+                let mut audit = audit;
+                audit.details["retried"] = serde_json::json!(retried);
+                audit::append(tx, &audit)?;
+            }
+            Ok(retried)
+        })
     }
 
     fn drop_dead_letter(
@@ -578,7 +591,9 @@ impl Store for SqliteStore {
         audit: NewAudit,
     ) -> impl Future<Output = Result<Alert>> + Send {
         self.write(move |tx| {
-            alerts::drop_dead_letter(tx, alert_id, &sink, &dropped, &sinks, &audit)
+            alerts::drop_dead_letter(tx, alert_id, &sink, &dropped, &sinks)?;
+            audit::append(tx, &audit)?;
+            alerts::get(tx, alert_id)
         })
     }
 
