@@ -2,6 +2,16 @@
 //! outgrow one node. Each method is one transaction: it commits entirely or changes nothing.
 //! Methods that record a human action take the [`NewAudit`] entry and append it in the same
 //! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
+//!
+//! A backend holds no rule and no word a person reads: those are the pure modules'
+//! (`drift.rs`, `chain.rs`, `alerts/`), so a second backend copies none. Where a rule needs
+//! what only the transaction sees, the backend calls the pure function on the rows it read
+//! and writes what it decided (`drift::step`, `drift::hold_change`, `drift::after_covered`,
+//! `drift::check_resolvable`, `chain::alert_body`). The alerts of the background rounds are
+//! worded through a narrow typed callback, [`AlertWords`] (`alerts::WORDS`), rather than
+//! split into a read call and a write call: finding what is due, raising its alert and
+//! marking it alerted stay one transaction, so nothing can change in between (a concurrent
+//! ingest, later a second node). Nothing in `store/` imports `alerts/`.
 
 pub mod conformance;
 pub mod conformance_anchor;

@@ -1,4 +1,6 @@
-//! Drift items and their history, and the untraced-drift alerts they raise.
+//! Drift items and their history, and the untraced-drift alerts they raise. The rules are
+//! `crate::drift`'s; the alert's words come through the [`AlertWords`] callback, called in
+//! the transaction that finds the burst and marks its items alerted (see `store`).
 
 use std::collections::BTreeMap;
 

@@ -1,3 +1,8 @@
+//! Event ingest: dedupe, the chain and its keys, the drift step of each event and the
+//! chain alerts, in the batch's transaction. What an event does (to the chain, to its drift
+//! item and its alert hold) is decided by `crate::chain` and `crate::drift`; this file
+//! reads what those need and writes what they decided.
+
 use driftwatch_common::api::v1::DriftEvent;
 use driftwatch_common::chain_key::ChainKey;
 use driftwatch_common::hash::ContentHash;
