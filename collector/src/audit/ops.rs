@@ -11,9 +11,9 @@ use super::signing::{PublicKeyView, unhex};
 use super::{
     Anchors, AuditEntry, AuditHead, AuditKey, Checkpoint, GENESIS, VerifyReport, verify_anchored,
 };
-use crate::app::{App, Result};
+use crate::app::{App, Result, require};
 use crate::clock::{Millis, rfc3339};
-use crate::identity::hex;
+use crate::identity::{Principal, Role, hex};
 use crate::store::Store;
 
 /// The alert kind raised when the collector finds its own log altered.
@@ -143,8 +143,9 @@ impl<S: Store> App<S> {
     }
 
     /// The public key of the audit trail (none when the collector runs without a key).
-    pub fn audit_public_key(&self) -> Option<PublicKeyView> {
-        self.anchor().map(|a| a.key.public().view())
+    pub fn audit_public_key(&self, actor: &Principal) -> Result<Option<PublicKeyView>> {
+        require(actor, &Role::PEOPLE, "reading the audit public key")?;
+        Ok(self.anchor().map(|a| a.key.public().view()))
     }
 
     /// Verifies the log (with the key, the kept checkpoints and the last one this process
@@ -283,12 +284,30 @@ impl<S: Store> App<S> {
 
     /// The checkpoints the database keeps (verifiers should keep their own copies, from a
     /// sink: whoever edits the database can delete these, though not forge them).
-    pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+    pub async fn audit_checkpoints(&self, actor: &Principal) -> Result<Vec<Checkpoint>> {
+        require(actor, &Role::PEOPLE, "reading the audit checkpoints")?;
         Ok(self.store.audit_checkpoints().await?)
     }
 
+    /// At most `limit` entries after number `after`, oldest first (`GET /api/v1/audit`).
+    pub async fn audit_log_page(
+        &self,
+        actor: &Principal,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        require(actor, &Role::PEOPLE, "reading the audit log")?;
+        let (entries, _) = self.store.audit_log().await?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .collect())
+    }
+
     /// The log as stored, for offline verification.
-    pub async fn audit_entries(&self) -> Result<EntriesView> {
+    pub async fn audit_entries(&self, actor: &Principal) -> Result<EntriesView> {
+        require(actor, &Role::PEOPLE, "reading the audit log")?;
         let (entries, head) = self.store.audit_log().await?;
         Ok(EntriesView::new(&entries, head))
     }
@@ -387,7 +406,7 @@ mod tests {
         note(&store, 3).await;
         let checkpoint = app.checkpoint_audit_if_due().await.unwrap().unwrap();
         assert_eq!(checkpoint.entries, 3);
-        assert!(app.verify_audit().await.unwrap().ok);
+        assert!(app.verify_audit_log(&[]).await.unwrap().0.ok);
         // Nothing moved: no second one, even when due.
         assert!(app.checkpoint_audit_if_due().await.unwrap().is_none());
     }
