@@ -70,6 +70,8 @@ impl From<StoreError> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 mod anchor;
+#[cfg(test)]
+mod boundary_tests;
 mod retention;
 
 /// The configuration values the operations need, in the units they use.
@@ -321,7 +323,7 @@ impl<S: Store> App<S> {
     /// Gives every person's token issued before people existed a person, by its name;
     /// names that are one person once normalised (or confusable) share it, and each such
     /// merge is logged and audited. Runs at start; nothing to do is one query.
-    pub async fn adopt_legacy_tokens(&self) -> Result<Vec<Merge>> {
+    async fn adopt_legacy_tokens(&self) -> Result<Vec<Merge>> {
         let mut legacy: Vec<TokenRecord> = self
             .store
             .tokens()
@@ -1398,7 +1400,7 @@ fn clock_claim_alert(host: &Host, decided: &[Decided], tolerance: Millis) -> Opt
 }
 
 /// Fails unless `actor` has one of `roles`.
-pub fn require(actor: &Principal, roles: &[Role], doing: &str) -> Result<()> {
+pub(crate) fn require(actor: &Principal, roles: &[Role], doing: &str) -> Result<()> {
     if roles.contains(&actor.role) {
         return Ok(());
     }

@@ -152,7 +152,7 @@ impl<S: Store> App<S> {
     /// signed), then signs a checkpoint of the head it verified, keeps it and queues it for
     /// every alert sink. An altered log gets no checkpoint, so a rewrite is never vouched
     /// for; an `audit_tampered` alert goes out instead.
-    pub async fn checkpoint_audit(&self) -> Result<Checked> {
+    pub(crate) async fn checkpoint_audit(&self) -> Result<Checked> {
         self.checkpoint_checked(false).await
     }
 
@@ -238,7 +238,7 @@ impl<S: Store> App<S> {
     /// At the first round, one at once only if the log starts with unsigned entries
     /// (written before entries were signed) that no checkpoint covers yet, so they get
     /// anchored; unsigned entries after signed ones are forgeries, not history.
-    pub async fn checkpoint_audit_if_due(&self) -> Result<Option<Checkpoint>> {
+    pub(crate) async fn checkpoint_audit_if_due(&self) -> Result<Option<Checkpoint>> {
         let Some(anchor) = self.anchor() else {
             return Ok(None);
         };
@@ -314,7 +314,7 @@ impl<S: Store> App<S> {
 
     /// Verifies the log with the collector's key, its kept checkpoints and `held` ones;
     /// returns the entries too, for the checks of evidence against them.
-    pub async fn verify_audit_log(
+    pub(crate) async fn verify_audit_log(
         &self,
         held: &[Checkpoint],
     ) -> Result<(VerifyReport, Vec<AuditEntry>)> {
