@@ -109,6 +109,29 @@ impl From<&CollectorConfig> for Settings {
     }
 }
 
+/// A listing's `limit` as the caller asked for it, checked by the operation after the
+/// caller's role: `default` when unset; 0 or above `max` is refused (never clamped, so a
+/// caller never mistakes a cut listing for the whole).
+#[derive(Clone, Copy, Debug)]
+pub struct Limit {
+    pub asked: Option<u32>,
+    pub default: u32,
+    pub max: u32,
+}
+
+impl Limit {
+    pub fn checked(self) -> Result<u32> {
+        match self.asked {
+            None => Ok(self.default),
+            Some(n) if (1..=self.max).contains(&n) => Ok(n),
+            Some(n) => Err(Error::BadRequest(format!(
+                "limit must be between 1 and {}, got {n}",
+                self.max
+            ))),
+        }
+    }
+}
+
 /// Longest enrollment token lifetime (a week) and most uses.
 pub const MAX_ENROLLMENT_TTL_SECS: u64 = 7 * 86_400;
 pub const MAX_ENROLLMENT_USES: u32 = 10_000;
@@ -962,9 +985,11 @@ impl<S: Store> App<S> {
     pub async fn drift_items(
         &self,
         actor: &Principal,
-        filter: DriftFilter,
+        mut filter: DriftFilter,
+        limit: Limit,
     ) -> Result<Vec<DriftItem>> {
         require(actor, &Role::PEOPLE, "reading drift")?;
+        filter.limit = Some(limit.checked()?);
         Ok(self.store.drift_items(filter).await?)
     }
 
@@ -1082,8 +1107,9 @@ impl<S: Store> App<S> {
 
     /// Recent alerts with their delivery per configured sink (a sink that has not tried
     /// an undelivered alert yet shows as pending).
-    pub async fn alerts(&self, actor: &Principal, limit: u32) -> Result<Vec<Alert>> {
+    pub async fn alerts(&self, actor: &Principal, limit: Limit) -> Result<Vec<Alert>> {
         require(actor, &Role::PEOPLE, "reading alerts")?;
+        let limit = limit.checked()?;
         let mut alerts = self.store.alerts(limit).await?;
         for alert in alerts.iter_mut().filter(|a| a.delivered_at.is_none()) {
             for name in self.sinks.names() {

@@ -16,6 +16,13 @@ use crate::windows::HostScope;
 /// 2026-11-23T10:00:00Z.
 const NOW: Millis = 1_795_428_000_000;
 
+/// A listing's limit out of bounds: refused, but only after the caller's role.
+const LIMIT: Limit = Limit {
+    asked: Some(0),
+    default: 10,
+    max: 10,
+};
+
 /// Every operation a caller triggers, with what it needs besides the caller.
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -184,7 +191,10 @@ async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> 
         }
         Op::Windows => app.windows(who, None).await.map(drop),
         Op::Window => app.window(who, unknown).await.map(drop),
-        Op::DriftItems => app.drift_items(who, DriftFilter::default()).await.map(drop),
+        Op::DriftItems => app
+            .drift_items(who, DriftFilter::default(), LIMIT)
+            .await
+            .map(drop),
         Op::DriftItem => app.drift_item(who, unknown).await.map(drop),
         Op::Resolve => {
             let request = ResolveRequest {
@@ -195,11 +205,11 @@ async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> 
             app.resolve(who, unknown, request).await.map(drop)
         }
         Op::VerifyAudit => app.verify_audit(who).await.map(drop),
-        Op::AuditLogPage => app.audit_log_page(who, 0, 10).await.map(drop),
+        Op::AuditLogPage => app.audit_log_page(who, 0, LIMIT).await.map(drop),
         Op::AuditPublicKey => app.audit_public_key(who).map(drop),
         Op::AuditCheckpoints => app.audit_checkpoints(who).await.map(drop),
         Op::AuditEntries => app.audit_entries(who).await.map(drop),
-        Op::Alerts => app.alerts(who, 10).await.map(drop),
+        Op::Alerts => app.alerts(who, LIMIT).await.map(drop),
         Op::Hosts => app.hosts(who).await.map(drop),
         Op::DeadLetters => app.dead_letters(who, 10).await.map(drop),
         Op::RetryDeadLetter => app.retry_dead_letter(who, unknown, "jsonl").await.map(drop),

@@ -11,7 +11,7 @@ use super::signing::{PublicKeyView, unhex};
 use super::{
     Anchors, AuditEntry, AuditHead, AuditKey, Checkpoint, GENESIS, VerifyReport, verify_anchored,
 };
-use crate::app::{App, Result, require};
+use crate::app::{App, Limit, Result, require};
 use crate::clock::{Millis, rfc3339};
 use crate::identity::{Principal, Role, hex};
 use crate::store::Store;
@@ -294,9 +294,10 @@ impl<S: Store> App<S> {
         &self,
         actor: &Principal,
         after: u64,
-        limit: usize,
+        limit: Limit,
     ) -> Result<Vec<AuditEntry>> {
         require(actor, &Role::PEOPLE, "reading the audit log")?;
+        let limit = limit.checked()? as usize;
         let (entries, _) = self.store.audit_log().await?;
         Ok(entries
             .into_iter()

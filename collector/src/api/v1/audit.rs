@@ -4,7 +4,8 @@ use axum::extract::State;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Caller, Params};
-use crate::api::model::{AuditEntryView, AuditQuery, MAX_AUDIT_LIMIT, listing_limit};
+use crate::api::model::{AuditEntryView, AuditQuery, MAX_AUDIT_LIMIT};
+use crate::app::Limit;
 use crate::audit::ops::EntriesView;
 use crate::audit::signing::PublicKeyView;
 use crate::audit::{Checkpoint, VerifyReport};
@@ -24,7 +25,11 @@ pub async fn log<S: Store>(
     Caller(caller): Caller,
     Params(query): Params<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
-    let limit = listing_limit(query.limit, MAX_AUDIT_LIMIT, MAX_AUDIT_LIMIT)? as usize;
+    let limit = Limit {
+        asked: query.limit,
+        default: MAX_AUDIT_LIMIT,
+        max: MAX_AUDIT_LIMIT,
+    };
     let after = query.after.unwrap_or(0);
     let entries = app.audit_log_page(&caller, after, limit).await?;
     Ok(Json(

@@ -6,8 +6,9 @@ use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
     DriftDetail, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS, MAX_DRIFT_LIMIT,
-    ResolveDrift, listing_limit,
+    ResolveDrift,
 };
+use crate::app::Limit;
 use crate::store::{DriftFilter, Store};
 
 pub async fn list<S: Store>(
@@ -15,7 +16,6 @@ pub async fn list<S: Store>(
     Caller(caller): Caller,
     Params(query): Params<DriftQuery>,
 ) -> Result<Json<Vec<DriftView>>, ApiError> {
-    let limit = listing_limit(query.limit, MAX_DRIFT_LIMIT, MAX_DRIFT_LIMIT)?;
     let items = app
         .drift_items(
             &caller,
@@ -23,7 +23,12 @@ pub async fn list<S: Store>(
                 status: query.status,
                 host_id: query.host,
                 window_id: query.window,
-                limit: Some(limit),
+                limit: None,
+            },
+            Limit {
+                asked: query.limit,
+                default: MAX_DRIFT_LIMIT,
+                max: MAX_DRIFT_LIMIT,
             },
         )
         .await?;

@@ -10,6 +10,7 @@ use crate::api::model::{
     AlertView, DEFAULT_ALERTS_LIMIT, DropDelivery, HostView, LimitQuery, MAX_ALERTS_LIMIT,
     RetriedView, RetryDelivery, listing_limit,
 };
+use crate::app::Limit;
 use crate::store::Store;
 
 pub async fn hosts<S: Store>(
@@ -31,7 +32,11 @@ pub async fn alerts<S: Store>(
     Caller(caller): Caller,
     Params(query): Params<LimitQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
-    let limit = listing_limit(query.limit, DEFAULT_ALERTS_LIMIT, MAX_ALERTS_LIMIT)?;
+    let limit = Limit {
+        asked: query.limit,
+        default: DEFAULT_ALERTS_LIMIT,
+        max: MAX_ALERTS_LIMIT,
+    };
     let alerts = app.alerts(&caller, limit).await?;
     Ok(Json(alerts.iter().map(AlertView::from).collect()))
 }
