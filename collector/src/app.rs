@@ -70,6 +70,8 @@ impl From<StoreError> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 mod anchor;
+#[cfg(test)]
+mod boundary_tests;
 mod retention;
 
 /// The configuration values the operations need, in the units they use.
@@ -107,12 +109,38 @@ impl From<&CollectorConfig> for Settings {
     }
 }
 
+/// A listing's `limit` as the caller asked for it, checked by the operation after the
+/// caller's role: `default` when unset; 0 or above `max` is refused (never clamped, so a
+/// caller never mistakes a cut listing for the whole).
+#[derive(Clone, Copy, Debug)]
+pub struct Limit {
+    pub asked: Option<u32>,
+    pub default: u32,
+    pub max: u32,
+}
+
+impl Limit {
+    pub fn checked(self) -> Result<u32> {
+        match self.asked {
+            None => Ok(self.default),
+            Some(n) if (1..=self.max).contains(&n) => Ok(n),
+            Some(n) => Err(Error::BadRequest(format!(
+                "limit must be between 1 and {}, got {n}",
+                self.max
+            ))),
+        }
+    }
+}
+
 /// Longest enrollment token lifetime (a week) and most uses.
 pub const MAX_ENROLLMENT_TTL_SECS: u64 = 7 * 86_400;
 pub const MAX_ENROLLMENT_USES: u32 = 10_000;
 
 pub struct App<S: Store> {
-    pub store: S,
+    /// Not `pub`: handlers, `main` and tests go through `App`'s operations. `pub(crate)`
+    /// only for the `impl App` blocks still outside `app` (`audit/ops.rs`, `reports/ops.rs`)
+    /// until they move under `app/`; `api_reaches_the_store_only_through_app` guards the rest.
+    pub(crate) store: S,
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
     sinks: Sinks,
@@ -318,7 +346,7 @@ impl<S: Store> App<S> {
     /// Gives every person's token issued before people existed a person, by its name;
     /// names that are one person once normalised (or confusable) share it, and each such
     /// merge is logged and audited. Runs at start; nothing to do is one query.
-    pub async fn adopt_legacy_tokens(&self) -> Result<Vec<Merge>> {
+    async fn adopt_legacy_tokens(&self) -> Result<Vec<Merge>> {
         let mut legacy: Vec<TokenRecord> = self
             .store
             .tokens()
@@ -938,21 +966,39 @@ impl<S: Store> App<S> {
         Ok(outcome)
     }
 
-    pub async fn window(&self, id: Uuid) -> Result<Window> {
+    pub async fn window(&self, actor: &Principal, id: Uuid) -> Result<Window> {
+        require(actor, &Role::PEOPLE, "reading windows")?;
         Ok(self.store.window(id).await?)
     }
 
-    pub async fn windows(&self, status: Option<WindowStatus>) -> Result<Vec<Window>> {
+    pub async fn windows(
+        &self,
+        actor: &Principal,
+        status: Option<WindowStatus>,
+    ) -> Result<Vec<Window>> {
+        require(actor, &Role::PEOPLE, "reading windows")?;
         Ok(self.store.windows(status).await?)
     }
 
     // ----- drift -----
 
-    pub async fn drift_items(&self, filter: DriftFilter) -> Result<Vec<DriftItem>> {
+    pub async fn drift_items(
+        &self,
+        actor: &Principal,
+        mut filter: DriftFilter,
+        limit: Limit,
+    ) -> Result<Vec<DriftItem>> {
+        require(actor, &Role::PEOPLE, "reading drift")?;
+        filter.limit = Some(limit.checked()?);
         Ok(self.store.drift_items(filter).await?)
     }
 
-    pub async fn drift_item(&self, id: Uuid) -> Result<(DriftItem, Vec<StoredEvent>)> {
+    pub async fn drift_item(
+        &self,
+        actor: &Principal,
+        id: Uuid,
+    ) -> Result<(DriftItem, Vec<StoredEvent>)> {
+        require(actor, &Role::PEOPLE, "reading drift")?;
         let item = self.store.drift_item(id).await?;
         let events = self.store.events(id).await?;
         Ok((item, events))
@@ -1011,7 +1057,8 @@ impl<S: Store> App<S> {
     // ----- audit, alerts, health -----
 
     /// The log checked with the collector's key and the checkpoints it kept.
-    pub async fn verify_audit(&self) -> Result<VerifyReport> {
+    pub async fn verify_audit(&self, actor: &Principal) -> Result<VerifyReport> {
+        require(actor, &Role::PEOPLE, "verifying the audit log")?;
         Ok(self.verify_audit_log(&[]).await?.0)
     }
 
@@ -1069,7 +1116,9 @@ impl<S: Store> App<S> {
 
     /// Recent alerts with their delivery per configured sink (a sink that has not tried
     /// an undelivered alert yet shows as pending).
-    pub async fn alerts(&self, limit: u32) -> Result<Vec<Alert>> {
+    pub async fn alerts(&self, actor: &Principal, limit: Limit) -> Result<Vec<Alert>> {
+        require(actor, &Role::PEOPLE, "reading alerts")?;
+        let limit = limit.checked()?;
         let mut alerts = self.store.alerts(limit).await?;
         for alert in alerts.iter_mut().filter(|a| a.delivered_at.is_none()) {
             for name in self.sinks.names() {
@@ -1204,8 +1253,44 @@ impl<S: Store> App<S> {
         )))
     }
 
+    /// The enrolled hosts, for people.
+    pub async fn hosts(&self, actor: &Principal) -> Result<Vec<Host>> {
+        require(actor, &Role::PEOPLE, "reading hosts")?;
+        Ok(self.store.hosts().await?)
+    }
+
+    /// Whether the database answers (`/readyz`, no caller: a probe).
+    pub async fn database_answers(&self) -> Result<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Whether `id` names an issued token (revoked or not), so that only real token ids
+    /// count toward a lockout (`api::extract`); asked after a failed authentication.
+    pub async fn is_issued_token(&self, id: Uuid) -> bool {
+        self.store.token(id).await.is_ok()
+    }
+
+    /// The `/metrics` exposition. `reader` is the caller when the configuration requires
+    /// a token (`[metrics] require_token`); gauges and ages that cannot be read are
+    /// logged and left out, so a scrape still answers.
+    pub async fn metrics_exposition(&self, reader: Option<&Principal>) -> Result<String> {
+        if self.settings.metrics.require_token {
+            let reader = reader.ok_or_else(|| Error::Unauthorized("missing token".into()))?;
+            require(reader, &Role::METRICS_READERS, "reading metrics")?;
+        }
+        if let Err(err) = self.refresh_gauges().await {
+            tracing::warn!(error = %err, "cannot refresh the gauges");
+        }
+        let mut body = crate::telemetry::render();
+        match self.heartbeat_age_metrics().await {
+            Ok(text) => body.push_str(&text),
+            Err(err) => tracing::warn!(error = %err, "cannot read the heartbeat ages"),
+        }
+        Ok(body)
+    }
+
     /// Sets the gauges `/metrics` shows.
-    pub async fn refresh_gauges(&self) -> Result<()> {
+    async fn refresh_gauges(&self) -> Result<()> {
         let stats = self
             .store
             .stats(self.now(), self.settings.silent_after_ms)
@@ -1232,7 +1317,7 @@ impl<S: Store> App<S> {
 
     /// The per-host heartbeat ages, bounded by `[metrics] heartbeat_age_hosts`, as
     /// exposition text (`telemetry::heartbeat_age`).
-    pub async fn heartbeat_age_metrics(&self) -> Result<String> {
+    async fn heartbeat_age_metrics(&self) -> Result<String> {
         let hosts = self.store.hosts().await?;
         let seen: Vec<_> = hosts
             .iter()
@@ -1350,7 +1435,7 @@ fn clock_claim_alert(host: &Host, decided: &[Decided], tolerance: Millis) -> Opt
 }
 
 /// Fails unless `actor` has one of `roles`.
-pub fn require(actor: &Principal, roles: &[Role], doing: &str) -> Result<()> {
+pub(crate) fn require(actor: &Principal, roles: &[Role], doing: &str) -> Result<()> {
     if roles.contains(&actor.role) {
         return Ok(());
     }

@@ -146,7 +146,7 @@ impl<S: Store> FromRequestParts<AppState<S>> for Caller {
             Err(Error::Unauthorized(message)) => {
                 // Only ids of real tokens count toward a lockout: invented ones fill nothing.
                 let known = match token_id {
-                    Some(id) => state.store.token(id).await.is_ok().then_some(id),
+                    Some(id) => state.is_issued_token(id).await.then_some(id),
                     None => None,
                 };
                 tracing::warn!(client = %shown, token_id = ?token_id, "authentication failed: invalid or revoked token");

@@ -208,7 +208,7 @@ async fn healthz() -> Json<Status> {
 
 /// Ready when the database answers.
 async fn readyz<S: Store>(State(app): State<AppState<S>>) -> Response {
-    match app.store.ping().await {
+    match app.database_answers().await {
         Ok(()) => Json(Status {
             status: "ready".into(),
         })
@@ -229,6 +229,7 @@ async fn metrics<S: Store>(
     State(app): State<AppState<S>>,
     request: axum::extract::Request,
 ) -> Response {
+    let mut reader = None;
     if app.settings.metrics.require_token {
         // Only here does a missing token matter: the configuration may leave /metrics open.
         let (mut parts, _) = request.into_parts();
@@ -241,22 +242,12 @@ async fn metrics<S: Store>(
                 Ok(caller) => caller,
                 Err(refused) => return refused,
             };
-        if let Err(err) = crate::app::require(
-            &caller.0,
-            &crate::identity::Role::METRICS_READERS,
-            "reading metrics",
-        ) {
-            return ApiError::from(err).into_response();
-        }
+        reader = Some(caller.0);
     }
-    if let Err(err) = app.refresh_gauges().await {
-        tracing::warn!(error = %err, "cannot refresh the gauges");
-    }
-    let mut body = crate::telemetry::render();
-    match app.heartbeat_age_metrics().await {
-        Ok(text) => body.push_str(&text),
-        Err(err) => tracing::warn!(error = %err, "cannot read the heartbeat ages"),
-    }
+    let body = match app.metrics_exposition(reader.as_ref()).await {
+        Ok(body) => body,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,

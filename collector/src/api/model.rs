@@ -427,13 +427,12 @@ pub const DEFAULT_ALERTS_LIMIT: u32 = 100;
 /// A listing's `limit`: `default` when unset; 0 or above `max` is refused (never clamped,
 /// so a caller never mistakes a cut listing for the whole).
 pub fn listing_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
-    match limit {
-        None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {max}, got {n}"
-        ))),
+    Ok(crate::app::Limit {
+        asked: limit,
+        default,
+        max,
     }
+    .checked()?)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

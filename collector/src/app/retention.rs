@@ -29,7 +29,7 @@ impl<S: Store> App<S> {
     }
 
     /// One prune if the round is due; the counts (zero when nothing was due or left).
-    pub async fn prune_if_due(&self) -> Result<retention::PruneCounts> {
+    pub(crate) async fn prune_if_due(&self) -> Result<retention::PruneCounts> {
         let Some(round) = &self.retention else {
             return Ok(retention::PruneCounts::default());
         };

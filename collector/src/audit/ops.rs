@@ -11,9 +11,9 @@ use super::signing::{PublicKeyView, unhex};
 use super::{
     Anchors, AuditEntry, AuditHead, AuditKey, Checkpoint, GENESIS, VerifyReport, verify_anchored,
 };
-use crate::app::{App, Result};
+use crate::app::{App, Limit, Result, require};
 use crate::clock::{Millis, rfc3339};
-use crate::identity::hex;
+use crate::identity::{Principal, Role, hex};
 use crate::store::Store;
 
 /// The alert kind raised when the collector finds its own log altered.
@@ -143,15 +143,16 @@ impl<S: Store> App<S> {
     }
 
     /// The public key of the audit trail (none when the collector runs without a key).
-    pub fn audit_public_key(&self) -> Option<PublicKeyView> {
-        self.anchor().map(|a| a.key.public().view())
+    pub fn audit_public_key(&self, actor: &Principal) -> Result<Option<PublicKeyView>> {
+        require(actor, &Role::PEOPLE, "reading the audit public key")?;
+        Ok(self.anchor().map(|a| a.key.public().view()))
     }
 
     /// Verifies the log (with the key, the kept checkpoints and the last one this process
     /// signed), then signs a checkpoint of the head it verified, keeps it and queues it for
     /// every alert sink. An altered log gets no checkpoint, so a rewrite is never vouched
     /// for; an `audit_tampered` alert goes out instead.
-    pub async fn checkpoint_audit(&self) -> Result<Checked> {
+    pub(crate) async fn checkpoint_audit(&self) -> Result<Checked> {
         self.checkpoint_checked(false).await
     }
 
@@ -237,7 +238,7 @@ impl<S: Store> App<S> {
     /// At the first round, one at once only if the log starts with unsigned entries
     /// (written before entries were signed) that no checkpoint covers yet, so they get
     /// anchored; unsigned entries after signed ones are forgeries, not history.
-    pub async fn checkpoint_audit_if_due(&self) -> Result<Option<Checkpoint>> {
+    pub(crate) async fn checkpoint_audit_if_due(&self) -> Result<Option<Checkpoint>> {
         let Some(anchor) = self.anchor() else {
             return Ok(None);
         };
@@ -283,19 +284,38 @@ impl<S: Store> App<S> {
 
     /// The checkpoints the database keeps (verifiers should keep their own copies, from a
     /// sink: whoever edits the database can delete these, though not forge them).
-    pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+    pub async fn audit_checkpoints(&self, actor: &Principal) -> Result<Vec<Checkpoint>> {
+        require(actor, &Role::PEOPLE, "reading the audit checkpoints")?;
         Ok(self.store.audit_checkpoints().await?)
     }
 
+    /// At most `limit` entries after number `after`, oldest first (`GET /api/v1/audit`).
+    pub async fn audit_log_page(
+        &self,
+        actor: &Principal,
+        after: u64,
+        limit: Limit,
+    ) -> Result<Vec<AuditEntry>> {
+        require(actor, &Role::PEOPLE, "reading the audit log")?;
+        let limit = limit.checked()? as usize;
+        let (entries, _) = self.store.audit_log().await?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .collect())
+    }
+
     /// The log as stored, for offline verification.
-    pub async fn audit_entries(&self) -> Result<EntriesView> {
+    pub async fn audit_entries(&self, actor: &Principal) -> Result<EntriesView> {
+        require(actor, &Role::PEOPLE, "reading the audit log")?;
         let (entries, head) = self.store.audit_log().await?;
         Ok(EntriesView::new(&entries, head))
     }
 
     /// Verifies the log with the collector's key, its kept checkpoints and `held` ones;
     /// returns the entries too, for the checks of evidence against them.
-    pub async fn verify_audit_log(
+    pub(crate) async fn verify_audit_log(
         &self,
         held: &[Checkpoint],
     ) -> Result<(VerifyReport, Vec<AuditEntry>)> {
@@ -387,7 +407,7 @@ mod tests {
         note(&store, 3).await;
         let checkpoint = app.checkpoint_audit_if_due().await.unwrap().unwrap();
         assert_eq!(checkpoint.entries, 3);
-        assert!(app.verify_audit().await.unwrap().ok);
+        assert!(app.verify_audit_log(&[]).await.unwrap().0.ok);
         // Nothing moved: no second one, even when due.
         assert!(app.checkpoint_audit_if_due().await.unwrap().is_none());
     }

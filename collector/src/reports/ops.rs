@@ -204,7 +204,7 @@ impl<S: Store> App<S> {
                 .parse()
                 .map_err(|why| Error::BadRequest(format!("format: {why}")))?,
         };
-        let window = self.window(id).await?;
+        let window = self.store.window(id).await?;
         if actor.role == Role::ChangeManager {
             let involved = [
                 Some(&window.requester),

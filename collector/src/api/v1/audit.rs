@@ -4,21 +4,20 @@ use axum::extract::State;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Caller, Params};
-use crate::api::model::{AuditEntryView, AuditQuery, MAX_AUDIT_LIMIT, listing_limit};
-use crate::app::require;
+use crate::api::model::{AuditEntryView, AuditQuery, MAX_AUDIT_LIMIT};
+use crate::app::Limit;
 use crate::audit::ops::EntriesView;
 use crate::audit::signing::PublicKeyView;
 use crate::audit::{Checkpoint, VerifyReport};
 use crate::clock::rfc3339;
-use crate::identity::{Role, hex};
+use crate::identity::hex;
 use crate::store::Store;
 
 pub async fn verify<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
 ) -> Result<Json<VerifyReport>, ApiError> {
-    require(&caller, &Role::PEOPLE, "verifying the audit log")?;
-    Ok(Json(app.verify_audit().await?))
+    Ok(Json(app.verify_audit(&caller).await?))
 }
 
 pub async fn log<S: Store>(
@@ -26,19 +25,16 @@ pub async fn log<S: Store>(
     Caller(caller): Caller,
     Params(query): Params<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading the audit log")?;
-    let limit = listing_limit(query.limit, MAX_AUDIT_LIMIT, MAX_AUDIT_LIMIT)? as usize;
+    let limit = Limit {
+        asked: query.limit,
+        default: MAX_AUDIT_LIMIT,
+        max: MAX_AUDIT_LIMIT,
+    };
     let after = query.after.unwrap_or(0);
-    let (entries, _) = app
-        .store
-        .audit_log()
-        .await
-        .map_err(crate::app::Error::from)?;
+    let entries = app.audit_log_page(&caller, after, limit).await?;
     Ok(Json(
         entries
             .iter()
-            .filter(|e| e.seq > after)
-            .take(limit)
             .map(|e| AuditEntryView {
                 seq: e.seq,
                 at: rfc3339(e.at),
@@ -57,8 +53,7 @@ pub async fn public_key<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
 ) -> Result<Json<PublicKeyView>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading the audit public key")?;
-    let key = app.audit_public_key().ok_or_else(|| {
+    let key = app.audit_public_key(&caller)?.ok_or_else(|| {
         crate::app::Error::NotFound("this collector runs without an audit signing key".into())
     })?;
     Ok(Json(key))
@@ -69,8 +64,7 @@ pub async fn checkpoints<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<Checkpoint>>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading the audit checkpoints")?;
-    Ok(Json(app.audit_checkpoints().await?))
+    Ok(Json(app.audit_checkpoints(&caller).await?))
 }
 
 /// The log exactly as stored, for verification by the caller.
@@ -78,6 +72,5 @@ pub async fn entries<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
 ) -> Result<Json<EntriesView>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading the audit log")?;
-    Ok(Json(app.audit_entries().await?))
+    Ok(Json(app.audit_entries(&caller).await?))
 }

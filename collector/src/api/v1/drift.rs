@@ -6,10 +6,9 @@ use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
     DriftDetail, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS, MAX_DRIFT_LIMIT,
-    ResolveDrift, listing_limit,
+    ResolveDrift,
 };
-use crate::app::require;
-use crate::identity::Role;
+use crate::app::Limit;
 use crate::store::{DriftFilter, Store};
 
 pub async fn list<S: Store>(
@@ -17,15 +16,21 @@ pub async fn list<S: Store>(
     Caller(caller): Caller,
     Params(query): Params<DriftQuery>,
 ) -> Result<Json<Vec<DriftView>>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading drift")?;
-    let limit = listing_limit(query.limit, MAX_DRIFT_LIMIT, MAX_DRIFT_LIMIT)?;
     let items = app
-        .drift_items(DriftFilter {
-            status: query.status,
-            host_id: query.host,
-            window_id: query.window,
-            limit: Some(limit),
-        })
+        .drift_items(
+            &caller,
+            DriftFilter {
+                status: query.status,
+                host_id: query.host,
+                window_id: query.window,
+                limit: None,
+            },
+            Limit {
+                asked: query.limit,
+                default: MAX_DRIFT_LIMIT,
+                max: MAX_DRIFT_LIMIT,
+            },
+        )
         .await?;
     Ok(Json(items.iter().map(DriftView::from).collect()))
 }
@@ -35,8 +40,7 @@ pub async fn get<S: Store>(
     Caller(caller): Caller,
     Id(id): Id,
 ) -> Result<Json<DriftDetail>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading drift")?;
-    let (item, events) = app.drift_item(id).await?;
+    let (item, events) = app.drift_item(&caller, id).await?;
     let omitted = events.len().saturating_sub(MAX_DRIFT_DETAIL_EVENTS);
     Ok(Json(DriftDetail {
         drift: DriftView::from(&item),

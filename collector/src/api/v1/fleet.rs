@@ -10,16 +10,14 @@ use crate::api::model::{
     AlertView, DEFAULT_ALERTS_LIMIT, DropDelivery, HostView, LimitQuery, MAX_ALERTS_LIMIT,
     RetriedView, RetryDelivery, listing_limit,
 };
-use crate::app::{Error, require};
-use crate::identity::Role;
+use crate::app::Limit;
 use crate::store::Store;
 
 pub async fn hosts<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<HostView>>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading hosts")?;
-    let hosts = app.store.hosts().await.map_err(Error::from)?;
+    let hosts = app.hosts(&caller).await?;
     let now = app.now();
     Ok(Json(
         hosts
@@ -34,9 +32,12 @@ pub async fn alerts<S: Store>(
     Caller(caller): Caller,
     Params(query): Params<LimitQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading alerts")?;
-    let limit = listing_limit(query.limit, DEFAULT_ALERTS_LIMIT, MAX_ALERTS_LIMIT)?;
-    let alerts = app.alerts(limit).await?;
+    let limit = Limit {
+        asked: query.limit,
+        default: DEFAULT_ALERTS_LIMIT,
+        max: MAX_ALERTS_LIMIT,
+    };
+    let alerts = app.alerts(&caller, limit).await?;
     Ok(Json(alerts.iter().map(AlertView::from).collect()))
 }
 

@@ -6,8 +6,6 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, MaybeBody, Params};
 use crate::api::model::{DecideWindow, DecisionView, WindowQuery, WindowView};
-use crate::app::require;
-use crate::identity::Role;
 use crate::store::Store;
 use crate::windows::lifecycle::Action;
 use crate::windows::validate::WindowRequest;
@@ -26,8 +24,7 @@ pub async fn list<S: Store>(
     Caller(caller): Caller,
     Params(query): Params<WindowQuery>,
 ) -> Result<Json<Vec<WindowView>>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading windows")?;
-    let windows = app.windows(query.status).await?;
+    let windows = app.windows(&caller, query.status).await?;
     Ok(Json(windows.iter().map(WindowView::from).collect()))
 }
 
@@ -36,8 +33,7 @@ pub async fn get<S: Store>(
     Caller(caller): Caller,
     Id(id): Id,
 ) -> Result<Json<WindowView>, ApiError> {
-    require(&caller, &Role::PEOPLE, "reading windows")?;
-    Ok(Json(WindowView::from(&app.window(id).await?)))
+    Ok(Json(WindowView::from(&app.window(&caller, id).await?)))
 }
 
 async fn decide<S: Store>(

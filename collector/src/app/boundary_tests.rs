@@ -1,0 +1,308 @@
+//! The boundary of `App`: every operation a person or agent triggers refuses the roles it
+//! must, inside `App` (the handlers only extract and map errors), and nothing outside
+//! `App`'s own blocks reaches the store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use driftwatch_common::api::v1::{EventBatch, Heartbeat};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::reports::ops::{BundleParams, ExportParams};
+use crate::store::SqliteStore;
+use crate::windows::HostScope;
+
+/// 2026-11-23T10:00:00Z.
+const NOW: Millis = 1_795_428_000_000;
+
+/// A listing's limit out of bounds: refused, but only after the caller's role.
+const LIMIT: Limit = Limit {
+    asked: Some(0),
+    default: 10,
+    max: 10,
+};
+
+/// Every operation a caller triggers, with what it needs besides the caller.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    CreateToken,
+    CreatePerson,
+    People,
+    Tokens,
+    RevokeToken,
+    CreateEnrollmentToken,
+    Ingest,
+    Heartbeat,
+    CreateWindow,
+    Decide(Action),
+    Windows,
+    Window,
+    DriftItems,
+    DriftItem,
+    Resolve,
+    VerifyAudit,
+    AuditLogPage,
+    AuditPublicKey,
+    AuditCheckpoints,
+    AuditEntries,
+    Alerts,
+    Hosts,
+    DeadLetters,
+    RetryDeadLetter,
+    RetryDeadLetters,
+    DropDeadLetter,
+    Export,
+    WindowEvidence,
+    Metrics,
+}
+
+/// Who may do what; every other role is refused.
+fn table() -> Vec<(Op, Vec<Role>)> {
+    let people = Role::PEOPLE.to_vec();
+    let admin = vec![Role::Admin];
+    vec![
+        (Op::CreateToken, admin.clone()),
+        (Op::CreatePerson, admin.clone()),
+        (Op::People, vec![Role::Admin, Role::Auditor]),
+        (Op::Tokens, vec![Role::Admin, Role::Auditor]),
+        (Op::RevokeToken, admin.clone()),
+        (Op::CreateEnrollmentToken, admin.clone()),
+        (Op::Ingest, vec![Role::Agent]),
+        (Op::Heartbeat, vec![Role::Agent]),
+        (Op::CreateWindow, lifecycle::WINDOW_ROLES.to_vec()),
+        (
+            Op::Decide(Action::Approve),
+            lifecycle::DECISION_ROLES.to_vec(),
+        ),
+        (
+            Op::Decide(Action::Reject),
+            lifecycle::DECISION_ROLES.to_vec(),
+        ),
+        (Op::Decide(Action::Cancel), lifecycle::WINDOW_ROLES.to_vec()),
+        (Op::Decide(Action::Close), lifecycle::WINDOW_ROLES.to_vec()),
+        (Op::Windows, people.clone()),
+        (Op::Window, people.clone()),
+        (Op::DriftItems, people.clone()),
+        (Op::DriftItem, people.clone()),
+        (Op::Resolve, vec![Role::Security]),
+        (Op::VerifyAudit, people.clone()),
+        (Op::AuditLogPage, people.clone()),
+        (Op::AuditPublicKey, people.clone()),
+        (Op::AuditCheckpoints, people.clone()),
+        (Op::AuditEntries, people.clone()),
+        (Op::Alerts, people.clone()),
+        (Op::Hosts, people.clone()),
+        (Op::DeadLetters, people.clone()),
+        (Op::RetryDeadLetter, admin.clone()),
+        (Op::RetryDeadLetters, admin.clone()),
+        (Op::DropDeadLetter, admin),
+        (Op::Export, crate::reports::ops::EXPORT_ROLES.to_vec()),
+        (Op::WindowEvidence, people),
+        (Op::Metrics, Role::METRICS_READERS.to_vec()),
+    ]
+}
+
+fn settings() -> Settings {
+    Settings {
+        hold_ms: 60_000,
+        burst_ms: 10_000,
+        tolerance_ms: 60_000,
+        silent_after_ms: 300_000,
+        emergency_approval_ms: 3_600_000,
+        max_body_bytes: 1 << 16,
+        max_export_rows: 10,
+        limits: Default::default(),
+        metrics: driftwatch_config::collector::MetricsAccess {
+            require_token: true,
+            ..Default::default()
+        },
+    }
+}
+
+fn principal(role: Role) -> Principal {
+    Principal {
+        token_id: Uuid::new_v4(),
+        name: format!("someone with role {role}"),
+        role,
+        host_id: (role == Role::Agent).then(Uuid::new_v4),
+    }
+}
+
+fn window_request() -> WindowRequest {
+    WindowRequest {
+        ticket: "CHG-1".into(),
+        title: "rotate keys".into(),
+        hosts: HostScope {
+            names: vec!["web-1".into()],
+            ..HostScope::default()
+        },
+        subjects: vec!["file:/etc/ssh/**".into()],
+        start: "2026-11-24T10:00:00Z".into(),
+        end: "2026-11-24T12:00:00Z".into(),
+        time_zone: "UTC".into(),
+        ..WindowRequest::default()
+    }
+}
+
+/// Runs `op` as `who`; only the error matters here.
+async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> {
+    let unknown = Uuid::new_v4();
+    match op {
+        Op::CreateToken => app
+            .create_token(who, "new person", Role::Auditor)
+            .await
+            .map(drop),
+        Op::CreatePerson => app.create_person(who, "another person").await.map(drop),
+        Op::People => app.people(who).await.map(drop),
+        Op::Tokens => app.tokens(who).await.map(drop),
+        Op::RevokeToken => app.revoke_token(who, unknown).await.map(drop),
+        Op::CreateEnrollmentToken => app.create_enrollment_token(who, 60, 1).await.map(drop),
+        Op::Ingest => app
+            .ingest(who, EventBatch { events: Vec::new() })
+            .await
+            .map(drop),
+        Op::Heartbeat => {
+            let beat = Heartbeat {
+                host_id: who.host_id.unwrap_or(unknown),
+                sent_at: time::OffsetDateTime::now_utc(),
+                inventory: Default::default(),
+                health: Default::default(),
+                last_seq: 0,
+                results: Vec::new(),
+                baseline: None,
+            };
+            app.heartbeat(who, beat).await.map(drop)
+        }
+        Op::CreateWindow => app.create_window(who, &window_request()).await.map(drop),
+        Op::Decide(action) => {
+            // A fresh window each time, requested by another person, so that only the
+            // role can refuse.
+            let requester = Principal {
+                name: "requester".into(),
+                ..principal(Role::ChangeManager)
+            };
+            let window = app
+                .create_window(&requester, &window_request())
+                .await
+                .expect("a valid window request");
+            let comment = Some("reviewed".to_owned());
+            app.decide(who, window.id, action, comment).await.map(drop)
+        }
+        Op::Windows => app.windows(who, None).await.map(drop),
+        Op::Window => app.window(who, unknown).await.map(drop),
+        Op::DriftItems => app
+            .drift_items(who, DriftFilter::default(), LIMIT)
+            .await
+            .map(drop),
+        Op::DriftItem => app.drift_item(who, unknown).await.map(drop),
+        Op::Resolve => {
+            let request = ResolveRequest {
+                category: ResolutionCategory::FalsePositive,
+                comment: "checked".into(),
+                ticket: None,
+            };
+            app.resolve(who, unknown, request).await.map(drop)
+        }
+        Op::VerifyAudit => app.verify_audit(who).await.map(drop),
+        Op::AuditLogPage => app.audit_log_page(who, 0, LIMIT).await.map(drop),
+        Op::AuditPublicKey => app.audit_public_key(who).map(drop),
+        Op::AuditCheckpoints => app.audit_checkpoints(who).await.map(drop),
+        Op::AuditEntries => app.audit_entries(who).await.map(drop),
+        Op::Alerts => app.alerts(who, LIMIT).await.map(drop),
+        Op::Hosts => app.hosts(who).await.map(drop),
+        Op::DeadLetters => app.dead_letters(who, 10).await.map(drop),
+        Op::RetryDeadLetter => app.retry_dead_letter(who, unknown, "jsonl").await.map(drop),
+        Op::RetryDeadLetters => app.retry_dead_letters(who, "jsonl").await.map(drop),
+        Op::DropDeadLetter => app
+            .drop_dead_letter(who, unknown, "jsonl", "not needed")
+            .await
+            .map(drop),
+        Op::Export => app.export(who, &ExportParams::default()).await.map(drop),
+        Op::WindowEvidence => app
+            .window_evidence(who, unknown, &BundleParams::default())
+            .await
+            .map(drop),
+        Op::Metrics => app.metrics_exposition(Some(who)).await.map(drop),
+    }
+}
+
+/// A refusal because of the caller's role (as opposed to segregation of duties, a
+/// missing record or bad input).
+fn refused_for_role(outcome: &Result<()>) -> bool {
+    matches!(outcome, Err(Error::Forbidden(why))
+        if why.contains(" role ") || why.starts_with("only agent credentials"))
+}
+
+#[tokio::test]
+async fn every_operation_refuses_the_roles_it_must_inside_app() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let app = App::new(
+        store,
+        settings(),
+        Arc::new(ManualClock::at(NOW)),
+        Sinks::none(),
+    )
+    .await
+    .unwrap();
+    let mut wrong = Vec::new();
+    for (op, allowed) in table() {
+        for role in Role::ALL {
+            let outcome = attempt(&app, op, &principal(role)).await;
+            let refused = refused_for_role(&outcome);
+            if refused == allowed.contains(&role) {
+                wrong.push(format!("{op:?} as {role}: {outcome:?}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "role checks disagree with the table:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// `App::store` is `pub(crate)` only for the `impl App` blocks not yet under `app/`;
+/// handlers, the server and the binaries go through `App`'s operations.
+#[test]
+fn api_reaches_the_store_only_through_app() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src.join("serve.rs"), src.join("main.rs")];
+    let mut dirs = vec![src.join("api"), src.join("bin")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        files.len() > 10,
+        "the api sources were not found: {files:?}"
+    );
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            // The app's field (`app.store`, `state.store`, or a chain's `.store` line), not
+            // an atomic's `.store(...)` or another value's field.
+            let trimmed = line.trim_start();
+            let reaches = ["app.store", "state.store", "self.store"]
+                .iter()
+                .any(|field| line.contains(field))
+                || trimmed == ".store"
+                || trimmed.starts_with(".store.");
+            if reaches {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "store reached around App:\n{}",
+        found.join("\n")
+    );
+}
