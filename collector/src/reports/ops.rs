@@ -1,26 +1,11 @@
-//! The evidence operations of [`App`]: who may export, what is audited, bad input.
-//!
-//! Who: auditors, security analysts and admins export periods and fetch any window's
-//! bundle. A change manager fetches the bundle of a window they requested, approved
-//! (or rejected) or closed/cancelled, to attach it to their ticket; not other windows'.
-//! Agents never. Every export and bundle fetch is an audit entry (`report.exported`,
-//! `window.evidence_exported`) written with the read, so a refused request leaves none.
+//! The query parameters of the evidence operations (`app/evidence.rs`), checked here.
 
 use serde::Deserialize;
-use serde_json::json;
-use uuid::Uuid;
 
-use super::export::{Export, ExportRequest};
-use super::{BundleFormat, ExportFormat, bundle, export};
-use crate::app::{App, Error, Result, require};
-use crate::audit::{NewAudit, VerifyReport, decisions, evidence};
+use super::ExportFormat;
+use super::export::ExportRequest;
+
 use crate::clock::{parse_instant, rfc3339};
-use crate::identity::{Principal, Role};
-use crate::store::{DriftItem, ExportQuery, HostEvent, Store};
-use crate::windows::Window;
-
-/// Roles that export periods and fetch any window's bundle.
-pub const EXPORT_ROLES: [Role; 3] = [Role::Auditor, Role::Security, Role::Admin];
 
 /// `GET /api/v1/reports/export` query parameters, as text so that every problem is named.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -114,137 +99,6 @@ pub fn parse_export(params: &ExportParams) -> Result<(ExportRequest, ExportForma
             format,
         )),
         _ => Err(problems.join("; ")),
-    }
-}
-
-impl<S: Store> App<S> {
-    /// At an export: a checkpoint of the head (which now holds the export's own entry),
-    /// the log verified with it, the decisions of `windows` and `drift` checked against
-    /// their entries, and each event's decision against its seal: a record that disagrees
-    /// makes the report fail.
-    async fn verified_evidence(
-        &self,
-        windows: &[&Window],
-        drift: &[&DriftItem],
-        events: &[HostEvent],
-    ) -> Result<VerifyReport> {
-        let checked = self.checkpoint_audit().await?;
-        let mut report = checked.report;
-        report.add_findings(evidence::check(&checked.entries, windows, drift));
-        if let Some(key) = self.decision_key() {
-            report.add_findings(decisions::check(&key, events.iter().map(|e| &e.stored)));
-        }
-        report.checkpoint = checked.checkpoint;
-        Ok(report)
-    }
-
-    /// The evidence of a period, audited.
-    pub async fn export(
-        &self,
-        actor: &Principal,
-        params: &ExportParams,
-    ) -> Result<(Export, ExportFormat)> {
-        require(actor, &EXPORT_ROLES, "exporting evidence")?;
-        let (request, format) = parse_export(params).map_err(Error::BadRequest)?;
-        let now = self.now();
-        let audit = NewAudit::new(
-            now,
-            &actor.name,
-            "report.exported",
-            "report:export",
-            json!({
-                "from": rfc3339(request.from), "to": rfc3339(request.to),
-                "host": request.host, "format": format.to_string(),
-                "sample": request.sample.map(|s| s.0), "seed": request.sample.map(|s| s.1),
-            }),
-        );
-        let records = self
-            .store
-            .export_records(
-                ExportQuery {
-                    from: request.from,
-                    to: request.to,
-                    hostname: request.host.clone(),
-                    max_rows: self.settings.max_export_rows,
-                },
-                audit,
-            )
-            .await?;
-        let verification = self
-            .verified_evidence(
-                &records.windows.values().collect::<Vec<_>>(),
-                &records.drift.values().collect::<Vec<_>>(),
-                &records.events,
-            )
-            .await?;
-        tracing::info!(by = %driftwatch_common::pathbytes::Shown(&actor.name), rows = records.events.len(), %format, "evidence exported");
-        Ok((
-            export::build(&request, &records, verification, &actor.name, now),
-            format,
-        ))
-    }
-
-    /// The close-out bundle of window `id`, audited.
-    pub async fn window_evidence(
-        &self,
-        actor: &Principal,
-        id: Uuid,
-        params: &BundleParams,
-    ) -> Result<(bundle::Bundle, BundleFormat)> {
-        let roles = [
-            Role::Auditor,
-            Role::Security,
-            Role::Admin,
-            Role::ChangeManager,
-        ];
-        require(actor, &roles, "fetching a window's evidence")?;
-        let format = match params.format.as_deref() {
-            None => BundleFormat::Json,
-            Some(text) => text
-                .parse()
-                .map_err(|why| Error::BadRequest(format!("format: {why}")))?,
-        };
-        let window = self.store.window(id).await?;
-        if actor.role == Role::ChangeManager {
-            let involved = [
-                Some(&window.requester),
-                window.decided_by.as_ref(),
-                window.ended_by.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|name| crate::people::same_person(name, &actor.name));
-            if !involved {
-                return Err(Error::Forbidden(format!(
-                    "a change manager fetches the evidence of windows they requested, decided \
-                     or closed; {} is not one of them for window {id} (ask an auditor)",
-                    actor.name
-                )));
-            }
-        }
-        let now = self.now();
-        let audit = NewAudit::new(
-            now,
-            &actor.name,
-            "window.evidence_exported",
-            format!("window:{id}"),
-            json!({ "ticket": window.ticket, "format": format.to_string() }),
-        );
-        let records = self
-            .store
-            .window_records(id, self.settings.max_export_rows, audit)
-            .await?;
-        let verification = self
-            .verified_evidence(
-                &[&window],
-                &records.drift.iter().collect::<Vec<_>>(),
-                &records.events,
-            )
-            .await?;
-        Ok((
-            bundle::build(&window, &records, verification, &actor.name, now),
-            format,
-        ))
     }
 }
 
