@@ -5,7 +5,7 @@
 //!
 //! - `identity.rs`: authentication, people, API and enrollment tokens, revocation.
 //! - `agents.rs`: enrollment, ingest with matching, heartbeats, the enrolled hosts.
-//! - `anchor.rs`: the spool-time bounds a host's heartbeats vouch for.
+//! - `anchor.rs`: the anchored baseline (`crate::anchor`) fed by enrollments and heartbeats.
 //! - `windows.rs`: change windows, their decisions and the index ingest matches against.
 //! - `drift.rs`: drift items and their resolution.
 //! - `evidence.rs`: audit checkpoints and verification, sealed documents, exports, bundles.
@@ -190,7 +190,7 @@ impl<S: Store> App<S> {
 }
 
 /// Fails unless `actor` has one of `roles`.
-pub(crate) fn require(actor: &Principal, roles: &[Role], doing: &str) -> Result<()> {
+fn require(actor: &Principal, roles: &[Role], doing: &str) -> Result<()> {
     if roles.contains(&actor.role) {
         return Ok(());
     }
