@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use driftwatch_tests::collector::{Collector, FakeAgent};
 use driftwatch_tests::daemon::wait_until;
+use driftwatch_tests::skip_unless_required;
 use serde_json::{Value, json};
 
 /// libfaketime's preload library, if installed (Debian package `faketime`).
@@ -88,13 +89,11 @@ fn drift_and_alerts(collector: &Collector) -> (String, String, String, String) {
 #[test]
 fn a_short_retention_prunes_old_records_with_an_audit_entry_and_verify_stays_clean() {
     let Some(library) = libfaketime() else {
-        let message = "libfaketime not found (install the Debian package `faketime`, or set \
-                       DRIFTWATCH_LIBFAKETIME): retention was NOT tested";
-        assert!(
-            std::env::var_os("DRIFTWATCH_REQUIRE_FAKETIME").is_none(),
-            "{message}"
+        skip_unless_required(
+            "DRIFTWATCH_REQUIRE_FAKETIME",
+            "libfaketime not found (install the Debian package `faketime`, or set \
+             DRIFTWATCH_LIBFAKETIME): retention was NOT tested",
         );
-        eprintln!("SKIPPED: {message}");
         return;
     };
     let mut collector = Collector::start(
@@ -205,8 +204,10 @@ fn a_short_retention_prunes_old_records_with_an_audit_entry_and_verify_stays_cle
 #[test]
 fn without_retention_nothing_is_pruned() {
     let Some(library) = libfaketime() else {
-        assert!(std::env::var_os("DRIFTWATCH_REQUIRE_FAKETIME").is_none());
-        eprintln!("SKIPPED: libfaketime not found: retention was NOT tested");
+        skip_unless_required(
+            "DRIFTWATCH_REQUIRE_FAKETIME",
+            "libfaketime not found: retention was NOT tested",
+        );
         return;
     };
     let mut collector = Collector::start("");

@@ -78,6 +78,17 @@ pub fn agent_bin() -> &'static Path {
 }
 
 /// Whether the tests run as root (the owner of `/proc/self` is the effective uid).
+/// A test that cannot run here for want of a tool or privilege skips with a loud message,
+/// unless `.ci/run` set `require_var` (`DRIFTWATCH_REQUIRE_FAKETIME`, `_PROMTOOL`,
+/// `_SANDBOX`): then it fails, so CI never passes by skipping.
+pub fn skip_unless_required(require_var: &str, message: &str) {
+    assert!(
+        std::env::var_os(require_var).is_none(),
+        "{require_var} is set: {message}"
+    );
+    eprintln!("\n*** SKIPPED: {message} ***\n");
+}
+
 pub fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
