@@ -66,6 +66,18 @@ impl PruneCounts {
     }
 }
 
+/// Totals batch after batch of one prune round.
+impl std::ops::AddAssign for PruneCounts {
+    fn add_assign(&mut self, batch: PruneCounts) {
+        self.alerts += batch.alerts;
+        self.alert_deliveries += batch.alert_deliveries;
+        self.drift += batch.drift;
+        self.drift_history += batch.drift_history;
+        self.events += batch.events;
+        self.commands += batch.commands;
+    }
+}
+
 /// The cut-off for rows kept for `keep` at `now`: a row strictly older goes. Saturates
 /// rather than wrapping for absurd values (so it prunes nothing it should not).
 pub fn cutoff(now: Millis, keep: Duration) -> Millis {

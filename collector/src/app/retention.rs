@@ -49,12 +49,7 @@ impl<S: Store> App<S> {
         let mut counts = retention::PruneCounts::default();
         loop {
             let batch = self.store.prune(plan, now).await?;
-            counts.alerts += batch.alerts;
-            counts.alert_deliveries += batch.alert_deliveries;
-            counts.drift += batch.drift;
-            counts.drift_history += batch.drift_history;
-            counts.events += batch.events;
-            counts.commands += batch.commands;
+            counts += batch;
             if !retention::more_left(&batch) {
                 break;
             }
