@@ -6,30 +6,17 @@
 //! [`report`] prints drift for people (text) and machines (JSON).
 //! [`commands`] wires these into the CLI in `main.rs`.
 
-pub mod attribution;
-pub mod check;
+pub mod baseline;
+pub mod cli;
 pub mod clock;
-pub mod commands;
 pub mod daemon;
-pub mod detect;
-pub mod engine;
-pub mod enroll;
-pub mod events;
-pub mod heartbeat;
-pub mod metrics;
-pub mod progress;
-pub mod provenance;
-pub mod rebaseline;
-pub mod redact;
-pub mod report;
-pub mod sandbox;
-pub mod scan;
-pub mod ship;
-pub mod sources;
-pub mod spool;
-pub mod status;
-pub mod store;
-pub mod watch;
+pub mod observe;
+
+// Old flat paths, kept only for this move commit; the next commit uses the new ones.
+pub use baseline::{check, store};
+pub use cli::{commands, progress, rebaseline, report};
+pub use daemon::{detect, engine, enroll, events, heartbeat, metrics, ship, spool, status, watch};
+pub use observe::{attribution, provenance, redact, sandbox, scan, sources};
 
 /// Process exit codes, documented in `--help` and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
