@@ -1,22 +1,22 @@
-//! The driftwatch agent: baselines and integrity checks of a host's files
-//! (standalone, like AIDE), the foundation of the real-time daemon.
+//! The driftwatch agent, two products on one core:
 //!
-//! Data flow: [`scan`] walks the policy's rules and reads each subject ->
-//! [`check`] compares with the verified baseline from [`store`] ->
-//! [`report`] prints drift for people (text) and machines (JSON).
-//! [`commands`] wires these into the CLI in `main.rs`.
+//! - standalone, an integrity checker like AIDE: `baseline init` records every
+//!   subject, `check` compares the host with that sealed baseline
+//!   ([`baseline`]);
+//! - as a daemon (`run`), the same comparison on every settled inotify batch,
+//!   scan and poll of the state sources, turned into drift events that are
+//!   spooled and delivered to a collector ([`daemon`]).
+//!
+//! Both read the host through [`observe`] (the walk and the reading of a
+//! subject, state sources, attribution, package provenance, secret masking,
+//! what the agent's own sandbox hides); [`cli`] is the command line that wires
+//! them together for `main.rs`. [`clock`] is shared by all.
 
 pub mod baseline;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod observe;
-
-// Old flat paths, kept only for this move commit; the next commit uses the new ones.
-pub use baseline::{check, store};
-pub use cli::{commands, progress, rebaseline, report};
-pub use daemon::{detect, engine, enroll, events, heartbeat, metrics, ship, spool, status, watch};
-pub use observe::{attribution, provenance, redact, sandbox, scan, sources};
 
 /// Process exit codes, documented in `--help` and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

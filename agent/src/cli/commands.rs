@@ -9,15 +9,15 @@ use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_config::AgentConfig;
 
 use crate::Exit;
-use crate::check::{CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff};
+use crate::baseline::check::{CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff};
 use crate::clock;
-use crate::progress::Progress;
-use crate::rebaseline::Guard;
-use crate::report::{self, CheckReport, Format, InitReport, StateFindings};
-use crate::scan::read::read_subject;
-use crate::scan::{Policy, ScanError, ScanEvent};
-use crate::sources;
-use crate::store::{
+use crate::cli::progress::Progress;
+use crate::cli::rebaseline::Guard;
+use crate::cli::report::{self, CheckReport, Format, InitReport, StateFindings};
+use crate::observe::scan::read::read_subject;
+use crate::observe::scan::{Policy, ScanError, ScanEvent};
+use crate::observe::sources;
+use crate::baseline::store::{
     AcceptedChange, AcceptedState, BaselineStore, BaselineWriter, HistoryEntry, Meta, NewHistory,
     Record, StoreError, StorePaths,
 };
@@ -74,7 +74,7 @@ pub fn create_baseline(
     let mut errors = Vec::new();
     let mut entries = 0u64;
     let mut write_error = None;
-    let inspect = |subject: crate::scan::Subject<'_>| {
+    let inspect = |subject: crate::observe::scan::Subject<'_>| {
         let plan = read_plan(&policy, subject.rule, subject.path, None);
         let outcome = read_subject(subject.path, &subject.meta, &plan);
         if outcome.state.content_hash.is_some() {
@@ -289,7 +289,7 @@ fn full_hash_due(meta: &Meta, config: &AgentConfig) -> bool {
 /// Adds a unified diff to content drift of text files that have snapshots.
 fn attach_diffs(
     store: &BaselineStore,
-    baseline: &crate::store::Baseline,
+    baseline: &crate::baseline::store::Baseline,
     findings: &mut Findings,
 ) -> anyhow::Result<()> {
     for drift in &mut findings.drifts {
@@ -461,10 +461,10 @@ pub fn accept(
 /// The file drift at or below `scopes`; refuses if any of it could not be read.
 fn accepted_file_drift(
     target: &Target,
-    baseline: &crate::store::Baseline,
+    baseline: &crate::baseline::store::Baseline,
     scopes: &[PathBytes],
     output: Output,
-) -> anyhow::Result<Vec<crate::check::Drift>> {
+) -> anyhow::Result<Vec<crate::baseline::check::Drift>> {
     let policy = Policy::new(&target.config);
     let progress = Progress::start("accept", Some(baseline.len() as u64), output.progress);
     let findings = run_check(&policy, baseline, &CheckMode { paranoid: false }, &progress)?;

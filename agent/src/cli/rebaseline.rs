@@ -21,12 +21,12 @@ use driftwatch_common::api::v1::{Actor, BASELINE_SUBJECT, BaselineAnchor, SeenBy
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::commands::Target;
-use crate::enroll::Credential;
-use crate::events::RebaselinePending;
-use crate::spool::{self, Limits, Spool};
-use crate::status;
-use crate::store::StorePaths;
+use crate::cli::commands::Target;
+use crate::daemon::enroll::Credential;
+use crate::daemon::events::RebaselinePending;
+use crate::daemon::spool::{self, Limits, Spool};
+use crate::daemon::status;
+use crate::baseline::store::StorePaths;
 
 /// Held for the duration of a local baseline change of the agent's own baseline.
 pub struct Guard {
@@ -186,10 +186,10 @@ fn refuse<T>(state_dir: &Path, doing: &str) -> anyhow::Result<T> {
 /// Who ran the command, as /proc tells it (not the environment): the process's user and
 /// uid, and the audit login user behind sudo where the kernel keeps it.
 fn command_actor() -> Actor {
-    let mut users = crate::attribution::UserNames::load();
+    let mut users = crate::observe::attribution::UserNames::load();
     Actor {
         source: "command".into(),
         reason: Some("a local baseline command (the agent's own process)".into()),
-        ..crate::attribution::process_actor(std::process::id(), &mut users)
+        ..crate::observe::attribution::process_actor(std::process::id(), &mut users)
     }
 }

@@ -13,12 +13,12 @@ use driftwatch_config::{AgentConfig, ConfigErrors};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::check::{Drift, DriftKind, Findings, short_hash};
+use crate::baseline::check::{Drift, DriftKind, Findings, short_hash};
 use crate::clock::format_ns;
-use crate::progress::format_bytes;
-use crate::scan::ScanError;
-use crate::sources::StateChange;
-use crate::store::{Baseline, HistoryEntry, Record};
+use crate::cli::progress::format_bytes;
+use crate::observe::scan::ScanError;
+use crate::observe::sources::StateChange;
+use crate::baseline::store::{Baseline, HistoryEntry, Record};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

@@ -16,7 +16,7 @@
 use driftwatch_common::attrs::AttributeSet;
 use driftwatch_common::state::FileState;
 
-use crate::sources::Fields;
+use crate::observe::sources::Fields;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -143,8 +143,8 @@ mod tests {
 
     #[test]
     fn state_decisions_compare_every_field() {
-        let v1 = crate::sources::fields([("version", "1")]);
-        let v2 = crate::sources::fields([("version", "2")]);
+        let v1 = crate::observe::sources::fields([("version", "1")]);
+        let v2 = crate::observe::sources::fields([("version", "2")]);
         use Decision::*;
         assert_eq!(decide_fields(true, Some(&v2), None), Report);
         assert_eq!(

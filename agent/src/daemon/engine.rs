@@ -12,7 +12,7 @@
 //!   the spool has room again): the same comparison over the whole policy or
 //!   the unwatched subtrees;
 //! - a poll of the state sources (packages, sysctl...), collected off this
-//!   thread by [`Poller`](crate::sources::poll::Poller) and compared here
+//!   thread by [`Poller`](crate::observe::sources::poll::Poller) and compared here
 //!   with the baseline's state entries ([`state`]);
 //! - a baseline-accept command from the collector.
 //!
@@ -40,26 +40,26 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use crate::attribution::{Attribution, GapListener};
-use crate::check::{
+use crate::observe::attribution::{Attribution, GapListener};
+use crate::baseline::check::{
     CheckMode, CheckOptions, Observed, is_within, observe_path, read_plan, run_check_with,
     unified_diff,
 };
-use crate::detect::{Decision, decide};
-use crate::events::{Pending, Remember, file_subject_path, link_renames};
-use crate::progress::Progress;
-use crate::provenance::{PackageDb, PackageRecords};
-use crate::redact::SecretMask;
-use crate::scan::read::read_subject;
-use crate::scan::throttle::Throttle;
-use crate::scan::{Policy, ScopeEntry};
-use crate::sources::Fields;
-use crate::sources::poll::Poll;
-use crate::spool::{Committed, Limits, Spool, Spoolable};
-use crate::status::{ScanRecord, StatusHandle};
-use crate::store::{AcceptedChange, Baseline, BaselineStore, NewHistory, Record, StateCollection};
-use crate::watch::Watcher;
-use crate::watch::coalesce::Batch;
+use crate::daemon::detect::{Decision, decide};
+use crate::daemon::events::{Pending, Remember, file_subject_path, link_renames};
+use crate::cli::progress::Progress;
+use crate::observe::provenance::{PackageDb, PackageRecords};
+use crate::observe::redact::SecretMask;
+use crate::observe::scan::read::read_subject;
+use crate::observe::scan::throttle::Throttle;
+use crate::observe::scan::{Policy, ScopeEntry};
+use crate::observe::sources::Fields;
+use crate::observe::sources::poll::Poll;
+use crate::daemon::spool::{Committed, Limits, Spool, Spoolable};
+use crate::daemon::status::{ScanRecord, StatusHandle};
+use crate::baseline::store::{AcceptedChange, Baseline, BaselineStore, NewHistory, Record, StateCollection};
+use crate::daemon::watch::Watcher;
+use crate::daemon::watch::coalesce::Batch;
 
 /// Work for the detector.
 pub enum EngineMsg {
@@ -817,7 +817,7 @@ struct Summary {
 /// Opens the verified baseline of a state directory (a tampered one is an error), its
 /// records kept out of memory for the daemon's lifetime.
 pub fn load_baseline(state_dir: &Path) -> anyhow::Result<(BaselineStore, Baseline)> {
-    let paths = crate::store::StorePaths::in_state_dir(state_dir);
+    let paths = crate::baseline::store::StorePaths::in_state_dir(state_dir);
     let store = BaselineStore::open(&paths)?;
     let baseline = store.load_lean()?;
     Ok((store, baseline))

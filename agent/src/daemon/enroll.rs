@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Exit;
-use crate::ship::{Client, ShipError};
-use crate::spool::{self, Spool};
+use crate::daemon::ship::{Client, ShipError};
+use crate::daemon::spool::{self, Spool};
 
 /// What enrollment leaves on disk.
 #[derive(Clone, Serialize, Deserialize)]
@@ -97,11 +97,11 @@ use std::os::unix::fs::DirBuilderExt;
 fn baseline_at_enrollment(
     state_dir: &Path,
 ) -> anyhow::Result<Option<driftwatch_common::api::v1::BaselineAnchor>> {
-    let paths = crate::store::StorePaths::in_state_dir(state_dir);
+    let paths = crate::baseline::store::StorePaths::in_state_dir(state_dir);
     if !paths.db.exists() {
         return Ok(None);
     }
-    let store = crate::store::BaselineStore::open(&paths)?;
+    let store = crate::baseline::store::BaselineStore::open(&paths)?;
     Ok(Some(store.load()?.anchor()))
 }
 
@@ -140,7 +140,7 @@ pub async fn enroll(config: &AgentConfig, args: EnrollArgs) -> anyhow::Result<Ex
             path.display()
         );
     }
-    if crate::status::daemon_running(&config.state_dir) {
+    if crate::daemon::status::daemon_running(&config.state_dir) {
         bail!(
             "the agent daemon is running: stop it before enrolling (systemctl stop driftwatch-agent)"
         );

@@ -20,8 +20,8 @@ use driftwatch_common::state::FileState;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::check::{Drift, DriftKind};
-use crate::sources::Fields;
+use crate::baseline::check::{Drift, DriftKind};
+use crate::observe::sources::Fields;
 
 /// What the spool remembers about a subject once its event is committed
 /// (`T`: a file's state, or a state subject's [`Fields`]).

@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::{Status, StatusHandle};
+use crate::daemon::status::{Status, StatusHandle};
 
 /// One destination's recorder: the values of the last render stay in it.
 pub struct Exposition {
@@ -339,7 +339,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::ScanRecord;
+    use crate::daemon::status::ScanRecord;
 
     #[test]
     fn a_status_renders_every_family_with_help() {

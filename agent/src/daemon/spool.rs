@@ -31,8 +31,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::events::{Pending, Remember, Stamp, StatePending, WireEvent};
-use crate::sources::Fields;
+use crate::daemon::events::{Pending, Remember, Stamp, StatePending, WireEvent};
+use crate::observe::sources::Fields;
 
 /// File name of the spool in the state directory.
 pub const FILE_NAME: &str = "spool.db";
@@ -584,7 +584,7 @@ impl Spoolable for Pending {
 }
 
 /// The agent's own baseline is no subject the detector tracks: nothing to remember.
-impl Spoolable for crate::events::RebaselinePending {
+impl Spoolable for crate::daemon::events::RebaselinePending {
     fn remember(&self, _tx: &Connection) -> rusqlite::Result<()> {
         Ok(())
     }

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Exit;
-use crate::report::Format;
-use crate::spool::{self, Depth, Spool};
+use crate::cli::report::Format;
+use crate::daemon::spool::{self, Depth, Spool};
 
 /// File name of the status in the state directory.
 pub const FILE_NAME: &str = "status.json";

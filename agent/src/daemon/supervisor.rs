@@ -3,7 +3,7 @@
 //! Start: take the state directory's lock (one daemon per state directory),
 //! load and verify the baseline (a tampered one stops the start, exit 4),
 //! open the spool, then start a *generation*: the detector thread
-//! ([`engine`](crate::engine)), the watch coalescer, the scheduler of
+//! ([`engine`](crate::daemon::engine)), the watch coalescer, the scheduler of
 //! periodic and fallback scans, the shipper and the heartbeats. The
 //! detector watches, runs the startup scan, and only then is the service
 //! ready (`READY=1` for systemd's `Type=notify`). The state sources
@@ -36,15 +36,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::Exit;
-use crate::engine::{Engine, EngineMsg, ScanKind, load_baseline};
-use crate::enroll::Credential;
-use crate::heartbeat::Heartbeats;
-use crate::ship::{Client, Shipper};
-use crate::sources::poll::{Poller, collect_timeout};
-use crate::spool::{self, Spool};
-use crate::status::{self, ReloadRecord, Status, StatusHandle};
-use crate::store::{Baseline, BaselineStore};
-use crate::watch::{self, Watcher};
+use crate::daemon::engine::{Engine, EngineMsg, ScanKind, load_baseline};
+use crate::daemon::enroll::Credential;
+use crate::daemon::heartbeat::Heartbeats;
+use crate::daemon::ship::{Client, Shipper};
+use crate::observe::sources::poll::{Poller, collect_timeout};
+use crate::daemon::spool::{self, Spool};
+use crate::daemon::status::{self, ReloadRecord, Status, StatusHandle};
+use crate::baseline::store::{Baseline, BaselineStore};
+use crate::daemon::watch::{self, Watcher};
 
 /// `driftwatch-agent run`.
 pub fn run(config_path: &Path, config: AgentConfig) -> anyhow::Result<Exit> {
@@ -95,7 +95,7 @@ pub fn run(config_path: &Path, config: AgentConfig) -> anyhow::Result<Exit> {
     });
     let _ = status.write(&state_dir);
     if let Some(path) = textfile {
-        crate::metrics::write_final(&path, &status.snapshot());
+        crate::daemon::metrics::write_final(&path, &status.snapshot());
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     outcome
@@ -160,10 +160,10 @@ async fn supervise(
     // The agent's own metrics ([metrics], off by default); an address that cannot be
     // bound stops the start.
     if let Some(addr) = config.metrics.listen {
-        crate::metrics::serve(addr, status.clone(), background.clone()).await?;
+        crate::daemon::metrics::serve(addr, status.clone(), background.clone()).await?;
     }
     if let Some(path) = config.metrics.textfile.clone() {
-        tokio::spawn(crate::metrics::write_textfile(
+        tokio::spawn(crate::daemon::metrics::write_textfile(
             path,
             config.metrics.textfile_interval,
             status.clone(),
@@ -270,8 +270,8 @@ async fn reload(
         Ok(loaded) => loaded,
         Err(err) => {
             let tampered = err
-                .downcast_ref::<crate::store::StoreError>()
-                .is_some_and(crate::store::StoreError::is_integrity_failure);
+                .downcast_ref::<crate::baseline::store::StoreError>()
+                .is_some_and(crate::baseline::store::StoreError::is_integrity_failure);
             if tampered {
                 error!(
                     error = format!("{err:#}"),
@@ -460,7 +460,7 @@ impl Generation {
                     status: status.clone(),
                     engine: engine_tx.clone(),
                     sources: Arc::clone(&poller),
-                    baseline: crate::store::StorePaths::in_state_dir(&config.state_dir),
+                    baseline: crate::baseline::store::StorePaths::in_state_dir(&config.state_dir),
                 }
                 .run(cancel.clone()),
             ));

@@ -9,8 +9,8 @@ use driftwatch_common::attrs::Attribute;
 use driftwatch_config::AgentConfig;
 
 use super::*;
-use crate::commands::{Target, create_baseline};
-use crate::store::{BaselineStore, StorePaths};
+use crate::cli::commands::{Target, create_baseline};
+use crate::baseline::store::{BaselineStore, StorePaths};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -183,12 +183,12 @@ fn paranoid_check_rehashes_even_when_metadata_matches() {
     let path = PathBytes::from(fx.path("f"));
     let mut forged = baseline.get(path.as_bytes()).unwrap().unwrap();
     forged.state.content_hash = Some(driftwatch_common::hash::ContentHash::of(b"zzzz"));
-    let change = crate::store::AcceptedChange {
+    let change = crate::baseline::store::AcceptedChange {
         path,
         record: Some(forged),
         snapshot: None,
     };
-    let history = crate::store::NewHistory {
+    let history = crate::baseline::store::NewHistory {
         action: "accept",
         actor: "test".into(),
         detail: "test".into(),
@@ -407,7 +407,7 @@ fn extended_attribute_changes_are_named() {
     assert_eq!(names, &[PathBytes(b"user.driftwatch-test".to_vec())]);
 }
 
-fn scoped(fx: &Fixture, scope: Vec<crate::scan::ScopeEntry>) -> Findings {
+fn scoped(fx: &Fixture, scope: Vec<crate::observe::scan::ScopeEntry>) -> Findings {
     let store = BaselineStore::open(&fx.target.store).unwrap();
     let baseline = store.load().unwrap();
     let policy = Policy::new(&fx.target.config);
@@ -435,7 +435,7 @@ fn kinds(fx: &Fixture, findings: &Findings) -> Vec<(DriftKind, String)> {
 
 #[test]
 fn a_scoped_check_sees_only_its_scope_and_never_calls_the_rest_removed() {
-    use crate::scan::ScopeEntry;
+    use crate::observe::scan::ScopeEntry;
     let fx = Fixture::new();
     fx.write("a/one", "1");
     fx.write("a/two", "2");
@@ -469,7 +469,7 @@ fn a_scoped_check_sees_only_its_scope_and_never_calls_the_rest_removed() {
 
 #[test]
 fn a_scope_below_an_excluded_directory_or_in_a_nested_rule_follows_the_policy() {
-    use crate::scan::ScopeEntry;
+    use crate::observe::scan::ScopeEntry;
     let fx = Fixture::with_policy(|root| {
         policy(
             root,
@@ -601,7 +601,7 @@ fn what_the_sandbox_hides_is_not_checked_never_drift() {
         .iter()
         .find(|e| fx.rel(&e.path) == "usr/lib/modules")
         .unwrap();
-    assert_eq!(named.message, crate::sandbox::HIDDEN);
+    assert_eq!(named.message, crate::observe::sandbox::HIDDEN);
     assert_eq!(
         unchecked.iter().filter(|p| *p == "usr/lib/modules").count(),
         1,

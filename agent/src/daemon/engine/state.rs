@@ -15,11 +15,11 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::Engine;
-use crate::detect::{Decision, decide_fields};
-use crate::events::{Remember, StatePending};
-use crate::sources::poll::Poll;
-use crate::sources::{Collection, Fields, diff_states};
-use crate::store::{AcceptedState, NewHistory};
+use crate::daemon::detect::{Decision, decide_fields};
+use crate::daemon::events::{Remember, StatePending};
+use crate::observe::sources::poll::Poll;
+use crate::observe::sources::{Collection, Fields, diff_states};
+use crate::baseline::store::{AcceptedState, NewHistory};
 
 /// The events a poll calls for, in subject order: drift not reported in
 /// this state before, and `restored` for open drift back in its baseline
@@ -223,7 +223,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::fields;
+    use crate::observe::sources::fields;
 
     fn collection(entries: &[(&str, Fields)]) -> Collection {
         entries

@@ -8,8 +8,8 @@ use driftwatch_common::api::v1::{ChangeKind, DriftEvent, SubjectKey};
 use driftwatch_config::AgentConfig;
 
 use super::*;
-use crate::commands::{Target, create_baseline};
-use crate::store::StorePaths;
+use crate::cli::commands::{Target, create_baseline};
+use crate::baseline::store::StorePaths;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -58,7 +58,7 @@ impl Fixture {
     /// A detector as the daemon starts it (no watch).
     fn engine(&self) -> Engine {
         let (store, baseline) = load_baseline(&self.state).unwrap();
-        let spool = Spool::open(&self.state.join(crate::spool::FILE_NAME)).unwrap();
+        let spool = Spool::open(&self.state.join(crate::daemon::spool::FILE_NAME)).unwrap();
         Engine::new(
             self.config.clone(),
             store,
@@ -74,7 +74,7 @@ impl Fixture {
 
     /// Every event in the spool, in order.
     fn spooled(&self) -> Vec<DriftEvent> {
-        let spool = Spool::open(&self.state.join(crate::spool::FILE_NAME)).unwrap();
+        let spool = Spool::open(&self.state.join(crate::daemon::spool::FILE_NAME)).unwrap();
         spool
             .peek(10_000, u64::MAX)
             .unwrap()
@@ -182,7 +182,7 @@ fn a_full_spool_holds_events_back_and_a_rescan_finds_them_once_there_is_room() {
     assert!(engine.status.snapshot().spool_full);
     assert!(engine.rescan_when_space);
     // Space is freed (the shipper's ack), then the detector hears of it.
-    let mut shipper_side = Spool::open(&fx.state.join(crate::spool::FILE_NAME)).unwrap();
+    let mut shipper_side = Spool::open(&fx.state.join(crate::daemon::spool::FILE_NAME)).unwrap();
     shipper_side.ack(1, 1).unwrap();
     engine.run_message(EngineMsg::SpaceFreed);
     let events = fx.spooled();
@@ -338,9 +338,9 @@ mod sources {
     use driftwatch_common::api::v1::{SourceCondition, SubjectState};
 
     use super::*;
-    use crate::sources::poll::{Outcome, Poll, SourceResult};
-    use crate::sources::{Collection, Fields, fields};
-    use crate::store::{AcceptedState, NewHistory};
+    use crate::observe::sources::poll::{Outcome, Poll, SourceResult};
+    use crate::observe::sources::{Collection, Fields, fields};
+    use crate::baseline::store::{AcceptedState, NewHistory};
 
     fn user(uid: &str) -> Fields {
         fields([

@@ -20,9 +20,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::engine::EngineMsg;
-use crate::spool::{Spool, Spooled};
-use crate::status::StatusHandle;
+use crate::daemon::engine::EngineMsg;
+use crate::daemon::spool::{Spool, Spooled};
+use crate::daemon::status::StatusHandle;
 use backoff::Backoff;
 pub use client::{Client, ShipError};
 

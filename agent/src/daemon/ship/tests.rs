@@ -14,8 +14,8 @@ use driftwatch_common::api::v1::{ChangeKind, EventBatch, SeenBy};
 use driftwatch_common::pathbytes::PathBytes;
 
 use super::*;
-use crate::events::{Pending, Remember};
-use crate::spool::Limits;
+use crate::daemon::events::{Pending, Remember};
+use crate::daemon::spool::Limits;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Answer {
@@ -102,7 +102,7 @@ fn shipper(
     events: u64,
     settings: CollectorSettings,
 ) -> Shipper {
-    let db = dir.path().join(crate::spool::FILE_NAME);
+    let db = dir.path().join(crate::daemon::spool::FILE_NAME);
     let mut spool = Spool::open(&db).unwrap();
     let batch: Vec<Pending> = (0..events).map(pending).collect();
     spool

@@ -311,7 +311,7 @@ fn a_version_1_spool_keeps_its_events_and_gains_the_state_subjects_table() {
     assert!(spool.reported_state().unwrap().is_empty());
 
     let eve = SubjectKey("user:eve".into());
-    let uid0 = crate::sources::fields([("uid", "0")]);
+    let uid0 = crate::observe::sources::fields([("uid", "0")]);
     let added = StatePending {
         id: Uuid::now_v7(),
         subject: eve.clone(),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use inotify::EventMask;
 
-use crate::scan::ScopeEntry;
+use crate::observe::scan::ScopeEntry;
 
 /// Distinct paths one directory may hold before it collapses into one subtree look.
 pub const GROUP_MAX: usize = 1000;

@@ -44,8 +44,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::scan::{Policy, ScopeEntry};
-use crate::status::StatusHandle;
+use crate::observe::scan::{Policy, ScopeEntry};
+use crate::daemon::status::StatusHandle;
 use coalesce::{Batch, Coalescer, Hint, Notification, PendingMove};
 
 /// What the watch asks the kernel for: changes only. No IN_OPEN, IN_ACCESS or
@@ -431,7 +431,7 @@ fn read_loop(mut inotify: Inotify, stop: &UnixStream, directories: &Directories,
 pub async fn run_coalescer(
     mut hints: Hints,
     settings: WatchSettings,
-    detector: mpsc::Sender<crate::engine::EngineMsg>,
+    detector: mpsc::Sender<crate::daemon::engine::EngineMsg>,
     status: StatusHandle,
     cancel: CancellationToken,
 ) {
@@ -457,7 +457,7 @@ pub async fn run_coalescer(
             permit = detector.reserve(), if pending.is_some() => match permit {
                 Ok(permit) => {
                     let batch = pending.take().expect("guarded by the branch condition");
-                    permit.send(crate::engine::EngineMsg::Batch(batch));
+                    permit.send(crate::daemon::engine::EngineMsg::Batch(batch));
                 }
                 Err(_) => return,
             },

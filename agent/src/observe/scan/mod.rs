@@ -29,7 +29,7 @@ use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_config::{AgentConfig, Rule};
 use walkdir::WalkDir;
 
-use crate::progress::Progress;
+use crate::cli::progress::Progress;
 
 /// One subject found by the walk, ready to be inspected.
 pub struct Subject<'a> {
@@ -66,7 +66,7 @@ pub struct Policy<'a> {
 
 impl<'a> Policy<'a> {
     pub fn new(config: &'a AgentConfig) -> Self {
-        Self::hiding(config, crate::sandbox::hidden_paths().to_vec())
+        Self::hiding(config, crate::observe::sandbox::hidden_paths().to_vec())
     }
 
     /// A policy whose walk stops at `hidden` paths and reports each as not checked.
@@ -361,7 +361,7 @@ impl<'a> Policy<'a> {
 fn hidden_error(path: &Path) -> ScanError {
     ScanError {
         path: PathBytes::from(path),
-        message: crate::sandbox::HIDDEN.to_owned(),
+        message: crate::observe::sandbox::HIDDEN.to_owned(),
     }
 }
 

@@ -250,7 +250,7 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::fields;
+    use crate::observe::sources::fields;
 
     /// A source that answers after `delay` with one module, or fails.
     struct Fake {

@@ -36,7 +36,7 @@ impl StateSource for Ports {
     }
 
     fn collect(&self) -> Result<Collection, SourceError> {
-        if crate::sandbox::foreign_namespace(&self.proc_root, "net") == Some(true) {
+        if crate::observe::sandbox::foreign_namespace(&self.proc_root, "net") == Some(true) {
             return Err(SourceError::Unavailable {
                 source_name: "port",
                 reason: "the agent runs in a network namespace of its own (a unit's \

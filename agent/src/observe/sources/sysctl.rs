@@ -86,8 +86,8 @@ impl StateSource for Sysctl {
         // to the UTS namespace: in namespaces of its own (PrivateNetwork=,
         // ProtectHostname=) the agent reads its own copies, not the host's.
         let proc = self.proc_sys.parent().unwrap_or(Path::new("/proc"));
-        let foreign_net = crate::sandbox::foreign_namespace(proc, "net") == Some(true);
-        let foreign_uts = crate::sandbox::foreign_namespace(proc, "uts") == Some(true);
+        let foreign_net = crate::observe::sandbox::foreign_namespace(proc, "net") == Some(true);
+        let foreign_uts = crate::observe::sandbox::foreign_namespace(proc, "uts") == Some(true);
         Ok(keys
             .into_iter()
             .filter_map(|name| {

@@ -156,7 +156,7 @@ pub fn describe_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::diff_states;
+    use crate::observe::sources::diff_states;
 
     const PASSWD: &str =
         "root:x:0:0:root:/root:/bin/bash\nbob:x:1001:1001:Bob:/home/bob:/usr/sbin/nologin\n";
