@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use driftwatch_agent::Exit;
+use driftwatch_agent::baseline::store::StorePaths;
 use driftwatch_agent::cli::commands::{self, Output, Target};
 use driftwatch_agent::cli::report::Format;
-use driftwatch_agent::baseline::store::StorePaths;
 use driftwatch_common::logging::{ConfigRefused, LogFormat, LogOutput};
 use driftwatch_config::AgentConfig;
 

@@ -17,11 +17,11 @@ use driftwatch_common::state::{FileKind, FileState};
 use driftwatch_config::Rule;
 use serde::Serialize;
 
+use crate::baseline::store::{Baseline, Record};
 use crate::cli::progress::Progress;
 use crate::observe::scan::read::{ReadOutcome, ReadPlan, read_subject, stat_state};
 use crate::observe::scan::throttle::Throttle;
 use crate::observe::scan::{Policy, ScanError, ScanEvent, ScopeEntry, Subject};
-use crate::baseline::store::{Baseline, Record};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

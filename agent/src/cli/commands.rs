@@ -9,18 +9,20 @@ use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_config::AgentConfig;
 
 use crate::Exit;
-use crate::baseline::check::{CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff};
-use crate::clock;
-use crate::cli::progress::Progress;
-use crate::cli::rebaseline::Guard;
-use crate::cli::report::{self, CheckReport, Format, InitReport, StateFindings};
-use crate::observe::scan::read::read_subject;
-use crate::observe::scan::{Policy, ScanError, ScanEvent};
-use crate::observe::sources;
+use crate::baseline::check::{
+    CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff,
+};
 use crate::baseline::store::{
     AcceptedChange, AcceptedState, BaselineStore, BaselineWriter, HistoryEntry, Meta, NewHistory,
     Record, StoreError, StorePaths,
 };
+use crate::cli::progress::Progress;
+use crate::cli::rebaseline::Guard;
+use crate::cli::report::{self, CheckReport, Format, InitReport, StateFindings};
+use crate::clock;
+use crate::observe::scan::read::read_subject;
+use crate::observe::scan::{Policy, ScanError, ScanEvent};
+use crate::observe::sources;
 
 /// What a command works on: a policy and the baseline that belongs to it.
 pub struct Target {

@@ -21,12 +21,12 @@ use driftwatch_common::api::v1::{Actor, BASELINE_SUBJECT, BaselineAnchor, SeenBy
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::baseline::store::StorePaths;
 use crate::cli::commands::Target;
 use crate::daemon::enroll::Credential;
 use crate::daemon::events::RebaselinePending;
 use crate::daemon::spool::{self, Limits, Spool};
 use crate::daemon::status;
-use crate::baseline::store::StorePaths;
 
 /// Held for the duration of a local baseline change of the agent's own baseline.
 pub struct Guard {

@@ -14,11 +14,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::baseline::check::{Drift, DriftKind, Findings, short_hash};
-use crate::clock::format_ns;
+use crate::baseline::store::{Baseline, HistoryEntry, Record};
 use crate::cli::progress::format_bytes;
+use crate::clock::format_ns;
 use crate::observe::scan::ScanError;
 use crate::observe::sources::StateChange;
-use crate::baseline::store::{Baseline, HistoryEntry, Record};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

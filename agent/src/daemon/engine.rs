@@ -16,13 +16,14 @@
 //!   with the baseline's state entries ([`state`]);
 //! - a baseline-accept command from the collector.
 //!
-//! After each comparison, [`detect::decide`] against the reported state
-//! turns drift into events, and subjects with open drift that are back in
-//! their baseline state into `restored` events; all of them are committed
-//! to the spool in one transaction with the new reported state.
+//! After each comparison, [`detect::decide_all`] against the reported state
+//! ([`Reported`]) turns drift into events, and subjects with open drift that
+//! are back in their baseline state into `restored` events, for files and
+//! state subjects alike; all of them are committed to the spool in one
+//! transaction with the new reported state ([`Engine::commit`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -30,7 +31,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use driftwatch_common::api::v1::{
-    AgentCommand, ChangeKind, CommandOutcome, CommandResult, SeenBy, SubjectKey, SubjectState,
+    AgentCommand, ChangeKind, CommandOutcome, CommandResult, SeenBy, SubjectState,
 };
 use driftwatch_common::attrs::{Attribute, AttributeSet};
 use driftwatch_common::pathbytes::PathBytes;
@@ -40,26 +41,27 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use crate::observe::attribution::{Attribution, GapListener};
 use crate::baseline::check::{
     CheckMode, CheckOptions, Observed, is_within, observe_path, read_plan, run_check_with,
     unified_diff,
 };
-use crate::daemon::detect::{Decision, decide};
-use crate::daemon::events::{Pending, Remember, file_subject_path, link_renames};
+use crate::baseline::store::{
+    AcceptedChange, Baseline, BaselineStore, NewHistory, Record, StateCollection,
+};
 use crate::cli::progress::Progress;
+use crate::daemon::detect::{Look, Remembers, Reported, Verdict, decide_all, same_state};
+use crate::daemon::events::{Pending, file_subject_path, link_renames};
+use crate::daemon::spool::{Committed, Limits, Spool, Spoolable};
+use crate::daemon::status::{ScanRecord, StatusHandle};
+use crate::daemon::watch::Watcher;
+use crate::daemon::watch::coalesce::Batch;
+use crate::observe::attribution::{Attribution, GapListener};
 use crate::observe::provenance::{PackageDb, PackageRecords};
 use crate::observe::redact::SecretMask;
 use crate::observe::scan::read::read_subject;
 use crate::observe::scan::throttle::Throttle;
 use crate::observe::scan::{Policy, ScopeEntry};
-use crate::observe::sources::Fields;
 use crate::observe::sources::poll::Poll;
-use crate::daemon::spool::{Committed, Limits, Spool, Spoolable};
-use crate::daemon::status::{ScanRecord, StatusHandle};
-use crate::baseline::store::{AcceptedChange, Baseline, BaselineStore, NewHistory, Record, StateCollection};
-use crate::daemon::watch::Watcher;
-use crate::daemon::watch::coalesce::Batch;
 
 /// Work for the detector.
 pub enum EngineMsg {
@@ -81,6 +83,12 @@ pub enum EngineMsg {
     },
     /// The shipper freed space in the spool.
     SpaceFreed,
+}
+
+impl From<Batch> for EngineMsg {
+    fn from(batch: Batch) -> EngineMsg {
+        EngineMsg::Batch(batch)
+    }
 }
 
 /// A scan of the files. State sources are not scanned here: they are
@@ -126,9 +134,8 @@ pub struct Engine {
     /// The baseline's state subjects (verified with it by `BaselineStore::load`).
     baseline_state: StateCollection,
     spool: Spool,
-    reported: HashMap<PathBytes, Option<FileState>>,
-    /// Open drift on state subjects (`package:nginx`...).
-    reported_state: BTreeMap<SubjectKey, Option<Fields>>,
+    /// Open drift on files and state subjects, as last reported.
+    reported: Reported,
     watcher: Option<Watcher>,
     status: StatusHandle,
     /// Wakes the shipper when events were committed.
@@ -143,7 +150,7 @@ pub struct Engine {
 /// What enriches events beyond the comparison.
 struct Extras {
     attribution: Attribution,
-    /// dpkg's records, reloaded after package changes (rpm: not supported yet). In a
+    /// The package manager's records (dpkg or rpm), reloaded after package changes. In a
     /// cell because `enrich` only reads the engine otherwise.
     provenance: RefCell<PackageRecords>,
     mask: SecretMask,
@@ -189,8 +196,7 @@ impl Engine {
         shipped: Arc<Notify>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Engine> {
-        let reported = spool.reported()?;
-        let reported_state = spool.reported_state()?;
+        let reported = Reported::new(spool.reported()?, spool.reported_state()?);
         let baseline_state = store.state()?;
         let extras = Extras::start(&config, &store, &status)?;
         Ok(Engine {
@@ -200,7 +206,6 @@ impl Engine {
             baseline_state,
             spool,
             reported,
-            reported_state,
             watcher,
             status,
             shipped,
@@ -444,66 +449,52 @@ impl Engine {
         )
         .context("comparing with the baseline")?;
 
-        let mut pending = Vec::new();
-        let mut handled: HashSet<&PathBytes> = HashSet::new();
-        for drift in &findings.drifts {
-            handled.insert(&drift.path);
-            let Some(rule) = policy.rule_for(drift.path.as_path()) else {
-                continue;
+        // Every drift has a rule (the check compares covered subjects only).
+        let differing = findings.drifts.iter().filter_map(|drift| {
+            policy.rule_for(drift.path.as_path())?;
+            Some((
+                drift.path.clone(),
+                drift.after.clone(),
+                Pending::drift(drift),
+            ))
+        });
+        // Open drift on subjects the comparison did not mention (clean, or
+        // absent as in the baseline): look once more, closely.
+        let look = |path: &PathBytes| {
+            let in_scope = match &scope {
+                None => true,
+                Some(scope) => scope.iter().any(|e| e.covers(path.as_path())),
             };
-            let decision = decide(
-                true,
-                drift.after.as_ref(),
-                self.reported.get(&drift.path),
-                rule.attributes,
-            );
-            if decision == Decision::Report {
-                pending.push(Pending::drift(drift));
+            if !in_scope || findings.errors.iter().any(|e| is_within(path, &e.path)) {
+                return Look::Unknown;
             }
-        }
-        // Open drift on subjects the comparison found clean (or absent, as in
-        // the baseline): look once more, closely, and say they are restored.
-        let in_scope = |path: &PathBytes| match &scope {
-            None => true,
-            Some(scope) => scope.iter().any(|e| e.covers(path.as_path())),
-        };
-        let candidates: Vec<PathBytes> = self
-            .reported
-            .keys()
-            .filter(|path| {
-                in_scope(path)
-                    && !handled.contains(path)
-                    && !findings.errors.iter().any(|e| is_within(path, &e.path))
-            })
-            .cloned()
-            .collect();
-        for path in candidates {
             match observe_path(&policy, &self.baseline, path.as_path()) {
-                Observed::Drift(drift) => {
-                    let rule = policy
-                        .rule_for(path.as_path())
-                        .expect("observed means covered");
-                    if decide(
-                        true,
-                        drift.after.as_ref(),
-                        self.reported.get(&path),
-                        rule.attributes,
-                    ) == Decision::Report
-                    {
-                        pending.push(Pending::drift(&drift));
-                    }
-                }
-                Observed::Clean(now) => {
-                    let last = self.reported.get(&path).cloned().flatten();
-                    pending.push(Pending::restored(path, last, now));
-                }
+                Observed::Drift(drift) => Look::Differs {
+                    now: drift.after.clone(),
+                    event: Pending::drift(&drift),
+                },
+                Observed::Clean(now) => Look::Clean(now),
                 Observed::Unreadable(why) => {
-                    debug!(path = %path, error = %why, "open drift not re-checked: unreadable")
+                    debug!(path = %path, error = %why, "open drift not re-checked: unreadable");
+                    Look::Unknown
                 }
                 // The policy no longer covers it: nothing to say about it any more.
-                Observed::NotCovered => {}
+                Observed::NotCovered => Look::Unknown,
             }
-        }
+        };
+        let same = |path: &PathBytes, a: Option<&FileState>, b: Option<&FileState>| {
+            let rule = policy
+                .rule_for(path.as_path())
+                .expect("decided subjects are covered");
+            same_state(a, b, rule.attributes)
+        };
+        let mut pending: Vec<Pending> = decide_all(differing, self.reported.files(), look, same)
+            .into_iter()
+            .map(|verdict| match verdict {
+                Verdict::Report(event) => event,
+                Verdict::Restored { key, last, now } => Pending::restored(key, last, now),
+            })
+            .collect();
         link_renames(&mut pending, renames);
         self.enrich(&mut pending);
 
@@ -556,22 +547,19 @@ impl Engine {
         Some(self.extras.mask.mask_diff(&diff))
     }
 
-    /// Commits events and remembers what was reported; returns how many were committed.
-    fn commit(&mut self, pending: &[Pending], seen_by: SeenBy) -> anyhow::Result<u64> {
+    /// Commits events (files or state subjects) and remembers what was
+    /// reported, the one place the reported state changes after a
+    /// comparison; returns how many were committed.
+    fn commit<E: Spoolable + Remembers>(
+        &mut self,
+        pending: &[E],
+        seen_by: SeenBy,
+    ) -> anyhow::Result<u64> {
         if pending.is_empty() {
             return Ok(0);
         }
         let committed = self.spool_commit(pending, seen_by)?;
-        for event in &pending[..committed.events.len()] {
-            match &event.remember {
-                Remember::Drifted(state) => {
-                    self.reported.insert(event.path.clone(), state.clone());
-                }
-                Remember::Forget => {
-                    self.reported.remove(&event.path);
-                }
-            }
-        }
+        self.reported.remember(&pending[..committed.events.len()]);
         Ok(self.committed(committed, seen_by))
     }
 
@@ -636,7 +624,7 @@ impl Engine {
 
     /// Subjects (files and state) reported and not yet back in their baseline state.
     fn open_drift(&self) -> u64 {
-        (self.reported.len() + self.reported_state.len()) as u64
+        self.reported.open()
     }
 
     fn publish_coverage(&self) {
@@ -764,7 +752,7 @@ impl Engine {
             .context("re-loading the baseline after an accept")?;
         // The drift is now the baseline: nothing is open on the subject any more.
         self.spool.forget(&bytes)?;
-        self.reported.remove(&bytes);
+        self.reported.forget_file(&bytes);
         self.publish_coverage();
         Ok(CommandOutcome::Applied)
     }

@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::baseline::check::{Drift, DriftKind};
-use crate::observe::sources::Fields;
+use crate::daemon::detect::{Remembers, Reported};
+use crate::observe::sources::{Fields, StateChange};
 
 /// What the spool remembers about a subject once its event is committed
 /// (`T`: a file's state, or a state subject's [`Fields`]).
@@ -95,6 +96,18 @@ impl Pending {
     }
 }
 
+impl Remembers for Pending {
+    fn remember_in(&self, reported: &mut Reported) {
+        reported.remember_file(&self.path, &self.remember);
+    }
+}
+
+impl Remembers for StatePending {
+    fn remember_in(&self, reported: &mut Reported) {
+        reported.remember_subject(&self.subject, &self.remember);
+    }
+}
+
 /// What the spool adds when it commits an event: its place in the agent's
 /// hash chain, and how and when it was seen.
 pub struct Stamp {
@@ -153,6 +166,44 @@ pub struct StatePending {
     /// The change in words ("user eve added with uid 0").
     pub summary: String,
     pub remember: Remember<Fields>,
+}
+
+impl StatePending {
+    /// The event for a difference from the baseline found in a poll.
+    pub fn drift(change: StateChange) -> StatePending {
+        StatePending {
+            id: Uuid::now_v7(),
+            remember: Remember::Drifted(change.after.clone()),
+            subject: change.subject,
+            kind: change.kind,
+            changed: change.changed,
+            before: change.before,
+            after: change.after,
+            summary: change.summary,
+        }
+    }
+
+    /// The event for a state subject back in its baseline state.
+    pub fn restored(
+        subject: SubjectKey,
+        reported: Option<Fields>,
+        now: Option<Fields>,
+    ) -> StatePending {
+        StatePending {
+            id: Uuid::now_v7(),
+            kind: ChangeKind::Restored,
+            changed: Vec::new(),
+            before: reported,
+            after: now,
+            summary: format!(
+                "{} {} is back in its baseline state",
+                subject.namespace(),
+                subject.name()
+            ),
+            subject,
+            remember: Remember::Forget,
+        }
+    }
 }
 
 impl WireEvent for StatePending {

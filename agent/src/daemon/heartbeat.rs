@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::baseline::store::{BaselineStore, StorePaths};
 use crate::daemon::engine::EngineMsg;
 use crate::daemon::ship::Client;
-use crate::observe::sources::poll::{Poll, Poller};
 use crate::daemon::status::{Status, StatusHandle};
-use crate::baseline::store::{BaselineStore, StorePaths};
+use crate::observe::sources::poll::{Poll, Poller};
 
 pub struct Heartbeats {
     pub client: Client,

@@ -36,15 +36,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::Exit;
+use crate::baseline::store::{Baseline, BaselineStore};
 use crate::daemon::engine::{Engine, EngineMsg, ScanKind, load_baseline};
 use crate::daemon::enroll::Credential;
 use crate::daemon::heartbeat::Heartbeats;
 use crate::daemon::ship::{Client, Shipper};
-use crate::observe::sources::poll::{Poller, collect_timeout};
 use crate::daemon::spool::{self, Spool};
 use crate::daemon::status::{self, ReloadRecord, Status, StatusHandle};
-use crate::baseline::store::{Baseline, BaselineStore};
 use crate::daemon::watch::{self, Watcher};
+use crate::observe::sources::poll::{Poller, collect_timeout};
 
 /// `driftwatch-agent run`.
 pub fn run(config_path: &Path, config: AgentConfig) -> anyhow::Result<Exit> {

@@ -9,8 +9,8 @@ use driftwatch_common::attrs::Attribute;
 use driftwatch_config::AgentConfig;
 
 use super::*;
-use crate::cli::commands::{Target, create_baseline};
 use crate::baseline::store::{BaselineStore, StorePaths};
+use crate::cli::commands::{Target, create_baseline};
 
 struct Fixture {
     _dir: tempfile::TempDir,

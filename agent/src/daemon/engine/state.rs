@@ -6,24 +6,25 @@
 //! unavailable, failed or timed out leaves its subjects unverified (a
 //! coverage signal in status and heartbeats), never "everything removed".
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use driftwatch_common::api::v1::{
-    ChangeKind, CommandOutcome, SeenBy, SourceCondition, SubjectKey, SubjectState,
+    CommandOutcome, SeenBy, SourceCondition, SubjectKey, SubjectState,
 };
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::Engine;
-use crate::daemon::detect::{Decision, decide_fields};
-use crate::daemon::events::{Remember, StatePending};
+use crate::baseline::store::{AcceptedState, NewHistory};
+use crate::daemon::detect::{Look, Verdict, decide_all};
+use crate::daemon::events::StatePending;
 use crate::observe::sources::poll::Poll;
 use crate::observe::sources::{Collection, Fields, diff_states};
-use crate::baseline::store::{AcceptedState, NewHistory};
 
 /// The events a poll calls for, in subject order: drift not reported in
 /// this state before, and `restored` for open drift back in its baseline
-/// state. `covered`: the namespaces whose source answered.
+/// state ([`decide_all`], the decision files take too). `covered`: the
+/// namespaces whose source answered.
 pub fn state_events(
     baseline: &Collection,
     current: &Collection,
@@ -31,56 +32,34 @@ pub fn state_events(
     reported: &BTreeMap<SubjectKey, Option<Fields>>,
 ) -> Vec<StatePending> {
     let covers = |subject: &SubjectKey| covered.contains(&subject.namespace());
-    let baselined: Collection = baseline
-        .iter()
-        .filter(|(subject, _)| covers(subject))
-        .map(|(k, v)| (k.clone(), v.clone()))
+    let only_covered = |collection: &Collection| -> Collection {
+        collection
+            .iter()
+            .filter(|(subject, _)| covers(subject))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let differing = diff_states(&only_covered(baseline), &only_covered(current))
+        .into_iter()
+        .map(|change| {
+            let now = change.after.clone();
+            (change.subject.clone(), now, StatePending::drift(change))
+        });
+    let look = |subject: &SubjectKey| {
+        if covers(subject) {
+            // Not among the differences: as in the baseline.
+            Look::Clean(current.get(subject).cloned())
+        } else {
+            Look::Unknown
+        }
+    };
+    let mut pending: Vec<StatePending> = decide_all(differing, reported, look, |_, a, b| a == b)
+        .into_iter()
+        .map(|verdict| match verdict {
+            Verdict::Report(event) => event,
+            Verdict::Restored { key, last, now } => StatePending::restored(key, last, now),
+        })
         .collect();
-    let current: Collection = current
-        .iter()
-        .filter(|(subject, _)| covers(subject))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut pending = Vec::new();
-    let mut differing = BTreeSet::new();
-    for change in diff_states(&baselined, &current) {
-        differing.insert(change.subject.clone());
-        let decision = decide_fields(true, change.after.as_ref(), reported.get(&change.subject));
-        if decision == Decision::Report {
-            pending.push(StatePending {
-                id: Uuid::now_v7(),
-                remember: Remember::Drifted(change.after.clone()),
-                subject: change.subject,
-                kind: change.kind,
-                changed: change.changed,
-                before: change.before,
-                after: change.after,
-                summary: change.summary,
-            });
-        }
-    }
-    for (subject, last) in reported {
-        if !covers(subject) || differing.contains(subject) {
-            continue;
-        }
-        let now = current.get(subject);
-        if decide_fields(false, now, Some(last)) == Decision::Restored {
-            pending.push(StatePending {
-                id: Uuid::now_v7(),
-                subject: subject.clone(),
-                kind: ChangeKind::Restored,
-                changed: Vec::new(),
-                before: last.clone(),
-                after: now.cloned(),
-                summary: format!(
-                    "{} {} is back in its baseline state",
-                    subject.namespace(),
-                    subject.name()
-                ),
-                remember: Remember::Forget,
-            });
-        }
-    }
     pending.sort_by(|a, b| a.subject.cmp(&b.subject));
     pending
 }
@@ -92,25 +71,9 @@ impl Engine {
             &self.baseline_state,
             &poll.state(),
             &poll.covered(),
-            &self.reported_state,
+            self.reported.subjects(),
         );
-        let count = if pending.is_empty() {
-            0
-        } else {
-            let committed = self.spool_commit(&pending, seen_by)?;
-            for event in &pending[..committed.events.len()] {
-                match &event.remember {
-                    Remember::Drifted(fields) => {
-                        self.reported_state
-                            .insert(event.subject.clone(), fields.clone());
-                    }
-                    Remember::Forget => {
-                        self.reported_state.remove(&event.subject);
-                    }
-                }
-            }
-            self.committed(committed, seen_by)
-        };
+        let count = self.commit(&pending, seen_by)?;
         self.publish_sources(poll, count);
         Ok(())
     }
@@ -214,7 +177,7 @@ impl Engine {
         self.baseline_state = self.store.state()?;
         // The drift is now the baseline: nothing is open on the subject any more.
         self.spool.forget_subject(subject)?;
-        self.reported_state.remove(subject);
+        self.reported.forget_subject(subject);
         self.publish_coverage();
         Ok(CommandOutcome::Applied)
     }
@@ -222,7 +185,13 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use driftwatch_common::api::v1::ChangeKind;
+
     use super::*;
+    use crate::daemon::detect::Reported;
+    use crate::daemon::events::Remember;
     use crate::observe::sources::fields;
 
     fn collection(entries: &[(&str, Fields)]) -> Collection {
@@ -252,16 +221,9 @@ mod tests {
 
     /// Applies committed events to the reported state, as the engine does.
     fn remember(reported: &mut BTreeMap<SubjectKey, Option<Fields>>, events: &[StatePending]) {
-        for event in events {
-            match &event.remember {
-                Remember::Drifted(fields) => {
-                    reported.insert(event.subject.clone(), fields.clone());
-                }
-                Remember::Forget => {
-                    reported.remove(&event.subject);
-                }
-            }
-        }
+        let mut all = Reported::new(HashMap::new(), std::mem::take(reported));
+        all.remember(events);
+        *reported = all.subjects().clone();
     }
 
     #[test]

@@ -8,8 +8,8 @@ use driftwatch_common::api::v1::{ChangeKind, DriftEvent, SubjectKey};
 use driftwatch_config::AgentConfig;
 
 use super::*;
-use crate::cli::commands::{Target, create_baseline};
 use crate::baseline::store::StorePaths;
+use crate::cli::commands::{Target, create_baseline};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -191,7 +191,7 @@ fn a_full_spool_holds_events_back_and_a_rescan_finds_them_once_there_is_room() {
     assert_eq!(events[0].seen_by, SeenBy::Scan);
     assert!(!engine.status.snapshot().spool_full);
     // Nothing was lost: both subjects were reported, each once.
-    assert_eq!(engine.reported.len(), 2);
+    assert_eq!(engine.reported.files().len(), 2);
 }
 
 #[test]
@@ -338,9 +338,9 @@ mod sources {
     use driftwatch_common::api::v1::{SourceCondition, SubjectState};
 
     use super::*;
+    use crate::baseline::store::{AcceptedState, NewHistory};
     use crate::observe::sources::poll::{Outcome, Poll, SourceResult};
     use crate::observe::sources::{Collection, Fields, fields};
-    use crate::baseline::store::{AcceptedState, NewHistory};
 
     fn user(uid: &str) -> Fields {
         fields([
@@ -440,7 +440,7 @@ mod sources {
         assert_eq!(events.len(), 3);
         assert_eq!(events[2].kind, ChangeKind::Restored);
         assert_eq!(events[2].seen_by, SeenBy::Scan);
-        assert!(engine.reported_state.is_empty());
+        assert!(engine.reported.subjects().is_empty());
         let status = engine.status.snapshot();
         assert!(status.coverage.last_source_poll_at.is_some());
         assert_eq!(status.coverage.sources[0].condition, SourceCondition::Ok);
@@ -534,7 +534,7 @@ mod sources {
         let now = accounts(&[("bob", "1001"), ("eve", "0")]);
         let result = engine.command(accept(event.after.clone()), Some(&now));
         assert_eq!(result.outcome, CommandOutcome::Applied);
-        assert!(engine.reported_state.is_empty());
+        assert!(engine.reported.subjects().is_empty());
         // Eve is the baseline now: the next poll says nothing, and the store agrees.
         sources(&mut engine, now, SeenBy::Scan);
         assert_eq!(fx.spooled().len(), 1);

@@ -44,8 +44,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::observe::scan::{Policy, ScopeEntry};
 use crate::daemon::status::StatusHandle;
+use crate::observe::scan::{Policy, ScopeEntry};
 use coalesce::{Batch, Coalescer, Hint, Notification, PendingMove};
 
 /// What the watch asks the kernel for: changes only. No IN_OPEN, IN_ACCESS or
@@ -427,11 +427,13 @@ fn read_loop(mut inotify: Inotify, stop: &UnixStream, directories: &Directories,
 }
 
 /// Coalesces hints and hands settled batches to the detector (one at a
-/// time: while the detector is busy, new hints keep being merged).
-pub async fn run_coalescer(
+/// time: while the detector is busy, new hints keep being merged). The
+/// watch knows only its own [`Batch`]: the detector's message type says how
+/// to carry one (`From<Batch>`), so the watch does not depend on the engine.
+pub async fn run_coalescer<M: From<Batch> + Send>(
     mut hints: Hints,
     settings: WatchSettings,
-    detector: mpsc::Sender<crate::daemon::engine::EngineMsg>,
+    detector: mpsc::Sender<M>,
     status: StatusHandle,
     cancel: CancellationToken,
 ) {
@@ -457,7 +459,7 @@ pub async fn run_coalescer(
             permit = detector.reserve(), if pending.is_some() => match permit {
                 Ok(permit) => {
                     let batch = pending.take().expect("guarded by the branch condition");
-                    permit.send(crate::daemon::engine::EngineMsg::Batch(batch));
+                    permit.send(M::from(batch));
                 }
                 Err(_) => return,
             },
