@@ -28,7 +28,6 @@ use driftwatch_common::attrs::AttributeSet;
 use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_common::state::FileState;
 
-use crate::daemon::events::Remember;
 use crate::observe::sources::Fields;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,6 +271,16 @@ impl Reported {
     pub fn forget_subject(&mut self, subject: &SubjectKey) {
         self.subjects.remove(subject);
     }
+}
+
+/// What the spool remembers about a subject once its event is committed
+/// (`T`: a file's state, or a state subject's [`Fields`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remember<T = FileState> {
+    /// The subject was reported in this state (`None`: reported absent).
+    Drifted(Option<T>),
+    /// The subject is back in its baseline state: nothing is open any more.
+    Forget,
 }
 
 /// An event that, once committed, changes the reported state.

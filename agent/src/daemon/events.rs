@@ -21,18 +21,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::baseline::check::{Drift, DriftKind};
-use crate::daemon::detect::{Remembers, Reported};
+use crate::daemon::detect::{Remember, Remembers, Reported};
 use crate::observe::sources::{Fields, StateChange};
-
-/// What the spool remembers about a subject once its event is committed
-/// (`T`: a file's state, or a state subject's [`Fields`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Remember<T = FileState> {
-    /// The subject was reported in this state (`None`: reported absent).
-    Drifted(Option<T>),
-    /// The subject is back in its baseline state: nothing is open any more.
-    Forget,
-}
 
 /// An event decided on but not yet committed (no sequence number yet).
 #[derive(Clone, Debug)]

@@ -31,7 +31,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::daemon::events::{Pending, Remember, Stamp, StatePending, WireEvent};
+use crate::daemon::detect::Remember;
+use crate::daemon::events::{Pending, Stamp, StatePending, WireEvent};
 use crate::observe::sources::Fields;
 
 /// File name of the spool in the state directory.

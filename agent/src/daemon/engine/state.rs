@@ -190,8 +190,8 @@ mod tests {
     use driftwatch_common::api::v1::ChangeKind;
 
     use super::*;
+    use crate::daemon::detect::Remember;
     use crate::daemon::detect::Reported;
-    use crate::daemon::events::Remember;
     use crate::observe::sources::fields;
 
     fn collection(entries: &[(&str, Fields)]) -> Collection {

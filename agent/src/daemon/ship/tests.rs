@@ -14,7 +14,8 @@ use driftwatch_common::api::v1::{ChangeKind, EventBatch, SeenBy};
 use driftwatch_common::pathbytes::PathBytes;
 
 use super::*;
-use crate::daemon::events::{Pending, Remember};
+use crate::daemon::detect::Remember;
+use crate::daemon::events::Pending;
 use crate::daemon::spool::Limits;
 
 #[derive(Clone, Copy, PartialEq)]
