@@ -4,6 +4,12 @@
 //! ctime are unchanged needs no re-read (every write, chmod, chown or xattr
 //! change moves ctime). Everything else, and everything in a paranoid check,
 //! is re-read and compared attribute by attribute under its rule's group.
+//!
+//! Baseline entries the walk did not see become `removed`, unless they lie under a
+//! directory that could not be listed (then an error: nothing unseen is called
+//! removed) or the policy no longer covers them (counted, not drift). The daemon
+//! runs the same comparison limited to a scope ([`run_check_with`]) and looks at
+//! single paths again ([`observe_path`]).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;

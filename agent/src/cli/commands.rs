@@ -1,4 +1,7 @@
 //! The agent's commands: `baseline init|show|accept`, `check`, `validate-config`.
+//!
+//! Each wires scan, check, the store and the report; `main.rs` only parses
+//! arguments and maps results to exit codes.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -20,7 +20,15 @@
 //! ([`Reported`]) turns drift into events, and subjects with open drift that
 //! are back in their baseline state into `restored` events, for files and
 //! state subjects alike; all of them are committed to the spool in one
-//! transaction with the new reported state ([`Engine::commit`]).
+//! transaction with the new reported state (`Engine::commit`).
+//!
+//! A state source that failed, timed out or is unavailable leaves its subjects
+//! unverified: coverage (`Coverage::sources`, `last_source_poll_at`, logged when
+//! its condition changes), never drift or "removed". A baseline accept applies only
+//! when the subject is now exactly in the reviewed state ([`same_reviewed_state`];
+//! for a state subject, collected just before by the heartbeat task, off this
+//! thread). `Engine::enrich` adds the masked diff, the actor and package
+//! provenance before anything is committed.
 
 use std::cell::RefCell;
 

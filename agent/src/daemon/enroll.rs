@@ -3,6 +3,9 @@
 //! stored 0600 in the credential file (default `state_dir/credential.json`).
 //! Events already spooled are then stamped with the new host id and MAC'd with the
 //! forward-secure chain key that came with it, which is kept in the spool only.
+//!
+//! The chain key from the collector's answer goes into the spool before the
+//! credential file is written; the request carries the baseline's anchor.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -6,6 +6,13 @@
 //! a state subject (`package:nginx`...) first collects that subject's
 //! source here, off the detector's thread, so the detector compares the
 //! reviewed state with the state as it is now.
+//!
+//! A run's first heartbeat waits for its startup scan to be spooled, so the
+//! collector bounds what that scan found from the previous run's last heartbeat.
+//! Each heartbeat carries the anchor of the baseline the detector runs on, and each
+//! command result the anchor after it; `DiskBaseline` re-verifies the baseline on
+//! disk whenever its files change, so a baseline replaced under the daemon is
+//! reported without a restart.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -18,6 +18,14 @@
 //! refused and *not* remembered as reported: the subject keeps differing
 //! from what was reported, so the rescan that runs once space is free finds
 //! it again. Nothing already spooled is ever dropped to make room.
+//!
+//! Each event is MAC'd with the forward-secure chain key of its number
+//! (`state.chain_key`, `chain_key_seq`, migration 3), ratcheted in the transaction
+//! that stores the events; a TRUNCATE checkpoint after each commit erases the used
+//! keys from the WAL and the main file. Numbers rewound under the key (a rewritten
+//! spool) continue from the key's number, so the collector sees a gap. Enrollment
+//! re-stamps the spooled events with the host id. `secure_delete` is on: a replaced
+//! key or a deleted event is zeroed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

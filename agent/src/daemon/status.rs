@@ -2,6 +2,8 @@
 //! second (when it changed) to `status.json` in the state directory, and
 //! read by `driftwatch-agent status`, which also checks that the daemon is
 //! still alive (it holds `agent.lock`) and reads the spool's depth directly.
+//!
+//! A failed or hung state source is a problem; an unavailable one is only shown.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,11 @@
 //! rpm keeps a digest of every file in its database (SHA-256 since RHEL 6, MD5
 //! before); the `rpm` command reads it whatever its backend (Berkeley DB,
 //! SQLite, ndb), so [`ProvenanceIndex::load_rpm`] asks it for the file list.
+//!
+//! [`PackageDb::host`] picks the manager. [`PackageRecords`] reloads the index when
+//! the database changed and the loaded records cannot vouch for a file (no owner,
+//! other content), so an upgraded file is judged against the new package without a
+//! reload per event during an upgrade.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -7,6 +7,9 @@
 //! fingerprint is keyed with a per-agent secret so low-entropy values cannot
 //! be guessed offline from the collector's copy. Peers drop the whole diff;
 //! we keep the useful part.
+//!
+//! The secret-looking keys are the policy's `snapshots.secret_keys`; switches,
+//! small numbers and paths stay readable.
 
 use regex::{Regex, RegexBuilder};
 

@@ -13,6 +13,10 @@
 //!
 //! The rules ([`hidden_mounts`], [`differs`]) are pure; [`hidden_paths`] and
 //! [`foreign_namespace`] read /proc.
+//!
+//! The units and why each protection is kept or left out:
+//! `packaging/systemd/README.md`; their reproduction around the real agent:
+//! `tests/e2e/units.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -7,6 +7,19 @@
 //! diff), `history` (init, accept, re-init) and `meta` (times, policy digest,
 //! integrity root). The schema is versioned with `PRAGMA user_version` and
 //! migrated by [`migrations`].
+//!
+//! [`BaselineStore`] opens, verifies and updates a baseline; [`BaselineWriter`]
+//! builds a new one in a temporary file and renames it into place only once sealed
+//! (a failed init changes nothing). `baseline.rs` is the compact in-memory
+//! [`Baseline`]: paths in one buffer searched by bisection, each entry's stat-key
+//! digest, records decoded on demand from a `RecordArena` (memory for the CLI; an
+//! unnamed file in the state directory for the daemon, `load_lean`). The
+//! `state_entries` table holds the state sources' subjects
+//! ([`BaselineStore::state`]), sealed by the same root. `integrity.rs` has the key,
+//! the keyed root and the unkeyed *anchor* the collector keeps
+//! (`Baseline::anchor`); `migrations.rs` the append-only schema list. Every change
+//! (init, re-init, accept) adds a history row in the transaction that re-seals the
+//! root (invariant 4).
 
 mod baseline;
 mod integrity;

@@ -6,6 +6,9 @@
 //! a partial acknowledgement) leaves the batch in the spool and retries it
 //! after an exponential backoff with jitter. Duplicates after a retry are
 //! harmless: event ids are unique and ingest is idempotent.
+//!
+//! `client.rs`: reqwest with the pinned CA, the client certificate and the Bearer
+//! credential; `backoff.rs`: exponential backoff with jitter.
 
 pub mod backoff;
 pub mod client;

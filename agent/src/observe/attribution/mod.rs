@@ -22,6 +22,14 @@
 //! on its own thread, memory is bounded, waiting for it is bounded
 //! ([`Attribution::catch_up`]), and a lost kernel event (queue overflow) is
 //! reported as a coverage gap.
+//!
+//! Files: `fid.rs` the fanotify group (raw libc: the workspace's only `unsafe`,
+//! each block justified; directory handles resolved through /proc/self/fd and
+//! cached with a bound), `records.rs` the event buffer parsed over bytes with every
+//! length checked, `memory.rs` the last process per path and operation. The agent's
+//! own pid is ignored. Not covered: the pid is the writer's thread group only (no
+//! parent chain), and a directory renamed between an event and its reading is named
+//! by its new path.
 
 // Raw fanotify FID calls: the only unsafe code in the workspace, each block justified.
 #[allow(unsafe_code)]

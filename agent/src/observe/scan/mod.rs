@@ -15,6 +15,11 @@
 //! A scan can be limited to a [`Scope`] (some subtrees or single paths, as the
 //! daemon's watch asks for): each part is walked under the rule that governs
 //! it, with that rule's filters, exactly as the full walk would see it.
+//!
+//! Nested rule roots are pruned from their parent's walk (each is walked under its
+//! own rule), and [`Policy::rule_for`] answers which rule, if any, covers a path.
+//! Paths the agent's own sandbox hides ([`crate::observe::sandbox`]) are reported
+//! as "not checked" ([`ScanEvent::Incomplete`]) and not entered.
 
 pub mod read;
 pub mod throttle;

@@ -4,6 +4,10 @@
 //! The agent only reads (invariant 6): files are opened read-only with
 //! O_NOFOLLOW (a symlink swapped in is not followed), O_NONBLOCK (a FIFO
 //! swapped in cannot hang the scan) and O_NOATIME where permitted.
+//!
+//! For regular files: the BLAKE3 hash (multi-threaded for large files), a snapshot
+//! of small text files (for diffs), and the prefix hash a `growing` rule needs. A
+//! file that changes while it is being read is read again.
 
 use std::cell::RefCell;
 use std::fs::{self, File, Metadata};

@@ -8,6 +8,16 @@
 //! `port:tcp/22`, `user:deploy`, `group:sudo`). [`diff_states`] compares two
 //! collections and describes each change in words people use
 //! ("user eve added with uid 0"). Sources only read.
+//!
+//! `packages.rs` (dpkg status, rpm), `sysctl.rs` (security-relevant keys plus every
+//! key the host's sysctl.d sets), `modules.rs` (/proc/modules), `ports.rs`
+//! (listening sockets from /proc/net, owner from /proc/PID/fd), `users.rs` (passwd,
+//! group); `poll.rs` collects them for the daemon. A facility missing on a host is
+//! [`SourceError::Unavailable`]. A field a source could not read (a port's owner
+//! without CAP_SYS_PTRACE, a `net.*` parameter read in a network namespace of the
+//! agent's own) is dropped and named in the reserved field `!unreadable`:
+//! [`diff_states`] never compares it, and `unreadable_note` reports it as coverage
+//! (invariant 9). Ports in a network namespace other than PID 1's are unavailable.
 
 pub mod modules;
 pub mod packages;
