@@ -7,6 +7,11 @@
 //! state and `after` the state just read. A `restored` event says the subject
 //! is back in its baseline state: `before` is the drifted state reported
 //! last, `after` the current one.
+//!
+//! [`StatePending`] is the same for state subjects, with the change in words
+//! (`summary`). [`link_renames`] links the two halves of a rename (`related`);
+//! [`RebaselinePending`] is a local re-baseline reported as drift on
+//! `driftwatch:baseline`.
 
 use std::collections::HashMap;
 use std::path::Path;
