@@ -1,35 +1,22 @@
-//! The driftwatch agent: baselines and integrity checks of a host's files
-//! (standalone, like AIDE), the foundation of the real-time daemon.
+//! The driftwatch agent, two products on one core:
 //!
-//! Data flow: [`scan`] walks the policy's rules and reads each subject ->
-//! [`check`] compares with the verified baseline from [`store`] ->
-//! [`report`] prints drift for people (text) and machines (JSON).
-//! [`commands`] wires these into the CLI in `main.rs`.
+//! - standalone, an integrity checker like AIDE: `baseline init` records every
+//!   subject, `check` compares the host with that sealed baseline
+//!   ([`baseline`]);
+//! - as a daemon (`run`), the same comparison on every settled inotify batch,
+//!   scan and poll of the state sources, turned into drift events that are
+//!   spooled and delivered to a collector ([`daemon`]).
+//!
+//! Both read the host through [`observe`] (the walk and the reading of a
+//! subject, state sources, attribution, package provenance, secret masking,
+//! what the agent's own sandbox hides); [`cli`] is the command line that wires
+//! them together for `main.rs`. [`clock`] is shared by all.
 
-pub mod attribution;
-pub mod check;
+pub mod baseline;
+pub mod cli;
 pub mod clock;
-pub mod commands;
 pub mod daemon;
-pub mod detect;
-pub mod engine;
-pub mod enroll;
-pub mod events;
-pub mod heartbeat;
-pub mod metrics;
-pub mod progress;
-pub mod provenance;
-pub mod rebaseline;
-pub mod redact;
-pub mod report;
-pub mod sandbox;
-pub mod scan;
-pub mod ship;
-pub mod sources;
-pub mod spool;
-pub mod status;
-pub mod store;
-pub mod watch;
+pub mod observe;
 
 /// Process exit codes, documented in `--help` and the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

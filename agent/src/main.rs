@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use driftwatch_agent::Exit;
-use driftwatch_agent::commands::{self, Output, Target};
-use driftwatch_agent::report::Format;
-use driftwatch_agent::store::StorePaths;
+use driftwatch_agent::baseline::store::StorePaths;
+use driftwatch_agent::cli::commands::{self, Output, Target};
+use driftwatch_agent::cli::report::Format;
 use driftwatch_common::logging::{ConfigRefused, LogFormat, LogOutput};
 use driftwatch_config::AgentConfig;
 
@@ -302,7 +302,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
                 (None, None) => bail!("enrollment needs a token: --token T or --token-file FILE"),
             };
             let config = load_config(&cli.config)?;
-            let args = driftwatch_agent::enroll::EnrollArgs {
+            let args = driftwatch_agent::daemon::enroll::EnrollArgs {
                 collector: collector.clone(),
                 token,
                 labels: labels.clone(),
@@ -312,11 +312,11 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(driftwatch_agent::enroll::enroll(&config, args))
+                .block_on(driftwatch_agent::daemon::enroll::enroll(&config, args))
         }
         Command::Status { output } => {
             let config = load_config(&cli.config)?;
-            driftwatch_agent::status::print(&config.state_dir, output.output().format)
+            driftwatch_agent::daemon::status::print(&config.state_dir, output.output().format)
         }
     }
 }

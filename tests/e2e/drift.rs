@@ -1,7 +1,8 @@
 //! The ad-hoc workflow: `baseline init` and `check` on one tree, and how
 //! each kind of drift is reported.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use driftwatch_tests::{EXIT_CLEAN, EXIT_DRIFT, HostDir, drift_for, drifts, p};
 use serde_json::json;
@@ -41,6 +42,57 @@ fn init_creates_db_and_private_key_then_check_is_clean() {
     assert_eq!(report["summary"]["drifts"], 0);
     // tree, motd.txt, conf, app.conf, mode-me, gone, old.txt
     assert_eq!(report["summary"]["entries"], 7, "{report:#}");
+}
+
+/// One entry: path, mode, owner, mtime and ctime (seconds, nanoseconds), content.
+type EntryState = (String, u32, u32, i64, i64, i64, i64, Vec<u8>);
+
+/// Every entry below `dir` (I6 evidence).
+fn tree_state(dir: &Path) -> Vec<EntryState> {
+    let mut entries = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let content = if meta.is_file() {
+            std::fs::read(&path).unwrap()
+        } else {
+            Vec::new()
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+        entries.push((
+            path.display().to_string(),
+            meta.mode(),
+            meta.uid(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            content,
+        ));
+    }
+    entries.sort();
+    entries
+}
+
+/// I6, the agent only reads: init, check and a paranoid check leave every
+/// entry of the tree as it was, content, mode, owner, mtime and ctime (a
+/// write, chmod, chown, xattr or an entry created and removed in a
+/// directory would move a ctime).
+#[test]
+fn init_and_check_leave_the_checked_tree_untouched() {
+    let host = sample_host();
+    host.symlink("motd.txt", "conf/link");
+    let before = tree_state(host.tree());
+    host.init();
+    host.agent(["check"]).run().expect(EXIT_CLEAN);
+    host.agent(["check", "--paranoid"]).run().expect(EXIT_CLEAN);
+    let after = tree_state(host.tree());
+    assert_eq!(before.len(), 8);
+    assert!(before == after, "the tree changed under init and check");
 }
 
 #[test]
