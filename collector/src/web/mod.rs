@@ -102,5 +102,3 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-#[cfg(test)]
-mod tests;
