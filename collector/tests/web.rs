@@ -69,10 +69,7 @@ async fn call(
     }
     let body = match form {
         Some(form) => {
-            request = request.header(
-                header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            );
+            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
             AxumBody::from(form.to_owned())
         }
         None => AxumBody::empty(),
@@ -98,9 +95,7 @@ const SAME_SITE: &[(&str, &str)] = &[
 fn form_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -167,13 +162,24 @@ async fn sign_in_sets_a_strict_cookie_and_every_page_gets_the_security_headers()
     for part in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Secure"] {
         assert!(parts.contains(&part), "{part} missing in {cookie}");
     }
-    assert!(parts.iter().any(|p| p.starts_with("Max-Age=28")), "{cookie}");
+    assert!(
+        parts.iter().any(|p| p.starts_with("Max-Age=28")),
+        "{cookie}"
+    );
     let session = parts[0];
     // The cookie's value is random and is not the token.
     assert!(!session.contains(&eve));
 
     let login_page = call(&server, Method::GET, "/ui/sign-in", None, None, &[]).await;
-    let missing = call(&server, Method::GET, "/ui/nowhere", Some(session), None, &[]).await;
+    let missing = call(
+        &server,
+        Method::GET,
+        "/ui/nowhere",
+        Some(session),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     for (path, answer) in [
         ("/ui/sign-in", login_page),
@@ -187,7 +193,10 @@ async fn sign_in_sets_a_strict_cookie_and_every_page_gets_the_security_headers()
         assert_eq!(h[header::REFERRER_POLICY], "no-referrer", "{path}");
         assert_eq!(h[header::CACHE_CONTROL], "no-store", "{path}");
         assert!(
-            h[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"),
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
             "{path}"
         );
         // No inline script or style: every script and stylesheet is a file of ours.
@@ -197,8 +206,15 @@ async fn sign_in_sets_a_strict_cookie_and_every_page_gets_the_security_headers()
     }
     let inbox = page(&server, "/ui/inbox", session).await;
     assert_eq!(inbox.status, StatusCode::OK);
-    assert!(inbox.body.contains("eve"), "the page names who is signed in");
-    assert!(audit_actions(&server).await.contains(&"session.signed_in".to_owned()));
+    assert!(
+        inbox.body.contains("eve"),
+        "the page names who is signed in"
+    );
+    assert!(
+        audit_actions(&server)
+            .await
+            .contains(&"session.signed_in".to_owned())
+    );
 
     // The stylesheet the page links is served with its hash in the name, cached for long.
     let css = inbox
@@ -209,8 +225,18 @@ async fn sign_in_sets_a_strict_cookie_and_every_page_gets_the_security_headers()
         .to_owned();
     let asset = call(&server, Method::GET, &css, None, None, &[]).await;
     assert_eq!(asset.status, StatusCode::OK);
-    assert!(asset.headers[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
-    assert!(asset.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
+    assert!(
+        asset.headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert!(
+        asset.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
 }
 
 #[tokio::test]
@@ -235,7 +261,11 @@ async fn sign_out_ends_the_session_on_the_server() {
     let replay = page(&server, "/ui/inbox", &session).await;
     assert_eq!(replay.status, StatusCode::SEE_OTHER);
     assert_eq!(replay.location(), "/ui/sign-in");
-    assert!(audit_actions(&server).await.contains(&"session.signed_out".to_owned()));
+    assert!(
+        audit_actions(&server)
+            .await
+            .contains(&"session.signed_out".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -247,7 +277,10 @@ async fn expired_idle_and_revoked_sessions_are_refused() {
     let session = sign_in(&server, &eve).await;
     for _ in 0..16 {
         server.clock.set(server.clock.now() + 29 * MINUTE);
-        assert_eq!(page(&server, "/ui/inbox", &session).await.status, StatusCode::OK);
+        assert_eq!(
+            page(&server, "/ui/inbox", &session).await.status,
+            StatusCode::OK
+        );
     }
     server.clock.set(server.clock.now() + 29 * MINUTE);
     let expired = page(&server, "/ui/inbox", &session).await;
@@ -257,11 +290,17 @@ async fn expired_idle_and_revoked_sessions_are_refused() {
     // Idle for 30 min.
     let session = sign_in(&server, &eve).await;
     server.clock.set(server.clock.now() + 31 * MINUTE);
-    assert_eq!(page(&server, "/ui/inbox", &session).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        page(&server, "/ui/inbox", &session).await.status,
+        StatusCode::SEE_OTHER
+    );
 
     // The token behind it revoked.
     let session = sign_in(&server, &eve).await;
-    assert_eq!(page(&server, "/ui/inbox", &session).await.status, StatusCode::OK);
+    assert_eq!(
+        page(&server, "/ui/inbox", &session).await.status,
+        StatusCode::OK
+    );
     let (_, tokens) = server.get("/api/v1/tokens", &server.admin).await;
     let id = tokens
         .as_array()
@@ -273,10 +312,17 @@ async fn expired_idle_and_revoked_sessions_are_refused() {
         .unwrap()
         .to_owned();
     let (status, _) = server
-        .post(&format!("/api/v1/tokens/{id}/revoke"), &server.admin, serde_json::json!({}))
+        .post(
+            &format!("/api/v1/tokens/{id}/revoke"),
+            &server.admin,
+            serde_json::json!({}),
+        )
         .await;
     assert!(status.is_success());
-    assert_eq!(page(&server, "/ui/inbox", &session).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        page(&server, "/ui/inbox", &session).await.status,
+        StatusCode::SEE_OTHER
+    );
     let _ = NOW;
 }
 
@@ -306,7 +352,11 @@ async fn agent_credentials_and_wrong_tokens_cannot_sign_in() {
     .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.set_cookie().is_empty());
-    assert!(!audit_actions(&server).await.contains(&"session.signed_in".to_owned()));
+    assert!(
+        !audit_actions(&server)
+            .await
+            .contains(&"session.signed_in".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -314,19 +364,27 @@ async fn a_resolve_without_the_csrf_token_or_from_another_site_is_refused_and_ch
     let server = Server::start().await;
     let eve = server.token(Role::Security, "eve").await;
     let web = server.enroll("web-1", &[]).await;
-    server.report(&web, &[web.event("file:/etc/motd", "1", NOW)]).await;
-    let id = open_drift(&server, &eve).await[0]["id"].as_str().unwrap().to_owned();
+    server
+        .report(&web, &[web.event("file:/etc/motd", "1", NOW)])
+        .await;
+    let id = open_drift(&server, &eve).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let session = sign_in(&server, &eve).await;
     let csrf = page(&server, "/ui/inbox", &session).await.csrf();
-    let form = |csrf: &str| {
-        format!("csrf={csrf}&group={id}&category=false_positive&comment=tuning")
-    };
+    let form =
+        |csrf: &str| format!("csrf={csrf}&group={id}&category=false_positive&comment=tuning");
     let other_session = sign_in(&server, &eve).await;
     let others_csrf = page(&server, "/ui/inbox", &other_session).await.csrf();
     assert_ne!(csrf, others_csrf, "each session has its own token");
 
     for (what, body, headers) in [
-        ("no token", format!("group={id}&category=false_positive&comment=tuning"), SAME_SITE),
+        (
+            "no token",
+            format!("group={id}&category=false_positive&comment=tuning"),
+            SAME_SITE,
+        ),
         ("a wrong token", form(&"0".repeat(64)), SAME_SITE),
         ("another session's token", form(&others_csrf), SAME_SITE),
         (
@@ -349,8 +407,17 @@ async fn a_resolve_without_the_csrf_token_or_from_another_site_is_refused_and_ch
             headers,
         )
         .await;
-        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{what}: {}", answer.body);
-        assert_eq!(open_drift(&server, &eve).await.len(), 1, "{what}: nothing resolved");
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{what}: {}",
+            answer.body
+        );
+        assert_eq!(
+            open_drift(&server, &eve).await.len(),
+            1,
+            "{what}: nothing resolved"
+        );
     }
     // A cross-site sign-in post is refused too.
     let answer = call(
@@ -384,8 +451,13 @@ async fn a_role_that_cannot_resolve_sees_no_button_and_a_forged_post_is_forbidde
     let eve = server.token(Role::Security, "eve").await;
     let audrey = server.token(Role::Auditor, "audrey").await;
     let web = server.enroll("web-1", &[]).await;
-    server.report(&web, &[web.event("file:/etc/motd", "1", NOW)]).await;
-    let id = open_drift(&server, &eve).await[0]["id"].as_str().unwrap().to_owned();
+    server
+        .report(&web, &[web.event("file:/etc/motd", "1", NOW)])
+        .await;
+    let id = open_drift(&server, &eve).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let eves = page(&server, "/ui/inbox", &sign_in(&server, &eve).await).await;
     assert!(eves.body.contains("Resolve selected"));
@@ -394,7 +466,10 @@ async fn a_role_that_cannot_resolve_sees_no_button_and_a_forged_post_is_forbidde
     let session = sign_in(&server, &audrey).await;
     let inbox = page(&server, "/ui/inbox", &session).await;
     assert_eq!(inbox.status, StatusCode::OK);
-    assert!(inbox.body.contains("/etc/motd"), "the auditor sees the drift");
+    assert!(
+        inbox.body.contains("/etc/motd"),
+        "the auditor sees the drift"
+    );
     assert!(!inbox.body.contains("Resolve selected"));
     assert!(!inbox.body.contains("name=\"group\""));
     let csrf = inbox.csrf();
@@ -441,9 +516,15 @@ async fn the_inbox_groups_a_change_across_hosts_filters_exports_and_bulk_resolve
     let web2 = server.enroll("web-2", &[]).await;
     let db = server.enroll("db-1", &[]).await;
     // The same change on two hosts, and another result on a third.
-    server.report(&web1, &[web1.event("file:/etc/ssh/sshd_config", "2", NOW)]).await;
-    server.report(&web2, &[web2.event("file:/etc/ssh/sshd_config", "2", NOW)]).await;
-    server.report(&db, &[db.event("file:/etc/ssh/sshd_config", "9", NOW)]).await;
+    server
+        .report(&web1, &[web1.event("file:/etc/ssh/sshd_config", "2", NOW)])
+        .await;
+    server
+        .report(&web2, &[web2.event("file:/etc/ssh/sshd_config", "2", NOW)])
+        .await;
+    server
+        .report(&db, &[db.event("file:/etc/ssh/sshd_config", "9", NOW)])
+        .await;
     assert_eq!(open_drift(&server, &eve).await.len(), 3);
     server.clock.set(NOW + 7 * MINUTE);
 
@@ -455,14 +536,27 @@ async fn the_inbox_groups_a_change_across_hosts_filters_exports_and_bulk_resolve
 
     // Filters are in the URL; the export gives exactly the filtered rows.
     let filtered = page(&server, "/ui/inbox?host=web", &session).await;
-    assert!(filtered.body.contains("2 items in 1 rows"), "{}", filtered.body);
+    assert!(
+        filtered.body.contains("2 items in 1 rows"),
+        "{}",
+        filtered.body
+    );
     assert!(filtered.body.contains("href=\"/ui/inbox.csv?host=web\""));
     let csv = page(&server, "/ui/inbox.csv?host=web", &session).await;
     assert_eq!(csv.status, StatusCode::OK);
-    assert!(csv.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let lines: Vec<&str> = csv.body.lines().collect();
     assert_eq!(lines.len(), 3, "{}", csv.body);
-    assert!(lines[1..].iter().all(|l| l.contains("web-") && l.contains(",change,")));
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("web-") && l.contains(",change,"))
+    );
 
     // Bulk resolve needs a reason: without one nothing is resolved.
     let ids: Vec<String> = open_drift(&server, &eve)
@@ -478,7 +572,9 @@ async fn the_inbox_groups_a_change_across_hosts_filters_exports_and_bulk_resolve
         Method::POST,
         "/ui/inbox/resolve",
         Some(&session),
-        Some(&format!("csrf={csrf}&group={group}&category=false_positive&comment=+++")),
+        Some(&format!(
+            "csrf={csrf}&group={group}&category=false_positive&comment=+++"
+        )),
         SAME_SITE,
     )
     .await;
@@ -522,7 +618,11 @@ async fn the_hosts_screen_lists_silent_hosts_first() {
     server.heartbeat(&busy, 0, NOW + 10 * MINUTE).await;
     let hosts = page(&server, "/ui/hosts", &sign_in(&server, &eve).await).await;
     assert_eq!(hosts.status, StatusCode::OK);
-    assert!(hosts.body.contains("2 enrolled, 1 silent"), "{}", hosts.body);
+    assert!(
+        hosts.body.contains("2 enrolled, 1 silent"),
+        "{}",
+        hosts.body
+    );
     let quiet_at = hosts.body.find("quiet-1").unwrap();
     let busy_at = hosts.body.find("busy-1").unwrap();
     assert!(quiet_at < busy_at, "silent first");
@@ -545,12 +645,23 @@ async fn the_console_answers_over_the_real_http_stack() {
         .unwrap();
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
     assert_eq!(answer.headers()["content-security-policy"], CSP);
-    assert!(answer.text().await.unwrap().contains("<label for=\"token\">"));
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("<label for=\"token\">")
+    );
     // The API keeps answering JSON errors.
     let api = client
         .get(format!("{}/api/v1/nothing", server.url))
         .send()
         .await
         .unwrap();
-    assert!(api.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        api.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
 }

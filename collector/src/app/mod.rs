@@ -78,8 +78,8 @@ mod sessions;
 mod windows;
 
 pub use drift::{RESOLVE_ROLES, ResolveRequest};
-pub use sessions::{CONSOLE_ROLES, DashboardSettings, SignedIn};
 pub use identity::{IssuedToken, MAX_ENROLLMENT_TTL_SECS, MAX_ENROLLMENT_USES};
+pub use sessions::{CONSOLE_ROLES, DashboardSettings, SignedIn};
 pub use windows::Decision;
 
 /// The configuration values the operations need, in the units they use.

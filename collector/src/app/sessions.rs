@@ -160,10 +160,7 @@ impl<S: Store> App<S> {
         let now = self.now();
         let removed = self
             .store
-            .prune_sessions(
-                now,
-                now.saturating_sub(self.dashboard.session_idle_ms),
-            )
+            .prune_sessions(now, now.saturating_sub(self.dashboard.session_idle_ms))
             .await?;
         if removed > 0 {
             tracing::debug!(removed, "web console sessions pruned");

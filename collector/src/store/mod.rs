@@ -19,6 +19,7 @@ pub mod conformance_chain;
 pub mod conformance_evidence;
 pub mod conformance_people;
 pub mod conformance_retention;
+pub mod conformance_sessions;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -494,7 +495,6 @@ pub struct WebSession {
     pub ended_at: Option<Millis>,
 }
 
-
 pub trait Store: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
@@ -827,5 +827,6 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<u32>> + Send;
     /// Stored events by id (those not found are left out), for screens that show the
     /// latest state of many drift items at once.
-    fn events_by_id(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
+    fn events_by_id(&self, ids: Vec<Uuid>)
+    -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
 }

@@ -115,7 +115,10 @@ mod tests {
         for bad in [
             headers(&[("sec-fetch-site", "cross-site")]),
             headers(&[("sec-fetch-site", "same-site")]),
-            headers(&[("host", "collector:8443"), ("origin", "https://evil.example")]),
+            headers(&[
+                ("host", "collector:8443"),
+                ("origin", "https://evil.example"),
+            ]),
             headers(&[("host", "collector:8443"), ("origin", "null")]),
             headers(&[("origin", "https://collector:8443")]),
         ] {

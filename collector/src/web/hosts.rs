@@ -55,13 +55,19 @@ fn row(h: &Host, now: i64, silent_after_ms: i64, tolerance_ms: i64) -> HostRow {
         Some(health) => {
             let c = &health.coverage;
             if !c.unwatched.is_empty() {
-                coverage.push(format!("{} subtrees unwatched (scanned instead)", c.unwatched.len()));
+                coverage.push(format!(
+                    "{} subtrees unwatched (scanned instead)",
+                    c.unwatched.len()
+                ));
             }
             if c.unreadable > 0 {
                 coverage.push(format!("{} subjects unreadable", c.unreadable));
             }
             if c.dropped_event_batches > 0 {
-                coverage.push(format!("{} kernel queue overflows", c.dropped_event_batches));
+                coverage.push(format!(
+                    "{} kernel queue overflows",
+                    c.dropped_event_batches
+                ));
             }
             if let Some(why) = &c.attribution_unavailable {
                 coverage.push(format!("no attribution: {why}"));
@@ -86,7 +92,11 @@ fn row(h: &Host, now: i64, silent_after_ms: i64, tolerance_ms: i64) -> HostRow {
                 format!(
                     "{}{}",
                     health.spool_depth,
-                    if health.spool_full { " (full: holding back)" } else { "" }
+                    if health.spool_full {
+                        " (full: holding back)"
+                    } else {
+                        ""
+                    }
                 ),
                 health.spool_full,
                 if health.baseline_tampered {

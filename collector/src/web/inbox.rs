@@ -237,9 +237,9 @@ pub fn group(rows: Vec<Row>, burst_ms: i64) -> Vec<Group> {
         }
     };
     for row in rest {
-        let joins = current
-            .first()
-            .is_some_and(|first| first.host_id == row.host_id && row.since - first.since <= burst_ms);
+        let joins = current.first().is_some_and(|first| {
+            first.host_id == row.host_id && row.since - first.since <= burst_ms
+        });
         if !joins {
             flush(&mut current, &mut groups);
         }
@@ -337,9 +337,17 @@ fn view(group: &Group, now: i64, hold_ms: i64) -> GroupView {
         reasons: reasons.into_iter().collect::<Vec<_>>().join(", "),
         over_hold: age >= hold_ms,
         age: if age >= hold_ms {
-            format!("{} (hold of {} passed)", layout::duration(age), layout::duration(hold_ms))
+            format!(
+                "{} (hold of {} passed)",
+                layout::duration(age),
+                layout::duration(hold_ms)
+            )
         } else {
-            format!("{} of a {} hold", layout::duration(age), layout::duration(hold_ms))
+            format!(
+                "{} of a {} hold",
+                layout::duration(age),
+                layout::duration(hold_ms)
+            )
         },
         since: layout::instant(oldest),
         hosts: list(&hostnames),
@@ -592,7 +600,15 @@ mod tests {
     #[test]
     fn one_change_on_many_hosts_is_one_row_with_its_host_count() {
         let rows: Vec<Row> = (0..300)
-            .map(|h| row(h, h, "/etc/ssh/sshd_config", 1_000 + h as i64 * 50_000, Some("c:abc")))
+            .map(|h| {
+                row(
+                    h,
+                    h,
+                    "/etc/ssh/sshd_config",
+                    1_000 + h as i64 * 50_000,
+                    Some("c:abc"),
+                )
+            })
             .collect();
         let groups = group(rows, 10_000);
         assert_eq!(groups.len(), 1);
@@ -614,7 +630,11 @@ mod tests {
         let change = groups.iter().find(|g| g.rows.len() == 2).unwrap();
         assert_eq!(change.shape, Shape::Change { hosts: 2 });
         assert_eq!(ids(change), [1, 2]);
-        assert!(groups.iter().any(|g| g.shape == Shape::Single && ids(g) == [3]));
+        assert!(
+            groups
+                .iter()
+                .any(|g| g.shape == Shape::Single && ids(g) == [3])
+        );
     }
 
     #[test]
@@ -647,7 +667,10 @@ mod tests {
     fn the_same_subject_twice_on_one_host_is_no_fleet_change() {
         // Cannot happen for active items (one per host and subject), but the rule holds.
         let groups = group(
-            vec![row(1, 1, "/etc/a", 0, Some("s")), row(2, 1, "/etc/a", 60_000, Some("s"))],
+            vec![
+                row(1, 1, "/etc/a", 0, Some("s")),
+                row(2, 1, "/etc/a", 60_000, Some("s")),
+            ],
             10_000,
         );
         assert!(groups.iter().all(|g| g.shape == Shape::Single));
@@ -674,6 +697,9 @@ mod tests {
         assert!(filter.keeps(&r));
         r.hostname = "db-01".into();
         assert!(!filter.keeps(&r));
-        assert_eq!(filter.query(), "host=web&subject=%2Fetc%2Fssh&severity=high");
+        assert_eq!(
+            filter.query(),
+            "host=web&subject=%2Fetc%2Fssh&severity=high"
+        );
     }
 }

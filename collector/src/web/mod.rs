@@ -101,4 +101,3 @@ async fn security_headers(request: Request, next: Next) -> Response {
     }
     response
 }
-

@@ -66,10 +66,9 @@ impl<S: Store> FromRequestParts<AppState<S>> for Viewer {
                 csrf: super::csrf::token_for(&secret),
                 secret,
             }),
-            Err(Error::Unauthorized(why)) => Err(to_sign_in(Some((
-                why,
-                app.dashboard().secure_cookies,
-            )))),
+            Err(Error::Unauthorized(why)) => {
+                Err(to_sign_in(Some((why, app.dashboard().secure_cookies))))
+            }
             Err(other) => Err(app_error(other)),
         }
     }
@@ -139,8 +138,8 @@ pub async fn sign_in<S: Store>(State(app): State<AppState<S>>, request: Request)
         Err(refused) => return refused,
     };
     let token = fields.get("token").unwrap_or_default().trim().to_owned();
-    let token_id =
-        identity::parse(&token, TokenKind::Api).or_else(|| identity::parse(&token, TokenKind::Agent));
+    let token_id = identity::parse(&token, TokenKind::Api)
+        .or_else(|| identity::parse(&token, TokenKind::Agent));
     let now = Instant::now();
     if let Some(guard) = &guard
         && let Err(refusal) = guard.check(client, token_id, now)
@@ -148,9 +147,7 @@ pub async fn sign_in<S: Store>(State(app): State<AppState<S>>, request: Request)
         let secs = refusal.retry_after().as_secs().max(1);
         return sign_in_page(
             StatusCode::TOO_MANY_REQUESTS,
-            Some(format!(
-                "Too many failed sign-ins: try again in {secs} s."
-            )),
+            Some(format!("Too many failed sign-ins: try again in {secs} s.")),
         );
     }
     match app.sign_in(&token).await {
@@ -227,7 +224,13 @@ mod tests {
     fn the_cookie_is_http_only_strict_and_scoped_to_the_console() {
         let c = cookie("abc", 60, true);
         assert!(c.starts_with("dw_session=abc; "));
-        for part in ["Path=/ui", "Max-Age=60", "HttpOnly", "SameSite=Strict", "Secure"] {
+        for part in [
+            "Path=/ui",
+            "Max-Age=60",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+        ] {
             assert!(c.split("; ").any(|p| p == part), "{part} in {c}");
         }
         assert!(!cookie("abc", 60, false).contains("Secure"));
@@ -236,7 +239,10 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1; dw_session=xyz"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; dw_session=xyz"),
+        );
         assert_eq!(session_cookie(&headers).as_deref(), Some("xyz"));
         assert_eq!(session_cookie(&HeaderMap::new()), None);
     }

@@ -88,7 +88,8 @@ mod tests {
 
     #[test]
     fn idle_never_outlasts_the_session() {
-        let config = load("[dashboard]\nsession_ttl_secs = 600\nsession_idle_secs = 3600\n").unwrap();
+        let config =
+            load("[dashboard]\nsession_ttl_secs = 600\nsession_idle_secs = 3600\n").unwrap();
         assert_eq!(config.dashboard.session_ttl.as_secs(), 600);
         assert_eq!(config.dashboard.session_idle.as_secs(), 600);
     }

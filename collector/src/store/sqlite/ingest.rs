@@ -509,7 +509,8 @@ pub fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
 
 /// Stored events by id, in the order asked (missing ones left out).
 pub fn events_by_id(conn: &Connection, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
     let mut found = Vec::with_capacity(ids.len());
     for event_id in ids {
         if let Some(event) = stmt.query_row([id(*event_id)], event_row).optional()? {

@@ -701,7 +701,10 @@ impl Store for SqliteStore {
         self.write(move |tx| sessions::prune(tx, expired_before, idle_before))
     }
 
-    fn events_by_id(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
+    fn events_by_id(
+        &self,
+        ids: Vec<Uuid>,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
         self.call(move |conn| ingest::events_by_id(conn, &ids))
     }
 }

@@ -37,7 +37,11 @@ pub fn insert(conn: &Connection, session: &WebSession, entry: &NewAudit) -> Resu
     Ok(())
 }
 
-pub fn use_session(conn: &Connection, digest: &[u8; 32], now: Millis) -> Result<Option<WebSession>> {
+pub fn use_session(
+    conn: &Connection,
+    digest: &[u8; 32],
+    now: Millis,
+) -> Result<Option<WebSession>> {
     let found = conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM web_sessions WHERE digest = ?1"),
@@ -56,7 +60,12 @@ pub fn use_session(conn: &Connection, digest: &[u8; 32], now: Millis) -> Result<
     Ok(found)
 }
 
-pub fn end(conn: &Connection, digest: &[u8; 32], at: Millis, entry: Option<&NewAudit>) -> Result<bool> {
+pub fn end(
+    conn: &Connection,
+    digest: &[u8; 32],
+    at: Millis,
+    entry: Option<&NewAudit>,
+) -> Result<bool> {
     let changed = conn.execute(
         "UPDATE web_sessions SET ended_at = ?2 WHERE digest = ?1 AND ended_at IS NULL",
         params![&digest[..], at],
