@@ -556,7 +556,7 @@ pub async fn resolve<S: Store>(
         }
     }
     let back = match fields.get("back").unwrap_or_default() {
-        q if q.is_empty() => "/ui/inbox".to_owned(),
+        "" => "/ui/inbox".to_owned(),
         q => format!("/ui/inbox?{}", q.trim_start_matches('?')),
     };
     let status = if resolved == 0 {
