@@ -46,12 +46,15 @@ fn row(h: &Host, now: i64, silent_after_ms: i64, tolerance_ms: i64) -> HostRow {
     };
     let mut coverage = Vec::new();
     let (spool, spool_problem, baseline, baseline_problem) = match &h.health {
-        None => (
-            "unknown".to_owned(),
-            false,
-            "unknown (no heartbeat yet)".to_owned(),
-            false,
-        ),
+        None => {
+            coverage.push("unknown (no heartbeat yet)".to_owned());
+            (
+                "unknown".to_owned(),
+                false,
+                "unknown (no heartbeat yet)".to_owned(),
+                false,
+            )
+        }
         Some(health) => {
             let c = &health.coverage;
             if !c.unwatched.is_empty() {
