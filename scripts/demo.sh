@@ -72,6 +72,7 @@ wait_for 20 test -s "$demo/collector.addr" || { cat "$demo/collector.log"; exit 
 url="http://$(cat "$demo/collector.addr")"
 export DRIFTWATCH_URL=$url
 echo "collector listening on $url"
+echo "dashboard: $url/ui/  (sign in as sam, security, with the token in $demo/sam.token)"
 ctl() { local who=$1; shift; "$bin/driftctl" --token-file "$demo/$who.token" "$@"; }
 
 step "baseline the sample directory, enroll the agent, start it"
@@ -114,6 +115,11 @@ host=$(hostname)
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 later=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
 cat <<NEXT
+
+$(printf '\033[1m')The dashboard$(printf '\033[0m'): open $url/ui/ and sign in with sam's token (security):
+  $(cat "$demo/sam.token")
+The untraced inbox shows the sshd change; select it, give a reason and resolve it there.
+(Other people's tokens: $demo/*.token; an auditor sees the inbox without the resolve button.)
 
 $(printf '\033[1m')What to try next$(printf '\033[0m') (in another shell; the collector and the agent keep running):
 

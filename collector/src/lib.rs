@@ -31,3 +31,5 @@ pub mod spool_time;
 pub mod store;
 pub mod telemetry;
 pub mod windows;
+// The web console under /ui/ (issue 11).
+pub mod web;

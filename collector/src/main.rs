@@ -282,7 +282,14 @@ async fn app(
         .await
         .context("cannot load the change windows")?
         .with_audit_key(key, config.audit.checkpoint_interval)
-        .with_retention(config.retention.clone());
+        .with_retention(config.retention.clone())
+        .with_dashboard(driftwatch_collector::app::DashboardSettings::new(
+            &config.dashboard,
+            matches!(
+                config.transport,
+                driftwatch_config::collector::Transport::Tls { .. }
+            ),
+        ));
     Ok(Arc::new(app))
 }
 

@@ -48,6 +48,10 @@
 //!                                    # with its events, history and finished commands
 //! interval_secs = 3600               # 1..=86400; pruning runs at start, then this often
 //!
+//! [dashboard]                        # the web console under /ui/
+//! session_ttl_secs = 28800           # 60..=604800; a session ends this long after sign-in
+//! session_idle_secs = 1800           # 60..=604800; or after this long unused (at most the ttl)
+//!
 //! [[alert]]                          # any number of sinks, each delivered independently
 //! type = "jsonl"                     # jsonl | webhook | syslog
 //! name = "file"                      # default: the type; unique; [A-Za-z0-9_.-], at most 64
@@ -88,6 +92,7 @@
 //! (`alert[1].path`); syntax and type errors come alone.
 
 mod compile;
+mod dashboard;
 mod limits;
 mod raw;
 mod retention;
@@ -99,6 +104,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{ConfigError, ConfigErrors};
+pub use dashboard::*;
 pub use limits::*;
 pub use retention::*;
 
@@ -204,6 +210,8 @@ pub struct CollectorConfig {
     pub audit: AuditSettings,
     /// `[retention]`: what is pruned after how long (default: nothing).
     pub retention: Retention,
+    /// `[dashboard]`: how long web console sessions last.
+    pub dashboard: Dashboard,
 }
 
 /// The audit trail's anchor outside the database: an Ed25519 key that signs every entry

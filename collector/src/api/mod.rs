@@ -147,7 +147,11 @@ pub fn router<S: Store>(app: AppState<S>) -> Router {
 
 pub fn router_for<S: Store>(app: AppState<S>, endpoints: Endpoints) -> Router {
     let max_body = app.settings.max_body_bytes;
-    let guard = std::sync::Arc::new(crate::guard::AuthGuard::new(&app.settings.limits));
+    let guard = Arc::new(crate::guard::AuthGuard::new(&app.settings.limits));
+    let console = match endpoints {
+        Endpoints::MetricsOnly => None,
+        _ => Some(crate::web::router(Arc::clone(&app), Arc::clone(&guard))),
+    };
     let router = routes::<S>()
         .into_iter()
         .filter(|(_, path, _)| match endpoints {
@@ -158,7 +162,7 @@ pub fn router_for<S: Store>(app: AppState<S>, endpoints: Endpoints) -> Router {
         .fold(Router::new(), |router, (_, path, handler)| {
             router.route(path, handler)
         });
-    router
+    let router = router
         .layer(axum::Extension(guard))
         .fallback(fallback)
         .method_not_allowed_fallback(|| async {
@@ -177,7 +181,13 @@ pub fn router_for<S: Store>(app: AppState<S>, endpoints: Endpoints) -> Router {
             ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
         }))
         .layer(TraceLayer::new_for_http())
-        .with_state(app)
+        .with_state(app);
+    // The web console (`crate::web`) has its own pages, errors and headers: merged beside
+    // the API's layers, not under them (they answer errors in JSON).
+    match console {
+        Some(console) => console.merge(router),
+        None => router,
+    }
 }
 
 async fn fallback(OriginalUri(uri): OriginalUri) -> ApiError {

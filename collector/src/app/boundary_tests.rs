@@ -58,6 +58,7 @@ enum Op {
     Export,
     WindowEvidence,
     Metrics,
+    LatestEvents,
 }
 
 /// Who may do what; every other role is refused.
@@ -103,6 +104,7 @@ fn table() -> Vec<(Op, Vec<Role>)> {
         (Op::Export, super::evidence::EXPORT_ROLES.to_vec()),
         (Op::WindowEvidence, people),
         (Op::Metrics, Role::METRICS_READERS.to_vec()),
+        (Op::LatestEvents, Role::PEOPLE.to_vec()),
     ]
 }
 
@@ -227,6 +229,7 @@ async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> 
             .await
             .map(drop),
         Op::Metrics => app.metrics_exposition(Some(who)).await.map(drop),
+        Op::LatestEvents => app.latest_events(who, &[]).await.map(drop),
     }
 }
 

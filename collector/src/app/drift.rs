@@ -12,6 +12,9 @@ use crate::store::{DriftFilter, DriftItem, Resolution, Store, StoredEvent};
 
 use super::{App, Error, Limit, Result, require};
 
+/// Who may resolve drift (the web console shows the resolve controls to these roles only).
+pub const RESOLVE_ROLES: &[Role] = &[Role::Security];
+
 impl<S: Store> App<S> {
     pub async fn drift_items(
         &self,
@@ -41,7 +44,7 @@ impl<S: Store> App<S> {
         id: Uuid,
         request: ResolveRequest,
     ) -> Result<DriftItem> {
-        require(actor, &[Role::Security], "resolving drift")?;
+        require(actor, RESOLVE_ROLES, "resolving drift")?;
         let comment = request.comment.trim();
         if comment.is_empty() {
             return Err(Error::BadRequest(
@@ -83,6 +86,29 @@ impl<S: Store> App<S> {
             json!({ "category": resolution.category, "comment": resolution.comment, "ticket": resolution.ticket }),
         );
         Ok(self.store.resolve_drift(id, resolution, audit).await?)
+    }
+}
+
+impl<S: Store> App<S> {
+    /// The latest event of each drift item (the web inbox groups by the resulting state).
+    pub async fn latest_events(
+        &self,
+        actor: &Principal,
+        items: &[DriftItem],
+    ) -> Result<std::collections::BTreeMap<Uuid, StoredEvent>> {
+        require(actor, &Role::PEOPLE, "reading drift")?;
+        let ids: Vec<Uuid> = items.iter().map(|item| item.last_event_id).collect();
+        let events = self.store.events_by_id(ids).await?;
+        let by_event: std::collections::BTreeMap<Uuid, StoredEvent> =
+            events.into_iter().map(|e| (e.event.id, e)).collect();
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                by_event
+                    .get(&item.last_event_id)
+                    .map(|e| (item.id, e.clone()))
+            })
+            .collect())
     }
 }
 

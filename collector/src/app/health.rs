@@ -39,6 +39,7 @@ impl<S: Store> App<S> {
             tracing::info!(untraced = raised, silent, emergency, "alerts raised");
         }
         self.prune_if_due().await?;
+        self.prune_sessions().await?;
         self.checkpoint_audit_if_due().await?;
         alerts::deliver_pending(&self.store, &self.sinks, Arc::clone(&self.clock)).await?;
         Ok(())

@@ -26,6 +26,18 @@ pub struct IssuedToken {
     pub person_created: bool,
 }
 
+/// The principal a verified, unrevoked token record acts as (the API's bearer tokens and
+/// the web console's sessions alike).
+pub(super) fn principal_of(record: TokenRecord) -> Principal {
+    Principal {
+        token_id: record.id,
+        // A person's token acts as the person (segregation of duties compares people).
+        name: record.person.unwrap_or(record.name),
+        role: record.role,
+        host_id: record.host_id,
+    }
+}
+
 impl<S: Store> App<S> {
     /// The principal a bearer token belongs to; every failure reads the same.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
@@ -43,13 +55,7 @@ impl<S: Store> App<S> {
         {
             return Err(invalid());
         }
-        Ok(Principal {
-            token_id: record.id,
-            // A person's token acts as the person (segregation of duties compares people).
-            name: record.person.unwrap_or(record.name),
-            role: record.role,
-            host_id: record.host_id,
-        })
+        Ok(principal_of(record))
     }
 
     /// Issues a token to `person` (created first when no person has that name) on behalf

@@ -12,6 +12,7 @@
 //! - `alerts.rs`: alerts, the dead-letter queue, the configured sinks.
 //! - `health.rs`: the background round, readiness, the `/metrics` exposition.
 //! - `retention.rs`: the retention round.
+//! - `sessions.rs`: the web console's sign-in, sessions and sign-out (`crate::web`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,10 +74,12 @@ mod evidence;
 mod health;
 mod identity;
 mod retention;
+mod sessions;
 mod windows;
 
-pub use drift::ResolveRequest;
+pub use drift::{RESOLVE_ROLES, ResolveRequest};
 pub use identity::{IssuedToken, MAX_ENROLLMENT_TTL_SECS, MAX_ENROLLMENT_USES};
+pub use sessions::{CONSOLE_ROLES, DashboardSettings, SignedIn};
 pub use windows::Decision;
 
 /// The configuration values the operations need, in the units they use.
@@ -152,6 +155,8 @@ pub struct App<S: Store> {
     audit_anchor: Option<crate::audit::ops::Anchor>,
     /// `[retention]` and when its round last ran (`app/retention.rs`); `None`: keep all.
     retention: Option<retention::Round>,
+    /// `[dashboard]` and whether cookies are marked Secure (`app/sessions.rs`).
+    dashboard: DashboardSettings,
 }
 
 impl<S: Store> App<S> {
@@ -172,6 +177,7 @@ impl<S: Store> App<S> {
             index: RwLock::new(Arc::new(index)),
             audit_anchor: None,
             retention: None,
+            dashboard: DashboardSettings::default(),
         };
         app.adopt_legacy_tokens().await?;
         Ok(app)

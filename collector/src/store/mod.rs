@@ -19,6 +19,7 @@ pub mod conformance_chain;
 pub mod conformance_evidence;
 pub mod conformance_people;
 pub mod conformance_retention;
+pub mod conformance_sessions;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -476,6 +477,24 @@ pub struct AnchorChange {
     pub at: Millis,
 }
 
+// --- Web console sessions (issue 11, `crate::web`) ---
+
+/// A signed-in web console session. Only the SHA-256 of its random id is kept, so a copy of
+/// the database cannot be replayed as a cookie; the session acts through its token, read
+/// again at each request (a revoked token ends its sessions' use).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSession {
+    pub digest: [u8; 32],
+    pub token_id: Uuid,
+    pub created_at: Millis,
+    /// The absolute end (`[dashboard] session_ttl_secs` after sign-in).
+    pub expires_at: Millis,
+    /// Last request through it (the idle timeout counts from here).
+    pub last_used_at: Millis,
+    /// Signed out or ended for expiry.
+    pub ended_at: Option<Millis>,
+}
+
 pub trait Store: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
@@ -775,4 +794,39 @@ pub trait Store: Clone + Send + Sync + 'static {
         plan: crate::retention::PrunePlan,
         at: Millis,
     ) -> impl Future<Output = Result<crate::retention::PruneCounts>> + Send;
+
+    // --- Web console sessions (issue 11) ---
+
+    /// Records a new session and its sign-in audit entry.
+    fn insert_session(
+        &self,
+        session: WebSession,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The session with this digest as it was, and its use at `now` recorded
+    /// (`last_used_at`) when it has not ended; `None` when there is none.
+    fn use_session(
+        &self,
+        digest: [u8; 32],
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<WebSession>>> + Send;
+    /// Ends a session (sign-out, with its audit entry; expiry, without). Ending one that has
+    /// already ended changes nothing and appends no entry.
+    fn end_session(
+        &self,
+        digest: [u8; 32],
+        at: Millis,
+        audit: Option<NewAudit>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Deletes sessions that ended, expired before `expired_before` or were last used
+    /// before `idle_before`; how many.
+    fn prune_sessions(
+        &self,
+        expired_before: Millis,
+        idle_before: Millis,
+    ) -> impl Future<Output = Result<u32>> + Send;
+    /// Stored events by id (those not found are left out), for screens that show the
+    /// latest state of many drift items at once.
+    fn events_by_id(&self, ids: Vec<Uuid>)
+    -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
 }

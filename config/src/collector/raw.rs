@@ -31,6 +31,8 @@ pub(super) struct CollectorToml {
     pub audit: Option<AuditToml>,
     /// `[retention]`: what is pruned after how long.
     pub retention: Option<super::retention::RetentionToml>,
+    /// `[dashboard]`: the web console's sessions.
+    pub dashboard: Option<super::dashboard::DashboardToml>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -507,6 +507,19 @@ pub fn event_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
+/// Stored events by id, in the order asked (missing ones left out).
+pub fn events_by_id(conn: &Connection, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+    let mut found = Vec::with_capacity(ids.len());
+    for event_id in ids {
+        if let Some(event) = stmt.query_row([id(*event_id)], event_row).optional()? {
+            found.push(event);
+        }
+    }
+    Ok(found)
+}
+
 pub const EVENT_COLUMNS: &str = "body, received_at, event_time, decision, chain, drift_id, spool, spooled_after, spooled_before, decision_mac";
 
 /// Seals the decision of `event_id` again after the collector changed it (a window approved

@@ -292,6 +292,19 @@ ALTER TABLE alert_deliveries ADD COLUMN drop_reason TEXT;
 CREATE INDEX alert_deliveries_dead ON alert_deliveries(dead_lettered_at)
     WHERE dead_lettered_at IS NOT NULL AND dropped_at IS NULL;
 "#,
+    // 13 (issue 11, the web console): signed-in sessions, by the SHA-256 of their random id
+    // (the cookie's value is never stored); each acts through its token.
+    r#"
+CREATE TABLE web_sessions (
+    digest BLOB PRIMARY KEY,
+    token_id TEXT NOT NULL REFERENCES tokens(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    ended_at INTEGER
+) STRICT;
+CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+"#,
 ];
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod migrations;
 mod reports;
 mod retention;
 mod rows;
+mod sessions;
 #[cfg(test)]
 mod tests;
 mod windows;
@@ -663,5 +664,47 @@ impl Store for SqliteStore {
         at: Millis,
     ) -> impl Future<Output = Result<crate::retention::PruneCounts>> + Send {
         self.write(move |tx| retention::prune(tx, &plan, at))
+    }
+
+    // --- Web console sessions (issue 11) ---
+
+    fn insert_session(
+        &self,
+        session: WebSession,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.write(move |tx| sessions::insert(tx, &session, &audit))
+    }
+
+    fn use_session(
+        &self,
+        digest: [u8; 32],
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<WebSession>>> + Send {
+        self.write(move |tx| sessions::use_session(tx, &digest, now))
+    }
+
+    fn end_session(
+        &self,
+        digest: [u8; 32],
+        at: Millis,
+        audit: Option<NewAudit>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        self.write(move |tx| sessions::end(tx, &digest, at, audit.as_ref()))
+    }
+
+    fn prune_sessions(
+        &self,
+        expired_before: Millis,
+        idle_before: Millis,
+    ) -> impl Future<Output = Result<u32>> + Send {
+        self.write(move |tx| sessions::prune(tx, expired_before, idle_before))
+    }
+
+    fn events_by_id(
+        &self,
+        ids: Vec<Uuid>,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
+        self.call(move |conn| ingest::events_by_id(conn, &ids))
     }
 }

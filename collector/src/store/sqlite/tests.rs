@@ -13,6 +13,11 @@ async fn sqlite_passes_the_people_story() {
 }
 
 #[tokio::test]
+async fn sqlite_passes_the_sessions_story() {
+    crate::store::conformance_sessions::story(SqliteStore::open_in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn sqlite_keeps_spool_marks_and_bounds() {
     crate::store::conformance::clock_story(SqliteStore::open_in_memory().unwrap()).await;
 }

@@ -1,0 +1,667 @@
+//! The web console (`driftwatch_collector::web`) in process: requests go through the
+//! collector's whole router with `tower::ServiceExt::oneshot`; drift comes from agents
+//! reporting over the real HTTP stack (`support::Server`).
+
+mod support;
+
+use axum::body::Body as AxumBody;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use driftwatch_collector::clock::Clock;
+use driftwatch_collector::identity::Role;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use support::{MINUTE, NOW, Server};
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    fn set_cookie(&self) -> String {
+        self.headers
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The CSRF token the page's forms carry.
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).expect("a form with a csrf field") + marker.len();
+        self.body[start..start + 64].to_owned()
+    }
+}
+
+/// Sends one request through the collector's router. `origin`: send `Origin` and
+/// `Sec-Fetch-Site` as a browser on the console's own page would.
+async fn call(
+    server: &Server,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let router = driftwatch_collector::api::router(server.app.clone());
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "collector.test:8443");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = match form {
+        Some(form) => {
+            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            AxumBody::from(form.to_owned())
+        }
+        None => AxumBody::empty(),
+    };
+    let response = router.oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+const SAME_SITE: &[(&str, &str)] = &[
+    ("origin", "https://collector.test:8443"),
+    ("sec-fetch-site", "same-origin"),
+];
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Signs in with `token`; returns the `Cookie` header value for later requests.
+async fn sign_in(server: &Server, token: &str) -> String {
+    let answer = call(
+        server,
+        Method::POST,
+        "/ui/sign-in",
+        None,
+        Some(&format!("token={}", form_encode(token))),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let cookie = answer.set_cookie();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn page(server: &Server, path: &str, cookie: &str) -> Answer {
+    call(server, Method::GET, path, Some(cookie), None, &[]).await
+}
+
+async fn open_drift(server: &Server, token: &str) -> Vec<Value> {
+    let (status, drift) = server.get("/api/v1/drift?status=open", token).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    drift.as_array().unwrap().clone()
+}
+
+async fn audit_actions(server: &Server) -> Vec<String> {
+    let (_, log) = server.get("/api/v1/audit?limit=1000", &server.admin).await;
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_cookie_and_every_page_gets_the_security_headers() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+
+    let root = call(&server, Method::GET, "/", None, None, &[]).await;
+    assert_eq!(root.location(), "/ui/");
+    let unsigned = call(&server, Method::GET, "/ui/inbox", None, None, &[]).await;
+    assert_eq!(unsigned.status, StatusCode::SEE_OTHER);
+    assert_eq!(unsigned.location(), "/ui/sign-in");
+
+    let answer = call(
+        &server,
+        Method::POST,
+        "/ui/sign-in",
+        None,
+        Some(&format!("token={}", form_encode(&eve))),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let cookie = answer.set_cookie();
+    let parts: Vec<&str> = cookie.split("; ").collect();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Secure"] {
+        assert!(parts.contains(&part), "{part} missing in {cookie}");
+    }
+    assert!(
+        parts.iter().any(|p| p.starts_with("Max-Age=28")),
+        "{cookie}"
+    );
+    let session = parts[0];
+    // The cookie's value is random and is not the token.
+    assert!(!session.contains(&eve));
+
+    let login_page = call(&server, Method::GET, "/ui/sign-in", None, None, &[]).await;
+    let missing = call(
+        &server,
+        Method::GET,
+        "/ui/nowhere",
+        Some(session),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    for (path, answer) in [
+        ("/ui/sign-in", login_page),
+        ("/ui/inbox", page(&server, "/ui/inbox", session).await),
+        ("/ui/hosts", page(&server, "/ui/hosts", session).await),
+        ("/ui/nowhere", missing),
+    ] {
+        let h = &answer.headers;
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(h[header::REFERRER_POLICY], "no-referrer", "{path}");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store", "{path}");
+        assert!(
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        // No inline script or style: every script and stylesheet is a file of ours.
+        assert!(!answer.body.contains("<script>"), "{path}");
+        assert!(!answer.body.contains("style="), "{path}");
+        assert!(!answer.body.contains("<style"), "{path}");
+    }
+    let inbox = page(&server, "/ui/inbox", session).await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(
+        inbox.body.contains("eve"),
+        "the page names who is signed in"
+    );
+    assert!(
+        audit_actions(&server)
+            .await
+            .contains(&"session.signed_in".to_owned())
+    );
+
+    // The stylesheet the page links is served with its hash in the name, cached for long.
+    let css = inbox
+        .body
+        .split("href=\"")
+        .find_map(|rest| rest.split('"').next().filter(|u| u.ends_with(".css")))
+        .unwrap()
+        .to_owned();
+    let asset = call(&server, Method::GET, &css, None, None, &[]).await;
+    assert_eq!(asset.status, StatusCode::OK);
+    assert!(
+        asset.headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert!(
+        asset.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_on_the_server() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let session = sign_in(&server, &eve).await;
+    let csrf = page(&server, "/ui/inbox", &session).await.csrf();
+
+    let out = call(
+        &server,
+        Method::POST,
+        "/ui/sign-out",
+        Some(&session),
+        Some(&format!("csrf={csrf}")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(out.set_cookie().contains("Max-Age=0"));
+    // The old cookie, replayed, is refused: the session ended on the server.
+    let replay = page(&server, "/ui/inbox", &session).await;
+    assert_eq!(replay.status, StatusCode::SEE_OTHER);
+    assert_eq!(replay.location(), "/ui/sign-in");
+    assert!(
+        audit_actions(&server)
+            .await
+            .contains(&"session.signed_out".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn expired_idle_and_revoked_sessions_are_refused() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+
+    // Absolute lifetime (8 h by default), even while in use.
+    let session = sign_in(&server, &eve).await;
+    for _ in 0..16 {
+        server.clock.set(server.clock.now() + 29 * MINUTE);
+        assert_eq!(
+            page(&server, "/ui/inbox", &session).await.status,
+            StatusCode::OK
+        );
+    }
+    server.clock.set(server.clock.now() + 29 * MINUTE);
+    let expired = page(&server, "/ui/inbox", &session).await;
+    assert_eq!(expired.status, StatusCode::SEE_OTHER);
+    assert!(expired.set_cookie().contains("Max-Age=0"));
+
+    // Idle for 30 min.
+    let session = sign_in(&server, &eve).await;
+    server.clock.set(server.clock.now() + 31 * MINUTE);
+    assert_eq!(
+        page(&server, "/ui/inbox", &session).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // The token behind it revoked.
+    let session = sign_in(&server, &eve).await;
+    assert_eq!(
+        page(&server, "/ui/inbox", &session).await.status,
+        StatusCode::OK
+    );
+    let (_, tokens) = server.get("/api/v1/tokens", &server.admin).await;
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "eve")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = server
+        .post(
+            &format!("/api/v1/tokens/{id}/revoke"),
+            &server.admin,
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(status.is_success());
+    assert_eq!(
+        page(&server, "/ui/inbox", &session).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let _ = NOW;
+}
+
+#[tokio::test]
+async fn agent_credentials_and_wrong_tokens_cannot_sign_in() {
+    let server = Server::start().await;
+    let agent = server.enroll("web-1", &[]).await;
+    let answer = call(
+        &server,
+        Method::POST,
+        "/ui/sign-in",
+        None,
+        Some(&format!("token={}", form_encode(&agent.credential))),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(answer.set_cookie().is_empty());
+    let wrong = call(
+        &server,
+        Method::POST,
+        "/ui/sign-in",
+        None,
+        Some("token=dwt_00000000000000000000000000000000_00"),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.set_cookie().is_empty());
+    assert!(
+        !audit_actions(&server)
+            .await
+            .contains(&"session.signed_in".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_resolve_without_the_csrf_token_or_from_another_site_is_refused_and_changes_nothing() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/motd", "1", NOW)])
+        .await;
+    let id = open_drift(&server, &eve).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = sign_in(&server, &eve).await;
+    let csrf = page(&server, "/ui/inbox", &session).await.csrf();
+    let form =
+        |csrf: &str| format!("csrf={csrf}&group={id}&category=false_positive&comment=tuning");
+    let other_session = sign_in(&server, &eve).await;
+    let others_csrf = page(&server, "/ui/inbox", &other_session).await.csrf();
+    assert_ne!(csrf, others_csrf, "each session has its own token");
+
+    for (what, body, headers) in [
+        (
+            "no token",
+            format!("group={id}&category=false_positive&comment=tuning"),
+            SAME_SITE,
+        ),
+        ("a wrong token", form(&"0".repeat(64)), SAME_SITE),
+        ("another session's token", form(&others_csrf), SAME_SITE),
+        (
+            "another site's Origin",
+            form(&csrf),
+            &[("origin", "https://evil.example")][..],
+        ),
+        (
+            "a cross-site fetch",
+            form(&csrf),
+            &[("sec-fetch-site", "cross-site")][..],
+        ),
+    ] {
+        let answer = call(
+            &server,
+            Method::POST,
+            "/ui/inbox/resolve",
+            Some(&session),
+            Some(&body),
+            headers,
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{what}: {}",
+            answer.body
+        );
+        assert_eq!(
+            open_drift(&server, &eve).await.len(),
+            1,
+            "{what}: nothing resolved"
+        );
+    }
+    // A cross-site sign-in post is refused too.
+    let answer = call(
+        &server,
+        Method::POST,
+        "/ui/sign-in",
+        None,
+        Some(&format!("token={}", form_encode(&eve))),
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+
+    // The same form with the right token from the console's own page goes through.
+    let answer = call(
+        &server,
+        Method::POST,
+        "/ui/inbox/resolve",
+        Some(&session),
+        Some(&form(&csrf)),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(open_drift(&server, &eve).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_role_that_cannot_resolve_sees_no_button_and_a_forged_post_is_forbidden() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let audrey = server.token(Role::Auditor, "audrey").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/motd", "1", NOW)])
+        .await;
+    let id = open_drift(&server, &eve).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let eves = page(&server, "/ui/inbox", &sign_in(&server, &eve).await).await;
+    assert!(eves.body.contains("Resolve selected"));
+    assert!(eves.body.contains("name=\"group\""));
+
+    let session = sign_in(&server, &audrey).await;
+    let inbox = page(&server, "/ui/inbox", &session).await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(
+        inbox.body.contains("/etc/motd"),
+        "the auditor sees the drift"
+    );
+    assert!(!inbox.body.contains("Resolve selected"));
+    assert!(!inbox.body.contains("name=\"group\""));
+    let csrf = inbox.csrf();
+    let forged = call(
+        &server,
+        Method::POST,
+        "/ui/inbox/resolve",
+        Some(&session),
+        Some(&format!(
+            "csrf={csrf}&group={id}&category=false_positive&comment=forged"
+        )),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(open_drift(&server, &eve).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_hostile_subject_is_shown_escaped() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let web = server.enroll("web-1", &[]).await;
+    let hostile = "file:/tmp/<script>alert(1)</script>\"'&.conf";
+    server.report(&web, &[web.event(hostile, "1", NOW)]).await;
+    let inbox = page(&server, "/ui/inbox", &sign_in(&server, &eve).await).await;
+    assert!(!inbox.body.contains("<script>alert(1)"), "{}", inbox.body);
+    // Escaped, and shown (quotes and `&` too).
+    assert!(
+        inbox
+            .body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#39;&#38;.conf"),
+        "{}",
+        inbox.body
+    );
+    assert!(!inbox.body.contains("\"'&.conf"));
+}
+
+#[tokio::test]
+async fn the_inbox_groups_a_change_across_hosts_filters_exports_and_bulk_resolves_with_a_reason() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let web1 = server.enroll("web-1", &[]).await;
+    let web2 = server.enroll("web-2", &[]).await;
+    let db = server.enroll("db-1", &[]).await;
+    // The same change on two hosts, and another result on a third.
+    server
+        .report(&web1, &[web1.event("file:/etc/ssh/sshd_config", "2", NOW)])
+        .await;
+    server
+        .report(&web2, &[web2.event("file:/etc/ssh/sshd_config", "2", NOW)])
+        .await;
+    server
+        .report(&db, &[db.event("file:/etc/ssh/sshd_config", "9", NOW)])
+        .await;
+    assert_eq!(open_drift(&server, &eve).await.len(), 3);
+    server.clock.set(NOW + 7 * MINUTE);
+
+    let session = sign_in(&server, &eve).await;
+    let inbox = page(&server, "/ui/inbox", &session).await;
+    assert!(inbox.body.contains("3 items in 2 rows"), "{}", inbox.body);
+    assert!(inbox.body.contains("the same change on 2 hosts"));
+    assert!(inbox.body.contains("hold of 5 min passed"));
+
+    // Filters are in the URL; the export gives exactly the filtered rows.
+    let filtered = page(&server, "/ui/inbox?host=web", &session).await;
+    assert!(
+        filtered.body.contains("2 items in 1 rows"),
+        "{}",
+        filtered.body
+    );
+    assert!(filtered.body.contains("href=\"/ui/inbox.csv?host=web\""));
+    let csv = page(&server, "/ui/inbox.csv?host=web", &session).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", csv.body);
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("web-") && l.contains(",change,"))
+    );
+
+    // Bulk resolve needs a reason: without one nothing is resolved.
+    let ids: Vec<String> = open_drift(&server, &eve)
+        .await
+        .iter()
+        .filter(|d| d["hostname"] != "db-1")
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    let group = ids.join("%2C");
+    let csrf = inbox.csrf();
+    let empty = call(
+        &server,
+        Method::POST,
+        "/ui/inbox/resolve",
+        Some(&session),
+        Some(&format!(
+            "csrf={csrf}&group={group}&category=false_positive&comment=+++"
+        )),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert!(empty.body.contains("reason is required"));
+    assert_eq!(open_drift(&server, &eve).await.len(), 3);
+
+    let done = call(
+        &server,
+        Method::POST,
+        "/ui/inbox/resolve",
+        Some(&session),
+        Some(&format!(
+            "csrf={csrf}&group={group}&category=false_positive&comment=hardening+rollout&back=host%3Dweb"
+        )),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("2 items resolved"));
+    assert!(done.body.contains("href=\"/ui/inbox?host=web\""));
+    let left = open_drift(&server, &eve).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["hostname"], "db-1");
+    let resolved = audit_actions(&server)
+        .await
+        .iter()
+        .filter(|a| *a == "drift.resolved")
+        .count();
+    assert_eq!(resolved, 2, "each item resolved through App, each audited");
+}
+
+#[tokio::test]
+async fn the_hosts_screen_lists_silent_hosts_first() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Auditor, "audrey").await;
+    let quiet = server.enroll("quiet-1", &[]).await;
+    let busy = server.enroll("busy-1", &[]).await;
+    server.heartbeat(&quiet, 0, NOW).await;
+    server.clock.set(NOW + 10 * MINUTE);
+    server.heartbeat(&busy, 0, NOW + 10 * MINUTE).await;
+    let hosts = page(&server, "/ui/hosts", &sign_in(&server, &eve).await).await;
+    assert_eq!(hosts.status, StatusCode::OK);
+    assert!(
+        hosts.body.contains("2 enrolled, 1 silent"),
+        "{}",
+        hosts.body
+    );
+    let quiet_at = hosts.body.find("quiet-1").unwrap();
+    let busy_at = hosts.body.find("busy-1").unwrap();
+    assert!(quiet_at < busy_at, "silent first");
+    assert!(hosts.body.contains("10 entries, verified"));
+}
+
+#[tokio::test]
+async fn the_console_answers_over_the_real_http_stack() {
+    let server = Server::start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = client.get(format!("{}/", server.url)).send().await.unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::SEE_OTHER);
+    let answer = client
+        .get(format!("{}/ui/sign-in", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    assert_eq!(answer.headers()["content-security-policy"], CSP);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("<label for=\"token\">")
+    );
+    // The API keeps answering JSON errors.
+    let api = client
+        .get(format!("{}/api/v1/nothing", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        api.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+}
