@@ -292,6 +292,12 @@ ALTER TABLE alert_deliveries ADD COLUMN drop_reason TEXT;
 CREATE INDEX alert_deliveries_dead ON alert_deliveries(dead_lettered_at)
     WHERE dead_lettered_at IS NOT NULL AND dropped_at IS NULL;
 "#,
+    // 13 (issue 11, drift detail): a drift item's history and the other drift of its
+    // host and subject (the subject's timeline) are read per item, without a scan.
+    r#"
+CREATE INDEX drift_history_drift ON drift_history(drift_id, id);
+CREATE INDEX drift_host_subject ON drift(host_id, subject, opened_at);
+"#,
 ];
 
 #[cfg(test)]
