@@ -204,10 +204,13 @@ impl Miss {
     }
 }
 
-/// A duration in words, rounded down to its largest unit or two: `45 seconds`,
-/// `12 minutes`, `3 hours 5 minutes`, `2 days 4 hours`.
+/// A duration in words, rounded down to its largest unit or two: `less than a second`,
+/// `45 seconds`, `12 minutes`, `3 hours 5 minutes`, `2 days 4 hours`.
 pub fn span(ms: i64) -> String {
-    let secs = ms.max(0) / 1000;
+    if ms < 1000 {
+        return "less than a second".to_owned();
+    }
+    let secs = ms / 1000;
     let unit = |n: i64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let (days, hours, minutes) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
     match () {

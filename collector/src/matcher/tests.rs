@@ -1373,7 +1373,8 @@ fn decisions_and_durations_read_back_from_json() {
                            "at": "2026-11-29T03:00:00Z", "by_ms": 720_000})
     );
     for (ms, words) in [
-        (0, "0 seconds"),
+        (0, "less than a second"),
+        (999, "less than a second"),
         (1_000, "1 second"),
         (45_000, "45 seconds"),
         (12 * 60_000 + 59_000, "12 minutes"),
