@@ -290,10 +290,7 @@ mod tests {
         ));
         // Read back as the API and driftctl see it.
         let text = serde_json::to_string(&detail).unwrap();
-        assert_eq!(
-            serde_json::from_str::<DriftDetail>(&text).unwrap(),
-            detail
-        );
+        assert_eq!(serde_json::from_str::<DriftDetail>(&text).unwrap(), detail);
     }
 
     #[test]

@@ -71,7 +71,11 @@ fn driftctl_explains_why_no_window_covered_a_change() {
     let other_host = request(
         &collector,
         &alice,
-        &[&scope("CHG-1", "db-1")[..], &["--start", &start, "--end", &end]].concat(),
+        &[
+            &scope("CHG-1", "db-1")[..],
+            &["--start", &start, "--end", &end],
+        ]
+        .concat(),
     );
     // An emergency change recorded after the fact, ended 12 minutes ago, then closed.
     let past = in_minutes(-60);
@@ -88,13 +92,21 @@ fn driftctl_explains_why_no_window_covered_a_change() {
     let closed = request(
         &collector,
         &alice,
-        &[&scope("CHG-3", "web-1")[..], &["--start", &start, "--end", &end]].concat(),
+        &[
+            &scope("CHG-3", "web-1")[..],
+            &["--start", &start, "--end", &end],
+        ]
+        .concat(),
     );
     // Requested, never approved.
     request(
         &collector,
         &alice,
-        &[&scope("CHG-4", "web-1")[..], &["--start", &start, "--end", &end]].concat(),
+        &[
+            &scope("CHG-4", "web-1")[..],
+            &["--start", &start, "--end", &end],
+        ]
+        .concat(),
     );
     for id in [&other_host, &ended_early, &closed] {
         collector
@@ -221,7 +233,8 @@ fn driftctl_explains_why_no_window_covered_a_change() {
         run.expect(0);
         assert_no_raw(command, &run.stdout);
         assert!(
-            run.stdout.contains("\\x1b[2J\\x1b]0;title\\x07\\x0awindow CHG-9"),
+            run.stdout
+                .contains("\\x1b[2J\\x1b]0;title\\x07\\x0awindow CHG-9"),
             "{}",
             run.stdout
         );
@@ -238,11 +251,7 @@ fn driftctl_explains_why_no_window_covered_a_change() {
     collector
         .driftctl(
             &eve,
-            &[
-                "drift",
-                "explain",
-                "0190d3b4-0000-7000-8000-000000000000",
-            ],
+            &["drift", "explain", "0190d3b4-0000-7000-8000-000000000000"],
         )
         .expect(84);
     collector

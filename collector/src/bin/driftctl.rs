@@ -8,8 +8,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use driftwatch_collector::api::model::{
     AlertView, AuditEntryView, CreateEnrollmentToken, CreatePerson, CreateToken, DecideWindow,
-    DecisionView, DriftDetail, DriftDetailView, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
-    ResolveDrift, TokenView, WindowView,
+    DecisionView, DriftDetail, DriftDetailView, DriftView, HostView, IssuedEnrollmentToken,
+    IssuedToken, PersonView, ResolveDrift, TokenView, WindowView,
 };
 use driftwatch_collector::api::model::{DropDelivery, RetriedView, RetryDelivery};
 use driftwatch_collector::audit::ops::EntriesView;
@@ -1298,13 +1298,11 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
             }
         }
         DriftCommand::History { id } => {
-            let detail: DriftDetailView =
-                client.get(&format!("/api/v1/drift/{id}/detail")).await?;
+            let detail: DriftDetailView = client.get(&format!("/api/v1/drift/{id}/detail")).await?;
             drift_history(client, &detail, &show)?;
         }
         DriftCommand::Explain { id } => {
-            let detail: DriftDetailView =
-                client.get(&format!("/api/v1/drift/{id}/detail")).await?;
+            let detail: DriftDetailView = client.get(&format!("/api/v1/drift/{id}/detail")).await?;
             drift_explain(client, &detail, &show);
         }
         DriftCommand::Resolve {

@@ -190,14 +190,22 @@ impl Miss {
                     Ending::PlannedEnd => "the window ended",
                     Ending::Occurrence => "its nearest occurrence ended",
                 };
-                format!("the change came {} after {what} ({})", span(*by_ms), rfc3339(*at))
+                format!(
+                    "the change came {} after {what} ({})",
+                    span(*by_ms),
+                    rfc3339(*at)
+                )
             }
             Miss::Before { opens, at, by_ms } => {
                 let what = match opens {
                     Opening::Start => "the window opened",
                     Opening::Occurrence => "its nearest occurrence opened",
                 };
-                format!("the change came {} before {what} ({})", span(*by_ms), rfc3339(*at))
+                format!(
+                    "the change came {} before {what} ({})",
+                    span(*by_ms),
+                    rfc3339(*at)
+                )
             }
             Miss::NoOccurrence => "has no occurrence within a week of the change".to_owned(),
         }

@@ -141,7 +141,8 @@ pub fn explain(
         let Ok(compiled) = compile(window) else {
             continue;
         };
-        if !near && !(compiled.covers_host(host) && holds_subject(&compiled, event)) {
+        let in_scope = || compiled.covers_host(host) && holds_subject(&compiled, event);
+        if !(near || in_scope()) {
             continue;
         }
         picked.push((gap, window, compiled));

@@ -43,8 +43,8 @@ use driftwatch_common::api::v1::{Actor, ChangeKind, Provenance, SubjectState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use decide::{Decision, Ending, Miss, Opening, span};
 use decide::decide;
+pub use decide::{Decision, Ending, Miss, Opening, span};
 use index::Compiled;
 pub use index::WindowIndex;
 

@@ -1037,7 +1037,12 @@ fn said(
         60_000,
         explain::MAX_CANDIDATES,
     );
-    assert_eq!(found.candidates.len(), 1, "{:?} is not a candidate", w.ticket);
+    assert_eq!(
+        found.candidates.len(),
+        1,
+        "{:?} is not a candidate",
+        w.ticket
+    );
     found.candidates.remove(0)
 }
 
@@ -1060,7 +1065,11 @@ fn a_window_that_was_never_approved_says_its_state() {
         w.decided_by = decided.map(str::to_owned);
         let c = said(&w, "file:/etc/a", (3.0, 3.0 + minute), None, None);
         assert_eq!(c.decision, misses(Miss::NotApproved { status }));
-        assert!(c.says.contains(&format!("is {status}, not approved")), "{}", c.says);
+        assert!(
+            c.says.contains(&format!("is {status}, not approved")),
+            "{}",
+            c.says
+        );
         assert_eq!(c.window.status, status);
     }
     // Cancelled after approval, closed: they were approved (time decides).
@@ -1154,7 +1163,11 @@ fn time_outside_the_window_says_how_far_and_which_end() {
             by_ms: 90 * 60_000,
         })
     );
-    assert!(c.says.contains("1 hour 30 minutes after the window ended"), "{}", c.says);
+    assert!(
+        c.says.contains("1 hour 30 minutes after the window ended"),
+        "{}",
+        c.says
+    );
     let c = said(&w, "file:/etc/a", (1.0, 1.0 + 20.0 * minute), None, None);
     assert_eq!(
         c.decision,
@@ -1164,7 +1177,11 @@ fn time_outside_the_window_says_how_far_and_which_end() {
             by_ms: 40 * 60_000,
         })
     );
-    assert!(c.says.contains("40 minutes before the window opened"), "{}", c.says);
+    assert!(
+        c.says.contains("40 minutes before the window opened"),
+        "{}",
+        c.says
+    );
     // Open for part of the spool interval only.
     let c = said(&w, "file:/etc/a", (3.5, 4.5), None, None);
     assert_eq!(c.decision, misses(Miss::NotProvablyInside));
@@ -1192,8 +1209,19 @@ fn a_recurring_window_names_its_nearest_occurrence() {
             by_ms: 30 * 60_000,
         })
     );
-    assert!(c.says.contains("30 minutes after its nearest occurrence ended"), "{}", c.says);
-    let c = said(&daily, "package:nginx", (24.0 + 0.5, 24.0 + 0.6), None, None);
+    assert!(
+        c.says
+            .contains("30 minutes after its nearest occurrence ended"),
+        "{}",
+        c.says
+    );
+    let c = said(
+        &daily,
+        "package:nginx",
+        (24.0 + 0.5, 24.0 + 0.6),
+        None,
+        None,
+    );
     assert_eq!(
         c.decision,
         misses(Miss::Before {
@@ -1203,7 +1231,13 @@ fn a_recurring_window_names_its_nearest_occurrence() {
         })
     );
     // Past the validity: its planned end.
-    let c = said(&daily, "package:nginx", (7.0 * 24.0, 7.0 * 24.0), None, None);
+    let c = said(
+        &daily,
+        "package:nginx",
+        (7.0 * 24.0, 7.0 * 24.0),
+        None,
+        None,
+    );
     assert!(matches!(
         c.decision,
         Decision::Misses(Miss::After {
@@ -1215,7 +1249,13 @@ fn a_recurring_window_names_its_nearest_occurrence() {
 
 #[test]
 fn who_made_the_change_and_what_it_left_are_named_inside_the_window() {
-    let mut w = window(7, names(&["web-1"]), &["file:/etc/**", "package:nginx"], 2, 4);
+    let mut w = window(
+        7,
+        names(&["web-1"]),
+        &["file:/etc/**", "package:nginx"],
+        2,
+        4,
+    );
     w.implementers = vec!["carol".into(), "dave".into()];
     let id = Uuid::from_u128(7);
     let at = (3.0, 3.0);
@@ -1227,7 +1267,11 @@ fn who_made_the_change_and_what_it_left_are_named_inside_the_window() {
             actor: "bob".into()
         })
     );
-    assert!(c.says.contains("made by bob, who approved the window"), "{}", c.says);
+    assert!(
+        c.says.contains("made by bob, who approved the window"),
+        "{}",
+        c.says
+    );
     let c = said(&w, "file:/etc/a", at, Some(login("mallory")), None);
     assert_eq!(
         c.decision,
@@ -1237,12 +1281,16 @@ fn who_made_the_change_and_what_it_left_are_named_inside_the_window() {
         })
     );
     assert!(
-        c.says.contains("made by mallory, not one of its implementers (carol, dave)"),
+        c.says
+            .contains("made by mallory, not one of its implementers (carol, dave)"),
         "{}",
         c.says
     );
     let c = said(&w, "file:/etc/a", at, None, None);
-    assert_eq!(c.decision, Decision::Flags(Outcome::ActorUnknown { window_id: id }));
+    assert_eq!(
+        c.decision,
+        Decision::Flags(Outcome::ActorUnknown { window_id: id })
+    );
     assert!(c.says.contains("could not tell who"), "{}", c.says);
     assert_eq!(
         said(&w, "file:/etc/a", at, Some(login("carol")), None).decision,
@@ -1258,7 +1306,10 @@ fn who_made_the_change_and_what_it_left_are_named_inside_the_window() {
     }];
     let c = said(&expecting, "file:/etc/a", at, Some(login("carol")), None);
     assert!(
-        matches!(&c.decision, Decision::Flags(Outcome::UnexpectedState { .. })),
+        matches!(
+            &c.decision,
+            Decision::Flags(Outcome::UnexpectedState { .. })
+        ),
         "{c:?}"
     );
     assert!(c.says.contains("approved another end state"), "{}", c.says);

@@ -87,7 +87,12 @@ pub async fn story<S: Store>(store: S) {
     let record = store.drift_record(earlier.id, 10).await.unwrap();
     let resolved = record.history.last().unwrap();
     assert_eq!(
-        (resolved.from, resolved.to, resolved.by.as_str(), resolved.at),
+        (
+            resolved.from,
+            resolved.to,
+            resolved.by.as_str(),
+            resolved.at
+        ),
         (
             Some(DriftStatus::Open),
             DriftStatus::Resolved,
