@@ -67,6 +67,43 @@ pub fn parse_instant(text: &str) -> Result<Millis, String> {
         .map_err(|err| format!("`{text}` is not an RFC 3339 time with an offset: {err}"))
 }
 
+/// Serde for a [`Millis`] as RFC 3339 text (`#[serde(with = "crate::clock::as_rfc3339")]`),
+/// for types people read and the API shows.
+pub mod as_rfc3339 {
+    use super::{Millis, parse_instant, rfc3339};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &Millis, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&rfc3339(*at))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_instant(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`as_rfc3339`] for an optional instant (`null` when absent).
+pub mod as_opt_rfc3339 {
+    use super::{Millis, parse_instant, rfc3339};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &Option<Millis>, serializer: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => serializer.serialize_some(&rfc3339(*at)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Millis>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| parse_instant(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ pub mod backup;
 pub mod chain;
 pub mod clock;
 pub mod coverage;
+pub mod detail;
 pub mod drift;
 pub mod guard;
 pub mod identity;

@@ -1087,3 +1087,145 @@ async fn a_stop_lets_the_server_finish_and_return() {
         .expect("stops within the grace period")
         .unwrap();
 }
+
+/// Issue 11: a drift item's detail says why no window covered it (another host's window, a
+/// window closed 12 minutes before the change, one never approved), with its history and
+/// the subject's timeline on the host; people only.
+#[tokio::test]
+async fn the_drift_detail_explains_why_no_window_covered_a_change() {
+    let server = Server::start().await;
+    let alice = server.token(Role::ChangeManager, "alice").await;
+    let bob = server.token(Role::ChangeManager, "bob").await;
+    let eve = server.token(Role::Security, "eve").await;
+    let web = server.enroll("web-1", &[]).await;
+    let create = |ticket: &str, host: &str| {
+        window(
+            ticket,
+            json!({"names": [host]}),
+            &["file:/etc/app/**"],
+            NOW - 10 * MINUTE,
+            NOW + 60 * MINUTE,
+        )
+    };
+    let mut ids = std::collections::BTreeMap::new();
+    for (ticket, host) in [("CHG-1", "db-1"), ("CHG-2", "web-1"), ("CHG-3", "web-1")] {
+        let (status, created) = server
+            .post("/api/v1/windows", &alice, create(ticket, host))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        ids.insert(ticket, created["id"].as_str().unwrap().to_owned());
+    }
+    for ticket in ["CHG-1", "CHG-2"] {
+        let (status, answer) = server
+            .post(
+                &format!("/api/v1/windows/{}/approve", ids[ticket]),
+                &bob,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let (status, answer) = server
+        .post(
+            &format!("/api/v1/windows/{}/close", ids["CHG-2"]),
+            &alice,
+            json!({"comment": "done"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // 12 minutes after the close, a heartbeat then the change.
+    server.clock.advance_secs(12 * 60);
+    server.heartbeat(&web, 0, NOW + 12 * MINUTE).await;
+    let subject = "file:/etc/app/app.conf";
+    server
+        .report(&web, &[web.event(subject, "2", NOW + 12 * MINUTE)])
+        .await;
+    let (_, drift) = server.get("/api/v1/drift?status=open", &eve).await;
+    let first = drift[0]["id"].as_str().unwrap().to_owned();
+    let (status, answer) = server
+        .post(
+            &format!("/api/v1/drift/{first}/resolve"),
+            &eve,
+            json!({"category": "confirmed_unauthorized", "comment": "nobody owned it"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The subject changes again: a second item, whose timeline holds the first.
+    server.clock.advance_secs(60);
+    server
+        .report(&web, &[web.event(subject, "3", NOW + 13 * MINUTE)])
+        .await;
+    let (_, drift) = server.get("/api/v1/drift?status=open", &eve).await;
+    let second = drift[0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+
+    let (status, detail) = server
+        .get(&format!("/api/v1/drift/{first}/detail"), &eve)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["drift"]["id"], first.as_str());
+    assert_eq!(detail["events"].as_array().unwrap().len(), 1);
+    let history = detail["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert_eq!(
+        (&history[1]["to"], &history[1]["by"], &history[1]["reason"]),
+        (
+            &json!("resolved"),
+            &json!("eve"),
+            &json!("confirmed_unauthorized")
+        )
+    );
+    assert_eq!(detail["timeline"][0]["id"], second.as_str());
+    let event = &detail["explanation"]["events"][0];
+    assert_eq!(event["outcome"]["outcome"], "untraced", "{event:#}");
+    let says = |ticket: &str| -> (Value, String) {
+        let candidate = event["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["window"]["ticket"] == ticket)
+            .unwrap_or_else(|| panic!("{ticket} is not a candidate: {event:#}"));
+        (
+            candidate["decision"].clone(),
+            candidate["says"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (decision, words) = says("CHG-1");
+    assert_eq!(decision["reason"], "host_out_of_scope", "{decision}");
+    assert_eq!(words, "host web-1 is not in its scope");
+    let (decision, words) = says("CHG-2");
+    assert_eq!(
+        (&decision["reason"], &decision["ended"], &decision["by_ms"]),
+        (&json!("after"), &json!("closed"), &json!(12 * MINUTE)),
+        "{decision}"
+    );
+    assert!(
+        words.starts_with("the change came 12 minutes after the window was closed"),
+        "{words}"
+    );
+    let (decision, words) = says("CHG-3");
+    assert_eq!(
+        (&decision["reason"], &decision["status"]),
+        (&json!("not_approved"), &json!("requested"))
+    );
+    assert!(words.contains("is requested, not approved"), "{words}");
+
+    // People only; an unknown item is 404.
+    let (status, _) = server
+        .get(&format!("/api/v1/drift/{first}/detail"), &web.credential)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let auditor = server.token(Role::Auditor, "ann").await;
+    let (status, _) = server
+        .get(&format!("/api/v1/drift/{second}/detail"), &auditor)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server
+        .get(
+            &format!("/api/v1/drift/{}/detail", uuid::Uuid::now_v7()),
+            &eve,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -20,6 +20,7 @@ mod docs;
 mod drift;
 mod driftctl;
 mod evidence;
+mod explain;
 mod full_disk;
 mod integrity;
 mod limits;

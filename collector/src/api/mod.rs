@@ -86,6 +86,8 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
             "/api/v1/drift/{id}/resolve",
             post(drift::resolve::<S>),
         ),
+        // Drift detail (issue 11).
+        ("get", "/api/v1/drift/{id}/detail", get(drift::detail::<S>)),
         // Fleet, alerts, audit, reports.
         ("get", "/api/v1/hosts", get(fleet::hosts::<S>)),
         ("get", "/api/v1/alerts", get(fleet::alerts::<S>)),

@@ -378,6 +378,56 @@ pub struct DriftDetail {
     pub events_omitted: usize,
 }
 
+/// One status change of a drift item (`GET /api/v1/drift/{id}/detail`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriftChangeView {
+    pub at: String,
+    /// Absent: the item was opened.
+    pub from: Option<DriftStatus>,
+    pub to: DriftStatus,
+    pub by: String,
+    pub reason: String,
+}
+
+/// `GET /api/v1/drift/{id}/detail`: [`crate::detail::DriftDetail`] with the API's times.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriftDetailView {
+    pub drift: DriftView,
+    /// The latest events, oldest first; `events_omitted` counts earlier ones.
+    pub events: Vec<EventView>,
+    #[serde(default)]
+    pub events_omitted: usize,
+    /// Its status changes, oldest first.
+    pub history: Vec<DriftChangeView>,
+    /// The other drift of the same host and subject, newest first.
+    pub timeline: Vec<DriftView>,
+    /// Why no window covered it.
+    pub explanation: crate::detail::Explanation,
+}
+
+impl From<&crate::detail::DriftDetail> for DriftDetailView {
+    fn from(d: &crate::detail::DriftDetail) -> Self {
+        DriftDetailView {
+            drift: DriftView::from(&d.item),
+            events: d.events.iter().map(EventView::from).collect(),
+            events_omitted: d.events_omitted,
+            history: d
+                .history
+                .iter()
+                .map(|h| DriftChangeView {
+                    at: time(h.at),
+                    from: h.from,
+                    to: h.to,
+                    by: h.by.clone(),
+                    reason: h.reason.clone(),
+                })
+                .collect(),
+            timeline: d.timeline.iter().map(DriftView::from).collect(),
+            explanation: d.explanation.clone(),
+        }
+    }
+}
+
 /// Most events one `GET /api/v1/drift/{id}` shows (each bounded by
 /// `driftwatch_common::limits`); earlier ones are counted in `events_omitted`.
 pub const MAX_DRIFT_DETAIL_EVENTS: usize = 1_000;

@@ -43,6 +43,7 @@ enum Op {
     Window,
     DriftItems,
     DriftItem,
+    DriftDetail,
     Resolve,
     VerifyAudit,
     AuditLogPage,
@@ -89,6 +90,7 @@ fn table() -> Vec<(Op, Vec<Role>)> {
         (Op::Window, people.clone()),
         (Op::DriftItems, people.clone()),
         (Op::DriftItem, people.clone()),
+        (Op::DriftDetail, people.clone()),
         (Op::Resolve, vec![Role::Security]),
         (Op::VerifyAudit, people.clone()),
         (Op::AuditLogPage, people.clone()),
@@ -201,6 +203,7 @@ async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> 
             .await
             .map(drop),
         Op::DriftItem => app.drift_item(who, unknown).await.map(drop),
+        Op::DriftDetail => app.drift_detail(who, unknown).await.map(drop),
         Op::Resolve => {
             let request = ResolveRequest {
                 category: ResolutionCategory::FalsePositive,

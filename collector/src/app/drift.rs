@@ -5,11 +5,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit::NewAudit;
+use crate::detail::{self, DriftDetail};
 
 use crate::drift::ResolutionCategory;
 use crate::identity::{Principal, Role};
 use crate::store::{DriftFilter, DriftItem, Resolution, Store, StoredEvent};
 
+use super::agents::host_facts;
 use super::{App, Error, Limit, Result, require};
 
 /// Who may resolve drift (the web console shows the resolve controls to these roles only).
@@ -36,6 +38,22 @@ impl<S: Store> App<S> {
         let item = self.store.drift_item(id).await?;
         let events = self.store.events(id).await?;
         Ok((item, events))
+    }
+
+    /// The drift detail (issue 11): the item, its events, history and the subject's
+    /// timeline on its host, and why no window covered it (every stored window is a
+    /// possible candidate; the matcher's rule decides each, see `crate::detail`).
+    pub async fn drift_detail(&self, actor: &Principal, id: Uuid) -> Result<DriftDetail> {
+        require(actor, &Role::PEOPLE, "reading drift")?;
+        let record = self.store.drift_record(id, detail::MAX_TIMELINE).await?;
+        let host = self.store.host(record.item.host_id).await?;
+        let windows = self.store.windows(None).await?;
+        Ok(detail::assemble(
+            record,
+            host_facts(&host),
+            &windows,
+            self.settings.tolerance_ms,
+        ))
     }
 
     pub async fn resolve(

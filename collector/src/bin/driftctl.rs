@@ -8,8 +8,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use driftwatch_collector::api::model::{
     AlertView, AuditEntryView, CreateEnrollmentToken, CreatePerson, CreateToken, DecideWindow,
-    DecisionView, DriftDetail, DriftView, HostView, IssuedEnrollmentToken, IssuedToken, PersonView,
-    ResolveDrift, TokenView, WindowView,
+    DecisionView, DriftDetail, DriftDetailView, DriftView, HostView, IssuedEnrollmentToken,
+    IssuedToken, PersonView, ResolveDrift, TokenView, WindowView,
 };
 use driftwatch_collector::api::model::{DropDelivery, RetriedView, RetryDelivery};
 use driftwatch_collector::audit::ops::EntriesView;
@@ -93,7 +93,7 @@ enum Command {
     /// Evidence exports for auditors.
     #[command(subcommand, alias = "reports")]
     Report(ReportCommand),
-    /// Drift: list, show, resolve.
+    /// Drift: list, show, history, explain, resolve.
     #[command(subcommand)]
     Drift(DriftCommand),
     /// The audit trail.
@@ -292,6 +292,21 @@ enum DriftCommand {
     },
     /// Show one drift item with its events.
     Show {
+        /// The drift item's id (from `drift list`).
+        id: Uuid,
+    },
+    /// The drift item's history: its status changes (opened, authorized after the fact,
+    /// resolved by whom and why), its events (who, how seen, package) and the other drift
+    /// of the same host and subject.
+    History {
+        /// The drift item's id (from `drift list`).
+        id: Uuid,
+    },
+    /// Why no window covered the item's latest changes: the candidate windows (any state,
+    /// nearest in time first) and the matcher's reason for each (host out of scope,
+    /// subject outside its globs, after it closed, before it opened, not approved, made by
+    /// the approver, not an implementer...).
+    Explain {
         /// The drift item's id (from `drift list`).
         id: Uuid,
     },
@@ -1282,6 +1297,14 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
                 }
             }
         }
+        DriftCommand::History { id } => {
+            let detail: DriftDetailView = client.get(&format!("/api/v1/drift/{id}/detail")).await?;
+            drift_history(client, &detail, &show)?;
+        }
+        DriftCommand::Explain { id } => {
+            let detail: DriftDetailView = client.get(&format!("/api/v1/drift/{id}/detail")).await?;
+            drift_explain(client, &detail, &show);
+        }
         DriftCommand::Resolve {
             id,
             category,
@@ -1304,6 +1327,136 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `driftctl drift history ID`: status changes, events, and the subject's timeline.
+fn drift_history(
+    client: &Client,
+    detail: &DriftDetailView,
+    show: &impl Fn(&DriftView) -> String,
+) -> anyhow::Result<()> {
+    let d = &detail.drift;
+    client.say(show(d));
+    client.say("history:");
+    for h in &detail.history {
+        let from = h.from.map_or("(new)".to_owned(), |f| f.to_string());
+        client.say(format!(
+            "  {}  {from} -> {}  by {}: {}",
+            h.at, h.to, h.by, h.reason
+        ));
+    }
+    if let Some(r) = &d.resolution {
+        client.say(format!(
+            "  resolution: {} by {} at {}: {}{}",
+            serde_json::to_string(&r.category)?.trim_matches('"'),
+            r.by,
+            r.at,
+            r.comment,
+            r.ticket
+                .as_deref()
+                .map(|t| format!(" (ticket {t})"))
+                .unwrap_or_default()
+        ));
+    }
+    client.say("events:");
+    if detail.events_omitted > 0 {
+        client.say(format!(
+            "  ({} earlier events not shown)",
+            detail.events_omitted
+        ));
+    }
+    for e in &detail.events {
+        client.say(format!(
+            "  seq {:<6} {:<10} {}  {}  seen by {}  by {}{}",
+            e.event.seq,
+            serde_json::to_string(&e.event.kind)?.trim_matches('"'),
+            e.event_time,
+            e.outcome.name(),
+            serde_json::to_string(&e.event.seen_by)?.trim_matches('"'),
+            actor_text(e.event.actor.as_ref()),
+            e.event
+                .actor
+                .as_ref()
+                .and_then(|a| a.tty.as_deref())
+                .map(|tty| format!(" on {tty}"))
+                .unwrap_or_default()
+        ));
+        if let Some(p) = &e.event.provenance {
+            client.say(format!(
+                "         package {} {} ({}): {}",
+                p.package,
+                p.version,
+                p.manager,
+                if p.matches_package {
+                    "content as packaged"
+                } else {
+                    "content NOT as packaged"
+                }
+            ));
+        }
+        if let Some(summary) = &e.event.summary {
+            client.say(format!("         {summary}"));
+        }
+    }
+    client.say(format!(
+        "timeline of {} on {} (other drift, newest first):",
+        d.subject, d.hostname
+    ));
+    if detail.timeline.is_empty() {
+        client.say("  (none)");
+    }
+    for t in &detail.timeline {
+        client.say(format!("  {}", show(t)));
+    }
+    Ok(())
+}
+
+/// `driftctl drift explain ID`: each latest change and its candidate windows.
+fn drift_explain(client: &Client, detail: &DriftDetailView, show: &impl Fn(&DriftView) -> String) {
+    client.say(show(&detail.drift));
+    let explanation = &detail.explanation;
+    client.say(format!(
+        "why no window covered it (windows as they are now; clock tolerance {} s):",
+        explanation.tolerance_ms / 1000
+    ));
+    if explanation.events.is_empty() {
+        client.say("  (no change that needs a window: only restores)");
+    }
+    for e in &explanation.events {
+        client.say(format!(
+            "event seq {}: {}, spooled between {} and {}, by {}",
+            e.seq,
+            e.outcome.name(),
+            driftwatch_collector::clock::rfc3339(e.spooled_after),
+            driftwatch_collector::clock::rfc3339(e.spooled_before),
+            e.person.as_deref().unwrap_or("an unknown person")
+        ));
+        if e.candidates.is_empty() {
+            client.say(
+                "  no candidate window: none within a day of the change, and none for this \
+                 host and subject",
+            );
+        }
+        for c in &e.candidates {
+            let w = &c.window;
+            client.say(format!(
+                "  {} \"{}\" ({}, {}, {}): {}",
+                w.ticket, w.title, w.kind, w.status, w.id, c.says
+            ));
+        }
+        if e.candidates_omitted > 0 {
+            client.say(format!(
+                "  ({} more candidate windows not shown)",
+                e.candidates_omitted
+            ));
+        }
+    }
+    if explanation.events_not_explained > 0 {
+        client.say(format!(
+            "({} earlier changes not explained)",
+            explanation.events_not_explained
+        ));
+    }
 }
 
 async fn audit_verify(

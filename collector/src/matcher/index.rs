@@ -21,11 +21,12 @@ use driftwatch_common::pattern::GlobList;
 use uuid::Uuid;
 
 use super::HostFacts;
+use super::decide::{Ending, Miss, Opening};
 use crate::clock::Millis;
 use crate::spool_time::SpoolBounds;
 use crate::windows::schedule::Recurrence;
 use crate::windows::validate::SubjectGlobs;
-use crate::windows::{ExpectedState, HostScope, Window};
+use crate::windows::{ExpectedState, HostScope, Window, WindowStatus};
 
 /// One approved window, compiled for matching.
 #[derive(Debug)]
@@ -45,12 +46,15 @@ pub(super) struct Compiled {
     pub approver: Option<String>,
     /// Recurring: open only on its occurrences between `start` and `end`.
     recurrence: Option<Recurrence>,
+    /// Its state; only a window that was approved authorizes ([`Window::was_approved`]).
+    pub status: WindowStatus,
+    pub approved: bool,
 }
 
 impl Compiled {
     /// The latest spool time it covers: the planned end plus the tolerance, never past
     /// its close or cancel time.
-    fn latest(&self, tolerance: Millis) -> Millis {
+    pub(super) fn latest(&self, tolerance: Millis) -> Millis {
         let planned = self.end.saturating_add(tolerance);
         self.ended_at.map_or(planned, |ended| ended.min(planned))
     }
@@ -92,7 +96,50 @@ impl Compiled {
             )
     }
 
-    fn covers_host(&self, host: HostFacts<'_>) -> bool {
+    /// Why `spooled` is outside it, for a window that neither contains nor meets it
+    /// (`!contains && !meets`): after its end (its close or cancel, its planned end, or the
+    /// nearest occurrence's end), or before its start (or the nearest occurrence's). The
+    /// distances are between the spool interval and the window's own times, without the
+    /// tolerance: what a person compares with the ticket.
+    pub(super) fn time_miss(&self, spooled: SpoolBounds, tolerance: Millis) -> Miss {
+        let after = |ended: Ending, at: Millis| Miss::After {
+            ended,
+            at,
+            by_ms: spooled.after.saturating_sub(at).max(0),
+        };
+        let before = |opens: Opening, at: Millis| Miss::Before {
+            opens,
+            at,
+            by_ms: at.saturating_sub(spooled.before).max(0),
+        };
+        // Closed or cancelled before its planned end: that is when it stopped covering.
+        let (ended, end) = match self.ended_at {
+            Some(at) if at < self.end => (
+                match self.status {
+                    WindowStatus::Cancelled => Ending::Cancelled,
+                    _ => Ending::Closed,
+                },
+                at,
+            ),
+            _ => (Ending::PlannedEnd, self.end),
+        };
+        if spooled.after > self.latest(tolerance) {
+            return after(ended, end);
+        }
+        let Some(recurrence) = &self.recurrence else {
+            return before(Opening::Start, self.start);
+        };
+        if spooled.before.saturating_add(tolerance) < self.start {
+            return before(Opening::Start, self.start);
+        }
+        match recurrence.nearest(spooled.after, spooled.before, self.start, end) {
+            Some((_, closes)) if closes < spooled.after => after(Ending::Occurrence, closes),
+            Some((opens, _)) => before(Opening::Occurrence, opens),
+            None => Miss::NoOccurrence,
+        }
+    }
+
+    pub(super) fn covers_host(&self, host: HostFacts<'_>) -> bool {
         self.hosts.names.iter().any(|name| name == host.hostname)
             || self
                 .host_globs
@@ -193,7 +240,7 @@ pub struct WindowIndex {
     recurring: HostLists,
 }
 
-fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
+pub(super) fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
     Ok(Arc::new(Compiled {
         id: window.id,
         start: window.start,
@@ -212,6 +259,8 @@ fn compile(window: &Window) -> Result<Arc<Compiled>, (Uuid, String)> {
             .map(|schedule| Recurrence::compile(schedule, &window.time_zone))
             .transpose()
             .map_err(|problems| (window.id, problems.join("; ")))?,
+        status: window.status,
+        approved: window.was_approved(),
     }))
 }
 

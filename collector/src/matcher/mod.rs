@@ -31,6 +31,8 @@
 //! through the package (it could be a trojaned binary left under a package's name). A file
 //! the window's own file globs cover is judged by those, whatever its provenance.
 
+mod decide;
+pub mod explain;
 mod index;
 #[cfg(test)]
 mod tests;
@@ -41,6 +43,8 @@ use driftwatch_common::api::v1::{Actor, ChangeKind, Provenance, SubjectState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use decide::decide;
+pub use decide::{Decision, Ending, Miss, Opening, span};
 use index::Compiled;
 pub use index::WindowIndex;
 
@@ -190,49 +194,25 @@ pub fn judge(
         return judgement;
     }
     let who = person(event.actor);
-    // The package a changed file belongs to, per the agent's package manager.
-    let package = event
-        .provenance
-        .filter(|_| event.subject.starts_with("file:"));
     let mut flagged = None;
     let mut straddled = None;
-    let spooled = event.spooled;
-    for window in index.candidates(host, spooled, tolerance_ms) {
-        if !window.contains(spooled, tolerance_ms) {
-            // Only worth naming when nothing authorizes; the first one found is kept.
-            if straddled.is_none()
-                && (window.subjects.covers(event.subject)
-                    || package.is_some_and(|p| window.subjects.covers_package(&p.package)))
-                && window.meets(spooled, tolerance_ms)
-            {
-                straddled = Some(window.id);
-            }
-            continue;
-        }
-        if !window.subjects.covers(event.subject) {
-            match package {
-                Some(p) if window.subjects.covers_package(&p.package) => {
-                    if !p.matches_package {
-                        flagged.get_or_insert(Outcome::PackageMismatch {
-                            window_id: window.id,
-                            package: p.package.clone(),
-                        });
-                        continue;
-                    }
-                }
-                _ => continue,
-            }
-        }
-        match check_window(window, event, who) {
-            None => {
+    for window in index.candidates(host, event.spooled, tolerance_ms) {
+        match decide(window, host, event, who, tolerance_ms) {
+            Decision::Authorizes => {
                 judgement.outcome = Outcome::Authorized {
                     window_id: window.id,
                 };
                 return judgement;
             }
-            Some(flag) => {
+            // The earliest created flag is kept, in case nothing authorizes.
+            Decision::Flags(flag) => {
                 flagged.get_or_insert(flag);
             }
+            // Only worth naming when nothing authorizes; the first one found is kept.
+            Decision::Misses(Miss::NotProvablyInside) => {
+                straddled.get_or_insert(window.id);
+            }
+            Decision::Misses(_) => {}
         }
     }
     judgement.outcome = flagged.unwrap_or(Outcome::Untraced);

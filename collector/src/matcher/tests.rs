@@ -1002,3 +1002,482 @@ proptest! {
         prop_assert_eq!(decide(&incremental), expected);
     }
 }
+
+// Why a window did not cover an event: the decision per (event, window) that matching and
+// explaining share (`decide.rs`, `explain.rs`).
+
+/// What `w` alone says about a change of `subject` on web-1 (label role=web) spooled in
+/// `[after_h, before_h]` hours after DAY, by `actor`, with `provenance`.
+fn said(
+    w: &Window,
+    subject: &str,
+    (after_h, before_h): (f64, f64),
+    actor: Option<Actor>,
+    provenance: Option<Provenance>,
+) -> Candidate {
+    let labels = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
+    let after = Some(file(1));
+    let mut found = explain::explain(
+        std::slice::from_ref(w),
+        HostFacts {
+            hostname: "web-1",
+            labels: &labels,
+        },
+        EventFacts {
+            subject,
+            kind: ChangeKind::Content,
+            after: after.as_ref(),
+            spooled: SpoolBounds {
+                after: hours(after_h),
+                before: hours(before_h),
+            },
+            actor: actor.as_ref(),
+            provenance: provenance.as_ref(),
+        },
+        60_000,
+        explain::MAX_CANDIDATES,
+    );
+    assert_eq!(
+        found.candidates.len(),
+        1,
+        "{:?} is not a candidate",
+        w.ticket
+    );
+    found.candidates.remove(0)
+}
+
+use explain::Candidate;
+
+fn misses(miss: Miss) -> Decision {
+    Decision::Misses(miss)
+}
+
+#[test]
+fn a_window_that_was_never_approved_says_its_state() {
+    let minute = 1.0 / 60.0;
+    for (status, decided) in [
+        (WindowStatus::Requested, None),
+        (WindowStatus::Rejected, Some("bob")),
+        (WindowStatus::Cancelled, None),
+    ] {
+        let mut w = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+        w.status = status;
+        w.decided_by = decided.map(str::to_owned);
+        let c = said(&w, "file:/etc/a", (3.0, 3.0 + minute), None, None);
+        assert_eq!(c.decision, misses(Miss::NotApproved { status }));
+        assert!(
+            c.says.contains(&format!("is {status}, not approved")),
+            "{}",
+            c.says
+        );
+        assert_eq!(c.window.status, status);
+    }
+    // Cancelled after approval, closed: they were approved (time decides).
+    let mut w = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    w.status = WindowStatus::Cancelled;
+    w.ended_at = Some(hours(3.5));
+    assert_eq!(
+        said(&w, "file:/etc/a", (3.0, 3.0), None, None).decision,
+        Decision::Authorizes
+    );
+}
+
+#[test]
+fn host_and_subject_outside_the_scope_are_named() {
+    let w = window(1, names(&["web-2"]), &["file:/etc/**"], 2, 4);
+    let c = said(&w, "file:/etc/a", (3.0, 3.0), None, None);
+    assert_eq!(c.decision, misses(Miss::HostOutOfScope));
+    assert_eq!(c.says, "host web-1 is not in its scope");
+    for scope in [globs(&["db-*"]), labels(&[("role", "db")])] {
+        let w = window(1, scope, &["file:/etc/**"], 2, 4);
+        assert_eq!(
+            said(&w, "file:/etc/a", (3.0, 3.0), None, None).decision,
+            misses(Miss::HostOutOfScope)
+        );
+    }
+    let w = window(1, labels(&[("role", "web")]), &["file:/etc/nginx/**"], 2, 4);
+    let c = said(&w, "file:/etc/ssh/sshd_config", (3.0, 3.0), None, None);
+    assert_eq!(c.decision, misses(Miss::SubjectOutside));
+    assert_eq!(
+        c.says,
+        "file:/etc/ssh/sshd_config is outside its subject globs"
+    );
+    // A file of another package than the window names: outside too.
+    let w = window(1, names(&["web-1"]), &["package:nginx"], 2, 4);
+    assert_eq!(
+        said(
+            &w,
+            "file:/usr/bin/vim",
+            (3.0, 3.0),
+            None,
+            Some(packaged("vim", true))
+        )
+        .decision,
+        misses(Miss::SubjectOutside)
+    );
+}
+
+#[test]
+fn time_outside_the_window_says_how_far_and_which_end() {
+    let minute = 1.0 / 60.0;
+    let w = window(1, names(&["web-1"]), &["file:/etc/**"], 2, 4);
+    // Closed at 3:00; the change reached the spool 12 minutes later.
+    let mut closed = w.clone();
+    closed.status = WindowStatus::Closed;
+    closed.ended_at = Some(hours(3.0));
+    let c = said(
+        &closed,
+        "file:/etc/a",
+        (3.0 + 12.0 * minute, 3.0 + 13.0 * minute),
+        None,
+        None,
+    );
+    assert_eq!(
+        c.decision,
+        misses(Miss::After {
+            ended: Ending::Closed,
+            at: hours(3.0),
+            by_ms: 12 * 60_000,
+        })
+    );
+    assert_eq!(
+        c.says,
+        "the change came 12 minutes after the window was closed (2026-11-29T03:00:00Z)"
+    );
+    let mut cancelled = closed.clone();
+    cancelled.status = WindowStatus::Cancelled;
+    assert!(matches!(
+        said(&cancelled, "file:/etc/a", (3.5, 3.6), None, None).decision,
+        Decision::Misses(Miss::After {
+            ended: Ending::Cancelled,
+            ..
+        })
+    ));
+    // After the planned end (beyond the tolerance), before the start.
+    let c = said(&w, "file:/etc/a", (5.5, 5.6), None, None);
+    assert_eq!(
+        c.decision,
+        misses(Miss::After {
+            ended: Ending::PlannedEnd,
+            at: hours(4.0),
+            by_ms: 90 * 60_000,
+        })
+    );
+    assert!(
+        c.says.contains("1 hour 30 minutes after the window ended"),
+        "{}",
+        c.says
+    );
+    let c = said(&w, "file:/etc/a", (1.0, 1.0 + 20.0 * minute), None, None);
+    assert_eq!(
+        c.decision,
+        misses(Miss::Before {
+            opens: Opening::Start,
+            at: hours(2.0),
+            by_ms: 40 * 60_000,
+        })
+    );
+    assert!(
+        c.says.contains("40 minutes before the window opened"),
+        "{}",
+        c.says
+    );
+    // Open for part of the spool interval only.
+    let c = said(&w, "file:/etc/a", (3.5, 4.5), None, None);
+    assert_eq!(c.decision, misses(Miss::NotProvablyInside));
+    assert!(c.says.contains("not provably inside"), "{}", c.says);
+}
+
+#[test]
+fn a_recurring_window_names_its_nearest_occurrence() {
+    // Every day 01:00-03:00Z, valid for a week from DAY - 1 day.
+    let mut daily = window(1, names(&["web-1"]), &["package:*"], -24, 6 * 24);
+    daily.kind = WindowKind::Standard;
+    daily.schedule = Some(Schedule {
+        weekdays: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(str::to_owned)
+            .to_vec(),
+        start: "01:00".into(),
+        duration_minutes: 120,
+    });
+    let c = said(&daily, "package:nginx", (3.5, 3.6), None, None);
+    assert_eq!(
+        c.decision,
+        misses(Miss::After {
+            ended: Ending::Occurrence,
+            at: hours(3.0),
+            by_ms: 30 * 60_000,
+        })
+    );
+    assert!(
+        c.says
+            .contains("30 minutes after its nearest occurrence ended"),
+        "{}",
+        c.says
+    );
+    let c = said(
+        &daily,
+        "package:nginx",
+        (24.0 + 0.5, 24.0 + 0.6),
+        None,
+        None,
+    );
+    assert_eq!(
+        c.decision,
+        misses(Miss::Before {
+            opens: Opening::Occurrence,
+            at: hours(25.0),
+            by_ms: 24 * 60_000,
+        })
+    );
+    // Past the validity: its planned end.
+    let c = said(
+        &daily,
+        "package:nginx",
+        (7.0 * 24.0, 7.0 * 24.0),
+        None,
+        None,
+    );
+    assert!(matches!(
+        c.decision,
+        Decision::Misses(Miss::After {
+            ended: Ending::PlannedEnd,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn who_made_the_change_and_what_it_left_are_named_inside_the_window() {
+    let mut w = window(
+        7,
+        names(&["web-1"]),
+        &["file:/etc/**", "package:nginx"],
+        2,
+        4,
+    );
+    w.implementers = vec!["carol".into(), "dave".into()];
+    let id = Uuid::from_u128(7);
+    let at = (3.0, 3.0);
+    let c = said(&w, "file:/etc/a", at, Some(login("bob")), None);
+    assert_eq!(
+        c.decision,
+        Decision::Flags(Outcome::MadeByApprover {
+            window_id: id,
+            actor: "bob".into()
+        })
+    );
+    assert!(
+        c.says.contains("made by bob, who approved the window"),
+        "{}",
+        c.says
+    );
+    let c = said(&w, "file:/etc/a", at, Some(login("mallory")), None);
+    assert_eq!(
+        c.decision,
+        Decision::Flags(Outcome::WrongImplementer {
+            window_id: id,
+            actor: "mallory".into()
+        })
+    );
+    assert!(
+        c.says
+            .contains("made by mallory, not one of its implementers (carol, dave)"),
+        "{}",
+        c.says
+    );
+    let c = said(&w, "file:/etc/a", at, None, None);
+    assert_eq!(
+        c.decision,
+        Decision::Flags(Outcome::ActorUnknown { window_id: id })
+    );
+    assert!(c.says.contains("could not tell who"), "{}", c.says);
+    assert_eq!(
+        said(&w, "file:/etc/a", at, Some(login("carol")), None).decision,
+        Decision::Authorizes
+    );
+    // Another end state than the one approved.
+    let mut expecting = w.clone();
+    expecting.expected = vec![ExpectedState {
+        subject: "file:/etc/a".into(),
+        hash: Some(ContentHash([9; 32])),
+        version: None,
+        absent: false,
+    }];
+    let c = said(&expecting, "file:/etc/a", at, Some(login("carol")), None);
+    assert!(
+        matches!(
+            &c.decision,
+            Decision::Flags(Outcome::UnexpectedState { .. })
+        ),
+        "{c:?}"
+    );
+    assert!(c.says.contains("approved another end state"), "{}", c.says);
+    // A file claiming the package with other content.
+    let c = said(
+        &w,
+        "file:/usr/sbin/nginx",
+        at,
+        Some(login("carol")),
+        Some(packaged("nginx", false)),
+    );
+    assert_eq!(
+        c.decision,
+        Decision::Flags(Outcome::PackageMismatch {
+            window_id: id,
+            package: "nginx".into()
+        })
+    );
+    assert!(c.says.contains("not the packaged one"), "{}", c.says);
+    assert_eq!(c.window.implementers, ["carol", "dave"]);
+    assert_eq!(c.window.ticket, "CHG-7");
+}
+
+#[test]
+fn candidates_are_near_or_in_scope_nearest_first_and_bounded() {
+    let labels_web = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
+    let host = HostFacts {
+        hostname: "web-1",
+        labels: &labels_web,
+    };
+    let event = |after: &SpoolBounds| EventFacts {
+        subject: "file:/etc/a",
+        kind: ChangeKind::Content,
+        after: None,
+        spooled: *after,
+        actor: None,
+        provenance: None,
+    };
+    let spooled = SpoolBounds {
+        after: hours(10.0),
+        before: hours(10.0),
+    };
+    let windows = [
+        // Near, another host: a candidate (host out of scope).
+        window(1, names(&["db-1"]), &["user:*"], 8, 9),
+        // Far, another host: not one.
+        window(2, names(&["db-1"]), &["file:/etc/**"], -100, -99),
+        // Far, this host and subject: a candidate (the same change approved days ago).
+        window(3, names(&["web-1"]), &["file:/etc/**"], -100, -99),
+        // Far, this host, another subject: not one.
+        window(4, names(&["web-1"]), &["file:/usr/**"], -100, -99),
+        // Nearest: covering.
+        window(5, globs(&["web-*"]), &["file:/etc/**"], 9, 11),
+    ];
+    let found = explain::explain(&windows, host, event(&spooled), 60_000, 10);
+    let ids: Vec<u128> = found
+        .candidates
+        .iter()
+        .map(|c| c.window.id.as_u128())
+        .collect();
+    assert_eq!(ids, [5, 1, 3]);
+    assert_eq!(found.candidates[0].decision, Decision::Authorizes);
+    assert_eq!(found.omitted, 0);
+    // The same window the matcher picks.
+    assert_eq!(
+        match_event(
+            &WindowIndex::build(&windows).unwrap(),
+            host,
+            event(&spooled),
+            60_000
+        ),
+        authorized(5)
+    );
+    let cut = explain::explain(&windows, host, event(&spooled), 60_000, 2);
+    assert_eq!(cut.candidates.len(), 2);
+    assert_eq!(cut.omitted, 1);
+}
+
+#[test]
+fn decisions_and_durations_read_back_from_json() {
+    for decision in [
+        Decision::Authorizes,
+        Decision::Flags(Outcome::MadeByApprover {
+            window_id: Uuid::from_u128(1),
+            actor: "bob".into(),
+        }),
+        misses(Miss::HostOutOfScope),
+        misses(Miss::NotApproved {
+            status: WindowStatus::Rejected,
+        }),
+        misses(Miss::After {
+            ended: Ending::Closed,
+            at: hours(3.0),
+            by_ms: 1,
+        }),
+    ] {
+        let text = serde_json::to_string(&decision).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Decision>(&text).unwrap(),
+            decision,
+            "{text}"
+        );
+    }
+    assert_eq!(
+        serde_json::to_value(misses(Miss::After {
+            ended: Ending::Closed,
+            at: hours(3.0),
+            by_ms: 720_000,
+        }))
+        .unwrap(),
+        serde_json::json!({"verdict": "misses", "reason": "after", "ended": "closed",
+                           "at": "2026-11-29T03:00:00Z", "by_ms": 720_000})
+    );
+    for (ms, words) in [
+        (0, "less than a second"),
+        (999, "less than a second"),
+        (1_000, "1 second"),
+        (45_000, "45 seconds"),
+        (12 * 60_000 + 59_000, "12 minutes"),
+        (HOUR, "1 hour"),
+        (3 * HOUR + 5 * 60_000, "3 hours 5 minutes"),
+        (2 * 24 * HOUR + 4 * HOUR, "2 days 4 hours"),
+    ] {
+        assert_eq!(span(ms), words);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Explaining decides with matching's rule: the window matching picks authorizes in the
+    /// explanation, and a window the explanation says authorizes is one matching would
+    /// pick on its own.
+    #[test]
+    fn explaining_agrees_with_matching(
+        windows in prop::collection::vec(arb_window(), 0..20),
+        host in prop::sample::select(vec!["h0", "h1", "x9"]),
+        subject in prop::sample::select(vec!["file:/etc/a.conf", "file:/usr/sbin/nginx", "package:nginx"]),
+        at_min in 0i64..(60 * 62),
+        spread_s in prop::sample::select(vec![0i64, 30, 90, 7200]),
+        actor in arb_actor(),
+        provenance in arb_provenance(),
+    ) {
+        let mut windows = windows;
+        windows.sort_by_key(|w| w.id);
+        windows.dedup_by_key(|w| w.id);
+        let labels = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
+        let host = HostFacts { hostname: host, labels: &labels };
+        let after = DAY + at_min * 60_000;
+        let event = EventFacts { subject, kind: ChangeKind::Content, after: None, spooled: SpoolBounds { after, before: after + spread_s * 1000 }, actor: actor.as_ref(), provenance: provenance.as_ref() };
+        let judged = judge(&WindowIndex::build(&windows).unwrap(), host, event, 60_000);
+        let explained = explain::explain(&windows, host, event, 60_000, usize::MAX);
+        if let Outcome::Authorized { window_id } = judged.outcome {
+            prop_assert!(explained.candidates.iter().any(|c| c.window.id == window_id && c.decision == Decision::Authorizes));
+        }
+        for c in &explained.candidates {
+            let alone: Vec<Window> = windows.iter().filter(|w| w.id == c.window.id).cloned().collect();
+            let single = judge(&WindowIndex::build(&alone).unwrap(), host, event, 60_000);
+            prop_assert_eq!(
+                c.decision == Decision::Authorizes,
+                single.outcome == Outcome::Authorized { window_id: c.window.id }
+            );
+            if let Decision::Flags(flag) = &c.decision {
+                prop_assert_eq!(&single.outcome, flag);
+            }
+            if c.decision == Decision::Misses(Miss::NotProvablyInside) {
+                prop_assert_eq!(single.not_provably_in, Some(c.window.id));
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@
 pub mod conformance;
 pub mod conformance_anchor;
 pub mod conformance_chain;
+pub mod conformance_detail;
 pub mod conformance_evidence;
 pub mod conformance_people;
 pub mod conformance_retention;
@@ -211,6 +212,33 @@ pub struct DriftItem {
     pub alerted_at: Option<Millis>,
     pub resolution: Option<Resolution>,
     pub updated_at: Millis,
+}
+
+/// One change of a drift item's status, as recorded with it (`drift_history`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftChange {
+    pub at: Millis,
+    /// None: the item was opened.
+    pub from: Option<DriftStatus>,
+    pub to: DriftStatus,
+    /// The person, or `collector` for the collector's own steps.
+    pub by: String,
+    /// Why, in the recorder's words (a resolution's category, "covered after the fact by
+    /// window …", "close-out of window …").
+    pub reason: String,
+}
+
+/// A drift item with what its detail shows, read in one transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftRecord {
+    pub item: DriftItem,
+    /// Every event, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// Its status changes, oldest first.
+    pub history: Vec<DriftChange>,
+    /// The other drift items of the same host and subject, newest first, at most the
+    /// limit asked for.
+    pub timeline: Vec<DriftItem>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -647,6 +675,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         filter: DriftFilter,
     ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send;
     fn drift_item(&self, id: Uuid) -> impl Future<Output = Result<DriftItem>> + Send;
+    /// A drift item, its events, its history and at most `timeline_limit` other items of
+    /// its host and subject (newest first), in one transaction (issue 11, drift detail).
+    fn drift_record(
+        &self,
+        id: Uuid,
+        timeline_limit: u32,
+    ) -> impl Future<Output = Result<DriftRecord>> + Send;
     /// Resolves open drift (anything else is a `Conflict`).
     fn resolve_drift(
         &self,

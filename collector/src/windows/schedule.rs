@@ -203,6 +203,50 @@ impl Recurrence {
         false
     }
 
+    /// The occurrence, cut to the validity `[valid_from, valid_until]`, nearest to
+    /// `[from, to]` (start, end), looking a week and a day either side; for explaining why
+    /// an occurrence did not hold an event, never for deciding.
+    pub fn nearest(
+        &self,
+        from: Millis,
+        to: Millis,
+        valid_from: Millis,
+        valid_until: Millis,
+    ) -> Option<(Millis, Millis)> {
+        const SPAN: i64 = 8 * DAY_MS;
+        let (first, last) = (
+            self.local_date(from.saturating_sub(SPAN))?,
+            self.local_date(to.saturating_add(SPAN))?,
+        );
+        let mut best: Option<(i64, Millis, Millis)> = None;
+        let mut date = first;
+        while date <= last {
+            if let Some(start) = self.occurrence_on(date) {
+                let (opens, closes) = (
+                    start.max(valid_from),
+                    (start + self.duration_ms).min(valid_until),
+                );
+                if opens <= closes {
+                    let distance = if closes < from {
+                        from - closes
+                    } else if opens > to {
+                        opens - to
+                    } else {
+                        0
+                    };
+                    if best.is_none_or(|(d, _, _)| distance < d) {
+                        best = Some((distance, opens, closes));
+                    }
+                }
+            }
+            match date.checked_add(1.day()) {
+                Ok(next) => date = next,
+                Err(_) => break,
+            }
+        }
+        best.map(|(_, opens, closes)| (opens, closes))
+    }
+
     fn local_date(&self, at: Millis) -> Option<Date> {
         Timestamp::from_millisecond(at)
             .ok()

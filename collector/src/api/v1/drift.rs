@@ -5,8 +5,8 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
-    DriftDetail, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS, MAX_DRIFT_LIMIT,
-    ResolveDrift,
+    DriftDetail, DriftDetailView, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS,
+    MAX_DRIFT_LIMIT, ResolveDrift,
 };
 use crate::app::Limit;
 use crate::store::{DriftFilter, Store};
@@ -47,6 +47,16 @@ pub async fn get<S: Store>(
         events: events[omitted..].iter().map(EventView::from).collect(),
         events_omitted: omitted,
     }))
+}
+
+/// `GET /api/v1/drift/{id}/detail` (issue 11): history, timeline, why no window covered it.
+pub async fn detail<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Id(id): Id,
+) -> Result<Json<DriftDetailView>, ApiError> {
+    let detail = app.drift_detail(&caller, id).await?;
+    Ok(Json(DriftDetailView::from(&detail)))
 }
 
 pub async fn resolve<S: Store>(

@@ -14,7 +14,8 @@ use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::store::{
-    AlertWords, DriftFilter, DriftItem, Resolution, Result, StoreError, UntracedBurst,
+    AlertWords, DriftChange, DriftFilter, DriftItem, DriftRecord, Resolution, Result, StoreError,
+    UntracedBurst,
 };
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
@@ -69,6 +70,44 @@ pub fn get(conn: &Connection, drift_id: Uuid) -> Result<DriftItem> {
     )
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("no drift item {drift_id}")))
+}
+
+/// A drift item with its events, history and the other items of its host and subject.
+pub fn record(conn: &Connection, drift_id: Uuid, timeline_limit: u32) -> Result<DriftRecord> {
+    let item = get(conn, drift_id)?;
+    let events = super::ingest::events_of(conn, drift_id)?;
+    let mut stmt = conn.prepare(
+        "SELECT at, from_status, to_status, by, reason FROM drift_history
+         WHERE drift_id = ?1 ORDER BY id",
+    )?;
+    let history = stmt
+        .query_map([id(drift_id)], |r| {
+            Ok(DriftChange {
+                at: r.get(0)?,
+                from: r.get::<_, Option<Named<_>>>(1)?.map(|n| n.0),
+                to: r.get::<_, Named<_>>(2)?.0,
+                by: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id
+         WHERE d.host_id = ?1 AND d.subject = ?2 AND d.id != ?3
+         ORDER BY d.opened_at DESC, d.id DESC LIMIT ?4"
+    ))?;
+    let timeline = stmt
+        .query_map(
+            params![id(item.host_id), item.subject, id(drift_id), timeline_limit],
+            row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(DriftRecord {
+        item,
+        events,
+        history,
+        timeline,
+    })
 }
 
 pub fn resolve(

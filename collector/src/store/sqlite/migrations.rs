@@ -305,6 +305,12 @@ CREATE TABLE web_sessions (
 ) STRICT;
 CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
 "#,
+    // 14 (issue 11, drift detail): a drift item's history and the other drift of its
+    // host and subject (the subject's timeline) are read per item, without a scan.
+    r#"
+CREATE INDEX drift_history_drift ON drift_history(drift_id, id);
+CREATE INDEX drift_host_subject ON drift(host_id, subject, opened_at);
+"#,
 ];
 
 #[cfg(test)]

@@ -471,6 +471,20 @@ impl Store for SqliteStore {
         self.call(move |conn| drift::get(conn, id))
     }
 
+    fn drift_record(
+        &self,
+        id: Uuid,
+        timeline_limit: u32,
+    ) -> impl Future<Output = Result<DriftRecord>> + Send {
+        // One read transaction: the item, its events and history agree with each other.
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let record = drift::record(&tx, id, timeline_limit)?;
+            tx.commit()?;
+            Ok(record)
+        })
+    }
+
     fn resolve_drift(
         &self,
         id: Uuid,

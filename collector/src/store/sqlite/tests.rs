@@ -165,3 +165,8 @@ async fn entries_are_signed_once_a_key_is_set_and_checkpoints_become_alerts() {
 async fn sqlite_prunes_by_retention() {
     crate::store::conformance_retention::story(SqliteStore::open_in_memory().unwrap()).await;
 }
+
+#[tokio::test]
+async fn sqlite_reads_a_drift_record() {
+    crate::store::conformance_detail::story(SqliteStore::open_in_memory().unwrap()).await;
+}
