@@ -21,6 +21,7 @@ pub mod coverage;
 pub mod drift;
 pub mod guard;
 pub mod identity;
+pub mod live;
 pub mod matcher;
 pub mod people;
 pub mod reload;

@@ -135,9 +135,13 @@ pub async fn serve_live<S: Store>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     let asked = Arc::clone(&stop_tx);
+    let streams = Arc::clone(&app);
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("stopping: finishing in-flight requests");
+        // Live drift streams never finish by themselves: end them, or the graceful
+        // shutdown below would wait its whole grace for them.
+        streams.close_streams();
         let _ = asked.send(true);
     });
 

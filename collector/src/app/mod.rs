@@ -12,6 +12,7 @@
 //! - `alerts.rs`: alerts, the dead-letter queue, the configured sinks.
 //! - `health.rs`: the background round, readiness, the `/metrics` exposition.
 //! - `retention.rs`: the retention round.
+//! - `live.rs`: the live drift stream (`crate::live`), woken after each drift commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub enum Error {
     /// A field over its documented maximum (`driftwatch_common::limits`).
     #[error("{0}")]
     FieldTooLarge(String),
+    /// Busy for now (a capacity reached): 503 with Retry-After.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -72,10 +76,12 @@ mod drift;
 mod evidence;
 mod health;
 mod identity;
+mod live;
 mod retention;
 mod windows;
 
 pub use drift::ResolveRequest;
+pub use live::{DriftStream, LiveItem, OPEN_STREAMS};
 pub use identity::{IssuedToken, MAX_ENROLLMENT_TTL_SECS, MAX_ENROLLMENT_USES};
 pub use windows::Decision;
 
@@ -152,6 +158,8 @@ pub struct App<S: Store> {
     audit_anchor: Option<crate::audit::ops::Anchor>,
     /// `[retention]` and when its round last ran (`app/retention.rs`); `None`: keep all.
     retention: Option<retention::Round>,
+    /// The live drift streams (`app/live.rs`).
+    live: live::Live,
 }
 
 impl<S: Store> App<S> {
@@ -164,6 +172,7 @@ impl<S: Store> App<S> {
         // Metrics recorded before the recorder exists are lost: install it first.
         crate::telemetry::prometheus();
         let index = build_index(&store).await?;
+        let settings_limits = settings.limits.clone();
         let app = App {
             store,
             settings,
@@ -172,6 +181,7 @@ impl<S: Store> App<S> {
             index: RwLock::new(Arc::new(index)),
             audit_anchor: None,
             retention: None,
+            live: live::Live::new(&settings_limits),
         };
         app.adopt_legacy_tokens().await?;
         Ok(app)

@@ -664,4 +664,17 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<crate::retention::PruneCounts>> + Send {
         self.write(move |tx| retention::prune(tx, &plan, at))
     }
+
+    fn drift_changes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<DriftChanges>> + Send {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let changes = drift::changes(&tx, after, limit)?;
+            tx.commit()?;
+            Ok(changes)
+        })
+    }
 }

@@ -160,3 +160,8 @@ async fn entries_are_signed_once_a_key_is_set_and_checkpoints_become_alerts() {
 async fn sqlite_prunes_by_retention() {
     crate::store::conformance_retention::story(SqliteStore::open_in_memory().unwrap()).await;
 }
+
+#[tokio::test]
+async fn sqlite_keeps_the_live_cursor() {
+    crate::store::conformance_live::story(SqliteStore::open_in_memory().unwrap()).await;
+}
