@@ -423,8 +423,9 @@ async fn drive<I>(
             let handling = Handling::start(Arc::clone(&busy));
             async move {
                 let response = future.await;
-                drop(handling);
-                response
+                // A live stream is a request being served for as long as its body runs:
+                // neither idle nor a candidate to be taken back under pressure.
+                response.map(|response| held_while_streaming(response, handling))
             }
         });
     let connection = builder
@@ -450,6 +451,26 @@ async fn drive<I>(
             }
         }
     }
+}
+
+/// Keeps `handling` (the connection counts as serving a request) until the body of a
+/// `text/event-stream` response ends; any other response lets it go at once.
+fn held_while_streaming(response: axum::response::Response, handling: Handling) -> axum::response::Response {
+    use futures_util::StreamExt;
+    let streaming = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streaming {
+        drop(handling);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _serving = &handling;
+        chunk
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// How long a new connection waits for a free slot before one is taken back.
