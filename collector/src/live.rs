@@ -26,6 +26,10 @@ pub const EVENT_DRIFT: &str = "drift";
 pub const EVENT_RESET: &str = "reset";
 /// The SSE `event:` sent just before a stream ends because the collector stops.
 pub const EVENT_BYE: &str = "bye";
+/// The SSE `event:` a stream opened without a cursor starts with: its `id` is the head,
+/// so a client that reconnects before any change came resumes from there (nothing made
+/// while it was away is missed).
+pub const EVENT_READY: &str = "ready";
 
 /// Parses a `Last-Event-ID` (a cursor this collector gave out). Empty means none.
 pub fn parse_cursor(text: &str) -> Result<Option<i64>, String> {
@@ -141,6 +145,13 @@ impl ChangeView {
     pub fn about_review(&self) -> bool {
         self.to == DriftStatus::Open || self.from == Some(DriftStatus::Open)
     }
+}
+
+/// The `data:` of a `ready` event (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyView {
+    /// The stream follows after this cursor (the event's `id:` too).
+    pub head: i64,
 }
 
 /// The `data:` of a `reset` event (JSON).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::identity::{Principal, Role};
-use crate::live::{self, ChangeView, ResetView, Start};
+use crate::live::{self, ChangeView, ReadyView, ResetView, Start};
 use crate::store::Store;
 
 use super::{App, Error, Result, require};
@@ -53,6 +53,8 @@ impl Live {
 /// One item of a drift stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LiveItem {
+    /// First on a stream opened without a cursor: where it follows from (the event id).
+    Ready(ReadyView),
     /// A drift change; its `seq` is the event id.
     Change(ChangeView),
     /// The client missed too much or brought an unknown cursor: reload, then go on after
@@ -67,6 +69,7 @@ impl LiveItem {
     /// The event id (cursor) it carries, if any.
     pub fn cursor(&self) -> Option<i64> {
         match self {
+            LiveItem::Ready(view) => Some(view.head),
             LiveItem::Change(view) => Some(view.seq),
             LiveItem::Reset(view) => Some(view.head),
             LiveItem::Bye => None,
@@ -137,10 +140,13 @@ impl<S: Store> App<S> {
         let (cursor, pending) = match live::start(resume, first) {
             Start::Replay { from, changes } => {
                 let cursor = changes.last().map_or(from, |c| c.seq);
-                let pending = changes
+                let mut pending: VecDeque<LiveItem> = changes
                     .iter()
                     .map(|c| LiveItem::Change(ChangeView::from(c)))
                     .collect();
+                if resume.is_none() {
+                    pending.push_front(LiveItem::Ready(ReadyView { head: from }));
+                }
                 (cursor, pending)
             }
             Start::Reset { head, why } => {

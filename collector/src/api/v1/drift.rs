@@ -101,7 +101,8 @@ pub struct StreamQuery {
 }
 
 /// The live drift stream of `principal` after `resume`, as a `text/event-stream` response:
-/// `drift` events (JSON [`live::ChangeView`], `id:` its cursor), `reset` when the client
+/// `ready` first without a cursor (its `id:` the head), `drift` events (JSON
+/// [`live::ChangeView`], `id:` its cursor), `reset` when the client
 /// must reload, `bye` before the collector stops, a heartbeat comment every
 /// `limits.stream_heartbeat_secs`; no caching, no proxy buffering. The web dashboard calls
 /// this with a session's `Principal`: the role check is `App::drift_stream`'s.
@@ -128,6 +129,7 @@ pub async fn sse_response<S: Store>(
 /// One stream item as a server-sent event.
 pub fn sse_event(item: &LiveItem) -> Event {
     let (name, data) = match item {
+        LiveItem::Ready(view) => (live::EVENT_READY, serde_json::to_string(view)),
         LiveItem::Change(view) => (live::EVENT_DRIFT, serde_json::to_string(view)),
         LiveItem::Reset(view) => (live::EVENT_RESET, serde_json::to_string(view)),
         LiveItem::Bye => (live::EVENT_BYE, Ok("{}".to_owned())),
