@@ -23,6 +23,8 @@ mod evidence;
 mod full_disk;
 mod integrity;
 mod limits;
+// Live drift stream (issue 11).
+mod live;
 mod matching;
 mod metrics;
 mod mtls;
