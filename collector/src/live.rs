@@ -54,7 +54,10 @@ pub fn parse_cursor(text: &str) -> Result<Option<i64>, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// Replay these, then follow after the last (or after `from` when there are none).
-    Replay { from: i64, changes: Vec<DriftChange> },
+    Replay {
+        from: i64,
+        changes: Vec<DriftChange>,
+    },
     /// Tell the client to reload, then follow after `head`.
     Reset { head: i64, why: &'static str },
 }

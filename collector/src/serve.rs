@@ -455,7 +455,10 @@ async fn drive<I>(
 
 /// Keeps `handling` (the connection counts as serving a request) until the body of a
 /// `text/event-stream` response ends; any other response lets it go at once.
-fn held_while_streaming(response: axum::response::Response, handling: Handling) -> axum::response::Response {
+fn held_while_streaming(
+    response: axum::response::Response,
+    handling: Handling,
+) -> axum::response::Response {
     use futures_util::StreamExt;
     let streaming = response
         .headers()

@@ -57,7 +57,10 @@ impl Stream {
         let mut head = String::new();
         loop {
             let mut line = String::new();
-            assert!(reader.read_line(&mut line).unwrap() > 0, "no answer: {head}");
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "no answer: {head}"
+            );
             if line == "\r\n" {
                 break;
             }
@@ -316,8 +319,11 @@ fn watch_shows_a_change_under_the_agent_and_resumes_exactly_once_after_a_restart
 
     let watch = Watch::start(&collector, &security, &["--stall-secs", "5"]);
     assert!(
-        wait_until(WAIT, || metric(&collector, &admin, "driftwatch_live_streams")
-            == Some(1.0)),
+        wait_until(WAIT, || metric(
+            &collector,
+            &admin,
+            "driftwatch_live_streams"
+        ) == Some(1.0)),
         "watch's stream is counted open:\n{}",
         watch.errors()
     );
@@ -407,7 +413,12 @@ fn a_stream_resumes_after_its_last_event_id_across_a_restart() {
     // From before `a`: a, then b, nothing else.
     let mut again = Stream::open(collector.addr, Some(&security), Some(&start));
     let got: Vec<String> = (0..2)
-        .map(|_| data(&again.next().unwrap())["subject"].as_str().unwrap().to_owned())
+        .map(|_| {
+            data(&again.next().unwrap())["subject"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(got, ["package:a", "package:b"]);
     assert!(again.read_for(Duration::from_millis(1500)).is_empty());
@@ -431,7 +442,10 @@ fn a_stream_resumes_after_its_last_event_id_across_a_restart() {
         .expect(200);
     let resolved = resumed.next().unwrap();
     let body = data(&resolved);
-    assert_eq!((body["kind"].as_str(), body["by"].as_str()), (Some("resolved"), Some("sam")));
+    assert_eq!(
+        (body["kind"].as_str(), body["by"].as_str()),
+        (Some("resolved"), Some("sam"))
+    );
 
     // A cursor this database never gave out: a reset to the head, then live.
     let mut future = Stream::open(collector.addr, Some(&security), Some("999999"));
@@ -475,7 +489,10 @@ fn beyond_max_streams_the_answer_is_503_with_retry_after() {
     assert_eq!(full.status, 503);
     assert!(full.header("retry-after").is_some(), "{}", full.head);
     assert!(full.body().contains("max_streams"));
-    assert_eq!(metric(&collector, &admin, "driftwatch_live_streams"), Some(2.0));
+    assert_eq!(
+        metric(&collector, &admin, "driftwatch_live_streams"),
+        Some(2.0)
+    );
 
     drop(one);
     // The closed stream gives its slot back (noticed at its next write: a heartbeat).

@@ -58,6 +58,7 @@ enum Op {
     Export,
     WindowEvidence,
     Metrics,
+    DriftStream,
 }
 
 /// Who may do what; every other role is refused.
@@ -103,6 +104,7 @@ fn table() -> Vec<(Op, Vec<Role>)> {
         (Op::Export, super::evidence::EXPORT_ROLES.to_vec()),
         (Op::WindowEvidence, people),
         (Op::Metrics, Role::METRICS_READERS.to_vec()),
+        (Op::DriftStream, Role::PEOPLE.to_vec()),
     ]
 }
 
@@ -149,7 +151,7 @@ fn window_request() -> WindowRequest {
 }
 
 /// Runs `op` as `who`; only the error matters here.
-async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> {
+async fn attempt(app: &Arc<App<SqliteStore>>, op: Op, who: &Principal) -> Result<()> {
     let unknown = Uuid::new_v4();
     match op {
         Op::CreateToken => app
@@ -227,6 +229,7 @@ async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> 
             .await
             .map(drop),
         Op::Metrics => app.metrics_exposition(Some(who)).await.map(drop),
+        Op::DriftStream => app.drift_stream(who, None).await.map(drop),
     }
 }
 
@@ -240,14 +243,16 @@ fn refused_for_role(outcome: &Result<()>) -> bool {
 #[tokio::test]
 async fn every_operation_refuses_the_roles_it_must_inside_app() {
     let store = SqliteStore::open_in_memory().unwrap();
-    let app = App::new(
-        store,
-        settings(),
-        Arc::new(ManualClock::at(NOW)),
-        Sinks::none(),
-    )
-    .await
-    .unwrap();
+    let app = Arc::new(
+        App::new(
+            store,
+            settings(),
+            Arc::new(ManualClock::at(NOW)),
+            Sinks::none(),
+        )
+        .await
+        .unwrap(),
+    );
     let mut wrong = Vec::new();
     for (op, allowed) in table() {
         for role in Role::ALL {

@@ -236,3 +236,157 @@ impl<S: Store> DriftStream<S> {
         self.cursor
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use driftwatch_common::api::v1::DriftEvent;
+
+    use super::*;
+    use crate::alerts::Sinks;
+    use crate::app::Settings;
+    use crate::clock::{ManualClock, Millis};
+    use crate::identity::Principal;
+    use crate::matcher::Outcome;
+    use crate::store::conformance_evidence::{enroll, event};
+    use crate::store::{Decided, SqliteStore};
+
+    const T0: Millis = 1_800_000_000_000;
+
+    fn decided(event: &DriftEvent) -> Decided {
+        let at = crate::clock::from_offset(event.observed_at);
+        Decided {
+            event_time: at,
+            spool: crate::spool_time::SpoolTime {
+                spooled_after: at,
+                spooled_before: at,
+                ..Default::default()
+            },
+            event: event.clone(),
+            outcome: Outcome::Untraced,
+        }
+    }
+
+    async fn app(max_streams: u32) -> Arc<App<SqliteStore>> {
+        let settings = Settings {
+            hold_ms: 60_000,
+            burst_ms: 10_000,
+            tolerance_ms: 60_000,
+            silent_after_ms: 300_000,
+            emergency_approval_ms: 3_600_000,
+            max_body_bytes: 1 << 16,
+            max_export_rows: 10,
+            limits: driftwatch_config::collector::Limits {
+                max_streams,
+                ..Default::default()
+            },
+            metrics: Default::default(),
+        };
+        let store = SqliteStore::open_in_memory().unwrap();
+        Arc::new(
+            App::new(
+                store,
+                settings,
+                Arc::new(ManualClock::at(T0)),
+                Sinks::none(),
+            )
+            .await
+            .unwrap(),
+        )
+    }
+
+    fn security() -> Principal {
+        Principal {
+            token_id: uuid::Uuid::new_v4(),
+            name: "sam".into(),
+            role: Role::Security,
+            host_id: None,
+        }
+    }
+
+    async fn next<S: Store>(stream: &mut DriftStream<S>, within: Duration) -> Option<LiveItem> {
+        tokio::time::timeout(within, stream.next())
+            .await
+            .expect("an item in time")
+    }
+
+    fn subject(item: Option<LiveItem>) -> String {
+        match item {
+            Some(LiveItem::Change(view)) => view.subject,
+            other => panic!("not a change: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_woken_capped_resumed_and_closed() {
+        let app = app(1).await;
+        let host = enroll(&app.store, "web-1", 41).await;
+        let mut stream = app.drift_stream(&security(), None).await.unwrap();
+        assert_eq!(
+            next(&mut stream, Duration::from_secs(1)).await,
+            Some(LiveItem::Ready(ReadyView { head: 0 }))
+        );
+        // The cap: one stream here.
+        assert!(matches!(
+            app.drift_stream(&security(), None).await,
+            Err(Error::Unavailable(why)) if why.contains("max_streams")
+        ));
+
+        // A poke after the commit wakes the waiting stream at once (well before the
+        // fallback read).
+        let first = event(host.id, None, "package:a", T0 + 1000);
+        let commit = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            app.store
+                .ingest(host.id, vec![decided(&first)], T0 + 2000)
+                .await
+                .unwrap();
+            app.drift_changed();
+        };
+        let (item, ()) = tokio::join!(next(&mut stream, Duration::from_secs(2)), commit);
+        assert_eq!(subject(item), "package:a");
+        let after_a = stream.cursor();
+
+        // No poke (another collector of the same database): the fallback read finds it.
+        let second = event(host.id, Some(&first), "package:b", T0 + 3000);
+        let started = std::time::Instant::now();
+        let commit = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            app.store
+                .ingest(host.id, vec![decided(&second)], T0 + 4000)
+                .await
+                .unwrap();
+        };
+        let (item, ()) = tokio::join!(
+            next(&mut stream, FALLBACK_READ + Duration::from_secs(3)),
+            commit
+        );
+        assert_eq!(subject(item), "package:b");
+        assert!(
+            started.elapsed() >= FALLBACK_READ - Duration::from_millis(500),
+            "found by the fallback read, not a poke"
+        );
+
+        // Stopping: `bye`, then the end; the slot comes back with the stream.
+        app.close_streams();
+        assert_eq!(
+            next(&mut stream, Duration::from_secs(1)).await,
+            Some(LiveItem::Bye)
+        );
+        assert_eq!(next(&mut stream, Duration::from_secs(1)).await, None);
+        drop(stream);
+
+        // Resumed after `a`: b only (then the stop, still asked).
+        let mut resumed = app.drift_stream(&security(), Some(after_a)).await.unwrap();
+        assert_eq!(
+            subject(next(&mut resumed, Duration::from_secs(1)).await),
+            "package:b"
+        );
+        assert_eq!(
+            next(&mut resumed, Duration::from_secs(1)).await,
+            Some(LiveItem::Bye)
+        );
+    }
+}

@@ -81,8 +81,8 @@ mod retention;
 mod windows;
 
 pub use drift::ResolveRequest;
-pub use live::{DriftStream, LiveItem, OPEN_STREAMS};
 pub use identity::{IssuedToken, MAX_ENROLLMENT_TTL_SECS, MAX_ENROLLMENT_USES};
+pub use live::{DriftStream, LiveItem, OPEN_STREAMS};
 pub use windows::Decision;
 
 /// The configuration values the operations need, in the units they use.

@@ -49,7 +49,10 @@ pub async fn story<S: Store>(store: S) {
     let (a, b) = (&all.changes[0], &all.changes[1]);
     assert!(a.seq < b.seq, "oldest first: {all:?}");
     assert_eq!(all.head, b.seq);
-    assert_eq!((a.subject.as_str(), b.subject.as_str()), ("package:a", "package:b"));
+    assert_eq!(
+        (a.subject.as_str(), b.subject.as_str()),
+        ("package:a", "package:b")
+    );
     assert_eq!(a.hostname, "web-1");
     assert_eq!(a.host_id, web.id);
     assert_eq!((a.from, a.to), (None, DriftStatus::Open));
@@ -96,7 +99,10 @@ pub async fn story<S: Store>(store: S) {
     let counts = store.prune(plan, T0 + 20_000).await.unwrap();
     assert_eq!(counts.drift, 1, "{counts:?}");
     let head = store.drift_changes(0, 0).await.unwrap().head;
-    assert_eq!(head, resolve.seq, "the head survives the deletion of its row");
+    assert_eq!(
+        head, resolve.seq,
+        "the head survives the deletion of its row"
+    );
 
     // The next change gets a number no one saw: a client at `resolve.seq` receives it.
     let third = event(web.id, Some(&second), "package:c", T0 + 30_000);

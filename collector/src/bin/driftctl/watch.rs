@@ -176,7 +176,9 @@ async fn follow(
                     let view: ChangeView = match serde_json::from_str(&event.data) {
                         Ok(view) => view,
                         Err(err) => {
-                            eprintln!("driftctl: skipped an event that is not a drift change: {err}");
+                            eprintln!(
+                                "driftctl: skipped an event that is not a drift change: {err}"
+                            );
                             continue;
                         }
                     };
@@ -281,7 +283,10 @@ mod tests {
     #[test]
     fn hostile_subjects_reach_the_terminal_escaped() {
         let shown = escape_text(&line(&view("/etc/\u{1b}]0;pwned\u{7}\u{202e}txt.sh\nfake")));
-        assert!(!shown.chars().any(|c| c.is_control() || c == '\u{202e}'), "{shown:?}");
+        assert!(
+            !shown.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{shown:?}"
+        );
         assert!(shown.contains("\\x1b"), "{shown}");
     }
 }

@@ -14,8 +14,8 @@ use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::store::{
-    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, Resolution, Result,
-    StoreError, UntracedBurst,
+    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, Resolution, Result, StoreError,
+    UntracedBurst,
 };
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
