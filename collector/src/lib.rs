@@ -22,6 +22,7 @@ pub mod detail;
 pub mod drift;
 pub mod guard;
 pub mod identity;
+pub mod live;
 pub mod matcher;
 pub mod people;
 pub mod reload;

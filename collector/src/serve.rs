@@ -135,9 +135,13 @@ pub async fn serve_live<S: Store>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     let asked = Arc::clone(&stop_tx);
+    let streams = Arc::clone(&app);
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("stopping: finishing in-flight requests");
+        // Live drift streams never finish by themselves: end them, or the graceful
+        // shutdown below would wait its whole grace for them.
+        streams.close_streams();
         let _ = asked.send(true);
     });
 
@@ -419,8 +423,9 @@ async fn drive<I>(
             let handling = Handling::start(Arc::clone(&busy));
             async move {
                 let response = future.await;
-                drop(handling);
-                response
+                // A live stream is a request being served for as long as its body runs:
+                // neither idle nor a candidate to be taken back under pressure.
+                response.map(|response| held_while_streaming(response, handling))
             }
         });
     let connection = builder
@@ -446,6 +451,29 @@ async fn drive<I>(
             }
         }
     }
+}
+
+/// Keeps `handling` (the connection counts as serving a request) until the body of a
+/// `text/event-stream` response ends; any other response lets it go at once.
+fn held_while_streaming(
+    response: axum::response::Response,
+    handling: Handling,
+) -> axum::response::Response {
+    use futures_util::StreamExt;
+    let streaming = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streaming {
+        drop(handling);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _serving = &handling;
+        chunk
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// How long a new connection waits for a free slot before one is taken back.

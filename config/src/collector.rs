@@ -36,6 +36,8 @@
 //! auth_failure_burst = 20            # 1..=100000; per client address, at once
 //! lockout_failures = 10              # 1..=1000; failures in a row that lock a token id
 //! lockout_secs = 300                 # 1..=86400
+//! max_streams = 256                  # 1..=65536; live drift streams open at once (then 503)
+//! stream_heartbeat_secs = 15         # 1..=300; a comment on each open stream this often
 //!
 //! [metrics]
 //! require_token = true               # default true: a metrics, admin or auditor token

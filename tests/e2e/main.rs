@@ -24,6 +24,8 @@ mod explain;
 mod full_disk;
 mod integrity;
 mod limits;
+// Live drift stream (issue 11).
+mod live;
 mod matching;
 mod metrics;
 mod mtls;

@@ -112,6 +112,8 @@ pub struct Collector {
     fd_limit: Option<u64>,
     /// Extra environment of the process (e.g. libfaketime's), from `restart_with_env`.
     env: Vec<(String, String)>,
+    /// Listen on `addr` again at the next start (`restart_same_port`), not on a new port.
+    keep_port: bool,
 }
 
 impl Collector {
@@ -160,6 +162,7 @@ impl Collector {
             tls,
             fd_limit,
             env: Vec::new(),
+            keep_port: false,
         };
         collector.spawn();
         collector
@@ -186,10 +189,15 @@ impl Collector {
                 prlimit
             }
         };
+        let listen = if self.keep_port {
+            self.addr.to_string()
+        } else {
+            "127.0.0.1:0".to_owned()
+        };
         let child = command
             .arg("--config")
             .arg(self.config())
-            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
+            .args(["serve", "--listen", &listen, "--port-file"])
             .arg(&port_file)
             .env("DRIFTWATCH_LOG", "info,driftwatch_collector=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -336,6 +344,14 @@ impl Collector {
             assert_eq!(code, Some(0), "unclean stop:\n{log}");
         }
         self.spawn();
+    }
+
+    /// Starts again on the same state and the same port, so clients and agents that know
+    /// its URL reconnect (the live stream's tests).
+    #[track_caller]
+    pub fn restart_same_port(&mut self) {
+        self.keep_port = true;
+        self.restart();
     }
 
     /// Starts again on the same state with `env` added to the process's environment

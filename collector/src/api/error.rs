@@ -64,6 +64,7 @@ impl From<Error> for ApiError {
             Error::FieldTooLarge(m) => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "field_too_large", m)
             }
+            Error::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             Error::Store(err) => {
                 tracing::error!(error = %driftwatch_common::pathbytes::Shown(&err.to_string()), "request failed in the store");
                 Self::for_status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -89,6 +90,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.code == "unavailable" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }

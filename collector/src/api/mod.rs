@@ -81,6 +81,8 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         // Drift.
         ("get", "/api/v1/drift", get(drift::list::<S>)),
         ("get", "/api/v1/drift/{id}", get(drift::get::<S>)),
+        // Live drift stream (issue 11).
+        ("get", "/api/v1/drift/stream", get(drift::stream::<S>)),
         (
             "post",
             "/api/v1/drift/{id}/resolve",

@@ -203,6 +203,7 @@ impl<S: Store> App<S> {
         let false_claim = clock_claim_alert(&host, &decided, tolerance);
         let outcome = self.store.ingest(host_id, decided, received_at).await?;
         drop(index);
+        self.drift_changed();
         if let Some(alert) = false_claim.filter(|_| outcome.false_claims > 0) {
             metrics::counter!("driftwatch_clock_claims_false_total")
                 .increment(u64::from(outcome.false_claims));

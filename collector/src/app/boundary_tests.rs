@@ -60,6 +60,7 @@ enum Op {
     WindowEvidence,
     Metrics,
     LatestEvents,
+    DriftStream,
 }
 
 /// Who may do what; every other role is refused.
@@ -107,6 +108,7 @@ fn table() -> Vec<(Op, Vec<Role>)> {
         (Op::WindowEvidence, people),
         (Op::Metrics, Role::METRICS_READERS.to_vec()),
         (Op::LatestEvents, Role::PEOPLE.to_vec()),
+        (Op::DriftStream, Role::PEOPLE.to_vec()),
     ]
 }
 
@@ -153,7 +155,7 @@ fn window_request() -> WindowRequest {
 }
 
 /// Runs `op` as `who`; only the error matters here.
-async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> {
+async fn attempt(app: &Arc<App<SqliteStore>>, op: Op, who: &Principal) -> Result<()> {
     let unknown = Uuid::new_v4();
     match op {
         Op::CreateToken => app
@@ -233,6 +235,7 @@ async fn attempt(app: &App<SqliteStore>, op: Op, who: &Principal) -> Result<()> 
             .map(drop),
         Op::Metrics => app.metrics_exposition(Some(who)).await.map(drop),
         Op::LatestEvents => app.latest_events(who, &[]).await.map(drop),
+        Op::DriftStream => app.drift_stream(who, None).await.map(drop),
     }
 }
 
@@ -246,14 +249,16 @@ fn refused_for_role(outcome: &Result<()>) -> bool {
 #[tokio::test]
 async fn every_operation_refuses_the_roles_it_must_inside_app() {
     let store = SqliteStore::open_in_memory().unwrap();
-    let app = App::new(
-        store,
-        settings(),
-        Arc::new(ManualClock::at(NOW)),
-        Sinks::none(),
-    )
-    .await
-    .unwrap();
+    let app = Arc::new(
+        App::new(
+            store,
+            settings(),
+            Arc::new(ManualClock::at(NOW)),
+            Sinks::none(),
+        )
+        .await
+        .unwrap(),
+    );
     let mut wrong = Vec::new();
     for (op, allowed) in table() {
         for role in Role::ALL {

@@ -103,7 +103,9 @@ impl<S: Store> App<S> {
             format!("drift:{id}"),
             json!({ "category": resolution.category, "comment": resolution.comment, "ticket": resolution.ticket }),
         );
-        Ok(self.store.resolve_drift(id, resolution, audit).await?)
+        let item = self.store.resolve_drift(id, resolution, audit).await?;
+        self.drift_changed();
+        Ok(item)
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `health.rs`: the background round, readiness, the `/metrics` exposition.
 //! - `retention.rs`: the retention round.
 //! - `sessions.rs`: the web console's sign-in, sessions and sign-out (`crate::web`).
+//! - `live.rs`: the live drift stream (`crate::live`), woken after each drift commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub enum Error {
     /// A field over its documented maximum (`driftwatch_common::limits`).
     #[error("{0}")]
     FieldTooLarge(String),
+    /// Busy for now (a capacity reached): 503 with Retry-After.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -73,6 +77,7 @@ mod drift;
 mod evidence;
 mod health;
 mod identity;
+mod live;
 mod retention;
 mod sessions;
 mod windows;
@@ -80,6 +85,7 @@ mod windows;
 pub use drift::{RESOLVE_ROLES, ResolveRequest};
 pub use identity::{IssuedToken, MAX_ENROLLMENT_TTL_SECS, MAX_ENROLLMENT_USES};
 pub use sessions::{CONSOLE_ROLES, DashboardSettings, SignedIn};
+pub use live::{DriftStream, LiveItem, OPEN_STREAMS};
 pub use windows::Decision;
 
 /// The configuration values the operations need, in the units they use.
@@ -157,6 +163,8 @@ pub struct App<S: Store> {
     retention: Option<retention::Round>,
     /// `[dashboard]` and whether cookies are marked Secure (`app/sessions.rs`).
     dashboard: DashboardSettings,
+    /// The live drift streams (`app/live.rs`).
+    live: live::Live,
 }
 
 impl<S: Store> App<S> {
@@ -169,6 +177,7 @@ impl<S: Store> App<S> {
         // Metrics recorded before the recorder exists are lost: install it first.
         crate::telemetry::prometheus();
         let index = build_index(&store).await?;
+        let settings_limits = settings.limits.clone();
         let app = App {
             store,
             settings,
@@ -178,6 +187,7 @@ impl<S: Store> App<S> {
             audit_anchor: None,
             retention: None,
             dashboard: DashboardSettings::default(),
+            live: live::Live::new(&settings_limits),
         };
         app.adopt_legacy_tokens().await?;
         Ok(app)

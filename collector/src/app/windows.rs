@@ -121,6 +121,8 @@ impl<S: Store> App<S> {
             decision.review = Some(self.reevaluate(&updated, &actor.name).await?);
         }
         drop(index);
+        // A close-out accepts drift, an approval may authorize it.
+        self.drift_changed();
         tracing::info!(window = %id, action = %action, by = %Shown(&actor.name), "window decided");
         Ok(decision)
     }

@@ -32,6 +32,9 @@ use uuid::Uuid;
 mod exit;
 #[path = "driftctl/settings.rs"]
 mod settings;
+// Live drift in the terminal (issue 11).
+#[path = "driftctl/watch.rs"]
+mod watch;
 
 use exit::Failure;
 
@@ -110,6 +113,9 @@ enum Command {
     People(PeopleCommand),
     /// Enrolled hosts and whether they are silent.
     Hosts,
+    /// Follow drift that needs review live, one line per change (time, host, subject,
+    /// status); reconnects by itself and resumes where it stopped; Ctrl-C ends it.
+    Watch(watch::WatchArgs),
     /// Recent alerts and their delivery; dead letters, retried or dropped (admin).
     #[command(args_conflicts_with_subcommands = true)]
     Alerts {
@@ -486,6 +492,8 @@ fn main() -> ExitCode {
 
 struct Client {
     http: reqwest::Client,
+    /// Without the overall timeout: for the live stream (`watch`), which never ends.
+    stream_http: reqwest::Client,
     url: String,
     token: String,
     json: bool,
@@ -502,6 +510,8 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10));
+        let mut stream_builder =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
         if let Some(ca) = &settings.ca_cert {
             let pem = std::fs::read(ca).map_err(|err| {
                 Failure::Config.error(format!(
@@ -516,10 +526,14 @@ impl Client {
                 .ok_or_else(|| {
                     Failure::Config.error(format!("{} is not a PEM certificate", ca.display()))
                 })?;
+            stream_builder = stream_builder.tls_certs_only(certs.clone());
             builder = builder.tls_certs_only(certs);
         }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
+            stream_http: stream_builder
+                .build()
+                .context("cannot build the HTTP client")?,
             url: settings.url,
             token: settings.token,
             json: cli.json,
@@ -795,6 +809,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             client.say(format!("revoked token {} ({})", token.id, token.name));
             Ok(EXIT_OK)
         }
+        Command::Watch(args) => watch::watch(&client, args).await,
         Command::Hosts => {
             let hosts: Vec<HostView> = client.get("/api/v1/hosts").await?;
             client.list(&hosts, |h| {

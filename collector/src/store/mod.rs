@@ -18,6 +18,7 @@ pub mod conformance_anchor;
 pub mod conformance_chain;
 pub mod conformance_detail;
 pub mod conformance_evidence;
+pub mod conformance_live;
 pub mod conformance_people;
 pub mod conformance_retention;
 pub mod conformance_sessions;
@@ -247,6 +248,35 @@ pub struct DriftFilter {
     pub host_id: Option<Uuid>,
     pub window_id: Option<Uuid>,
     pub limit: Option<u32>,
+}
+
+// Live drift stream (issue 11, `crate::live`).
+
+/// One change of a drift item's status (a row of its history), numbered by a sequence
+/// that only grows and never hands a number out twice: the live stream's durable cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriftChange {
+    pub seq: i64,
+    pub drift_id: Uuid,
+    pub host_id: Uuid,
+    pub hostname: String,
+    pub subject: String,
+    pub at: Millis,
+    /// `None`: the item was opened by this change.
+    pub from: Option<DriftStatus>,
+    pub to: DriftStatus,
+    pub by: String,
+    /// The history line's reason.
+    pub reason: String,
+    /// The item's current review reason (`DriftItem::reason`).
+    pub review_reason: Option<String>,
+}
+
+/// [`Store::drift_changes`]: the changes asked for and the highest number handed out yet.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DriftChanges {
+    pub changes: Vec<DriftChange>,
+    pub head: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -864,4 +894,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// latest state of many drift items at once.
     fn events_by_id(&self, ids: Vec<Uuid>)
     -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
+
+    // Live drift stream (issue 11).
+    /// The drift changes numbered above `after`, oldest first, at most `limit` (0: none),
+    /// and the highest number handed out so far, in one read. Numbers only grow, in commit
+    /// order, and survive retention and restarts (`crate::live`).
+    fn drift_changes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<DriftChanges>> + Send;
 }

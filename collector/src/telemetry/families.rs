@@ -55,6 +55,8 @@ pub(super) fn install() -> PrometheusHandle {
         .collect();
     metrics::gauge!("driftwatch_build_info", labels).set(1.0);
     start_counters_at_zero();
+    // The gauge of open streams moves by increments: it starts at 0 (and is rendered).
+    metrics::gauge!(crate::app::OPEN_STREAMS).set(0.0);
     handle
 }
 
@@ -214,6 +216,10 @@ fn describe() {
     describe_gauge!(
         "driftwatch_alert_deliveries_failing",
         "Alerts whose last delivery attempt to a sink failed"
+    );
+    describe_gauge!(
+        crate::app::OPEN_STREAMS,
+        "Live drift streams (/api/v1/drift/stream) open now"
     );
     describe_gauge!(
         "driftwatch_windows_indexed",

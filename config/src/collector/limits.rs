@@ -25,6 +25,10 @@ pub const DEFAULT_LOCKOUT_FAILURES: u64 = 10;
 pub const MAX_LOCKOUT_FAILURES: u64 = 1_000;
 pub const DEFAULT_LOCKOUT_SECS: u64 = 300;
 pub const MAX_LOCKOUT_SECS: u64 = 86_400;
+pub const DEFAULT_MAX_STREAMS: u64 = 256;
+pub const MAX_MAX_STREAMS: u64 = 65_536;
+pub const DEFAULT_STREAM_HEARTBEAT_SECS: u64 = 15;
+pub const MAX_STREAM_HEARTBEAT_SECS: u64 = 300;
 
 /// Connection and authentication limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +49,10 @@ pub struct Limits {
     pub lockout_failures: u32,
     /// ... for this long (429 with Retry-After, even with the right secret).
     pub lockout: Duration,
+    /// Live drift streams (`/api/v1/drift/stream`) open at once; beyond: 503 Retry-After.
+    pub max_streams: u32,
+    /// A comment line on each open stream this often, so proxies keep it open.
+    pub stream_heartbeat: Duration,
 }
 
 impl Default for Limits {
@@ -57,6 +65,8 @@ impl Default for Limits {
             auth_failure_burst: DEFAULT_AUTH_FAILURE_BURST as u32,
             lockout_failures: DEFAULT_LOCKOUT_FAILURES as u32,
             lockout: Duration::from_secs(DEFAULT_LOCKOUT_SECS),
+            max_streams: DEFAULT_MAX_STREAMS as u32,
+            stream_heartbeat: Duration::from_secs(DEFAULT_STREAM_HEARTBEAT_SECS),
         }
     }
 }
@@ -100,6 +110,8 @@ pub(super) struct LimitsToml {
     pub auth_failure_burst: Option<Spanned<i64>>,
     pub lockout_failures: Option<Spanned<i64>>,
     pub lockout_secs: Option<Spanned<i64>>,
+    pub max_streams: Option<Spanned<i64>>,
+    pub stream_heartbeat_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +184,20 @@ pub(super) fn compile_limits(raw: Option<&LimitsToml>, diag: &mut Diagnostics<'_
         MAX_LOCKOUT_SECS,
         DEFAULT_LOCKOUT_SECS,
     );
+    let max_streams = get(
+        &raw.max_streams,
+        "max_streams",
+        1,
+        MAX_MAX_STREAMS,
+        DEFAULT_MAX_STREAMS,
+    );
+    let stream_heartbeat = get(
+        &raw.stream_heartbeat_secs,
+        "stream_heartbeat_secs",
+        1,
+        MAX_STREAM_HEARTBEAT_SECS,
+        DEFAULT_STREAM_HEARTBEAT_SECS,
+    );
     // The ranges above keep every value within u32.
     let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
     Limits {
@@ -182,6 +208,8 @@ pub(super) fn compile_limits(raw: Option<&LimitsToml>, diag: &mut Diagnostics<'_
         auth_failure_burst: small(burst),
         lockout_failures: small(lockout_failures),
         lockout: Duration::from_secs(lockout),
+        max_streams: small(max_streams),
+        stream_heartbeat: Duration::from_secs(stream_heartbeat),
     }
 }
 

@@ -469,6 +469,7 @@ fn limits_metrics_and_client_ca_have_defaults_and_compile() {
          client_ca = \"/agents-ca.pem\"\n[limits]\nheader_read_timeout_secs = 2\n\
          idle_timeout_secs = 5\nmax_connections = 64\nauth_failures_per_minute = 6\n\
          auth_failure_burst = 3\nlockout_failures = 4\nlockout_secs = 9\n\
+         max_streams = 2\nstream_heartbeat_secs = 1\n\
          [metrics]\nrequire_token = false\nlisten = \"127.0.0.1:9464\"\n",
     );
     assert_eq!(
@@ -481,6 +482,8 @@ fn limits_metrics_and_client_ca_have_defaults_and_compile() {
             auth_failure_burst: 3,
             lockout_failures: 4,
             lockout: Duration::from_secs(9),
+            max_streams: 2,
+            stream_heartbeat: Duration::from_secs(1),
         }
     );
     assert!(!config.metrics.require_token);

@@ -1,5 +1,10 @@
+use std::convert::Infallible;
+
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -8,7 +13,9 @@ use crate::api::model::{
     DriftDetail, DriftDetailView, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS,
     MAX_DRIFT_LIMIT, ResolveDrift,
 };
-use crate::app::Limit;
+use crate::app::{Limit, LiveItem};
+use crate::identity::Principal;
+use crate::live;
 use crate::store::{DriftFilter, Store};
 
 pub async fn list<S: Store>(
@@ -67,4 +74,82 @@ pub async fn resolve<S: Store>(
 ) -> Result<Json<DriftView>, ApiError> {
     let item = app.resolve(&caller, id, request).await?;
     Ok(Json(DriftView::from(&item)))
+}
+
+// Live drift stream (issue 11).
+
+/// `GET /api/v1/drift/stream[?after=CURSOR]`: the live drift stream of the bearer token's
+/// principal, resumed after `Last-Event-ID` (a reconnect) or `after` (a first connection
+/// that knows where it stopped; the header wins).
+pub async fn stream<S: Store>(
+    State(app): State<AppState<S>>,
+    Caller(caller): Caller,
+    Params(query): Params<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let header = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                ApiError::bad_request("Last-Event-ID must be a stream cursor (ASCII digits)")
+            })?;
+            live::parse_cursor(text).map_err(ApiError::bad_request)?
+        }
+    };
+    let query = match query.after.as_deref() {
+        None => None,
+        Some(text) => live::parse_cursor(text)
+            .map_err(|why| ApiError::bad_request(why.replace("Last-Event-ID", "after")))?,
+    };
+    sse_response(&app, &caller, header.or(query)).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    pub after: Option<String>,
+}
+
+/// The live drift stream of `principal` after `resume`, as a `text/event-stream` response:
+/// `ready` first without a cursor (its `id:` the head), `drift` events (JSON
+/// [`live::ChangeView`], `id:` its cursor), `reset` when the client
+/// must reload, `bye` before the collector stops, a heartbeat comment every
+/// `limits.stream_heartbeat_secs`; no caching, no proxy buffering. The web dashboard calls
+/// this with a session's `Principal`: the role check is `App::drift_stream`'s.
+pub async fn sse_response<S: Store>(
+    app: &AppState<S>,
+    principal: &Principal,
+    resume: Option<i64>,
+) -> Result<Response, ApiError> {
+    let stream = app.drift_stream(principal, resume).await?;
+    let heartbeat = app.stream_heartbeat();
+    let events = futures_util::stream::unfold(stream, |mut stream| async move {
+        let item = stream.next().await?;
+        Some((Ok::<_, Infallible>(sse_event(&item)), stream))
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// One stream item as a server-sent event.
+pub fn sse_event(item: &LiveItem) -> Event {
+    let (name, data) = match item {
+        LiveItem::Ready(view) => (live::EVENT_READY, serde_json::to_string(view)),
+        LiveItem::Change(view) => (live::EVENT_DRIFT, serde_json::to_string(view)),
+        LiveItem::Reset(view) => (live::EVENT_RESET, serde_json::to_string(view)),
+        LiveItem::Bye => (live::EVENT_BYE, Ok("{}".to_owned())),
+    };
+    // Serializing these plain structs cannot fail; an empty object keeps the stream valid.
+    let event = Event::default()
+        .event(name)
+        .data(data.unwrap_or_else(|_| "{}".into()));
+    match item.cursor() {
+        Some(cursor) => event.id(cursor.to_string()),
+        None => event,
+    }
 }

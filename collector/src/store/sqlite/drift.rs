@@ -14,7 +14,8 @@ use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::store::{
-    AlertWords, DriftChange, DriftFilter, DriftItem, DriftRecord, Resolution, Result, StoreError,
+    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, DriftRecord, Resolution, Result,
+    StoreError,
     UntracedBurst,
 };
 
@@ -220,4 +221,39 @@ pub fn raise_due(
         raised += 1;
     }
     Ok(raised)
+}
+
+/// The history rows numbered above `after` (the live stream's cursor), and the highest
+/// number AUTOINCREMENT handed out (migration 14), which survives the deletion of the rows.
+pub fn changes(conn: &Connection, after: i64, limit: u32) -> Result<DriftChanges> {
+    let head: i64 = conn.query_row(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'drift_history'), 0),
+                    coalesce((SELECT max(id) FROM drift_history), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT dh.id, dh.drift_id, d.host_id, h.hostname, d.subject, dh.at, dh.from_status,
+                dh.to_status, dh.by, dh.reason, d.reason
+         FROM drift_history dh JOIN drift d ON d.id = dh.drift_id JOIN hosts h ON h.id = d.host_id
+         WHERE dh.id > ?1 ORDER BY dh.id LIMIT ?2",
+    )?;
+    let changes = stmt
+        .query_map(params![after, limit], |r| {
+            Ok(DriftChange {
+                seq: r.get(0)?,
+                drift_id: r.get::<_, Id>(1)?.0,
+                host_id: r.get::<_, Id>(2)?.0,
+                hostname: r.get(3)?,
+                subject: r.get(4)?,
+                at: r.get(5)?,
+                from: r.get::<_, Option<Named<_>>>(6)?.map(|n| n.0),
+                to: r.get::<_, Named<_>>(7)?.0,
+                by: r.get(8)?,
+                reason: r.get(9)?,
+                review_reason: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(DriftChanges { changes, head })
 }

@@ -305,7 +305,26 @@ CREATE TABLE web_sessions (
 ) STRICT;
 CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
 "#,
-    // 14 (issue 11, drift detail): a drift item's history and the other drift of its
+    // 14 (issue 11, live drift stream): the history row's id is the stream's durable cursor
+    // (`Last-Event-ID`), so it must never be handed out twice, even after retention deleted
+    // the newest rows: AUTOINCREMENT (sqlite_sequence keeps the highest id ever used). The
+    // table is rebuilt with the same columns and ids.
+    r#"
+CREATE TABLE drift_history_seq (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    drift_id TEXT NOT NULL REFERENCES drift(id),
+    at INTEGER NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL
+) STRICT;
+INSERT INTO drift_history_seq (id, drift_id, at, from_status, to_status, by, reason)
+    SELECT id, drift_id, at, from_status, to_status, by, reason FROM drift_history;
+DROP TABLE drift_history;
+ALTER TABLE drift_history_seq RENAME TO drift_history;
+"#,
+    // 15 (issue 11, drift detail): a drift item's history and the other drift of its
     // host and subject (the subject's timeline) are read per item, without a scan.
     r#"
 CREATE INDEX drift_history_drift ON drift_history(drift_id, id);

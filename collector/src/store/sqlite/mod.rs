@@ -721,4 +721,17 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
         self.call(move |conn| ingest::events_by_id(conn, &ids))
     }
+
+    fn drift_changes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<DriftChanges>> + Send {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let changes = drift::changes(&tx, after, limit)?;
+            tx.commit()?;
+            Ok(changes)
+        })
+    }
 }

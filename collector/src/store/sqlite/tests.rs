@@ -170,3 +170,8 @@ async fn sqlite_prunes_by_retention() {
 async fn sqlite_reads_a_drift_record() {
     crate::store::conformance_detail::story(SqliteStore::open_in_memory().unwrap()).await;
 }
+
+#[tokio::test]
+async fn sqlite_keeps_the_live_cursor() {
+    crate::store::conformance_live::story(SqliteStore::open_in_memory().unwrap()).await;
+}
