@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::clock::Millis;
 use crate::matcher::explain::{self, Candidate};
 use crate::matcher::{EventFacts, HostFacts, Outcome};
-use crate::store::{DriftChange, DriftItem, DriftRecord, StoredEvent};
+use crate::store::{DriftItem, DriftRecord, StatusChange, StoredEvent};
 use crate::windows::Window;
 use driftwatch_common::api::v1::ChangeKind;
 
@@ -35,7 +35,7 @@ pub struct DriftDetail {
     pub events: Vec<StoredEvent>,
     pub events_omitted: usize,
     /// Its status changes, oldest first.
-    pub history: Vec<DriftChange>,
+    pub history: Vec<StatusChange>,
     /// The other drift of the same host and subject, newest first.
     pub timeline: Vec<DriftItem>,
     pub explanation: Explanation,

@@ -217,7 +217,7 @@ pub struct DriftItem {
 
 /// One change of a drift item's status, as recorded with it (`drift_history`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DriftChange {
+pub struct StatusChange {
     pub at: Millis,
     /// None: the item was opened.
     pub from: Option<DriftStatus>,
@@ -236,7 +236,7 @@ pub struct DriftRecord {
     /// Every event, oldest first.
     pub events: Vec<StoredEvent>,
     /// Its status changes, oldest first.
-    pub history: Vec<DriftChange>,
+    pub history: Vec<StatusChange>,
     /// The other drift items of the same host and subject, newest first, at most the
     /// limit asked for.
     pub timeline: Vec<DriftItem>,

@@ -94,6 +94,7 @@ pub fn app_error(err: Error) -> Response {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Store(store) => {
             tracing::error!(error = %store, "console request failed in the store");
             return layout::error_page(

@@ -15,8 +15,7 @@ use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::store::{
     AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, DriftRecord, Resolution, Result,
-    StoreError,
-    UntracedBurst,
+    StatusChange, StoreError, UntracedBurst,
 };
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
@@ -83,7 +82,7 @@ pub fn record(conn: &Connection, drift_id: Uuid, timeline_limit: u32) -> Result<
     )?;
     let history = stmt
         .query_map([id(drift_id)], |r| {
-            Ok(DriftChange {
+            Ok(StatusChange {
                 at: r.get(0)?,
                 from: r.get::<_, Option<Named<_>>>(1)?.map(|n| n.0),
                 to: r.get::<_, Named<_>>(2)?.0,
