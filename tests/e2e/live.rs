@@ -531,3 +531,36 @@ fn shutdown_with_open_streams_says_bye_and_exits_promptly() {
         assert!(stream.next().is_none(), "then the stream ends");
     }
 }
+
+#[test]
+fn watch_prints_hostile_subjects_without_terminal_controls() {
+    let collector = Collector::start(QUICK);
+    let admin = collector.token("admin", "root");
+    let security = collector.token("security", "sam");
+    let agent = FakeAgent::enroll(&collector, &admin, "web-1");
+    let text = Watch::start(&collector, &security, &[]);
+    let json = Watch::start(&collector, &security, &["--json"]);
+    assert!(wait_until(WAIT, || metric(
+        &collector,
+        &admin,
+        "driftwatch_live_streams"
+    ) == Some(2.0)));
+    let hostile = "package:\u{1b}]0;pwned\u{7}\u{202e}evil\nFAKE LINE";
+    agent
+        .report(&collector, &[agent.event(hostile, "1")])
+        .expect(200);
+    let line = text.wait_for(&["pwned"]);
+    assert!(
+        !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{line:?}"
+    );
+    assert!(line.contains("\\x1b]0;pwned\\x07"), "{line}");
+    assert!(
+        text.lines().iter().all(|l| !l.starts_with("FAKE LINE")),
+        "no forged line"
+    );
+    let line = json.wait_for(&["pwned"]);
+    assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+    let view: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(view["subject"], hostile, "JSON keeps the exact string");
+}
