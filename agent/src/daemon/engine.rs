@@ -31,7 +31,6 @@
 //! provenance before anything is committed.
 
 use std::cell::RefCell;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -50,7 +49,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info};
 
 use crate::baseline::check::{
-    CheckMode, CheckOptions, Observed, is_within, observe_path, read_plan, run_check_with,
+    CheckMode, CheckOptions, Drift, Observed, is_within, observe_path, read_plan, run_check_with,
     unified_diff,
 };
 use crate::baseline::store::{
@@ -463,7 +462,7 @@ impl Engine {
             Some((
                 drift.path.clone(),
                 drift.after.clone(),
-                Pending::drift(drift),
+                Found::Listed(drift),
             ))
         });
         // Open drift on subjects the comparison did not mention (clean, or
@@ -479,7 +478,7 @@ impl Engine {
             match observe_path(&policy, &self.baseline, path.as_path()) {
                 Observed::Drift(drift) => Look::Differs {
                     now: drift.after.clone(),
-                    event: Pending::drift(&drift),
+                    event: Found::Again(drift),
                 },
                 Observed::Clean(now) => Look::Clean(now),
                 Observed::Unreadable(why) => {
@@ -499,7 +498,7 @@ impl Engine {
         let mut pending: Vec<Pending> = decide_all(differing, self.reported.files(), look, same)
             .into_iter()
             .map(|verdict| match verdict {
-                Verdict::Report(event) => event,
+                Verdict::Report(found) => Pending::drift(found.drift()),
                 Verdict::Restored { key, last, now } => Pending::restored(key, last, now),
             })
             .collect();
@@ -800,6 +799,23 @@ pub fn same_reviewed_state(
                 && xattrs_known
         }
         _ => false,
+    }
+}
+
+/// A drift to report, built into an event only once it is decided on.
+enum Found<'a> {
+    /// Listed by the comparison.
+    Listed(&'a Drift),
+    /// Found by looking once more at a subject with open drift.
+    Again(Box<Drift>),
+}
+
+impl Found<'_> {
+    fn drift(&self) -> &Drift {
+        match self {
+            Found::Listed(drift) => drift,
+            Found::Again(drift) => drift,
+        }
     }
 }
 
