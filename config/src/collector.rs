@@ -91,6 +91,7 @@ mod compile;
 mod limits;
 mod raw;
 mod retention;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -101,6 +102,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, ConfigErrors};
 pub use limits::*;
 pub use retention::*;
+pub use store::*;
 
 /// The shipped configuration (installed by packaging as /etc/driftwatch/collector.toml).
 pub const DEFAULT_COLLECTOR_TOML: &str = include_str!("../examples/collector.toml");
@@ -204,6 +206,8 @@ pub struct CollectorConfig {
     pub audit: AuditSettings,
     /// `[retention]`: what is pruned after how long (default: nothing).
     pub retention: Retention,
+    /// `[store]`: SQLite in `state_dir` (default) or PostgreSQL.
+    pub store: StoreSettings,
 }
 
 /// The audit trail's anchor outside the database: an Ed25519 key that signs every entry

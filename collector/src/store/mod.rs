@@ -19,6 +19,7 @@ pub mod conformance_chain;
 pub mod conformance_evidence;
 pub mod conformance_people;
 pub mod conformance_retention;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ use crate::people::Person;
 use crate::spool_time::{SpoolBounds, SpoolMark, SpoolTime};
 use crate::windows::{Window, WindowStatus};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,8 @@ pub(super) struct CollectorToml {
     pub audit: Option<AuditToml>,
     /// `[retention]`: what is pruned after how long.
     pub retention: Option<super::retention::RetentionToml>,
+    /// `[store]`: the backend and, for PostgreSQL, how to reach it.
+    pub store: Option<super::store::StoreToml>,
 }
 
 #[derive(Debug, Default, Deserialize)]
