@@ -92,12 +92,18 @@ impl PostgresStore {
     /// Connects with `settings` and brings the schema up to date (refusing a database whose
     /// schema is newer than this collector, or that is not a collector's).
     pub async fn open(settings: &PostgresSettings) -> Result<PostgresStore> {
-        let store = PostgresStore {
-            pool: connect::pool(settings)?,
-            key: Arc::new(RwLock::new(None)),
-        };
+        let store = PostgresStore::configure(settings)?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The store of `settings` with its files read (password, CA) and its pool built, no
+    /// connection opened: what fails here is the configuration's fault.
+    pub fn configure(settings: &PostgresSettings) -> Result<PostgresStore> {
+        Ok(PostgresStore {
+            pool: connect::pool(settings)?,
+            key: Arc::new(RwLock::new(None)),
+        })
     }
 
     async fn client(&self) -> Result<Object> {
@@ -109,7 +115,8 @@ impl PostgresStore {
         self.key.read().expect("key lock").clone()
     }
 
-    async fn migrate(&self) -> Result<()> {
+    /// Brings the schema up to date (see [`PostgresStore::open`]).
+    pub async fn migrate(&self) -> Result<()> {
         let mut client = self.client().await?;
         // Session-scoped: released below, or when the connection dies with its node.
         client
