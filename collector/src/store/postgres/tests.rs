@@ -33,7 +33,7 @@ impl TestDatabase {
             return None;
         };
         let admin = tokio_postgres::Config::from_str(&url).expect("a valid test URL");
-        let name = format!("dw_test_{}", Uuid::new_v4().simple());
+        let name = format!("dw_test_{}", Uuid::now_v7().simple());
         let client = connect(&admin).await;
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
