@@ -364,11 +364,31 @@ async fn serve_command(
     match config.store.clone() {
         StoreSettings::Sqlite => {
             let store = open_store(&config)?;
-            serve_with(config, config_path, addr, port_file, hangups, sinks, tls, store).await
+            serve_with(
+                config,
+                config_path,
+                addr,
+                port_file,
+                hangups,
+                sinks,
+                tls,
+                store,
+            )
+            .await
         }
         StoreSettings::Postgres(settings) => {
             let store = open_postgres(&settings).await?;
-            serve_with(config, config_path, addr, port_file, hangups, sinks, tls, store).await
+            serve_with(
+                config,
+                config_path,
+                addr,
+                port_file,
+                hangups,
+                sinks,
+                tls,
+                store,
+            )
+            .await
         }
     }
 }

@@ -33,7 +33,10 @@ impl Database {
         };
         let name = format!("dw_e2e_{}", uuid::Uuid::now_v7().simple());
         let database = Database { admin_url, name };
-        database.psql(&database.admin_url, &format!("CREATE DATABASE {}", database.name));
+        database.psql(
+            &database.admin_url,
+            &format!("CREATE DATABASE {}", database.name),
+        );
         Some(database)
     }
 
@@ -58,7 +61,13 @@ impl Database {
     #[track_caller]
     fn psql(&self, url: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["--no-psqlrc", "--quiet", "--tuples-only", "--no-align", "--set=ON_ERROR_STOP=1"])
+            .args([
+                "--no-psqlrc",
+                "--quiet",
+                "--tuples-only",
+                "--no-align",
+                "--set=ON_ERROR_STOP=1",
+            ])
             .arg(url)
             .args(["--command", sql])
             .output()
@@ -125,9 +134,21 @@ fn a_collector_on_postgres_matches_lists_and_audits() {
     let created = collector.driftctl(
         &alice,
         &[
-            "--json", "windows", "create", "--title", "nginx upgrade", "--ticket", "CHG-42",
-            "--host", "web-1", "--subject", "file:/etc/nginx/**", "--start", &in_minutes(-5),
-            "--end", &in_minutes(55),
+            "--json",
+            "windows",
+            "create",
+            "--title",
+            "nginx upgrade",
+            "--ticket",
+            "CHG-42",
+            "--host",
+            "web-1",
+            "--subject",
+            "file:/etc/nginx/**",
+            "--start",
+            &in_minutes(-5),
+            "--end",
+            &in_minutes(55),
         ],
     );
     created.expect(0);
@@ -139,7 +160,9 @@ fn a_collector_on_postgres_matches_lists_and_audits() {
 
     let covered: DriftEvent = web.event("file:/etc/nginx/nginx.conf", "2");
     let untraced: DriftEvent = web.event("file:/etc/ssh/sshd_config", "2");
-    let ack = web.report(&collector, &[covered.clone(), untraced.clone()]).expect(200);
+    let ack = web
+        .report(&collector, &[covered.clone(), untraced.clone()])
+        .expect(200);
     assert_eq!(ack["accepted"], 2, "{ack:#}");
     // A retry of the same batch is idempotent.
     let again = web.report(&collector, &[covered, untraced]).expect(200);
@@ -156,16 +179,25 @@ fn a_collector_on_postgres_matches_lists_and_audits() {
         .expect(0)
         .stdout
         .clone();
-    assert!(listed.contains("sshd_config") && !listed.contains("nginx.conf"), "{listed}");
+    assert!(
+        listed.contains("sshd_config") && !listed.contains("nginx.conf"),
+        "{listed}"
+    );
 
     // The records are in PostgreSQL, not in a SQLite file beside the configuration.
-    assert!(!collector.db().exists(), "no collector.db with backend = postgres");
+    assert!(
+        !collector.db().exists(),
+        "no collector.db with backend = postgres"
+    );
     assert_eq!(db.psql(&db.url(), "SELECT count(*) FROM events"), "2");
     let entries: u64 = db
         .psql(&db.url(), "SELECT count(*) FROM audit")
         .parse()
         .unwrap();
-    assert!(entries >= 6, "tokens, enrollment and the approval are audited: {entries}");
+    assert!(
+        entries >= 6,
+        "tokens, enrollment and the approval are audited: {entries}"
+    );
 
     // The audit log verifies, through the API and offline against the same database.
     collector.driftctl(&admin, &["audit", "verify"]).expect(0);

@@ -1,5 +1,5 @@
-//! Persistence behind a trait, so that a PostgreSQL implementation can serve fleets that
-//! outgrow one node. Each method is one transaction: it commits entirely or changes nothing.
+//! Persistence behind a trait: SQLite (`sqlite/`, one node) and PostgreSQL (`postgres/`,
+//! fleets that outgrow one node). Each method is one transaction: it commits entirely or changes nothing.
 //! Methods that record a human action take the [`NewAudit`] entry and append it in the same
 //! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
 //!

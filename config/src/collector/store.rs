@@ -61,12 +61,18 @@ pub(super) fn compile_store(raw: Option<&StoreToml>, diag: &mut Diagnostics<'_>)
     let Some(raw) = raw else {
         return StoreSettings::Sqlite;
     };
-    let backend = raw.backend.as_ref().map_or("sqlite", |b| b.get_ref().as_str());
+    let backend = raw
+        .backend
+        .as_ref()
+        .map_or("sqlite", |b| b.get_ref().as_str());
     match backend {
         "sqlite" => {
             let postgres_only = [
                 (raw.url.as_ref().map(Spanned::span), "url"),
-                (raw.password_file.as_ref().map(Spanned::span), "password_file"),
+                (
+                    raw.password_file.as_ref().map(Spanned::span),
+                    "password_file",
+                ),
                 (raw.pool_size.as_ref().map(Spanned::span), "pool_size"),
                 (raw.tls.as_ref().map(Spanned::span), "tls"),
                 (raw.ca_file.as_ref().map(Spanned::span), "ca_file"),
@@ -127,7 +133,10 @@ fn compile_postgres(raw: &StoreToml, diag: &mut Diagnostics<'_>) -> PostgresSett
         .ca_file
         .as_ref()
         .map(|path| diag.absolute(path, "store.ca_file"));
-    let mode = raw.tls.as_ref().map_or("verify-full", |t| t.get_ref().as_str());
+    let mode = raw
+        .tls
+        .as_ref()
+        .map_or("verify-full", |t| t.get_ref().as_str());
     let tls_span = raw.tls.as_ref().map(Spanned::span);
     let tls = match mode {
         "disable" | "require" => {
@@ -212,7 +221,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
         }
     }
     if authority.is_empty() && !rest.contains("host=") {
-        return Err("names no host (postgres://USER@HOST:PORT/DATABASE, or ?host=/socket/dir)".into());
+        return Err(
+            "names no host (postgres://USER@HOST:PORT/DATABASE, or ?host=/socket/dir)".into(),
+        );
     }
     Ok(())
 }
@@ -242,7 +253,10 @@ mod tests {
         let text = parse("backend = \"sqlite\"\npool_size = 4\n")
             .unwrap_err()
             .to_string();
-        assert!(text.contains("store.pool_size") && text.contains("only to backend"), "{text}");
+        assert!(
+            text.contains("store.pool_size") && text.contains("only to backend"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -286,24 +300,38 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(
-                text.contains("line 4") && text.contains("store.url") && text.contains("password_file"),
+                text.contains("line 4")
+                    && text.contains("store.url")
+                    && text.contains("password_file"),
                 "{text}"
             );
-            assert!(!text.contains("hunter2"), "the password is not echoed: {text}");
+            assert!(
+                !text.contains("hunter2"),
+                "the password is not echoed: {text}"
+            );
         }
     }
 
     #[test]
     fn bad_values_are_named() {
         let cases = [
-            ("backend = \"mysql\"\n", "must be \"sqlite\" or \"postgres\""),
+            (
+                "backend = \"mysql\"\n",
+                "must be \"sqlite\" or \"postgres\"",
+            ),
             ("backend = \"postgres\"\ntls = \"disable\"\n", "needs url"),
-            ("backend = \"postgres\"\nurl = \"mysql://db/x\"\ntls = \"disable\"\n", "postgres://"),
+            (
+                "backend = \"postgres\"\nurl = \"mysql://db/x\"\ntls = \"disable\"\n",
+                "postgres://",
+            ),
             (
                 "backend = \"postgres\"\nurl = \"postgres://dw@db/x?sslmode=disable\"\ntls = \"disable\"\n",
                 "`sslmode`",
             ),
-            ("backend = \"postgres\"\nurl = \"postgres://dw@db/x\"\n", "needs ca_file"),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://dw@db/x\"\n",
+                "needs ca_file",
+            ),
             (
                 "backend = \"postgres\"\nurl = \"postgres://dw@db/x\"\ntls = \"prefer\"\n",
                 "\"disable\", \"require\" or \"verify-full\"",

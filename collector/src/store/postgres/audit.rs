@@ -121,10 +121,7 @@ pub async fn note_config(
 ) -> Result<bool> {
     let name = format!("config:{name}");
     let last = tx
-        .query_opt(
-            "SELECT value FROM meta WHERE key = $1 FOR UPDATE",
-            &[&name],
-        )
+        .query_opt("SELECT value FROM meta WHERE key = $1 FOR UPDATE", &[&name])
         .await?
         .map(|r| r.get::<_, Vec<u8>>(0));
     if last.as_deref() == Some(value.as_bytes()) {

@@ -180,8 +180,11 @@ pub async fn revoke_token(
     audit: &NewAudit,
 ) -> Result<TokenRecord> {
     // Locked: two nodes revoking at once, the second sees the first's revocation.
-    tx.execute("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", &[&token_id])
-        .await?;
+    tx.execute(
+        "SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE",
+        &[&token_id],
+    )
+    .await?;
     let mut record = token(tx, token_id).await?;
     if record.revoked_at.is_some() {
         return Err(StoreError::Conflict(format!(

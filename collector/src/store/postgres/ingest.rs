@@ -514,10 +514,7 @@ pub fn event_row_at(r: &Row, at: usize) -> Result<StoredEvent> {
         chain: r.get(at + 4),
         drift_id: r.get(at + 5),
         spool,
-        decision_mac: r
-            .get::<_, Option<&[u8]>>(at + 9)
-            .map(digest)
-            .transpose()?,
+        decision_mac: r.get::<_, Option<&[u8]>>(at + 9).map(digest).transpose()?,
     })
 }
 

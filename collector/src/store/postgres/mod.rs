@@ -214,7 +214,6 @@ async fn migrate(client: &mut Object) -> Result<()> {
     Ok(())
 }
 
-
 impl Store for PostgresStore {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send {
         in_tx!(self, |_, tx| {
@@ -382,7 +381,9 @@ impl Store for PostgresStore {
         record: HeartbeatRecord,
         alerts: Vec<NewAlert>,
     ) -> impl Future<Output = Result<Vec<AgentCommand>>> + Send {
-        in_tx!(self, |_, tx| { hosts::heartbeat(&tx, &record, &alerts).await? })
+        in_tx!(self, |_, tx| {
+            hosts::heartbeat(&tx, &record, &alerts).await?
+        })
     }
 
     fn anchor(
@@ -447,7 +448,9 @@ impl Store for PostgresStore {
         from: Millis,
         to: Millis,
     ) -> impl Future<Output = Result<Vec<ReviewCandidate>>> + Send {
-        in_tx!(self, |_, tx| { windows::review_candidates(&tx, from, to).await? })
+        in_tx!(self, |_, tx| {
+            windows::review_candidates(&tx, from, to).await?
+        })
     }
 
     fn apply_review(
@@ -529,14 +532,18 @@ impl Store for PostgresStore {
         now: Millis,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Alert>>> + Send {
-        in_tx!(self, |_, tx| { alerts::due_for(&tx, &sink, now, limit).await? })
+        in_tx!(self, |_, tx| {
+            alerts::due_for(&tx, &sink, now, limit).await?
+        })
     }
 
     fn record_delivery(
         &self,
         attempt: DeliveryAttempt,
     ) -> impl Future<Output = Result<bool>> + Send {
-        in_tx!(self, |_, tx| { alerts::record_delivery(&tx, &attempt).await? })
+        in_tx!(self, |_, tx| {
+            alerts::record_delivery(&tx, &attempt).await?
+        })
     }
 
     fn settle_alerts(
@@ -655,7 +662,9 @@ impl Store for PostgresStore {
         now: Millis,
         silent_after_ms: i64,
     ) -> impl Future<Output = Result<Stats>> + Send {
-        in_tx!(self, |_, tx| { hosts::stats(&tx, now, silent_after_ms).await? })
+        in_tx!(self, |_, tx| {
+            hosts::stats(&tx, now, silent_after_ms).await?
+        })
     }
 
     fn export_records(

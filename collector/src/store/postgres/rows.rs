@@ -22,10 +22,7 @@ pub fn opt_from_json<T: DeserializeOwned>(value: Option<serde_json::Value>) -> R
 /// A 32-byte digest from `bytea`.
 pub fn digest(bytes: &[u8]) -> Result<[u8; 32]> {
     <[u8; 32]>::try_from(bytes).map_err(|_| {
-        StoreError::other(format!(
-            "a stored digest has {} bytes, not 32",
-            bytes.len()
-        ))
+        StoreError::other(format!("a stored digest has {} bytes, not 32", bytes.len()))
     })
 }
 

@@ -64,7 +64,6 @@ impl TestDatabase {
         config.dbname(&self.name);
         connect(&config).await
     }
-
 }
 
 /// Dropped even when the test panics: on a thread of its own with its own runtime, since
@@ -134,13 +133,34 @@ macro_rules! story {
     };
 }
 
-story!(postgres_passes_the_store_story, crate::store::conformance::story);
-story!(postgres_passes_the_people_story, crate::store::conformance_people::story);
-story!(postgres_keeps_spool_marks_and_bounds, crate::store::conformance::clock_story);
-story!(postgres_keeps_anchored_baselines, crate::store::conformance_anchor::story);
-story!(postgres_passes_the_chain_story, crate::store::conformance_chain::story);
-story!(postgres_passes_the_evidence_story, crate::store::conformance_evidence::story);
-story!(postgres_passes_the_retention_story, crate::store::conformance_retention::story);
+story!(
+    postgres_passes_the_store_story,
+    crate::store::conformance::story
+);
+story!(
+    postgres_passes_the_people_story,
+    crate::store::conformance_people::story
+);
+story!(
+    postgres_keeps_spool_marks_and_bounds,
+    crate::store::conformance::clock_story
+);
+story!(
+    postgres_keeps_anchored_baselines,
+    crate::store::conformance_anchor::story
+);
+story!(
+    postgres_passes_the_chain_story,
+    crate::store::conformance_chain::story
+);
+story!(
+    postgres_passes_the_evidence_story,
+    crate::store::conformance_evidence::story
+);
+story!(
+    postgres_passes_the_retention_story,
+    crate::store::conformance_retention::story
+);
 
 #[test]
 fn a_url_is_pointed_at_another_database() {
@@ -152,7 +172,10 @@ fn a_url_is_pointed_at_another_database() {
         with_database("postgres://pg@db:5432/postgres", "dw_1"),
         "postgres://pg@db:5432/dw_1"
     );
-    assert_eq!(with_database("postgres://pg@db", "dw_1"), "postgres://pg@db/dw_1");
+    assert_eq!(
+        with_database("postgres://pg@db", "dw_1"),
+        "postgres://pg@db/dw_1"
+    );
 }
 
 #[tokio::test]
@@ -197,8 +220,14 @@ async fn newer_and_foreign_databases_are_refused() {
         .batch_execute("UPDATE driftwatch_schema SET version = 99")
         .await
         .unwrap();
-    let err = PostgresStore::open(&db.settings).await.unwrap_err().to_string();
-    assert!(err.contains("schema version 99, newer than this collector knows"), "{err}");
+    let err = PostgresStore::open(&db.settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("schema version 99, newer than this collector knows"),
+        "{err}"
+    );
 
     let Some(foreign) = TestDatabase::create("newer_and_foreign_databases_are_refused").await
     else {
@@ -264,7 +293,13 @@ async fn concurrent_appends_from_two_nodes_keep_one_audit_chain() {
             node.note_config(
                 format!("key{n}"),
                 "v".into(),
-                NewAudit::new(n, "alice", "config.changed", "x", serde_json::json!({ "n": n })),
+                NewAudit::new(
+                    n,
+                    "alice",
+                    "config.changed",
+                    "x",
+                    serde_json::json!({ "n": n }),
+                ),
             )
             .await
         }));
@@ -308,7 +343,12 @@ async fn concurrent_ingest_of_one_agent_on_two_nodes_checks_its_chain_in_order()
     // answer.
     let mut events: Vec<driftwatch_common::api::v1::DriftEvent> = Vec::new();
     for n in 0..40 {
-        let next = event(host.id, events.last(), &format!("/etc/f{n}"), 1_800_000_000_000 + n);
+        let next = event(
+            host.id,
+            events.last(),
+            &format!("/etc/f{n}"),
+            1_800_000_000_000 + n,
+        );
         events.push(next);
     }
     let decided: Vec<Decided> = events
@@ -359,7 +399,10 @@ async fn concurrent_ingest_of_one_agent_on_two_nodes_checks_its_chain_in_order()
         .await
         .unwrap()
         .get(0);
-    assert_eq!(forks, 0, "no fork, conflict or splice between the two nodes");
+    assert_eq!(
+        forks, 0,
+        "no fork, conflict or splice between the two nodes"
+    );
     a.close();
     b.close();
 }

@@ -50,7 +50,12 @@ fn row(r: &Row) -> Result<Window> {
     })
 }
 
-pub async fn insert(tx: &Tx<'_>, key: Option<&AuditKey>, w: &Window, audit: &NewAudit) -> Result<()> {
+pub async fn insert(
+    tx: &Tx<'_>,
+    key: Option<&AuditKey>,
+    w: &Window,
+    audit: &NewAudit,
+) -> Result<()> {
     tx.execute(
         &format!(
             "INSERT INTO windows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
@@ -168,7 +173,12 @@ pub async fn close(
     let mut items = Vec::with_capacity(rows.len());
     for r in &rows {
         let last: DriftEvent = from_json(r.get(3))?;
-        items.push((r.get::<_, Uuid>(0), r.get::<_, Uuid>(1), r.get::<_, String>(2), last));
+        items.push((
+            r.get::<_, Uuid>(0),
+            r.get::<_, Uuid>(1),
+            r.get::<_, String>(2),
+            last,
+        ));
     }
     // The close-out's entry names the drift it accepts, so evidence can be checked against it.
     let mut audit = audit.clone();
@@ -214,7 +224,14 @@ pub async fn close(
         tx.execute(
             "INSERT INTO commands (id, host_id, drift_id, window_id, body, created_at, status)
              VALUES ($1, $2, $3, $4, $5, $6, 'pending')",
-            &[&command_id, &host_id, &drift_id, &w.id, &json(&command), &at],
+            &[
+                &command_id,
+                &host_id,
+                &drift_id,
+                &w.id,
+                &json(&command),
+                &at,
+            ],
         )
         .await?;
         outcome.commands += 1;
@@ -278,7 +295,12 @@ pub async fn apply_review(
                      WHERE id = $1 AND outcome IN ({}) RETURNING drift_id",
                     review_outcomes()
                 ),
-                &[event_id, &decision.name(), &json(decision), &decision.window_id()],
+                &[
+                    event_id,
+                    &decision.name(),
+                    &json(decision),
+                    &decision.window_id(),
+                ],
             )
             .await?
             .map(|r| r.get::<_, Option<Uuid>>(0));
@@ -325,7 +347,13 @@ pub async fn apply_review(
                     window_id = CASE WHEN $5 THEN $3 ELSE window_id END,
                     reason = CASE WHEN $5 THEN NULL ELSE reason END
              WHERE id = $1",
-            &[&drift_id, &at, &window_id, &status.name(), &newly_authorized],
+            &[
+                &drift_id,
+                &at,
+                &window_id,
+                &status.name(),
+                &newly_authorized,
+            ],
         )
         .await?;
         if status == DriftStatus::Authorized {
