@@ -300,7 +300,7 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(
-                text.contains("line 4")
+                text.contains("collector.toml:4:")
                     && text.contains("store.url")
                     && text.contains("password_file"),
                 "{text}"
