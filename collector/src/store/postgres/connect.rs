@@ -36,6 +36,10 @@ pub fn pool(settings: &PostgresSettings) -> Result<Pool> {
         }
         config.password(password);
     }
+    // A database that does not answer is an error at start, not a hang.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
     if config.get_application_name().is_none() {
         config.application_name("driftwatch-collector");
     }
