@@ -40,6 +40,15 @@ pub async fn backup(
     force: bool,
     actor: &str,
 ) -> anyhow::Result<Backup> {
+    if let driftwatch_config::collector::StoreSettings::Postgres(_) = config.store {
+        bail!(
+            "`backup` copies the SQLite database; this collector's store is PostgreSQL \
+             ([store] backend = \"postgres\" in {}): back it up with PostgreSQL's own tools, \
+             e.g. `pg_dump --format=custom --file=FILE DATABASE` (consistent while the \
+             collectors run), or continuous archiving and a replica",
+            config.source.display()
+        );
+    }
     let db = config.db_path();
     if !db.is_file() {
         bail!(

@@ -14,11 +14,12 @@ use driftwatch_collector::app::{App, Settings};
 use driftwatch_collector::audit::VerifyReport;
 use driftwatch_collector::clock::SystemClock;
 use driftwatch_collector::identity::Role;
-use driftwatch_collector::store::SqliteStore;
+use driftwatch_collector::store::{PostgresStore, SqliteStore, Store, StoreError};
 use driftwatch_collector::{alerts, audit, reload, serve};
 use driftwatch_common::logging::{ConfigRefused, EXIT_CONFIG, LogFormat, LogOutput};
 use driftwatch_config::collector::CollectorConfig;
 use driftwatch_config::collector::DEFAULT_COLLECTOR_CONFIG_PATH;
+use driftwatch_config::collector::{PostgresSettings, StoreSettings};
 
 /// Exit codes.
 const EXIT_OK: u8 = 0;
@@ -250,7 +251,7 @@ fn load_config(path: &Path) -> anyhow::Result<CollectorConfig> {
     })
 }
 
-/// Opens (creating the state directory, 0700, if needed) the database.
+/// Opens (creating the state directory, 0700, if needed) the SQLite database.
 fn open_store(config: &CollectorConfig) -> anyhow::Result<SqliteStore> {
     if !config.state_dir.exists() {
         std::fs::DirBuilder::new()
@@ -263,19 +264,75 @@ fn open_store(config: &CollectorConfig) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(&path).with_context(|| format!("cannot open the database {}", path.display()))
 }
 
+/// Connects to the PostgreSQL database of `[store]` and migrates it. A password or CA
+/// file that cannot be used is the configuration's fault (exit 78).
+async fn open_postgres(settings: &PostgresSettings) -> anyhow::Result<PostgresStore> {
+    let store = PostgresStore::configure(settings).map_err(|err| refused(format!("{err}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot open the PostgreSQL store: {err}"))?;
+    Ok(store)
+}
+
+/// What the service needs of a backend beyond [`Store`]: the audit key and a clean close.
+trait Backend: Store {
+    fn set_key(
+        &self,
+        key: Arc<audit::AuditKey>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    fn close(&self);
+    /// Where the records are, for the log.
+    fn describe(config: &CollectorConfig) -> String;
+}
+
+impl Backend for SqliteStore {
+    fn set_key(
+        &self,
+        key: Arc<audit::AuditKey>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.set_audit_key(key)
+    }
+    fn close(&self) {
+        SqliteStore::close(self);
+    }
+    fn describe(config: &CollectorConfig) -> String {
+        config.db_path().display().to_string()
+    }
+}
+
+impl Backend for PostgresStore {
+    fn set_key(
+        &self,
+        key: Arc<audit::AuditKey>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.set_audit_key(key)
+    }
+    fn close(&self) {
+        PostgresStore::close(self);
+    }
+    fn describe(config: &CollectorConfig) -> String {
+        match &config.store {
+            // The URL holds no password (refused by the configuration).
+            StoreSettings::Postgres(pg) => pg.url.clone(),
+            StoreSettings::Sqlite => "postgres".into(),
+        }
+    }
+}
+
 /// The service's operations, with the audit signing key (created on first use): every
 /// audit entry written from here on is signed.
-async fn app(
+async fn app<S: Backend>(
     config: &CollectorConfig,
-    store: SqliteStore,
+    store: S,
     sinks: alerts::Sinks,
-) -> anyhow::Result<Arc<App<SqliteStore>>> {
+) -> anyhow::Result<Arc<App<S>>> {
     let (key, source) = audit::key_file::load(&config.audit_key_path(), true)
         .map_err(|why| anyhow::anyhow!(why))?;
     tracing::info!(key_id = %key.public().key_id, %source, "audit signing key loaded");
     let key = Arc::new(key);
     store
-        .set_audit_key(Arc::clone(&key))
+        .set_key(Arc::clone(&key))
         .await
         .context("cannot hand the audit key to the database")?;
     let app = App::new(store, Settings::from(config), Arc::new(SystemClock), sinks)
@@ -300,7 +357,7 @@ async fn serve_command(
     port_file: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
     // From here on SIGHUP reloads instead of ending the process (a logrotate postrotate).
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
     let addr = listen.unwrap_or(config.listen);
     if let Err(why) = config.check_listen(addr) {
@@ -311,7 +368,49 @@ async fn serve_command(
     let sinks = alerts::Sinks::from_config(&config.alerts).map_err(refused)?;
     let tls = serve::LiveTls::for_transport(&config.transport, config.tls_client_ca.as_deref())
         .map_err(|err| refused(format!("{err:#}")))?;
-    let store = open_store(&config)?;
+    match config.store.clone() {
+        StoreSettings::Sqlite => {
+            let store = open_store(&config)?;
+            serve_with(
+                config,
+                config_path,
+                addr,
+                port_file,
+                hangups,
+                sinks,
+                tls,
+                store,
+            )
+            .await
+        }
+        StoreSettings::Postgres(settings) => {
+            let store = open_postgres(&settings).await?;
+            serve_with(
+                config,
+                config_path,
+                addr,
+                port_file,
+                hangups,
+                sinks,
+                tls,
+                store,
+            )
+            .await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_with<S: Backend>(
+    config: CollectorConfig,
+    config_path: PathBuf,
+    addr: SocketAddr,
+    port_file: Option<PathBuf>,
+    mut hangups: tokio::signal::unix::Signal,
+    sinks: alerts::Sinks,
+    tls: Option<Arc<serve::LiveTls>>,
+    store: S,
+) -> anyhow::Result<u8> {
     let app = app(&config, store.clone(), sinks).await?;
     if app
         .note_alert_sinks(&config.source)
@@ -347,7 +446,7 @@ async fn serve_command(
         driftwatch_config::collector::Transport::Tls { .. } => "https",
         driftwatch_config::collector::Transport::PlainHttp => "http",
     };
-    tracing::info!(address = %bound, url = %format!("{scheme}://{bound}"), db = %config.db_path().display(), "listening");
+    tracing::info!(address = %bound, url = %format!("{scheme}://{bound}"), db = %S::describe(&config), "listening");
     // Under systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let stop = async {
@@ -426,7 +525,21 @@ async fn backup(config: &CollectorConfig, file: &Path, force: bool) -> anyhow::R
 }
 
 async fn token_create(config: &CollectorConfig, role: Role, person: &str) -> anyhow::Result<u8> {
-    let store = open_store(config)?;
+    match &config.store {
+        StoreSettings::Sqlite => token_create_with(config, role, person, open_store(config)?).await,
+        StoreSettings::Postgres(settings) => {
+            let store = open_postgres(settings).await?;
+            token_create_with(config, role, person, store).await
+        }
+    }
+}
+
+async fn token_create_with<S: Backend>(
+    config: &CollectorConfig,
+    role: Role,
+    person: &str,
+    store: S,
+) -> anyhow::Result<u8> {
     // No alert goes out from here: the sinks (and their secrets) are not needed.
     let app = app(config, store.clone(), alerts::Sinks::none()).await?;
     let actor = format!("local:{}", local_user());
@@ -488,12 +601,22 @@ async fn audit_verify(
                 .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?
         }
     };
-    let path = config.db_path();
-    let store = SqliteStore::open_read_only(&path)
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    let log = driftwatch_collector::store::Store::audit_log(&store).await;
-    let stored = driftwatch_collector::store::Store::audit_checkpoints(&store).await;
-    store.close();
+    let (log, stored) = match &config.store {
+        StoreSettings::Sqlite => {
+            let path = config.db_path();
+            let store = SqliteStore::open_read_only(&path)
+                .with_context(|| format!("cannot open the database {}", path.display()))?;
+            let read = (store.audit_log().await, store.audit_checkpoints().await);
+            store.close();
+            read
+        }
+        StoreSettings::Postgres(settings) => {
+            let store = open_postgres(settings).await?;
+            let read = (store.audit_log().await, store.audit_checkpoints().await);
+            store.close();
+            read
+        }
+    };
     let (entries, head) = log.context("cannot read the audit log")?;
     let stored = stored.context("cannot read the checkpoints")?;
     let report = audit::verify_anchored(

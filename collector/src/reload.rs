@@ -114,6 +114,7 @@ pub fn needs_restart(running: &CollectorConfig, new: &CollectorConfig) -> Vec<&'
     differs("[limits]", running.limits != new.limits);
     differs("[metrics]", running.metrics != new.metrics);
     differs("[audit]", running.audit != new.audit);
+    differs("[store]", running.store != new.store);
     // A setting not named above (added later) is never ignored silently.
     if changed.is_empty() && fixed_part(running) != fixed_part(new) {
         changed.push("other settings");

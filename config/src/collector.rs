@@ -98,6 +98,7 @@ mod dashboard;
 mod limits;
 mod raw;
 mod retention;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -109,6 +110,7 @@ use crate::error::{ConfigError, ConfigErrors};
 pub use dashboard::*;
 pub use limits::*;
 pub use retention::*;
+pub use store::*;
 
 /// The shipped configuration (installed by packaging as /etc/driftwatch/collector.toml).
 pub const DEFAULT_COLLECTOR_TOML: &str = include_str!("../examples/collector.toml");
@@ -214,6 +216,8 @@ pub struct CollectorConfig {
     pub retention: Retention,
     /// `[dashboard]`: how long web console sessions last.
     pub dashboard: Dashboard,
+    /// `[store]`: SQLite in `state_dir` (default) or PostgreSQL.
+    pub store: StoreSettings,
 }
 
 /// The audit trail's anchor outside the database: an Ed25519 key that signs every entry

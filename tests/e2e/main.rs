@@ -31,6 +31,7 @@ mod metrics;
 mod mtls;
 mod people;
 mod permissions;
+mod postgres;
 mod retention;
 mod service;
 mod spool_chain;

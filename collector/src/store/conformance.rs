@@ -1,5 +1,5 @@
 //! The behaviour every [`Store`] must have, as one story run against each implementation
-//! (SQLite in memory today; PostgreSQL would run it too).
+//! (SQLite in memory, and PostgreSQL in a fresh database: `postgres/tests.rs`).
 //!
 //! # Panics
 //!

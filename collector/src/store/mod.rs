@@ -1,5 +1,5 @@
-//! Persistence behind a trait, so that a PostgreSQL implementation can serve fleets that
-//! outgrow one node. Each method is one transaction: it commits entirely or changes nothing.
+//! Persistence behind a trait: SQLite (`sqlite/`, one node) and PostgreSQL (`postgres/`,
+//! fleets that outgrow one node). Each method is one transaction: it commits entirely or changes nothing.
 //! Methods that record a human action take the [`NewAudit`] entry and append it in the same
 //! transaction (I5). No backend type (rusqlite, sqlx) appears in this interface.
 //!
@@ -22,6 +22,7 @@ pub mod conformance_live;
 pub mod conformance_people;
 pub mod conformance_retention;
 pub mod conformance_sessions;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ use crate::people::Person;
 use crate::spool_time::{SpoolBounds, SpoolMark, SpoolTime};
 use crate::windows::{Window, WindowStatus};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

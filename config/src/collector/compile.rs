@@ -145,6 +145,7 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
     let audit = compile_audit(raw.audit.as_ref(), diag);
     let retention = super::retention::compile_retention(raw.retention.as_ref(), diag);
     let dashboard = super::dashboard::compile_dashboard(raw.dashboard.as_ref(), diag);
+    let store = super::store::compile_store(raw.store.as_ref(), diag);
     let limits = super::limits::compile_limits(raw.limits.as_ref(), diag);
     let metrics = super::limits::compile_metrics(raw.metrics.as_ref(), listen, diag);
     let tls_client_ca = super::limits::compile_client_ca(
@@ -175,6 +176,7 @@ fn compile(raw: CollectorToml, source: &Path, diag: &mut Diagnostics<'_>) -> Col
         tls_client_ca,
         retention,
         dashboard,
+        store,
     };
     if let Err(why) = config.check_listen(listen) {
         match (&raw.plain_http, &raw.listen) {

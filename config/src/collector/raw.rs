@@ -33,6 +33,8 @@ pub(super) struct CollectorToml {
     pub retention: Option<super::retention::RetentionToml>,
     /// `[dashboard]`: the web console's sessions.
     pub dashboard: Option<super::dashboard::DashboardToml>,
+    /// `[store]`: the backend and, for PostgreSQL, how to reach it.
+    pub store: Option<super::store::StoreToml>,
 }
 
 #[derive(Debug, Default, Deserialize)]

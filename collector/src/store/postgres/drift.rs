@@ -1,0 +1,215 @@
+//! Drift items and their history, and the untraced-drift alerts they raise. The rules are
+//! `crate::drift`'s; the alert's words come through the [`AlertWords`] callback.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::Tx;
+use super::alerts::insert_alert;
+use super::audit;
+use super::rows::{json, named, opt_from_json};
+use crate::audit::{AuditKey, NewAudit};
+use crate::clock::Millis;
+use crate::drift::{self, DriftStatus};
+use crate::store::{
+    AlertWords, DriftFilter, DriftItem, Resolution, Result, StoreError, UntracedBurst,
+};
+
+pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
+                           d.window_id, d.opened_at, d.untraced_since, d.events, \
+                           d.last_event_id, d.last_event_at, d.alerted_at, d.resolution, \
+                           d.updated_at";
+
+pub fn row(r: &Row) -> Result<DriftItem> {
+    row_at(r, 0)
+}
+
+/// A drift item from the columns of [`COLUMNS`] starting at `at`.
+pub fn row_at(r: &Row, at: usize) -> Result<DriftItem> {
+    Ok(DriftItem {
+        id: r.get(at),
+        host_id: r.get(at + 1),
+        hostname: r.get(at + 2),
+        subject: r.get(at + 3),
+        status: named(r.get::<_, &str>(at + 4))?,
+        reason: r.get(at + 5),
+        window_id: r.get(at + 6),
+        opened_at: r.get(at + 7),
+        untraced_since: r.get(at + 8),
+        events: r.get::<_, i64>(at + 9) as u32,
+        last_event_id: r.get(at + 10),
+        last_event_at: r.get(at + 11),
+        alerted_at: r.get(at + 12),
+        resolution: opt_from_json(r.get(at + 13))?,
+        updated_at: r.get(at + 14),
+    })
+}
+
+pub async fn list(tx: &Tx<'_>, filter: &DriftFilter) -> Result<Vec<DriftItem>> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id
+                 WHERE ($1::text IS NULL OR d.status = $1) AND ($2::uuid IS NULL OR d.host_id = $2)
+                   AND ($3::uuid IS NULL OR d.window_id = $3)
+                 ORDER BY d.opened_at DESC, d.id DESC LIMIT $4"
+            ),
+            &[
+                &filter.status.map(|s| s.name()),
+                &filter.host_id,
+                &filter.window_id,
+                &i64::from(filter.limit.unwrap_or(1000)),
+            ],
+        )
+        .await?;
+    rows.iter().map(row).collect()
+}
+
+pub async fn get(tx: &Tx<'_>, drift_id: Uuid) -> Result<DriftItem> {
+    let found = tx
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id WHERE d.id = $1"
+            ),
+            &[&drift_id],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no drift item {drift_id}")))?;
+    row(&found)
+}
+
+pub async fn resolve(
+    tx: &Tx<'_>,
+    key: Option<&AuditKey>,
+    drift_id: Uuid,
+    resolution: &Resolution,
+    audit: &NewAudit,
+) -> Result<DriftItem> {
+    // Locked: an ingest on another node cannot move it between the check and the write.
+    tx.execute("SELECT 1 FROM drift WHERE id = $1 FOR UPDATE", &[&drift_id])
+        .await?;
+    let item = get(tx, drift_id).await?;
+    // The rule is the pure module's; the store checks it in the write's transaction.
+    drift::check_resolvable(item.status)
+        .map_err(|why| StoreError::Conflict(format!("drift item {drift_id} is {why}")))?;
+    // A person looked at it: no alert is due any more.
+    tx.execute(
+        "UPDATE drift SET status = 'resolved', resolution = $2, needs_alert = false,
+                updated_at = $3
+         WHERE id = $1",
+        &[&drift_id, &json(resolution), &resolution.at],
+    )
+    .await?;
+    history(
+        tx,
+        drift_id,
+        resolution.at,
+        Some(DriftStatus::Open),
+        DriftStatus::Resolved,
+        &resolution.by,
+        resolution.category.name(),
+    )
+    .await?;
+    audit::append(tx, key, audit).await?;
+    get(tx, drift_id).await
+}
+
+pub async fn history(
+    tx: &Tx<'_>,
+    drift_id: Uuid,
+    at: Millis,
+    from: Option<DriftStatus>,
+    to: DriftStatus,
+    by: &str,
+    reason: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO drift_history (drift_id, at, from_status, to_status, by, reason)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &drift_id,
+            &at,
+            &from.map(|s| s.name()),
+            &to.name(),
+            &by,
+            &reason,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Untraced drift held long enough becomes alerts: for each host, the oldest due item and
+/// every not yet alerted item first seen within `burst_ms` of it go into one alert. Each
+/// host's due items are locked (another node's round skips the hosts this one holds), so
+/// a burst is alerted once across the cluster.
+pub async fn raise_due(
+    tx: &Tx<'_>,
+    now: Millis,
+    hold_ms: i64,
+    burst_ms: i64,
+    words: AlertWords,
+) -> Result<u32> {
+    let due = tx
+        .query(
+            "SELECT host_id, min(untraced_since) FROM drift
+             WHERE needs_alert AND untraced_since <= $1 GROUP BY host_id",
+            &[&(now - hold_ms)],
+        )
+        .await?;
+    let mut raised = 0;
+    for due in due {
+        let host_id: Uuid = due.get(0);
+        let oldest: Millis = due.get(1);
+        let locked = tx
+            .query(
+                "SELECT id FROM drift WHERE host_id = $1 AND needs_alert AND untraced_since <= $2
+                 FOR UPDATE SKIP LOCKED",
+                &[&host_id, &(oldest + burst_ms)],
+            )
+            .await?;
+        let locked: Vec<Uuid> = locked.iter().map(|r| r.get(0)).collect();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id
+                     WHERE d.id = ANY($1) AND d.needs_alert
+                     ORDER BY d.untraced_since, d.id"
+                ),
+                &[&locked],
+            )
+            .await?;
+        let items = rows.iter().map(row).collect::<Result<Vec<_>>>()?;
+        let Some(first) = items.first() else {
+            continue;
+        };
+        let held_from = first.untraced_since.unwrap_or(oldest);
+        let mut tickets = BTreeMap::new();
+        for window_id in items.iter().filter_map(|item| item.window_id) {
+            let ticket = tx
+                .query_opt("SELECT ticket FROM windows WHERE id = $1", &[&window_id])
+                .await?
+                .map(|r| r.get::<_, String>(0));
+            tickets.insert(window_id, ticket);
+        }
+        let burst = UntracedBurst {
+            host_id,
+            hostname: first.hostname.clone(),
+            items,
+            tickets,
+            held_ms: now - held_from,
+        };
+        let alert_id = insert_alert(tx, &(words.untraced)(&burst), now).await?;
+        let ids: Vec<Uuid> = burst.items.iter().map(|item| item.id).collect();
+        tx.execute(
+            "UPDATE drift SET needs_alert = false, alerted_at = $2, alert_id = $3
+             WHERE id = ANY($1)",
+            &[&ids, &now, &alert_id],
+        )
+        .await?;
+        raised += 1;
+    }
+    Ok(raised)
+}

@@ -1,0 +1,408 @@
+//! The conformance stories against a real PostgreSQL server, each in a database of its
+//! own (a random name, dropped after). The server: `DRIFTWATCH_TEST_POSTGRES_URL`, a role
+//! that may create databases (`scripts/test-postgres.sh start DIR` prints it). Without it
+//! these tests say so and pass, unless `DRIFTWATCH_REQUIRE_POSTGRES=1` (CI), then they fail.
+
+use std::str::FromStr;
+
+use driftwatch_config::collector::{PostgresSettings, PostgresTls};
+
+use super::*;
+
+pub const URL_VAR: &str = "DRIFTWATCH_TEST_POSTGRES_URL";
+pub const REQUIRE_VAR: &str = "DRIFTWATCH_REQUIRE_POSTGRES";
+
+/// A fresh database on the test server, dropped when this is dropped.
+pub struct TestDatabase {
+    admin: tokio_postgres::Config,
+    pub name: String,
+    pub settings: PostgresSettings,
+}
+
+impl TestDatabase {
+    /// `None` (after saying why) when no server is configured and none is required.
+    pub async fn create(test: &str) -> Option<TestDatabase> {
+        let Ok(url) = std::env::var(URL_VAR) else {
+            if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+                panic!("{test}: {REQUIRE_VAR}=1 but {URL_VAR} is not set");
+            }
+            eprintln!(
+                "SKIPPED {test}: needs PostgreSQL; set {URL_VAR} \
+                 (eval \"$(scripts/test-postgres.sh start /tmp/dw-pg)\")"
+            );
+            return None;
+        };
+        let admin = tokio_postgres::Config::from_str(&url).expect("a valid test URL");
+        let name = format!("dw_test_{}", Uuid::now_v7().simple());
+        let client = connect(&admin).await;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let settings = PostgresSettings {
+            url: with_database(&url, &name),
+            password_file: None,
+            pool_size: 4,
+            tls: PostgresTls::Disable,
+        };
+        Some(TestDatabase {
+            admin,
+            name,
+            settings,
+        })
+    }
+
+    pub async fn open(&self) -> PostgresStore {
+        PostgresStore::open(&self.settings)
+            .await
+            .expect("open the test database")
+    }
+
+    /// A connection to the test database itself, to look or tamper.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let mut config = self.admin.clone();
+        config.dbname(&self.name);
+        connect(&config).await
+    }
+}
+
+/// Dropped even when the test panics: on a thread of its own with its own runtime, since
+/// the test's runtime may be the one unwinding.
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let client = connect(&admin).await;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(connection);
+    client
+}
+
+/// `url` naming database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Runs `story` on a store in a fresh database.
+macro_rules! story {
+    ($name:ident, $story:path) => {
+        #[tokio::test]
+        async fn $name() {
+            let Some(db) = TestDatabase::create(stringify!($name)).await else {
+                return;
+            };
+            let store = db.open().await;
+            $story(store.clone()).await;
+            store.close();
+        }
+    };
+}
+
+story!(
+    postgres_passes_the_store_story,
+    crate::store::conformance::story
+);
+story!(
+    postgres_passes_the_people_story,
+    crate::store::conformance_people::story
+);
+story!(
+    postgres_keeps_spool_marks_and_bounds,
+    crate::store::conformance::clock_story
+);
+story!(
+    postgres_keeps_anchored_baselines,
+    crate::store::conformance_anchor::story
+);
+story!(
+    postgres_passes_the_chain_story,
+    crate::store::conformance_chain::story
+);
+story!(
+    postgres_passes_the_evidence_story,
+    crate::store::conformance_evidence::story
+);
+story!(
+    postgres_passes_the_retention_story,
+    crate::store::conformance_retention::story
+);
+
+#[test]
+fn a_url_is_pointed_at_another_database() {
+    assert_eq!(
+        with_database("postgres://pg@/postgres?host=/tmp/x", "dw_1"),
+        "postgres://pg@/dw_1?host=/tmp/x"
+    );
+    assert_eq!(
+        with_database("postgres://pg@db:5432/postgres", "dw_1"),
+        "postgres://pg@db:5432/dw_1"
+    );
+    assert_eq!(
+        with_database("postgres://pg@db", "dw_1"),
+        "postgres://pg@db/dw_1"
+    );
+}
+
+#[tokio::test]
+async fn two_nodes_starting_together_migrate_once() {
+    let Some(db) = TestDatabase::create("two_nodes_starting_together_migrate_once").await else {
+        return;
+    };
+    let (a, b) = tokio::join!(
+        PostgresStore::open(&db.settings),
+        PostgresStore::open(&db.settings)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.ping().await.unwrap();
+    b.ping().await.unwrap();
+    let client = db.client().await;
+    let version: i64 = client
+        .query_one("SELECT version FROM driftwatch_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, migrations::MIGRATIONS.len() as i64);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM driftwatch_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "one version row");
+    a.close();
+    b.close();
+    // A third start finds nothing to do.
+    PostgresStore::open(&db.settings).await.unwrap().close();
+}
+
+#[tokio::test]
+async fn newer_and_foreign_databases_are_refused() {
+    let Some(db) = TestDatabase::create("newer_and_foreign_databases_are_refused").await else {
+        return;
+    };
+    PostgresStore::open(&db.settings).await.unwrap().close();
+    let client = db.client().await;
+    client
+        .batch_execute("UPDATE driftwatch_schema SET version = 99")
+        .await
+        .unwrap();
+    let err = PostgresStore::open(&db.settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("schema version 99, newer than this collector knows"),
+        "{err}"
+    );
+
+    let Some(foreign) = TestDatabase::create("newer_and_foreign_databases_are_refused").await
+    else {
+        return;
+    };
+    foreign
+        .client()
+        .await
+        .batch_execute("CREATE TABLE orders (id int)")
+        .await
+        .unwrap();
+    let err = PostgresStore::open(&foreign.settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a driftwatch collector's"), "{err}");
+}
+
+#[tokio::test]
+async fn the_audit_table_refuses_edits() {
+    let Some(db) = TestDatabase::create("the_audit_table_refuses_edits").await else {
+        return;
+    };
+    let store = db.open().await;
+    store
+        .note_config(
+            "sinks".into(),
+            "a".into(),
+            NewAudit::new(1, "alice", "config.changed", "sinks", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    let client = db.client().await;
+    for attack in [
+        "UPDATE audit SET actor = 'mallory'",
+        "DELETE FROM audit",
+        "TRUNCATE audit",
+    ] {
+        let err = client.batch_execute(attack).await.unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("append-only"), "{attack}: {text}");
+    }
+    let (log, _) = store.audit_log().await.unwrap();
+    assert_eq!(log[0].actor, "alice");
+    store.close();
+}
+
+/// Two nodes (two pools) appending at once: one chain, every entry linked to the one
+/// before it, no number taken twice.
+#[tokio::test]
+async fn concurrent_appends_from_two_nodes_keep_one_audit_chain() {
+    let Some(db) =
+        TestDatabase::create("concurrent_appends_from_two_nodes_keep_one_audit_chain").await
+    else {
+        return;
+    };
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let node = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            node.note_config(
+                format!("key{n}"),
+                "v".into(),
+                NewAudit::new(
+                    n,
+                    "alice",
+                    "config.changed",
+                    "x",
+                    serde_json::json!({ "n": n }),
+                ),
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap());
+    }
+    let (log, head) = a.audit_log().await.unwrap();
+    assert_eq!(log.len(), 40);
+    let report = crate::audit::verify_anchored(
+        &log,
+        head,
+        crate::audit::Anchors {
+            key: None,
+            held: &[],
+            stored: &[],
+        },
+    );
+    assert!(report.ok, "{:?}", report.text_lines());
+    a.close();
+    b.close();
+}
+
+/// Two nodes ingesting batches of one agent at once: the host row lock orders them, so the
+/// chain is checked in order and nothing is lost or called a fork.
+#[tokio::test]
+async fn concurrent_ingest_of_one_agent_on_two_nodes_checks_its_chain_in_order() {
+    use crate::store::conformance_evidence::{enroll, event};
+    let Some(db) = TestDatabase::create(
+        "concurrent_ingest_of_one_agent_on_two_nodes_checks_its_chain_in_order",
+    )
+    .await
+    else {
+        return;
+    };
+    let a = db.open().await;
+    let b = db.open().await;
+    let host = enroll(&a, "web-1", 1).await;
+    // 40 events chained, in batches of 2 sent alternately to the two nodes, each batch
+    // sent once its predecessor was sent (like an agent's spool), without waiting for the
+    // answer.
+    let mut events: Vec<driftwatch_common::api::v1::DriftEvent> = Vec::new();
+    for n in 0..40 {
+        let next = event(
+            host.id,
+            events.last(),
+            &format!("/etc/f{n}"),
+            1_800_000_000_000 + n,
+        );
+        events.push(next);
+    }
+    let decided: Vec<Decided> = events
+        .iter()
+        .map(|event| Decided {
+            event: event.clone(),
+            outcome: Outcome::Untraced,
+            event_time: 1_800_000_000_000,
+            spool: crate::spool_time::SpoolTime::default(),
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for (n, batch) in decided.chunks(2).enumerate() {
+        let node = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let batch = batch.to_vec();
+        // Also each batch twice, on both nodes: a retry racing the original.
+        let other = if n % 2 == 0 { b.clone() } else { a.clone() };
+        let again = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            node.ingest(host.id, batch, 1_800_000_001_000).await
+        }));
+        tasks.push(tokio::spawn(async move {
+            other.ingest(host.id, again, 1_800_000_001_000).await
+        }));
+    }
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    for task in tasks {
+        let outcome = task.await.unwrap().unwrap();
+        accepted += outcome.accepted;
+        duplicates += outcome.duplicates;
+    }
+    assert_eq!((accepted, duplicates), (40, 40), "every event stored once");
+    let stored = a.host(host.id).await.unwrap();
+    assert_eq!(stored.stored_seq, 40);
+    let client = db.client().await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 40);
+    let forks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE chain NOT IN ('ok', 'gap', 'late')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        forks, 0,
+        "no fork, conflict or splice between the two nodes"
+    );
+    a.close();
+    b.close();
+}
