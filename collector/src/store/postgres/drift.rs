@@ -14,7 +14,8 @@ use crate::audit::{AuditKey, NewAudit};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::store::{
-    AlertWords, DriftFilter, DriftItem, Resolution, Result, StoreError, UntracedBurst,
+    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, DriftRecord, Resolution, Result,
+    StatusChange, StoreError, UntracedBurst,
 };
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
@@ -80,6 +81,93 @@ pub async fn get(tx: &Tx<'_>, drift_id: Uuid) -> Result<DriftItem> {
     row(&found)
 }
 
+/// A drift item with its events, history and the other items of its host and subject.
+pub async fn record(tx: &Tx<'_>, drift_id: Uuid, timeline_limit: u32) -> Result<DriftRecord> {
+    let item = get(tx, drift_id).await?;
+    let events = super::ingest::events_of(tx, drift_id).await?;
+    let history = tx
+        .query(
+            "SELECT at, from_status, to_status, by, reason FROM drift_history
+             WHERE drift_id = $1 ORDER BY id",
+            &[&drift_id],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(StatusChange {
+                at: r.get(0),
+                from: r.get::<_, Option<&str>>(1).map(named).transpose()?,
+                to: named(r.get::<_, &str>(2))?,
+                by: r.get(3),
+                reason: r.get(4),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let timeline = tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id
+                 WHERE d.host_id = $1 AND d.subject = $2 AND d.id != $3
+                 ORDER BY d.opened_at DESC, d.id DESC LIMIT $4"
+            ),
+            &[
+                &item.host_id,
+                &item.subject,
+                &drift_id,
+                &i64::from(timeline_limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(row)
+        .collect::<Result<_>>()?;
+    Ok(DriftRecord {
+        item,
+        events,
+        history,
+        timeline,
+    })
+}
+
+/// The history rows numbered above `after` (the live stream's cursor), and the head: the
+/// highest number committed (`drift_history_head`, which retention never lowers). Run in a
+/// REPEATABLE READ transaction, so both come from one snapshot.
+pub async fn changes(tx: &Tx<'_>, after: i64, limit: u32) -> Result<DriftChanges> {
+    let head: i64 = tx
+        .query_one("SELECT last FROM drift_history_head", &[])
+        .await?
+        .get(0);
+    let rows = tx
+        .query(
+            "SELECT dh.id, dh.drift_id, d.host_id, h.hostname, d.subject, dh.at, dh.from_status,
+                    dh.to_status, dh.by, dh.reason, d.reason
+             FROM drift_history dh JOIN drift d ON d.id = dh.drift_id
+                  JOIN hosts h ON h.id = d.host_id
+             WHERE dh.id > $1 ORDER BY dh.id LIMIT $2",
+            &[&after, &i64::from(limit)],
+        )
+        .await?;
+    let changes = rows
+        .iter()
+        .map(|r| {
+            Ok(DriftChange {
+                seq: r.get(0),
+                drift_id: r.get(1),
+                host_id: r.get(2),
+                hostname: r.get(3),
+                subject: r.get(4),
+                at: r.get(5),
+                from: r.get::<_, Option<&str>>(6).map(named).transpose()?,
+                to: named(r.get::<_, &str>(7))?,
+                by: r.get(8),
+                reason: r.get(9),
+                review_reason: r.get(10),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(DriftChanges { changes, head })
+}
+
 pub async fn resolve(
     tx: &Tx<'_>,
     key: Option<&AuditKey>,
@@ -87,6 +175,7 @@ pub async fn resolve(
     resolution: &Resolution,
     audit: &NewAudit,
 ) -> Result<DriftItem> {
+    lock_history(tx).await?;
     // Locked: an ingest on another node cannot move it between the check and the write.
     tx.execute("SELECT 1 FROM drift WHERE id = $1 FOR UPDATE", &[&drift_id])
         .await?;
@@ -116,6 +205,22 @@ pub async fn resolve(
     get(tx, drift_id).await
 }
 
+/// The transaction-scoped advisory lock every transaction that may write `drift_history`
+/// takes before anything else ("DWHISTRY"): history numbers are then handed out and
+/// committed one transaction after the other, so a reader never sees number `n + 1` before
+/// `n` (the live stream's cursor, `crate::live`). Taken first, before any row lock, so it
+/// cannot close a cycle of waits with the row locks (a host's row, its drift, the audit
+/// head) the same transactions take after it. The price: such transactions (ingest,
+/// resolving, closing a window, a review) are serialized across the cluster.
+pub const HISTORY_LOCK: i64 = 0x4457_4849_5354_5259;
+
+/// Takes [`HISTORY_LOCK`]: the first statement of a transaction that may write history.
+pub async fn lock_history(tx: &Tx<'_>) -> Result<()> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&HISTORY_LOCK])
+        .await?;
+    Ok(())
+}
+
 pub async fn history(
     tx: &Tx<'_>,
     drift_id: Uuid,
@@ -125,9 +230,14 @@ pub async fn history(
     by: &str,
     reason: &str,
 ) -> Result<()> {
+    // Already held when the transaction took it first, as it must; taking it again is free.
+    lock_history(tx).await?;
+    // The number comes from the head row (not a sequence, whose numbers are visible before
+    // the commit that uses them): the row's new value commits with the history row.
     tx.execute(
-        "INSERT INTO drift_history (drift_id, at, from_status, to_status, by, reason)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH n AS (UPDATE drift_history_head SET last = last + 1 RETURNING last)
+         INSERT INTO drift_history (id, drift_id, at, from_status, to_status, by, reason)
+         SELECT n.last, $1::uuid, $2::bigint, $3::text, $4::text, $5::text, $6::text FROM n",
         &[
             &drift_id,
             &at,

@@ -28,6 +28,8 @@ pub async fn ingest(
     events: &[Decided],
     received_at: Millis,
 ) -> Result<IngestOutcome> {
+    // It may write history: that lock before the host's row (`drift::HISTORY_LOCK`).
+    super::drift::lock_history(tx).await?;
     let host = tx
         .query_opt(
             "SELECT hostname, chain_seq, chain_hash, chain_key_floor_seq, chain_key_floor,
@@ -559,6 +561,21 @@ pub async fn seal_unsealed_decisions(tx: &Tx<'_>, key: &[u8; 32]) -> Result<u64>
         .await?;
     }
     Ok(rows.len() as u64)
+}
+
+/// Stored events by id, in the order asked (missing ones left out).
+pub async fn events_by_id(tx: &Tx<'_>, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
+    let rows = tx
+        .query(
+            &format!("SELECT {EVENT_COLUMNS}, e.id FROM events e WHERE e.id = ANY($1)"),
+            &[&ids],
+        )
+        .await?;
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        found.insert(r.get::<_, Uuid>(EVENT_COLUMN_COUNT), event_row_at(r, 0)?);
+    }
+    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
 
 pub async fn events_of(tx: &Tx<'_>, drift_id: Uuid) -> Result<Vec<StoredEvent>> {

@@ -6,7 +6,8 @@
 //!
 //! Entry 1 is SQLite's schema as of its migration 12, in one step.
 
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key text PRIMARY KEY,
     value bytea NOT NULL
@@ -243,7 +244,41 @@ CREATE TABLE baseline_roots (
 );
 CREATE INDEX baseline_roots_root ON baseline_roots(host_id, root);
 CREATE UNIQUE INDEX baseline_roots_source ON baseline_roots(host_id, source);
-"#];
+"#,
+    // 2 (issue 11 and 10: the console, the drift detail and the live stream). Signed-in
+    // sessions by the SHA-256 of their random id. The history row's id becomes the live
+    // stream's durable cursor: numbered from `drift_history_head` (one row, bumped by every
+    // history write under the `drift::HISTORY_LOCK`), so numbers are handed out in commit
+    // order and the head a reader sees is committed; it starts at the highest id the
+    // identity column ever gave, so none is handed out twice after retention.
+    r#"
+CREATE TABLE web_sessions (
+    digest bytea PRIMARY KEY,
+    token_id uuid NOT NULL REFERENCES tokens(id),
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    last_used_at bigint NOT NULL,
+    ended_at bigint
+);
+CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+
+CREATE TABLE drift_history_head (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    last bigint NOT NULL
+);
+INSERT INTO drift_history_head (last)
+    SELECT greatest(
+        coalesce((SELECT max(id) FROM drift_history), 0),
+        coalesce((SELECT last_value FROM pg_sequences
+                  WHERE schemaname = current_schema()
+                    AND sequencename = 'drift_history_id_seq'), 0));
+ALTER TABLE drift_history ALTER COLUMN id DROP IDENTITY;
+
+DROP INDEX drift_history_drift;
+CREATE INDEX drift_history_drift ON drift_history(drift_id, id);
+CREATE INDEX drift_host_subject ON drift(host_id, subject, opened_at);
+"#,
+];
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@ mod migrations;
 mod reports;
 mod retention;
 mod rows;
+mod sessions;
 #[cfg(test)]
 pub(crate) mod tests;
 mod windows;
@@ -477,6 +478,18 @@ impl Store for PostgresStore {
         in_tx!(self, |_, tx| { drift::get(&tx, id).await? })
     }
 
+    fn drift_record(
+        &self,
+        id: Uuid,
+        timeline_limit: u32,
+    ) -> impl Future<Output = Result<DriftRecord>> + Send {
+        // One snapshot: the item, its events and history agree with each other.
+        in_tx!(self, |_, tx| {
+            repeatable_read(&tx).await?;
+            drift::record(&tx, id, timeline_limit).await?
+        })
+    }
+
     fn resolve_drift(
         &self,
         id: Uuid,
@@ -697,4 +710,73 @@ impl Store for PostgresStore {
             retention::prune(&tx, s.key().as_deref(), &plan, at).await?
         })
     }
+
+    // --- Web console sessions (issue 11) ---
+
+    fn insert_session(
+        &self,
+        session: WebSession,
+        audit: NewAudit,
+    ) -> impl Future<Output = Result<()>> + Send {
+        in_tx!(self, |s, tx| {
+            sessions::insert(&tx, s.key().as_deref(), &session, &audit).await?
+        })
+    }
+
+    fn use_session(
+        &self,
+        digest: [u8; 32],
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<WebSession>>> + Send {
+        in_tx!(self, |_, tx| {
+            sessions::use_session(&tx, &digest, now).await?
+        })
+    }
+
+    fn end_session(
+        &self,
+        digest: [u8; 32],
+        at: Millis,
+        audit: Option<NewAudit>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        in_tx!(self, |s, tx| {
+            sessions::end(&tx, s.key().as_deref(), &digest, at, audit.as_ref()).await?
+        })
+    }
+
+    fn prune_sessions(
+        &self,
+        expired_before: Millis,
+        idle_before: Millis,
+    ) -> impl Future<Output = Result<u32>> + Send {
+        in_tx!(self, |_, tx| {
+            sessions::prune(&tx, expired_before, idle_before).await?
+        })
+    }
+
+    fn events_by_id(
+        &self,
+        ids: Vec<Uuid>,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
+        in_tx!(self, |_, tx| { ingest::events_by_id(&tx, &ids).await? })
+    }
+
+    fn drift_changes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<DriftChanges>> + Send {
+        // One snapshot: the head is at least the last change read.
+        in_tx!(self, |_, tx| {
+            repeatable_read(&tx).await?;
+            drift::changes(&tx, after, limit).await?
+        })
+    }
+}
+
+/// Makes the transaction read one snapshot (its first statement).
+async fn repeatable_read(tx: &Tx<'_>) -> Result<()> {
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    Ok(())
 }

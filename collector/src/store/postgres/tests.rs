@@ -406,3 +406,146 @@ async fn concurrent_ingest_of_one_agent_on_two_nodes_checks_its_chain_in_order()
     a.close();
     b.close();
 }
+
+story!(
+    postgres_passes_the_sessions_story,
+    crate::store::conformance_sessions::story
+);
+story!(
+    postgres_reads_a_drift_record,
+    crate::store::conformance_detail::story
+);
+story!(
+    postgres_keeps_the_live_cursor,
+    crate::store::conformance_live::story
+);
+
+/// The live stream's cursor under two writers on two nodes: a reader following it with
+/// `drift_changes` never passes a number that commits later (`drift::HISTORY_LOCK`), so at
+/// the end every number stored is one the reader saw, each once, in order.
+#[tokio::test]
+async fn two_writers_never_commit_a_number_the_reader_passed() {
+    use crate::store::conformance_evidence::{enroll, event};
+    let Some(db) =
+        TestDatabase::create("two_writers_never_commit_a_number_the_reader_passed").await
+    else {
+        return;
+    };
+    let a = db.open().await;
+    let b = db.open().await;
+    const PER_WRITER: i64 = 60;
+    let mut writers = Vec::new();
+    for (n, node) in [a.clone(), b.clone()].into_iter().enumerate() {
+        let host = enroll(&node, &format!("web-{n}"), 10 + n as u8).await;
+        writers.push(tokio::spawn(async move {
+            let mut last: Option<driftwatch_common::api::v1::DriftEvent> = None;
+            for i in 0..PER_WRITER {
+                let next = event(
+                    host.id,
+                    last.as_ref(),
+                    &format!("/etc/f{i}"),
+                    1_800_000_000_000 + i,
+                );
+                let decided = Decided {
+                    event: next.clone(),
+                    outcome: Outcome::Untraced,
+                    event_time: 1_800_000_000_000 + i,
+                    spool: crate::spool_time::SpoolTime::default(),
+                };
+                node.ingest(host.id, vec![decided], 1_800_000_001_000 + i)
+                    .await
+                    .unwrap();
+                last = Some(next);
+            }
+        }));
+    }
+    // The reader follows the cursor while both write, on a third pool.
+    let reader = db.open().await;
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let done = writers.iter().all(|w| w.is_finished());
+        let page = reader.drift_changes(cursor, 7).await.unwrap();
+        for change in &page.changes {
+            assert!(
+                change.seq > cursor,
+                "numbers only grow: {change:?} after {cursor}"
+            );
+            assert!(change.seq <= page.head, "the head covers what it read");
+            cursor = change.seq;
+            seen.push(change.seq);
+        }
+        if done && page.changes.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let all = reader.drift_changes(0, 10_000).await.unwrap();
+    let stored: Vec<i64> = all.changes.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        stored.len(),
+        2 * PER_WRITER as usize,
+        "each event opened drift"
+    );
+    assert_eq!(
+        seen, stored,
+        "the reader saw every number stored, once and in order (none committed behind it)"
+    );
+    assert_eq!(all.head, *stored.last().unwrap());
+    a.close();
+    b.close();
+    reader.close();
+}
+
+/// While a transaction holds the history lock, another node's ingest waits for it instead
+/// of taking a number that would commit out of order; readers are not held up.
+#[tokio::test]
+async fn ingest_waits_for_the_history_lock_and_readers_do_not() {
+    use crate::store::conformance_evidence::{enroll, event};
+    let Some(db) =
+        TestDatabase::create("ingest_waits_for_the_history_lock_and_readers_do_not").await
+    else {
+        return;
+    };
+    let store = db.open().await;
+    let host = enroll(&store, "web-1", 3).await;
+    let mut holder = db.client().await;
+    let held = holder.transaction().await.unwrap();
+    held.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&super::drift::HISTORY_LOCK],
+    )
+    .await
+    .unwrap();
+    let first = event(host.id, None, "/etc/a", 1_800_000_000_000);
+    let node = store.clone();
+    let ingest = tokio::spawn(async move {
+        node.ingest(
+            host.id,
+            vec![Decided {
+                event: first,
+                outcome: Outcome::Untraced,
+                event_time: 1_800_000_000_000,
+                spool: crate::spool_time::SpoolTime::default(),
+            }],
+            1_800_000_001_000,
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !ingest.is_finished(),
+        "the ingest waits for the history lock"
+    );
+    let before = store.drift_changes(0, 10).await.unwrap();
+    assert_eq!(before, DriftChanges::default(), "readers answer meanwhile");
+    held.rollback().await.unwrap();
+    let outcome = ingest.await.unwrap().unwrap();
+    assert_eq!(outcome.accepted, 1);
+    let after = store.drift_changes(0, 10).await.unwrap();
+    assert_eq!((after.changes.len(), after.head), (1, 1));
+    store.close();
+}

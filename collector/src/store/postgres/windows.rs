@@ -158,6 +158,8 @@ pub async fn close(
 ) -> Result<CloseOutcome> {
     let at = w.ended_at.unwrap_or(w.decided_at.unwrap_or(0));
     let by = w.ended_by.clone().unwrap_or_default();
+    // It writes history: that lock before any other (`drift::HISTORY_LOCK`).
+    super::drift::lock_history(tx).await?;
     // The window first: a second close on another node waits here, then finds it closed.
     tx.execute("SELECT 1 FROM windows WHERE id = $1 FOR UPDATE", &[&w.id])
         .await?;
@@ -285,6 +287,8 @@ pub async fn apply_review(
     at: Millis,
     by: &str,
 ) -> Result<ReviewOutcome> {
+    // It writes history: that lock before any other (`drift::HISTORY_LOCK`).
+    super::drift::lock_history(tx).await?;
     let mut outcome = ReviewOutcome::default();
     let mut touched: Vec<Uuid> = Vec::new();
     for (event_id, decision) in decisions {
