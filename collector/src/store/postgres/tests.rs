@@ -549,3 +549,53 @@ async fn ingest_waits_for_the_history_lock_and_readers_do_not() {
     assert_eq!((after.changes.len(), after.head), (1, 1));
     store.close();
 }
+
+/// A database of schema 1 whose history ids went up to 5 and whose rows retention deleted:
+/// migration 2 starts the head there, so no number is handed out a second time.
+#[tokio::test]
+async fn the_history_head_starts_above_every_id_schema_1_handed_out() {
+    use crate::store::conformance_evidence::{enroll, event};
+    let Some(db) =
+        TestDatabase::create("the_history_head_starts_above_every_id_schema_1_handed_out").await
+    else {
+        return;
+    };
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE driftwatch_schema (version bigint NOT NULL);
+             INSERT INTO driftwatch_schema (version) VALUES (1);
+             {}
+             SELECT nextval('drift_history_id_seq') FROM generate_series(1, 5);",
+            super::migrations::MIGRATIONS[0]
+        ))
+        .await
+        .unwrap();
+    let store = db.open().await;
+    let head = store.drift_changes(0, 10).await.unwrap();
+    assert_eq!(
+        head,
+        DriftChanges {
+            changes: vec![],
+            head: 5
+        }
+    );
+    let host = enroll(&store, "web-1", 5).await;
+    let first = event(host.id, None, "/etc/a", 1_800_000_000_000);
+    store
+        .ingest(
+            host.id,
+            vec![Decided {
+                event: first,
+                outcome: Outcome::Untraced,
+                event_time: 1_800_000_000_000,
+                spool: crate::spool_time::SpoolTime::default(),
+            }],
+            1_800_000_001_000,
+        )
+        .await
+        .unwrap();
+    let after = store.drift_changes(5, 10).await.unwrap();
+    assert_eq!(after.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [6]);
+    store.close();
+}
