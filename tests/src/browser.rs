@@ -70,7 +70,8 @@ pub fn screenshot_dir() -> PathBuf {
 
 /// axe-core's script, installed by `npm ci` in `tests/browser/`.
 pub fn axe_script() -> Option<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/node_modules/axe-core/axe.min.js");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/node_modules/axe-core/axe.min.js");
     std::fs::read_to_string(path).ok()
 }
 
@@ -131,17 +132,26 @@ impl Browser {
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         assert!(
-            wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(addr)
-                .is_ok()),
+            wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
             "chromedriver did not listen on {addr}"
         );
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(ToString::to_string).collect();
-        args.push(format!("--user-data-dir={}", browser._profile.path().display()));
+        args.push(format!(
+            "--user-data-dir={}",
+            browser._profile.path().display()
+        ));
         args.push(format!("--window-size={width},{height}"));
-        let capabilities = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": chromium, "args": args },
-        });
+        let mut options = json!({ "binary": chromium, "args": args });
+        if width < 600 {
+            // Chromium's windows are at least 500 px wide: a phone's width is emulated.
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0 }
+            });
+        }
+        let capabilities = json!({ "browserName": "chrome", "goog:chromeOptions": options });
         let Value::Object(capabilities) = capabilities else {
             unreachable!("an object")
         };
@@ -193,10 +203,13 @@ impl Browser {
     /// The page's text as a person reads it (`document.body.innerText`).
     #[track_caller]
     pub fn text(&self) -> String {
-        self.script("return document.body ? document.body.innerText : '';", vec![])
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.script(
+            "return document.body ? document.body.innerText : '';",
+            vec![],
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
     }
 
     /// How many elements match `css`.
@@ -212,21 +225,30 @@ impl Browser {
     /// Types `text` into the element `css`.
     #[track_caller]
     pub fn fill(&self, css: &str, text: &str) {
-        let element = self.bounded(&format!("find {css}"), self.client().find(Locator::Css(css)));
+        let element = self.bounded(
+            &format!("find {css}"),
+            self.client().find(Locator::Css(css)),
+        );
         self.bounded(&format!("type into {css}"), element.send_keys(text));
     }
 
     /// Clicks the element `css` (a real pointer click: it must be visible and enabled).
     #[track_caller]
     pub fn click(&self, css: &str) {
-        let element = self.bounded(&format!("find {css}"), self.client().find(Locator::Css(css)));
+        let element = self.bounded(
+            &format!("find {css}"),
+            self.client().find(Locator::Css(css)),
+        );
         self.bounded(&format!("click {css}"), element.click());
     }
 
     /// Chooses the option whose value is `value` in the `<select>` `css`.
     #[track_caller]
     pub fn select(&self, css: &str, value: &str) {
-        let element = self.bounded(&format!("find {css}"), self.client().find(Locator::Css(css)));
+        let element = self.bounded(
+            &format!("find {css}"),
+            self.client().find(Locator::Css(css)),
+        );
         self.bounded(
             &format!("choose {value} in {css}"),
             element.select_by_value(value),
@@ -248,13 +270,12 @@ impl Browser {
         )
     }
 
-    /// Resizes the window.
+    /// The page's viewport width in CSS pixels.
     #[track_caller]
-    pub fn resize(&self, width: u32, height: u32) {
-        self.bounded(
-            "resize the window",
-            self.client().set_window_size(width, height),
-        );
+    pub fn viewport_width(&self) -> u64 {
+        self.script("return window.innerWidth;", vec![])
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Whether the page is wider than the window (a horizontal scroll bar on the page
@@ -303,7 +324,13 @@ impl Browser {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|n| format!("{} {}", n["target"], n["failureSummary"].as_str().unwrap_or("")))
+                    .map(|n| {
+                        format!(
+                            "{} {}",
+                            n["target"],
+                            n["failureSummary"].as_str().unwrap_or("")
+                        )
+                    })
                     .collect();
                 format!(
                     "{} ({}): {} [{}]",
