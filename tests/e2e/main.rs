@@ -9,6 +9,8 @@ mod audit;
 mod backup;
 mod bad_input;
 mod baseline;
+// The web console in a real browser (issue 11).
+mod browser;
 mod churn;
 mod cli;
 mod clock;

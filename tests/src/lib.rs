@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+// The browser tests' Chromium over WebDriver (issue 11).
+pub mod browser;
 pub mod collector;
 pub mod daemon;
 
