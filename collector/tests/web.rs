@@ -665,3 +665,103 @@ async fn the_console_answers_over_the_real_http_stack() {
             .starts_with("application/json")
     );
 }
+
+// ---- Screens: drift detail, windows, overview, audit and evidence, live banner.
+
+async fn first_drift_id(server: &Server, token: &str) -> String {
+    open_drift(server, token).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_drift_detail_shows_each_role_exactly_its_actions_and_resolves_with_csrf() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let audrey = server.token(Role::Auditor, "audrey").await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let web = server.enroll("web-1", &[]).await;
+    let hostile = "file:/tmp/<script>alert(1)</script>.conf";
+    server.report(&web, &[web.event(hostile, "1", NOW)]).await;
+    let id = first_drift_id(&server, &eve).await;
+    let path = format!("/ui/drift/{id}");
+
+    let eves = page(&server, &path, &sign_in(&server, &eve).await).await;
+    assert_eq!(eves.status, StatusCode::OK, "{}", eves.body);
+    assert!(eves.body.contains("Why no window covered it"));
+    assert!(eves.body.contains("none was requested"), "{}", eves.body);
+    assert!(eves.body.contains("Resolve this drift"));
+    assert!(!eves.body.contains("Record an emergency window"));
+    assert!(!eves.body.contains("<script>alert(1)"));
+    assert!(eves.body.contains("&#60;script&#62;alert(1)"));
+
+    let audreys_session = sign_in(&server, &audrey).await;
+    let audreys = page(&server, &path, &audreys_session).await;
+    assert_eq!(audreys.status, StatusCode::OK);
+    assert!(!audreys.body.contains("Resolve this drift"));
+    assert!(!audreys.body.contains("Record an emergency window"));
+    let carols = page(&server, &path, &sign_in(&server, &carol).await).await;
+    assert!(!carols.body.contains("Resolve this drift"));
+    assert!(carols.body.contains(&format!("/ui/windows/new?drift={id}")));
+
+    // The inbox links its rows to the detail.
+    let inbox = page(&server, "/ui/inbox", &sign_in(&server, &eve).await).await;
+    assert!(inbox.body.contains(&format!("href=\"{path}\"")));
+
+    // A forged resolve by the auditor is refused by App; one without the token too.
+    let forged = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&audreys_session),
+        Some(&format!(
+            "csrf={}&category=false_positive&comment=forged",
+            audreys.csrf()
+        )),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let session = sign_in(&server, &eve).await;
+    let csrf = page(&server, &path, &session).await.csrf();
+    let no_token = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&session),
+        Some("category=false_positive&comment=tuning"),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    assert_eq!(open_drift(&server, &eve).await.len(), 1);
+    let no_reason = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&session),
+        Some(&format!("csrf={csrf}&category=false_positive&comment=")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    let done = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&session),
+        Some(&format!("csrf={csrf}&category=false_positive&comment=noise")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert!(open_drift(&server, &eve).await.is_empty());
+    let after = page(&server, &path, &session).await;
+    assert!(after.body.contains("false_positive by eve"), "{}", after.body);
+    assert!(!after.body.contains("Resolve this drift"));
+    assert_eq!(
+        page(&server, "/ui/drift/not-an-id", &session).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -287,6 +287,8 @@ async fn rows<S: Store>(
 /// A group as the page shows it.
 pub struct GroupView {
     pub title: String,
+    /// The drift detail of the group's first item.
+    pub first: Uuid,
     pub detail: String,
     pub ids: String,
     pub count: usize,
@@ -324,6 +326,7 @@ fn view(group: &Group, now: i64, hold_ms: i64) -> GroupView {
     let oldest = group.oldest();
     let age = now - oldest;
     GroupView {
+        first: first.id,
         title,
         detail,
         ids: group

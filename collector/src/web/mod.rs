@@ -8,12 +8,14 @@
 //! state-changing request passes the Origin / `Sec-Fetch-Site` check and carries the
 //! session's CSRF token (`csrf.rs`); every response gets the security headers (`headers`).
 //!
-//! One module per screen: `inbox.rs` (untraced and flagged drift, grouped), `hosts.rs`.
+//! One module per screen: `inbox.rs` (untraced and flagged drift, grouped), `hosts.rs`,
+//! `drift.rs` (the drift detail).
 //! A new screen adds its module, its template under `collector/web/templates/`, its
 //! routes in [`routes`] and its entry in `layout::NAV`.
 
 mod assets;
 pub mod csrf;
+pub mod drift;
 mod form;
 pub mod hosts;
 pub mod inbox;
@@ -51,6 +53,9 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         ("get", "/ui/inbox", get(inbox::page::<S>)),
         ("get", "/ui/inbox.csv", get(inbox::csv::<S>)),
         ("post", "/ui/inbox/resolve", post(inbox::resolve::<S>)),
+        // Drift detail.
+        ("get", "/ui/drift/{id}", get(drift::page::<S>)),
+        ("post", "/ui/drift/{id}/resolve", post(drift::resolve::<S>)),
         // Hosts.
         ("get", "/ui/hosts", get(hosts::page::<S>)),
         // Assets, and an HTML 404 for the rest of /ui/.
