@@ -765,3 +765,137 @@ async fn the_drift_detail_shows_each_role_exactly_its_actions_and_resolves_with_
         StatusCode::NOT_FOUND
     );
 }
+
+/// The value of the input named `name` in a page (the first one).
+fn input_value(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker).expect(name) + marker.len();
+    let rest = &body[start..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn an_emergency_window_recorded_from_a_drift_makes_it_authorized_and_the_requester_cannot_approve()
+ {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let dave = server.token(Role::ChangeManager, "dave").await;
+    let audrey = server.token(Role::Auditor, "audrey").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/nginx/nginx.conf", "1", NOW)])
+        .await;
+    let id = first_drift_id(&server, &eve).await;
+    server.clock.set(NOW + 20 * MINUTE);
+
+    let carols = sign_in(&server, &carol).await;
+    let form = page(&server, &format!("/ui/windows/new?drift={id}"), &carols).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert_eq!(input_value(&form.body, "hosts"), "web-1");
+    assert!(form.body.contains(">file:/etc/nginx/nginx.conf</textarea>"));
+    assert!(form.body.contains("<option value=\"emergency\" selected>"));
+    let (start, end) = (
+        input_value(&form.body, "start"),
+        input_value(&form.body, "end"),
+    );
+    // The security analyst cannot request one: no link, and the form is refused.
+    let eves = sign_in(&server, &eve).await;
+    assert_eq!(
+        page(&server, &format!("/ui/windows/new?drift={id}"), &eves)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let body = format!(
+        "csrf={}&drift={id}&ticket=INC-7&title=hotfix&kind=emergency&hosts=web-1&subjects={}&start={}&end={}&time_zone=UTC&implementers=",
+        form.csrf(),
+        form_encode("file:/etc/nginx/nginx.conf"),
+        form_encode(&start),
+        form_encode(&end)
+    );
+    // Without the CSRF token: refused, nothing requested.
+    let forged = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(body.split_once('&').unwrap().1),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let (_, windows) = server.get("/api/v1/windows", &carol).await;
+    assert!(windows.as_array().unwrap().is_empty());
+
+    let created = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&body),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let window_path = created.location().to_owned();
+    assert!(window_path.starts_with("/ui/windows/"));
+
+    // The requester sees why she cannot approve, not a button; a forged approval is 403.
+    let mine = page(&server, &window_path, &carols).await;
+    assert!(mine.body.contains("You cannot approve this window"), "{}", mine.body);
+    assert!(mine.body.contains("segregation of duties"));
+    assert!(!mine.body.contains("value=\"approve\""));
+    assert!(mine.body.contains("value=\"cancel\""));
+    let forged = call(
+        &server,
+        Method::POST,
+        &format!("{window_path}/decide"),
+        Some(&carols),
+        Some(&format!("csrf={}&action=approve", mine.csrf())),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    assert_eq!(open_drift(&server, &eve).await.len(), 1);
+
+    // The auditor sees no action, only the evidence.
+    let audreys = sign_in(&server, &audrey).await;
+    let seen = page(&server, &window_path, &audreys).await;
+    assert!(!seen.body.contains("name=\"action\""));
+    assert!(seen.body.contains("evidence?format=html"));
+    let list = page(&server, "/ui/windows", &audreys).await;
+    assert!(list.body.contains("INC-7"));
+    assert!(list.body.contains("Awaiting a decision"));
+    assert!(!list.body.contains("Request a window"));
+
+    // Another change manager approves: the drift is authorized.
+    let daves = sign_in(&server, &dave).await;
+    let theirs = page(&server, &window_path, &daves).await;
+    assert!(theirs.body.contains("value=\"approve\""));
+    assert!(theirs.body.contains("value=\"reject\""));
+    let approved = call(
+        &server,
+        Method::POST,
+        &format!("{window_path}/decide"),
+        Some(&daves),
+        Some(&format!("csrf={}&action=approve&comment=ok", theirs.csrf())),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    assert!(open_drift(&server, &eve).await.is_empty());
+    let (_, item) = server.get(&format!("/api/v1/drift/{id}"), &eve).await;
+    assert_eq!(item["drift"]["status"], "authorized", "{item}");
+
+    // The close-out shows the drift it will accept; the evidence bundle is served.
+    let closing = page(&server, &window_path, &daves).await;
+    assert!(closing.body.contains("Drift it will accept (1)"), "{}", closing.body);
+    assert!(closing.body.contains(&format!("/ui/drift/{id}")));
+    let detail = page(&server, &format!("/ui/drift/{id}"), &daves).await;
+    assert!(detail.body.contains("INC-7"), "{}", detail.body);
+    let bundle = page(&server, &format!("{window_path}/evidence?format=json"), &audreys).await;
+    assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.body);
+    assert!(bundle.body.contains("INC-7"));
+}

@@ -11,6 +11,7 @@ use crate::identity::Role;
 /// The navigation: `(path, label, roles that see it)`. A later screen adds its line.
 pub const NAV: &[(&str, &str, &[Role])] = &[
     ("/ui/inbox", "Untraced inbox", &Role::PEOPLE),
+    ("/ui/windows", "Windows", &Role::PEOPLE),
     ("/ui/hosts", "Hosts", &Role::PEOPLE),
 ];
 

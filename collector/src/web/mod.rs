@@ -9,7 +9,7 @@
 //! session's CSRF token (`csrf.rs`); every response gets the security headers (`headers`).
 //!
 //! One module per screen: `inbox.rs` (untraced and flagged drift, grouped), `hosts.rs`,
-//! `drift.rs` (the drift detail).
+//! `drift.rs` (the drift detail), `windows.rs`.
 //! A new screen adds its module, its template under `collector/web/templates/`, its
 //! routes in [`routes`] and its entry in `layout::NAV`.
 
@@ -21,6 +21,7 @@ pub mod hosts;
 pub mod inbox;
 pub mod layout;
 pub mod session;
+pub mod windows;
 
 use std::sync::Arc;
 
@@ -56,6 +57,13 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         // Drift detail.
         ("get", "/ui/drift/{id}", get(drift::page::<S>)),
         ("post", "/ui/drift/{id}/resolve", post(drift::resolve::<S>)),
+        // Change windows.
+        ("get", "/ui/windows", get(windows::list::<S>)),
+        ("post", "/ui/windows", post(windows::create::<S>)),
+        ("get", "/ui/windows/new", get(windows::new::<S>)),
+        ("get", "/ui/windows/{id}", get(windows::show::<S>)),
+        ("post", "/ui/windows/{id}/decide", post(windows::decide::<S>)),
+        ("get", "/ui/windows/{id}/evidence", get(windows::evidence::<S>)),
         // Hosts.
         ("get", "/ui/hosts", get(hosts::page::<S>)),
         // Assets, and an HTML 404 for the rest of /ui/.
