@@ -899,3 +899,157 @@ async fn an_emergency_window_recorded_from_a_drift_makes_it_authorized_and_the_r
     assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.body);
     assert!(bundle.body.contains("INC-7"));
 }
+
+#[tokio::test]
+async fn every_screen_renders_for_every_role_with_the_security_headers() {
+    let server = Server::start().await;
+    let web = server.enroll("web-<b>1</b>", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/<i>x</i>", "1", NOW)])
+        .await;
+    let admin = server.admin.clone();
+    let eve = server.token(Role::Security, "eve").await;
+    let id = first_drift_id(&server, &eve).await;
+    for (role, name) in [
+        (Role::Security, "s"),
+        (Role::Auditor, "a"),
+        (Role::ChangeManager, "c"),
+        (Role::Admin, "ad"),
+    ] {
+        let token = if role == Role::Admin {
+            admin.clone()
+        } else {
+            server.token(role, name).await
+        };
+        let session = sign_in(&server, &token).await;
+        for path in [
+            "/ui/inbox".to_owned(),
+            "/ui/overview".to_owned(),
+            "/ui/windows".to_owned(),
+            "/ui/audit".to_owned(),
+            format!("/ui/drift/{id}"),
+        ] {
+            let answer = page(&server, &path, &session).await;
+            assert_eq!(answer.status, StatusCode::OK, "{role:?} {path}: {}", answer.body);
+            assert_eq!(answer.headers[header::CONTENT_SECURITY_POLICY], CSP);
+            assert!(!answer.body.contains("<b>1</b>"), "{path} escapes host names");
+            assert!(!answer.body.contains("<i>x</i>"), "{path} escapes subjects");
+            assert!(!answer.body.contains("style="), "{path}");
+            assert!(!answer.body.contains("<script>"), "{path}");
+        }
+        let windows = page(&server, "/ui/windows", &session).await;
+        assert_eq!(
+            windows.body.contains("Request a window"),
+            matches!(role, Role::ChangeManager | Role::Admin),
+            "{role:?}"
+        );
+        let audit = page(&server, "/ui/audit", &session).await;
+        assert_eq!(
+            audit.body.contains("Export (signed)"),
+            matches!(role, Role::Security | Role::Auditor | Role::Admin),
+            "{role:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_overview_counts_untraced_drift_and_silent_hosts() {
+    let server = Server::start().await;
+    let audrey = server.token(Role::Auditor, "audrey").await;
+    let web = server.enroll("web-1", &[]).await;
+    let _quiet = server.enroll("quiet-1", &[]).await;
+    server
+        .report(
+            &web,
+            &[
+                web.event("file:/etc/a", "1", NOW),
+                web.event("file:/etc/b", "1", NOW),
+            ],
+        )
+        .await;
+    server.clock.set(NOW + 90 * MINUTE);
+    server.heartbeat(&web, 2, NOW + 90 * MINUTE).await;
+    let overview = page(&server, "/ui/overview", &sign_in(&server, &audrey).await).await;
+    assert_eq!(overview.status, StatusCode::OK);
+    let text = overview.body.replace(['\n', ' '], "");
+    assert!(text.contains("<spanclass=\"n\">2</span>untracedorflaggednow,oldest1h30min"), "{}", overview.body);
+    assert!(text.contains("<spanclass=\"n\">2</span>overthehold"), "{}", overview.body);
+    assert!(text.contains("1silent"), "{}", overview.body);
+    assert!(overview.body.contains("2 needing review"), "the chart counts today's two");
+    assert!(overview.body.contains("href=\"/ui/inbox?host=web-1\""));
+}
+
+#[tokio::test]
+async fn the_audit_screen_verifies_filters_and_exports_a_seeded_sample() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/motd", "1", NOW)])
+        .await;
+    let session = sign_in(&server, &eve).await;
+    let audit = page(&server, "/ui/audit?action=session", &session).await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.body);
+    assert!(audit.body.contains("Verified"), "{}", audit.body);
+    assert!(audit.body.contains("session.signed_in"));
+    assert!(!audit.body.contains(">token.created<"), "filtered out");
+
+    let path = format!(
+        "/ui/audit/export?from={}&to={}&host=&sample=1&seed=7&format=csv",
+        form_encode("2026-01-01T00:00:00Z"),
+        form_encode("2027-01-01T00:00:00Z")
+    );
+    let first = page(&server, &path, &session).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(first.body.contains("file:/etc/motd"), "{}", first.body);
+    assert!(
+        audit_actions(&server)
+            .await
+            .contains(&"report.exported".to_owned())
+    );
+    let bad = page(&server, "/ui/audit/export?from=yesterday&to=", &session).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // A change manager may not export: App refuses it, whatever the page showed.
+    let carols = sign_in(&server, &carol).await;
+    assert_eq!(page(&server, &path, &carols).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_inbox_subscribes_to_the_live_stream_with_its_session() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let session = sign_in(&server, &eve).await;
+    let inbox = page(&server, "/ui/inbox", &session).await;
+    assert!(inbox.body.contains("data-stream=\"/ui/inbox/stream\""));
+    let open = |cookie: Option<String>| {
+        let router = driftwatch_collector::api::router(server.app.clone());
+        let mut request = Request::builder()
+            .uri("/ui/inbox/stream")
+            .header(header::HOST, "collector.test:8443");
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        router.oneshot(request.body(AxumBody::empty()).unwrap())
+    };
+    let live = open(Some(session.clone())).await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert!(
+        live.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(live);
+    let anonymous = open(None).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    // The script is a file, served from the page's own origin.
+    let js = inbox
+        .body
+        .split("src=\"")
+        .find_map(|rest| rest.split('"').next().filter(|u| u.ends_with(".js")))
+        .unwrap()
+        .to_owned();
+    let script = call(&server, Method::GET, &js, None, None, &[]).await;
+    assert!(script.body.contains("EventSource"));
+}
