@@ -751,14 +751,20 @@ async fn the_drift_detail_shows_each_role_exactly_its_actions_and_resolves_with_
         Method::POST,
         &format!("{path}/resolve"),
         Some(&session),
-        Some(&format!("csrf={csrf}&category=false_positive&comment=noise")),
+        Some(&format!(
+            "csrf={csrf}&category=false_positive&comment=noise"
+        )),
         SAME_SITE,
     )
     .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert!(open_drift(&server, &eve).await.is_empty());
     let after = page(&server, &path, &session).await;
-    assert!(after.body.contains("false_positive by eve"), "{}", after.body);
+    assert!(
+        after.body.contains("false_positive by eve"),
+        "{}",
+        after.body
+    );
     assert!(!after.body.contains("Resolve this drift"));
     assert_eq!(
         page(&server, "/ui/drift/not-an-id", &session).await.status,
@@ -844,7 +850,11 @@ async fn an_emergency_window_recorded_from_a_drift_makes_it_authorized_and_the_r
 
     // The requester sees why she cannot approve, not a button; a forged approval is 403.
     let mine = page(&server, &window_path, &carols).await;
-    assert!(mine.body.contains("You cannot approve this window"), "{}", mine.body);
+    assert!(
+        mine.body.contains("You cannot approve this window"),
+        "{}",
+        mine.body
+    );
     assert!(mine.body.contains("segregation of duties"));
     assert!(!mine.body.contains("value=\"approve\""));
     assert!(mine.body.contains("value=\"cancel\""));
@@ -891,11 +901,20 @@ async fn an_emergency_window_recorded_from_a_drift_makes_it_authorized_and_the_r
 
     // The close-out shows the drift it will accept; the evidence bundle is served.
     let closing = page(&server, &window_path, &daves).await;
-    assert!(closing.body.contains("Drift it will accept (1)"), "{}", closing.body);
+    assert!(
+        closing.body.contains("Drift it will accept (1)"),
+        "{}",
+        closing.body
+    );
     assert!(closing.body.contains(&format!("/ui/drift/{id}")));
     let detail = page(&server, &format!("/ui/drift/{id}"), &daves).await;
     assert!(detail.body.contains("INC-7"), "{}", detail.body);
-    let bundle = page(&server, &format!("{window_path}/evidence?format=json"), &audreys).await;
+    let bundle = page(
+        &server,
+        &format!("{window_path}/evidence?format=json"),
+        &audreys,
+    )
+    .await;
     assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.body);
     assert!(bundle.body.contains("INC-7"));
 }
@@ -930,9 +949,17 @@ async fn every_screen_renders_for_every_role_with_the_security_headers() {
             format!("/ui/drift/{id}"),
         ] {
             let answer = page(&server, &path, &session).await;
-            assert_eq!(answer.status, StatusCode::OK, "{role:?} {path}: {}", answer.body);
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "{role:?} {path}: {}",
+                answer.body
+            );
             assert_eq!(answer.headers[header::CONTENT_SECURITY_POLICY], CSP);
-            assert!(!answer.body.contains("<b>1</b>"), "{path} escapes host names");
+            assert!(
+                !answer.body.contains("<b>1</b>"),
+                "{path} escapes host names"
+            );
             assert!(!answer.body.contains("<i>x</i>"), "{path} escapes subjects");
             assert!(!answer.body.contains("style="), "{path}");
             assert!(!answer.body.contains("<script>"), "{path}");
@@ -972,10 +999,21 @@ async fn the_overview_counts_untraced_drift_and_silent_hosts() {
     let overview = page(&server, "/ui/overview", &sign_in(&server, &audrey).await).await;
     assert_eq!(overview.status, StatusCode::OK);
     let text = overview.body.replace(['\n', ' '], "");
-    assert!(text.contains("<spanclass=\"n\">2</span>untracedorflaggednow,oldest1h30min"), "{}", overview.body);
-    assert!(text.contains("<spanclass=\"n\">2</span>overthehold"), "{}", overview.body);
+    assert!(
+        text.contains("<spanclass=\"n\">2</span>untracedorflaggednow,oldest1h30min"),
+        "{}",
+        overview.body
+    );
+    assert!(
+        text.contains("<spanclass=\"n\">2</span>overthehold"),
+        "{}",
+        overview.body
+    );
     assert!(text.contains("1silent"), "{}", overview.body);
-    assert!(overview.body.contains("2 needing review"), "the chart counts today's two");
+    assert!(
+        overview.body.contains("2 needing review"),
+        "the chart counts today's two"
+    );
     assert!(overview.body.contains("href=\"/ui/inbox?host=web-1\""));
 }
 
@@ -1012,7 +1050,10 @@ async fn the_audit_screen_verifies_filters_and_exports_a_seeded_sample() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     // A change manager may not export: App refuses it, whatever the page showed.
     let carols = sign_in(&server, &carol).await;
-    assert_eq!(page(&server, &path, &carols).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        page(&server, &path, &carols).await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]

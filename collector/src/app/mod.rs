@@ -85,8 +85,8 @@ mod windows;
 pub use drift::{RESOLVE_ROLES, ResolveRequest};
 pub use evidence::EXPORT_ROLES;
 pub use identity::{IssuedToken, MAX_ENROLLMENT_TTL_SECS, MAX_ENROLLMENT_USES};
-pub use sessions::{CONSOLE_ROLES, DashboardSettings, SignedIn};
 pub use live::{DriftStream, LiveItem, OPEN_STREAMS};
+pub use sessions::{CONSOLE_ROLES, DashboardSettings, SignedIn};
 pub use windows::Decision;
 
 /// The configuration values the operations need, in the units they use.

@@ -23,12 +23,12 @@ use crate::store::{Store, StoredEvent};
 use crate::windows::lifecycle::WINDOW_ROLES;
 
 /// The id in a console path, or a 404 page saying so.
-pub fn parse_id(text: &str, what: &str) -> Result<Uuid, Response> {
+pub fn parse_id(text: &str, what: &str) -> Result<Uuid, Box<Response>> {
     Uuid::try_parse(text.trim()).map_err(|_| {
-        layout::error_page(
+        Box::new(layout::error_page(
             StatusCode::NOT_FOUND,
             &format!("`{text}` is not the id of a {what}."),
-        )
+        ))
     })
 }
 
@@ -454,7 +454,7 @@ pub async fn page<S: Store>(
 ) -> Response {
     let id = match parse_id(&id, "drift item") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match app.drift_detail(&viewer.principal, id).await {
         Ok(detail) => layout::render(StatusCode::OK, &page_of(&viewer, detail)),
@@ -474,7 +474,7 @@ pub async fn resolve<S: Store>(
     }
     let id = match parse_id(&id, "drift item") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let bad = |message: &str| layout::error_page(StatusCode::BAD_REQUEST, message);
     let comment = fields.get("comment").unwrap_or_default().trim().to_owned();
@@ -548,7 +548,12 @@ mod tests {
         assert!(version.changed && version.before == "1.0" && version.after == "2.0");
         let arch = attrs.iter().find(|a| a.name == "arch").unwrap();
         assert!(arch.changed && arch.before == "—");
-        let removed = attributes(Some(&SubjectState::Fields { fields: Default::default() }), None);
+        let removed = attributes(
+            Some(&SubjectState::Fields {
+                fields: Default::default(),
+            }),
+            None,
+        );
         assert!(removed.iter().any(|a| a.name == "present" && a.changed));
     }
 

@@ -66,8 +66,16 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         ("post", "/ui/windows", post(windows::create::<S>)),
         ("get", "/ui/windows/new", get(windows::new::<S>)),
         ("get", "/ui/windows/{id}", get(windows::show::<S>)),
-        ("post", "/ui/windows/{id}/decide", post(windows::decide::<S>)),
-        ("get", "/ui/windows/{id}/evidence", get(windows::evidence::<S>)),
+        (
+            "post",
+            "/ui/windows/{id}/decide",
+            post(windows::decide::<S>),
+        ),
+        (
+            "get",
+            "/ui/windows/{id}/evidence",
+            get(windows::evidence::<S>),
+        ),
         // Overview.
         ("get", "/ui/overview", get(overview::page::<S>)),
         // Audit and evidence.

@@ -67,7 +67,10 @@ pub fn median_resolution(items: &[DriftItem]) -> Option<i64> {
         })
         .collect();
     spans.sort_unstable();
-    spans.get(spans.len() / 2).copied().filter(|_| !spans.is_empty())
+    spans
+        .get(spans.len() / 2)
+        .copied()
+        .filter(|_| !spans.is_empty())
 }
 
 /// The `n` keys with the most entries, most first.
@@ -76,7 +79,8 @@ pub fn top<'a>(keys: impl Iterator<Item = &'a str>, n: usize) -> Vec<(String, us
     for k in keys {
         *counts.entry(k).or_default() += 1;
     }
-    let mut list: Vec<(String, usize)> = counts.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
+    let mut list: Vec<(String, usize)> =
+        counts.into_iter().map(|(k, c)| (k.to_owned(), c)).collect();
     list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     list.truncate(n);
     list
@@ -241,7 +245,11 @@ mod tests {
         assert_eq!(days.len(), DAYS as usize);
         assert_eq!((days[13].authorized, days[13].untraced), (1, 1));
         assert_eq!((days[12].authorized, days[12].untraced), (0, 1));
-        assert_eq!(days.iter().map(|d| d.untraced).sum::<u32>(), 2, "older ones left out");
+        assert_eq!(
+            days.iter().map(|d| d.untraced).sum::<u32>(),
+            2,
+            "older ones left out"
+        );
     }
 
     #[test]

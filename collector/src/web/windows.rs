@@ -61,10 +61,7 @@ fn scope_text(scope: &HostScope) -> String {
     let mut parts: Vec<String> = scope.names.clone();
     parts.extend(scope.globs.iter().map(|g| format!("glob {g}")));
     if !scope.labels.is_empty() {
-        parts.push(format!(
-            "labels {}",
-            crate::app::labels_text(&scope.labels)
-        ));
+        parts.push(format!("labels {}", crate::app::labels_text(&scope.labels)));
     }
     parts.join(", ")
 }
@@ -178,9 +175,7 @@ pub async fn list<S: Store>(State(app): State<AppState<S>>, viewer: Viewer) -> R
     let (from, to) = (now - TIMELINE_BEFORE_MS, now + TIMELINE_AFTER_MS);
     let shown: Vec<&Window> = windows
         .iter()
-        .filter(|w| {
-            matches!(w.status, WindowStatus::Requested) || w.was_approved()
-        })
+        .filter(|w| matches!(w.status, WindowStatus::Requested) || w.was_approved())
         .collect();
     let bars = bars(&shown, from, to);
     layout::render(
@@ -235,7 +230,13 @@ struct NewPage {
     kinds: Vec<(&'static str, bool)>,
 }
 
-fn new_page(viewer: &Viewer, status: StatusCode, draft: Draft, from_drift: Option<String>, problems: Vec<String>) -> Response {
+fn new_page(
+    viewer: &Viewer,
+    status: StatusCode,
+    draft: Draft,
+    from_drift: Option<String>,
+    problems: Vec<String>,
+) -> Response {
     let kinds = ["normal", "standard", "emergency"]
         .into_iter()
         .map(|k| (k, k == draft.kind))
@@ -275,7 +276,7 @@ pub async fn new<S: Store>(
     if !query.drift.is_empty() {
         let id = match parse_id(&query.drift, "drift item") {
             Ok(id) => id,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let detail = match app.drift_detail(&viewer.principal, id).await {
             Ok(d) => d,
@@ -361,10 +362,21 @@ pub async fn create<S: Store>(
         time_zone: get("time_zone"),
         implementers: get("implementers"),
     };
-    let from_drift = fields.get("drift").filter(|d| !d.is_empty()).map(str::to_owned);
+    let from_drift = fields
+        .get("drift")
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
     let request = match request_of(&draft) {
         Ok(r) => r,
-        Err(why) => return new_page(&viewer, StatusCode::BAD_REQUEST, draft, from_drift, vec![why]),
+        Err(why) => {
+            return new_page(
+                &viewer,
+                StatusCode::BAD_REQUEST,
+                draft,
+                from_drift,
+                vec![why],
+            );
+        }
     };
     match app.create_window(&viewer.principal, &request).await {
         Ok(window) => Redirect::to(&format!("/ui/windows/{}", window.id)).into_response(),
@@ -421,7 +433,7 @@ pub async fn show<S: Store>(
 ) -> Response {
     let id = match parse_id(&id, "window") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let window = match app.window(&viewer.principal, id).await {
         Ok(w) => w,
@@ -443,8 +455,7 @@ pub async fn show<S: Store>(
                 needs_comment: action == Action::Reject,
             }),
             Err(Refusal::Forbidden(why))
-                if action == Action::Approve
-                    && lifecycle::DECISION_ROLES.contains(&me.role) =>
+                if action == Action::Approve && lifecycle::DECISION_ROLES.contains(&me.role) =>
             {
                 cannot_approve = Some(why);
             }
@@ -493,12 +504,20 @@ pub async fn show<S: Store>(
         Err(err) => return app_error(err),
     };
     let page = WindowPage {
-        layout: Layout::new(&format!("Window {}", window.ticket), Some(&viewer), "/ui/windows"),
+        layout: Layout::new(
+            &format!("Window {}", window.ticket),
+            Some(&viewer),
+            "/ui/windows",
+        ),
         w: row(&window),
         decided: window.decided_by.as_ref().map(|by| {
             format!(
                 "{} by {} at {}{}",
-                if window.status == WindowStatus::Rejected { "rejected" } else { "approved" },
+                if window.status == WindowStatus::Rejected {
+                    "rejected"
+                } else {
+                    "approved"
+                },
                 by,
                 window.decided_at.map(layout::instant).unwrap_or_default(),
                 window
@@ -547,7 +566,7 @@ pub async fn decide<S: Store>(
     }
     let id = match parse_id(&id, "window") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let action = match fields.get("action").unwrap_or_default() {
         "approve" => Action::Approve,
@@ -578,7 +597,7 @@ pub async fn evidence<S: Store>(
 ) -> Response {
     let id = match parse_id(&id, "window") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match app.window_evidence(&viewer.principal, id, &params).await {
         Ok((bundle, format)) => crate::api::v1::reports::bundle_document(&app, id, &bundle, format),
@@ -616,10 +635,22 @@ mod tests {
         assert_eq!(w.hosts.names, ["web-1"]);
         assert_eq!(w.hosts.globs, ["db-*"]);
         assert_eq!(section(&w, now), Section::Active);
-        assert_eq!(section(&window(WindowStatus::Approved, now + H, now + 2 * H), now), Section::Upcoming);
-        assert_eq!(section(&window(WindowStatus::Requested, now + H, now + 2 * H), now), Section::Requested);
-        assert_eq!(section(&window(WindowStatus::Approved, now - 2 * H, now - H), now), Section::Ended);
-        assert_eq!(section(&window(WindowStatus::Rejected, now - H, now + H), now), Section::Ended);
+        assert_eq!(
+            section(&window(WindowStatus::Approved, now + H, now + 2 * H), now),
+            Section::Upcoming
+        );
+        assert_eq!(
+            section(&window(WindowStatus::Requested, now + H, now + 2 * H), now),
+            Section::Requested
+        );
+        assert_eq!(
+            section(&window(WindowStatus::Approved, now - 2 * H, now - H), now),
+            Section::Ended
+        );
+        assert_eq!(
+            section(&window(WindowStatus::Rejected, now - H, now + H), now),
+            Section::Ended
+        );
     }
 
     #[test]
@@ -632,6 +663,9 @@ mod tests {
         let bars = bars(&[&a, &b, &far], now, now + 10 * H);
         assert_eq!(bars.len(), 2);
         assert_eq!((bars[0].x, bars[0].width), (0, 100));
-        assert_eq!((bars[1].x, bars[1].width, bars[1].class), (500, 100, "requested"));
+        assert_eq!(
+            (bars[1].x, bars[1].width, bars[1].class),
+            (500, 100, "requested")
+        );
     }
 }

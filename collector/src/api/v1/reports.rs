@@ -124,4 +124,3 @@ pub fn bundle_document<S: Store>(
         ),
     }
 }
-
