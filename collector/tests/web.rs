@@ -665,3 +665,432 @@ async fn the_console_answers_over_the_real_http_stack() {
             .starts_with("application/json")
     );
 }
+
+// ---- Screens: drift detail, windows, overview, audit and evidence, live banner.
+
+async fn first_drift_id(server: &Server, token: &str) -> String {
+    open_drift(server, token).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_drift_detail_shows_each_role_exactly_its_actions_and_resolves_with_csrf() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let audrey = server.token(Role::Auditor, "audrey").await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let web = server.enroll("web-1", &[]).await;
+    let hostile = "file:/tmp/<script>alert(1)</script>.conf";
+    server.report(&web, &[web.event(hostile, "1", NOW)]).await;
+    let id = first_drift_id(&server, &eve).await;
+    let path = format!("/ui/drift/{id}");
+
+    let eves = page(&server, &path, &sign_in(&server, &eve).await).await;
+    assert_eq!(eves.status, StatusCode::OK, "{}", eves.body);
+    assert!(eves.body.contains("Why no window covered it"));
+    assert!(eves.body.contains("none was requested"), "{}", eves.body);
+    assert!(eves.body.contains("Resolve this drift"));
+    assert!(!eves.body.contains("Record an emergency window"));
+    assert!(!eves.body.contains("<script>alert(1)"));
+    assert!(eves.body.contains("&#60;script&#62;alert(1)"));
+
+    let audreys_session = sign_in(&server, &audrey).await;
+    let audreys = page(&server, &path, &audreys_session).await;
+    assert_eq!(audreys.status, StatusCode::OK);
+    assert!(!audreys.body.contains("Resolve this drift"));
+    assert!(!audreys.body.contains("Record an emergency window"));
+    let carols = page(&server, &path, &sign_in(&server, &carol).await).await;
+    assert!(!carols.body.contains("Resolve this drift"));
+    assert!(carols.body.contains(&format!("/ui/windows/new?drift={id}")));
+
+    // The inbox links its rows to the detail.
+    let inbox = page(&server, "/ui/inbox", &sign_in(&server, &eve).await).await;
+    assert!(inbox.body.contains(&format!("href=\"{path}\"")));
+
+    // A forged resolve by the auditor is refused by App; one without the token too.
+    let forged = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&audreys_session),
+        Some(&format!(
+            "csrf={}&category=false_positive&comment=forged",
+            audreys.csrf()
+        )),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let session = sign_in(&server, &eve).await;
+    let csrf = page(&server, &path, &session).await.csrf();
+    let no_token = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&session),
+        Some("category=false_positive&comment=tuning"),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    assert_eq!(open_drift(&server, &eve).await.len(), 1);
+    let no_reason = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&session),
+        Some(&format!("csrf={csrf}&category=false_positive&comment=")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    let done = call(
+        &server,
+        Method::POST,
+        &format!("{path}/resolve"),
+        Some(&session),
+        Some(&format!(
+            "csrf={csrf}&category=false_positive&comment=noise"
+        )),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert!(open_drift(&server, &eve).await.is_empty());
+    let after = page(&server, &path, &session).await;
+    assert!(
+        after.body.contains("false_positive by eve"),
+        "{}",
+        after.body
+    );
+    assert!(!after.body.contains("Resolve this drift"));
+    assert_eq!(
+        page(&server, "/ui/drift/not-an-id", &session).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The value of the input named `name` in a page (the first one).
+fn input_value(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker).expect(name) + marker.len();
+    let rest = &body[start..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn an_emergency_window_recorded_from_a_drift_makes_it_authorized_and_the_requester_cannot_approve()
+ {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let dave = server.token(Role::ChangeManager, "dave").await;
+    let audrey = server.token(Role::Auditor, "audrey").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/nginx/nginx.conf", "1", NOW)])
+        .await;
+    let id = first_drift_id(&server, &eve).await;
+    server.clock.set(NOW + 20 * MINUTE);
+
+    let carols = sign_in(&server, &carol).await;
+    let form = page(&server, &format!("/ui/windows/new?drift={id}"), &carols).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert_eq!(input_value(&form.body, "hosts"), "web-1");
+    assert!(form.body.contains(">file:/etc/nginx/nginx.conf</textarea>"));
+    assert!(form.body.contains("<option value=\"emergency\" selected>"));
+    let (start, end) = (
+        input_value(&form.body, "start"),
+        input_value(&form.body, "end"),
+    );
+    // The security analyst cannot request one: no link, and the form is refused.
+    let eves = sign_in(&server, &eve).await;
+    assert_eq!(
+        page(&server, &format!("/ui/windows/new?drift={id}"), &eves)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let body = format!(
+        "csrf={}&drift={id}&ticket=INC-7&title=hotfix&kind=emergency&hosts=web-1&subjects={}&start={}&end={}&time_zone=UTC&implementers=",
+        form.csrf(),
+        form_encode("file:/etc/nginx/nginx.conf"),
+        form_encode(&start),
+        form_encode(&end)
+    );
+    // Without the CSRF token: refused, nothing requested.
+    let forged = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(body.split_once('&').unwrap().1),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let (_, windows) = server.get("/api/v1/windows", &carol).await;
+    assert!(windows.as_array().unwrap().is_empty());
+
+    let created = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&body),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let window_path = created.location().to_owned();
+    assert!(window_path.starts_with("/ui/windows/"));
+
+    // The requester sees why she cannot approve, not a button; a forged approval is 403.
+    let mine = page(&server, &window_path, &carols).await;
+    assert!(
+        mine.body.contains("You cannot approve this window"),
+        "{}",
+        mine.body
+    );
+    assert!(mine.body.contains("segregation of duties"));
+    assert!(!mine.body.contains("value=\"approve\""));
+    assert!(mine.body.contains("value=\"cancel\""));
+    let forged = call(
+        &server,
+        Method::POST,
+        &format!("{window_path}/decide"),
+        Some(&carols),
+        Some(&format!("csrf={}&action=approve", mine.csrf())),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    assert_eq!(open_drift(&server, &eve).await.len(), 1);
+
+    // The auditor sees no action, only the evidence.
+    let audreys = sign_in(&server, &audrey).await;
+    let seen = page(&server, &window_path, &audreys).await;
+    assert!(!seen.body.contains("name=\"action\""));
+    assert!(seen.body.contains("evidence?format=html"));
+    let list = page(&server, "/ui/windows", &audreys).await;
+    assert!(list.body.contains("INC-7"));
+    assert!(list.body.contains("Awaiting a decision"));
+    assert!(!list.body.contains("Request a window"));
+
+    // Another change manager approves: the drift is authorized.
+    let daves = sign_in(&server, &dave).await;
+    let theirs = page(&server, &window_path, &daves).await;
+    assert!(theirs.body.contains("value=\"approve\""));
+    assert!(theirs.body.contains("value=\"reject\""));
+    let approved = call(
+        &server,
+        Method::POST,
+        &format!("{window_path}/decide"),
+        Some(&daves),
+        Some(&format!("csrf={}&action=approve&comment=ok", theirs.csrf())),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    assert!(open_drift(&server, &eve).await.is_empty());
+    let (_, item) = server.get(&format!("/api/v1/drift/{id}"), &eve).await;
+    assert_eq!(item["drift"]["status"], "authorized", "{item}");
+
+    // The close-out shows the drift it will accept; the evidence bundle is served.
+    let closing = page(&server, &window_path, &daves).await;
+    assert!(
+        closing.body.contains("Drift it will accept (1)"),
+        "{}",
+        closing.body
+    );
+    assert!(closing.body.contains(&format!("/ui/drift/{id}")));
+    let detail = page(&server, &format!("/ui/drift/{id}"), &daves).await;
+    assert!(detail.body.contains("INC-7"), "{}", detail.body);
+    let bundle = page(
+        &server,
+        &format!("{window_path}/evidence?format=json"),
+        &audreys,
+    )
+    .await;
+    assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.body);
+    assert!(bundle.body.contains("INC-7"));
+}
+
+#[tokio::test]
+async fn every_screen_renders_for_every_role_with_the_security_headers() {
+    let server = Server::start().await;
+    let web = server.enroll("web-<b>1</b>", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/<i>x</i>", "1", NOW)])
+        .await;
+    let admin = server.admin.clone();
+    let eve = server.token(Role::Security, "eve").await;
+    let id = first_drift_id(&server, &eve).await;
+    for (role, name) in [
+        (Role::Security, "s"),
+        (Role::Auditor, "a"),
+        (Role::ChangeManager, "c"),
+        (Role::Admin, "ad"),
+    ] {
+        let token = if role == Role::Admin {
+            admin.clone()
+        } else {
+            server.token(role, name).await
+        };
+        let session = sign_in(&server, &token).await;
+        for path in [
+            "/ui/inbox".to_owned(),
+            "/ui/overview".to_owned(),
+            "/ui/windows".to_owned(),
+            "/ui/audit".to_owned(),
+            format!("/ui/drift/{id}"),
+        ] {
+            let answer = page(&server, &path, &session).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "{role:?} {path}: {}",
+                answer.body
+            );
+            assert_eq!(answer.headers[header::CONTENT_SECURITY_POLICY], CSP);
+            assert!(
+                !answer.body.contains("<b>1</b>"),
+                "{path} escapes host names"
+            );
+            assert!(!answer.body.contains("<i>x</i>"), "{path} escapes subjects");
+            assert!(!answer.body.contains("style="), "{path}");
+            assert!(!answer.body.contains("<script>"), "{path}");
+        }
+        let windows = page(&server, "/ui/windows", &session).await;
+        assert_eq!(
+            windows.body.contains("Request a window"),
+            matches!(role, Role::ChangeManager | Role::Admin),
+            "{role:?}"
+        );
+        let audit = page(&server, "/ui/audit", &session).await;
+        assert_eq!(
+            audit.body.contains("Export (signed)"),
+            matches!(role, Role::Security | Role::Auditor | Role::Admin),
+            "{role:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_overview_counts_untraced_drift_and_silent_hosts() {
+    let server = Server::start().await;
+    let audrey = server.token(Role::Auditor, "audrey").await;
+    let web = server.enroll("web-1", &[]).await;
+    let _quiet = server.enroll("quiet-1", &[]).await;
+    server
+        .report(
+            &web,
+            &[
+                web.event("file:/etc/a", "1", NOW),
+                web.event("file:/etc/b", "1", NOW),
+            ],
+        )
+        .await;
+    server.clock.set(NOW + 90 * MINUTE);
+    server.heartbeat(&web, 2, NOW + 90 * MINUTE).await;
+    let overview = page(&server, "/ui/overview", &sign_in(&server, &audrey).await).await;
+    assert_eq!(overview.status, StatusCode::OK);
+    let text = overview.body.replace(['\n', ' '], "");
+    assert!(
+        text.contains("<spanclass=\"n\">2</span>untracedorflaggednow,oldest1h30min"),
+        "{}",
+        overview.body
+    );
+    assert!(
+        text.contains("<spanclass=\"n\">2</span>overthehold"),
+        "{}",
+        overview.body
+    );
+    assert!(text.contains("1silent"), "{}", overview.body);
+    assert!(
+        overview.body.contains("2 needing review"),
+        "the chart counts today's two"
+    );
+    assert!(overview.body.contains("href=\"/ui/inbox?host=web-1\""));
+}
+
+#[tokio::test]
+async fn the_audit_screen_verifies_filters_and_exports_a_seeded_sample() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/motd", "1", NOW)])
+        .await;
+    let session = sign_in(&server, &eve).await;
+    let audit = page(&server, "/ui/audit?action=session", &session).await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.body);
+    assert!(audit.body.contains("Verified"), "{}", audit.body);
+    assert!(audit.body.contains("session.signed_in"));
+    assert!(!audit.body.contains(">token.created<"), "filtered out");
+
+    let path = format!(
+        "/ui/audit/export?from={}&to={}&host=&sample=1&seed=7&format=csv",
+        form_encode("2026-01-01T00:00:00Z"),
+        form_encode("2027-01-01T00:00:00Z")
+    );
+    let first = page(&server, &path, &session).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(first.body.contains("file:/etc/motd"), "{}", first.body);
+    assert!(
+        audit_actions(&server)
+            .await
+            .contains(&"report.exported".to_owned())
+    );
+    let bad = page(&server, "/ui/audit/export?from=yesterday&to=", &session).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // A change manager may not export: App refuses it, whatever the page showed.
+    let carols = sign_in(&server, &carol).await;
+    assert_eq!(
+        page(&server, &path, &carols).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn the_inbox_subscribes_to_the_live_stream_with_its_session() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let session = sign_in(&server, &eve).await;
+    let inbox = page(&server, "/ui/inbox", &session).await;
+    assert!(inbox.body.contains("data-stream=\"/ui/inbox/stream\""));
+    let open = |cookie: Option<String>| {
+        let router = driftwatch_collector::api::router(server.app.clone());
+        let mut request = Request::builder()
+            .uri("/ui/inbox/stream")
+            .header(header::HOST, "collector.test:8443");
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        router.oneshot(request.body(AxumBody::empty()).unwrap())
+    };
+    let live = open(Some(session.clone())).await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert!(
+        live.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(live);
+    let anonymous = open(None).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    // The script is a file, served from the page's own origin.
+    let js = inbox
+        .body
+        .split("src=\"")
+        .find_map(|rest| rest.split('"').next().filter(|u| u.ends_with(".js")))
+        .unwrap()
+        .to_owned();
+    let script = call(&server, Method::GET, &js, None, None, &[]).await;
+    assert!(script.body.contains("EventSource"));
+}

@@ -83,6 +83,7 @@ mod sessions;
 mod windows;
 
 pub use drift::{RESOLVE_ROLES, ResolveRequest};
+pub use evidence::EXPORT_ROLES;
 pub use identity::{IssuedToken, MAX_ENROLLMENT_TTL_SECS, MAX_ENROLLMENT_USES};
 pub use live::{DriftStream, LiveItem, OPEN_STREAMS};
 pub use sessions::{CONSOLE_ROLES, DashboardSettings, SignedIn};

@@ -287,6 +287,8 @@ async fn rows<S: Store>(
 /// A group as the page shows it.
 pub struct GroupView {
     pub title: String,
+    /// The drift detail of the group's first item.
+    pub first: Uuid,
     pub detail: String,
     pub ids: String,
     pub count: usize,
@@ -324,6 +326,7 @@ fn view(group: &Group, now: i64, hold_ms: i64) -> GroupView {
     let oldest = group.oldest();
     let age = now - oldest;
     GroupView {
+        first: first.id,
         title,
         detail,
         ids: group
@@ -419,6 +422,44 @@ pub async fn page<S: Store>(
             max_items: MAX_ITEMS,
         },
     )
+}
+
+/// `GET /ui/inbox/stream[?after=CURSOR]`: the live drift stream for the inbox's banner
+/// (`collector/web/static/app.js`), the API's stream with the session's `Principal`,
+/// resumed after `Last-Event-ID` on a reconnect.
+pub async fn stream<S: Store>(
+    State(app): State<AppState<S>>,
+    viewer: Viewer,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Response {
+    let given = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.after);
+    let resume = match given.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => {
+                return layout::error_page(
+                    StatusCode::BAD_REQUEST,
+                    "The stream cursor must be ASCII digits.",
+                );
+            }
+        },
+    };
+    match crate::api::v1::drift::sse_response(&app, &viewer.principal, resume).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StreamQuery {
+    pub after: Option<String>,
 }
 
 /// `GET /ui/inbox.csv?<the same filter>`: one line per item the page shows, with its group.

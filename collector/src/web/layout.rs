@@ -11,7 +11,10 @@ use crate::identity::Role;
 /// The navigation: `(path, label, roles that see it)`. A later screen adds its line.
 pub const NAV: &[(&str, &str, &[Role])] = &[
     ("/ui/inbox", "Untraced inbox", &Role::PEOPLE),
+    ("/ui/overview", "Overview", &Role::PEOPLE),
+    ("/ui/windows", "Windows", &Role::PEOPLE),
     ("/ui/hosts", "Hosts", &Role::PEOPLE),
+    ("/ui/audit", "Audit and evidence", &Role::PEOPLE),
 ];
 
 pub struct NavItem {

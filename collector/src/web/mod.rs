@@ -8,17 +8,23 @@
 //! state-changing request passes the Origin / `Sec-Fetch-Site` check and carries the
 //! session's CSRF token (`csrf.rs`); every response gets the security headers (`headers`).
 //!
-//! One module per screen: `inbox.rs` (untraced and flagged drift, grouped), `hosts.rs`.
+//! One module per screen: `inbox.rs` (untraced and flagged drift, grouped), `hosts.rs`,
+//! `drift.rs` (the drift detail), `windows.rs`, `overview.rs`,
+//! `audit.rs` (audit log, verification, period export).
 //! A new screen adds its module, its template under `collector/web/templates/`, its
 //! routes in [`routes`] and its entry in `layout::NAV`.
 
 mod assets;
+pub mod audit;
 pub mod csrf;
+pub mod drift;
 mod form;
 pub mod hosts;
 pub mod inbox;
 pub mod layout;
+pub mod overview;
 pub mod session;
+pub mod windows;
 
 use std::sync::Arc;
 
@@ -51,6 +57,30 @@ pub fn routes<S: Store>() -> Vec<(&'static str, &'static str, MethodRouter<AppSt
         ("get", "/ui/inbox", get(inbox::page::<S>)),
         ("get", "/ui/inbox.csv", get(inbox::csv::<S>)),
         ("post", "/ui/inbox/resolve", post(inbox::resolve::<S>)),
+        ("get", "/ui/inbox/stream", get(inbox::stream::<S>)),
+        // Drift detail.
+        ("get", "/ui/drift/{id}", get(drift::page::<S>)),
+        ("post", "/ui/drift/{id}/resolve", post(drift::resolve::<S>)),
+        // Change windows.
+        ("get", "/ui/windows", get(windows::list::<S>)),
+        ("post", "/ui/windows", post(windows::create::<S>)),
+        ("get", "/ui/windows/new", get(windows::new::<S>)),
+        ("get", "/ui/windows/{id}", get(windows::show::<S>)),
+        (
+            "post",
+            "/ui/windows/{id}/decide",
+            post(windows::decide::<S>),
+        ),
+        (
+            "get",
+            "/ui/windows/{id}/evidence",
+            get(windows::evidence::<S>),
+        ),
+        // Overview.
+        ("get", "/ui/overview", get(overview::page::<S>)),
+        // Audit and evidence.
+        ("get", "/ui/audit", get(audit::page::<S>)),
+        ("get", "/ui/audit/export", get(audit::export::<S>)),
         // Hosts.
         ("get", "/ui/hosts", get(hosts::page::<S>)),
         // Assets, and an HTML 404 for the rest of /ui/.

@@ -23,3 +23,27 @@ document.addEventListener("DOMContentLoaded", function () {
     }
   });
 });
+
+// Live banner on the inbox: new drift is counted ("N new") instead of moving rows under
+// the pointer; a click reloads. The stream is the API's, with the session's cookie.
+document.addEventListener("DOMContentLoaded", function () {
+  var banner = document.getElementById("live");
+  if (!banner || typeof window.EventSource === "undefined") { return; }
+  var button = document.getElementById("live-reload");
+  var fresh = 0;
+  var source = new window.EventSource(banner.getAttribute("data-stream"));
+  function show(text) {
+    button.textContent = text;
+    banner.hidden = false;
+  }
+  source.addEventListener("drift", function (event) {
+    var change;
+    try { change = JSON.parse(event.data); } catch (e) { return; }
+    if (change.to === "open") {
+      fresh += 1;
+      show(fresh + " new: reload to see " + (fresh === 1 ? "it" : "them"));
+    }
+  });
+  source.addEventListener("reset", function () { show("The inbox changed: reload"); });
+  button.addEventListener("click", function () { window.location.reload(); });
+});

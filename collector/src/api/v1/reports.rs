@@ -39,6 +39,15 @@ pub async fn export<S: Store>(
     Params(params): Params<ExportParams>,
 ) -> Result<Response, ApiError> {
     let (export, format) = app.export(&caller, &params).await?;
+    Ok(export_document(&app, &export, format))
+}
+
+/// An export as its document, sealed (the web console serves it too).
+pub fn export_document<S: Store>(
+    app: &AppState<S>,
+    export: &export::Export,
+    format: ExportFormat,
+) -> Response {
     let name = |ext: &str| {
         let day = |t: &str| t.get(..10).unwrap_or(t).to_owned();
         format!(
@@ -47,21 +56,21 @@ pub async fn export<S: Store>(
             day(&export.to)
         )
     };
-    Ok(match format {
+    match format {
         ExportFormat::Csv => document(
             "text/csv; charset=utf-8; header=present",
             Some(name("csv")),
-            app.seal_document(export::to_csv(&export), DocKind::Csv),
+            app.seal_document(export::to_csv(export), DocKind::Csv),
         ),
         ExportFormat::Json => document(
             "application/json",
             None,
             app.seal_document(
-                serde_json::to_string(&export).expect("exports serialize"),
+                serde_json::to_string(export).expect("exports serialize"),
                 DocKind::Json,
             ),
         ),
-    })
+    }
 }
 
 pub async fn window_evidence<S: Store>(
@@ -71,6 +80,16 @@ pub async fn window_evidence<S: Store>(
     Params(params): Params<BundleParams>,
 ) -> Result<Response, ApiError> {
     let (bundle, format) = app.window_evidence(&caller, id, &params).await?;
+    Ok(bundle_document(&app, id, &bundle, format))
+}
+
+/// A window's evidence bundle as its document, sealed (the web console serves it too).
+pub fn bundle_document<S: Store>(
+    app: &AppState<S>,
+    id: uuid::Uuid,
+    bundle: &bundle::Bundle,
+    format: BundleFormat,
+) -> Response {
     let name = |ext: &str| {
         let ticket: String = bundle
             .content
@@ -87,21 +106,21 @@ pub async fn window_evidence<S: Store>(
             .collect();
         format!("evidence-{ticket}-{id}.{ext}")
     };
-    Ok(match format {
+    match format {
         BundleFormat::Json => document(
             "application/json",
             None,
-            app.seal_document(bundle::to_json(&bundle), DocKind::Json),
+            app.seal_document(bundle::to_json(bundle), DocKind::Json),
         ),
         BundleFormat::Markdown => document(
             "text/markdown; charset=utf-8",
             Some(name("md")),
-            app.seal_document(bundle::to_markdown(&bundle), DocKind::Markup),
+            app.seal_document(bundle::to_markdown(bundle), DocKind::Markup),
         ),
         BundleFormat::Html => document(
             "text/html; charset=utf-8",
             Some(name("html")),
-            app.seal_document(bundle::to_html(&bundle), DocKind::Markup),
+            app.seal_document(bundle::to_html(bundle), DocKind::Markup),
         ),
-    })
+    }
 }
