@@ -20,7 +20,13 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Every signed-in screen: (name for the screenshot, path). Add a screen here.
-const SCREENS: &[(&str, &str)] = &[("inbox", "/ui/inbox"), ("hosts", "/ui/hosts")];
+const SCREENS: &[(&str, &str)] = &[
+    ("inbox", "/ui/inbox"),
+    ("overview", "/ui/overview"),
+    ("windows", "/ui/windows"),
+    ("hosts", "/ui/hosts"),
+    ("audit", "/ui/audit"),
+];
 
 /// The widths the console must be usable at: a laptop and a phone.
 const WIDTHS: &[(u32, u32)] = &[(1280, 900), (390, 844)];
