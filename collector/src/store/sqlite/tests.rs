@@ -175,3 +175,8 @@ async fn sqlite_reads_a_drift_record() {
 async fn sqlite_keeps_the_live_cursor() {
     crate::store::conformance_live::story(SqliteStore::open_in_memory().unwrap()).await;
 }
+
+#[tokio::test]
+async fn sqlite_reads_the_inbox_filtered() {
+    crate::store::conformance_inbox::story(SqliteStore::open_in_memory().unwrap()).await;
+}
