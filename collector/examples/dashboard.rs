@@ -198,7 +198,9 @@ fn changes(h: usize) -> Vec<Change> {
         let mut c = change(
             format!("file:{path}"),
             "content",
-            blake3::hash(format!("{h}/{j}").as_bytes()).to_hex().to_string(),
+            blake3::hash(format!("{h}/{j}").as_bytes())
+                .to_hex()
+                .to_string(),
             Some("ops"),
         );
         c.diff = Some(format!(
@@ -361,7 +363,10 @@ async fn run(bin: &str, sizes: Sizes) -> anyhow::Result<()> {
             .args(["--log-format", "json"])
             .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
-            .env("DRIFTWATCH_LOG", "warn,tower_http::trace::on_response=debug")
+            .env(
+                "DRIFTWATCH_LOG",
+                "warn,tower_http::trace::on_response=debug",
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -531,7 +536,9 @@ async fn run(bin: &str, sizes: Sizes) -> anyhow::Result<()> {
         .client
         .post(format!("{}/ui/sign-in", api.base))
         .header("sec-fetch-site", "same-origin")
-        .form(&[("token", sam.as_str())])
+        .header("content-type", "application/x-www-form-urlencoded")
+        // A token is letters, digits and `_`: nothing to percent-encode.
+        .body(format!("token={sam}"))
         .send()
         .await?;
     let cookie = signed_in
@@ -672,7 +679,8 @@ async fn run(bin: &str, sizes: Sizes) -> anyhow::Result<()> {
     // Live streams while ingesting.
     println!();
     let streams_path = "/api/v1/drift/stream";
-    let mut agents: Vec<(String, Chain)> = agents.into_iter().map(|(_, c, chain)| (c, chain)).collect();
+    let mut agents: Vec<(String, Chain)> =
+        agents.into_iter().map(|(_, c, chain)| (c, chain)).collect();
     let mut next_host = 0;
     let mut rates = Vec::new();
     for (phase, streams) in [
@@ -757,7 +765,11 @@ fn shown_of(path: &str, body: &str) -> String {
             detail["explained"].as_array().map_or(0, Vec::len)
         );
     }
-    format!("{} table rows, {} bytes", body.matches("<tr").count(), body.len())
+    format!(
+        "{} table rows, {} bytes",
+        body.matches("<tr").count(),
+        body.len()
+    )
 }
 
 /// The tower-http `latency` of each request (whole milliseconds, handler plus body) from
@@ -939,11 +951,12 @@ impl Followers {
     /// each received: every change from its `ready` to the head, none twice, none missing.
     async fn report(mut self, head_before: i64, head_after: i64) -> anyhow::Result<()> {
         let waited = Instant::now();
-        while self
-            .tallies
-            .iter()
-            .any(|t| t.last.load(Ordering::SeqCst).max(t.ready.load(Ordering::SeqCst)) < head_after)
-        {
+        while self.tallies.iter().any(|t| {
+            t.last
+                .load(Ordering::SeqCst)
+                .max(t.ready.load(Ordering::SeqCst))
+                < head_after
+        }) {
             if waited.elapsed() > Duration::from_secs(60) {
                 break;
             }
@@ -970,7 +983,11 @@ impl Followers {
                     && t.last.load(Ordering::SeqCst) == head_after
             })
             .count();
-        let resets: u64 = self.tallies.iter().map(|t| t.resets.load(Ordering::SeqCst)).sum();
+        let resets: u64 = self
+            .tallies
+            .iter()
+            .map(|t| t.resets.load(Ordering::SeqCst))
+            .sum();
         let disorder: u64 = self
             .tallies
             .iter()
@@ -1003,7 +1020,11 @@ async fn follow(mut response: reqwest::Response, tally: Arc<Tally>) -> anyhow::R
     let mut parser = Parser::new();
     while let Some(chunk) = response.chunk().await? {
         for event in parser.feed(&chunk).map_err(anyhow::Error::msg)? {
-            let id: i64 = event.id.as_deref().and_then(|i| i.parse().ok()).unwrap_or(-1);
+            let id: i64 = event
+                .id
+                .as_deref()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(-1);
             match event.event.as_str() {
                 "ready" => {
                     tally.last.store(id, Ordering::SeqCst);

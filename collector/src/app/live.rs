@@ -450,4 +450,76 @@ mod tests {
             Some(LiveItem::Bye)
         );
     }
+
+    /// Streams woken together share pages read after the poke they saw: every stream still
+    /// gets every change once, in order, also one opened between commits (another cursor)
+    /// and one that reads only after many commits (pages beyond the shared ones).
+    #[tokio::test]
+    async fn streams_sharing_reads_each_get_every_change_in_order() {
+        let app = app(64).await;
+        let host = enroll(&app.store, "web-1", 42).await;
+        let mut early = Vec::new();
+        for _ in 0..20 {
+            let mut stream = app.drift_stream(&security(), None).await.unwrap();
+            assert!(matches!(
+                next(&mut stream, Duration::from_secs(1)).await,
+                Some(LiveItem::Ready(_))
+            ));
+            early.push(stream);
+        }
+        let mut late = None;
+        let mut prev: Option<DriftEvent> = None;
+        for n in 0..30 {
+            let e = event(
+                host.id,
+                prev.as_ref(),
+                &format!("package:p{n}"),
+                T0 + 1000 + n,
+            );
+            app.store
+                .ingest(host.id, vec![decided(&e)], T0 + 2000 + n)
+                .await
+                .unwrap();
+            app.drift_changed();
+            prev = Some(e);
+            if n == 9 {
+                let mut stream = app.drift_stream(&security(), None).await.unwrap();
+                assert!(matches!(
+                    next(&mut stream, Duration::from_secs(1)).await,
+                    Some(LiveItem::Ready(ReadyView { head: 10 }))
+                ));
+                late = Some(stream);
+            }
+            // Half the early streams keep up after each commit; the others read later.
+            for stream in early.iter_mut().step_by(2) {
+                assert_eq!(
+                    subject(next(stream, Duration::from_secs(1)).await),
+                    format!("package:p{n}")
+                );
+            }
+        }
+        for stream in early.iter_mut().skip(1).step_by(2) {
+            for n in 0..30 {
+                assert_eq!(
+                    subject(next(stream, Duration::from_secs(1)).await),
+                    format!("package:p{n}")
+                );
+            }
+        }
+        let mut late = late.unwrap();
+        for n in 10..30 {
+            assert_eq!(
+                subject(next(&mut late, Duration::from_secs(1)).await),
+                format!("package:p{n}")
+            );
+        }
+        // Nothing more on any: the next read finds no change (and waits).
+        for stream in early.iter_mut().chain([&mut late]) {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), stream.next())
+                    .await
+                    .is_err()
+            );
+        }
+    }
 }
