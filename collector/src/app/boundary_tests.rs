@@ -10,8 +10,8 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::drift::ResolutionCategory;
 use crate::reports::ops::{BundleParams, ExportParams};
-use crate::store::DriftFilter;
 use crate::store::SqliteStore;
+use crate::store::{DriftFilter, OpenDriftQuery};
 use crate::windows::HostScope;
 use crate::windows::lifecycle::{self, Action};
 use crate::windows::validate::WindowRequest;
@@ -60,6 +60,7 @@ enum Op {
     WindowEvidence,
     Metrics,
     LatestEvents,
+    InboxItems,
     DriftStream,
 }
 
@@ -108,6 +109,7 @@ fn table() -> Vec<(Op, Vec<Role>)> {
         (Op::WindowEvidence, people),
         (Op::Metrics, Role::METRICS_READERS.to_vec()),
         (Op::LatestEvents, Role::PEOPLE.to_vec()),
+        (Op::InboxItems, Role::PEOPLE.to_vec()),
         (Op::DriftStream, Role::PEOPLE.to_vec()),
     ]
 }
@@ -235,6 +237,10 @@ async fn attempt(app: &Arc<App<SqliteStore>>, op: Op, who: &Principal) -> Result
             .map(drop),
         Op::Metrics => app.metrics_exposition(Some(who)).await.map(drop),
         Op::LatestEvents => app.latest_events(who, &[]).await.map(drop),
+        Op::InboxItems => app
+            .inbox_items(who, OpenDriftQuery::default(), LIMIT)
+            .await
+            .map(drop),
         Op::DriftStream => app.drift_stream(who, None).await.map(drop),
     }
 }

@@ -9,7 +9,7 @@ use crate::detail::{self, DriftDetail};
 
 use crate::drift::ResolutionCategory;
 use crate::identity::{Principal, Role};
-use crate::store::{DriftFilter, DriftItem, Resolution, Store, StoredEvent};
+use crate::store::{DriftFilter, DriftItem, OpenDriftQuery, Resolution, Store, StoredEvent};
 
 use super::agents::host_facts;
 use super::{App, Error, Limit, Result, require};
@@ -27,6 +27,19 @@ impl<S: Store> App<S> {
         require(actor, &Role::PEOPLE, "reading drift")?;
         filter.limit = Some(limit.checked()?);
         Ok(self.store.drift_items(filter).await?)
+    }
+
+    /// Open drift for the untraced inbox (issue 11), filtered in the store so a filter
+    /// finds matching items among all open drift, newest first, at most the limit.
+    pub async fn inbox_items(
+        &self,
+        actor: &Principal,
+        mut query: OpenDriftQuery,
+        limit: Limit,
+    ) -> Result<Vec<DriftItem>> {
+        require(actor, &Role::PEOPLE, "reading drift")?;
+        query.limit = limit.checked()?;
+        Ok(self.store.open_drift(query).await?)
     }
 
     pub async fn drift_item(

@@ -23,13 +23,27 @@ pub const FALLBACK_READ: Duration = Duration::from_secs(5);
 /// Name of the gauge of open streams in `/metrics`.
 pub const OPEN_STREAMS: &str = "driftwatch_live_streams";
 
-/// The streams' shared state: the poke, the stop, the cap.
+/// The streams' shared state: the poke, the stop, the cap, the last pages read.
 pub(super) struct Live {
     poke: watch::Sender<u64>,
     closing: watch::Sender<bool>,
     slots: Arc<Semaphore>,
     max: usize,
     heartbeat: Duration,
+    /// The latest pages read, most recent last, shared by the streams at the same cursor:
+    /// one commit wakes every stream, and 200 streams at one cursor read the store once.
+    pages: tokio::sync::Mutex<VecDeque<SharedPage>>,
+}
+
+/// Pages kept for streams at other cursors (a stream that fell behind reads its own).
+const SHARED_PAGES: usize = 4;
+
+/// One page of changes read after `after`, with the poke generation its reader had seen
+/// before reading: it holds every change committed before that poke.
+struct SharedPage {
+    after: i64,
+    generation: u64,
+    items: Arc<Vec<LiveItem>>,
 }
 
 impl Live {
@@ -41,7 +55,49 @@ impl Live {
             slots: Arc::new(Semaphore::new(max)),
             max,
             heartbeat: limits.stream_heartbeat,
+            pages: tokio::sync::Mutex::new(VecDeque::with_capacity(SHARED_PAGES)),
         }
+    }
+
+    /// The changes after `after` as a stream that has seen poke `generation` needs them:
+    /// a page another stream read after seeing that poke (or a later one) is reused,
+    /// else the store is read and the page kept. `fresh`: the stream woke without a
+    /// poke (another collector's changes), so only a read from now will do.
+    async fn changes_after<S: Store>(
+        &self,
+        store: &S,
+        after: i64,
+        generation: u64,
+        fresh: bool,
+    ) -> crate::store::Result<Arc<Vec<LiveItem>>> {
+        // Held across the read: streams woken together wait for the first one's page
+        // instead of all reading the store.
+        let mut pages = self.pages.lock().await;
+        if !fresh
+            && let Some(page) = pages
+                .iter()
+                .rev()
+                .find(|p| p.after == after && p.generation >= generation)
+        {
+            return Ok(Arc::clone(&page.items));
+        }
+        let page = store.drift_changes(after, live::PAGE).await?;
+        let items: Arc<Vec<LiveItem>> = Arc::new(
+            page.changes
+                .iter()
+                .map(|c| LiveItem::Change(ChangeView::from(c)))
+                .collect(),
+        );
+        pages.retain(|p| p.after != after);
+        if pages.len() >= SHARED_PAGES {
+            pages.pop_front();
+        }
+        pages.push_back(SharedPage {
+            after,
+            generation,
+            items: Arc::clone(&items),
+        });
+        Ok(items)
     }
 
     /// Wakes every stream (after a commit that changed drift).
@@ -86,6 +142,8 @@ pub struct DriftStream<S: Store> {
     poke: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
     ended: bool,
+    /// The last wait ended without a poke: the next read must not reuse a shared page.
+    fresh: bool,
     _slot: Slot,
 }
 
@@ -165,6 +223,7 @@ impl<S: Store> App<S> {
             poke,
             closing: self.live.closing.subscribe(),
             ended: false,
+            fresh: false,
             _slot: slot,
         })
     }
@@ -202,21 +261,23 @@ impl<S: Store> DriftStream<S> {
                 return Some(LiveItem::Bye);
             }
             // Marked seen before reading: a poke from here on wakes the wait below.
-            self.poke.borrow_and_update();
-            let page = match self.app.store.drift_changes(self.cursor, live::PAGE).await {
-                Ok(page) => page,
+            let generation = *self.poke.borrow_and_update();
+            let fresh = std::mem::take(&mut self.fresh);
+            let read = self
+                .app
+                .live
+                .changes_after(&self.app.store, self.cursor, generation, fresh)
+                .await;
+            let items = match read {
+                Ok(items) => items,
                 Err(err) => {
                     tracing::warn!(error = %err, "live drift stream ends: cannot read drift changes");
                     return None;
                 }
             };
-            if let Some(last) = page.changes.last() {
-                self.cursor = last.seq;
-                self.pending.extend(
-                    page.changes
-                        .iter()
-                        .map(|c| LiveItem::Change(ChangeView::from(c))),
-                );
+            if let Some(last) = items.last().and_then(LiveItem::cursor) {
+                self.cursor = last;
+                self.pending.extend(items.iter().cloned());
                 continue;
             }
             tokio::select! {
@@ -226,7 +287,7 @@ impl<S: Store> DriftStream<S> {
                     }
                 }
                 _ = self.closing.changed() => {}
-                () = tokio::time::sleep(FALLBACK_READ) => {}
+                () = tokio::time::sleep(FALLBACK_READ) => self.fresh = true,
             }
         }
     }
@@ -388,5 +449,77 @@ mod tests {
             next(&mut resumed, Duration::from_secs(1)).await,
             Some(LiveItem::Bye)
         );
+    }
+
+    /// Streams woken together share pages read after the poke they saw: every stream still
+    /// gets every change once, in order, also one opened between commits (another cursor)
+    /// and one that reads only after many commits (pages beyond the shared ones).
+    #[tokio::test]
+    async fn streams_sharing_reads_each_get_every_change_in_order() {
+        let app = app(64).await;
+        let host = enroll(&app.store, "web-1", 42).await;
+        let mut early = Vec::new();
+        for _ in 0..20 {
+            let mut stream = app.drift_stream(&security(), None).await.unwrap();
+            assert!(matches!(
+                next(&mut stream, Duration::from_secs(1)).await,
+                Some(LiveItem::Ready(_))
+            ));
+            early.push(stream);
+        }
+        let mut late = None;
+        let mut prev: Option<DriftEvent> = None;
+        for n in 0..30 {
+            let e = event(
+                host.id,
+                prev.as_ref(),
+                &format!("package:p{n}"),
+                T0 + 1000 + n,
+            );
+            app.store
+                .ingest(host.id, vec![decided(&e)], T0 + 2000 + n)
+                .await
+                .unwrap();
+            app.drift_changed();
+            prev = Some(e);
+            if n == 9 {
+                let mut stream = app.drift_stream(&security(), None).await.unwrap();
+                assert!(matches!(
+                    next(&mut stream, Duration::from_secs(1)).await,
+                    Some(LiveItem::Ready(ReadyView { head: 10 }))
+                ));
+                late = Some(stream);
+            }
+            // Half the early streams keep up after each commit; the others read later.
+            for stream in early.iter_mut().step_by(2) {
+                assert_eq!(
+                    subject(next(stream, Duration::from_secs(1)).await),
+                    format!("package:p{n}")
+                );
+            }
+        }
+        for stream in early.iter_mut().skip(1).step_by(2) {
+            for n in 0..30 {
+                assert_eq!(
+                    subject(next(stream, Duration::from_secs(1)).await),
+                    format!("package:p{n}")
+                );
+            }
+        }
+        let mut late = late.unwrap();
+        for n in 10..30 {
+            assert_eq!(
+                subject(next(&mut late, Duration::from_secs(1)).await),
+                format!("package:p{n}")
+            );
+        }
+        // Nothing more on any: the next read finds no change (and waits).
+        for stream in early.iter_mut().chain([&mut late]) {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), stream.next())
+                    .await
+                    .is_err()
+            );
+        }
     }
 }

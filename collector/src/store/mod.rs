@@ -18,6 +18,7 @@ pub mod conformance_anchor;
 pub mod conformance_chain;
 pub mod conformance_detail;
 pub mod conformance_evidence;
+pub mod conformance_inbox;
 pub mod conformance_live;
 pub mod conformance_people;
 pub mod conformance_retention;
@@ -250,6 +251,23 @@ pub struct DriftFilter {
     pub host_id: Option<Uuid>,
     pub window_id: Option<Uuid>,
     pub limit: Option<u32>,
+}
+
+// The untraced inbox's read (issue 11, the console measured).
+
+/// Which open drift the inbox reads: filtered in the store, so that a filter finds the
+/// matching items among all open drift, not only among the newest read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenDriftQuery {
+    /// Host names containing this text (case as given); empty: any.
+    pub host: String,
+    /// Subjects containing this text; empty: any.
+    pub subject: String,
+    /// Review reasons kept (an item without one counts as `untraced`); `None`: any,
+    /// an empty list: none.
+    pub reasons: Option<Vec<String>>,
+    /// Most items returned, newest first (by when opened).
+    pub limit: u32,
 }
 
 // Live drift stream (issue 11, `crate::live`).
@@ -906,4 +924,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> impl Future<Output = Result<DriftChanges>> + Send;
+
+    // The untraced inbox (issue 11, the console measured).
+    /// Open drift items matching `query`, newest first, at most `query.limit`.
+    fn open_drift(
+        &self,
+        query: OpenDriftQuery,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send;
 }

@@ -18,8 +18,8 @@ use super::layout::{self, Layout};
 use super::session::{Viewer, app_error, csrf_refused};
 use crate::api::AppState;
 use crate::app::{Limit, RESOLVE_ROLES, ResolveRequest};
-use crate::drift::{DriftStatus, ResolutionCategory};
-use crate::store::{DriftFilter, DriftItem, Store, StoredEvent};
+use crate::drift::ResolutionCategory;
+use crate::store::{DriftItem, OpenDriftQuery, Store, StoredEvent};
 
 /// Open items read per page (the listing's maximum); a fuller inbox says so.
 pub const MAX_ITEMS: u32 = 1000;
@@ -49,6 +49,32 @@ impl Filter {
             && (self.severity.is_empty() || row.severity.name() == self.severity)
     }
 
+    /// The review reasons it keeps (`None`: any), for the store's query: the reason
+    /// chosen, narrowed to the severity chosen (each known reason's [`Severity::of`]).
+    pub fn reasons(&self) -> Option<Vec<String>> {
+        if self.reason.is_empty() && self.severity.is_empty() {
+            return None;
+        }
+        Some(
+            known_reasons()
+                .filter(|r| self.reason.is_empty() || *r == self.reason)
+                .filter(|r| self.severity.is_empty() || Severity::of(r).name() == self.severity)
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// What the store reads for this filter: the texts and reasons in the query, so
+    /// matching items are found among all open drift, not only the newest read.
+    pub fn store_query(&self) -> OpenDriftQuery {
+        OpenDriftQuery {
+            host: self.host.trim().to_owned(),
+            subject: self.subject.trim().to_owned(),
+            reasons: self.reasons(),
+            limit: MAX_ITEMS,
+        }
+    }
+
     /// The filter as a query string (`host=...&...`), for links.
     pub fn query(&self) -> String {
         [
@@ -63,6 +89,13 @@ impl Filter {
         .collect::<Vec<_>>()
         .join("&")
     }
+}
+
+/// Every reason an open item can have (the filter's choices).
+pub fn known_reasons() -> impl Iterator<Item = &'static str> {
+    crate::matcher::REVIEW_OUTCOMES
+        .into_iter()
+        .chain([crate::drift::RESTORE_MISMATCH])
 }
 
 fn encode(text: &str) -> String {
@@ -257,12 +290,9 @@ async fn rows<S: Store>(
     filter: &Filter,
 ) -> Result<(Vec<Row>, bool), Response> {
     let items = app
-        .drift_items(
+        .inbox_items(
             &viewer.principal,
-            DriftFilter {
-                status: Some(DriftStatus::Open),
-                ..DriftFilter::default()
-            },
+            filter.store_query(),
             Limit {
                 asked: Some(MAX_ITEMS),
                 default: MAX_ITEMS,
@@ -403,8 +433,7 @@ pub async fn page<S: Store>(
         .iter()
         .map(|g| view(g, now, app.settings.hold_ms))
         .collect();
-    let mut reasons: Vec<&'static str> = crate::matcher::REVIEW_OUTCOMES.to_vec();
-    reasons.push(crate::drift::RESTORE_MISMATCH);
+    let reasons: Vec<&'static str> = known_reasons().collect();
     let reasons = choices(&reasons, &filter.reason);
     let severities = choices(&["high", "medium", "low"], &filter.severity);
     layout::render(
@@ -741,6 +770,60 @@ mod tests {
         assert_eq!(
             filter.query(),
             "host=web&subject=%2Fetc%2Fssh&severity=high"
+        );
+    }
+
+    #[test]
+    fn the_store_reads_what_the_filter_keeps() {
+        let reasons = |reason: &str, severity: &str| {
+            Filter {
+                reason: reason.into(),
+                severity: severity.into(),
+                ..Filter::default()
+            }
+            .reasons()
+        };
+        assert_eq!(reasons("", ""), None, "no filter: any reason");
+        assert_eq!(
+            reasons("", "high").unwrap(),
+            ["untraced", "made_by_approver", "package_mismatch"]
+        );
+        assert_eq!(
+            reasons("", "medium").unwrap(),
+            ["unexpected_state", "wrong_implementer", "restore_mismatch"]
+        );
+        assert_eq!(reasons("", "low").unwrap(), ["actor_unknown"]);
+        assert_eq!(reasons("untraced", "").unwrap(), ["untraced"]);
+        assert_eq!(
+            reasons("untraced", "low").unwrap(),
+            Vec::<String>::new(),
+            "a reason of another severity: nothing"
+        );
+        assert_eq!(reasons("nonsense", "").unwrap(), Vec::<String>::new());
+        // Every reason the store is asked for is one the page's own filter keeps.
+        for severity in ["high", "medium", "low"] {
+            for reason in reasons("", severity).unwrap() {
+                let mut r = row(1, 1, "file:/etc/x", 0, None);
+                r.severity = Severity::of(&reason);
+                r.reason = reason;
+                assert!(
+                    Filter {
+                        severity: severity.into(),
+                        ..Filter::default()
+                    }
+                    .keeps(&r)
+                );
+            }
+        }
+        let query = Filter {
+            host: " web-1 ".into(),
+            subject: "sshd".into(),
+            ..Filter::default()
+        }
+        .store_query();
+        assert_eq!(
+            (query.host.as_str(), query.subject.as_str(), query.limit),
+            ("web-1", "sshd", MAX_ITEMS)
         );
     }
 }

@@ -14,8 +14,8 @@ use crate::audit::{AuditKey, NewAudit};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::store::{
-    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, DriftRecord, Resolution, Result,
-    StatusChange, StoreError, UntracedBurst,
+    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, DriftRecord, OpenDriftQuery,
+    Resolution, Result, StatusChange, StoreError, UntracedBurst,
 };
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
@@ -62,6 +62,30 @@ pub async fn list(tx: &Tx<'_>, filter: &DriftFilter) -> Result<Vec<DriftItem>> {
                 &filter.host_id,
                 &filter.window_id,
                 &i64::from(filter.limit.unwrap_or(1000)),
+            ],
+        )
+        .await?;
+    rows.iter().map(row).collect()
+}
+
+/// Open drift for the untraced inbox: host name and subject containing the texts given,
+/// reason among those given (NULL: any), newest first.
+pub async fn open_matching(tx: &Tx<'_>, query: &OpenDriftQuery) -> Result<Vec<DriftItem>> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id
+                 WHERE d.status = 'open'
+                   AND ($1::text = '' OR strpos(h.hostname, $1) > 0)
+                   AND ($2::text = '' OR strpos(d.subject, $2) > 0)
+                   AND ($3::text[] IS NULL OR coalesce(d.reason, 'untraced') = ANY($3))
+                 ORDER BY d.opened_at DESC, d.id DESC LIMIT $4"
+            ),
+            &[
+                &query.host,
+                &query.subject,
+                &query.reasons,
+                &i64::from(query.limit),
             ],
         )
         .await?;

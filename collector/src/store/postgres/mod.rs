@@ -772,6 +772,13 @@ impl Store for PostgresStore {
             drift::changes(&tx, after, limit).await?
         })
     }
+
+    fn open_drift(
+        &self,
+        query: OpenDriftQuery,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send {
+        in_tx!(self, |_, tx| { drift::open_matching(&tx, &query).await? })
+    }
 }
 
 /// Makes the transaction read one snapshot (its first statement).

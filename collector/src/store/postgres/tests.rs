@@ -416,6 +416,10 @@ story!(
     crate::store::conformance_detail::story
 );
 story!(
+    postgres_reads_the_inbox_filtered,
+    crate::store::conformance_inbox::story
+);
+story!(
     postgres_keeps_the_live_cursor,
     crate::store::conformance_live::story
 );

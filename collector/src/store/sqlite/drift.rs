@@ -14,8 +14,8 @@ use crate::audit::NewAudit;
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus};
 use crate::store::{
-    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, DriftRecord, Resolution, Result,
-    StatusChange, StoreError, UntracedBurst,
+    AlertWords, DriftChange, DriftChanges, DriftFilter, DriftItem, DriftRecord, OpenDriftQuery,
+    Resolution, Result, StatusChange, StoreError, UntracedBurst,
 };
 
 pub const COLUMNS: &str = "d.id, d.host_id, h.hostname, d.subject, d.status, d.reason, \
@@ -57,6 +57,51 @@ pub fn list(conn: &Connection, filter: &DriftFilter) -> Result<Vec<DriftItem>> {
             opt_id(filter.window_id),
             filter.limit.unwrap_or(1000)
         ],
+        row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The inbox's read: `?1` host text, `?2` subject text (empty: any), `?3` JSON array of
+/// reasons (NULL: any), `?4` limit. Walks `drift_opened` newest first and stops at the
+/// limit.
+pub const OPEN_MATCHING: &str = "SELECT d.id, d.host_id, h.hostname, d.subject, d.status, \
+     d.reason, d.window_id, d.opened_at, d.untraced_since, d.events, d.last_event_id, \
+     d.last_event_at, d.alerted_at, d.resolution, d.updated_at
+     FROM drift d JOIN hosts h ON h.id = d.host_id
+     WHERE d.status = 'open'
+       AND (?1 = '' OR instr(h.hostname, ?1) > 0)
+       AND (?2 = '' OR instr(d.subject, ?2) > 0)
+       AND (?3 IS NULL OR coalesce(d.reason, 'untraced') IN (SELECT value FROM json_each(?3)))
+     ORDER BY d.opened_at DESC, d.id DESC LIMIT ?4";
+
+/// The same with a host text: the matching hosts first, then their drift through
+/// `drift_host_subject`. Walking all drift newest first for the few items of one host
+/// took 150 ms with 110,000 items; this, 1 ms.
+pub const OPEN_MATCHING_HOSTS: &str = "SELECT d.id, d.host_id, h.hostname, d.subject, \
+     d.status, d.reason, d.window_id, d.opened_at, d.untraced_since, d.events, \
+     d.last_event_id, d.last_event_at, d.alerted_at, d.resolution, d.updated_at
+     FROM drift d JOIN hosts h ON h.id = d.host_id
+     WHERE d.status = 'open'
+       AND d.host_id IN (SELECT id FROM hosts WHERE instr(hostname, ?1) > 0)
+       AND (?2 = '' OR instr(d.subject, ?2) > 0)
+       AND (?3 IS NULL OR coalesce(d.reason, 'untraced') IN (SELECT value FROM json_each(?3)))
+     ORDER BY d.opened_at DESC, d.id DESC LIMIT ?4";
+
+/// Open drift for the untraced inbox: host name and subject containing the texts given,
+/// reason among those given (`json_each` of a JSON array; NULL: any), newest first.
+pub fn open_matching(conn: &Connection, query: &OpenDriftQuery) -> Result<Vec<DriftItem>> {
+    let reasons = query
+        .reasons
+        .as_ref()
+        .map(|r| serde_json::Value::from(r.clone()).to_string());
+    let mut stmt = conn.prepare_cached(if query.host.is_empty() {
+        OPEN_MATCHING
+    } else {
+        OPEN_MATCHING_HOSTS
+    })?;
+    let rows = stmt.query_map(
+        params![query.host, query.subject, reasons, query.limit],
         row,
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -330,6 +330,13 @@ ALTER TABLE drift_history_seq RENAME TO drift_history;
 CREATE INDEX drift_history_drift ON drift_history(drift_id, id);
 CREATE INDEX drift_host_subject ON drift(host_id, subject, opened_at);
 "#,
+    // 16 (issue 11, the console measured): drift listings are newest first (the inbox, the
+    // overview, `GET /api/v1/drift`); without this, each sorted every drift row (about
+    // 110 ms with 110,000 items) to return the newest 1,000. Walked backwards, it stops at
+    // the limit.
+    r#"
+CREATE INDEX drift_opened ON drift(opened_at, id);
+"#,
 ];
 
 #[cfg(test)]

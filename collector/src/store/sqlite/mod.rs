@@ -734,4 +734,11 @@ impl Store for SqliteStore {
             Ok(changes)
         })
     }
+
+    fn open_drift(
+        &self,
+        query: OpenDriftQuery,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send {
+        self.call(move |conn| drift::open_matching(conn, &query))
+    }
 }

@@ -175,3 +175,57 @@ async fn sqlite_reads_a_drift_record() {
 async fn sqlite_keeps_the_live_cursor() {
     crate::store::conformance_live::story(SqliteStore::open_in_memory().unwrap()).await;
 }
+
+#[tokio::test]
+async fn sqlite_reads_the_inbox_filtered() {
+    crate::store::conformance_inbox::story(SqliteStore::open_in_memory().unwrap()).await;
+}
+
+/// The newest-first drift reads walk `drift_opened` (migration 16) backwards and stop at
+/// their limit instead of sorting every drift row: the inbox's (`drift::OPEN_MATCHING`)
+/// and the listing's (`drift::list`, whose query this repeats); the inbox filtered by
+/// host reads the matching hosts' drift by host instead.
+#[test]
+fn newest_first_drift_reads_use_the_opened_at_index() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+    super::migrate(&mut conn, true).unwrap();
+    let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map(params, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("\n")
+    };
+    assert!(
+        super::drift::OPEN_MATCHING.starts_with(&format!("SELECT {}\n", super::drift::COLUMNS)),
+        "the inbox reads the columns `drift::row` decodes"
+    );
+    assert!(
+        super::drift::OPEN_MATCHING_HOSTS
+            .starts_with(&format!("SELECT {}\n", super::drift::COLUMNS)),
+        "the inbox reads the columns `drift::row` decodes"
+    );
+    let none: Option<String> = None;
+    let inbox = plan(super::drift::OPEN_MATCHING, &[&"", &"", &none, &1000]);
+    // With a host text, the hosts first, then their drift by host.
+    let by_host = plan(
+        super::drift::OPEN_MATCHING_HOSTS,
+        &[&"web", &"", &none, &1000],
+    );
+    assert!(by_host.contains("drift_host_subject"), "{by_host}");
+    let listing = plan(
+        &format!(
+            "SELECT {} FROM drift d JOIN hosts h ON h.id = d.host_id
+             WHERE (?1 IS NULL OR d.status = ?1) AND (?2 IS NULL OR d.host_id = ?2)
+               AND (?3 IS NULL OR d.window_id = ?3)
+             ORDER BY d.opened_at DESC, d.id DESC LIMIT ?4",
+            super::drift::COLUMNS
+        ),
+        &[&"open", &none, &none, &1000],
+    );
+    for plan in [inbox, listing] {
+        assert!(plan.contains("drift_opened"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+}
