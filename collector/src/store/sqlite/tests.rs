@@ -175,3 +175,8 @@ async fn sqlite_reads_a_drift_record() {
 async fn sqlite_keeps_the_live_cursor() {
     crate::store::conformance_live::story(SqliteStore::open_in_memory().unwrap()).await;
 }
+
+#[tokio::test]
+async fn sqlite_pages_its_listings() {
+    crate::store::conformance_pages::story(SqliteStore::open_in_memory().unwrap()).await;
+}
