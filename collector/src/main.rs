@@ -685,7 +685,9 @@ async fn migrate_store(config: &CollectorConfig, args: &MigrateStoreArgs) -> any
             ));
         }
         ("disable" | "require", Some(_)) => {
-            return Err(anyhow::anyhow!("--ca-file goes with --tls verify-full only"));
+            return Err(anyhow::anyhow!(
+                "--ca-file goes with --tls verify-full only"
+            ));
         }
         (other, _) => {
             return Err(anyhow::anyhow!(
@@ -711,13 +713,14 @@ async fn migrate_store(config: &CollectorConfig, args: &MigrateStoreArgs) -> any
             source.display()
         ));
     }
-    let migrated = driftwatch_collector::store::migrate::migrate(&source, &settings, |table, rows| {
-        if rows % 100_000 == 0 {
-            eprintln!("{table}: {rows} rows copied");
-        }
-    })
-    .await
-    .map_err(|err| anyhow::anyhow!("migrate-store: {err}"))?;
+    let migrated =
+        driftwatch_collector::store::migrate::migrate(&source, &settings, |table, rows| {
+            if rows % 100_000 == 0 {
+                eprintln!("{table}: {rows} rows copied");
+            }
+        })
+        .await
+        .map_err(|err| anyhow::anyhow!("migrate-store: {err}"))?;
     println!("{:<20} {:>12} {:>12}", "table", "sqlite", "postgres");
     for table in &migrated.tables {
         println!(

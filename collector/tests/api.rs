@@ -1290,11 +1290,17 @@ async fn listings_page_with_a_cursor_and_never_clamp() {
         }
     }
     let (hosts, _) = walk("/api/v1/hosts", 1).await;
-    let names: Vec<&str> = hosts.iter().map(|h| h["hostname"].as_str().unwrap()).collect();
+    let names: Vec<&str> = hosts
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["db-2", "web-1", "web-3"]);
     let (open, _) = walk("/api/v1/drift?status=open", 3).await;
     assert_eq!(open.len(), 4);
-    let subjects: Vec<&str> = open.iter().map(|d| d["subject"].as_str().unwrap()).collect();
+    let subjects: Vec<&str> = open
+        .iter()
+        .map(|d| d["subject"].as_str().unwrap())
+        .collect();
     assert_eq!(
         subjects,
         ["package:d", "package:c", "package:b", "package:a"],
@@ -1314,11 +1320,19 @@ async fn listings_page_with_a_cursor_and_never_clamp() {
     let foreign = server
         .get(&format!("/api/v1/hosts?cursor={drift_cursor}"), &admin)
         .await;
-    expect_error(&foreign, StatusCode::BAD_REQUEST, "bad_request", "hosts listing");
+    expect_error(
+        &foreign,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "hosts listing",
+    );
     let made_up = server.get("/api/v1/audit?cursor=zz", &admin).await;
     expect_error(&made_up, StatusCode::BAD_REQUEST, "bad_request", "cursor");
     let both = server
-        .get(&format!("/api/v1/audit?after=1&cursor={drift_cursor}"), &admin)
+        .get(
+            &format!("/api/v1/audit?after=1&cursor={drift_cursor}"),
+            &admin,
+        )
         .await;
     assert_eq!(both.0, StatusCode::BAD_REQUEST, "{both:?}");
 }

@@ -327,7 +327,10 @@ fn a_sqlite_collector_moves_to_postgres_with_its_records_and_its_audit_log() {
     )
     .unwrap();
     collector.restart();
-    assert_eq!(collector.get("/api/v1/drift", &eve).expect(200), drift_before);
+    assert_eq!(
+        collector.get("/api/v1/drift", &eve).expect(200),
+        drift_before
+    );
     let hosts_after = collector.get("/api/v1/hosts", &eve).expect(200);
     assert_eq!(hosts_after[0]["id"], hosts_before[0]["id"]);
     assert_eq!(hosts_after[0]["hostname"], "web-1");
@@ -342,7 +345,10 @@ fn a_sqlite_collector_moves_to_postgres_with_its_records_and_its_audit_log() {
     let next = web.event("file:/etc/nginx/nginx.conf", "3");
     let ack = web.report(&collector, &[next]).expect(200);
     assert_eq!(ack["accepted"], 1, "{ack:#}");
-    assert!(ack.get("rejected").is_none(), "the chain continues: {ack:#}");
+    assert!(
+        ack.get("rejected").is_none(),
+        "the chain continues: {ack:#}"
+    );
     assert_eq!(ack["last_seq"], 4, "{ack:#}");
     assert_eq!(db.psql(&db.url(), "SELECT count(*) FROM events"), "4");
 }

@@ -563,9 +563,7 @@ impl Client {
                     format!("{path}{sep}cursor={cursor}")
                 }
             };
-            let (text, next) = self
-                .exchange(Method::GET, &page_path, None::<&()>)
-                .await?;
+            let (text, next) = self.exchange(Method::GET, &page_path, None::<&()>).await?;
             let page: Vec<serde_json::Value> =
                 serde_json::from_str(&text).context("unexpected answer from the collector")?;
             values.extend(page);
@@ -577,7 +575,10 @@ impl Client {
         }
         let all = serde_json::Value::Array(values);
         if self.json {
-            println!("{}", json_for_terminal(&serde_json::to_string_pretty(&all)?));
+            println!(
+                "{}",
+                json_for_terminal(&serde_json::to_string_pretty(&all)?)
+            );
         }
         serde_json::from_value(all).context("unexpected answer from the collector")
     }

@@ -61,7 +61,10 @@ fn window(ticket: &str, start: Millis, status: WindowStatus) -> Window {
 pub async fn story<S: Store>(store: S) {
     // Hosts: names that sort apart from their enrollment order.
     let mut hosts = Vec::new();
-    for (n, name) in ["db-2", "web-1", "app-3", "cache-4", "batch-5"].iter().enumerate() {
+    for (n, name) in ["db-2", "web-1", "app-3", "cache-4", "batch-5"]
+        .iter()
+        .enumerate()
+    {
         hosts.push(enroll(&store, name, 50 + n as u8).await);
     }
     let all_hosts = store.hosts().await.unwrap();
@@ -161,7 +164,11 @@ pub async fn story<S: Store>(store: S) {
             .await
             .unwrap();
     }
-    for status in [None, Some(WindowStatus::Requested), Some(WindowStatus::Closed)] {
+    for status in [
+        None,
+        Some(WindowStatus::Requested),
+        Some(WindowStatus::Closed),
+    ] {
         let all = store.windows(status).await.unwrap();
         for size in [1, 3, 4] {
             let mut walked = Vec::new();

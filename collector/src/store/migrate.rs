@@ -211,10 +211,8 @@ pub async fn migrate(
                 }
             }
             let sql = insert_sql(table, &list, identity, rows.len(), columns.len());
-            let refs: Vec<&(dyn ToSql + Sync)> = params
-                .iter()
-                .map(|p| &**p as &(dyn ToSql + Sync))
-                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
             tx.execute(&sql, &refs)
                 .await
                 .map_err(|err| StoreError::other(format!("cannot write {table}: {err}")))?;
@@ -502,14 +500,22 @@ mod tests {
         let yes = convert(&SqlValue::Integer(1), "boolean").unwrap();
         assert_eq!(sql_text(&*yes, &Type::BOOL), vec![1]);
         let n = convert(&SqlValue::Integer(1 << 40), "bigint").unwrap();
-        assert_eq!(sql_text(&*n, &Type::INT8), (1i64 << 40).to_be_bytes().to_vec());
+        assert_eq!(
+            sql_text(&*n, &Type::INT8),
+            (1i64 << 40).to_be_bytes().to_vec()
+        );
         let json = convert(&SqlValue::Text(r#"{"a":[1,2]}"#.into()), "jsonb").unwrap();
         // jsonb's binary format: version 1, then the text.
-        assert_eq!(sql_text(&*json, &Type::JSONB), b"\x01{\"a\":[1,2]}".to_vec());
+        assert_eq!(
+            sql_text(&*json, &Type::JSONB),
+            b"\x01{\"a\":[1,2]}".to_vec()
+        );
         let blob = convert(&SqlValue::Blob(vec![0, 255]), "bytea").unwrap();
         assert_eq!(sql_text(&*blob, &Type::BYTEA), vec![0, 255]);
         // NULL stays NULL whatever the type.
-        for ty in ["uuid", "bigint", "integer", "boolean", "bytea", "jsonb", "text"] {
+        for ty in [
+            "uuid", "bigint", "integer", "boolean", "bytea", "jsonb", "text",
+        ] {
             let null = convert(&SqlValue::Null, ty).unwrap();
             let mut out = bytes_mut();
             let pg = match ty {
@@ -536,13 +542,17 @@ mod tests {
         assert!(err.contains("is not a uuid"), "{err}");
         let err = convert(&SqlValue::Integer(2), "boolean").err().unwrap();
         assert!(err.contains("not a boolean"), "{err}");
-        let err = convert(&SqlValue::Integer(1 << 40), "integer").err().unwrap();
+        let err = convert(&SqlValue::Integer(1 << 40), "integer")
+            .err()
+            .unwrap();
         assert!(err.contains("does not fit"), "{err}");
         let err = convert(&SqlValue::Text("{".into()), "jsonb").err().unwrap();
         assert!(err.contains("not JSON"), "{err}");
         let err = convert(&SqlValue::Real(1.5), "bigint").err().unwrap();
         assert!(err.contains("real does not fit"), "{err}");
-        let err = convert(&SqlValue::Text("x".into()), "numeric").err().unwrap();
+        let err = convert(&SqlValue::Text("x".into()), "numeric")
+            .err()
+            .unwrap();
         assert!(err.contains("not supported yet"), "{err}");
     }
 

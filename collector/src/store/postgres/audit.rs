@@ -111,10 +111,7 @@ pub async fn page(tx: &Tx<'_>, after: u64, limit: u32) -> Result<Vec<AuditEntry>
         .query(
             "SELECT seq, at, actor, action, target, details, prev_hash, hash, signature
              FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[
-                &i64::try_from(after).unwrap_or(i64::MAX),
-                &i64::from(limit),
-            ],
+            &[&i64::try_from(after).unwrap_or(i64::MAX), &i64::from(limit)],
         )
         .await?;
     Ok(rows

@@ -76,7 +76,8 @@ pub async fn page(
     filter: &DriftFilter,
     after: Option<(Millis, Uuid)>,
 ) -> Result<Vec<DriftItem>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id WHERE true");
+    let mut sql =
+        format!("SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id WHERE true");
     let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
     if let Some(status) = filter.status {
         args.push(Box::new(status.name()));

@@ -279,8 +279,7 @@ CREATE INDEX drift_history_drift ON drift_history(drift_id, id);
 CREATE INDEX drift_host_subject ON drift(host_id, subject, opened_at);
 "#,
     // 3 (issue 10, listings with a cursor): each listing's keyset (its order, after its
-    // filter) is an index, so a page costs its rows, not a scan; exports read a period's
-    // events in chunks by (event_time, id).
+    // filter) is an index, so a page costs its rows, not a scan.
     r#"
 CREATE INDEX drift_listing ON drift(opened_at, id);
 CREATE INDEX drift_status_listing ON drift(status, opened_at, id);
@@ -289,7 +288,6 @@ CREATE INDEX drift_window_listing ON drift(window_id, opened_at, id);
 CREATE INDEX hosts_listing ON hosts(hostname, id);
 CREATE INDEX windows_listing ON windows(start_at, id);
 CREATE INDEX windows_status_listing ON windows(status, start_at, id);
-CREATE INDEX events_export ON events(event_time, id);
 "#,
 ];
 

@@ -787,7 +787,9 @@ impl Store for PostgresStore {
         after: Option<(String, Uuid)>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Host>>> + Send {
-        in_tx!(self, |_, tx| { identity::hosts_page(&tx, after, limit).await? })
+        in_tx!(self, |_, tx| {
+            identity::hosts_page(&tx, after, limit).await?
+        })
     }
 
     fn windows_page(
@@ -796,7 +798,9 @@ impl Store for PostgresStore {
         after: Option<(Millis, Uuid)>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Window>>> + Send {
-        in_tx!(self, |_, tx| { windows::page(&tx, status, after, limit).await? })
+        in_tx!(self, |_, tx| {
+            windows::page(&tx, status, after, limit).await?
+        })
     }
 
     fn audit_page(

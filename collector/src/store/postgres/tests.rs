@@ -466,10 +466,17 @@ async fn migrate_store_copies_a_sqlite_collector_and_refuses_a_full_target() {
     assert_eq!(count("drift"), Some(5));
     assert_eq!(count("windows"), Some(4));
     assert_eq!(count("audit"), Some(log.0.len() as u64));
-    assert!(seen.iter().any(|(t, n)| t == "events" && *n == 5), "{seen:?}");
+    assert!(
+        seen.iter().any(|(t, n)| t == "events" && *n == 5),
+        "{seen:?}"
+    );
 
     let pg = db.open().await;
-    assert_eq!(pg.audit_log().await.unwrap(), log, "the same chain and head");
+    assert_eq!(
+        pg.audit_log().await.unwrap(),
+        log,
+        "the same chain and head"
+    );
     assert_eq!(pg.drift_items(DriftFilter::default()).await.unwrap(), drift);
     assert_eq!(pg.hosts().await.unwrap(), hosts);
     assert_eq!(pg.windows(None).await.unwrap(), windows);

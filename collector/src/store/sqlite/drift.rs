@@ -70,7 +70,8 @@ pub fn page(
     filter: &DriftFilter,
     after: Option<(Millis, Uuid)>,
 ) -> Result<Vec<DriftItem>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id WHERE 1 = 1");
+    let mut sql =
+        format!("SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id WHERE 1 = 1");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
     if let Some(status) = filter.status {
         args.push(Box::new(status.name()));
