@@ -24,6 +24,7 @@ pub mod guard;
 pub mod identity;
 pub mod live;
 pub mod matcher;
+pub mod paging;
 pub mod people;
 pub mod reload;
 pub mod reports;

@@ -93,6 +93,30 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Copy this collector's SQLite database (the one the configuration names) into an
+    /// empty PostgreSQL database, table by table in id order, then verify the audit log
+    /// there and print each table's rows on both sides. Stop `serve` first; afterwards set
+    /// `[store] backend = "postgres"` and start it on the new database.
+    MigrateStore(MigrateStoreArgs),
+}
+
+/// `migrate-store`: where to (the keys of `[store]` for PostgreSQL).
+#[derive(clap::Args)]
+struct MigrateStoreArgs {
+    /// The empty database: postgres://USER@HOST:PORT/DATABASE (no password in it;
+    /// `?host=/run/postgresql` for a Unix socket).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// A file holding the password alone (a trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// TLS to the database: disable (a Unix socket or loopback), require, or verify-full
+    /// (the default, with --ca-file).
+    #[arg(long, value_name = "MODE", default_value = "verify-full")]
+    tls: String,
+    /// The CA certificate(s) that sign the server's certificate (for verify-full).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
         )),
         Command::Backup { file, force } => runtime.block_on(backup(&config, &file, force)),
+        Command::MigrateStore(args) => runtime.block_on(migrate_store(&config, &args)),
         Command::Audit(AuditCommand::Keygen) => {
             let path = config.audit_key_path();
             let key = audit::key_file::generate(&path).map_err(|why| anyhow::anyhow!(why))?;
@@ -634,6 +659,107 @@ async fn audit_verify(
     } else {
         EXIT_AUDIT_BROKEN
     })
+}
+
+/// `migrate-store` (issue 10): copy, verify the audit log on the PostgreSQL side with the
+/// same check as `audit verify`, print the counts.
+async fn migrate_store(config: &CollectorConfig, args: &MigrateStoreArgs) -> anyhow::Result<u8> {
+    use driftwatch_config::collector::PostgresTls;
+    if !matches!(config.store, StoreSettings::Sqlite) {
+        return Err(anyhow::anyhow!(
+            "{} already names a PostgreSQL store: migrate-store copies the SQLite database of \
+             a collector whose [store] backend is sqlite",
+            config.source.display()
+        ));
+    }
+    let tls = match (args.tls.as_str(), &args.ca_file) {
+        ("disable", None) => PostgresTls::Disable,
+        ("require", None) => PostgresTls::Require,
+        ("verify-full", Some(ca_file)) => PostgresTls::VerifyFull {
+            ca_file: ca_file.clone(),
+        },
+        ("verify-full", None) => {
+            return Err(anyhow::anyhow!(
+                "--tls verify-full (the default) needs --ca-file; --tls disable for a Unix \
+                 socket or loopback"
+            ));
+        }
+        ("disable" | "require", Some(_)) => {
+            return Err(anyhow::anyhow!(
+                "--ca-file goes with --tls verify-full only"
+            ));
+        }
+        (other, _) => {
+            return Err(anyhow::anyhow!(
+                "--tls {other:?}: expected disable, require or verify-full"
+            ));
+        }
+    };
+    driftwatch_config::collector::check_url(&args.to)
+        .map_err(|why| anyhow::anyhow!("--to {why}"))?;
+    let settings = PostgresSettings {
+        url: args.to.clone(),
+        password_file: args.password_file.clone(),
+        pool_size: 2,
+        tls,
+    };
+    // The key that signed the log verifies it on the other side (checked before copying).
+    let (key, _) = audit::key_file::load(&config.audit_key_path(), false)
+        .map_err(|why| anyhow::anyhow!("{why}: the audit log is verified after the copy"))?;
+    let source = config.db_path();
+    if !source.exists() {
+        return Err(anyhow::anyhow!(
+            "{} does not exist: nothing to copy",
+            source.display()
+        ));
+    }
+    let migrated =
+        driftwatch_collector::store::migrate::migrate(&source, &settings, |table, rows| {
+            if rows % 100_000 == 0 {
+                eprintln!("{table}: {rows} rows copied");
+            }
+        })
+        .await
+        .map_err(|err| anyhow::anyhow!("migrate-store: {err}"))?;
+    println!("{:<20} {:>12} {:>12}", "table", "sqlite", "postgres");
+    for table in &migrated.tables {
+        println!(
+            "{:<20} {:>12} {:>12}",
+            table.table, table.sqlite, table.postgres
+        );
+    }
+    for table in &migrated.postgres_only {
+        println!("{table:<20} {:>12} {:>12}", "-", "(postgres only)");
+    }
+    let store = open_postgres(&settings).await?;
+    let read = (store.audit_log().await, store.audit_checkpoints().await);
+    store.close();
+    let (entries, head) = read.0.context("cannot read the copied audit log")?;
+    let stored = read.1.context("cannot read the copied checkpoints")?;
+    let report = audit::verify_anchored(
+        &entries,
+        head,
+        audit::Anchors {
+            key: Some(key.public()),
+            held: &[],
+            stored: &stored,
+        },
+    );
+    print_report(&report, false);
+    if !report.ok {
+        eprintln!(
+            "the copied audit log does NOT verify: keep using the SQLite collector and \
+             investigate (`audit verify` on it)"
+        );
+        return Ok(EXIT_AUDIT_BROKEN);
+    }
+    eprintln!(
+        "copied into {}: set [store] backend = \"postgres\" with this url and start the \
+         collector; keep {} until it runs",
+        Shown(&args.to),
+        Shown(&source.display().to_string())
+    );
+    Ok(EXIT_OK)
 }
 
 fn print_report(report: &VerifyReport, json: bool) {

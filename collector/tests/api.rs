@@ -1229,3 +1229,110 @@ async fn the_drift_detail_explains_why_no_window_covered_a_change() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Listings with a cursor (issue 10): a page and `Next-Cursor` while there is more, the
+/// pages together the whole listing once each in order; a limit above the maximum is a
+/// 400 naming it (never clamped); a cursor of another listing or a made-up one is a 400.
+#[tokio::test]
+async fn listings_page_with_a_cursor_and_never_clamp() {
+    let server = Server::start().await;
+    let admin = server.admin.clone();
+    let mut agents = Vec::new();
+    for name in ["web-3", "web-1", "db-2"] {
+        agents.push(server.enroll(name, &[]).await);
+    }
+    for (n, subject) in ["package:a", "package:b", "package:c", "package:d"]
+        .iter()
+        .enumerate()
+    {
+        let agent = &agents[n % 2];
+        let event = agent.event(subject, "1", NOW + n as i64 * 1000);
+        assert_eq!(server.report(agent, &[event]).await.1["accepted"], 1);
+    }
+
+    let walk = |path: &'static str, limit: u32| {
+        let server = &server;
+        let admin = admin.clone();
+        async move {
+            let mut items: Vec<Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                let url = match &cursor {
+                    None => format!("{path}{sep}limit={limit}"),
+                    Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+                };
+                let (status, page, next) = server.get_page(&url, &admin).await;
+                assert_eq!(status, StatusCode::OK, "{url}: {page}");
+                let page = page.as_array().unwrap().clone();
+                assert!(page.len() <= limit as usize, "{url}");
+                pages += 1;
+                items.extend(page);
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            (items, pages)
+        }
+    };
+    for path in ["/api/v1/drift", "/api/v1/hosts", "/api/v1/audit"] {
+        let (status, all, next) = server.get_page(path, &admin).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(next, None, "{path}: one page holds everything");
+        let all = all.as_array().unwrap().clone();
+        assert!(all.len() >= 3, "{path}: {all:?}");
+        for limit in [1, 2] {
+            let (walked, pages) = walk(path, limit).await;
+            assert_eq!(walked, all, "{path} in pages of {limit}");
+            assert_eq!(pages, all.len().div_ceil(limit as usize), "{path}");
+        }
+    }
+    let (hosts, _) = walk("/api/v1/hosts", 1).await;
+    let names: Vec<&str> = hosts
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db-2", "web-1", "web-3"]);
+    let (open, _) = walk("/api/v1/drift?status=open", 3).await;
+    assert_eq!(open.len(), 4);
+    let subjects: Vec<&str> = open
+        .iter()
+        .map(|d| d["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["package:d", "package:c", "package:b", "package:a"],
+        "newest opened first"
+    );
+
+    // Never clamped: the maximum is named.
+    let too_many = server.get("/api/v1/drift?limit=1001", &admin).await;
+    expect_error(&too_many, StatusCode::BAD_REQUEST, "bad_request", "1000");
+    let too_many = server.get("/api/v1/hosts?limit=5000", &admin).await;
+    expect_error(&too_many, StatusCode::BAD_REQUEST, "bad_request", "1000");
+    let too_many = server.get("/api/v1/windows?limit=0", &admin).await;
+    expect_error(&too_many, StatusCode::BAD_REQUEST, "bad_request", "1000");
+    // A cursor belongs to its listing.
+    let (_, _, next) = server.get_page("/api/v1/drift?limit=1", &admin).await;
+    let drift_cursor = next.expect("more drift");
+    let foreign = server
+        .get(&format!("/api/v1/hosts?cursor={drift_cursor}"), &admin)
+        .await;
+    expect_error(
+        &foreign,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "hosts listing",
+    );
+    let made_up = server.get("/api/v1/audit?cursor=zz", &admin).await;
+    expect_error(&made_up, StatusCode::BAD_REQUEST, "bad_request", "cursor");
+    let both = server
+        .get(
+            &format!("/api/v1/audit?after=1&cursor={drift_cursor}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(both.0, StatusCode::BAD_REQUEST, "{both:?}");
+}

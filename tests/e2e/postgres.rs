@@ -209,3 +209,146 @@ fn a_collector_on_postgres_matches_lists_and_audits() {
     backup.stderr_has("pg_dump");
     assert!(!copy.exists());
 }
+
+/// `migrate-store` (issue 10): a SQLite collector with real records (enrollment, an
+/// approved window, authorized and untraced drift, a resolution, audit entries) is copied
+/// into an empty PostgreSQL database; the collector started on it lists the same drift,
+/// its audit log verifies (API and offline), the agent's chain goes on; a second copy into
+/// the now full database is refused.
+#[test]
+fn a_sqlite_collector_moves_to_postgres_with_its_records_and_its_audit_log() {
+    let Some(db) = Database::create() else {
+        return;
+    };
+    let mut collector = Collector::start("");
+    let admin = collector.token("admin", "root");
+    let token = |name: &str, role: &str| {
+        let run = collector.driftctl(&admin, &["token", "create", "--name", name, "--role", role]);
+        run.expect(0);
+        run.stdout.trim().to_owned()
+    };
+    let alice = token("alice", "change-manager");
+    let bob = token("bob", "change-manager");
+    let eve = token("eve", "security");
+    let web = FakeAgent::enroll(&collector, &admin, "web-1");
+    let created = collector.driftctl(
+        &alice,
+        &[
+            "--json",
+            "windows",
+            "create",
+            "--title",
+            "nginx upgrade",
+            "--ticket",
+            "CHG-7",
+            "--host",
+            "web-1",
+            "--subject",
+            "file:/etc/nginx/**",
+            "--start",
+            &in_minutes(-5),
+            "--end",
+            &in_minutes(55),
+        ],
+    );
+    created.expect(0);
+    let window_id = created.json()["id"].as_str().unwrap().to_owned();
+    collector
+        .driftctl(&bob, &["windows", "approve", &window_id])
+        .expect(0);
+    let covered = web.event("file:/etc/nginx/nginx.conf", "2");
+    let untraced = web.event("file:/etc/ssh/sshd_config", "2");
+    let cron = web.event("file:/etc/cron.d/backdoor", "2");
+    let ack = web
+        .report(&collector, &[covered, untraced, cron])
+        .expect(200);
+    assert_eq!(ack["accepted"], 3, "{ack:#}");
+    let sshd = drift_of(&collector, &eve, "file:/etc/ssh/sshd_config");
+    collector
+        .driftctl(
+            &eve,
+            &[
+                "drift",
+                "resolve",
+                sshd["id"].as_str().unwrap(),
+                "--category",
+                "false_positive",
+                "--comment",
+                "a test of the migration",
+            ],
+        )
+        .expect(0);
+    let drift_before = collector.get("/api/v1/drift", &eve).expect(200);
+    let hosts_before = collector.get("/api/v1/hosts", &eve).expect(200);
+    let audit_before = collector.get("/api/v1/audit", &eve).expect(200);
+    let (code, log) = collector.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // Refused without TLS settings that make sense, before anything is written.
+    collector
+        .cli(&["migrate-store", "--to", &db.url()])
+        .expect(2)
+        .stderr_has("--ca-file");
+    let copied = collector.cli(&["migrate-store", "--to", &db.url(), "--tls", "disable"]);
+    copied.expect(0);
+    let line = |table: &str| -> Vec<String> {
+        copied
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(table))
+            .unwrap_or_else(|| panic!("no {table} line:\n{}", copied.stdout))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(line("events")[1..], ["3", "3"], "{}", copied.stdout);
+    assert_eq!(line("drift")[1..], ["3", "3"], "{}", copied.stdout);
+    assert_eq!(line("windows")[1..], ["1", "1"], "{}", copied.stdout);
+    let audited = audit_before.as_array().unwrap().len().to_string();
+    assert_eq!(line("audit")[1..], [audited.as_str(), audited.as_str()]);
+    assert!(copied.stdout.contains("ok"), "{}", copied.stdout);
+    assert_eq!(db.psql(&db.url(), "SELECT count(*) FROM events"), "3");
+
+    // Once is enough: the target now holds records.
+    collector
+        .cli(&["migrate-store", "--to", &db.url(), "--tls", "disable"])
+        .expect(2)
+        .stderr_has("not empty");
+    assert_eq!(db.psql(&db.url(), "SELECT count(*) FROM events"), "3");
+
+    // The collector on PostgreSQL: same records, the log verifies, the chain goes on.
+    let config = std::fs::read_to_string(collector.config()).unwrap();
+    std::fs::write(
+        collector.config(),
+        format!(
+            "{config}\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\ntls = \"disable\"\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    collector.restart();
+    assert_eq!(
+        collector.get("/api/v1/drift", &eve).expect(200),
+        drift_before
+    );
+    let hosts_after = collector.get("/api/v1/hosts", &eve).expect(200);
+    assert_eq!(hosts_after[0]["id"], hosts_before[0]["id"]);
+    assert_eq!(hosts_after[0]["hostname"], "web-1");
+    let audit_after = collector.get("/api/v1/audit", &eve).expect(200);
+    assert_eq!(
+        audit_after.as_array().unwrap()[..audit_before.as_array().unwrap().len()],
+        audit_before.as_array().unwrap()[..],
+        "the copied entries, unchanged"
+    );
+    collector.driftctl(&admin, &["audit", "verify"]).expect(0);
+    collector.cli(&["audit", "verify"]).expect(0);
+    let next = web.event("file:/etc/nginx/nginx.conf", "3");
+    let ack = web.report(&collector, &[next]).expect(200);
+    assert_eq!(ack["accepted"], 1, "{ack:#}");
+    assert!(
+        ack.get("rejected").is_none(),
+        "the chain continues: {ack:#}"
+    );
+    assert_eq!(ack["last_seq"], 4, "{ack:#}");
+    assert_eq!(db.psql(&db.url(), "SELECT count(*) FROM events"), "4");
+}

@@ -442,12 +442,16 @@ pub struct DriftQuery {
     pub host: Option<Uuid>,
     pub window: Option<Uuid>,
     pub limit: Option<u32>,
+    /// The `Next-Cursor` of the previous page (issue 10).
+    pub cursor: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowQuery {
     pub status: Option<WindowStatus>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -462,6 +466,7 @@ pub struct LimitQuery {
 pub struct AuditQuery {
     pub after: Option<u64>,
     pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
 /// Most audit entries one `GET /api/v1/audit` returns (also the default): page with `after`.
@@ -473,6 +478,36 @@ pub const MAX_DRIFT_LIMIT: u32 = 1_000;
 /// Most alerts one `GET /api/v1/alerts` returns; the default is 100.
 pub const MAX_ALERTS_LIMIT: u32 = 10_000;
 pub const DEFAULT_ALERTS_LIMIT: u32 = 100;
+
+// Listings with a cursor (issue 10).
+
+/// `GET /api/v1/hosts`: a page of hosts by name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Most hosts one `GET /api/v1/hosts` returns (also the default).
+pub const MAX_HOSTS_LIMIT: u32 = 1_000;
+/// Most windows one `GET /api/v1/windows` returns (also the default).
+pub const MAX_WINDOWS_LIMIT: u32 = 1_000;
+/// The response header that carries the cursor of the next page; absent on the last page.
+/// The body stays the JSON array it always was, so clients that predate paging keep
+/// working and read the first page (a `limit` above a listing's maximum is a 400 naming
+/// it, never clamped).
+pub const NEXT_CURSOR: &str = "next-cursor";
+
+/// A page as the API answers it: the items, and `Next-Cursor` when the listing goes on.
+pub fn paged<T: Serialize>(items: Vec<T>, next: Option<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = axum::Json(items).into_response();
+    if let Some(value) = next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(NEXT_CURSOR, value);
+    }
+    response
+}
 
 /// A listing's `limit`: `default` when unset; 0 or above `max` is refused (never clamped,
 /// so a caller never mistakes a cut listing for the whole).

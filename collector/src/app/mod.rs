@@ -77,6 +77,7 @@ mod drift;
 mod evidence;
 mod health;
 mod identity;
+mod listings;
 mod live;
 mod retention;
 mod sessions;

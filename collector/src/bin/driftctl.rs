@@ -547,6 +547,49 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> anyhow::Result<String> {
+        Ok(self.exchange(method, path, body).await?.0)
+    }
+
+    /// A listing, page after page while the collector answers a `Next-Cursor` (issue 10);
+    /// with --json, the whole listing printed as one array.
+    async fn get_all<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Vec<T>> {
+        let mut values: Vec<serde_json::Value> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                None => path.to_owned(),
+                Some(cursor) => {
+                    let sep = if path.contains('?') { '&' } else { '?' };
+                    format!("{path}{sep}cursor={cursor}")
+                }
+            };
+            let (text, next) = self.exchange(Method::GET, &page_path, None::<&()>).await?;
+            let page: Vec<serde_json::Value> =
+                serde_json::from_str(&text).context("unexpected answer from the collector")?;
+            values.extend(page);
+            // A cursor is hex; anything else is not followed into a URL.
+            match next.filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_hexdigit())) {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let all = serde_json::Value::Array(values);
+        if self.json {
+            println!(
+                "{}",
+                json_for_terminal(&serde_json::to_string_pretty(&all)?)
+            );
+        }
+        serde_json::from_value(all).context("unexpected answer from the collector")
+    }
+
+    /// The answer's body and its `Next-Cursor`, or the error a failure means.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<(String, Option<String>)> {
         let url = format!("{}{path}", self.url);
         let mut request = self
             .http
@@ -569,6 +612,11 @@ impl Client {
             }
         })?;
         let status = response.status();
+        let next = response
+            .headers()
+            .get("next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response.text().await.map_err(|err| {
             Failure::Unreachable.error(format!(
                 "cannot read the collector's answer: {}",
@@ -576,7 +624,7 @@ impl Client {
             ))
         })?;
         if status.is_success() {
-            return Ok(text);
+            return Ok((text, next));
         }
         let detail = serde_json::from_str::<ApiErrorBody>(&text)
             .map(|body| format!("{}: {}", body.error.code, body.error.message))
@@ -708,18 +756,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Audit(AuditCommand::Log) => {
             // Paged: the collector answers at most 10,000 entries at a time.
-            let mut entries: Vec<AuditEntryView> = Vec::new();
-            loop {
-                let after = entries.last().map_or(0, |e| e.seq);
-                let page: Vec<AuditEntryView> = client
-                    .get(&format!("/api/v1/audit?after={after}&limit=10000"))
-                    .await?;
-                let done = page.len() < 10_000;
-                entries.extend(page);
-                if done {
-                    break;
-                }
-            }
+            let entries: Vec<AuditEntryView> = client.get_all("/api/v1/audit?limit=10000").await?;
             client.list(&entries, |e| {
                 format!(
                     "{:>5}  {}  {:<16} {:<26} {}  {}",
@@ -811,7 +848,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Watch(args) => watch::watch(&client, args).await,
         Command::Hosts => {
-            let hosts: Vec<HostView> = client.get("/api/v1/hosts").await?;
+            let hosts: Vec<HostView> = client.get_all("/api/v1/hosts").await?;
             client.list(&hosts, |h| {
                 let seen = h.last_seen_at.as_deref().unwrap_or("never");
                 let silent = if h.silent { "  SILENT" } else { "" };
@@ -1053,7 +1090,8 @@ async fn windows(client: &Client, command: WindowsCommand) -> anyhow::Result<u8>
         }
         WindowsCommand::List { status } => {
             let query = status.map(|s| format!("?status={s}")).unwrap_or_default();
-            let windows: Vec<WindowView> = client.get(&format!("/api/v1/windows{query}")).await?;
+            let windows: Vec<WindowView> =
+                client.get_all(&format!("/api/v1/windows{query}")).await?;
             client.list(&windows, show);
         }
         WindowsCommand::Show { id } => {
@@ -1263,7 +1301,7 @@ async fn drift(client: &Client, command: DriftCommand) -> anyhow::Result<u8> {
             } else {
                 format!("/api/v1/drift?{}", query.join("&"))
             };
-            let items: Vec<DriftView> = client.get(&path).await?;
+            let items: Vec<DriftView> = client.get_all(&path).await?;
             client.list(&items, show);
         }
         DriftCommand::Show { id } => {

@@ -20,9 +20,11 @@ pub mod conformance_detail;
 pub mod conformance_evidence;
 pub mod conformance_inbox;
 pub mod conformance_live;
+pub mod conformance_pages;
 pub mod conformance_people;
 pub mod conformance_retention;
 pub mod conformance_sessions;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
@@ -931,4 +933,33 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         query: OpenDriftQuery,
     ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send;
+
+    // Listings with a cursor (issue 10): keyset pages, never OFFSET. Each reads at most
+    // the limit asked for (the caller asks one more to learn whether there is more).
+    /// Drift in listing order (newest opened first) after `(opened_at, id)`, at most
+    /// `filter.limit`.
+    fn drift_page(
+        &self,
+        filter: DriftFilter,
+        after: Option<(Millis, Uuid)>,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send;
+    /// Hosts in listing order (hostname, then id) after `(hostname, id)`.
+    fn hosts_page(
+        &self,
+        after: Option<(String, Uuid)>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Host>>> + Send;
+    /// Windows in listing order (start, then id) after `(start_at, id)`.
+    fn windows_page(
+        &self,
+        status: Option<WindowStatus>,
+        after: Option<(Millis, Uuid)>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Window>>> + Send;
+    /// Audit entries after `after` (a seq), in order.
+    fn audit_page(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
 }

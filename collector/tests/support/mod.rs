@@ -167,6 +167,25 @@ impl Server {
         self.send(Method::GET, path, Some(token), Body::None).await
     }
 
+    /// A listing's page: status, JSON answer and its `Next-Cursor` (issue 10).
+    pub async fn get_page(&self, path: &str, token: &str) -> (StatusCode, Value, Option<String>) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let next = response
+            .headers()
+            .get("next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value, next)
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.send(Method::POST, path, Some(token), Body::Json(body))
             .await

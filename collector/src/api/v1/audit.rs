@@ -4,7 +4,7 @@ use axum::extract::State;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Caller, Params};
-use crate::api::model::{AuditEntryView, AuditQuery, MAX_AUDIT_LIMIT};
+use crate::api::model::{AuditEntryView, AuditQuery, MAX_AUDIT_LIMIT, paged};
 use crate::app::Limit;
 use crate::audit::ops::EntriesView;
 use crate::audit::signing::PublicKeyView;
@@ -20,20 +20,23 @@ pub async fn verify<S: Store>(
     Ok(Json(app.verify_audit(&caller).await?))
 }
 
+/// `GET /api/v1/audit`: entries in order after `after` (a seq) or `cursor`;
+/// `Next-Cursor` when there is more.
 pub async fn log<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
     Params(query): Params<AuditQuery>,
-) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let limit = Limit {
         asked: query.limit,
         default: MAX_AUDIT_LIMIT,
         max: MAX_AUDIT_LIMIT,
     };
-    let after = query.after.unwrap_or(0);
-    let entries = app.audit_log_page(&caller, after, limit).await?;
-    Ok(Json(
-        entries
+    let page = app
+        .audit_page(&caller, query.after, query.cursor.as_deref(), limit)
+        .await?;
+    Ok(paged(
+        page.items
             .iter()
             .map(|e| AuditEntryView {
                 seq: e.seq,
@@ -45,6 +48,7 @@ pub async fn log<S: Store>(
                 hash: hex(&e.hash),
             })
             .collect(),
+        page.next,
     ))
 }
 

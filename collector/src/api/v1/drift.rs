@@ -11,20 +11,21 @@ use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
     DriftDetail, DriftDetailView, DriftQuery, DriftView, EventView, MAX_DRIFT_DETAIL_EVENTS,
-    MAX_DRIFT_LIMIT, ResolveDrift,
+    MAX_DRIFT_LIMIT, ResolveDrift, paged,
 };
 use crate::app::{Limit, LiveItem};
 use crate::identity::Principal;
 use crate::live;
 use crate::store::{DriftFilter, Store};
 
+/// `GET /api/v1/drift`: a page, newest opened first; `Next-Cursor` when there is more.
 pub async fn list<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
     Params(query): Params<DriftQuery>,
-) -> Result<Json<Vec<DriftView>>, ApiError> {
-    let items = app
-        .drift_items(
+) -> Result<Response, ApiError> {
+    let page = app
+        .drift_page(
             &caller,
             DriftFilter {
                 status: query.status,
@@ -32,6 +33,7 @@ pub async fn list<S: Store>(
                 window_id: query.window,
                 limit: None,
             },
+            query.cursor.as_deref(),
             Limit {
                 asked: query.limit,
                 default: MAX_DRIFT_LIMIT,
@@ -39,7 +41,10 @@ pub async fn list<S: Store>(
             },
         )
         .await?;
-    Ok(Json(items.iter().map(DriftView::from).collect()))
+    Ok(paged(
+        page.items.iter().map(DriftView::from).collect(),
+        page.next,
+    ))
 }
 
 pub async fn get<S: Store>(

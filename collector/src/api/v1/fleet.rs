@@ -8,22 +8,32 @@ use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, Params};
 use crate::api::model::{
     AlertView, DEFAULT_ALERTS_LIMIT, DropDelivery, HostView, LimitQuery, MAX_ALERTS_LIMIT,
-    RetriedView, RetryDelivery, listing_limit,
+    MAX_HOSTS_LIMIT, PageQuery, RetriedView, RetryDelivery, listing_limit, paged,
 };
 use crate::app::Limit;
 use crate::store::Store;
 
+/// `GET /api/v1/hosts`: a page by name; `Next-Cursor` when there is more.
 pub async fn hosts<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
-) -> Result<Json<Vec<HostView>>, ApiError> {
-    let hosts = app.hosts(&caller).await?;
+    Params(query): Params<PageQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let limit = Limit {
+        asked: query.limit,
+        default: MAX_HOSTS_LIMIT,
+        max: MAX_HOSTS_LIMIT,
+    };
+    let page = app
+        .hosts_page(&caller, query.cursor.as_deref(), limit)
+        .await?;
     let now = app.now();
-    Ok(Json(
-        hosts
+    Ok(paged(
+        page.items
             .iter()
             .map(|h| HostView::new(h, now, app.settings.silent_after_ms))
             .collect(),
+        page.next,
     ))
 }
 

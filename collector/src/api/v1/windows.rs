@@ -5,7 +5,9 @@ use axum::http::StatusCode;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{Body, Caller, Id, MaybeBody, Params};
-use crate::api::model::{DecideWindow, DecisionView, WindowQuery, WindowView};
+use crate::api::model::{
+    DecideWindow, DecisionView, MAX_WINDOWS_LIMIT, WindowQuery, WindowView, paged,
+};
 use crate::store::Store;
 use crate::windows::lifecycle::Action;
 use crate::windows::validate::WindowRequest;
@@ -19,13 +21,24 @@ pub async fn create<S: Store>(
     Ok((StatusCode::CREATED, Json(WindowView::from(&window))))
 }
 
+/// `GET /api/v1/windows`: a page by start; `Next-Cursor` when there is more.
 pub async fn list<S: Store>(
     State(app): State<AppState<S>>,
     Caller(caller): Caller,
     Params(query): Params<WindowQuery>,
-) -> Result<Json<Vec<WindowView>>, ApiError> {
-    let windows = app.windows(&caller, query.status).await?;
-    Ok(Json(windows.iter().map(WindowView::from).collect()))
+) -> Result<axum::response::Response, ApiError> {
+    let limit = crate::app::Limit {
+        asked: query.limit,
+        default: MAX_WINDOWS_LIMIT,
+        max: MAX_WINDOWS_LIMIT,
+    };
+    let page = app
+        .windows_page(&caller, query.status, query.cursor.as_deref(), limit)
+        .await?;
+    Ok(paged(
+        page.items.iter().map(WindowView::from).collect(),
+        page.next,
+    ))
 }
 
 pub async fn get<S: Store>(

@@ -105,6 +105,31 @@ pub async fn log(tx: &Tx<'_>) -> Result<(Vec<AuditEntry>, Option<AuditHead>)> {
     Ok((entries, head(tx).await?))
 }
 
+/// At most `limit` entries after `after` (a seq), in order (issue 10).
+pub async fn page(tx: &Tx<'_>, after: u64, limit: u32) -> Result<Vec<AuditEntry>> {
+    let rows = tx
+        .query(
+            "SELECT seq, at, actor, action, target, details, prev_hash, hash, signature
+             FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&i64::try_from(after).unwrap_or(i64::MAX), &i64::from(limit)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AuditEntry {
+            seq: r.get::<_, i64>(0) as u64,
+            at: r.get(1),
+            actor: r.get(2),
+            action: r.get(3),
+            target: r.get(4),
+            details: r.get(5),
+            prev_hash: tolerant(r.get(6)),
+            hash: tolerant(r.get(7)),
+            signature: r.get(8),
+        })
+        .collect())
+}
+
 /// A hash column as stored; a value of the wrong size (tampering) becomes a value no chain
 /// produces, so verification reports it instead of failing to read.
 fn tolerant(bytes: Vec<u8>) -> [u8; 32] {

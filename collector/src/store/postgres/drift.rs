@@ -92,6 +92,51 @@ pub async fn open_matching(tx: &Tx<'_>, query: &OpenDriftQuery) -> Result<Vec<Dr
     rows.iter().map(row).collect()
 }
 
+/// A page of drift in listing order (newest opened first) after the key `after` (issue 10:
+/// keyset paging on `(opened_at, id)`; only the filters given become conditions, so an index
+/// on them serves the order).
+pub async fn page(
+    tx: &Tx<'_>,
+    filter: &DriftFilter,
+    after: Option<(Millis, Uuid)>,
+) -> Result<Vec<DriftItem>> {
+    let mut sql =
+        format!("SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id WHERE true");
+    let mut args: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+    if let Some(status) = filter.status {
+        args.push(Box::new(status.name()));
+        sql.push_str(&format!(" AND d.status = ${}", args.len()));
+    }
+    if let Some(host) = filter.host_id {
+        args.push(Box::new(host));
+        sql.push_str(&format!(" AND d.host_id = ${}", args.len()));
+    }
+    if let Some(window) = filter.window_id {
+        args.push(Box::new(window));
+        sql.push_str(&format!(" AND d.window_id = ${}", args.len()));
+    }
+    if let Some((at, last)) = after {
+        args.push(Box::new(at));
+        args.push(Box::new(last));
+        sql.push_str(&format!(
+            " AND (d.opened_at, d.id) < (${}, ${})",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    args.push(Box::new(i64::from(filter.limit.unwrap_or(1000))));
+    sql.push_str(&format!(
+        " ORDER BY d.opened_at DESC, d.id DESC LIMIT ${}",
+        args.len()
+    ));
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+        .iter()
+        .map(|a| &**a as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = tx.query(&sql, &refs).await?;
+    rows.iter().map(row).collect()
+}
+
 pub async fn get(tx: &Tx<'_>, drift_id: Uuid) -> Result<DriftItem> {
     let found = tx
         .query_opt(

@@ -325,3 +325,23 @@ pub async fn hosts(tx: &Tx<'_>) -> Result<Vec<Host>> {
         .await?;
     rows.iter().map(|r| host_row_at(r, 0)).collect()
 }
+
+/// A page of hosts in listing order (hostname, then id) after the key `after` (issue 10).
+pub async fn hosts_page(
+    tx: &Tx<'_>,
+    after: Option<(String, Uuid)>,
+    limit: u32,
+) -> Result<Vec<Host>> {
+    let (name, last) = after.map_or((None, None), |(name, last)| (Some(name), Some(last)));
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {HOST_COLUMNS} FROM hosts h
+                 WHERE $1::text IS NULL OR (h.hostname, h.id) > ($1, $2::uuid)
+                 ORDER BY h.hostname, h.id LIMIT $3"
+            ),
+            &[&name, &last, &i64::from(limit)],
+        )
+        .await?;
+    rows.iter().map(|r| host_row_at(r, 0)).collect()
+}

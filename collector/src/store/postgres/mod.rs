@@ -107,7 +107,7 @@ impl PostgresStore {
         })
     }
 
-    async fn client(&self) -> Result<Object> {
+    pub(crate) async fn client(&self) -> Result<Object> {
         Ok(self.pool.get().await?)
     }
 
@@ -778,6 +778,44 @@ impl Store for PostgresStore {
         query: OpenDriftQuery,
     ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send {
         in_tx!(self, |_, tx| { drift::open_matching(&tx, &query).await? })
+    }
+
+    // Listings with a cursor (issue 10).
+    fn drift_page(
+        &self,
+        filter: DriftFilter,
+        after: Option<(Millis, Uuid)>,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send {
+        in_tx!(self, |_, tx| { drift::page(&tx, &filter, after).await? })
+    }
+
+    fn hosts_page(
+        &self,
+        after: Option<(String, Uuid)>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Host>>> + Send {
+        in_tx!(self, |_, tx| {
+            identity::hosts_page(&tx, after, limit).await?
+        })
+    }
+
+    fn windows_page(
+        &self,
+        status: Option<WindowStatus>,
+        after: Option<(Millis, Uuid)>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Window>>> + Send {
+        in_tx!(self, |_, tx| {
+            windows::page(&tx, status, after, limit).await?
+        })
+    }
+
+    fn audit_page(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send {
+        in_tx!(self, |_, tx| { audit::page(&tx, after, limit).await? })
     }
 }
 

@@ -423,6 +423,109 @@ story!(
     postgres_keeps_the_live_cursor,
     crate::store::conformance_live::story
 );
+story!(
+    postgres_pages_its_listings,
+    crate::store::conformance_pages::story
+);
+
+/// `migrate-store` (issue 10): a SQLite collector's records, copied, read the same through
+/// the PostgreSQL store; the audit log keeps its chain and head; the live cursor goes on
+/// after SQLite's; a second copy into the now full database is refused and changes nothing.
+#[tokio::test]
+async fn migrate_store_copies_a_sqlite_collector_and_refuses_a_full_target() {
+    let Some(db) = TestDatabase::create("migrate_store").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.db");
+    let sqlite = SqliteStore::open(&path).unwrap();
+    crate::store::conformance_pages::story(sqlite.clone()).await;
+    let log = sqlite.audit_log().await.unwrap();
+    let drift = sqlite.drift_items(DriftFilter::default()).await.unwrap();
+    let hosts = sqlite.hosts().await.unwrap();
+    let windows = sqlite.windows(None).await.unwrap();
+    let changes = sqlite.drift_changes(0, 100).await.unwrap();
+    let mut events = Vec::new();
+    for item in &drift {
+        events.push(sqlite.events(item.id).await.unwrap());
+    }
+    sqlite.close();
+
+    let mut seen = Vec::new();
+    let migrated = crate::store::migrate::migrate(&path, &db.settings, |table, rows| {
+        seen.push((table.to_owned(), rows));
+    })
+    .await
+    .unwrap();
+    assert!(migrated.counts_agree(), "{migrated:?}");
+    let count = |table: &str| {
+        migrated
+            .tables
+            .iter()
+            .find(|t| t.table == table)
+            .map(|t| t.postgres)
+    };
+    assert_eq!(count("hosts"), Some(5));
+    assert_eq!(count("events"), Some(5));
+    assert_eq!(count("drift"), Some(5));
+    assert_eq!(count("windows"), Some(4));
+    assert_eq!(count("audit"), Some(log.0.len() as u64));
+    assert!(
+        seen.iter().any(|(t, n)| t == "events" && *n == 5),
+        "{seen:?}"
+    );
+
+    let pg = db.open().await;
+    assert_eq!(
+        pg.audit_log().await.unwrap(),
+        log,
+        "the same chain and head"
+    );
+    assert_eq!(pg.drift_items(DriftFilter::default()).await.unwrap(), drift);
+    assert_eq!(pg.hosts().await.unwrap(), hosts);
+    assert_eq!(pg.windows(None).await.unwrap(), windows);
+    for (item, events) in drift.iter().zip(&events) {
+        assert_eq!(&pg.events(item.id).await.unwrap(), events);
+    }
+    let copied = pg.drift_changes(0, 100).await.unwrap();
+    assert_eq!(copied, changes, "the live cursor's numbers are kept");
+
+    // The copy is a working store: a new audit entry extends the copied chain.
+    let before = pg.audit_head().await.unwrap().unwrap();
+    pg.note_config(
+        "sinks".into(),
+        "jsonl".into(),
+        crate::audit::NewAudit::new(0, "test", "config.changed", "config", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let after = pg.audit_head().await.unwrap().unwrap();
+    assert_eq!(after.seq, before.seq + 1);
+    let (entries, head) = pg.audit_log().await.unwrap();
+    let report = crate::audit::verify_anchored(
+        &entries,
+        head,
+        crate::audit::Anchors {
+            key: None,
+            held: &[],
+            stored: &[],
+        },
+    );
+    assert!(report.ok, "the chain verifies on PostgreSQL: {report:?}");
+    pg.close();
+
+    let refused = crate::store::migrate::migrate(&path, &db.settings, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Conflict(why) if why.contains("not empty") && why.contains("audit")),
+        "{refused}"
+    );
+    let pg = db.open().await;
+    assert_eq!(pg.hosts().await.unwrap(), hosts, "nothing changed");
+    assert_eq!(pg.audit_log().await.unwrap().0.len(), log.0.len() + 1);
+    pg.close();
+}
 
 /// The live stream's cursor under two writers on two nodes: a reader following it with
 /// `drift_changes` never passes a number that commits later (`drift::HISTORY_LOCK`), so at

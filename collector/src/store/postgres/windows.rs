@@ -113,6 +113,28 @@ pub async fn list(tx: &Tx<'_>, status: Option<WindowStatus>) -> Result<Vec<Windo
     rows.iter().map(row).collect()
 }
 
+/// A page of windows in listing order (`start_at`, then id) after the key `after` (issue 10).
+pub async fn page(
+    tx: &Tx<'_>,
+    status: Option<WindowStatus>,
+    after: Option<(Millis, Uuid)>,
+    limit: u32,
+) -> Result<Vec<Window>> {
+    let (at, last) = after.map_or((None, None), |(at, last)| (Some(at), Some(last)));
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM windows
+                 WHERE ($1::text IS NULL OR status = $1)
+                   AND ($2::bigint IS NULL OR (start_at, id) > ($2, $3::uuid))
+                 ORDER BY start_at, id LIMIT $4"
+            ),
+            &[&status.map(|s| s.name()), &at, &last, &i64::from(limit)],
+        )
+        .await?;
+    rows.iter().map(row).collect()
+}
+
 /// Saves the decision fields, if the window is still in status `from` (the update's row
 /// lock makes a concurrent decision on another node wait, then find the status changed).
 pub async fn update(

@@ -116,6 +116,34 @@ pub fn log(conn: &Connection) -> Result<(Vec<AuditEntry>, Option<AuditHead>)> {
     Ok((entries, head(conn)?))
 }
 
+/// At most `limit` entries after `after` (a seq), in order (issue 10: the log's listing reads
+/// one page, not the whole log).
+pub fn page(conn: &Connection, after: u64, limit: u32) -> Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, actor, action, target, details, prev_hash, hash, signature
+         FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let entries = stmt
+        .query_map(
+            params![i64::try_from(after).unwrap_or(i64::MAX), i64::from(limit)],
+            |r| {
+                Ok(AuditEntry {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    details: r.get(5)?,
+                    prev_hash: tolerant(r.get(6)?),
+                    hash: tolerant(r.get(7)?),
+                    signature: r.get(8)?,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(entries)
+}
+
 /// A hash column as stored; a blob of the wrong size (tampering) becomes a value no chain
 /// produces, so verification reports it instead of failing to read.
 fn tolerant(bytes: Vec<u8>) -> [u8; 32] {

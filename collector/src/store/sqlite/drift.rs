@@ -63,7 +63,7 @@ pub fn list(conn: &Connection, filter: &DriftFilter) -> Result<Vec<DriftItem>> {
 }
 
 /// The inbox's read: `?1` host text, `?2` subject text (empty: any), `?3` JSON array of
-/// reasons (NULL: any), `?4` limit. Walks `drift_opened` newest first and stops at the
+/// reasons (NULL: any), `?4` limit. Walks `drift_listing` newest first and stops at the
 /// limit.
 pub const OPEN_MATCHING: &str = "SELECT d.id, d.host_id, h.hostname, d.subject, d.status, \
      d.reason, d.window_id, d.opened_at, d.untraced_since, d.events, d.last_event_id, \
@@ -104,6 +104,48 @@ pub fn open_matching(conn: &Connection, query: &OpenDriftQuery) -> Result<Vec<Dr
         params![query.host, query.subject, reasons, query.limit],
         row,
     )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A page of drift in listing order (newest opened first) after the key `after` (issue 10:
+/// keyset paging, `(opened_at, id)`; the filters are the SQL's only conditions so that an
+/// index on them serves the order).
+pub fn page(
+    conn: &Connection,
+    filter: &DriftFilter,
+    after: Option<(Millis, Uuid)>,
+) -> Result<Vec<DriftItem>> {
+    let mut sql =
+        format!("SELECT {COLUMNS} FROM drift d JOIN hosts h ON h.id = d.host_id WHERE 1 = 1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(status) = filter.status {
+        args.push(Box::new(status.name()));
+        sql.push_str(&format!(" AND d.status = ?{}", args.len()));
+    }
+    if let Some(host) = filter.host_id {
+        args.push(Box::new(id(host)));
+        sql.push_str(&format!(" AND d.host_id = ?{}", args.len()));
+    }
+    if let Some(window) = filter.window_id {
+        args.push(Box::new(id(window)));
+        sql.push_str(&format!(" AND d.window_id = ?{}", args.len()));
+    }
+    if let Some((at, last)) = after {
+        args.push(Box::new(at));
+        args.push(Box::new(id(last)));
+        sql.push_str(&format!(
+            " AND (d.opened_at, d.id) < (?{}, ?{})",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    args.push(Box::new(i64::from(filter.limit.unwrap_or(1000))));
+    sql.push_str(&format!(
+        " ORDER BY d.opened_at DESC, d.id DESC LIMIT ?{}",
+        args.len()
+    ));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -308,3 +308,18 @@ pub fn hosts(conn: &Connection) -> Result<Vec<Host>> {
     let rows = stmt.query_map([], host_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// A page of hosts in listing order (hostname, then id) after the key `after` (issue 10).
+pub fn hosts_page(
+    conn: &Connection,
+    after: Option<(String, Uuid)>,
+    limit: u32,
+) -> Result<Vec<Host>> {
+    let (name, last) = after.map_or((None, None), |(name, last)| (Some(name), Some(id(last))));
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {HOST_COLUMNS} FROM hosts WHERE ?1 IS NULL OR (hostname, id) > (?1, ?2)
+         ORDER BY hostname, id LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![name, last, i64::from(limit)], host_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

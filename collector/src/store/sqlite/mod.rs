@@ -741,4 +741,38 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send {
         self.call(move |conn| drift::open_matching(conn, &query))
     }
+
+    // Listings with a cursor (issue 10).
+    fn drift_page(
+        &self,
+        filter: DriftFilter,
+        after: Option<(Millis, Uuid)>,
+    ) -> impl Future<Output = Result<Vec<DriftItem>>> + Send {
+        self.call(move |conn| drift::page(conn, &filter, after))
+    }
+
+    fn hosts_page(
+        &self,
+        after: Option<(String, Uuid)>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Host>>> + Send {
+        self.call(move |conn| identity::hosts_page(conn, after, limit))
+    }
+
+    fn windows_page(
+        &self,
+        status: Option<WindowStatus>,
+        after: Option<(Millis, Uuid)>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Window>>> + Send {
+        self.call(move |conn| windows::page(conn, status, after, limit))
+    }
+
+    fn audit_page(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send {
+        self.call(move |conn| audit::page(conn, after, limit))
+    }
 }

@@ -181,7 +181,7 @@ async fn sqlite_reads_the_inbox_filtered() {
     crate::store::conformance_inbox::story(SqliteStore::open_in_memory().unwrap()).await;
 }
 
-/// The newest-first drift reads walk `drift_opened` (migration 16) backwards and stop at
+/// The newest-first drift reads walk `drift_listing` or `drift_status_listing` (migration 16) backwards and stop at
 /// their limit instead of sorting every drift row: the inbox's (`drift::OPEN_MATCHING`)
 /// and the listing's (`drift::list`, whose query this repeats); the inbox filtered by
 /// host reads the matching hosts' drift by host instead.
@@ -225,7 +225,15 @@ fn newest_first_drift_reads_use_the_opened_at_index() {
         &[&"open", &none, &none, &1000],
     );
     for plan in [inbox, listing] {
-        assert!(plan.contains("drift_opened"), "{plan}");
+        assert!(
+            plan.contains("drift_listing") || plan.contains("drift_status_listing"),
+            "{plan}"
+        );
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
+}
+
+#[tokio::test]
+async fn sqlite_pages_its_listings() {
+    crate::store::conformance_pages::story(SqliteStore::open_in_memory().unwrap()).await;
 }

@@ -97,6 +97,26 @@ pub fn list(conn: &Connection, status: Option<WindowStatus>) -> Result<Vec<Windo
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// A page of windows in listing order (`start_at`, then id) after the key `after` (issue 10).
+pub fn page(
+    conn: &Connection,
+    status: Option<WindowStatus>,
+    after: Option<(Millis, Uuid)>,
+    limit: u32,
+) -> Result<Vec<Window>> {
+    let (at, last) = after.map_or((None, None), |(at, last)| (Some(at), Some(id(last))));
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM windows
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR (start_at, id) > (?2, ?3))
+         ORDER BY start_at, id LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![status.map(|s| s.name()), at, last, i64::from(limit)],
+        row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Saves the decision fields, if the window is still in status `from`.
 pub fn update(conn: &Connection, w: &Window, from: WindowStatus, audit: &NewAudit) -> Result<()> {
     let changed = conn.execute(
