@@ -10,6 +10,7 @@
 
 pub mod backoff;
 mod jsonl;
+pub mod outbox;
 pub mod syslog;
 pub mod webhook;
 

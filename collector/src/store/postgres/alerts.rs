@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::Tx;
 use super::rows::from_json;
+use crate::alerts::outbox;
 use crate::clock::Millis;
 use crate::store::{
     Alert, DeadLetter, DeliveryAttempt, DeliveryState, Dropped, NewAlert, Result, SinkBacklog,
@@ -122,13 +123,12 @@ fn delivery_row(r: &Row) -> SinkDelivery {
         by: r.get::<_, Option<String>>(10).unwrap_or_default(),
         reason: r.get::<_, Option<String>>(11).unwrap_or_default(),
     });
-    let state = match (delivered_at, &dropped, &dead_letter, &last_error) {
-        (Some(_), ..) => DeliveryState::Delivered,
-        (None, Some(_), ..) => DeliveryState::Dropped,
-        (None, None, Some(_), _) => DeliveryState::DeadLetter,
-        (None, None, None, Some(_)) => DeliveryState::Failing,
-        (None, None, None, None) => DeliveryState::Pending,
-    };
+    let state = outbox::delivery_state(
+        delivered_at,
+        dropped.as_ref(),
+        dead_letter.as_ref(),
+        last_error.as_deref(),
+    );
     let waiting = state == DeliveryState::Failing;
     SinkDelivery {
         sink: r.get(0),
@@ -247,11 +247,7 @@ async fn complete_if_done(tx: &Tx<'_>, alert: Uuid, sinks: &[String], at: Millis
         )
         .await?
         .get(0);
-    let wanted = sinks
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    if (done as usize) < wanted {
+    if !outbox::every_sink_done(done as usize, sinks) {
         return Ok(false);
     }
     let changed = tx
@@ -311,23 +307,8 @@ async fn dead_letter_of(tx: &Tx<'_>, alert_id: Uuid, sink: &str) -> Result<SinkD
     )
     .await?;
     let alert = get(tx, alert_id).await?;
-    let delivery = alert
-        .deliveries
-        .into_iter()
-        .find(|d| d.sink == sink)
-        .ok_or_else(|| {
-            StoreError::NotFound(format!("sink `{sink}` has not tried alert {alert_id}"))
-        })?;
-    if delivery.state != DeliveryState::DeadLetter {
-        let state = serde_json::to_value(delivery.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        return Err(StoreError::Conflict(format!(
-            "sink `{sink}`'s delivery of alert {alert_id} is {state}, not a dead letter"
-        )));
-    }
-    Ok(delivery)
+    let delivery = alert.deliveries.into_iter().find(|d| d.sink == sink);
+    outbox::require_dead_letter(alert_id, sink, delivery)
 }
 
 /// Makes `sink`'s dead letter of `alert_id` due again at `at`.
