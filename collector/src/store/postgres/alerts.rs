@@ -154,6 +154,9 @@ pub async fn due_for(tx: &Tx<'_>, sink: &str, now: Millis, limit: u32) -> Result
                  WHERE a.delivered_at IS NULL AND d.delivered_at IS NULL
                    AND d.dead_lettered_at IS NULL AND d.dropped_at IS NULL
                    AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= $2)
+                   AND NOT EXISTS (SELECT 1 FROM delivery_claims c
+                                   WHERE c.alert_id = a.id AND c.sink = $1
+                                     AND c.claimed_until > $2)
                  ORDER BY a.created_at, a.id LIMIT $3"
             ),
             &[&sink, &now, &i64::from(limit)],
@@ -223,6 +226,7 @@ pub async fn record_delivery(tx: &Tx<'_>, attempt: &DeliveryAttempt) -> Result<b
         ],
     )
     .await?;
+    super::cluster::end_claim(tx, attempt.alert_id, &attempt.sink).await?;
     tx.execute(
         "UPDATE alerts SET attempts = attempts + 1, last_error = coalesce($2, last_error)
          WHERE id = $1",

@@ -278,6 +278,30 @@ DROP INDEX drift_history_drift;
 CREATE INDEX drift_history_drift ON drift_history(drift_id, id);
 CREATE INDEX drift_host_subject ON drift(host_id, subject, opened_at);
 "#,
+    // Several collector nodes on one database (issue 10, `cluster.rs`): the windows'
+    // version each node's matcher index is checked against, the leases of the background
+    // rounds, and the claims of alert deliveries.
+    r#"
+CREATE TABLE windows_version (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version bigint NOT NULL
+);
+INSERT INTO windows_version (version) VALUES (1);
+
+CREATE TABLE leases (
+    name text PRIMARY KEY,
+    holder uuid NOT NULL,
+    expires_at bigint NOT NULL
+);
+
+CREATE TABLE delivery_claims (
+    alert_id uuid NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+    sink text NOT NULL,
+    holder uuid NOT NULL,
+    claimed_until bigint NOT NULL,
+    PRIMARY KEY (alert_id, sink)
+);
+"#,
 ];
 
 #[cfg(test)]
