@@ -233,7 +233,7 @@ async fn a_delivery_is_claimed_by_one_node_until_recorded_or_expired() {
             at: T0 + 2,
             error: None,
             next_attempt_at: T0 + 2,
-            sinks: vec!["hook".into()],
+            sinks: vec!["hook".into(), "syslog".into()],
             dead_letter: None,
         })
         .await
