@@ -271,8 +271,20 @@ fn two_collectors_on_one_database_act_as_one() {
     let created = a.driftctl(
         &alice,
         &[
-            "--json", "windows", "create", "--title", "nginx", "--ticket", "CHG-7", "--host",
-            "web-1", "--subject", "file:/etc/nginx/**", "--start", &in_minutes(-5), "--end",
+            "--json",
+            "windows",
+            "create",
+            "--title",
+            "nginx",
+            "--ticket",
+            "CHG-7",
+            "--host",
+            "web-1",
+            "--subject",
+            "file:/etc/nginx/**",
+            "--start",
+            &in_minutes(-5),
+            "--end",
             &in_minutes(55),
         ],
     );

@@ -56,7 +56,10 @@ pub fn require_dead_letter(
 /// once) has delivered it or dropped it, `done` being the distinct sinks among them that
 /// have.
 pub fn every_sink_done(done: usize, sinks: &[String]) -> bool {
-    done >= sinks.iter().collect::<std::collections::BTreeSet<_>>().len()
+    done >= sinks
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 #[cfg(test)]
@@ -80,7 +83,10 @@ mod tests {
     #[test]
     fn a_clock_alert_is_raised_once_per_burst() {
         assert!(clock_alert_due(None, 10_000, 5_000), "the first one");
-        assert!(!clock_alert_due(Some(9_000), 10_000, 5_000), "within the burst");
+        assert!(
+            !clock_alert_due(Some(9_000), 10_000, 5_000),
+            "within the burst"
+        );
         assert!(!clock_alert_due(Some(5_001), 10_000, 5_000), "just within");
         assert!(clock_alert_due(Some(5_000), 10_000, 5_000), "a burst later");
         assert!(
@@ -117,7 +123,10 @@ mod tests {
             delivery_state(None, None, None, Some("x")),
             DeliveryState::Failing
         );
-        assert_eq!(delivery_state(None, None, None, None), DeliveryState::Pending);
+        assert_eq!(
+            delivery_state(None, None, None, None),
+            DeliveryState::Pending
+        );
     }
 
     #[test]

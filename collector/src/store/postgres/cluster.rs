@@ -162,9 +162,11 @@ impl Heard {
             );
             tokio::spawn(async move {
                 connector
-                    .listen(WINDOWS_CHANNEL, move || heard.notify_one(), move || {
-                        !pool.is_closed()
-                    })
+                    .listen(
+                        WINDOWS_CHANNEL,
+                        move || heard.notify_one(),
+                        move || !pool.is_closed(),
+                    )
                     .await;
             });
         }

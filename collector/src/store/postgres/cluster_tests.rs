@@ -63,8 +63,7 @@ fn decided(events: &[driftwatch_common::api::v1::DriftEvent]) -> Vec<Decided> {
 #[tokio::test]
 async fn a_window_change_on_one_node_makes_the_other_nodes_index_stale() {
     let Some(db) =
-        TestDatabase::create("a_window_change_on_one_node_makes_the_other_nodes_index_stale")
-            .await
+        TestDatabase::create("a_window_change_on_one_node_makes_the_other_nodes_index_stale").await
     else {
         return;
     };
@@ -82,7 +81,11 @@ async fn a_window_change_on_one_node_makes_the_other_nodes_index_stale() {
         .await
         .unwrap();
     let now = b.windows_version().await.unwrap();
-    assert_eq!(now, indexed + 2, "each window change moves the version once");
+    assert_eq!(
+        now,
+        indexed + 2,
+        "each window change moves the version once"
+    );
 
     let first = event(host.id, None, "/etc/hosts", T0);
     let batch = decided(std::slice::from_ref(&first));
@@ -113,8 +116,7 @@ async fn a_window_change_on_one_node_makes_the_other_nodes_index_stale() {
         .await
         .unwrap();
     let node = a.clone();
-    let change =
-        tokio::spawn(async move { node.insert_window(window("CHG-2"), audit("w")).await });
+    let change = tokio::spawn(async move { node.insert_window(window("CHG-2"), audit("w")).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!change.is_finished(), "the change waits for the ingest");
     tx.commit().await.unwrap();
