@@ -284,6 +284,160 @@ impl Verdict {
     }
 }
 
+/// How the store admits one event of a batch whose id it has never stored: the one rule
+/// both backends follow (the store reads what it asks for and writes what it decides).
+///
+/// Per event, in order: [`BatchChain::holder_needed`] says whether the store must read the
+/// chain hash of a stored event with the same number; [`BatchChain::admit`] refuses a
+/// forgery or a second event at a held number; [`BatchChain::neighbours_needed`] says
+/// whether the store must read the stored links around it; [`BatchChain::link`] judges
+/// it, moves the head and the keys and names what the evidence shows. After the batch,
+/// [`BatchChain::floor_candidate`] is where the keys' floor may rise to (the store
+/// advances it past stored events that follow) and [`BatchChain::finish`] raises it.
+#[derive(Clone, Debug)]
+pub struct BatchChain {
+    head: Head,
+    keys: Option<ChainKeys>,
+    /// Numbers stored by this batch under a chain key, in order.
+    stored: Vec<u64>,
+}
+
+/// Whether an event gets checked against the chain at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Checked; `Authentic` or `Unauthenticated` (a host without a chain key).
+    Admitted(Authenticity),
+    /// Refused and not stored; the problem raises an alert.
+    Refused(ChainProblem),
+}
+
+/// What [`BatchChain::link`] decided for an admitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Linked {
+    /// The alert this event raises, if any (it is stored all the same).
+    pub problem: Option<ChainProblem>,
+    /// The word stored with the event: the verdict's name, or `unauthenticated` for the
+    /// next link of a host without a chain key.
+    pub word: &'static str,
+}
+
+impl BatchChain {
+    pub fn new(head: Head, keys: Option<ChainKeys>) -> BatchChain {
+        BatchChain {
+            head,
+            keys,
+            stored: Vec::new(),
+        }
+    }
+
+    /// The head as the batch has moved it so far.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The keys as the batch has moved them (`None`: the host has no chain key).
+    pub fn keys(&self) -> Option<&ChainKeys> {
+        self.keys.as_ref()
+    }
+
+    /// Whether another event may already hold `seq` (it is at or below the head).
+    pub fn holder_needed(&self, seq: u64) -> bool {
+        seq <= self.head.seq
+    }
+
+    /// The admission rule. A host with a chain key: every event proves it was spooled with
+    /// the key of its number, or it is refused; another event at a number already held
+    /// (the stored one was verified) is a conflict, refused too: it must not move drift (a
+    /// "restored"). A host without one: admitted unauthenticated (a held number is judged
+    /// a conflict by [`check`], and stored).
+    pub fn admit(
+        &mut self,
+        event: &DriftEvent,
+        encoded: &EncodedEvent,
+        holder: Option<ContentHash>,
+    ) -> Admission {
+        let authenticity = match (&mut self.keys, holder) {
+            (None, _) => Authenticity::Unauthenticated,
+            (Some(_), Some(_)) => {
+                return Admission::Refused(ChainProblem::Conflict { seq: event.seq });
+            }
+            (Some(keys), None) => keys.authenticate(event, encoded),
+        };
+        match authenticity {
+            Authenticity::Forged(reason) => Admission::Refused(ChainProblem::Forged {
+                seq: event.seq,
+                event_id: event.id,
+                reason,
+            }),
+            admitted => Admission::Admitted(admitted),
+        }
+    }
+
+    /// Whether [`BatchChain::link`] needs the stored links around `seq`: below the head, in
+    /// a hole (no holder).
+    pub fn neighbours_needed(&self, seq: u64, holder: Option<ContentHash>) -> bool {
+        seq <= self.head.seq && holder.is_none()
+    }
+
+    /// Judges an admitted event (chain hash `hash`) and moves the head and keys past it.
+    /// `around` is what the store read when [`BatchChain::neighbours_needed`] (else only the
+    /// holder).
+    pub fn link(
+        &mut self,
+        event: &DriftEvent,
+        hash: ContentHash,
+        authenticity: Authenticity,
+        around: Neighbours,
+    ) -> Linked {
+        let verdict = check(Some(self.head), event, hash, around);
+        if event.seq > self.head.seq {
+            self.head = Head {
+                seq: event.seq,
+                hash,
+            };
+        }
+        if let Some(keys) = &mut self.keys
+            && around.holder.is_none()
+        {
+            keys.stored_up_to(event.seq);
+            self.stored.push(event.seq);
+        }
+        // What the evidence shows: the chain's verdict, and whether it was authenticated.
+        let word = match (&verdict, authenticity) {
+            (Verdict::Next, Authenticity::Unauthenticated) => "unauthenticated",
+            _ => verdict.name(),
+        };
+        Linked {
+            problem: verdict.problem(event),
+            word,
+        }
+    }
+
+    /// With a chain key: the lowest number that may still be missing once this batch is
+    /// stored, counting only this batch. Events stored before it may follow a hole it just
+    /// filled: the store moves the candidate up past each stored number (no higher than
+    /// the head) before [`BatchChain::finish`].
+    pub fn floor_candidate(&self) -> Option<u64> {
+        let keys = self.keys.as_ref()?;
+        let mut floor = keys.floor_seq;
+        for stored in &self.stored {
+            if *stored == floor {
+                floor += 1;
+            }
+        }
+        Some(floor)
+    }
+
+    /// Raises the keys' floor to `floor` (see [`ChainKeys::raise_floor`]); the head and the
+    /// keys to store.
+    pub fn finish(mut self, floor: Option<u64>) -> (Head, Option<ChainKeys>) {
+        if let (Some(keys), Some(floor)) = (&mut self.keys, floor) {
+            keys.raise_floor(floor);
+        }
+        (self.head, self.keys)
+    }
+}
+
 /// What the collector keeps of a host's chain key: the key of the lowest sequence number
 /// not yet received (`floor`: every number below it is stored, or was given up on) and the
 /// key of the number after the highest stored one (`next`). Any number it may still
@@ -456,6 +610,128 @@ mod tests {
         let down = batch_sequence_problems(&[event(12, g), event(11, g)], 10);
         assert_eq!(down.len(), 1);
         assert!(down[0].contains("below the one before it"), "{down:?}");
+    }
+
+    /// The events of a keyed host, sealed with the key of their number.
+    fn sealed(first: &ChainKey, seq: u64, prev: ContentHash) -> DriftEvent {
+        let mut e = event(seq, prev);
+        let _ = e.seal(&first.forward(seq - 1));
+        e
+    }
+
+    #[test]
+    fn a_batch_admits_authentic_events_and_refuses_forgeries_and_conflicts() {
+        let first = ChainKey::from_bytes([7; 32]);
+        let genesis = Head {
+            seq: 0,
+            hash: DriftEvent::GENESIS,
+        };
+        let mut chain = BatchChain::new(genesis, Some(ChainKeys::enrolled(first.clone())));
+        let one = sealed(&first, 1, DriftEvent::GENESIS);
+        assert!(!chain.holder_needed(1));
+        let admitted = chain.admit(&one, &one.encode(), None);
+        assert_eq!(admitted, Admission::Admitted(Authenticity::Authentic));
+        let linked = chain.link(
+            &one,
+            one.chain_hash(),
+            Authenticity::Authentic,
+            Neighbours::default(),
+        );
+        assert_eq!((linked.problem, linked.word), (None, "ok"));
+        assert_eq!(chain.head().seq, 1);
+
+        // No MAC from a keyed host: refused, not judged.
+        let mut bare = event(2, one.chain_hash());
+        bare.mac = None;
+        assert!(matches!(
+            chain.admit(&bare, &bare.encode(), None),
+            Admission::Refused(ChainProblem::Forged {
+                reason: Forgery::MissingMac,
+                ..
+            })
+        ));
+        // A MAC made with another number's key.
+        let mut wrong = event(2, one.chain_hash());
+        let _ = wrong.seal(&first);
+        assert!(matches!(
+            chain.admit(&wrong, &wrong.encode(), None),
+            Admission::Refused(ChainProblem::Forged {
+                reason: Forgery::WrongMac,
+                ..
+            })
+        ));
+        // Another event at a number already held: a conflict, refused.
+        let rival = sealed(&first, 1, DriftEvent::GENESIS);
+        assert!(chain.holder_needed(1));
+        assert_eq!(
+            chain.admit(&rival, &rival.encode(), Some(one.chain_hash())),
+            Admission::Refused(ChainProblem::Conflict { seq: 1 })
+        );
+
+        // A gap: judged, stored, alerted; the keys move past it.
+        let four = sealed(&first, 4, ContentHash([9; 32]));
+        assert_eq!(
+            chain.admit(&four, &four.encode(), None),
+            Admission::Admitted(Authenticity::Authentic)
+        );
+        let linked = chain.link(
+            &four,
+            four.chain_hash(),
+            Authenticity::Authentic,
+            Neighbours::default(),
+        );
+        assert_eq!(linked.problem, Some(ChainProblem::Gap { from: 2, to: 3 }));
+        assert_eq!(linked.word, "gap");
+        assert!(chain.neighbours_needed(2, None), "a hole below the head");
+        assert!(!chain.neighbours_needed(5, None));
+        // Stored 1 and 4: the floor rises past 1 only (2 and 3 are missing).
+        assert_eq!(chain.floor_candidate(), Some(2));
+        let (head, keys) = chain.finish(Some(2));
+        assert_eq!(head.seq, 4);
+        let keys = keys.unwrap();
+        assert_eq!((keys.floor_seq, keys.next_seq), (2, 5));
+        assert_eq!(keys.next, first.forward(4));
+    }
+
+    #[test]
+    fn a_host_without_a_chain_key_is_admitted_unauthenticated() {
+        let mut chain = BatchChain::new(
+            Head {
+                seq: 0,
+                hash: DriftEvent::GENESIS,
+            },
+            None,
+        );
+        let one = event(1, DriftEvent::GENESIS);
+        let admitted = chain.admit(&one, &one.encode(), None);
+        assert_eq!(admitted, Admission::Admitted(Authenticity::Unauthenticated));
+        let linked = chain.link(
+            &one,
+            one.chain_hash(),
+            Authenticity::Unauthenticated,
+            Neighbours::default(),
+        );
+        assert_eq!(linked.word, "unauthenticated", "the evidence says so");
+        // A second event at a held number is judged (a conflict), not refused.
+        let rival = event(1, DriftEvent::GENESIS);
+        let holder = Some(one.chain_hash());
+        assert_eq!(
+            chain.admit(&rival, &rival.encode(), holder),
+            Admission::Admitted(Authenticity::Unauthenticated)
+        );
+        let linked = chain.link(
+            &rival,
+            rival.chain_hash(),
+            Authenticity::Unauthenticated,
+            Neighbours {
+                holder,
+                ..Neighbours::default()
+            },
+        );
+        assert_eq!(linked.problem, Some(ChainProblem::Conflict { seq: 1 }));
+        assert_eq!(chain.floor_candidate(), None);
+        let (head, keys) = chain.finish(None);
+        assert_eq!((head.seq, keys), (1, None));
     }
 
     #[test]

@@ -164,6 +164,21 @@ pub async fn serve_live<S: Store>(
         })
     };
 
+    // Window changes made through other nodes on one database: the index follows early
+    // (ingest checks anyway, so nothing waits on this).
+    let follower = {
+        let app = Arc::clone(&app);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = app.follow_windows_hints() => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
+
     let graceful = GracefulShutdown::new();
     let slots = connection_slots(limits.max_connections);
     let endpoints = if metrics.is_some() {
@@ -216,6 +231,7 @@ pub async fn serve_live<S: Store>(
     // The server ended: stop the background round too.
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = follower.await;
     // Alerts raised by the last requests still go out before the process ends.
     if let Err(err) = app.tick().await {
         tracing::warn!(error = %err, "last alert round failed");

@@ -34,6 +34,8 @@ mod mtls;
 mod people;
 mod permissions;
 mod postgres;
+// Several collector nodes on one PostgreSQL database (issue 10).
+mod cluster;
 mod retention;
 mod service;
 mod spool_chain;

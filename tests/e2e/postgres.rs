@@ -14,13 +14,13 @@ use serde_json::Value;
 const URL_VAR: &str = "DRIFTWATCH_TEST_POSTGRES_URL";
 
 /// A database created for one test with `psql`, dropped when this is dropped.
-struct Database {
+pub(crate) struct Database {
     admin_url: String,
     name: String,
 }
 
 impl Database {
-    fn create() -> Option<Database> {
+    pub(crate) fn create() -> Option<Database> {
         let Ok(admin_url) = std::env::var(URL_VAR) else {
             skip_unless_required(
                 "DRIFTWATCH_REQUIRE_POSTGRES",
@@ -41,7 +41,7 @@ impl Database {
     }
 
     /// The server's URL naming this database instead.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let (base, query) = self
             .admin_url
             .split_once('?')
@@ -59,7 +59,7 @@ impl Database {
 
     /// Runs `sql` through `psql` on `url`; returns its unaligned output.
     #[track_caller]
-    fn psql(&self, url: &str, sql: &str) -> String {
+    pub(crate) fn psql(&self, url: &str, sql: &str) -> String {
         let out = Command::new("psql")
             .args([
                 "--no-psqlrc",

@@ -10,6 +10,7 @@
 
 pub mod backoff;
 mod jsonl;
+pub mod outbox;
 pub mod syslog;
 pub mod webhook;
 
@@ -38,6 +39,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How many due alerts one sink takes per round.
 const ROUND_LIMIT: u32 = 100;
+/// A delivery claim outlives its attempt's timeout by this much (recording it).
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 
 /// Somewhere alerts go.
 pub trait AlertSink: Send + Sync + 'static {
@@ -110,6 +113,9 @@ pub struct Sinks {
     channels: Vec<Arc<Channel>>,
     /// Whether alerts held only by sinks no longer configured were settled since start.
     settled: AtomicBool,
+    /// Who claims deliveries (`Store::claim_delivery`): one id per process, so two
+    /// collector nodes on one database never send one alert to one sink twice at once.
+    holder: Uuid,
 }
 
 impl Sinks {
@@ -146,6 +152,7 @@ impl Sinks {
                     })
                 })
                 .collect(),
+            holder: Uuid::now_v7(),
             settled: AtomicBool::new(false),
         }
     }
@@ -327,13 +334,16 @@ pub async fn deliver_pending<S: Store>(
     }
     let mut rounds = tokio::task::JoinSet::new();
     for channel in &sinks.channels {
-        let (store, channel, names, clock) = (
+        let (store, channel, names, clock, holder) = (
             store.clone(),
             Arc::clone(channel),
             names.clone(),
             Arc::clone(&clock),
+            sinks.holder,
         );
-        rounds.spawn(async move { deliver_to(&store, &channel, names, clock.as_ref()).await });
+        rounds.spawn(
+            async move { deliver_to(&store, &channel, names, clock.as_ref(), holder).await },
+        );
     }
     let mut completed = 0;
     let mut failure = None;
@@ -355,6 +365,7 @@ async fn deliver_to<S: Store>(
     channel: &Channel,
     names: Vec<String>,
     clock: &dyn Clock,
+    holder: Uuid,
 ) -> Result<u32, StoreError> {
     let name = channel.sink.name().to_owned();
     let now = clock.now();
@@ -366,6 +377,15 @@ async fn deliver_to<S: Store>(
         // A sink stops trying an alert once delivered: every earlier attempt failed.
         let failures = alert.deliveries.first().map_or(0, |d| d.attempts);
         let timeout = channel.sink.timeout() + Duration::from_secs(1);
+        // Another node may be sending it now, or have sent it since the list was read.
+        let claimed_at = clock.now();
+        let until = claimed_at + (timeout + CLAIM_MARGIN).as_millis() as Millis;
+        if !store
+            .claim_delivery(alert.id, name.clone(), holder, claimed_at, until)
+            .await?
+        {
+            continue;
+        }
         let attempt_started = std::time::Instant::now();
         let outcome = tokio::time::timeout(timeout, channel.sink.deliver(&alert))
             .await

@@ -1,5 +1,6 @@
 //! What agents do: enrollment, ingest with matching, heartbeats; the enrolled hosts.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use driftwatch_common::api::v1::{
@@ -15,7 +16,9 @@ use crate::clock::{Millis, from_offset, rfc3339};
 use crate::identity::{self, Principal, Role, TokenKind};
 use crate::matcher::{self, EventFacts, HostFacts};
 use crate::spool_time::{self, Bounder, SpoolTime};
-use crate::store::{Decided, HeartbeatRecord, Host, NewAlert, Store, StoreError, TokenRecord};
+use crate::store::{
+    Decided, HeartbeatRecord, Host, Ingested, NewAlert, Store, StoreError, TokenRecord,
+};
 use crate::windows::validate::{self};
 use driftwatch_common::pathbytes::Shown;
 
@@ -162,46 +165,62 @@ impl<S: Store> App<S> {
             .filter(|e| e.subject.0 == driftwatch_common::api::v1::BASELINE_SUBJECT)
             .cloned()
             .collect();
-        let index = self.index.read().await;
-        // Timed per batch: an `Instant` per event would tax the hot path.
-        let matching_started = Instant::now();
-        let decided: Vec<Decided> = batch
-            .events
-            .into_iter()
-            .map(|event| {
-                let observed_at = from_offset(event.observed_at);
-                let spooled = bounder.bounds(event.seq, received_at);
-                let judgement = matcher::judge(
-                    &index,
-                    host_facts(&host),
-                    EventFacts {
-                        subject: &event.subject.0,
-                        kind: event.kind,
-                        after: event.after.as_ref(),
-                        spooled,
-                        actor: event.actor.as_ref(),
-                        provenance: event.provenance.as_ref(),
-                    },
-                    tolerance,
-                );
-                Decided {
-                    event_time: spooled.clamp(observed_at.saturating_sub(host.skew_ms)),
-                    spool: SpoolTime {
-                        spooled_after: spooled.after,
-                        spooled_before: spooled.before,
-                        clock_claim: spool_time::check_claim(observed_at, spooled, tolerance),
-                        not_provably_in: judgement.not_provably_in,
-                    },
-                    event,
-                    outcome: judgement.outcome,
+        let mut events = batch.events;
+        // Matched with this node's index, stored only if no node changed a window since
+        // it was built (checked in the batch's transaction); else rebuilt and matched again.
+        let (index, outcome, untraced, false_claim) = loop {
+            let index = self.index.read().await;
+            let version = self.index_version.load(Ordering::SeqCst);
+            // Timed per batch: an `Instant` per event would tax the hot path.
+            let matching_started = Instant::now();
+            let decided: Vec<Decided> = events
+                .into_iter()
+                .map(|event| {
+                    let observed_at = from_offset(event.observed_at);
+                    let spooled = bounder.bounds(event.seq, received_at);
+                    let judgement = matcher::judge(
+                        &index,
+                        host_facts(&host),
+                        EventFacts {
+                            subject: &event.subject.0,
+                            kind: event.kind,
+                            after: event.after.as_ref(),
+                            spooled,
+                            actor: event.actor.as_ref(),
+                            provenance: event.provenance.as_ref(),
+                        },
+                        tolerance,
+                    );
+                    Decided {
+                        event_time: spooled.clamp(observed_at.saturating_sub(host.skew_ms)),
+                        spool: SpoolTime {
+                            spooled_after: spooled.after,
+                            spooled_before: spooled.before,
+                            clock_claim: spool_time::check_claim(observed_at, spooled, tolerance),
+                            not_provably_in: judgement.not_provably_in,
+                        },
+                        event,
+                        outcome: judgement.outcome,
+                    }
+                })
+                .collect();
+            metrics::histogram!(crate::telemetry::MATCH_SECONDS)
+                .record(matching_started.elapsed().as_secs_f64());
+            let untraced = decided.iter().filter(|d| d.outcome.needs_review()).count();
+            let false_claim = clock_claim_alert(&host, &decided, tolerance);
+            match self
+                .store
+                .ingest_at(host_id, decided, received_at, version)
+                .await?
+            {
+                Ingested::Stored(outcome) => break (index, outcome, untraced, false_claim),
+                Ingested::StaleWindows(decided) => {
+                    drop(index);
+                    events = decided.into_iter().map(|d| d.event).collect();
+                    self.follow_windows().await?;
                 }
-            })
-            .collect();
-        metrics::histogram!(crate::telemetry::MATCH_SECONDS)
-            .record(matching_started.elapsed().as_secs_f64());
-        let untraced = decided.iter().filter(|d| d.outcome.needs_review()).count();
-        let false_claim = clock_claim_alert(&host, &decided, tolerance);
-        let outcome = self.store.ingest(host_id, decided, received_at).await?;
+            }
+        };
         drop(index);
         self.drift_changed();
         if let Some(alert) = false_claim.filter(|_| outcome.false_claims > 0) {

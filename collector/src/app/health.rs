@@ -9,38 +9,53 @@ use crate::store::Store;
 
 use super::{App, Error, Result, require};
 
+/// The lease of the background rounds that must run once across the collector nodes of
+/// one database (`Store::take_lease`).
+const ROUNDS_LEASE: &str = "background-rounds";
+/// How long the lease lasts unless its node renews it (every round, each second): a
+/// killed node's rounds pass on to another node within this.
+const ROUNDS_LEASE_MS: i64 = 10_000;
+
 impl<S: Store> App<S> {
     /// One round of the background work: alerts due after their hold, newly silent agents,
-    /// delivery of the outbox.
+    /// late emergencies, retention and audit checkpoints on the node holding the rounds'
+    /// lease (one across the collector nodes of a database); on every node, session
+    /// cleanup and delivery of the outbox (each delivery claimed first).
     pub async fn tick(&self) -> Result<()> {
         let now = self.now();
-        let raised = self
+        let leading = self
             .store
-            .raise_due_alerts(
-                now,
-                self.settings.hold_ms,
-                self.settings.burst_ms,
-                crate::alerts::WORDS,
-            )
+            .take_lease(ROUNDS_LEASE.into(), self.node, ROUNDS_LEASE_MS)
             .await?;
-        let silent = self
-            .store
-            .raise_silent_alerts(now, self.settings.silent_after_ms, crate::alerts::WORDS)
-            .await?;
-        let emergency = self
-            .store
-            .raise_emergency_alerts(
-                now,
-                self.settings.emergency_approval_ms,
-                crate::alerts::WORDS,
-            )
-            .await?;
-        if raised + silent + emergency > 0 {
-            tracing::info!(untraced = raised, silent, emergency, "alerts raised");
+        if leading {
+            let raised = self
+                .store
+                .raise_due_alerts(
+                    now,
+                    self.settings.hold_ms,
+                    self.settings.burst_ms,
+                    crate::alerts::WORDS,
+                )
+                .await?;
+            let silent = self
+                .store
+                .raise_silent_alerts(now, self.settings.silent_after_ms, crate::alerts::WORDS)
+                .await?;
+            let emergency = self
+                .store
+                .raise_emergency_alerts(
+                    now,
+                    self.settings.emergency_approval_ms,
+                    crate::alerts::WORDS,
+                )
+                .await?;
+            if raised + silent + emergency > 0 {
+                tracing::info!(untraced = raised, silent, emergency, "alerts raised");
+            }
+            self.prune_if_due().await?;
+            self.checkpoint_audit_if_due().await?;
         }
-        self.prune_if_due().await?;
         self.prune_sessions().await?;
-        self.checkpoint_audit_if_due().await?;
         alerts::deliver_pending(&self.store, &self.sinks, Arc::clone(&self.clock)).await?;
         Ok(())
     }

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use driftwatch_common::limits;
@@ -159,6 +160,13 @@ pub struct App<S: Store> {
     /// decision holds it for writing while it rebuilds and re-evaluates, so no event is
     /// matched against a stale index and then missed by the re-evaluation.
     index: RwLock<Arc<WindowIndex>>,
+    /// The store's windows version `index` was built at (`Store::windows_version`):
+    /// written only under `index`'s write lock. Another node's window change moves the
+    /// store's; ingest then rebuilds before it stores anything (`app/windows.rs`).
+    index_version: AtomicI64,
+    /// This process among the collector nodes on one database: who holds the leases of
+    /// the background rounds (`app/health.rs`).
+    node: Uuid,
     /// The audit signing key (`crate::audit::ops`); `None` in tests of the operations alone.
     audit_anchor: Option<crate::audit::ops::Anchor>,
     /// `[retention]` and when its round last ran (`app/retention.rs`); `None`: keep all.
@@ -178,6 +186,8 @@ impl<S: Store> App<S> {
     ) -> Result<Self> {
         // Metrics recorded before the recorder exists are lost: install it first.
         crate::telemetry::prometheus();
+        // The version first: a change between the two reads only rebuilds once more.
+        let index_version = store.windows_version().await?;
         let index = build_index(&store).await?;
         let settings_limits = settings.limits.clone();
         let app = App {
@@ -186,6 +196,8 @@ impl<S: Store> App<S> {
             clock,
             sinks,
             index: RwLock::new(Arc::new(index)),
+            index_version: AtomicI64::new(index_version),
+            node: Uuid::now_v7(),
             audit_anchor: None,
             retention: None,
             dashboard: DashboardSettings::default(),

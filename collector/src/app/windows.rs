@@ -1,6 +1,7 @@
 //! Change windows: requests, decisions, the index ingest matches against.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use uuid::Uuid;
@@ -215,6 +216,41 @@ pub struct Decision {
     pub review: Option<ReviewOutcome>,
     /// Close-out: drift accepted, commands queued.
     pub close: Option<CloseOutcome>,
+}
+
+/// How long a node waits for another node's window change before it checks anyway.
+const WINDOWS_HINT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl<S: Store> App<S> {
+    /// Rebuilds the matcher index when the store's windows moved since it was built
+    /// (another node changed one, or this node did); whether it did. Ingest calls it when
+    /// the store refuses a batch matched with a stale index; a notification from another
+    /// node may call it earlier.
+    pub async fn follow_windows(&self) -> Result<bool> {
+        // Most wake-ups find nothing moved: checked before holding ingest back.
+        if self.store.windows_version().await? == self.index_version.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let mut index = self.index.write().await;
+        let version = self.store.windows_version().await?;
+        if version == self.index_version.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        // Read after the version: a change in between only makes the next check rebuild.
+        *index = Arc::new(build_index(&self.store).await?);
+        self.index_version.store(version, Ordering::SeqCst);
+        tracing::debug!(version, windows = index.len(), "window index rebuilt");
+        Ok(true)
+    }
+
+    /// Waits for a window change another node announces (or half a minute), then follows
+    /// it (`serve` runs this in a loop).
+    pub async fn follow_windows_hints(&self) {
+        self.store.windows_hint(WINDOWS_HINT_WAIT).await;
+        if let Err(err) = self.follow_windows().await {
+            tracing::warn!(error = %err, "cannot follow the stored windows; ingest will");
+        }
+    }
 }
 
 pub(super) async fn build_index<S: Store>(store: &S) -> Result<WindowIndex> {

@@ -962,4 +962,50 @@ pub trait Store: Clone + Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
+
+    // Several collector nodes on one database (issue 10). A store only one node writes
+    // (SQLite) answers as if no other node existed.
+    /// The version of the stored windows: it moves in the transaction of every window
+    /// change, so a matcher index built at another version is stale.
+    fn windows_version(&self) -> impl Future<Output = Result<i64>> + Send;
+    /// [`Store::ingest`] if the windows are still at `windows_version`, checked in the
+    /// batch's transaction (a window change waits for it, or it waits for the change);
+    /// otherwise nothing is written and the events come back to be matched again.
+    fn ingest_at(
+        &self,
+        host_id: Uuid,
+        events: Vec<Decided>,
+        received_at: Millis,
+        windows_version: i64,
+    ) -> impl Future<Output = Result<Ingested>> + Send;
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms` (on the database's
+    /// clock): true when `holder` holds it now (it was free, expired or already its own).
+    fn take_lease(
+        &self,
+        name: String,
+        holder: Uuid,
+        ttl_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Claims `sink`'s delivery of `alert_id` for `holder` until `until`: true when the
+    /// delivery is still owed and due at `now` and no other holder's claim is running.
+    /// Recording the attempt ([`Store::record_delivery`]) ends the claim.
+    fn claim_delivery(
+        &self,
+        alert_id: Uuid,
+        sink: String,
+        holder: Uuid,
+        now: Millis,
+        until: Millis,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Returns when another node may have changed a window (a hint: nothing depends on it
+    /// arriving, [`Store::ingest_at`] checks) or after `timeout`.
+    fn windows_hint(&self, timeout: std::time::Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// What [`Store::ingest_at`] did.
+#[derive(Debug)]
+pub enum Ingested {
+    Stored(IngestOutcome),
+    /// The windows moved since the index the events were matched with: nothing written.
+    StaleWindows(Vec<Decided>),
 }

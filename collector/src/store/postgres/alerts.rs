@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::Tx;
 use super::rows::from_json;
+use crate::alerts::outbox;
 use crate::clock::Millis;
 use crate::store::{
     Alert, DeadLetter, DeliveryAttempt, DeliveryState, Dropped, NewAlert, Result, SinkBacklog,
@@ -122,13 +123,12 @@ fn delivery_row(r: &Row) -> SinkDelivery {
         by: r.get::<_, Option<String>>(10).unwrap_or_default(),
         reason: r.get::<_, Option<String>>(11).unwrap_or_default(),
     });
-    let state = match (delivered_at, &dropped, &dead_letter, &last_error) {
-        (Some(_), ..) => DeliveryState::Delivered,
-        (None, Some(_), ..) => DeliveryState::Dropped,
-        (None, None, Some(_), _) => DeliveryState::DeadLetter,
-        (None, None, None, Some(_)) => DeliveryState::Failing,
-        (None, None, None, None) => DeliveryState::Pending,
-    };
+    let state = outbox::delivery_state(
+        delivered_at,
+        dropped.as_ref(),
+        dead_letter.as_ref(),
+        last_error.as_deref(),
+    );
     let waiting = state == DeliveryState::Failing;
     SinkDelivery {
         sink: r.get(0),
@@ -154,6 +154,9 @@ pub async fn due_for(tx: &Tx<'_>, sink: &str, now: Millis, limit: u32) -> Result
                  WHERE a.delivered_at IS NULL AND d.delivered_at IS NULL
                    AND d.dead_lettered_at IS NULL AND d.dropped_at IS NULL
                    AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= $2)
+                   AND NOT EXISTS (SELECT 1 FROM delivery_claims c
+                                   WHERE c.alert_id = a.id AND c.sink = $1
+                                     AND c.claimed_until > $2)
                  ORDER BY a.created_at, a.id LIMIT $3"
             ),
             &[&sink, &now, &i64::from(limit)],
@@ -223,6 +226,7 @@ pub async fn record_delivery(tx: &Tx<'_>, attempt: &DeliveryAttempt) -> Result<b
         ],
     )
     .await?;
+    super::cluster::end_claim(tx, attempt.alert_id, &attempt.sink).await?;
     tx.execute(
         "UPDATE alerts SET attempts = attempts + 1, last_error = coalesce($2, last_error)
          WHERE id = $1",
@@ -247,11 +251,7 @@ async fn complete_if_done(tx: &Tx<'_>, alert: Uuid, sinks: &[String], at: Millis
         )
         .await?
         .get(0);
-    let wanted = sinks
-        .iter()
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    if (done as usize) < wanted {
+    if !outbox::every_sink_done(done as usize, sinks) {
         return Ok(false);
     }
     let changed = tx
@@ -311,23 +311,8 @@ async fn dead_letter_of(tx: &Tx<'_>, alert_id: Uuid, sink: &str) -> Result<SinkD
     )
     .await?;
     let alert = get(tx, alert_id).await?;
-    let delivery = alert
-        .deliveries
-        .into_iter()
-        .find(|d| d.sink == sink)
-        .ok_or_else(|| {
-            StoreError::NotFound(format!("sink `{sink}` has not tried alert {alert_id}"))
-        })?;
-    if delivery.state != DeliveryState::DeadLetter {
-        let state = serde_json::to_value(delivery.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        return Err(StoreError::Conflict(format!(
-            "sink `{sink}`'s delivery of alert {alert_id} is {state}, not a dead letter"
-        )));
-    }
-    Ok(delivery)
+    let delivery = alert.deliveries.into_iter().find(|d| d.sink == sink);
+    outbox::require_dead_letter(alert_id, sink, delivery)
 }
 
 /// Makes `sink`'s dead letter of `alert_id` due again at `at`.

@@ -13,8 +13,16 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::store::{Result, StoreError};
 
-/// A pool for `settings`; no connection is opened yet.
-pub fn pool(settings: &PostgresSettings) -> Result<Pool> {
+/// How to open one connection outside the pool (the windows listener, `cluster.rs`).
+#[derive(Clone)]
+pub struct Connector {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// A pool for `settings` and a connector for connections of its own; no connection is
+/// opened yet.
+pub fn pool(settings: &PostgresSettings) -> Result<(Pool, Connector)> {
     driftwatch_config::collector::check_url(&settings.url)
         .map_err(|why| StoreError::other(format!("[store] url {why}")))?;
     let mut config = tokio_postgres::Config::from_str(&settings.url)
@@ -46,10 +54,17 @@ pub fn pool(settings: &PostgresSettings) -> Result<Pool> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = match &settings.tls {
+    let (manager, connector) = match &settings.tls {
         PostgresTls::Disable => {
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+            let connector = Connector {
+                config: config.clone(),
+                tls: None,
+            };
+            (
+                Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+                connector,
+            )
         }
         PostgresTls::Require => {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
@@ -57,11 +72,12 @@ pub fn pool(settings: &PostgresSettings) -> Result<Pool> {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate::new()))
                 .with_no_client_auth();
-            Manager::from_config(
-                config,
-                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                manager_config,
-            )
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let connector = Connector {
+                config: config.clone(),
+                tls: Some(tls.clone()),
+            };
+            (Manager::from_config(config, tls, manager_config), connector)
         }
         PostgresTls::VerifyFull { ca_file } => {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
@@ -69,17 +85,86 @@ pub fn pool(settings: &PostgresSettings) -> Result<Pool> {
             let tls = rustls::ClientConfig::builder()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-            Manager::from_config(
-                config,
-                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                manager_config,
-            )
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let connector = Connector {
+                config: config.clone(),
+                tls: Some(tls.clone()),
+            };
+            (Manager::from_config(config, tls, manager_config), connector)
         }
     };
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(settings.pool_size as usize)
         .build()
-        .map_err(StoreError::other)
+        .map_err(StoreError::other)?;
+    Ok((pool, connector))
+}
+
+impl Connector {
+    /// Listens on `channel` on a connection of its own, calling `heard` on each
+    /// notification and once after each (re)connection (what was missed while it was
+    /// down); reconnects after a second when the connection is lost. Runs until the task
+    /// is dropped with its runtime or `alive` says no more (checked at each message).
+    pub async fn listen(
+        self,
+        channel: &'static str,
+        heard: impl Fn() + Send + Sync + 'static,
+        alive: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        while alive() {
+            let ended = match &self.tls {
+                None => {
+                    listen_once(&self.config, tokio_postgres::NoTls, channel, &heard, &alive).await
+                }
+                Some(tls) => listen_once(&self.config, tls.clone(), channel, &heard, &alive).await,
+            };
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, channel, "listener connection lost; reconnecting");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn listen_once<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    channel: &'static str,
+    heard: &(impl Fn() + Send + Sync),
+    alive: &(impl Fn() -> bool + Send + Sync),
+) -> std::result::Result<(), tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await?;
+    // The connection runs only while polled: poll it until LISTEN is answered.
+    let statement = format!("LISTEN {channel}");
+    let listen = client.batch_execute(&statement);
+    tokio::pin!(listen);
+    loop {
+        tokio::select! {
+            answered = &mut listen => {
+                answered?;
+                break;
+            }
+            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                None => return Ok(()),
+                Some(Err(err)) => return Err(err),
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    heard();
+    while alive() {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => heard(),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err),
+            None => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 fn ca_roots(path: &std::path::Path) -> Result<rustls::RootCertStore> {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::Tx;
 use super::alerts::insert_alert;
 use super::rows::{from_json, json, seq, unseq};
+use crate::alerts::outbox;
 use crate::clock::Millis;
 use crate::spool_time::{self, SpoolMark};
 use crate::store::{AlertWords, HeartbeatRecord, NewAlert, Result, SilentHost, Stats, StoreError};
@@ -131,14 +132,14 @@ pub async fn raise_clock_alert(
         tx.execute("SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", &[&host_id])
             .await?;
     }
-    let recent = tx
-        .query_opt(
-            "SELECT 1 FROM alerts WHERE kind = $1 AND host_id IS NOT DISTINCT FROM $2
-               AND created_at > $3 LIMIT 1",
-            &[&alert.kind, &alert.host_id, &at.saturating_sub(burst_ms)],
+    let latest: Option<Millis> = tx
+        .query_one(
+            "SELECT max(created_at) FROM alerts WHERE kind = $1 AND host_id IS NOT DISTINCT FROM $2",
+            &[&alert.kind, &alert.host_id],
         )
-        .await?;
-    if recent.is_some() {
+        .await?
+        .get(0);
+    if !outbox::clock_alert_due(latest, at, burst_ms) {
         return Ok(false);
     }
     insert_alert(tx, alert, at).await?;

@@ -15,7 +15,7 @@ use super::alerts::insert_alert;
 use super::drift::history;
 use super::rows::{digest, from_json, json, named, seq, unseq};
 use crate::audit::decisions::{self, DecisionFacts};
-use crate::chain::{self, Authenticity, ChainKeys, ChainProblem, Head, Neighbours, Verdict};
+use crate::chain::{self, Admission, BatchChain, ChainKeys, ChainProblem, Head, Neighbours};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus, HoldChange, ResolutionCategory, Step};
 use crate::spool_time::{ClockClaim, SpoolTime};
@@ -40,13 +40,14 @@ pub async fn ingest(
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("no host {host_id}")))?;
     let hostname: String = host.get(0);
-    let mut keys = chain_keys(&host, 3)?;
-    let mut head = Head {
-        seq: unseq(host.get(1)),
-        hash: ContentHash(digest(host.get(2))?),
-    };
+    let mut chain = BatchChain::new(
+        Head {
+            seq: unseq(host.get(1)),
+            hash: ContentHash(digest(host.get(2))?),
+        },
+        chain_keys(&host, 3)?,
+    );
     let mut outcome = IngestOutcome::default();
-    let mut stored_seqs = Vec::new();
 
     for decided in events {
         let event = &decided.event;
@@ -66,34 +67,20 @@ pub async fn ingest(
             outcome.duplicates += 1;
             continue;
         }
-        let holder = if event.seq <= head.seq {
+        let holder = if chain.holder_needed(event.seq) {
             stored_hash(tx, host_id, event.seq).await?
         } else {
             None
         };
-        // A host with a chain key: every event proves it was spooled with the key of its
-        // number, or it is refused. Another event at a number already held is a conflict.
-        let authenticity = match (&mut keys, holder) {
-            (None, _) => Authenticity::Unauthenticated,
-            (Some(_), Some(_)) => {
-                outcome
-                    .chain_problems
-                    .push(ChainProblem::Conflict { seq: event.seq });
+        let authenticity = match chain.admit(event, &encoded, holder) {
+            Admission::Admitted(authenticity) => authenticity,
+            Admission::Refused(problem) => {
+                outcome.chain_problems.push(problem);
                 outcome.rejected += 1;
                 continue;
             }
-            (Some(keys), None) => keys.authenticate(event, &encoded),
         };
-        if let Authenticity::Forged(reason) = authenticity {
-            outcome.chain_problems.push(ChainProblem::Forged {
-                seq: event.seq,
-                event_id: event.id,
-                reason,
-            });
-            outcome.rejected += 1;
-            continue;
-        }
-        let around = if event.seq <= head.seq && holder.is_none() {
+        let around = if chain.neighbours_needed(event.seq, holder) {
             Neighbours {
                 holder,
                 predecessor: if event.seq == 1 {
@@ -109,26 +96,11 @@ pub async fn ingest(
                 ..Neighbours::default()
             }
         };
-        let verdict = chain::check(Some(head), event, hash, around);
-        if let Some(problem) = verdict.problem(event) {
+        let linked = chain.link(event, hash, authenticity, around);
+        if let Some(problem) = linked.problem {
             outcome.chain_problems.push(problem);
         }
-        if event.seq > head.seq {
-            head = Head {
-                seq: event.seq,
-                hash,
-            };
-        }
-        if let Some(keys) = &mut keys
-            && holder.is_none()
-        {
-            keys.stored_up_to(event.seq);
-            stored_seqs.push(event.seq);
-        }
-        let chain_word = match (&verdict, authenticity) {
-            (Verdict::Next, Authenticity::Unauthenticated) => "unauthenticated",
-            _ => verdict.name(),
-        };
+        let chain_word = linked.word;
 
         let drift_id = move_drift(tx, host_id, decided, received_at).await?;
         // The seal is over the decision's canonical text (`decisions::mac_of_stored`
@@ -186,7 +158,15 @@ pub async fn ingest(
         }
     }
 
-    match &mut keys {
+    let mut floor = chain.floor_candidate();
+    if let Some(floor) = &mut floor {
+        // Events stored before this batch may follow a hole just filled.
+        while *floor <= chain.head().seq && stored_hash(tx, host_id, *floor).await?.is_some() {
+            *floor += 1;
+        }
+    }
+    let (head, keys) = chain.finish(floor);
+    match &keys {
         None => {
             tx.execute(
                 "UPDATE hosts SET chain_seq = $2, chain_hash = $3 WHERE id = $1",
@@ -195,17 +175,6 @@ pub async fn ingest(
             .await?;
         }
         Some(keys) => {
-            let mut floor = keys.floor_seq;
-            for stored in &stored_seqs {
-                if *stored == floor {
-                    floor += 1;
-                }
-            }
-            // Events stored before this batch may follow a hole just filled.
-            while floor <= head.seq && stored_hash(tx, host_id, floor).await?.is_some() {
-                floor += 1;
-            }
-            keys.raise_floor(floor);
             tx.execute(
                 "UPDATE hosts SET chain_seq = $2, chain_hash = $3,
                         chain_key_floor_seq = $4, chain_key_floor = $5,

@@ -292,6 +292,30 @@ CREATE INDEX hosts_listing ON hosts(hostname, id);
 CREATE INDEX windows_listing ON windows(start_at, id);
 CREATE INDEX windows_status_listing ON windows(status, start_at, id);
 "#,
+    // 4 (issue 10): several collector nodes on one database (`cluster.rs`): the windows'
+    // version each node's matcher index is checked against, the leases of the background
+    // rounds, and the claims of alert deliveries.
+    r#"
+CREATE TABLE windows_version (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version bigint NOT NULL
+);
+INSERT INTO windows_version (version) VALUES (1);
+
+CREATE TABLE leases (
+    name text PRIMARY KEY,
+    holder uuid NOT NULL,
+    expires_at bigint NOT NULL
+);
+
+CREATE TABLE delivery_claims (
+    alert_id uuid NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+    sink text NOT NULL,
+    holder uuid NOT NULL,
+    claimed_until bigint NOT NULL,
+    PRIMARY KEY (alert_id, sink)
+);
+"#,
 ];
 
 #[cfg(test)]

@@ -12,6 +12,9 @@
 mod alerts;
 mod anchor;
 mod audit;
+mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod connect;
 mod drift;
 mod hosts;
@@ -51,6 +54,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// Signs audit entries and seals event decisions once set (`set_audit_key`).
     key: Arc<RwLock<Option<Arc<AuditKey>>>>,
+    /// Other nodes' window changes, heard on a connection of its own (`cluster.rs`).
+    windows_heard: Arc<cluster::Heard>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -101,9 +106,11 @@ impl PostgresStore {
     /// The store of `settings` with its files read (password, CA) and its pool built, no
     /// connection opened: what fails here is the configuration's fault.
     pub fn configure(settings: &PostgresSettings) -> Result<PostgresStore> {
+        let (pool, connector) = connect::pool(settings)?;
         Ok(PostgresStore {
-            pool: connect::pool(settings)?,
+            pool,
             key: Arc::new(RwLock::new(None)),
+            windows_heard: Arc::new(cluster::Heard::new(connector)),
         })
     }
 
@@ -816,6 +823,58 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send {
         in_tx!(self, |_, tx| { audit::page(&tx, after, limit).await? })
+    }
+
+    // Several nodes on one database: `cluster.rs`.
+    fn windows_version(&self) -> impl Future<Output = Result<i64>> + Send {
+        in_tx!(self, |_, tx| { cluster::windows_version(&tx).await? })
+    }
+
+    fn ingest_at(
+        &self,
+        host_id: Uuid,
+        events: Vec<Decided>,
+        received_at: Millis,
+        windows_version: i64,
+    ) -> impl Future<Output = Result<Ingested>> + Send {
+        in_tx!(self, |s, tx| {
+            if cluster::windows_moved(&tx, windows_version).await? {
+                Ingested::StaleWindows(events)
+            } else {
+                let decision_key = s.key().map(|key| key.decision_key());
+                Ingested::Stored(
+                    ingest::ingest(&tx, decision_key, host_id, &events, received_at).await?,
+                )
+            }
+        })
+    }
+
+    fn take_lease(
+        &self,
+        name: String,
+        holder: Uuid,
+        ttl_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        in_tx!(self, |_, tx| {
+            cluster::take_lease(&tx, &name, holder, ttl_ms).await?
+        })
+    }
+
+    fn claim_delivery(
+        &self,
+        alert_id: Uuid,
+        sink: String,
+        holder: Uuid,
+        now: Millis,
+        until: Millis,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        in_tx!(self, |_, tx| {
+            cluster::claim_delivery(&tx, alert_id, &sink, holder, now, until).await?
+        })
+    }
+
+    fn windows_hint(&self, timeout: std::time::Duration) -> impl Future<Output = ()> + Send {
+        self.windows_heard.wait(&self.pool, timeout)
     }
 }
 

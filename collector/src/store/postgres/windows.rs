@@ -56,6 +56,7 @@ pub async fn insert(
     w: &Window,
     audit: &NewAudit,
 ) -> Result<()> {
+    super::cluster::window_changes(tx).await?;
     tx.execute(
         &format!(
             "INSERT INTO windows ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
@@ -144,6 +145,7 @@ pub async fn update(
     from: WindowStatus,
     audit: &NewAudit,
 ) -> Result<()> {
+    super::cluster::window_changes(tx).await?;
     let changed = tx
         .execute(
             "UPDATE windows SET status = $2, decided_by = $3, decided_at = $4,
@@ -180,7 +182,8 @@ pub async fn close(
 ) -> Result<CloseOutcome> {
     let at = w.ended_at.unwrap_or(w.decided_at.unwrap_or(0));
     let by = w.ended_by.clone().unwrap_or_default();
-    // It writes history: that lock before any other (`drift::HISTORY_LOCK`).
+    // The windows' lock, then history's (`cluster::WINDOWS_LOCK`, `drift::HISTORY_LOCK`).
+    super::cluster::window_changes(tx).await?;
     super::drift::lock_history(tx).await?;
     // The window first: a second close on another node waits here, then finds it closed.
     tx.execute("SELECT 1 FROM windows WHERE id = $1 FOR UPDATE", &[&w.id])

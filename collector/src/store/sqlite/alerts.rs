@@ -7,6 +7,7 @@ use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use super::rows::{Id, Json, id, opt_id};
+use crate::alerts::outbox;
 use crate::clock::Millis;
 use crate::store::{
     Alert, DeadLetter, DeliveryAttempt, DeliveryState, Dropped, NewAlert, Result, SinkBacklog,
@@ -132,13 +133,12 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<SinkDelivery> {
         }),
         None => None,
     };
-    let state = match (delivered_at, &dropped, &dead_letter, &last_error) {
-        (Some(_), ..) => DeliveryState::Delivered,
-        (None, Some(_), ..) => DeliveryState::Dropped,
-        (None, None, Some(_), _) => DeliveryState::DeadLetter,
-        (None, None, None, Some(_)) => DeliveryState::Failing,
-        (None, None, None, None) => DeliveryState::Pending,
-    };
+    let state = outbox::delivery_state(
+        delivered_at,
+        dropped.as_ref(),
+        dead_letter.as_ref(),
+        last_error.as_deref(),
+    );
     let waiting = state == DeliveryState::Failing;
     Ok(SinkDelivery {
         sink: r.get(0)?,
@@ -239,11 +239,16 @@ fn complete_if_done(conn: &Connection, alert: &str, sinks: &[String], at: Millis
          WHERE alert_id = ?1 AND sink = ?2
            AND (delivered_at IS NOT NULL OR dropped_at IS NOT NULL)",
     )?;
-    for sink in sinks {
+    let distinct: std::collections::BTreeSet<&String> = sinks.iter().collect();
+    let mut finished = 0;
+    for sink in distinct {
         let n: i64 = done.query_row(params![alert, sink], |r| r.get(0))?;
-        if n == 0 {
-            return Ok(false);
+        if n > 0 {
+            finished += 1;
         }
+    }
+    if !outbox::every_sink_done(finished, sinks) {
+        return Ok(false);
     }
     let changed = conn.execute(
         "UPDATE alerts SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL",
@@ -294,23 +299,8 @@ pub fn backlog(conn: &Connection, sinks: &[String]) -> Result<Vec<SinkBacklog>> 
 /// The state of `sink`'s delivery of `alert_id`, refusing anything but a dead letter.
 fn dead_letter_of(conn: &Connection, alert_id: Uuid, sink: &str) -> Result<SinkDelivery> {
     let alert = get(conn, alert_id)?;
-    let delivery = alert
-        .deliveries
-        .into_iter()
-        .find(|d| d.sink == sink)
-        .ok_or_else(|| {
-            StoreError::NotFound(format!("sink `{sink}` has not tried alert {alert_id}"))
-        })?;
-    if delivery.state != DeliveryState::DeadLetter {
-        let state = serde_json::to_value(delivery.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        return Err(StoreError::Conflict(format!(
-            "sink `{sink}`'s delivery of alert {alert_id} is {state}, not a dead letter"
-        )));
-    }
-    Ok(delivery)
+    let delivery = alert.deliveries.into_iter().find(|d| d.sink == sink);
+    outbox::require_dead_letter(alert_id, sink, delivery)
 }
 
 /// Makes `sink`'s dead letter of `alert_id` due again at `at`.

@@ -2,11 +2,12 @@
 //! and clock alerts, and the fleet's counts.
 
 use driftwatch_common::api::v1::{AgentCommand, CommandOutcome};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::alerts::insert_alert;
 use super::rows::{Id, Json, id, json, opt_id, seq};
+use crate::alerts::outbox;
 use crate::clock::Millis;
 use crate::spool_time::{self, SpoolMark};
 use crate::store::{AlertWords, HeartbeatRecord, NewAlert, Result, SilentHost, Stats, StoreError};
@@ -117,18 +118,12 @@ pub fn raise_clock_alert(
     at: Millis,
     burst_ms: i64,
 ) -> Result<bool> {
-    let recent: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM alerts WHERE kind = ?1 AND host_id IS ?2 AND created_at > ?3 LIMIT 1",
-            params![
-                alert.kind,
-                opt_id(alert.host_id),
-                at.saturating_sub(burst_ms)
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if recent.is_some() {
+    let latest: Option<Millis> = conn.query_row(
+        "SELECT max(created_at) FROM alerts WHERE kind = ?1 AND host_id IS ?2",
+        params![alert.kind, opt_id(alert.host_id)],
+        |r| r.get(0),
+    )?;
+    if !outbox::clock_alert_due(latest, at, burst_ms) {
         return Ok(false);
     }
     insert_alert(conn, alert, at)?;

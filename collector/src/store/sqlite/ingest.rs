@@ -13,7 +13,7 @@ use super::alerts::insert_alert;
 use super::drift::history;
 use super::rows::{Digest, Id, Json, Named, id, json, opt_id, seq};
 use crate::audit::decisions::{self, DecisionFacts};
-use crate::chain::{self, Authenticity, ChainKeys, ChainProblem, Head, Neighbours, Verdict};
+use crate::chain::{self, Admission, BatchChain, ChainKeys, ChainProblem, Head, Neighbours};
 use crate::clock::Millis;
 use crate::drift::{self, DriftStatus, HoldChange, ResolutionCategory, Step};
 use crate::spool_time::{ClockClaim, SpoolTime};
@@ -42,13 +42,14 @@ pub fn ingest(
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no host {host_id}")))?;
-    let mut keys = stored_keys;
-    let mut head = Head {
-        seq: chain_seq as u64,
-        hash: ContentHash(chain_hash.0),
-    };
+    let mut chain = BatchChain::new(
+        Head {
+            seq: chain_seq as u64,
+            hash: ContentHash(chain_hash.0),
+        },
+        stored_keys,
+    );
     let mut outcome = IngestOutcome::default();
-    let mut stored_seqs = Vec::new();
     let decision_key = super::audit::decision_key();
 
     for decided in events {
@@ -73,35 +74,20 @@ pub fn ingest(
             outcome.duplicates += 1;
             continue;
         }
-        let holder = if event.seq <= head.seq {
+        let holder = if chain.holder_needed(event.seq) {
             stored_link(conn, host_id, event.seq, "chain_hash")?
         } else {
             None
         };
-        // A host with a chain key: every event proves it was spooled with the key of its
-        // number, or it is refused. Another event at a number already held (the stored one
-        // was verified) is a conflict, refused too: it must not move drift (a "restored").
-        let authenticity = match (&mut keys, holder) {
-            (None, _) => Authenticity::Unauthenticated,
-            (Some(_), Some(_)) => {
-                outcome
-                    .chain_problems
-                    .push(ChainProblem::Conflict { seq: event.seq });
+        let authenticity = match chain.admit(event, &encoded, holder) {
+            Admission::Admitted(authenticity) => authenticity,
+            Admission::Refused(problem) => {
+                outcome.chain_problems.push(problem);
                 outcome.rejected += 1;
                 continue;
             }
-            (Some(keys), None) => keys.authenticate(event, &encoded),
         };
-        if let Authenticity::Forged(reason) = authenticity {
-            outcome.chain_problems.push(ChainProblem::Forged {
-                seq: event.seq,
-                event_id: event.id,
-                reason,
-            });
-            outcome.rejected += 1;
-            continue;
-        }
-        let around = if event.seq <= head.seq && holder.is_none() {
+        let around = if chain.neighbours_needed(event.seq, holder) {
             Neighbours {
                 holder,
                 predecessor: if event.seq == 1 {
@@ -117,27 +103,11 @@ pub fn ingest(
                 ..Neighbours::default()
             }
         };
-        let verdict = chain::check(Some(head), event, hash, around);
-        if let Some(problem) = verdict.problem(event) {
+        let linked = chain.link(event, hash, authenticity, around);
+        if let Some(problem) = linked.problem {
             outcome.chain_problems.push(problem);
         }
-        if event.seq > head.seq {
-            head = Head {
-                seq: event.seq,
-                hash,
-            };
-        }
-        if let Some(keys) = &mut keys
-            && holder.is_none()
-        {
-            keys.stored_up_to(event.seq);
-            stored_seqs.push(event.seq);
-        }
-        // What the evidence shows: the chain's verdict, and whether it was authenticated.
-        let chain_word = match (&verdict, authenticity) {
-            (Verdict::Next, Authenticity::Unauthenticated) => "unauthenticated",
-            _ => verdict.name(),
-        };
+        let chain_word = linked.word;
 
         let drift_id = move_drift(conn, host_id, decided, received_at)?;
         // The decision as stored, and its seal over exactly that text.
@@ -191,7 +161,17 @@ pub fn ingest(
         }
     }
 
-    match &mut keys {
+    let mut floor = chain.floor_candidate();
+    if let Some(floor) = &mut floor {
+        // Events stored before this batch may follow a hole just filled.
+        while *floor <= chain.head().seq
+            && stored_link(conn, host_id, *floor, "chain_hash")?.is_some()
+        {
+            *floor += 1;
+        }
+    }
+    let (head, keys) = chain.finish(floor);
+    match &keys {
         None => {
             conn.execute(
                 "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1",
@@ -199,17 +179,6 @@ pub fn ingest(
             )?;
         }
         Some(keys) => {
-            let mut floor = keys.floor_seq;
-            for stored in &stored_seqs {
-                if *stored == floor {
-                    floor += 1;
-                }
-            }
-            // Events stored before this batch may follow a hole just filled.
-            while floor <= head.seq && stored_link(conn, host_id, floor, "chain_hash")?.is_some() {
-                floor += 1;
-            }
-            keys.raise_floor(floor);
             // One statement per batch, as before keys: the head and the keys together.
             conn.execute(
                 "UPDATE hosts SET chain_seq = ?2, chain_hash = ?3,

@@ -775,4 +775,45 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send {
         self.call(move |conn| audit::page(conn, after, limit))
     }
+
+    // One node writes a SQLite database: its index write lock orders window changes and
+    // matching, so there is no other node to follow, no lease to share, no claim to race.
+    fn windows_version(&self) -> impl Future<Output = Result<i64>> + Send {
+        std::future::ready(Ok(0))
+    }
+
+    fn ingest_at(
+        &self,
+        host_id: Uuid,
+        events: Vec<Decided>,
+        received_at: Millis,
+        _windows_version: i64,
+    ) -> impl Future<Output = Result<Ingested>> + Send {
+        let stored = self.ingest(host_id, events, received_at);
+        async move { stored.await.map(Ingested::Stored) }
+    }
+
+    fn take_lease(
+        &self,
+        _name: String,
+        _holder: Uuid,
+        _ttl_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        std::future::ready(Ok(true))
+    }
+
+    fn claim_delivery(
+        &self,
+        _alert_id: Uuid,
+        _sink: String,
+        _holder: Uuid,
+        _now: Millis,
+        _until: Millis,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        std::future::ready(Ok(true))
+    }
+
+    fn windows_hint(&self, timeout: std::time::Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(timeout)
+    }
 }
