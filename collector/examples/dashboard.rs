@@ -573,7 +573,7 @@ async fn run(bin: &str, sizes: Sizes) -> anyhow::Result<()> {
         }
     };
     let middle = hosts / 2;
-    let details = vec![
+    let details = [
         ids(middle, "package:openssl").await?,
         ids(middle + 1, "sshd_config").await?,
         ids(3, "vendor/m500.py").await?,
@@ -592,7 +592,7 @@ async fn run(bin: &str, sizes: Sizes) -> anyhow::Result<()> {
     let inbox_target = Some(Duration::from_millis(200));
     let detail_target = Some(Duration::from_millis(50));
     let host_filter = format!("host-{middle}");
-    let screens: Vec<(String, Vec<String>, Auth, Option<Duration>)> = vec![
+    let screens: [(String, Vec<String>, Auth, Option<Duration>); 7] = [
         (
             "/ui/inbox".into(),
             vec!["/ui/inbox".into()],
@@ -845,7 +845,7 @@ async fn head(api: &Api, token: &str) -> anyhow::Result<i64> {
 /// turn from where the previous phase stopped, 4 senders; the latency of each batch.
 async fn ingest(
     api: &Api,
-    agents: &mut Vec<(String, Chain)>,
+    agents: &mut [(String, Chain)],
     next_host: &mut usize,
     count: usize,
 ) -> anyhow::Result<Vec<Duration>> {

@@ -613,7 +613,7 @@ mod tests {
     }
 
     /// The events of a keyed host, sealed with the key of their number.
-    fn sealed(first: &ChainKey, seq: u64, prev: ContentHash) -> DriftEvent {
+    fn keyed(first: &ChainKey, seq: u64, prev: ContentHash) -> DriftEvent {
         let mut e = event(seq, prev);
         let _ = e.seal(&first.forward(seq - 1));
         e
@@ -627,7 +627,7 @@ mod tests {
             hash: DriftEvent::GENESIS,
         };
         let mut chain = BatchChain::new(genesis, Some(ChainKeys::enrolled(first.clone())));
-        let one = sealed(&first, 1, DriftEvent::GENESIS);
+        let one = keyed(&first, 1, DriftEvent::GENESIS);
         assert!(!chain.holder_needed(1));
         let admitted = chain.admit(&one, &one.encode(), None);
         assert_eq!(admitted, Admission::Admitted(Authenticity::Authentic));
@@ -661,7 +661,7 @@ mod tests {
             })
         ));
         // Another event at a number already held: a conflict, refused.
-        let rival = sealed(&first, 1, DriftEvent::GENESIS);
+        let rival = keyed(&first, 1, DriftEvent::GENESIS);
         assert!(chain.holder_needed(1));
         assert_eq!(
             chain.admit(&rival, &rival.encode(), Some(one.chain_hash())),
@@ -669,7 +669,7 @@ mod tests {
         );
 
         // A gap: judged, stored, alerted; the keys move past it.
-        let four = sealed(&first, 4, ContentHash([9; 32]));
+        let four = keyed(&first, 4, ContentHash([9; 32]));
         assert_eq!(
             chain.admit(&four, &four.encode(), None),
             Admission::Admitted(Authenticity::Authentic)
