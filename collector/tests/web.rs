@@ -1094,3 +1094,71 @@ async fn the_inbox_subscribes_to_the_live_stream_with_its_session() {
     let script = call(&server, Method::GET, &js, None, None, &[]).await;
     assert!(script.body.contains("EventSource"));
 }
+
+#[tokio::test]
+async fn a_token_the_requester_issued_sees_no_approve_button_and_its_forged_approval_is_403() {
+    let server = Server::start().await;
+    // root (admin) issues mallory's change-manager token, then requests a window himself:
+    // mallory's token is root's, so it may not approve root's request (App::decide).
+    let (status, issued) = server
+        .post(
+            "/api/v1/tokens",
+            &server.admin,
+            serde_json::json!({"name": "mallory", "role": "change-manager"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{issued}");
+    let mallory = issued["token"].as_str().unwrap().to_owned();
+    let dave = server.token(Role::ChangeManager, "dave").await;
+    let at = driftwatch_collector::clock::rfc3339;
+    let (status, window) = server
+        .post(
+            "/api/v1/windows",
+            &server.admin,
+            serde_json::json!({
+                "ticket": "CHG-9", "title": "patch", "hosts": {"names": ["web-1"]},
+                "subjects": ["package:nginx*"], "start": at(NOW + 60 * MINUTE),
+                "end": at(NOW + 120 * MINUTE), "time_zone": "UTC",
+            }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{window}");
+    let path = format!("/ui/windows/{}", window["id"].as_str().unwrap());
+
+    let mallorys = sign_in(&server, &mallory).await;
+    let seen = page(&server, &path, &mallorys).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    assert!(!seen.body.contains("value=\"approve\""), "{}", seen.body);
+    assert!(!seen.body.contains("value=\"reject\""), "{}", seen.body);
+    assert!(
+        seen.body.contains("You cannot approve this window")
+            && seen.body.contains("token was issued by root"),
+        "{}",
+        seen.body
+    );
+    // She may still cancel it (no lineage rule there), as App allows.
+    assert!(seen.body.contains("value=\"cancel\""), "{}", seen.body);
+    let forged = call(
+        &server,
+        Method::POST,
+        &format!("{path}/decide"),
+        Some(&mallorys),
+        Some(&format!("csrf={}&action=approve", seen.csrf())),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    let (_, still) = server
+        .get(
+            &format!("/api/v1/windows/{}", window["id"].as_str().unwrap()),
+            &dave,
+        )
+        .await;
+    assert_eq!(still["status"], "requested", "{still}");
+
+    // A change manager whose token root did not issue sees the button.
+    let daves = sign_in(&server, &dave).await;
+    let theirs = page(&server, &path, &daves).await;
+    assert!(theirs.body.contains("value=\"approve\""), "{}", theirs.body);
+    assert!(!theirs.body.contains("You cannot approve"));
+}

@@ -4,10 +4,9 @@
 //! reject, cancel and close; the close-out shows the drift it will accept and what it
 //! will not; the evidence bundle.
 //!
-//! Buttons follow `windows::lifecycle::check`: a requester sees why they cannot approve
-//! their own window instead of a button. The check here does not know who issued the
-//! viewer's token (`App::decide` does): a token the requester issued still shows the
-//! button, and `App` refuses it (403).
+//! Buttons follow `App::may_decide`, the rule `App::decide` applies (role, status,
+//! segregation of duties through the viewer's token lineage): a requester, or a token the
+//! requester issued, sees why it cannot approve instead of a button.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -21,12 +20,12 @@ use super::form::Fields;
 use super::layout::{self, Layout};
 use super::session::{Viewer, app_error, csrf_refused};
 use crate::api::AppState;
-use crate::app::Limit;
+use crate::app::{Error as AppError, Limit};
 use crate::clock::Millis;
 use crate::drift::DriftStatus;
 use crate::reports::ops::BundleParams;
 use crate::store::{DriftFilter, Store};
-use crate::windows::lifecycle::{self, Action, Refusal, WINDOW_ROLES};
+use crate::windows::lifecycle::{self, Action, WINDOW_ROLES};
 use crate::windows::validate::WindowRequest;
 use crate::windows::{HostScope, Window, WindowKind, WindowStatus};
 
@@ -448,18 +447,20 @@ pub async fn show<S: Store>(
         (Action::Close, "Close out"),
         (Action::Cancel, "Cancel"),
     ] {
-        match lifecycle::check(&window, action, me, &[]) {
-            Ok(()) => actions.push(ActionView {
+        // The rule `App::decide` applies, token lineage included: no button App refuses.
+        match app.may_decide(me, &window, action).await {
+            Ok(_) => actions.push(ActionView {
                 action: action.name(),
                 label,
                 needs_comment: action == Action::Reject,
             }),
-            Err(Refusal::Forbidden(why))
+            Err(AppError::Forbidden(why))
                 if action == Action::Approve && lifecycle::DECISION_ROLES.contains(&me.role) =>
             {
                 cannot_approve = Some(why);
             }
-            Err(_) => {}
+            Err(AppError::Forbidden(_) | AppError::Conflict(_)) => {}
+            Err(err) => return app_error(err),
         }
     }
     // The close-out: what it accepts (authorized under it) and what it does not (flagged
