@@ -1062,7 +1062,7 @@ async fn the_inbox_subscribes_to_the_live_stream_with_its_session() {
     let eve = server.token(Role::Security, "eve").await;
     let session = sign_in(&server, &eve).await;
     let inbox = page(&server, "/ui/inbox", &session).await;
-    assert!(inbox.body.contains("data-stream=\"/ui/inbox/stream\""));
+    assert!(inbox.body.contains("data-stream=\"/ui/inbox/stream?after=0\""));
     let open = |cookie: Option<String>| {
         let router = driftwatch_collector::api::router(server.app.clone());
         let mut request = Request::builder()
@@ -1161,4 +1161,62 @@ async fn a_token_the_requester_issued_sees_no_approve_button_and_its_forged_appr
     let theirs = page(&server, &path, &daves).await;
     assert!(theirs.body.contains("value=\"approve\""), "{}", theirs.body);
     assert!(!theirs.body.contains("You cannot approve"));
+}
+
+fn stream_url(body: &str) -> String {
+    let marker = "data-stream=\"";
+    let start = body.find(marker).expect("a live banner") + marker.len();
+    let rest = &body[start..];
+    rest[..rest.find('"').unwrap()].replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn the_banner_counts_drift_changed_between_rendering_and_connecting() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/old.conf", "1", NOW)])
+        .await;
+    let session = sign_in(&server, &eve).await;
+    let inbox = page(&server, "/ui/inbox", &session).await;
+    assert!(inbox.body.contains("old.conf"), "{}", inbox.body);
+    let url = stream_url(&inbox.body);
+    assert!(url.starts_with("/ui/inbox/stream?after="), "{url}");
+    let cursor: i64 = url.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(cursor > 0, "the render-time cursor is after old.conf: {url}");
+
+    // A change lands after the page was rendered, before the browser connects.
+    server
+        .report(&web, &[web.event("file:/etc/new.conf", "2", NOW + MINUTE)])
+        .await;
+    let router = driftwatch_collector::api::router(server.app.clone());
+    let request = Request::builder()
+        .uri(&url)
+        .header(header::HOST, "collector.test:8443")
+        .header(header::COOKIE, &session)
+        .body(AxumBody::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    let deadline = std::time::Duration::from_secs(10);
+    let found = tokio::time::timeout(deadline, async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("new.conf") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "the change was counted: {seen}");
+    assert!(seen.contains("event: drift"), "{seen}");
+    assert!(!seen.contains("old.conf"), "only what changed after the render: {seen}");
+    assert!(seen.contains("\"kind\":\"opened\""), "{seen}");
+
 }

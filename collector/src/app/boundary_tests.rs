@@ -61,6 +61,7 @@ enum Op {
     Metrics,
     LatestEvents,
     DriftStream,
+    DriftStreamHead,
 }
 
 /// Who may do what; every other role is refused.
@@ -109,6 +110,7 @@ fn table() -> Vec<(Op, Vec<Role>)> {
         (Op::Metrics, Role::METRICS_READERS.to_vec()),
         (Op::LatestEvents, Role::PEOPLE.to_vec()),
         (Op::DriftStream, Role::PEOPLE.to_vec()),
+        (Op::DriftStreamHead, Role::PEOPLE.to_vec()),
     ]
 }
 
@@ -236,6 +238,7 @@ async fn attempt(app: &Arc<App<SqliteStore>>, op: Op, who: &Principal) -> Result
         Op::Metrics => app.metrics_exposition(Some(who)).await.map(drop),
         Op::LatestEvents => app.latest_events(who, &[]).await.map(drop),
         Op::DriftStream => app.drift_stream(who, None).await.map(drop),
+        Op::DriftStreamHead => app.drift_stream_head(who).await.map(drop),
     }
 }
 
