@@ -1219,4 +1219,22 @@ async fn the_banner_counts_drift_changed_between_rendering_and_connecting() {
     assert!(!seen.contains("old.conf"), "only what changed after the render: {seen}");
     assert!(seen.contains("\"kind\":\"opened\""), "{seen}");
 
+    // The open item changes again: the stream says so (`changed`), not only status changes.
+    server
+        .report(&web, &[web.event("file:/etc/new.conf", "3", NOW + 2 * MINUTE)])
+        .await;
+    let again = tokio::time::timeout(deadline, async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\"kind\":\"changed\"") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(again, "a further change of an open item is streamed: {seen}");
+    assert_eq!(open_drift(&server, &eve).await.len(), 2, "still one item per subject");
 }
