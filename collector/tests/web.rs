@@ -1163,6 +1163,7 @@ async fn a_token_the_requester_issued_sees_no_approve_button_and_its_forged_appr
     assert!(!theirs.body.contains("You cannot approve"));
 }
 
+/// The banner's stream URL in a rendered inbox.
 fn stream_url(body: &str) -> String {
     let marker = "data-stream=\"";
     let start = body.find(marker).expect("a live banner") + marker.len();
@@ -1237,4 +1238,104 @@ async fn the_banner_counts_drift_changed_between_rendering_and_connecting() {
     .unwrap_or(false);
     assert!(again, "a further change of an open item is streamed: {seen}");
     assert_eq!(open_drift(&server, &eve).await.len(), 2, "still one item per subject");
+}
+
+#[tokio::test]
+async fn the_request_form_sends_a_schedule_and_expected_states_and_shows_every_problem() {
+    let server = Server::start().await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let carols = sign_in(&server, &carol).await;
+    let form = page(&server, "/ui/windows/new", &carols).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    for field in [
+        "name=\"weekday\" value=\"sun\"",
+        "name=\"schedule_start\"",
+        "name=\"schedule_minutes\"",
+        "name=\"expected\"",
+    ] {
+        assert!(form.body.contains(field), "{field} on the form");
+    }
+    let at = |ms| form_encode(&driftwatch_collector::clock::rfc3339(ms));
+    let fields = |kind: &str, minutes: &str, expected: &str| {
+        format!(
+            "csrf={}&ticket=STD-4&title=weekly+patch&kind={kind}&hosts=web-1&subjects={}\
+             &start={}&end={}&time_zone=UTC&implementers=&weekday=sun&weekday=wed\
+             &schedule_start=02%3A00&schedule_minutes={minutes}&expected={}",
+            form.csrf(),
+            form_encode("package:nginx*"),
+            at(NOW + MINUTE),
+            at(NOW + 60 * 24 * 60 * MINUTE),
+            form_encode(expected)
+        )
+    };
+
+    // Refused by the API's own validation: shown on the form, with what was typed kept.
+    let refused = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&fields("normal", "2000", "package:nginx version 1.2.3")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body.contains("The window was not requested"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("set kind = &#34;standard&#34;")
+            || refused.body.contains("set kind = &quot;standard&quot;"),
+        "the kind problem: {}",
+        refused.body
+    );
+    assert!(refused.body.contains("duration"), "{}", refused.body);
+    assert!(refused.body.contains("value=\"sun\" checked"));
+    assert!(refused.body.contains(">package:nginx version 1.2.3</textarea>"));
+    // A malformed expected-state line is refused before the API sees it, named by line.
+    let malformed = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&fields("standard", "90", "package:nginx\nfile:/etc/a hash xyz")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert!(
+        malformed.body.contains("expected state, line 1")
+            && malformed.body.contains("expected state, line 2"),
+        "{}",
+        malformed.body
+    );
+    let (_, windows) = server.get("/api/v1/windows", &carol).await;
+    assert!(windows.as_array().unwrap().is_empty(), "{windows}");
+
+    // A recurring standard window with its expected end state.
+    let created = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&fields("standard", "90", "package:nginx version 1.2.3")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let id = created.location().rsplit('/').next().unwrap().to_owned();
+    let (_, window) = server.get(&format!("/api/v1/windows/{id}"), &carol).await;
+    assert_eq!(window["kind"], "standard", "{window}");
+    assert_eq!(
+        window["schedule"],
+        serde_json::json!({"weekdays": ["sun", "wed"], "start": "02:00", "duration_minutes": 90}),
+        "{window}"
+    );
+    assert_eq!(window["expected"][0]["subject"], "package:nginx", "{window}");
+    assert_eq!(window["expected"][0]["version"], "1.2.3", "{window}");
+    let shown = page(&server, created.location(), &carols).await;
+    assert!(shown.body.contains("recurring sun,wed 02:00 for 90 min"), "{}", shown.body);
+    assert!(shown.body.contains("version 1.2.3"));
 }
