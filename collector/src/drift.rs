@@ -321,7 +321,10 @@ mod tests {
     #[test]
     fn a_further_change_is_history_only_while_the_item_needs_review() {
         use super::{DriftStatus as S, records_history};
-        assert!(records_history(S::Open, S::Open), "changed again, still open");
+        assert!(
+            records_history(S::Open, S::Open),
+            "changed again, still open"
+        );
         assert!(records_history(S::Authorized, S::Open), "reopened");
         assert!(records_history(S::Open, S::Authorized));
         assert!(!records_history(S::Authorized, S::Authorized));

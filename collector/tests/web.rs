@@ -1062,7 +1062,11 @@ async fn the_inbox_subscribes_to_the_live_stream_with_its_session() {
     let eve = server.token(Role::Security, "eve").await;
     let session = sign_in(&server, &eve).await;
     let inbox = page(&server, "/ui/inbox", &session).await;
-    assert!(inbox.body.contains("data-stream=\"/ui/inbox/stream?after=0\""));
+    assert!(
+        inbox
+            .body
+            .contains("data-stream=\"/ui/inbox/stream?after=0\"")
+    );
     let open = |cookie: Option<String>| {
         let router = driftwatch_collector::api::router(server.app.clone());
         let mut request = Request::builder()
@@ -1185,7 +1189,10 @@ async fn the_banner_counts_drift_changed_between_rendering_and_connecting() {
     let url = stream_url(&inbox.body);
     assert!(url.starts_with("/ui/inbox/stream?after="), "{url}");
     let cursor: i64 = url.rsplit('=').next().unwrap().parse().unwrap();
-    assert!(cursor > 0, "the render-time cursor is after old.conf: {url}");
+    assert!(
+        cursor > 0,
+        "the render-time cursor is after old.conf: {url}"
+    );
 
     // A change lands after the page was rendered, before the browser connects.
     server
@@ -1217,12 +1224,18 @@ async fn the_banner_counts_drift_changed_between_rendering_and_connecting() {
     .unwrap_or(false);
     assert!(found, "the change was counted: {seen}");
     assert!(seen.contains("event: drift"), "{seen}");
-    assert!(!seen.contains("old.conf"), "only what changed after the render: {seen}");
+    assert!(
+        !seen.contains("old.conf"),
+        "only what changed after the render: {seen}"
+    );
     assert!(seen.contains("\"kind\":\"opened\""), "{seen}");
 
     // The open item changes again: the stream says so (`changed`), not only status changes.
     server
-        .report(&web, &[web.event("file:/etc/new.conf", "3", NOW + 2 * MINUTE)])
+        .report(
+            &web,
+            &[web.event("file:/etc/new.conf", "3", NOW + 2 * MINUTE)],
+        )
         .await;
     let again = tokio::time::timeout(deadline, async {
         use futures_util::StreamExt;
@@ -1236,8 +1249,15 @@ async fn the_banner_counts_drift_changed_between_rendering_and_connecting() {
     })
     .await
     .unwrap_or(false);
-    assert!(again, "a further change of an open item is streamed: {seen}");
-    assert_eq!(open_drift(&server, &eve).await.len(), 2, "still one item per subject");
+    assert!(
+        again,
+        "a further change of an open item is streamed: {seen}"
+    );
+    assert_eq!(
+        open_drift(&server, &eve).await.len(),
+        2,
+        "still one item per subject"
+    );
 }
 
 #[tokio::test]
@@ -1293,14 +1313,22 @@ async fn the_request_form_sends_a_schedule_and_expected_states_and_shows_every_p
     );
     assert!(refused.body.contains("duration"), "{}", refused.body);
     assert!(refused.body.contains("value=\"sun\" checked"));
-    assert!(refused.body.contains(">package:nginx version 1.2.3</textarea>"));
+    assert!(
+        refused
+            .body
+            .contains(">package:nginx version 1.2.3</textarea>")
+    );
     // A malformed expected-state line is refused before the API sees it, named by line.
     let malformed = call(
         &server,
         Method::POST,
         "/ui/windows",
         Some(&carols),
-        Some(&fields("standard", "90", "package:nginx\nfile:/etc/a hash xyz")),
+        Some(&fields(
+            "standard",
+            "90",
+            "package:nginx\nfile:/etc/a hash xyz",
+        )),
         SAME_SITE,
     )
     .await;
@@ -1333,9 +1361,16 @@ async fn the_request_form_sends_a_schedule_and_expected_states_and_shows_every_p
         serde_json::json!({"weekdays": ["sun", "wed"], "start": "02:00", "duration_minutes": 90}),
         "{window}"
     );
-    assert_eq!(window["expected"][0]["subject"], "package:nginx", "{window}");
+    assert_eq!(
+        window["expected"][0]["subject"], "package:nginx",
+        "{window}"
+    );
     assert_eq!(window["expected"][0]["version"], "1.2.3", "{window}");
     let shown = page(&server, created.location(), &carols).await;
-    assert!(shown.body.contains("recurring sun,wed 02:00 for 90 min"), "{}", shown.body);
+    assert!(
+        shown.body.contains("recurring sun,wed 02:00 for 90 min"),
+        "{}",
+        shown.body
+    );
     assert!(shown.body.contains("version 1.2.3"));
 }

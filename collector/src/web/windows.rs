@@ -26,8 +26,8 @@ use crate::drift::DriftStatus;
 use crate::reports::ops::BundleParams;
 use crate::store::{DriftFilter, Store};
 use crate::windows::lifecycle::{self, Action, WINDOW_ROLES};
-use crate::windows::validate::WindowRequest;
 use crate::windows::schedule::Schedule;
+use crate::windows::validate::WindowRequest;
 use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
 use driftwatch_common::hash::ContentHash;
 
@@ -802,9 +802,21 @@ mod tests {
         };
         let problems = request_of(&bad).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("whole number of minutes")));
-        assert!(problems.iter().any(|p| p.starts_with("expected state, line 1: write")));
-        assert!(problems.iter().any(|p| p.starts_with("expected state, line 2:")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("whole number of minutes"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("expected state, line 1: write"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("expected state, line 2:"))
+        );
     }
 
     #[test]
