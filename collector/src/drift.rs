@@ -115,6 +115,15 @@ pub enum Step {
     AutoResolve,
 }
 
+/// Whether a further event on an active item writes a history row (and so reaches the
+/// live stream, whose cursor is the history row's number): a status change does, and so
+/// does a further change of an item that needs review (`open` → `open`, the stream's
+/// `changed`), so a person watching the inbox sees it change again. A further change
+/// under the window that authorized the item does not: nobody has to look at it.
+pub fn records_history(before: DriftStatus, after: DriftStatus) -> bool {
+    before != after || after == DriftStatus::Open
+}
+
 pub fn step(active: Option<DriftStatus>, outcome: &Outcome) -> Step {
     let review = outcome.needs_review();
     match (active, outcome) {
@@ -309,6 +318,18 @@ pub fn restore_verdict(opening: &DriftEvent, restored: &DriftEvent) -> Result<()
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_further_change_is_history_only_while_the_item_needs_review() {
+        use super::{DriftStatus as S, records_history};
+        assert!(
+            records_history(S::Open, S::Open),
+            "changed again, still open"
+        );
+        assert!(records_history(S::Authorized, S::Open), "reopened");
+        assert!(records_history(S::Open, S::Authorized));
+        assert!(!records_history(S::Authorized, S::Authorized));
+    }
+
     use driftwatch_common::api::v1::{ChangeKind, SeenBy, SubjectKey};
     use driftwatch_common::hash::ContentHash;
     use driftwatch_common::state::FileKind;

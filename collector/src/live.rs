@@ -88,6 +88,8 @@ pub fn start(resume: Option<i64>, first: DriftChanges) -> Start {
 pub fn kind(from: Option<DriftStatus>, to: DriftStatus) -> &'static str {
     match (from, to) {
         (None, _) => "opened",
+        // A further change of an item still needing review (`drift::records_history`).
+        (Some(from), to) if from == to => "changed",
         (Some(_), DriftStatus::Open) => "reopened",
         (Some(_), DriftStatus::Authorized) => "authorized",
         (Some(_), DriftStatus::Resolved) => "resolved",
@@ -100,7 +102,8 @@ pub fn kind(from: Option<DriftStatus>, to: DriftStatus) -> &'static str {
 pub struct ChangeView {
     /// The cursor (the event's `id:` too).
     pub seq: i64,
-    /// `opened`, `reopened`, `authorized`, `resolved`, `accepted` ([`kind`]).
+    /// `opened`, `reopened`, `changed` (changed again, same status), `authorized`,
+    /// `resolved`, `accepted` ([`kind`]).
     pub kind: String,
     pub drift_id: Uuid,
     pub host_id: Uuid,

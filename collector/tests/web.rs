@@ -1062,7 +1062,11 @@ async fn the_inbox_subscribes_to_the_live_stream_with_its_session() {
     let eve = server.token(Role::Security, "eve").await;
     let session = sign_in(&server, &eve).await;
     let inbox = page(&server, "/ui/inbox", &session).await;
-    assert!(inbox.body.contains("data-stream=\"/ui/inbox/stream\""));
+    assert!(
+        inbox
+            .body
+            .contains("data-stream=\"/ui/inbox/stream?after=0\"")
+    );
     let open = |cookie: Option<String>| {
         let router = driftwatch_collector::api::router(server.app.clone());
         let mut request = Request::builder()
@@ -1093,4 +1097,280 @@ async fn the_inbox_subscribes_to_the_live_stream_with_its_session() {
         .to_owned();
     let script = call(&server, Method::GET, &js, None, None, &[]).await;
     assert!(script.body.contains("EventSource"));
+}
+
+#[tokio::test]
+async fn a_token_the_requester_issued_sees_no_approve_button_and_its_forged_approval_is_403() {
+    let server = Server::start().await;
+    // root (admin) issues mallory's change-manager token, then requests a window himself:
+    // mallory's token is root's, so it may not approve root's request (App::decide).
+    let (status, issued) = server
+        .post(
+            "/api/v1/tokens",
+            &server.admin,
+            serde_json::json!({"name": "mallory", "role": "change-manager"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{issued}");
+    let mallory = issued["token"].as_str().unwrap().to_owned();
+    let dave = server.token(Role::ChangeManager, "dave").await;
+    let at = driftwatch_collector::clock::rfc3339;
+    let (status, window) = server
+        .post(
+            "/api/v1/windows",
+            &server.admin,
+            serde_json::json!({
+                "ticket": "CHG-9", "title": "patch", "hosts": {"names": ["web-1"]},
+                "subjects": ["package:nginx*"], "start": at(NOW + 60 * MINUTE),
+                "end": at(NOW + 120 * MINUTE), "time_zone": "UTC",
+            }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{window}");
+    let path = format!("/ui/windows/{}", window["id"].as_str().unwrap());
+
+    let mallorys = sign_in(&server, &mallory).await;
+    let seen = page(&server, &path, &mallorys).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    assert!(!seen.body.contains("value=\"approve\""), "{}", seen.body);
+    assert!(!seen.body.contains("value=\"reject\""), "{}", seen.body);
+    assert!(
+        seen.body.contains("You cannot approve this window")
+            && seen.body.contains("token was issued by root"),
+        "{}",
+        seen.body
+    );
+    // She may still cancel it (no lineage rule there), as App allows.
+    assert!(seen.body.contains("value=\"cancel\""), "{}", seen.body);
+    let forged = call(
+        &server,
+        Method::POST,
+        &format!("{path}/decide"),
+        Some(&mallorys),
+        Some(&format!("csrf={}&action=approve", seen.csrf())),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    let (_, still) = server
+        .get(
+            &format!("/api/v1/windows/{}", window["id"].as_str().unwrap()),
+            &dave,
+        )
+        .await;
+    assert_eq!(still["status"], "requested", "{still}");
+
+    // A change manager whose token root did not issue sees the button.
+    let daves = sign_in(&server, &dave).await;
+    let theirs = page(&server, &path, &daves).await;
+    assert!(theirs.body.contains("value=\"approve\""), "{}", theirs.body);
+    assert!(!theirs.body.contains("You cannot approve"));
+}
+
+/// The banner's stream URL in a rendered inbox.
+fn stream_url(body: &str) -> String {
+    let marker = "data-stream=\"";
+    let start = body.find(marker).expect("a live banner") + marker.len();
+    let rest = &body[start..];
+    rest[..rest.find('"').unwrap()].replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn the_banner_counts_drift_changed_between_rendering_and_connecting() {
+    let server = Server::start().await;
+    let eve = server.token(Role::Security, "eve").await;
+    let web = server.enroll("web-1", &[]).await;
+    server
+        .report(&web, &[web.event("file:/etc/old.conf", "1", NOW)])
+        .await;
+    let session = sign_in(&server, &eve).await;
+    let inbox = page(&server, "/ui/inbox", &session).await;
+    assert!(inbox.body.contains("old.conf"), "{}", inbox.body);
+    let url = stream_url(&inbox.body);
+    assert!(url.starts_with("/ui/inbox/stream?after="), "{url}");
+    let cursor: i64 = url.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(
+        cursor > 0,
+        "the render-time cursor is after old.conf: {url}"
+    );
+
+    // A change lands after the page was rendered, before the browser connects.
+    server
+        .report(&web, &[web.event("file:/etc/new.conf", "2", NOW + MINUTE)])
+        .await;
+    let router = driftwatch_collector::api::router(server.app.clone());
+    let request = Request::builder()
+        .uri(&url)
+        .header(header::HOST, "collector.test:8443")
+        .header(header::COOKIE, &session)
+        .body(AxumBody::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    let deadline = std::time::Duration::from_secs(10);
+    let found = tokio::time::timeout(deadline, async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("new.conf") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "the change was counted: {seen}");
+    assert!(seen.contains("event: drift"), "{seen}");
+    assert!(
+        !seen.contains("old.conf"),
+        "only what changed after the render: {seen}"
+    );
+    assert!(seen.contains("\"kind\":\"opened\""), "{seen}");
+
+    // The open item changes again: the stream says so (`changed`), not only status changes.
+    server
+        .report(
+            &web,
+            &[web.event("file:/etc/new.conf", "3", NOW + 2 * MINUTE)],
+        )
+        .await;
+    let again = tokio::time::timeout(deadline, async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\"kind\":\"changed\"") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        again,
+        "a further change of an open item is streamed: {seen}"
+    );
+    assert_eq!(
+        open_drift(&server, &eve).await.len(),
+        2,
+        "still one item per subject"
+    );
+}
+
+#[tokio::test]
+async fn the_request_form_sends_a_schedule_and_expected_states_and_shows_every_problem() {
+    let server = Server::start().await;
+    let carol = server.token(Role::ChangeManager, "carol").await;
+    let carols = sign_in(&server, &carol).await;
+    let form = page(&server, "/ui/windows/new", &carols).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    for field in [
+        "name=\"weekday\" value=\"sun\"",
+        "name=\"schedule_start\"",
+        "name=\"schedule_minutes\"",
+        "name=\"expected\"",
+    ] {
+        assert!(form.body.contains(field), "{field} on the form");
+    }
+    let at = |ms| form_encode(&driftwatch_collector::clock::rfc3339(ms));
+    let fields = |kind: &str, minutes: &str, expected: &str| {
+        format!(
+            "csrf={}&ticket=STD-4&title=weekly+patch&kind={kind}&hosts=web-1&subjects={}\
+             &start={}&end={}&time_zone=UTC&implementers=&weekday=sun&weekday=wed\
+             &schedule_start=02%3A00&schedule_minutes={minutes}&expected={}",
+            form.csrf(),
+            form_encode("package:nginx*"),
+            at(NOW + MINUTE),
+            at(NOW + 60 * 24 * 60 * MINUTE),
+            form_encode(expected)
+        )
+    };
+
+    // Refused by the API's own validation: shown on the form, with what was typed kept.
+    let refused = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&fields("normal", "2000", "package:nginx version 1.2.3")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body.contains("The window was not requested"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("set kind = &#34;standard&#34;")
+            || refused.body.contains("set kind = &quot;standard&quot;"),
+        "the kind problem: {}",
+        refused.body
+    );
+    assert!(refused.body.contains("duration"), "{}", refused.body);
+    assert!(refused.body.contains("value=\"sun\" checked"));
+    assert!(
+        refused
+            .body
+            .contains(">package:nginx version 1.2.3</textarea>")
+    );
+    // A malformed expected-state line is refused before the API sees it, named by line.
+    let malformed = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&fields(
+            "standard",
+            "90",
+            "package:nginx\nfile:/etc/a hash xyz",
+        )),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert!(
+        malformed.body.contains("expected state, line 1")
+            && malformed.body.contains("expected state, line 2"),
+        "{}",
+        malformed.body
+    );
+    let (_, windows) = server.get("/api/v1/windows", &carol).await;
+    assert!(windows.as_array().unwrap().is_empty(), "{windows}");
+
+    // A recurring standard window with its expected end state.
+    let created = call(
+        &server,
+        Method::POST,
+        "/ui/windows",
+        Some(&carols),
+        Some(&fields("standard", "90", "package:nginx version 1.2.3")),
+        SAME_SITE,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let id = created.location().rsplit('/').next().unwrap().to_owned();
+    let (_, window) = server.get(&format!("/api/v1/windows/{id}"), &carol).await;
+    assert_eq!(window["kind"], "standard", "{window}");
+    assert_eq!(
+        window["schedule"],
+        serde_json::json!({"weekdays": ["sun", "wed"], "start": "02:00", "duration_minutes": 90}),
+        "{window}"
+    );
+    assert_eq!(
+        window["expected"][0]["subject"], "package:nginx",
+        "{window}"
+    );
+    assert_eq!(window["expected"][0]["version"], "1.2.3", "{window}");
+    let shown = page(&server, created.location(), &carols).await;
+    assert!(
+        shown.body.contains("recurring sun,wed 02:00 for 90 min"),
+        "{}",
+        shown.body
+    );
+    assert!(shown.body.contains("version 1.2.3"));
 }

@@ -19,9 +19,11 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Every signed-in screen: (name for the screenshot, path). Add a screen here.
+/// Every signed-in screen: (name for the screenshot, path). Add a screen here; `{drift}`
+/// is replaced by the id of the test's drift item.
 const SCREENS: &[(&str, &str)] = &[
     ("inbox", "/ui/inbox"),
+    ("drift-detail", "/ui/drift/{drift}"),
     ("overview", "/ui/overview"),
     ("windows", "/ui/windows"),
     ("hosts", "/ui/hosts"),
@@ -66,6 +68,10 @@ fn assert_accessible(browser: &Browser, screen: &str) {
 fn every_screen_passes_axe_and_fits_at_1280_and_390_px() {
     let (collector, _admin) = collector_with_drift();
     let security = collector.token("security", "sam");
+    let drift = open_drift(&collector, &security)[0]["id"]
+        .as_str()
+        .expect("a drift id")
+        .to_owned();
     let base = collector.url();
     for &(width, height) in WIDTHS {
         let Some(browser) = Browser::start(width, height) else {
@@ -85,6 +91,8 @@ fn every_screen_passes_axe_and_fits_at_1280_and_390_px() {
 
         browser.sign_in(&base, &security);
         for &(name, path) in SCREENS {
+            let path = path.replace("{drift}", &drift);
+            let path = path.as_str();
             browser.goto(&format!("{base}{path}"));
             assert!(
                 browser.url().ends_with(path),
@@ -125,15 +133,37 @@ fn a_change_under_the_agent_shows_in_the_inbox_and_leaves_it_when_resolved() {
         browser.text()
     );
 
+    // A mark on this very page: a reload would lose it.
+    browser.script("window.driftwatchTestMark = 'kept';", vec![]);
+    assert!(
+        browser.wait_for(|| browser.count("#live[hidden]") == 1),
+        "the banner waits hidden"
+    );
     std::fs::write(host.host.tree().join("etc/app.conf"), "port = 8080\n").unwrap();
-    // No live banner on the inbox yet: the change shows after a reload.
-    let shown = wait_until(WAIT, || {
-        browser.goto(&format!("{base}/ui/inbox"));
-        browser.text().contains("app.conf")
+    // The live banner counts it, without a reload and without moving rows.
+    let counted = wait_until(WAIT, || {
+        browser.count("#live[hidden]") == 0 && browser.text().contains("1 new")
     });
     assert!(
-        shown,
-        "the change never reached the inbox: {}",
+        counted,
+        "the banner never counted the change: {}",
+        browser.text()
+    );
+    assert_eq!(
+        browser.script("return window.driftwatchTestMark || null;", vec![]),
+        json!("kept"),
+        "the page was not reloaded"
+    );
+    assert!(
+        !browser.text().contains("app.conf"),
+        "no row moved in under the pointer: {}",
+        browser.text()
+    );
+    browser.screenshot("inbox-live-banner");
+    browser.click("#live-reload");
+    assert!(
+        browser.wait_for(|| browser.text().contains("app.conf")),
+        "the banner's click shows the row: {}",
         browser.text()
     );
     browser.screenshot("inbox-with-change");
@@ -319,4 +349,121 @@ fn a_session_expires_after_its_ttl() {
         browser.text()
     );
     browser.screenshot("session-expired");
+}
+
+/// The drift detail's button records an emergency window (scope and times filled in);
+/// carol, who recorded it, sees why she cannot approve it instead of a button, and her own
+/// page's forged approval gets 403; dave approves it in his browser and the drift is
+/// authorized, on the page and through the API.
+#[test]
+fn an_emergency_window_recorded_from_a_drift_authorizes_it_and_its_requester_cannot_approve() {
+    let (collector, admin) = collector_with_drift();
+    let carol = collector.token("change-manager", "carol");
+    let dave = collector.token("change-manager", "dave");
+    let id = open_drift(&collector, &admin)[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let base = collector.url();
+    let Some(browser) = Browser::start(1280, 900) else {
+        return;
+    };
+    browser.sign_in(&base, &carol);
+    browser.goto(&format!("{base}/ui/drift/{id}"));
+    browser.click("a.button[href^='/ui/windows/new']");
+    assert!(
+        browser.wait_for(|| browser.url().contains("/ui/windows/new?drift=")),
+        "{}",
+        browser.url()
+    );
+    assert!(
+        browser.text().contains("Record an emergency window"),
+        "{}",
+        browser.text()
+    );
+    let filled = browser.script(
+        "return [document.getElementById('w-hosts').value, \
+                 document.getElementById('w-subjects').value, \
+                 document.getElementById('w-kind').value];",
+        vec![],
+    );
+    assert_eq!(
+        filled,
+        json!(["web-1.example", "file:/etc/ssh/sshd_config", "emergency"]),
+        "scope filled in from the drift"
+    );
+    browser.fill("#w-ticket", "INC-7");
+    browser.screenshot("window-from-drift");
+    browser.click("form.card button[type=submit]");
+    assert!(
+        browser.wait_for(|| {
+            let url = browser.url();
+            url.contains("/ui/windows/") && !url.contains("/new")
+        }),
+        "the window was recorded: {} {}",
+        browser.url(),
+        browser.text()
+    );
+    let window_url = browser.url();
+    let window_id = window_url.rsplit('/').next().unwrap().to_owned();
+
+    // carol, the requester: no approve button, the reason instead.
+    assert_eq!(
+        browser.count("input[name=action][value=approve]"),
+        0,
+        "{}",
+        browser.text()
+    );
+    assert!(
+        browser.text().contains("You cannot approve this window")
+            && browser.text().contains("segregation of duties"),
+        "{}",
+        browser.text()
+    );
+    browser.screenshot("window-requester");
+    let status = browser.script_async(
+        "var done = arguments[arguments.length - 1];\
+         var body = new URLSearchParams();\
+         body.append('csrf', document.querySelector('input[name=csrf]').value);\
+         body.append('action', 'approve');\
+         body.append('comment', 'forged');\
+         fetch(arguments[0], { method: 'POST', body: body })\
+           .then(function (r) { done(r.status); }, function (e) { done(String(e)); });",
+        vec![json!(format!("/ui/windows/{window_id}/decide"))],
+    );
+    assert_eq!(status, json!(403), "carol's forged approval");
+    let window = collector
+        .get(&format!("/api/v1/windows/{window_id}"), &admin)
+        .expect(200);
+    assert_eq!(window["status"], "requested", "{window:#}");
+    assert_eq!(open_drift(&collector, &admin).len(), 1, "still open");
+
+    // dave approves it in the browser: the drift is authorized.
+    browser.sign_in(&base, &dave);
+    browser.goto(&window_url);
+    assert_eq!(browser.count("input[name=action][value=approve]"), 1);
+    browser.fill("#c-approve", "seen the incident");
+    browser.click("form:has(input[value=approve]) button[type=submit]");
+    assert!(
+        browser.wait_for(|| browser.text().contains("approved by dave")),
+        "{}",
+        browser.text()
+    );
+    browser.screenshot("window-approved");
+    browser.goto(&format!("{base}/ui/drift/{id}"));
+    assert!(
+        browser.text().contains("status authorized"),
+        "{}",
+        browser.text()
+    );
+    let item = collector
+        .get(&format!("/api/v1/drift/{id}"), &admin)
+        .expect(200);
+    assert_eq!(item["drift"]["status"], "authorized", "{item:#}");
+    assert_eq!(
+        item["drift"]["window_id"].as_str(),
+        Some(window_id.as_str()),
+        "{item:#}"
+    );
+    assert!(open_drift(&collector, &admin).is_empty());
 }

@@ -62,6 +62,7 @@ enum Op {
     LatestEvents,
     InboxItems,
     DriftStream,
+    DriftStreamHead,
 }
 
 /// Who may do what; every other role is refused.
@@ -111,6 +112,7 @@ fn table() -> Vec<(Op, Vec<Role>)> {
         (Op::LatestEvents, Role::PEOPLE.to_vec()),
         (Op::InboxItems, Role::PEOPLE.to_vec()),
         (Op::DriftStream, Role::PEOPLE.to_vec()),
+        (Op::DriftStreamHead, Role::PEOPLE.to_vec()),
     ]
 }
 
@@ -242,6 +244,7 @@ async fn attempt(app: &Arc<App<SqliteStore>>, op: Op, who: &Principal) -> Result
             .await
             .map(drop),
         Op::DriftStream => app.drift_stream(who, None).await.map(drop),
+        Op::DriftStreamHead => app.drift_stream_head(who).await.map(drop),
     }
 }
 

@@ -228,6 +228,14 @@ impl<S: Store> App<S> {
         })
     }
 
+    /// The stream's head now (the newest drift change's cursor), for the roles that may
+    /// follow drift. A page read after it opens its stream with `?after=` this cursor, so
+    /// nothing that changed between rendering and connecting is missed.
+    pub async fn drift_stream_head(&self, actor: &Principal) -> Result<i64> {
+        require(actor, &Role::PEOPLE, "following drift")?;
+        Ok(self.store.drift_changes(0, 0).await?.head)
+    }
+
     /// Ends every open drift stream (a `bye` event, then the end), so a graceful
     /// shutdown does not wait for them. Streams opened later end at once.
     pub fn close_streams(&self) {

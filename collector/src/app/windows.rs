@@ -65,14 +65,7 @@ impl<S: Store> App<S> {
         // Held for writing: matching waits until the index reflects this decision.
         let mut index = self.index.write().await;
         let window = self.store.window(id).await?;
-        let issuers = match action {
-            Action::Approve | Action::Reject => self.issuers(actor).await?,
-            Action::Cancel | Action::Close => Vec::new(),
-        };
-        lifecycle::check(&window, action, actor, &issuers).map_err(|refusal| match refusal {
-            Refusal::Forbidden(why) => Error::Forbidden(why),
-            Refusal::Conflict(why) => Error::Conflict(why),
-        })?;
+        let issuers = self.may_decide(actor, &window, action).await?;
         let now = self.now();
         let mut updated = window.clone();
         updated.status = action.outcome();
@@ -126,6 +119,28 @@ impl<S: Store> App<S> {
         self.drift_changed();
         tracing::info!(window = %id, action = %action, by = %Shown(&actor.name), "window decided");
         Ok(decision)
+    }
+
+    /// Whether `actor` may `action` `window` in its current status: the one rule
+    /// [`App::decide`] applies (`lifecycle::check` with the issuers of the actor's token,
+    /// so a token the requester issued cannot approve). `Ok` carries those issuers (the
+    /// audit entry names them); `Error::Forbidden` / `Error::Conflict` say why not. The web
+    /// console shows a decision's button only when this is `Ok`.
+    pub async fn may_decide(
+        &self,
+        actor: &Principal,
+        window: &Window,
+        action: Action,
+    ) -> Result<Vec<String>> {
+        let issuers = match action {
+            Action::Approve | Action::Reject => self.issuers(actor).await?,
+            Action::Cancel | Action::Close => Vec::new(),
+        };
+        lifecycle::check(window, action, actor, &issuers).map_err(|refusal| match refusal {
+            Refusal::Forbidden(why) => Error::Forbidden(why),
+            Refusal::Conflict(why) => Error::Conflict(why),
+        })?;
+        Ok(issuers)
     }
 
     /// Who issued `actor`'s token, and who issued that one, back to a token made offline:

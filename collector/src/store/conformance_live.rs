@@ -114,4 +114,21 @@ pub async fn story<S: Store>(store: S) {
     assert_eq!(after.changes.len(), 1, "{after:?}");
     assert!(after.changes[0].seq > resolve.seq);
     assert_eq!(after.changes[0].subject, "package:c");
+
+    // The open item of package:c changes again: one more change (open → open), so a
+    // person watching the inbox sees it; the item keeps its id.
+    let again = event(web.id, Some(&third), "package:c", T0 + 40_000);
+    store
+        .ingest(web.id, vec![decided(&again)], T0 + 41_000)
+        .await
+        .unwrap();
+    let opened = &after.changes[0];
+    let further = store.drift_changes(opened.seq, 10).await.unwrap();
+    assert_eq!(further.changes.len(), 1, "{further:?}");
+    let changed = &further.changes[0];
+    assert_eq!(
+        (changed.from, changed.to, changed.drift_id),
+        (Some(DriftStatus::Open), DriftStatus::Open, opened.drift_id)
+    );
+    assert_eq!((changed.at, further.head), (T0 + 41_000, changed.seq));
 }

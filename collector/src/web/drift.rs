@@ -391,6 +391,7 @@ fn page_of(viewer: &Viewer, d: DriftDetail) -> DriftPage {
                 at: layout::instant(h.at),
                 change: match h.from {
                     None => format!("opened {}", h.to.name()),
+                    Some(from) if from == h.to => format!("changed again ({})", h.to.name()),
                     Some(from) => format!("{} → {}", from.name(), h.to.name()),
                 },
                 by: h.by.clone(),

@@ -400,6 +400,8 @@ struct InboxPage {
     reasons: Vec<Choice>,
     severities: Vec<Choice>,
     max_items: u32,
+    /// The live stream's head when the page was read (`?after=` of the banner's stream).
+    cursor: i64,
 }
 
 /// An option of a filter's `<select>`.
@@ -423,6 +425,13 @@ pub async fn page<S: Store>(
     viewer: Viewer,
     Query(filter): Query<Filter>,
 ) -> Response {
+    // Read before the listing: the banner's stream starts after this cursor, so drift
+    // changed while the page renders or before the browser connects is counted (at worst
+    // a change the listing already shows is counted too).
+    let cursor = match app.drift_stream_head(&viewer.principal).await {
+        Ok(head) => head,
+        Err(err) => return app_error(err),
+    };
     let (rows, full) = match rows(&app, &viewer, &filter).await {
         Ok(found) => found,
         Err(response) => return response,
@@ -449,6 +458,7 @@ pub async fn page<S: Store>(
             reasons,
             severities,
             max_items: MAX_ITEMS,
+            cursor,
         },
     )
 }

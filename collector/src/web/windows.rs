@@ -4,10 +4,9 @@
 //! reject, cancel and close; the close-out shows the drift it will accept and what it
 //! will not; the evidence bundle.
 //!
-//! Buttons follow `windows::lifecycle::check`: a requester sees why they cannot approve
-//! their own window instead of a button. The check here does not know who issued the
-//! viewer's token (`App::decide` does): a token the requester issued still shows the
-//! button, and `App` refuses it (403).
+//! Buttons follow `App::may_decide`, the rule `App::decide` applies (role, status,
+//! segregation of duties through the viewer's token lineage): a requester, or a token the
+//! requester issued, sees why it cannot approve instead of a button.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -21,14 +20,16 @@ use super::form::Fields;
 use super::layout::{self, Layout};
 use super::session::{Viewer, app_error, csrf_refused};
 use crate::api::AppState;
-use crate::app::Limit;
+use crate::app::{Error as AppError, Limit};
 use crate::clock::Millis;
 use crate::drift::DriftStatus;
 use crate::reports::ops::BundleParams;
 use crate::store::{DriftFilter, Store};
-use crate::windows::lifecycle::{self, Action, Refusal, WINDOW_ROLES};
+use crate::windows::lifecycle::{self, Action, WINDOW_ROLES};
+use crate::windows::schedule::Schedule;
 use crate::windows::validate::WindowRequest;
-use crate::windows::{HostScope, Window, WindowKind, WindowStatus};
+use crate::windows::{ExpectedState, HostScope, Window, WindowKind, WindowStatus};
+use driftwatch_common::hash::ContentHash;
 
 /// Roles that may fetch a window's evidence bundle (`App::window_evidence`; a change
 /// manager only for windows they requested, decided or closed).
@@ -218,6 +219,32 @@ pub struct Draft {
     pub end: String,
     pub time_zone: String,
     pub implementers: String,
+    /// Recurring (standard windows): the checked weekdays (`mon` … `sun`), the local start
+    /// time and the duration in minutes, as typed. All empty: not recurring.
+    pub weekdays: Vec<String>,
+    pub schedule_start: String,
+    pub schedule_minutes: String,
+    /// Expected end states, one per line: `SUBJECT hash HEX`, `SUBJECT version V` or
+    /// `SUBJECT absent`.
+    pub expected: String,
+}
+
+/// The weekdays of a schedule, as the API names them, with their label on the form.
+const WEEKDAYS: [(&str, &str); 7] = [
+    ("mon", "Monday"),
+    ("tue", "Tuesday"),
+    ("wed", "Wednesday"),
+    ("thu", "Thursday"),
+    ("fri", "Friday"),
+    ("sat", "Saturday"),
+    ("sun", "Sunday"),
+];
+
+/// A weekday box on the form.
+struct WeekdayBox {
+    value: &'static str,
+    label: &'static str,
+    checked: bool,
 }
 
 #[derive(Template)]
@@ -228,6 +255,7 @@ struct NewPage {
     from_drift: Option<String>,
     problems: Vec<String>,
     kinds: Vec<(&'static str, bool)>,
+    weekdays: Vec<WeekdayBox>,
 }
 
 fn new_page(
@@ -241,6 +269,14 @@ fn new_page(
         .into_iter()
         .map(|k| (k, k == draft.kind))
         .collect();
+    let weekdays = WEEKDAYS
+        .iter()
+        .map(|&(value, label)| WeekdayBox {
+            value,
+            label,
+            checked: draft.weekdays.iter().any(|d| d == value),
+        })
+        .collect();
     layout::render(
         status,
         &NewPage {
@@ -249,6 +285,7 @@ fn new_page(
             from_drift,
             problems,
             kinds,
+            weekdays,
         },
     )
 }
@@ -302,7 +339,7 @@ pub async fn new<S: Store>(
             start: crate::clock::rfc3339(start - EMERGENCY_MARGIN_MS),
             end: crate::clock::rfc3339(end + EMERGENCY_MARGIN_MS),
             time_zone: "UTC".into(),
-            implementers: String::new(),
+            ..Draft::default()
         };
         from_drift = Some(id.to_string());
     }
@@ -317,8 +354,87 @@ fn split(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The schedule fields as the API's [`Schedule`]: `None` when all are empty; the rest of
+/// the checking (weekdays, time, duration range, kind) is `validate`'s, as for the API.
+fn schedule_of(draft: &Draft) -> Result<Option<Schedule>, String> {
+    let start = draft.schedule_start.trim();
+    let minutes = draft.schedule_minutes.trim();
+    if draft.weekdays.is_empty() && start.is_empty() && minutes.is_empty() {
+        return Ok(None);
+    }
+    let duration_minutes = match minutes {
+        "" => 0,
+        text => text.parse::<u32>().map_err(|_| {
+            format!("the schedule's duration must be a whole number of minutes, got `{text}`")
+        })?,
+    };
+    Ok(Some(Schedule {
+        weekdays: draft.weekdays.clone(),
+        start: start.to_owned(),
+        duration_minutes,
+    }))
+}
+
+/// The expected-state lines as the API's [`ExpectedState`]s: `SUBJECT hash HEX`,
+/// `SUBJECT version V` or `SUBJECT absent`, one per line; every malformed line is a problem.
+fn expected_of(text: &str) -> Result<Vec<ExpectedState>, Vec<String>> {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut state = ExpectedState {
+            subject: words[0].to_owned(),
+            hash: None,
+            version: None,
+            absent: false,
+        };
+        match words[1..] {
+            ["absent"] => state.absent = true,
+            ["version", version] => state.version = Some(version.to_owned()),
+            ["hash", hex] => match hex.parse::<ContentHash>() {
+                Ok(hash) => state.hash = Some(hash),
+                Err(why) => {
+                    problems.push(format!("expected state, line {}: {why}", n + 1));
+                    continue;
+                }
+            },
+            _ => {
+                problems.push(format!(
+                    "expected state, line {}: write `SUBJECT hash HEX`, `SUBJECT version V` \
+                     or `SUBJECT absent`, got `{line}`",
+                    n + 1
+                ));
+                continue;
+            }
+        }
+        found.push(state);
+    }
+    if problems.is_empty() {
+        Ok(found)
+    } else {
+        Err(problems)
+    }
+}
+
 /// The form as a request: host names, and `glob:` entries as host globs.
-pub fn request_of(draft: &Draft) -> Result<WindowRequest, String> {
+pub fn request_of(draft: &Draft) -> Result<WindowRequest, Vec<String>> {
+    let mut problems = Vec::new();
+    let kind = draft
+        .kind
+        .parse::<WindowKind>()
+        .map_err(|why| problems.push(why))
+        .ok();
+    let schedule = schedule_of(draft).map_err(|why| problems.push(why)).ok();
+    let expected = expected_of(&draft.expected)
+        .map_err(|found| problems.extend(found))
+        .ok();
+    let (Some(kind), Some(schedule), Some(expected)) = (kind, schedule, expected) else {
+        return Err(problems);
+    };
     let mut hosts = HostScope::default();
     for entry in split(&draft.hosts) {
         match entry.strip_prefix("glob:") {
@@ -329,14 +445,14 @@ pub fn request_of(draft: &Draft) -> Result<WindowRequest, String> {
     Ok(WindowRequest {
         ticket: draft.ticket.clone(),
         title: draft.title.clone(),
-        kind: draft.kind.parse::<WindowKind>()?,
+        kind,
         hosts,
         subjects: split(&draft.subjects),
         start: draft.start.trim().to_owned(),
         end: draft.end.trim().to_owned(),
         time_zone: draft.time_zone.trim().to_owned(),
-        expected: Vec::new(),
-        schedule: None,
+        expected,
+        schedule,
         implementers: split(&draft.implementers),
     })
 }
@@ -361,6 +477,10 @@ pub async fn create<S: Store>(
         end: get("end"),
         time_zone: get("time_zone"),
         implementers: get("implementers"),
+        weekdays: fields.all("weekday").map(str::to_owned).collect(),
+        schedule_start: get("schedule_start"),
+        schedule_minutes: get("schedule_minutes"),
+        expected: get("expected"),
     };
     let from_drift = fields
         .get("drift")
@@ -368,13 +488,13 @@ pub async fn create<S: Store>(
         .map(str::to_owned);
     let request = match request_of(&draft) {
         Ok(r) => r,
-        Err(why) => {
+        Err(problems) => {
             return new_page(
                 &viewer,
                 StatusCode::BAD_REQUEST,
                 draft,
                 from_drift,
-                vec![why],
+                problems,
             );
         }
     };
@@ -448,18 +568,20 @@ pub async fn show<S: Store>(
         (Action::Close, "Close out"),
         (Action::Cancel, "Cancel"),
     ] {
-        match lifecycle::check(&window, action, me, &[]) {
-            Ok(()) => actions.push(ActionView {
+        // The rule `App::decide` applies, token lineage included: no button App refuses.
+        match app.may_decide(me, &window, action).await {
+            Ok(_) => actions.push(ActionView {
                 action: action.name(),
                 label,
                 needs_comment: action == Action::Reject,
             }),
-            Err(Refusal::Forbidden(why))
+            Err(AppError::Forbidden(why))
                 if action == Action::Approve && lifecycle::DECISION_ROLES.contains(&me.role) =>
             {
                 cannot_approve = Some(why);
             }
-            Err(_) => {}
+            Err(AppError::Forbidden(_) | AppError::Conflict(_)) => {}
+            Err(err) => return app_error(err),
         }
     }
     // The close-out: what it accepts (authorized under it) and what it does not (flagged
@@ -619,12 +741,82 @@ mod tests {
             start: crate::clock::rfc3339(start),
             end: crate::clock::rfc3339(end),
             time_zone: "UTC".into(),
-            implementers: String::new(),
+            ..Draft::default()
         };
         let request = request_of(&draft).unwrap();
         let mut w = crate::windows::validate::validate(&request, "carol", 0).unwrap();
         w.status = status;
         w
+    }
+
+    #[test]
+    fn the_form_gives_the_api_its_schedule_and_expected_states_or_every_problem() {
+        let draft = Draft {
+            ticket: "STD-1".into(),
+            title: "t".into(),
+            kind: "standard".into(),
+            hosts: "web-1".into(),
+            subjects: "package:nginx*".into(),
+            start: "2026-11-01T00:00".into(),
+            end: "2026-12-01T00:00".into(),
+            time_zone: "UTC".into(),
+            weekdays: vec!["sun".into(), "wed".into()],
+            schedule_start: "02:00".into(),
+            schedule_minutes: "90".into(),
+            expected: format!(
+                "package:nginx version 1.2.3\n\n file:/etc/motd absent \nfile:/etc/a hash {}",
+                "ab".repeat(32)
+            ),
+            ..Draft::default()
+        };
+        let request = request_of(&draft).unwrap();
+        assert_eq!(
+            request.schedule,
+            Some(Schedule {
+                weekdays: vec!["sun".into(), "wed".into()],
+                start: "02:00".into(),
+                duration_minutes: 90,
+            })
+        );
+        assert_eq!(request.expected.len(), 3);
+        assert_eq!(request.expected[0].version.as_deref(), Some("1.2.3"));
+        assert!(request.expected[1].absent);
+        assert_eq!(request.expected[1].subject, "file:/etc/motd");
+        assert!(request.expected[2].hash.is_some());
+        // Nothing typed: not recurring, nothing expected.
+        let plain = Draft {
+            weekdays: Vec::new(),
+            schedule_start: String::new(),
+            schedule_minutes: String::new(),
+            expected: String::new(),
+            ..draft.clone()
+        };
+        let request = request_of(&plain).unwrap();
+        assert_eq!((request.schedule, request.expected.len()), (None, 0));
+        // Every problem at once, each naming its line.
+        let bad = Draft {
+            schedule_minutes: "ninety".into(),
+            expected: "package:nginx\nfile:/etc/a hash nothex\nfile:/x absent".into(),
+            kind: "weekly".into(),
+            ..draft
+        };
+        let problems = request_of(&bad).unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("whole number of minutes"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("expected state, line 1: write"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("expected state, line 2:"))
+        );
     }
 
     #[test]

@@ -24,14 +24,18 @@ document.addEventListener("DOMContentLoaded", function () {
   });
 });
 
-// Live banner on the inbox: new drift is counted ("N new") instead of moving rows under
-// the pointer; a click reloads. The stream is the API's, with the session's cookie.
+// Live banner on the inbox: new drift, and open drift that changed again, is counted
+// ("N new, M changed") instead of moving rows under the pointer; a click reloads. The
+// stream is the API's, with the session's cookie, after the cursor the page was rendered
+// at (data-stream), so nothing that changed before it connected is missed.
 document.addEventListener("DOMContentLoaded", function () {
   var banner = document.getElementById("live");
   if (!banner || typeof window.EventSource === "undefined") { return; }
   var button = document.getElementById("live-reload");
-  var fresh = 0;
+  var fresh = {};
+  var changed = {};
   var source = new window.EventSource(banner.getAttribute("data-stream"));
+  function count(set) { return Object.keys(set).length; }
   function show(text) {
     button.textContent = text;
     banner.hidden = false;
@@ -39,10 +43,17 @@ document.addEventListener("DOMContentLoaded", function () {
   source.addEventListener("drift", function (event) {
     var change;
     try { change = JSON.parse(event.data); } catch (e) { return; }
-    if (change.to === "open") {
-      fresh += 1;
-      show(fresh + " new: reload to see " + (fresh === 1 ? "it" : "them"));
+    if (change.to !== "open") { return; }
+    if (change.kind === "changed") {
+      if (!fresh[change.drift_id]) { changed[change.drift_id] = true; }
+    } else {
+      fresh[change.drift_id] = true;
+      delete changed[change.drift_id];
     }
+    var parts = [];
+    if (count(fresh) > 0) { parts.push(count(fresh) + " new"); }
+    if (count(changed) > 0) { parts.push(count(changed) + " changed"); }
+    show(parts.join(", ") + ": reload to see " + (count(fresh) + count(changed) === 1 ? "it" : "them"));
   });
   source.addEventListener("reset", function () { show("The inbox changed: reload"); });
   button.addEventListener("click", function () { window.location.reload(); });

@@ -227,13 +227,13 @@ fn print_change(json: bool, view: &ChangeView, data: &str) {
 
 pub fn line(view: &ChangeView) -> String {
     let status = match view.kind.as_str() {
-        "opened" | "reopened" if view.untraced => format!("{} untraced", view.kind),
-        "opened" | "reopened" if view.flagged => format!(
+        "opened" | "reopened" | "changed" if view.untraced => format!("{} untraced", view.kind),
+        "opened" | "reopened" | "changed" if view.flagged => format!(
             "{} flagged ({})",
             view.kind,
             view.review_reason.as_deref().unwrap_or("review")
         ),
-        "opened" | "reopened" => format!("{} {}", view.kind, view.to),
+        "opened" | "reopened" | "changed" => format!("{} {}", view.kind, view.to),
         _ => format!("{} by {}", view.kind, view.by),
     };
     format!(

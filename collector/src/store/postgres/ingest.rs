@@ -356,7 +356,7 @@ async fn move_drift(
                 ],
             )
             .await?;
-            if before != status {
+            if drift::records_history(before, status) {
                 history(
                     tx,
                     drift_id,

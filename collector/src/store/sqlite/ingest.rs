@@ -352,7 +352,7 @@ fn move_drift(
                     decided.event_time
                 ],
             )?;
-            if before != status {
+            if drift::records_history(before, status) {
                 history(
                     conn,
                     drift_id,
