@@ -85,13 +85,8 @@ pub const DEFAULT_ADHOC_SNAPSHOT_BUDGET: u64 = 8 * 1024 * 1024;
 
 /// Paths whose snapshots a budget never leaves out: configuration, where a diff is what a
 /// reviewer needs. Everything else shares the budget.
-pub const CONFIG_LIKE_SNAPSHOTS: &[&str] = &[
-    "/etc/**",
-    "**/*.conf",
-    "**/*.cnf",
-    "**/*.cfg",
-    "**/*.ini",
-];
+pub const CONFIG_LIKE_SNAPSHOTS: &[&str] =
+    &["/etc/**", "**/*.conf", "**/*.cnf", "**/*.cfg", "**/*.ini"];
 
 /// `snapshots.exclude` when the file does not set it: files whose content is secret, so no
 /// diff of them is ever stored or sent (their hash still detects a change).

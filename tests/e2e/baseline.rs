@@ -319,7 +319,9 @@ fn snapshot_budget_leaves_out_what_it_says_and_a_tampered_snapshot_is_refused() 
     run.expect(EXIT_DRIFT);
     let report = run.json();
     let conf = drift_for(&report, p(&host.path("app/app.conf"))).expect("app.conf drifted");
-    let diff = conf["diff"].as_str().unwrap_or_else(|| panic!("no diff: {conf:#}"));
+    let diff = conf["diff"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no diff: {conf:#}"));
     assert!(diff.lines().any(|l| l == "-listen = 80"), "{diff}");
     assert!(diff.lines().any(|l| l == "+listen = 8080"), "{diff}");
     let text = drift_for(&report, p(&host.path("src/file1.txt"))).expect("file1 drifted");

@@ -103,9 +103,7 @@ pub fn create_baseline(
             .take()
             .zip(outcome.state.content_hash)
             .map(|(content, hash)| Snapshot::with_hash(hash, &content))
-            .filter(|s| {
-                budget.admit(budgeted, &s.hash, s.raw_len, s.compressed.len() as u64)
-            });
+            .filter(|s| budget.admit(budgeted, &s.hash, s.raw_len, s.compressed.len() as u64));
         Some((PathBytes::from(subject.path), outcome, snapshot))
     };
     let scanned = policy.scan(progress, inspect, |event| match event {

@@ -565,7 +565,11 @@ mod tests {
             },
             ..SnapshotReport::default()
         };
-        assert_eq!(report.left_out_note(), None, "nothing left out, nothing said");
+        assert_eq!(
+            report.left_out_note(),
+            None,
+            "nothing left out, nothing said"
+        );
         report.budget.left_out_files = 1234;
         report.budget.left_out_bytes = 300 << 20;
         let note = report.left_out_note().unwrap();

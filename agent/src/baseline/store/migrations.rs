@@ -67,8 +67,8 @@ pub fn migrate(conn: &Connection, db: &Path) -> Result<(), StoreError> {
         } else {
             Ok(())
         };
-        if let Err(source) =
-            data_step.and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {target}; COMMIT;")))
+        if let Err(source) = data_step
+            .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {target}; COMMIT;")))
         {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(sqlite(source));

@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 
 pub use baseline::{Baseline, PushError, RecordArena};
 pub use integrity::Key;
-pub use snapshots::Snapshot;
 use integrity::RootHasher;
+pub use snapshots::Snapshot;
 
 /// What the baseline holds for one subject.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -572,7 +572,7 @@ impl BaselineWriter {
         conn.execute_batch(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;",
         )
-            .map_err(|source| sqlite_err(&tmp_db, source))?;
+        .map_err(|source| sqlite_err(&tmp_db, source))?;
         migrations::migrate(&conn, &tmp_db)?;
         conn.execute_batch("BEGIN")
             .map_err(|source| sqlite_err(&tmp_db, source))?;

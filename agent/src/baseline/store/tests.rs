@@ -215,7 +215,10 @@ fn a_tampered_snapshot_is_detected() {
     );
     let assert_refused = |what: &str| match store.snapshot(b"/a", &alpha) {
         Err(StoreError::Tampered { detail, .. }) => {
-            assert!(detail.contains("content snapshot of /a"), "{what}: {detail}")
+            assert!(
+                detail.contains("content snapshot of /a"),
+                "{what}: {detail}"
+            )
         }
         other => panic!("{what}: expected a tamper error, got {other:?}"),
     };
@@ -242,15 +245,19 @@ fn a_tampered_snapshot_is_detected() {
         .unwrap();
     assert_refused("another content's reference");
     raw(&paths)
-        .execute(
-            "UPDATE snapshot_refs SET hash = ?1",
-            [&alpha.0[..]],
-        )
+        .execute("UPDATE snapshot_refs SET hash = ?1", [&alpha.0[..]])
         .unwrap();
-    raw(&paths).execute("DELETE FROM snapshot_blobs", []).unwrap();
+    raw(&paths)
+        .execute("DELETE FROM snapshot_blobs", [])
+        .unwrap();
     assert_refused("a missing blob");
     // A subject without a snapshot has none; that is no error.
-    assert_eq!(store.snapshot(b"/b", &record(2).state.content_hash.unwrap()).unwrap(), None);
+    assert_eq!(
+        store
+            .snapshot(b"/b", &record(2).state.content_hash.unwrap())
+            .unwrap(),
+        None
+    );
 }
 
 #[test]
