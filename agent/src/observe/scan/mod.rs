@@ -5,8 +5,9 @@
 //! of `scan.workers` threads `lstat`s and reads the subjects it yields, each
 //! through a caller-supplied `inspect` function (init reads everything, check
 //! compares with the baseline first). Results come back to the calling thread
-//! in arrival order through a bounded channel, so the caller can write them
-//! to the store while the scan goes on and memory stays bounded.
+//! in arrival order through a bounded channel, one message per batch of subjects
+//! (a message per subject cost a thread wake-up each), so the caller can write
+//! them to the store while the scan goes on and memory stays bounded.
 //!
 //! Errors on one subject are data ([`ScanEvent::Error`]): a scan never stops
 //! for an unreadable file. A directory that could not be listed is reported
