@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Generate the deterministic benchmark corpus for bench/run.sh.
 
-Usage: make_corpus.py OUTDIR [SCALE] [SEED]
+Usage: make_corpus.py [--text] OUTDIR [SCALE] [SEED]
 
+  --text  source-like text instead of random bytes (see "Text mode")
   OUTDIR  directory to create (it must not exist, or must be a corpus made
-          by this script: one with a different SCALE/SEED is replaced)
+          by this script: one with a different SCALE/SEED/mode is replaced)
   SCALE   size factor, default 1.0 (~105,000 regular files, ~3.6 GiB);
           0.02 gives a ~2,100-file, ~75 MiB corpus for a quick run
   SEED    integer seed, default 1
@@ -24,6 +25,13 @@ set). At SCALE 1 the tree has:
 Content is random bytes (random.Random(SEED).randbytes), so it is unique
 per file and incompressible. Only the standard library is used.
 
+Text mode (--text): the same layout, but every small file is source-like
+UTF-8 text (lines of identifiers, keywords, literals and comments drawn from
+a fixed vocabulary, indented), every one of them a snapshot candidate. It
+compresses about 2x with zstd, less than real source (about 4x), so a
+snapshot budget holds fewer of these files than of a real tree's; 10% of the small files are copies of an earlier one (vendored or
+duplicated sources), as on real trees. Big files stay random bytes.
+
 The corpus is built in OUTDIR.partial and renamed to OUTDIR when complete;
 the marker file OUTDIR/.corpus-params.json (deterministic too) records the
 parameters and the totals. If OUTDIR already holds a marker with the same
@@ -39,7 +47,7 @@ import sys
 
 # Bump when the generated tree changes for the same (scale, seed), so old
 # corpora are regenerated instead of silently reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER = ".corpus-params.json"
 
 # Totals at scale 1.0, tuned so the tree lands near 105,000 files / 3.6 GiB:
@@ -163,9 +171,9 @@ def plan(scale, seed):
     return dirs, dir_mtimes, files, symlinks
 
 
-def params(scale, seed):
+def params(scale, seed, text=False):
     return {"generator_version": GENERATOR_VERSION, "scale": scale,
-            "seed": seed}
+            "seed": seed, "text": text}
 
 
 def read_marker(outdir):
@@ -176,7 +184,7 @@ def read_marker(outdir):
         return None
 
 
-def generate(outdir, scale, seed):
+def generate(outdir, scale, seed, text=False):
     dirs, dir_mtimes, files, symlinks = plan(scale, seed)
     content = random.Random(seed)
     partial = outdir + ".partial"
@@ -188,11 +196,22 @@ def generate(outdir, scale, seed):
         os.mkdir(os.path.join(partial, path))
 
     total = 0
+    written_text = []  # earlier text contents, for the duplicates
     for i, (rel, size, mode, mtime) in enumerate(files):
         path = os.path.join(partial, rel)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            _write_random(fd, content, size)
+            if text and size <= SMALL_MAX:
+                if written_text and content.random() < 0.10:
+                    data = content.choice(written_text)
+                else:
+                    data = _source_text(content, size)
+                    if len(written_text) < 2000:
+                        written_text.append(data)
+                _write_all(fd, data)
+                size = len(data)
+            else:
+                _write_random(fd, content, size)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -207,7 +226,7 @@ def generate(outdir, scale, seed):
         os.symlink(target, path)
         os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
 
-    marker = dict(params(scale, seed), directories=len(dirs),
+    marker = dict(params(scale, seed, text), directories=len(dirs),
                   files=len(files), symlinks=len(symlinks), bytes=total)
     with open(os.path.join(partial, MARKER), "w", encoding="utf-8") as f:
         json.dump(marker, f, indent=1, sort_keys=True)
@@ -223,6 +242,52 @@ def generate(outdir, scale, seed):
     return marker
 
 
+WORDS = (
+    "if else for while return fn let mut struct impl match self const static "
+    "pub use mod int char void unsigned long def class import from try except "
+    "with as yield lambda true false None null new this var function async "
+    "await buffer config value result error count index length offset data "
+    "node next prev list map key item state handle path name size flags mode"
+).split()
+PUNCT = ("(", ")", "{", "}", ";", ",", ".", " = ", " == ", " + ", "->", "::",
+         "[", "]", ":", " && ", " || ")
+
+
+def _source_text(rng, size):
+    """About `size` bytes of source-like text (bytes, valid UTF-8, no NUL)."""
+    lines = []
+    total = 0
+    depth = 0
+    while total < size:
+        kind = rng.random()
+        if kind < 0.12:
+            line = "    " * depth + "// " + " ".join(
+                rng.choice(WORDS) for _ in range(rng.randint(3, 10)))
+        elif kind < 0.2:
+            line = ""
+        else:
+            parts = []
+            for _ in range(rng.randint(2, 9)):
+                parts.append(rng.choice(WORDS))
+                parts.append(rng.choice(PUNCT))
+            if rng.random() < 0.2:
+                parts.append(f'"{rng.choice(WORDS)} {rng.randrange(10_000)}"')
+            line = "    " * depth + "".join(parts)
+        if line.endswith("{"):
+            depth = min(depth + 1, 5)
+        elif depth and rng.random() < 0.15:
+            depth -= 1
+        lines.append(line)
+        total += len(line) + 1
+    return ("\n".join(lines) + "\n").encode()[:size]
+
+
+def _write_all(fd, data):
+    buf = memoryview(data)
+    while buf:
+        buf = buf[os.write(fd, buf):]
+
+
 def _write_random(fd, rng, size):
     """Write size random bytes, in 1 MiB chunks to bound memory."""
     left = size
@@ -234,6 +299,8 @@ def _write_random(fd, rng, size):
 
 
 def main(argv):
+    text = "--text" in argv[1:]
+    argv = [a for a in argv if a != "--text"]
     if len(argv) < 2 or argv[1] in ("-h", "--help") or len(argv) > 4:
         print(__doc__.strip(), file=sys.stderr)
         return 0 if len(argv) >= 2 and argv[1] in ("-h", "--help") else 2
@@ -253,7 +320,7 @@ def main(argv):
                   f"by this script (no {MARKER}); remove it or choose another "
                   "directory", file=sys.stderr)
             return 1
-        if all(marker.get(k) == v for k, v in params(scale, seed).items()):
+        if all(marker.get(k) == v for k, v in params(scale, seed, text).items()):
             print(f"corpus {outdir} is up to date (scale {scale}, seed {seed})",
                   file=sys.stderr)
             return 0
@@ -261,9 +328,9 @@ def main(argv):
               file=sys.stderr)
         shutil.rmtree(outdir)
 
-    print(f"generating corpus {outdir} (scale {scale}, seed {seed})",
+    print(f"generating {'text ' if text else ''}corpus {outdir} (scale {scale}, seed {seed})",
           file=sys.stderr)
-    m = generate(outdir, scale, seed)
+    m = generate(outdir, scale, seed, text)
     print(f"corpus done: {m['files']:,} files, {m['symlinks']:,} symlinks, "
           f"{m['directories']:,} directories, {m['bytes']:,} bytes "
           f"({m['bytes'] / 2**30:.2f} GiB)", file=sys.stderr)

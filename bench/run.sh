@@ -2,11 +2,22 @@
 # bench/run.sh - side-by-side benchmark of driftwatch-agent against AIDE.
 #
 # Usage:
-#   bench/run.sh              benchmark on the generated corpus (default
-#                             ~105,000 files, ~3.6 GiB in BENCH_DIR/corpus)
-#   bench/run.sh --tree DIR   benchmark on an existing directory instead
-#                             (e.g. /usr); no corpus is generated
+#   bench/run.sh              the suite: a copy of this machine's /usr, a copy
+#                             of /etc, and the generated text-heavy corpus
+#                             (make_corpus.py --text), one after the other,
+#                             each with its own results under BENCH_DIR/NAME;
+#                             then BENCH_DIR/suite.md with all of them
+#   bench/run.sh --tree DIR   benchmark one existing directory (e.g. a copy of
+#                             /usr); no corpus is generated
+#   bench/run.sh --corpus     benchmark the random-bytes corpus (~105,000
+#                             files, ~3.6 GiB in BENCH_DIR/corpus)
+#   bench/run.sh --text-corpus  the same layout with source-like text files
 #   bench/run.sh --help       print this help
+#
+# The suite copies /usr and /etc (cp -a, into BENCH_DIR/trees; reused when
+# there) rather than measuring the live directories, which change under a
+# running system and would make AIDE and us report drift. A copy of /usr
+# needs its size in free disk (df -h) and, for warm-cache figures, memory.
 #
 # Environment:
 #   BENCH_DIR       where everything is written (default: bench/out, which
@@ -16,8 +27,13 @@
 #   BENCH_SEED      corpus seed (default 1); same scale+seed = same bytes
 #   BENCH_RUNS      runs of each measured command (default 3); the run with
 #                   the median wall time is reported, with its CPU and RSS
+#   AIDE_RUNS       runs of AIDE's init and check (default BENCH_RUNS):
+#                   AIDE takes about a minute per run on /usr
+#   BENCH_TREES     the suite's trees (default "usr etc text")
 #   DRIFTWATCH_BIN  benchmark this binary instead of building
 #                   target/release/driftwatch-agent with cargo
+#   OURS_ARGS       extra arguments for our `baseline init` (e.g.
+#                   "--snapshot-budget 32M")
 #
 # One run does, in order:
 #   1. builds driftwatch-agent (release), unless DRIFTWATCH_BIN is set;
@@ -32,7 +48,8 @@
 #        AIDE init / check:   one hash (sha256), comparable attributes,
 #                             num_workers = $(nproc)
 #        ours init / check:   driftwatch-agent baseline init / check
-#   6. prints a table and writes it as Markdown to BENCH_DIR/results.md.
+#   6. prints a table and writes it as Markdown to BENCH_DIR/results.md,
+#      with both databases' sizes and what our init kept as snapshots.
 #
 # Exit status: 0 on success; non-zero if any tool fails or if our check
 # reports drift on the unchanged tree (AIDE reporting changes on it is only
@@ -49,7 +66,11 @@ OUT=${BENCH_DIR:-$SCRIPT_DIR/out}
 SCALE=${BENCH_SCALE:-1}
 SEED=${BENCH_SEED:-1}
 RUNS=${BENCH_RUNS:-3}
+AIDE_RUNS=${AIDE_RUNS:-$RUNS}
 NPROC=$(nproc)
+SUITE=1         # no --tree or corpus option: the suite of trees
+TEXT=0          # the corpus is make_corpus.py --text
+read -r -a OURS_EXTRA <<<"${OURS_ARGS:-}"
 
 TREE=""          # the directory benchmarked
 TREE_KIND=""     # "corpus" or "tree"
@@ -86,7 +107,16 @@ parse_args() {
                 usage
                 exit 0
                 ;;
+            --corpus)
+                SUITE=0
+                shift
+                ;;
+            --text-corpus)
+                SUITE=0 TEXT=1
+                shift
+                ;;
             --tree)
+                SUITE=0
                 (($# >= 2)) || die "--tree needs a directory"
                 [[ -d $2 ]] || die "--tree $2: not a directory"
                 TREE=$(cd -- "$2" && pwd -P)
@@ -94,6 +124,7 @@ parse_args() {
                 shift 2
                 ;;
             --tree=*)
+                SUITE=0
                 local dir=${1#--tree=}
                 [[ -d $dir ]] || die "--tree $dir: not a directory"
                 TREE=$(cd -- "$dir" && pwd -P)
@@ -104,6 +135,7 @@ parse_args() {
         esac
     done
     [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer, got '$RUNS'"
+    [[ $AIDE_RUNS =~ ^[1-9][0-9]*$ ]] || die "AIDE_RUNS must be a positive integer, got '$AIDE_RUNS'"
     [[ $SEED =~ ^[0-9]+$ ]] || die "BENCH_SEED must be a non-negative integer, got '$SEED'"
     [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SCALE must be a positive number, got '$SCALE'"
 }
@@ -191,9 +223,15 @@ prepare_tree() {
         log "benchmarking existing tree $TREE"
     else
         TREE_KIND=corpus
-        TREE=$OUT/corpus
-        python3 "$SCRIPT_DIR/make_corpus.py" "$TREE" "$SCALE" "$SEED" ||
-            die "corpus generation failed"
+        if ((TEXT)); then
+            TREE=$OUT/text-corpus
+            python3 "$SCRIPT_DIR/make_corpus.py" --text "$TREE" "$SCALE" "$SEED" ||
+                die "corpus generation failed"
+        else
+            TREE=$OUT/corpus
+            python3 "$SCRIPT_DIR/make_corpus.py" "$TREE" "$SCALE" "$SEED" ||
+                die "corpus generation failed"
+        fi
     fi
     if [[ $TREE =~ [[:space:]@\\] ]]; then
         die "the tree path must not contain spaces, '@' or '\\': $TREE"
@@ -322,8 +360,9 @@ accept_ours_check() {
 measure() {
     local label=$1 prep=$2 accept=$3
     shift 4
-    local i rc t0 t1 wall user sys rss timef logf
-    for ((i = 1; i <= RUNS; i++)); do
+    local i rc t0 t1 wall user sys rss timef logf runs=$RUNS
+    [[ $label == aide_* ]] && runs=$AIDE_RUNS
+    for ((i = 1; i <= runs; i++)); do
         "$prep"
         timef=$LOGS/$label.$i.time
         logf=$LOGS/$label.$i.log
@@ -339,7 +378,7 @@ measure() {
         printf '%s\t%d\t%s\t%s\t%s\t%s\t%d\n' \
             "$label" "$i" "$wall" "$user" "$sys" "$rss" "$rc" >>"$RUNS_TSV"
         log "$(printf '%-13s run %d/%d: wall %7.3f s  cpu %7.2f s  rss %7d KiB' \
-            "$label" "$i" "$RUNS" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}')" "$rss")"
+            "$label" "$i" "$runs" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}')" "$rss")"
     done
 }
 
@@ -384,7 +423,7 @@ run_all() {
 
     log "ours: baseline init"
     measure ours_init prep_ours_init accept_zero -- \
-        "$BIN" baseline init --path "$TREE" --db "$DW_DB"
+        "$BIN" baseline init --path "$TREE" --db "$DW_DB" "${OURS_EXTRA[@]}"
 
     log "ours: check"
     measure ours_check prep_none accept_ours_check -- \
@@ -432,7 +471,7 @@ write_results() {
     cpu_model=$(awk -F ': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     fstype=$(findmnt -n -o FSTYPE -T "$TREE" 2>/dev/null) || fstype=$(stat -f -c %T "$TREE")
     if [[ $TREE_KIND == corpus ]]; then
-        tree_desc="generated corpus (bench/make_corpus.py, scale $SCALE, seed $SEED)"
+        tree_desc="generated $( ((TEXT)) && printf 'text ')corpus (bench/make_corpus.py$( ((TEXT)) && printf ' --text'), scale $SCALE, seed $SEED)"
     else
         tree_desc="existing tree \`$TREE\`"
     fi
@@ -456,6 +495,13 @@ write_results() {
         printf '\n'
         printf 'AIDE / ours > 1: ours is faster. Ours / ceiling: 1.00 = as fast as the ceiling.\n'
         printf 'Ceiling for init: b3sum; for check: the stat walk.\n\n'
+        local aide_size ours_size
+        aide_size=$(stat -c %s "$AIDE_DB")
+        ours_size=$(stat -c %s "$DW_DB")
+        printf '| database | AIDE bytes | ours bytes | ours / AIDE |\n|---|---:|---:|---:|\n'
+        printf '| size after init | %s | %s | %s× |\n\n' "$(fmt_int "$aide_size")" \
+            "$(fmt_int "$ours_size")" "$(fmt_ratio "$ours_size" "$aide_size")"
+        printf 'Our init said: %s\n\n' "$(grep -h '^snapshots' "$LOGS/ours_init.1.log" | tr '\n' ' ' | sed 's/ *$//')"
 
         printf '| ceiling | wall s | wall range s | CPU s | RSS MiB |\n'
         printf '|---|---:|---:|---:|---:|\n'
@@ -471,7 +517,7 @@ write_results() {
         printf -- '- hash ceiling: `find TREE -type f -print0 | xargs -0 -P %s -n 500 b3sum --num-threads 1 >/dev/null`\n' "$NPROC"
         printf -- "- stat walk ceiling: \`find TREE -printf '%%p %%s %%m %%U %%G %%i %%D %%n %%T@ %%C@ %%y %%l\\\\n' >/dev/null\`\n"
         printf -- '- AIDE: `aide --config=aide.conf --init` and `--check`, rule `TREE(/|$) Bench` with `Bench = ftype+p+u+g+s+n+i+l+m+c+xattrs+sha256`, `num_workers=%s`, `gzip_dbout=false`\n' "$NPROC"
-        printf -- '- ours: `driftwatch-agent baseline init --path TREE --db dw.db` and `driftwatch-agent check --path TREE --db dw.db`\n\n'
+        printf -- '- ours: `driftwatch-agent baseline init --path TREE --db dw.db%s` and `driftwatch-agent check --path TREE --db dw.db`\n\n' "${OURS_ARGS:+ $OURS_ARGS}"
         printf 'Produced by `bench/run.sh`; every run is in `runs.tsv`.\n'
     } >"$RESULTS_MD"
 }
@@ -507,8 +553,53 @@ flush_table() {
 
 # ---------------------------------------------------------------- main --
 
+# The suite: each tree in its own BENCH_DIR/NAME by a run of this script, then
+# their results one after the other in BENCH_DIR/suite.md.
+run_suite() {
+    mkdir -p "$OUT/trees"
+    OUT=$(cd -- "$OUT" && pwd -P)
+    local name tree args=() status=0
+    [[ -n ${DRIFTWATCH_BIN:-} ]] || {
+        build_ours
+        export DRIFTWATCH_BIN=$BIN
+    }
+    : >"$OUT/suite.md"
+    for name in ${BENCH_TREES:-usr etc text}; do
+        case $name in
+            usr | etc)
+                tree=$OUT/trees/$name
+                if [[ ! -e $tree.copied ]]; then
+                    log "copying /$name to $tree (cp -a)"
+                    rm -rf "$tree"
+                    # Unreadable or vanishing files in a live /etc are not fatal.
+                    cp -a "/$name" "$tree" || warn "cp -a /$name reported errors"
+                    touch "$tree.copied"
+                fi
+                args=(--tree "$tree")
+                ;;
+            text) args=(--text-corpus) ;;
+            corpus) args=(--corpus) ;;
+            *) die "BENCH_TREES: unknown tree '$name' (usr, etc, text, corpus)" ;;
+        esac
+        log "suite: $name"
+        if BENCH_DIR=$OUT/$name "${BASH_SOURCE[0]}" "${args[@]}"; then
+            cat "$OUT/$name/results.md" >>"$OUT/suite.md"
+            printf '\n' >>"$OUT/suite.md"
+        else
+            status=1
+            warn "suite: $name failed"
+        fi
+    done
+    log "suite results: $OUT/suite.md"
+    return "$status"
+}
+
 main() {
     parse_args "$@"
+    if ((SUITE)); then
+        run_suite
+        return
+    fi
     setup_out
     ensure_tools
     build_ours

@@ -123,6 +123,30 @@ Exit codes:
   3  the daemon runs, with problems (spool full, delivery failing, unwatched subtrees...)
  78  the configuration was refused";
 
+/// `--snapshot-budget`: a size, or no limit.
+#[derive(Clone, Copy, Debug)]
+struct Budget(Option<u64>);
+
+fn parse_budget(text: &str) -> Result<Budget, String> {
+    if text == "unlimited" {
+        return Ok(Budget(None));
+    }
+    let (digits, unit) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .map(|bytes| Budget(Some(bytes)))
+        .ok_or_else(|| {
+            format!("expected a size such as 8M, 65536 or 1G, or `unlimited`; got `{text}`")
+        })
+}
+
 fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
@@ -140,6 +164,13 @@ enum BaselineCommand {
         /// Replace an existing baseline (the replacement is recorded in its history).
         #[arg(long)]
         force: bool,
+        /// Total compressed size of the content snapshots kept for diffs outside
+        /// configuration paths (/etc, *.conf, *.cnf, *.cfg, *.ini, always kept): BYTES with
+        /// an optional K, M or G suffix, or `unlimited`. Default: 8M with --path, unlimited
+        /// with a policy. Each MiB holds the snapshots of about 5 MiB of text; content drift
+        /// of a file left out is reported without a diff.
+        #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
+        snapshot_budget: Option<Budget>,
         #[command(flatten)]
         scan: ScanArgs,
         #[command(flatten)]
@@ -250,13 +281,16 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Baseline(BaselineCommand::Init {
             target,
             force,
+            snapshot_budget,
             scan,
             output,
-        }) => commands::init(
-            &resolve(cli, target, scan.workers)?,
-            *force,
-            output.output(),
-        ),
+        }) => {
+            let mut target = resolve(cli, target, scan.workers)?;
+            if let Some(Budget(budget)) = snapshot_budget {
+                target.config.snapshots.budget = *budget;
+            }
+            commands::init(&target, *force, output.output())
+        }
         Command::Baseline(BaselineCommand::Show {
             subject,
             target,
@@ -381,5 +415,18 @@ mod tests {
             driftwatch_common::cli_docs::missing_help(Cli::command()),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn snapshot_budget_takes_sizes_and_unlimited_and_refuses_the_rest() {
+        assert_eq!(parse_budget("8M").unwrap().0, Some(8 << 20));
+        assert_eq!(parse_budget("65536").unwrap().0, Some(65536));
+        assert_eq!(parse_budget("1g").unwrap().0, Some(1 << 30));
+        assert_eq!(parse_budget("0").unwrap().0, Some(0));
+        assert_eq!(parse_budget("unlimited").unwrap().0, None);
+        for bad in ["", "M", "8 M", "-1", "8T", "99999999999G"] {
+            let err = parse_budget(bad).unwrap_err();
+            assert!(err.contains("expected a size"), "{bad}: {err}");
+        }
     }
 }

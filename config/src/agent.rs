@@ -79,6 +79,15 @@ pub const DEFAULT_SNAPSHOT_MAX_BYTES: u64 = 64 * 1024;
 /// Largest `snapshots.max_bytes` accepted (16 MiB).
 pub const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The snapshot budget of ad-hoc use (`--path`, no policy): total compressed bytes of the
+/// snapshots kept outside [`CONFIG_LIKE_SNAPSHOTS`] (see [`SnapshotSettings::budget`]).
+pub const DEFAULT_ADHOC_SNAPSHOT_BUDGET: u64 = 8 * 1024 * 1024;
+
+/// Paths whose snapshots a budget never leaves out: configuration, where a diff is what a
+/// reviewer needs. Everything else shares the budget.
+pub const CONFIG_LIKE_SNAPSHOTS: &[&str] =
+    &["/etc/**", "**/*.conf", "**/*.cnf", "**/*.cfg", "**/*.ini"];
+
 /// `snapshots.exclude` when the file does not set it: files whose content is secret, so no
 /// diff of them is ever stored or sent (their hash still detects a change).
 pub const DEFAULT_SNAPSHOT_EXCLUDE: &[&str] = &[
@@ -207,6 +216,13 @@ pub struct SnapshotSettings {
     pub exclude: GlobList,
     /// Regular expressions for keys whose values are masked in diffs (each compiles alone).
     pub secret_keys: Vec<String>,
+    /// Total compressed bytes of the snapshots kept for paths outside [`Self::config_like`]
+    /// (`None`: no limit, the policy's include and exclude lists decide alone). Ad-hoc use
+    /// has [`DEFAULT_ADHOC_SNAPSHOT_BUDGET`]; `baseline init --snapshot-budget` sets it.
+    /// Not part of the policy digest: it decides which diffs can be shown, not what is checked.
+    pub budget: Option<u64>,
+    /// Paths exempt from the budget ([`CONFIG_LIKE_SNAPSHOTS`]).
+    pub config_like: GlobList,
 }
 
 impl SnapshotSettings {
@@ -215,6 +231,11 @@ impl SnapshotSettings {
         self.max_bytes > 0
             && (self.include.is_empty() || self.include.is_match(path))
             && !self.exclude.is_match(path)
+    }
+
+    /// Whether a snapshot of `path` counts against [`Self::budget`] (false: always kept).
+    pub fn budgeted(&self, path: &Path) -> bool {
+        self.budget.is_some() && !self.config_like.is_match(path)
     }
 }
 
@@ -257,6 +278,9 @@ impl Default for SnapshotSettings {
                 .iter()
                 .map(|&key| key.to_owned())
                 .collect(),
+            budget: None,
+            config_like: GlobList::new(CONFIG_LIKE_SNAPSHOTS)
+                .expect("the built-in configuration globs compile (unit-tested)"),
         }
     }
 }
@@ -309,7 +333,8 @@ impl AgentConfig {
     }
 
     /// A one-rule policy for ad-hoc use: the built-in `content` group on `path`,
-    /// recursive, staying on one filesystem, with the default snapshot settings.
+    /// recursive, staying on one filesystem, with the default snapshot settings and the
+    /// ad-hoc snapshot budget ([`DEFAULT_ADHOC_SNAPSHOT_BUDGET`]).
     ///
     /// `path` should be absolute and canonical; it is normalised lexically
     /// (`//`, `.` and a trailing `/` removed) but otherwise taken as given.
@@ -318,7 +343,10 @@ impl AgentConfig {
             source: PathBuf::from(COMMAND_LINE_SOURCE),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             scan: ScanSettings::default(),
-            snapshots: SnapshotSettings::default(),
+            snapshots: SnapshotSettings {
+                budget: Some(DEFAULT_ADHOC_SNAPSHOT_BUDGET),
+                ..SnapshotSettings::default()
+            },
             sources: SourceSettings::none(),
             daemon: daemon::DaemonSettings::default(),
             metrics: metrics::MetricsSettings::default(),

@@ -1,6 +1,8 @@
 //! `baseline init --force`, `baseline accept` and `baseline show`.
 
-use driftwatch_tests::{Agent, EXIT_CLEAN, EXIT_DRIFT, EXIT_ERROR, HostDir, drift_for, drifts, p};
+use driftwatch_tests::{
+    Agent, EXIT_CLEAN, EXIT_DRIFT, EXIT_ERROR, EXIT_INTEGRITY, HostDir, drift_for, drifts, p,
+};
 use serde_json::Value;
 
 fn history_actions(host: &HostDir) -> (Vec<String>, Value) {
@@ -290,4 +292,56 @@ fn path_to_a_missing_directory_is_an_error() {
             .stderr_has(p(&missing));
     }
     assert!(!host.db().exists());
+}
+
+/// The snapshot store (issue 12): configuration keeps its snapshot whatever the budget, the
+/// rest shares it and init says what it left out; a diff is shown from the compressed store;
+/// and a snapshot edited in the database is refused, not shown.
+#[test]
+fn snapshot_budget_leaves_out_what_it_says_and_a_tampered_snapshot_is_refused() {
+    let host = HostDir::new();
+    host.write("app/app.conf", "listen = 80\nworkers = 4\n");
+    host.write("app/copy.conf", "listen = 80\nworkers = 4\n");
+    for i in 0..5 {
+        host.write(format!("src/file{i}.txt"), format!("line {i}\n").repeat(50));
+    }
+    let init = host
+        .agent(["baseline", "init", "--snapshot-budget", "0"])
+        .run();
+    init.expect(EXIT_CLEAN)
+        .stdout_has("snapshots: 2 files kept for diffs (1 distinct")
+        .stdout_has("5 more files of at most 64.0 KiB")
+        .stdout_has("--snapshot-budget");
+
+    host.write("app/app.conf", "listen = 8080\nworkers = 4\n");
+    host.write("src/file1.txt", "changed\n");
+    let run = host.check_json();
+    run.expect(EXIT_DRIFT);
+    let report = run.json();
+    let conf = drift_for(&report, p(&host.path("app/app.conf"))).expect("app.conf drifted");
+    let diff = conf["diff"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no diff: {conf:#}"));
+    assert!(diff.lines().any(|l| l == "-listen = 80"), "{diff}");
+    assert!(diff.lines().any(|l| l == "+listen = 8080"), "{diff}");
+    let text = drift_for(&report, p(&host.path("src/file1.txt"))).expect("file1 drifted");
+    assert!(text["diff"].is_null(), "left out by the budget: {text:#}");
+
+    // The attack: change one byte of the stored (compressed) snapshot.
+    let conn = rusqlite::Connection::open(host.db()).unwrap();
+    let blob: Vec<u8> = conn
+        .query_row("SELECT content FROM snapshot_blobs", [], |row| row.get(0))
+        .unwrap();
+    let mut edited = blob.clone();
+    let last = edited.len() - 1;
+    edited[last] ^= 0x01;
+    let changed = conn
+        .execute("UPDATE snapshot_blobs SET content = ?1", [&edited])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    host.check_json()
+        .expect(EXIT_INTEGRITY)
+        .stderr_has("content snapshot of")
+        .stderr_has("app.conf");
 }

@@ -12,16 +12,17 @@ use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_config::AgentConfig;
 
 use crate::Exit;
+use crate::baseline::budget::SnapshotBudget;
 use crate::baseline::check::{
     CheckMode, DriftKind, Findings, is_within, read_plan, run_check, unified_diff,
 };
 use crate::baseline::store::{
     AcceptedChange, AcceptedState, BaselineStore, BaselineWriter, HistoryEntry, Meta, NewHistory,
-    Record, StoreError, StorePaths,
+    Record, Snapshot, StoreError, StorePaths,
 };
 use crate::cli::progress::Progress;
 use crate::cli::rebaseline::Guard;
-use crate::cli::report::{self, CheckReport, Format, InitReport, StateFindings};
+use crate::cli::report::{self, CheckReport, Format, InitReport, SnapshotReport, StateFindings};
 use crate::clock;
 use crate::observe::scan::read::read_subject;
 use crate::observe::scan::{Policy, ScanError, ScanEvent};
@@ -79,16 +80,34 @@ pub fn create_baseline(
     let mut errors = Vec::new();
     let mut entries = 0u64;
     let mut write_error = None;
+    let settings = &target.config.snapshots;
+    let budget = SnapshotBudget::new(settings.budget);
     let inspect = |subject: crate::observe::scan::Subject<'_>| {
-        let plan = read_plan(&policy, subject.rule, subject.path, None);
-        let outcome = read_subject(subject.path, &subject.meta, &plan);
+        let mut plan = read_plan(&policy, subject.rule, subject.path, None);
+        let budgeted = settings.budgeted(subject.path);
+        // Once the budget is spent, content is hashed without being copied or compressed.
+        let skipped = plan.snapshot_max > 0 && !budget.wants(budgeted);
+        if skipped {
+            plan.snapshot_max = 0;
+        }
+        let mut outcome = read_subject(subject.path, &subject.meta, &plan);
         if outcome.state.content_hash.is_some() {
             progress.add_bytes(outcome.state.size);
+            if skipped && outcome.state.size <= settings.max_bytes {
+                budget.left_out(outcome.state.size);
+            }
         }
-        Some((PathBytes::from(subject.path), outcome))
+        // Compressed here, on the scan's workers, not on the thread that writes.
+        let snapshot = outcome
+            .snapshot
+            .take()
+            .zip(outcome.state.content_hash)
+            .map(|(content, hash)| Snapshot::with_hash(hash, &content))
+            .filter(|s| budget.admit(budgeted, &s.hash, s.raw_len, s.compressed.len() as u64));
+        Some((PathBytes::from(subject.path), outcome, snapshot))
     };
     let scanned = policy.scan(progress, inspect, |event| match event {
-        ScanEvent::Item((path, outcome)) => {
+        ScanEvent::Item((path, outcome, snapshot)) => {
             entries += 1;
             errors.extend(outcome.errors.iter().map(|message| ScanError {
                 path: path.clone(),
@@ -99,8 +118,7 @@ pub fn create_baseline(
                 state: outcome.state,
             };
             if write_error.is_none()
-                && let Err(err) =
-                    writer.insert(path.as_bytes(), &record, outcome.snapshot.as_deref())
+                && let Err(err) = writer.insert(path.as_bytes(), &record, snapshot.as_ref())
             {
                 write_error = Some(err);
             }
@@ -156,6 +174,14 @@ pub fn create_baseline(
     };
     let action = history.action;
     let history_detail = history.detail.clone();
+    let snapshot_totals = match writer.snapshot_totals() {
+        Ok(totals) => totals,
+        Err(err) => {
+            writer.abort();
+            return Err(anyhow::Error::from(err)
+                .context("baseline init failed; any previous baseline is unchanged"));
+        }
+    };
     let (carried, before) = match previous {
         Some(p) => (p.history, p.anchor),
         None => (Vec::new(), Ok(None)),
@@ -176,6 +202,11 @@ pub fn create_baseline(
         replaced,
         errors,
         state_subjects: collected.state.len(),
+        snapshots: SnapshotReport {
+            totals: snapshot_totals,
+            budget: budget.outcome(),
+            max_bytes: settings.max_bytes,
+        },
         state: StateFindings {
             changes: Vec::new(),
             unavailable: collected.unavailable,

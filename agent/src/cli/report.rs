@@ -45,6 +45,34 @@ pub struct InitReport {
     pub seconds: f64,
     pub replaced: Option<String>,
     pub errors: Vec<ScanError>,
+    pub snapshots: SnapshotReport,
+}
+
+/// What init kept for diffs and what its budget left out.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SnapshotReport {
+    pub totals: crate::baseline::store::SnapshotTotals,
+    pub budget: crate::baseline::budget::BudgetOutcome,
+    /// `snapshots.max_bytes`: the largest file that gets one.
+    pub max_bytes: u64,
+}
+
+impl SnapshotReport {
+    /// The line saying what was left out, when the budget left anything out.
+    pub fn left_out_note(&self) -> Option<String> {
+        let budget = &self.budget;
+        (budget.left_out_files > 0).then(|| {
+            format!(
+                "snapshots: the budget of {} (--snapshot-budget) was used up; {} more files of \
+                 at most {} ({}) have no snapshot: their content drift is reported without a \
+                 diff (configuration paths such as /etc and *.conf always keep theirs)",
+                format_bytes(budget.budget.unwrap_or(0)),
+                budget.left_out_files,
+                format_bytes(self.max_bytes),
+                format_bytes(budget.left_out_bytes),
+            )
+        })
+    }
 }
 
 pub struct CheckReport {
@@ -73,6 +101,14 @@ pub fn print_init(report: &InitReport, format: Format) -> io::Result<()> {
             "replaced": report.replaced,
             "errors": report.errors,
             "state_subjects": report.state_subjects,
+            "snapshots": {
+                "subjects": report.snapshots.totals.subjects,
+                "contents": report.snapshots.totals.contents,
+                "stored_bytes": report.snapshots.totals.stored_bytes,
+                "budget": report.snapshots.budget.budget,
+                "left_out_files": report.snapshots.budget.left_out_files,
+                "left_out_bytes": report.snapshots.budget.left_out_bytes,
+            },
             "sources_unavailable": report.state.unavailable,
             "source_errors": report.state.errors,
         }));
@@ -86,6 +122,19 @@ pub fn print_init(report: &InitReport, format: Format) -> io::Result<()> {
         report.seconds,
         report.db.display()
     )?;
+    let totals = &report.snapshots.totals;
+    if totals.subjects > 0 {
+        writeln!(
+            out,
+            "snapshots: {} files kept for diffs ({} distinct, {} compressed)",
+            totals.subjects,
+            totals.contents,
+            format_bytes(totals.stored_bytes)
+        )?;
+    }
+    if let Some(note) = report.snapshots.left_out_note() {
+        writeln!(out, "{note}")?;
+    }
     if report.state_subjects > 0 {
         writeln!(
             out,
@@ -501,7 +550,38 @@ pub fn print_config_errors(path: &Path, errors: &ConfigErrors, format: Format) -
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::{SnapshotReport, terminal_safe};
+    use crate::baseline::budget::BudgetOutcome;
+
+    #[test]
+    fn the_budget_note_says_what_was_left_out_and_how_to_change_it() {
+        let mut report = SnapshotReport {
+            max_bytes: 64 << 10,
+            budget: BudgetOutcome {
+                budget: Some(8 << 20),
+                used: 8 << 20,
+                left_out_files: 0,
+                left_out_bytes: 0,
+            },
+            ..SnapshotReport::default()
+        };
+        assert_eq!(
+            report.left_out_note(),
+            None,
+            "nothing left out, nothing said"
+        );
+        report.budget.left_out_files = 1234;
+        report.budget.left_out_bytes = 300 << 20;
+        let note = report.left_out_note().unwrap();
+        for part in [
+            "budget of 8.0 MiB",
+            "--snapshot-budget",
+            "1234 more files of at most 64.0 KiB (300.0 MiB)",
+            "without a diff",
+        ] {
+            assert!(note.contains(part), "{part:?} missing from {note}");
+        }
+    }
 
     #[test]
     fn terminal_safe_escapes_control_characters_only() {

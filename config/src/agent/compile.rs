@@ -98,6 +98,7 @@ fn compile(raw: AgentToml, source: &Path, diag: &mut Diagnostics<'_>) -> AgentCo
         include: snapshot_include,
         exclude: snapshot_exclude,
         secret_keys,
+        ..SnapshotSettings::default()
     };
 
     let sources = compile_sources(&raw, diag);

@@ -20,7 +20,15 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 2: state beyond files (packages, sysctl, ...): subject key -> postcard fields.
     "CREATE TABLE state_entries (key TEXT PRIMARY KEY, fields BLOB NOT NULL) WITHOUT ROWID;",
+    // 3: snapshots apart, zstd-compressed, one blob per content hash (`snapshots.rs`); the
+    // old `snapshots` table's rows are moved by `snapshots::convert_v2`, then it is dropped.
+    // Blobs are rows of a rowid table: large values do not belong in a WITHOUT ROWID b-tree.
+    "CREATE TABLE snapshot_blobs (hash BLOB PRIMARY KEY, content BLOB NOT NULL);
+     CREATE TABLE snapshot_refs (path BLOB PRIMARY KEY, hash BLOB NOT NULL) WITHOUT ROWID;",
 ];
+
+/// The migration whose data step converts the old snapshots.
+const SNAPSHOTS_APART: i64 = 3;
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
 
@@ -42,15 +50,29 @@ pub fn migrate(conn: &Connection, db: &Path) -> Result<(), StoreError> {
             supported: LATEST,
         });
     }
+    let sqlite = |source| StoreError::Sqlite {
+        db: db.to_owned(),
+        cause: source,
+    };
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let target = index as i64 + 1;
-        conn.execute_batch(&format!(
-            "BEGIN; {sql} PRAGMA user_version = {target}; COMMIT;"
-        ))
-        .map_err(|source| StoreError::Sqlite {
-            db: db.to_owned(),
-            cause: source,
-        })?;
+        conn.execute_batch(&format!("BEGIN; {sql}"))
+            .map_err(sqlite)?;
+        let data_step = if target == SNAPSHOTS_APART {
+            super::snapshots::convert_v2(conn).map(|converted| {
+                if converted > 0 {
+                    tracing::info!(db = %db.display(), converted, "baseline snapshots moved to the compressed store (schema 3)");
+                }
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(source) = data_step
+            .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {target}; COMMIT;")))
+        {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(sqlite(source));
+        }
     }
     Ok(())
 }

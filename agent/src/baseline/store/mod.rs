@@ -3,10 +3,11 @@
 //! root that detects any edit made without the key (invariant 6).
 //!
 //! Layout: `entries(path, record)` with `record` a postcard-encoded [`Record`],
-//! `snapshots(path, content)` for small text files (so drift can show a
-//! diff), `history` (init, accept, re-init) and `meta` (times, policy digest,
-//! integrity root). The schema is versioned with `PRAGMA user_version` and
-//! migrated by [`migrations`].
+//! `history` (init, accept, re-init) and `meta` (times, policy digest,
+//! integrity root); content snapshots of text files (so drift can show a diff) apart,
+//! compressed and deduplicated (`snapshots.rs`: `snapshot_blobs`, `snapshot_refs`), read
+//! only to show a diff. The schema is versioned with `PRAGMA user_version` and
+//! migrated by [`migrations`] (a schema-2 baseline's snapshots are converted on open).
 //!
 //! [`BaselineStore`] opens, verifies and updates a baseline; [`BaselineWriter`]
 //! builds a new one in a temporary file and renames it into place only once sealed
@@ -24,6 +25,7 @@
 mod baseline;
 mod integrity;
 mod migrations;
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -40,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub use baseline::{Baseline, PushError, RecordArena};
 pub use integrity::Key;
 use integrity::RootHasher;
+pub use snapshots::Snapshot;
 
 /// What the baseline holds for one subject.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,24 +327,28 @@ impl BaselineStore {
         Ok(integrity::anchor(entries, &history, state.as_ref(), meta))
     }
 
-    /// The snapshot of a subject's content, checked against the baseline hash.
+    /// The snapshot of a subject's content, checked against the baseline hash (the verified
+    /// record's): anything else stored under its name is tampering.
     pub fn snapshot(&self, path: &[u8], expected: &ContentHash) -> Result<Option<Vec<u8>>> {
-        let content: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT content FROM snapshots WHERE path = ?1",
-                [path],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| self.tamper_or_sqlite(e))?;
-        match content {
-            Some(bytes) if ContentHash::of(&bytes) != *expected => Err(self.tampered(format!(
-                "content snapshot of {} does not match its recorded hash",
-                PathBytes(path.to_vec())
-            ))),
-            other => Ok(other),
-        }
+        snapshots::get(&self.conn, path, expected)
+            .map_err(|e| self.tamper_or_sqlite(e))?
+            .map_err(|refused| {
+                self.tampered(format!(
+                    "content snapshot of {} {refused}",
+                    PathBytes(path.to_vec())
+                ))
+            })
+    }
+
+    /// Snapshot totals: subjects with a snapshot, distinct contents, compressed bytes.
+    pub fn snapshot_totals(&self) -> Result<SnapshotTotals> {
+        let (subjects, contents, stored_bytes) =
+            snapshots::totals(&self.conn).map_err(|e| self.tamper_or_sqlite(e))?;
+        Ok(SnapshotTotals {
+            subjects,
+            contents,
+            stored_bytes,
+        })
     }
 
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
@@ -406,6 +413,10 @@ impl BaselineStore {
             .map_err(|source| sqlite_err(&db, source))?;
         for change in files {
             write_change(&tx, change).map_err(|source| sqlite_err(&db, source))?;
+        }
+        if !files.is_empty() {
+            // A changed or removed subject may have left content no one refers to.
+            snapshots::collect_garbage(&tx).map_err(|source| sqlite_err(&db, source))?;
         }
         for change in states {
             write_state(&tx, change).map_err(|source| sqlite_err(&db, source))?;
@@ -488,6 +499,17 @@ impl BaselineStore {
     }
 }
 
+/// What the snapshot store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotTotals {
+    /// Subjects that have a snapshot.
+    pub subjects: u64,
+    /// Distinct contents stored (fewer than subjects when files share content).
+    pub contents: u64,
+    /// Their compressed size.
+    pub stored_bytes: u64,
+}
+
 /// A subject's new approved state (or its removal) as decided by an accept.
 #[derive(Debug)]
 pub struct AcceptedChange {
@@ -544,8 +566,13 @@ impl BaselineWriter {
         remove_db_files(&tmp_db);
         let conn = Connection::open(&tmp_db).map_err(|source| sqlite_err(&tmp_db, source))?;
         restrict_permissions(&tmp_db)?;
-        conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-            .map_err(|source| sqlite_err(&tmp_db, source))?;
+        // cache_size: entries arrive in the order workers finish, not by path, so inserts land
+        // all over the b-tree; with SQLite's 2 MiB default a large tree's pages are evicted
+        // and read back again and again. 16 MiB holds the hot part of /usr's entries.
+        conn.execute_batch(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;",
+        )
+        .map_err(|source| sqlite_err(&tmp_db, source))?;
         migrations::migrate(&conn, &tmp_db)?;
         conn.execute_batch("BEGIN")
             .map_err(|source| sqlite_err(&tmp_db, source))?;
@@ -565,22 +592,35 @@ impl BaselineWriter {
             .map_err(|source| sqlite_err(&self.tmp_db, source))
     }
 
-    pub fn insert(&mut self, path: &[u8], record: &Record, snapshot: Option<&[u8]>) -> Result<()> {
+    /// Adds one subject; its snapshot's blob is written once per content.
+    pub fn insert(
+        &mut self,
+        path: &[u8],
+        record: &Record,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<()> {
         let bytes = postcard::to_allocvec(record).expect("records always serialize");
         let result = (|| {
             self.conn
                 .prepare_cached("INSERT OR REPLACE INTO entries (path, record) VALUES (?1, ?2)")?
                 .execute(params![path, bytes])?;
-            if let Some(content) = snapshot {
-                self.conn
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO snapshots (path, content) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![path, content])?;
+            if let Some(snapshot) = snapshot {
+                snapshots::put(&self.conn, path, snapshot)?;
             }
             Ok(())
         })();
         result.map_err(|source| sqlite_err(&self.tmp_db, source))
+    }
+
+    /// What the new baseline's snapshot store holds so far.
+    pub fn snapshot_totals(&self) -> Result<SnapshotTotals> {
+        let (subjects, contents, stored_bytes) =
+            snapshots::totals(&self.conn).map_err(|source| sqlite_err(&self.tmp_db, source))?;
+        Ok(SnapshotTotals {
+            subjects,
+            contents,
+            stored_bytes,
+        })
     }
 
     /// Seals the baseline, then atomically replaces the old database and key.
@@ -662,7 +702,7 @@ impl BaselineWriter {
 
 fn write_change(conn: &Connection, change: &AcceptedChange) -> rusqlite::Result<()> {
     let path = change.path.as_bytes();
-    conn.execute("DELETE FROM snapshots WHERE path = ?1", [path])?;
+    snapshots::remove(conn, path)?;
     match &change.record {
         None => {
             conn.execute("DELETE FROM entries WHERE path = ?1", [path])?;
@@ -674,10 +714,7 @@ fn write_change(conn: &Connection, change: &AcceptedChange) -> rusqlite::Result<
                 params![path, bytes],
             )?;
             if let Some(content) = &change.snapshot {
-                conn.execute(
-                    "INSERT INTO snapshots (path, content) VALUES (?1, ?2)",
-                    params![path, content],
-                )?;
+                snapshots::put(conn, path, &Snapshot::of(content))?;
             }
         }
     }

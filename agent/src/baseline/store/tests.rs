@@ -3,7 +3,7 @@ use driftwatch_common::state::{FileKind, FileState};
 use std::collections::BTreeMap;
 
 use driftwatch_common::api::v1::SubjectKey;
-use rusqlite::Connection;
+use rusqlite::{Connection, params};
 
 use super::*;
 
@@ -51,7 +51,9 @@ fn make(dir: &Path) -> StorePaths {
     let mut writer = BaselineWriter::create(&paths, false).unwrap();
     let mut alpha = record(5);
     alpha.state.content_hash = Some(ContentHash::of(b"alpha"));
-    writer.insert(b"/a", &alpha, Some(b"alpha")).unwrap();
+    writer
+        .insert(b"/a", &alpha, Some(&Snapshot::of(b"alpha")))
+        .unwrap();
     writer.insert(b"/c", &record(3), None).unwrap();
     writer.insert(b"/b", &record(2), None).unwrap();
     writer.finish(&meta(), &[], &[history("init")]).unwrap();
@@ -211,11 +213,186 @@ fn a_tampered_snapshot_is_detected() {
         store.snapshot(b"/a", &alpha).unwrap().as_deref(),
         Some(&b"alpha"[..])
     );
+    let assert_refused = |what: &str| match store.snapshot(b"/a", &alpha) {
+        Err(StoreError::Tampered { detail, .. }) => {
+            assert!(
+                detail.contains("content snapshot of /a"),
+                "{what}: {detail}"
+            )
+        }
+        other => panic!("{what}: expected a tamper error, got {other:?}"),
+    };
+    // Other content, validly compressed, under the same name.
+    let omega = Snapshot::of(b"omega").compressed;
     raw(&paths)
-        .execute("UPDATE snapshots SET content = 'omega'", [])
+        .execute("UPDATE snapshot_blobs SET content = ?1", [&omega])
         .unwrap();
+    assert_refused("swapped content");
+    // One byte of the compressed frame changed.
+    let mut edited = Snapshot::of(b"alpha").compressed;
+    let last = edited.len() - 1;
+    edited[last] ^= 0x20;
+    raw(&paths)
+        .execute("UPDATE snapshot_blobs SET content = ?1", [&edited])
+        .unwrap();
+    assert_refused("an edited byte");
+    // The reference pointed at another content, and a reference without its blob.
+    raw(&paths)
+        .execute(
+            "UPDATE snapshot_refs SET hash = ?1",
+            [&ContentHash::of(b"omega").0[..]],
+        )
+        .unwrap();
+    assert_refused("another content's reference");
+    raw(&paths)
+        .execute("UPDATE snapshot_refs SET hash = ?1", [&alpha.0[..]])
+        .unwrap();
+    raw(&paths)
+        .execute("DELETE FROM snapshot_blobs", [])
+        .unwrap();
+    assert_refused("a missing blob");
+    // A subject without a snapshot has none; that is no error.
+    assert_eq!(
+        store
+            .snapshot(b"/b", &record(2).state.content_hash.unwrap())
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn snapshots_round_trip_compressed_and_are_stored_once_per_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = StorePaths::for_db(&dir.path().join("b.db"));
+    let text = "server {\n    listen 80;\n}\n".repeat(200);
+    let hash = ContentHash::of(text.as_bytes());
+    let mut same = record(text.len() as u64);
+    same.state.content_hash = Some(hash);
+    let mut writer = BaselineWriter::create(&paths, false).unwrap();
+    for path in [&b"/etc/a.conf"[..], b"/etc/b.conf", b"/etc/c.conf"] {
+        let snapshot = Snapshot::with_hash(hash, text.as_bytes());
+        writer.insert(path, &same, Some(&snapshot)).unwrap();
+    }
+    writer.insert(b"/etc/d", &record(1), None).unwrap();
+    writer.finish(&meta(), &[], &[history("init")]).unwrap();
+
+    let store = BaselineStore::open(&paths).unwrap();
+    store.load().unwrap();
+    for path in [&b"/etc/a.conf"[..], b"/etc/b.conf", b"/etc/c.conf"] {
+        assert_eq!(
+            store.snapshot(path, &hash).unwrap().as_deref(),
+            Some(text.as_bytes())
+        );
+    }
+    let totals = store.snapshot_totals().unwrap();
+    assert_eq!((totals.subjects, totals.contents), (3, 1));
+    // Compressed: the repetitive text takes a small fraction of its size.
+    assert!(
+        totals.stored_bytes * 10 < text.len() as u64,
+        "{} bytes stored for {}",
+        totals.stored_bytes,
+        text.len()
+    );
+}
+
+#[test]
+fn accept_replaces_snapshots_and_drops_content_no_one_refers_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let mut store = BaselineStore::open(&paths).unwrap();
+    let mut beta = record(4);
+    beta.state.content_hash = Some(ContentHash::of(b"beta"));
+    store
+        .accept(
+            &[AcceptedChange {
+                path: PathBytes(b"/a".to_vec()),
+                record: Some(beta),
+                snapshot: Some(b"beta".to_vec()),
+            }],
+            history("accept"),
+        )
+        .unwrap();
+    assert_eq!(
+        store
+            .snapshot(b"/a", &ContentHash::of(b"beta"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"beta"[..])
+    );
+    let totals = store.snapshot_totals().unwrap();
+    assert_eq!((totals.subjects, totals.contents), (1, 1), "alpha is gone");
+    store
+        .accept(
+            &[AcceptedChange {
+                path: PathBytes(b"/a".to_vec()),
+                record: None,
+                snapshot: None,
+            }],
+            history("accept"),
+        )
+        .unwrap();
+    assert_eq!(store.snapshot_totals().unwrap(), SnapshotTotals::default());
+}
+
+/// Turns a baseline made now back into the schema-2 layout: snapshots uncompressed in
+/// `snapshots(path, content)`, one per path, and no snapshot tables.
+fn downgrade_to_v2(paths: &StorePaths, snapshots: &[(&[u8], &[u8])]) {
+    let conn = raw(paths);
+    conn.execute_batch(
+        "DROP TABLE snapshot_blobs; DROP TABLE snapshot_refs;
+         CREATE TABLE snapshots (path BLOB PRIMARY KEY, content BLOB NOT NULL) WITHOUT ROWID;
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    for (path, content) in snapshots {
+        conn.execute(
+            "INSERT INTO snapshots (path, content) VALUES (?1, ?2)",
+            params![path, content],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_schema_2_baseline_is_upgraded_on_open_and_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    let anchor = load(&paths).unwrap().anchor();
+    downgrade_to_v2(&paths, &[(b"/a", b"alpha")]);
+
+    let store = BaselineStore::open(&paths).unwrap();
+    // The root does not cover snapshots: the upgrade leaves it (and the anchor) as it was.
+    assert_eq!(store.load().unwrap().anchor(), anchor);
+    assert_eq!(
+        store
+            .snapshot(b"/a", &ContentHash::of(b"alpha"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"alpha"[..])
+    );
+    let version: i64 = raw(&paths)
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, migrations::LATEST);
+    let old_table: i64 = raw(&paths)
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'snapshots'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_table, 0, "the old table is dropped");
+}
+
+#[test]
+fn a_snapshot_edited_before_the_upgrade_is_still_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make(dir.path());
+    downgrade_to_v2(&paths, &[(b"/a", b"omega")]);
+    let store = BaselineStore::open(&paths).unwrap();
+    store.load().unwrap();
     assert!(matches!(
-        store.snapshot(b"/a", &alpha),
+        store.snapshot(b"/a", &ContentHash::of(b"alpha")),
         Err(StoreError::Tampered { .. })
     ));
 }

@@ -218,6 +218,12 @@ fn read_content(
     let parallel = stat.size >= PARALLEL_HASH_MIN;
     let mut total: u64 = 0;
     loop {
+        // At the size fstat gave, stop without the read that would return 0: one syscall
+        // less per file. Had the file grown meanwhile, the caller's second fstat sees it
+        // (size or mtime) and reads it again.
+        if total == stat.size && total > 0 {
+            break;
+        }
         let n = match file.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
