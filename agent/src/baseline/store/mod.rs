@@ -24,6 +24,7 @@
 mod baseline;
 mod integrity;
 mod migrations;
+pub mod paths;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -261,7 +262,7 @@ impl BaselineStore {
             baseline
                 .push(path, bytes, &record)
                 .map_err(|err| match err {
-                    PushError::TooLarge => self.tampered(err.to_string()),
+                    PushError::TooLarge | PushError::Unsorted => self.tampered(err.to_string()),
                     PushError::Write(cause) => self.records_file_error(cause),
                 })
         })?;
