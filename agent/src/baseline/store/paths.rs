@@ -6,9 +6,10 @@
 //! and the bytes that differ. Every [`BLOCK`]th path is kept whole, so a lookup is
 //! a binary search over block heads and then a decode of at most one block.
 //!
-//! Measured on a generated `/usr`-like tree of 1,000,000 files (paths of 107 bytes on
-//! average): 107 MB of path bytes plus a 4-byte offset per path before, about
-//! 21 MB after (BENCHMARKS.md, "A million files").
+//! On the generated `/usr`-like tree of 1,000,000 files (1.2M entries, paths of 107
+//! bytes on average): 130 MB of path bytes plus a 4-byte offset per path before, about
+//! 25 MB after, estimated from the sizes (the daemon's idle RSS, measured with the watch
+//! table's cut: BENCHMARKS.md, "A million files").
 
 /// Paths per block: the first is stored whole, a lookup decodes at most this many.
 pub const BLOCK: usize = 16;
