@@ -1,10 +1,12 @@
 //! The verified baseline in memory, laid out compactly.
 //!
 //! A check touches every entry but decodes almost none: it needs a path to
-//! look up and a [`StatKey`] to compare with `lstat`. So paths and encoded
-//! records live in two contiguous buffers, and each entry is two offsets and
-//! the stat key's 16-byte digest (28 bytes plus the path and record bytes,
-//! instead of a few hundred with one allocation per field). Records are
+//! look up and a [`StatKey`] to compare with `lstat`. So paths are front-coded
+//! ([`SortedPaths`]: the bytes each shares with the one before are not repeated),
+//! encoded records live in one contiguous buffer (or file), and each entry is the
+//! record's offset and the stat key's 16-byte digest (20 bytes plus about 20 of
+//! path, instead of a few hundred with one allocation per field). The few entries
+//! whose state could not be fully read are a sorted list of indexes. Records are
 //! decoded on demand.
 
 use std::borrow::Cow;
@@ -14,17 +16,15 @@ use std::os::unix::fs::FileExt as _;
 use driftwatch_common::pathbytes::PathBytes;
 use driftwatch_common::state::StatKey;
 
+use super::paths::{self, SortedPaths};
 use super::{Meta, Record};
 use driftwatch_common::hash::ContentHash;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    path_start: u32,
     record_start: u32,
     /// [`StatKey::digest`]: only ever compared for equality.
     stat: [u8; 16],
-    /// Part of the state could not be read at baseline time: always re-read.
-    had_error: bool,
 }
 
 /// Where the encoded records live. They are read only for subjects whose stat key
@@ -108,9 +108,12 @@ impl RecordArena {
 
 #[derive(Debug)]
 pub struct Baseline {
-    paths: Vec<u8>,
+    paths: SortedPaths,
     records: RecordArena,
     entries: Vec<Entry>,
+    /// Indexes (ascending) of the entries part of whose state could not be read at
+    /// baseline time: they are always re-read. Usually none.
+    had_error: Vec<u32>,
     pub meta: Meta,
     /// Digest of the entries, kept so the root can be re-sealed after a meta update.
     pub(super) entries_digest: ContentHash,
@@ -124,6 +127,9 @@ pub enum PushError {
     /// The arenas are indexed with u32 to keep entries small.
     #[error("baseline too large to load: more than 4 GiB of paths or records")]
     TooLarge,
+    /// The store hands entries over in its primary key's order; anything else is not its data.
+    #[error("baseline entries out of order")]
+    Unsorted,
     #[error("writing the baseline's records to their file: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -140,9 +146,11 @@ impl Baseline {
             buffer.reserve_exact(record_bytes);
         }
         Baseline {
-            paths: Vec::with_capacity(path_bytes),
+            // Front coding needs a fraction of the paths' bytes (`finish` frees the rest).
+            paths: SortedPaths::with_capacity(path_bytes / 3),
             records,
             entries: Vec::with_capacity(entries),
+            had_error: Vec::new(),
             meta: Meta::default(),
             entries_digest: ContentHash([0; 32]),
             anchor: ContentHash([0; 32]),
@@ -156,22 +164,21 @@ impl Baseline {
         record_bytes: &[u8],
         record: &Record,
     ) -> Result<(), PushError> {
-        debug_assert!(
-            self.entries
-                .last()
-                .is_none_or(|_| self.path(self.len() - 1) < path)
-        );
         let offset = |len: usize| u32::try_from(len).map_err(|_| PushError::TooLarge);
+        let index = offset(self.entries.len())?;
         let entry = Entry {
-            path_start: offset(self.paths.len())?,
             record_start: offset(self.records.len())?,
             stat: record.state.stat_key().digest(),
-            had_error: record.error.is_some(),
         };
-        self.paths.extend_from_slice(path);
+        self.paths.push(path).map_err(|err| match err {
+            paths::PushError::TooLarge => PushError::TooLarge,
+            paths::PushError::Unsorted => PushError::Unsorted,
+        })?;
         self.records.append(record_bytes)?;
-        offset(self.paths.len())?;
         offset(self.records.len())?;
+        if record.error.is_some() {
+            self.had_error.push(index);
+        }
         self.entries.push(entry);
         Ok(())
     }
@@ -183,8 +190,9 @@ impl Baseline {
 
     /// Ends loading: the records are all written and spare capacity is freed.
     pub(super) fn finish(&mut self) -> std::io::Result<()> {
-        self.paths.shrink_to_fit();
+        self.paths.finish();
         self.entries.shrink_to_fit();
+        self.had_error.shrink_to_fit();
         self.records.finish()
     }
 
@@ -204,31 +212,18 @@ impl Baseline {
         self.entries.is_empty()
     }
 
-    pub fn path(&self, index: usize) -> &[u8] {
-        let start = self.entries[index].path_start as usize;
-        let end = self
-            .entries
-            .get(index + 1)
-            .map_or(self.paths.len(), |next| next.path_start as usize);
-        &self.paths[start..end]
+    /// The path of the entry at `index` (decoded: paths are front-coded).
+    pub fn path(&self, index: usize) -> Vec<u8> {
+        self.paths.get(index)
     }
 
     pub fn path_bytes(&self, index: usize) -> PathBytes {
-        PathBytes(self.path(index).to_vec())
+        PathBytes(self.path(index))
     }
 
     /// The index of `path`, if it is in the baseline.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        let (mut low, mut high) = (0, self.entries.len());
-        while low < high {
-            let mid = (low + high) / 2;
-            match self.path(mid).cmp(path) {
-                std::cmp::Ordering::Less => low = mid + 1,
-                std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        self.paths.find(path)
     }
 
     /// The indexes of the entries strictly below the directory `dir` (whose
@@ -246,23 +241,14 @@ impl Baseline {
 
     /// The first index whose path is not less than `path`.
     fn lower_bound(&self, path: &[u8]) -> usize {
-        let (mut low, mut high) = (0, self.entries.len());
-        while low < high {
-            let mid = (low + high) / 2;
-            if self.path(mid) < path {
-                low = mid + 1;
-            } else {
-                high = mid;
-            }
-        }
-        low
+        self.paths.search(path).0
     }
 
     /// True when `now` has the stat key recorded at `index` and the record
     /// was complete: the subject needs no re-read.
     pub fn unchanged(&self, index: usize, now: &StatKey) -> bool {
-        let entry = &self.entries[index];
-        !entry.had_error && entry.stat == now.digest()
+        self.entries[index].stat == now.digest()
+            && self.had_error.binary_search(&(index as u32)).is_err()
     }
 
     /// Decodes the full record at `index`. Only reading the records' file can fail (an
@@ -290,9 +276,9 @@ impl Baseline {
 
 #[cfg(test)]
 mod size {
-    /// The per-subject cost the daemon's idle RSS depends on (100k files: 2.8 MB).
+    /// The per-subject cost the daemon's idle RSS depends on (1M files: 20 MB).
     #[test]
     fn an_entry_stays_small() {
-        assert!(std::mem::size_of::<super::Entry>() <= 28);
+        assert!(std::mem::size_of::<super::Entry>() <= 20);
     }
 }

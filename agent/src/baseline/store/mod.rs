@@ -25,6 +25,7 @@
 mod baseline;
 mod integrity;
 mod migrations;
+pub mod paths;
 mod snapshots;
 
 use std::collections::BTreeMap;
@@ -264,7 +265,7 @@ impl BaselineStore {
             baseline
                 .push(path, bytes, &record)
                 .map_err(|err| match err {
-                    PushError::TooLarge => self.tampered(err.to_string()),
+                    PushError::TooLarge | PushError::Unsorted => self.tampered(err.to_string()),
                     PushError::Write(cause) => self.records_file_error(cause),
                 })
         })?;

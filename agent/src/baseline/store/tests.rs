@@ -80,7 +80,7 @@ fn entries_load_sorted_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let paths = make(dir.path());
     let baseline = load(&paths).unwrap();
-    let names: Vec<&[u8]> = (0..baseline.len()).map(|i| baseline.path(i)).collect();
+    let names: Vec<Vec<u8>> = (0..baseline.len()).map(|i| baseline.path(i)).collect();
     assert_eq!(names, [&b"/a"[..], b"/b", b"/c"]);
     assert_eq!(baseline.get(b"/b").unwrap(), Some(record(2)));
     assert!(baseline.get(b"/d").unwrap().is_none());
@@ -612,7 +612,7 @@ fn range_below_is_the_run_of_paths_under_a_directory() {
     for path in &paths {
         baseline.push(path, &bytes, &record).unwrap();
     }
-    let below: Vec<&[u8]> = baseline
+    let below: Vec<Vec<u8>> = baseline
         .range_below(b"/a")
         .map(|i| baseline.path(i))
         .collect();

@@ -25,8 +25,8 @@
 //! Notifications are hints: the detector always re-reads the subject.
 
 pub mod coalesce;
+pub mod dirs;
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -47,6 +47,7 @@ use tracing::{debug, error, info, warn};
 use crate::daemon::status::StatusHandle;
 use crate::observe::scan::{Policy, ScopeEntry};
 use coalesce::{Batch, Coalescer, Hint, Notification, PendingMove};
+use dirs::DirTree;
 
 /// What the watch asks the kernel for: changes only. No IN_OPEN, IN_ACCESS or
 /// IN_CLOSE_NOWRITE (reads change nothing); IN_ONLYDIR and IN_DONT_FOLLOW so a
@@ -67,12 +68,17 @@ fn watch_mask() -> WatchMask {
         | WatchMask::EXCL_UNLINK
 }
 
-/// Watched directories by watch descriptor: the watcher adds (holding the lock
-/// across the `inotify_add_watch`, so no event of a new watch is read before
-/// its directory is known), the reader resolves and forgets ended watches.
-type Directories = Arc<Mutex<HashMap<WatchDescriptor, PathBuf>>>;
+/// Watched directories by path and by watch descriptor, each path stored once
+/// ([`DirTree`]): the watcher adds (holding the lock across the
+/// `inotify_add_watch`, so no event of a new watch is read before its directory is
+/// known) and forgets, the reader resolves and marks ended watches.
+type Directories = Arc<Mutex<DirTree<WatchDescriptor>>>;
 
-fn lock(directories: &Directories) -> std::sync::MutexGuard<'_, HashMap<WatchDescriptor, PathBuf>> {
+fn directories_len(directories: &Directories) -> usize {
+    lock(directories).len()
+}
+
+fn lock(directories: &Directories) -> std::sync::MutexGuard<'_, DirTree<WatchDescriptor>> {
     directories.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -101,9 +107,8 @@ pub struct Hints {
 /// The inotify watches of one policy.
 pub struct Watcher {
     watches: Watches,
-    directories: Directories,
     /// Directories watched (including the parents of rule roots).
-    watched: BTreeMap<PathBuf, WatchDescriptor>,
+    directories: Directories,
     /// Top-most directories left without a watch, each with the reason.
     unwatched: std::collections::BTreeMap<PathBuf, String>,
     max_watches: Option<usize>,
@@ -152,7 +157,6 @@ impl Watcher {
             Watcher {
                 watches,
                 directories,
-                watched: BTreeMap::new(),
                 unwatched: Default::default(),
                 max_watches: settings.max_watches,
                 limit_hit: false,
@@ -208,7 +212,7 @@ impl Watcher {
         }
         if self.unwatched.is_empty() {
             info!(
-                watches = self.watched.len(),
+                watches = self.watch_count(),
                 "every subtree of the policy is watched again"
             );
             self.limit_logged = false;
@@ -227,7 +231,7 @@ impl Watcher {
             else {
                 continue;
             };
-            if !self.watched.contains_key(parent) {
+            if !lock(&self.directories).contains(parent) {
                 self.add(parent);
             }
         }
@@ -237,7 +241,7 @@ impl Watcher {
         for found in policy.directories(scope) {
             match found {
                 Ok(dir) => {
-                    if !self.watched.contains_key(&dir) && !self.covered_by_unwatched(&dir) {
+                    if !lock(&self.directories).contains(&dir) && !self.covered_by_unwatched(&dir) {
                         self.add(&dir);
                     }
                 }
@@ -257,7 +261,7 @@ impl Watcher {
             return;
         }
         if let Some(max) = self.max_watches
-            && self.watched.len() >= max
+            && self.watch_count() >= max
         {
             self.leave_unwatched(dir, &format!("[watch] max_watches = {max} reached"));
             return;
@@ -265,8 +269,13 @@ impl Watcher {
         let mut directories = lock(&self.directories);
         match self.watches.add(dir, watch_mask()) {
             Ok(wd) => {
-                directories.insert(wd.clone(), dir.to_path_buf());
-                self.watched.insert(dir.to_path_buf(), wd);
+                let id = wd.get_watch_descriptor_id();
+                if let Err(err) = directories.insert(dir, wd.clone(), id) {
+                    drop(directories);
+                    let _ = self.watches.remove(wd);
+                    warn!(path = %dir.display(), error = %err, "cannot watch a directory; it is scanned periodically instead");
+                    self.leave_unwatched(dir, &err.to_string());
+                }
             }
             Err(err) => match Errno::from_raw(err.raw_os_error().unwrap_or(0)) {
                 // The per-user watch limit (fs.inotify.max_user_watches).
@@ -277,7 +286,7 @@ impl Watcher {
                     } else {
                         error!(
                             path = %dir.display(),
-                            watches = self.watched.len(),
+                            watches = directories_len(&self.directories),
                             "inotify watch limit reached (fs.inotify.max_user_watches): the rest \
                              of the policy falls back to periodic scanning until watches are \
                              freed or the limit is raised"
@@ -318,35 +327,23 @@ impl Watcher {
     /// Whether the watch on `dir` still exists (the kernel ends a watch when
     /// its directory is deleted; the reader then forgets its descriptor).
     fn watch_alive(&self, dir: &Path) -> bool {
-        self.watched
-            .get(dir)
-            .is_none_or(|wd| lock(&self.directories).contains_key(wd))
+        lock(&self.directories).alive(dir).unwrap_or(true)
     }
 
     /// A directory went away or was moved: its watches and any unwatched entry
     /// below it are forgotten. A moved directory's watches would follow it to
     /// its new name; they are removed, and the new name is watched afresh.
     fn forget_below(&mut self, dir: &Path) {
-        let below: Vec<PathBuf> = self
-            .watched
-            .range(dir.to_path_buf()..)
-            .take_while(|(path, _)| path.starts_with(dir))
-            .map(|(path, _)| path.clone())
-            .collect();
-        let mut directories = lock(&self.directories);
-        for path in below {
-            if let Some(wd) = self.watched.remove(&path) {
-                directories.remove(&wd);
-                // Already ended by the kernel when the directory was deleted.
-                let _ = self.watches.remove(wd);
-            }
+        let below = lock(&self.directories).remove_below(dir);
+        for wd in below {
+            // Already ended by the kernel when the directory was deleted.
+            let _ = self.watches.remove(wd);
         }
-        drop(directories);
         self.unwatched.retain(|p, _| !p.starts_with(dir));
     }
 
     pub fn watch_count(&self) -> usize {
-        self.watched.len()
+        directories_len(&self.directories)
     }
 
     /// Subtrees without a watch, for status and heartbeats.
@@ -407,12 +404,13 @@ fn read_loop(mut inotify: Inotify, stop: &UnixStream, directories: &Directories,
                 continue;
             }
             // A watch removed by us a moment ago may still have queued events.
-            let Some(dir) = directories.get(&event.wd) else {
+            let id = event.wd.get_watch_descriptor_id();
+            let Some(dir) = directories.path_of(id) else {
                 continue;
             };
             let notification = Notification {
                 mask: event.mask,
-                dir,
+                dir: &dir,
                 name: event.name,
                 cookie: event.cookie,
             };
@@ -420,7 +418,7 @@ fn read_loop(mut inotify: Inotify, stop: &UnixStream, directories: &Directories,
                 sink.send(hint);
             }
             if event.mask.contains(inotify::EventMask::IGNORED) {
-                directories.remove(&event.wd);
+                directories.ended(id);
             }
         }
     }
@@ -538,6 +536,6 @@ mod tests {
         let still = unwatched_names(&watcher);
         assert_eq!(still.len(), 1, "{still:?}");
         let now_watched = refused.iter().find(|r| **r != still[0]).unwrap();
-        assert!(watcher.watched.contains_key(&root.join(now_watched)));
+        assert!(lock(&watcher.directories).contains(&root.join(now_watched)));
     }
 }
