@@ -16,7 +16,7 @@
 //! - 10,000 items of bursts on 10 hosts (1,000 subjects each);
 //! - 5,000 flagged items (inside a recurring window, by a person it does not name, or by an
 //!   unknown actor);
-//! and 10,000 changes the recurring windows authorize (not open).
+//! - and 10,000 changes the recurring windows authorize (not open).
 //!
 //! Then it times, sequentially, request to complete response on loopback (server time plus
 //! loopback), `samples` requests per screen after 3 warm-ups, and prints p50/p99/max beside

@@ -77,7 +77,7 @@ impl Key {
                 listing.tag()
             )
         };
-        if cursor.len() > 2048 || cursor.len() % 2 != 0 {
+        if cursor.len() > 2048 || !cursor.len().is_multiple_of(2) {
             return Err(refused());
         }
         let bytes = (0..cursor.len())
