@@ -327,10 +327,21 @@ fn a_sqlite_collector_moves_to_postgres_with_its_records_and_its_audit_log() {
     )
     .unwrap();
     collector.restart();
-    assert_eq!(
-        collector.get("/api/v1/drift", &eve).expect(200),
-        drift_before
-    );
+    // The same drift; an item not yet alerted before the move may have been alerted since
+    // by the collector now running on PostgreSQL (its hold is one second): only that may
+    // differ.
+    let mut drift_after = collector.get("/api/v1/drift", &eve).expect(200);
+    for (after, before) in drift_after
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .zip(drift_before.as_array().unwrap())
+    {
+        if before["alerted_at"].is_null() {
+            after["alerted_at"] = Value::Null;
+        }
+    }
+    assert_eq!(drift_after, drift_before);
     let hosts_after = collector.get("/api/v1/hosts", &eve).expect(200);
     assert_eq!(hosts_after[0]["id"], hosts_before[0]["id"]);
     assert_eq!(hosts_after[0]["hostname"], "web-1");
