@@ -24,12 +24,14 @@
 //! `stream_events` events three times (without streams, with `streams` open event streams,
 //! without again) and prints events/s and what each stream received.
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/workload.rs"]
 mod workload;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,40 +41,12 @@ use driftwatch_collector::live::sse::Parser;
 use driftwatch_common::api::v1::{
     Actor, ChangeKind, DriftEvent, EventBatch, SeenBy, SubjectKey, SubjectState,
 };
+use http::{Api, Launch, Started};
 use serde_json::{Value, json};
-use workload::{BATCH, Chain, labels, percentile};
+use workload::{BATCH, Chain, percentile};
 
-/// Kills the collector when the benchmark ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(Clone)]
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
+/// What this benchmark asks of the API beyond `http::Api::post`.
 impl Api {
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<Value> {
-        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let answer: Value = response.json().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status}: {answer}");
-        }
-        Ok(answer)
-    }
-
     async fn get(&self, path: &str, token: &str) -> anyhow::Result<Value> {
         let response = self
             .client
@@ -330,102 +304,32 @@ async fn run(bin: &str, sizes: Sizes) -> anyhow::Result<()> {
     } else {
         Workdir::Temp(dir)
     };
-    let config = dir.path().join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "plain_http = true\nstate_dir = \"{}\"\n\n[limits]\nmax_streams = {}\n",
-            dir.path().join("state").display(),
-            (sizes.streams + 16).max(256)
-        ),
-    )?;
-    let offline = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["token", "create", "--person", "root", "--role", "admin"])
-        .output()?;
-    if !offline.status.success() {
-        bail!(
-            "token create failed: {}",
-            String::from_utf8_lossy(&offline.stderr)
-        );
-    }
-    let admin = String::from_utf8(offline.stdout)?.trim().to_owned();
-    let port_file = dir.path().join("port");
     // Each request's handler time as tower-http logs it (`latency`, in whole ms), read
     // back after the run beside the client-side figures.
     let log_path = dir.path().join("collector.log");
-    let log = std::fs::File::create(&log_path)?;
-    let _collector = Running(
-        Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json"])
-            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .env(
-                "DRIFTWATCH_LOG",
-                "warn,tower_http::trace::on_response=debug",
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {bin}"))?,
-    );
-    let started = Instant::now();
-    let addr = loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file)
-            && !text.trim().is_empty()
-        {
-            break text.trim().to_owned();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the collector did not start within a minute");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let api = Api {
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?,
-        base: format!("http://{addr}"),
-    };
-
-    let person = |name: &'static str, role: &'static str| {
-        let api = api.clone();
-        let admin = admin.clone();
-        async move {
-            let issued = api
-                .post(
-                    "/api/v1/tokens",
-                    Some(&admin),
-                    &json!({"name": name, "role": role}),
-                )
-                .await?;
-            anyhow::Ok(issued["token"].as_str().context("a token")?.to_owned())
-        }
-    };
-    let alice = person("alice", "change-manager").await?;
-    let bob = person("bob", "change-manager").await?;
-    let sam = person("sam", "security").await?;
-
-    let started = Instant::now();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    for w in 0..windows {
-        let request = serde_json::to_value(workload::window(w, windows, hosts, now))?;
-        let window = api.post("/api/v1/windows", Some(&alice), &request).await?;
-        let id = window["id"].as_str().context("a window id")?;
-        api.post(
-            &format!("/api/v1/windows/{id}/approve"),
-            Some(&bob),
-            &json!({}),
-        )
-        .await?;
-    }
-    println!(
-        "setup: {windows} windows requested and approved in {:.1?}",
-        started.elapsed()
-    );
+    let Started {
+        collector: _collector,
+        api,
+        admin,
+    } = http::start(
+        bin,
+        dir.path(),
+        Launch {
+            extra_config: &format!(
+                "\n[limits]\nmax_streams = {}\n",
+                (sizes.streams + 16).max(256)
+            ),
+            global_args: &["--log-format", "json"],
+            log_filter: "warn,tower_http::trace::on_response=debug",
+            stderr: Stdio::from(std::fs::File::create(&log_path)?),
+        },
+    )
+    .await?;
+    let alice = api.person(&admin, "alice", "change-manager").await?;
+    let bob = api.person(&admin, "bob", "change-manager").await?;
+    let sam = api.person(&admin, "sam", "security").await?;
+    let took = api.approved_windows(&alice, &bob, windows, hosts).await?;
+    println!("setup: {windows} windows requested and approved in {took:.1?}");
 
     let started = Instant::now();
     let issued = api
@@ -443,28 +347,8 @@ async fn run(bin: &str, sizes: Sizes) -> anyhow::Result<()> {
         enrolling.spawn(async move {
             let mut mine = Vec::new();
             for h in (c..hosts).step_by(SENDERS) {
-                let enrolled = api
-                    .post(
-                        "/api/v1/enroll",
-                        None,
-                        &json!({"token": enrollment, "hostname": format!("host-{h}"),
-                                "labels": labels(h), "agent_version": "bench"}),
-                    )
-                    .await?;
-                let host_id = enrolled["host_id"].as_str().context("a host id")?.parse()?;
-                let credential = enrolled["credential"]
-                    .as_str()
-                    .context("a credential")?
-                    .to_owned();
-                let key = serde_json::from_value(enrolled["chain_key"].clone())
-                    .context("a chain key in the enrollment answer")?;
-                api.post(
-                    "/api/v1/heartbeat",
-                    Some(&credential),
-                    &serde_json::to_value(workload::heartbeat(host_id))?,
-                )
-                .await?;
-                mine.push((h, credential, Chain::new(host_id, key)));
+                let (credential, chain) = api.enroll_host(&enrollment, h).await?;
+                mine.push((h, credential, chain));
             }
             anyhow::Ok(mine)
         });

@@ -7,49 +7,20 @@
 //! collector. Run by `bench/collector.sh`, or:
 //! `ingest_http COLLECTOR_BIN [windows] [hosts] [events] [clients]`.
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/workload.rs"]
 mod workload;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use driftwatch_common::api::v1::EventBatch;
+use http::{Launch, Started};
 use serde_json::{Value, json};
-use workload::{BATCH, Chain, labels, percentile};
-
-/// Kills the collector when the benchmark ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(Clone)]
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<Value> {
-        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let answer: Value = response.json().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status}: {answer}");
-        }
-        Ok(answer)
-    }
-}
+use workload::{BATCH, Chain, percentile};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -75,89 +46,25 @@ async fn run(
     clients: usize,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "plain_http = true\nstate_dir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )?;
-    let offline = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["token", "create", "--person", "root", "--role", "admin"])
-        .output()?;
-    if !offline.status.success() {
-        bail!(
-            "token create failed: {}",
-            String::from_utf8_lossy(&offline.stderr)
-        );
-    }
-    let admin = String::from_utf8(offline.stdout)?.trim().to_owned();
-    let port_file = dir.path().join("port");
-    let _collector = Running(
-        Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .env("DRIFTWATCH_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {bin}"))?,
-    );
-    let started = Instant::now();
-    let addr = loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file)
-            && !text.trim().is_empty()
-        {
-            break text.trim().to_owned();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the collector did not start within a minute");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let api = Api {
-        client: reqwest::Client::new(),
-        base: format!("http://{addr}"),
-    };
-
-    let person = |name: &'static str| {
-        let api = api.clone();
-        let admin = admin.clone();
-        async move {
-            let issued = api
-                .post(
-                    "/api/v1/tokens",
-                    Some(&admin),
-                    &json!({"name": name, "role": "change-manager"}),
-                )
-                .await?;
-            anyhow::Ok(issued["token"].as_str().context("a token")?.to_owned())
-        }
-    };
-    let (alice, bob) = (person("alice").await?, person("bob").await?);
-
-    let started = Instant::now();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    for w in 0..windows {
-        let request = serde_json::to_value(workload::window(w, windows, hosts, now))?;
-        let window = api.post("/api/v1/windows", Some(&alice), &request).await?;
-        let id = window["id"].as_str().context("a window id")?;
-        api.post(
-            &format!("/api/v1/windows/{id}/approve"),
-            Some(&bob),
-            &json!({}),
-        )
-        .await?;
-    }
-    println!(
-        "{windows} windows requested and approved over HTTP in {:.1?}",
-        started.elapsed()
-    );
+    let Started {
+        collector: _collector,
+        api,
+        admin,
+    } = http::start(
+        bin,
+        dir.path(),
+        Launch {
+            extra_config: "",
+            global_args: &[],
+            log_filter: "warn",
+            stderr: Stdio::inherit(),
+        },
+    )
+    .await?;
+    let alice = api.person(&admin, "alice", "change-manager").await?;
+    let bob = api.person(&admin, "bob", "change-manager").await?;
+    let took = api.approved_windows(&alice, &bob, windows, hosts).await?;
+    println!("{windows} windows requested and approved over HTTP in {took:.1?}");
 
     let mut chains = Vec::new();
     let mut left = 0;
@@ -175,28 +82,7 @@ async fn run(
             left = 10_000;
         }
         left -= 1;
-        let enrolled = api
-            .post(
-                "/api/v1/enroll",
-                None,
-                &json!({"token": token, "hostname": format!("host-{h}"),
-                        "labels": labels(h), "agent_version": "bench"}),
-            )
-            .await?;
-        let host_id = enrolled["host_id"].as_str().context("a host id")?.parse()?;
-        let credential = enrolled["credential"]
-            .as_str()
-            .context("a credential")?
-            .to_owned();
-        let key = serde_json::from_value(enrolled["chain_key"].clone())
-            .context("a chain key in the enrollment answer")?;
-        api.post(
-            "/api/v1/heartbeat",
-            Some(&credential),
-            &serde_json::to_value(workload::heartbeat(host_id))?,
-        )
-        .await?;
-        chains.push((credential, Chain::new(host_id, key)));
+        chains.push(api.enroll_host(&token, h).await?);
     }
 
     // Sender `c` owns hosts c, c + clients, ...; batches go to its hosts in turn.
